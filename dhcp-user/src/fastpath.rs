@@ -1,0 +1,292 @@
+//! The XDP side seen from userspace: loading the embedded object, attaching
+//! it, reading its counters, and running it on crafted frames through
+//! `BPF_PROG_TEST_RUN` (the harness the fixture tests build on).
+
+use std::{os::fd::AsRawFd, time::Duration};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    maps::PerCpuArray,
+    programs::{
+        xdp::XdpLinkId, ProgramError, TestRun, TestRunOptions, Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader,
+};
+use aya_log::EbpfLogger;
+use dhcp_common::{stat, MAP_STATS, PROGRAM_NAME, STAT_NAMES};
+
+use crate::config::XdpSetting;
+
+/// The XDP object, built by build.rs from `dhcp-ebpf/`.
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dhcp-ebpf.o"));
+
+/// How the program ended up attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachedMode {
+    Native,
+    Generic,
+}
+
+impl std::fmt::Display for AttachedMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AttachedMode::Native => "native",
+            AttachedMode::Generic => "generic",
+        })
+    }
+}
+
+pub struct Attachment {
+    pub ifname: String,
+    pub ifindex: u32,
+    pub mode: AttachedMode,
+    link: XdpLinkId,
+}
+
+/// Verdict and output of one `BPF_PROG_TEST_RUN`.
+#[derive(Debug, Clone)]
+pub struct TestRunOutcome {
+    /// XDP action (`XDP_PASS` = 2, `XDP_TX` = 3, ...).
+    pub verdict: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+    /// Mean time per run, as measured by the kernel.
+    pub duration: Duration,
+}
+
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+
+/// Counters summed over every CPU, indexed like `dhcp_common::stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XdpStats(pub [u64; stat::COUNT as usize]);
+
+impl XdpStats {
+    pub fn get(&self, index: u32) -> u64 {
+        self.0[index as usize]
+    }
+
+    /// Counter-wise difference, for "what did this traffic do".
+    pub fn since(&self, earlier: &XdpStats) -> XdpStats {
+        let mut d = *self;
+        for (a, b) in d.0.iter_mut().zip(earlier.0.iter()) {
+            *a = a.wrapping_sub(*b);
+        }
+        d
+    }
+
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        STAT_NAMES.iter().copied().zip(self.0.iter().copied())
+    }
+}
+
+impl std::fmt::Display for XdpStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, v)) in self.named().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{name}={v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The loaded XDP program and its maps.
+pub struct Fastpath {
+    // Drop order matters: attachments go first (links hold the program).
+    attachments: Vec<Attachment>,
+    // Holds the log ring buffer's fd; dropping it would close the map under
+    // the program's feet.
+    logger: Option<EbpfLogger<&'static dyn log::Log>>,
+    ebpf: Ebpf,
+}
+
+impl Fastpath {
+    /// Loads the embedded program (verifier included). `debug_logs` turns
+    /// the program's aya-log debug messages on; they cost a ring buffer
+    /// write per DHCP frame, so they are off unless asked for.
+    pub fn load(debug_logs: bool) -> Result<Fastpath> {
+        raise_memlock_limit();
+        let level: u8 = if debug_logs {
+            aya_log::Level::Debug as u8
+        } else {
+            aya_log::Level::Info as u8
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &level, true)
+            .load(XDP_OBJECT)
+            .context("loading the XDP object (is this root, with BPF support?)")?;
+        let logger = match EbpfLogger::init(&mut ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!("XDP log messages unavailable: {e}");
+                None
+            }
+        };
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| anyhow!("program {PROGRAM_NAME} missing from the XDP object"))?
+            .try_into()?;
+        prog.load().map_err(verifier_error)?;
+        Ok(Fastpath {
+            attachments: Vec::new(),
+            logger,
+            ebpf,
+        })
+    }
+
+    fn program_mut(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(PROGRAM_NAME)
+            .expect("checked at load")
+            .try_into()
+            .expect("checked at load")
+    }
+
+    fn program(&self) -> &Xdp {
+        self.ebpf
+            .program(PROGRAM_NAME)
+            .expect("checked at load")
+            .try_into()
+            .expect("checked at load")
+    }
+
+    /// Attaches to `ifname` (resolved in the calling thread's network
+    /// namespace). Native falls back to generic with a warning.
+    pub fn attach(&mut self, ifname: &str, setting: XdpSetting) -> Result<AttachedMode> {
+        let ifindex = ifindex(ifname)?;
+        let (link, mode) = match setting {
+            XdpSetting::Off => bail!("XDP is off for {ifname}"),
+            XdpSetting::Generic => (
+                self.program_mut()
+                    .attach_to_if_index(ifindex, XdpMode::Skb)
+                    .with_context(|| format!("attaching XDP (generic) to {ifname}"))?,
+                AttachedMode::Generic,
+            ),
+            XdpSetting::Native => match self.program_mut().attach_to_if_index(ifindex, XdpMode::Driver) {
+                Ok(link) => (link, AttachedMode::Native),
+                Err(native_err) => {
+                    tracing::warn!(
+                        interface = ifname,
+                        "native XDP unavailable ({native_err:#}); falling back to generic mode, which runs after the kernel allocated an skb and is much slower"
+                    );
+                    let link = self
+                        .program_mut()
+                        .attach_to_if_index(ifindex, XdpMode::Skb)
+                        .with_context(|| format!("attaching XDP (generic) to {ifname}"))?;
+                    (link, AttachedMode::Generic)
+                }
+            },
+        };
+        self.attachments.push(Attachment {
+            ifname: ifname.to_string(),
+            ifindex,
+            mode,
+            link,
+        });
+        Ok(mode)
+    }
+
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    /// Detaches from every interface (also done on drop).
+    pub fn detach_all(&mut self) -> Result<()> {
+        let attachments = std::mem::take(&mut self.attachments);
+        for a in attachments {
+            self.program_mut()
+                .detach(a.link)
+                .with_context(|| format!("detaching XDP from {}", a.ifname))?;
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Result<XdpStats> {
+        let map = self
+            .ebpf
+            .map(MAP_STATS)
+            .ok_or_else(|| anyhow!("map {MAP_STATS} missing"))?;
+        let array = PerCpuArray::<_, u64>::try_from(map)?;
+        let mut out = XdpStats::default();
+        for (i, slot) in out.0.iter_mut().enumerate() {
+            *slot = array.get(&(i as u32), 0)?.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// Runs the program once per `repeat` on `frame` without any interface.
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutcome> {
+        // Room for the program to grow the frame (bpf_xdp_adjust_tail).
+        let mut out = vec![0u8; frame.len() + 1024];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: repeat.max(1),
+            ..Default::default()
+        };
+        let r = self.program().test_run(opts).context("BPF_PROG_TEST_RUN")?;
+        out.truncate(r.data_size_out as usize);
+        Ok(TestRunOutcome {
+            verdict: r.return_value,
+            frame: out,
+            duration: r.duration,
+        })
+    }
+
+    /// File descriptor that becomes readable when the program logged.
+    pub fn log_fd(&self) -> Option<i32> {
+        self.logger.as_ref().map(|l| l.as_raw_fd())
+    }
+
+    /// Moves pending XDP log records to the `log` facade (and so to tracing).
+    pub fn flush_logs(&mut self) {
+        if let Some(l) = self.logger.as_mut() {
+            l.flush();
+        }
+    }
+}
+
+impl Drop for Fastpath {
+    fn drop(&mut self) {
+        if let Err(e) = self.detach_all() {
+            tracing::error!("{e:#}");
+        }
+    }
+}
+
+fn verifier_error(e: ProgramError) -> anyhow::Error {
+    // The verifier log is the only useful part of a load failure.
+    match e {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            anyhow!("the kernel rejected the XDP program ({io_error}):\n{verifier_log}")
+        }
+        other => anyhow!(other).context("loading the XDP program"),
+    }
+}
+
+pub fn ifindex(ifname: &str) -> Result<u32> {
+    let c = std::ffi::CString::new(ifname).context("interface name")?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        bail!("no interface named {ifname:?}: {}", std::io::Error::last_os_error());
+    }
+    Ok(idx)
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones use
+/// memcg. Raising it costs nothing and keeps old kernels working.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall on a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        tracing::debug!("setrlimit(RLIMIT_MEMLOCK): {}", std::io::Error::last_os_error());
+    }
+}

@@ -1,0 +1,106 @@
+//! Project tasks: `cargo xtask setup|test|demo|lab-clean`.
+//!
+//! `test` and `demo` run `setup` first; setup is idempotent and cheap when
+//! everything is already there.
+
+mod demo;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "xdhcp project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the toolchain and packages xdhcp needs (idempotent) and
+    /// check root, BPF and netns support.
+    Setup,
+    /// Set up, then run every check and test (fmt, clippy, unit, BPF
+    /// fixtures, netns integration tests).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and run the demo lab: a client namespace talking to
+    /// `xdhcp serve` on the embedded default config.
+    Demo,
+    /// Remove network namespaces left by crashed test runs.
+    LabClean,
+}
+
+pub fn root_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Runs a command from the workspace root, echoing it; fails on non-zero.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: {}", describe(cmd));
+    let status = cmd
+        .current_dir(root_dir())
+        .status()
+        .with_context(|| format!("running {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("{} failed ({status})", describe(cmd));
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    setup::setup()?;
+    let stale = xdhcp_lab::cleanup_stale();
+    if !stale.is_empty() {
+        eprintln!("xtask: removed stale lab namespaces: {stale:?}");
+    }
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // The integration tests start the real daemon binary.
+    run(cargo().args(["build", "-p", "xdhcp", "--bins"]))?;
+    run(cargo().args(["test", "--workspace", "--no-fail-fast"]).arg("--").args(args))?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Task::Setup => setup::setup(),
+        Task::Test { args } => test(&args),
+        Task::Demo => setup::setup().and_then(|()| demo::demo()),
+        Task::LabClean => {
+            for ns in xdhcp_lab::cleanup_stale() {
+                println!("removed {ns}");
+            }
+            Ok(())
+        }
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
