@@ -5,9 +5,7 @@
 
 use core::mem::size_of;
 
-use dhcp_common::{
-    stat, DHCP_SERVER_PORT, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_QINQ_9100,
-};
+use dhcp_common::{stat, DHCP_SERVER_PORT, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_QINQ_9100};
 
 pub const ETH_HLEN: usize = 14;
 pub const VLAN_HLEN: usize = 4;

@@ -157,7 +157,10 @@ impl Config {
                 ));
             }
             if self.interfaces[..i].iter().any(|o| o.name == iface.name) {
-                return Err(err(line, format!("interface {:?} listed twice", iface.name)));
+                return Err(err(
+                    line,
+                    format!("interface {:?} listed twice", iface.name),
+                ));
             }
         }
         let sid = self.server.server_id;
@@ -166,7 +169,10 @@ impl Config {
                 .lines()
                 .position(|l| l.trim_start().starts_with("server_id"))
                 .map_or(0, |n| n + 1);
-            return Err(err(line, format!("server_id {sid} is not a unicast address")));
+            return Err(err(
+                line,
+                format!("server_id {sid} is not a unicast address"),
+            ));
         }
         Ok(())
     }

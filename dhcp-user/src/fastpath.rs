@@ -7,9 +7,7 @@ use std::{os::fd::AsRawFd, time::Duration};
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
     maps::PerCpuArray,
-    programs::{
-        xdp::XdpLinkId, ProgramError, TestRun, TestRunOptions, Xdp, XdpMode,
-    },
+    programs::{xdp::XdpLinkId, ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use aya_log::EbpfLogger;
@@ -18,7 +16,8 @@ use dhcp_common::{stat, MAP_STATS, PROGRAM_NAME, STAT_NAMES};
 use crate::config::XdpSetting;
 
 /// The XDP object, built by build.rs from `dhcp-ebpf/`.
-pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dhcp-ebpf.o"));
+pub static XDP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dhcp-ebpf.o"));
 
 /// How the program ended up attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +165,10 @@ impl Fastpath {
                     .with_context(|| format!("attaching XDP (generic) to {ifname}"))?,
                 AttachedMode::Generic,
             ),
-            XdpSetting::Native => match self.program_mut().attach_to_if_index(ifindex, XdpMode::Driver) {
+            XdpSetting::Native => match self
+                .program_mut()
+                .attach_to_if_index(ifindex, XdpMode::Driver)
+            {
                 Ok(link) => (link, AttachedMode::Native),
                 Err(native_err) => {
                     tracing::warn!(
@@ -261,7 +263,10 @@ impl Drop for Fastpath {
 fn verifier_error(e: ProgramError) -> anyhow::Error {
     // The verifier log is the only useful part of a load failure.
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             anyhow!("the kernel rejected the XDP program ({io_error}):\n{verifier_log}")
         }
         other => anyhow!(other).context("loading the XDP program"),
@@ -273,7 +278,10 @@ pub fn ifindex(ifname: &str) -> Result<u32> {
     // SAFETY: c is a valid NUL-terminated string.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if idx == 0 {
-        bail!("no interface named {ifname:?}: {}", std::io::Error::last_os_error());
+        bail!(
+            "no interface named {ifname:?}: {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(idx)
 }
@@ -287,6 +295,9 @@ fn raise_memlock_limit() {
     };
     // SAFETY: plain syscall on a valid struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
-        tracing::debug!("setrlimit(RLIMIT_MEMLOCK): {}", std::io::Error::last_os_error());
+        tracing::debug!(
+            "setrlimit(RLIMIT_MEMLOCK): {}",
+            std::io::Error::last_os_error()
+        );
     }
 }

@@ -4,5 +4,6 @@
 
 pub mod config;
 pub mod fastpath;
+pub mod fixture;
 pub mod logging;
 pub mod serve;

@@ -29,7 +29,10 @@ pub fn dhcp_socket(ifname: &str) -> Result<UdpSocket> {
     s.bind_device(Some(ifname.as_bytes()))
         .with_context(|| format!("SO_BINDTODEVICE {ifname}"))?;
     s.set_nonblocking(true)?;
-    let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, dhcp_common::DHCP_SERVER_PORT));
+    let addr = SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::UNSPECIFIED,
+        dhcp_common::DHCP_SERVER_PORT,
+    ));
     s.bind(&addr.into())
         .with_context(|| format!("binding UDP port 67 on {ifname}"))?;
     Ok(UdpSocket::from_std(s.into())?)
@@ -50,7 +53,11 @@ fn describe(buf: &[u8]) -> String {
                 .opts()
                 .msg_type()
                 .map_or_else(|| "BOOTP".to_string(), |t| format!("{t:?}"));
-            format!("{ty} xid={:#010x} chaddr={chaddr} ciaddr={}", m.xid(), m.ciaddr())
+            format!(
+                "{ty} xid={:#010x} chaddr={chaddr} ciaddr={}",
+                m.xid(),
+                m.ciaddr()
+            )
         }
         Err(e) => format!("malformed ({e})"),
     }
@@ -81,7 +88,11 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
             loop {
                 match sock.recv_from(&mut buf).await {
                     Ok((n, from)) => {
-                        if tx.send((name.clone(), from, buf[..n].to_vec())).await.is_err() {
+                        if tx
+                            .send((name.clone(), from, buf[..n].to_vec()))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }

@@ -110,7 +110,7 @@ impl FrameSpec {
             return f;
         }
         let mut opts = self.ip_options.clone();
-        while opts.len() % 4 != 0 {
+        while !opts.len().is_multiple_of(4) {
             opts.push(0);
         }
         let ihl = 20 + opts.len();
@@ -198,7 +198,13 @@ mod tests {
         };
         let f = spec.build();
         let udp = &f[34..];
-        let pseudo = [&spec.src_ip[..], &spec.dst_ip[..], &[0, 17], &(udp.len() as u16).to_be_bytes()[..]].concat();
+        let pseudo = [
+            &spec.src_ip[..],
+            &spec.dst_ip[..],
+            &[0, 17],
+            &(udp.len() as u16).to_be_bytes()[..],
+        ]
+        .concat();
         assert_eq!(checksum(&[&pseudo, udp]), 0);
     }
 
@@ -220,7 +226,10 @@ mod tests {
 
     #[test]
     fn mac_parsing() {
-        assert_eq!(parse_mac("02:00:5e:10:00:01").unwrap(), [2, 0, 0x5e, 0x10, 0, 1]);
+        assert_eq!(
+            parse_mac("02:00:5e:10:00:01").unwrap(),
+            [2, 0, 0x5e, 0x10, 0, 1]
+        );
         assert!(parse_mac("02:00").is_err());
     }
 }

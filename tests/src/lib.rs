@@ -6,6 +6,7 @@
 //! while a test panics. Addresses come from 198.18.0.0/15 only.
 
 pub mod frame;
+pub mod proc;
 pub mod raw;
 
 use std::{
@@ -39,7 +40,10 @@ pub fn check_lab() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("not root (network namespaces, veth and XDP need root)");
     }
-    let out = Command::new("ip").arg("-V").output().context("`ip` (iproute2) not found")?;
+    let out = Command::new("ip")
+        .arg("-V")
+        .output()
+        .context("`ip` (iproute2) not found")?;
     if !out.status.success() {
         bail!("`ip -V` failed");
     }
@@ -54,7 +58,10 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+    let args: Vec<_> = args
+        .into_iter()
+        .map(|a| a.as_ref().to_os_string())
+        .collect();
     let out = Command::new(&args[0])
         .args(&args[1..])
         .stdin(Stdio::null())
@@ -90,7 +97,11 @@ impl Lab {
     pub fn new(tag: &str) -> Result<Lab> {
         check_lab()?;
         let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
-        let tag: String = tag.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
+        let tag: String = tag
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(12)
+            .collect();
         Ok(Lab {
             prefix: format!("{NS_PREFIX}-{}-{n}-{tag}", std::process::id()),
             namespaces: Vec::new(),
@@ -111,7 +122,11 @@ impl Lab {
         let ns = Netns { name: full };
         ns.run(["ip", "link", "set", "lo", "up"])?;
         for key in ["all", "default"] {
-            ns.run(["sysctl", "-qw", &format!("net.ipv6.conf.{key}.disable_ipv6=1")])?;
+            ns.run([
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{key}.disable_ipv6=1"),
+            ])?;
         }
         Ok(ns)
     }
@@ -119,7 +134,15 @@ impl Lab {
     /// A veth pair between two namespaces, both ends up, with optional
     /// addresses ("198.18.0.1/24"). Interface names are per namespace, so
     /// they need not be unique across labs.
-    pub fn veth(&self, a: &Netns, a_if: &str, a_addr: Option<&str>, b: &Netns, b_if: &str, b_addr: Option<&str>) -> Result<()> {
+    pub fn veth(
+        &self,
+        a: &Netns,
+        a_if: &str,
+        a_addr: Option<&str>,
+        b: &Netns,
+        b_if: &str,
+        b_addr: Option<&str>,
+    ) -> Result<()> {
         self.veth_with_queues(a, a_if, a_addr, b, b_if, b_addr, 1)
     }
 
@@ -141,8 +164,28 @@ impl Lab {
         }
         let q = queues.max(1).to_string();
         run_checked([
-            "ip", "link", "add", "name", a_if, "netns", &a.name, "numrxqueues", &q, "numtxqueues", &q,
-            "type", "veth", "peer", "name", b_if, "netns", &b.name, "numrxqueues", &q, "numtxqueues", &q,
+            "ip",
+            "link",
+            "add",
+            "name",
+            a_if,
+            "netns",
+            &a.name,
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_if,
+            "netns",
+            &b.name,
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
         ])?;
         for (ns, ifname, addr) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
             if let Some(addr) = addr {
@@ -156,7 +199,10 @@ impl Lab {
     /// Starts a long-running process in `ns`; it is killed when the lab drops
     /// (if the caller has not waited for it already).
     pub fn spawn(&self, ns: &Netns, cmd: &mut Command) -> Result<u32> {
-        let child = ns.command_from(cmd).spawn().context("spawning in lab namespace")?;
+        let child = ns
+            .command_from(cmd)
+            .spawn()
+            .context("spawning in lab namespace")?;
         let pid = child.id();
         self.children.lock().unwrap().push(child);
         Ok(pid)
@@ -172,7 +218,12 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for mut c in self.children.lock().map(|mut g| std::mem::take(&mut *g)).unwrap_or_default() {
+        for mut c in self
+            .children
+            .lock()
+            .map(|mut g| std::mem::take(&mut *g))
+            .unwrap_or_default()
+        {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -193,7 +244,10 @@ fn destroy_netns(name: &str) {
             }
         }
     }
-    let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
+    let _ = Command::new("ip")
+        .args(["netns", "del", name])
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Removes namespaces left by labs whose process is gone (a crashed or
@@ -208,7 +262,11 @@ pub fn cleanup_stale() -> Vec<String> {
         let Some(rest) = name.strip_prefix(&format!("{NS_PREFIX}-")) else {
             continue;
         };
-        let pid: i32 = rest.split('-').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let pid: i32 = rest
+            .split('-')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         // SAFETY: kill with signal 0 only checks existence.
         let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
         if !alive {
@@ -238,7 +296,9 @@ impl Netns {
     /// `ip netns exec NAME <cmd>` with the command's program and arguments.
     pub fn command_from(&self, cmd: &Command) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).arg(cmd.get_program()).args(cmd.get_args());
+        c.args(["netns", "exec", &self.name])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
         for (k, v) in cmd.get_envs() {
             match v {
                 Some(v) => c.env(k, v),
@@ -257,7 +317,10 @@ impl Netns {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut full: Vec<std::ffi::OsString> = ["ip", "netns", "exec", &self.name].iter().map(Into::into).collect();
+        let mut full: Vec<std::ffi::OsString> = ["ip", "netns", "exec", &self.name]
+            .iter()
+            .map(Into::into)
+            .collect();
         full.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         let out = run_checked(full)?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -277,7 +340,10 @@ impl Netns {
             s.spawn(|| {
                 // SAFETY: setns on a valid namespace fd affects only this thread.
                 if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(anyhow!("setns({path}): {}", std::io::Error::last_os_error()));
+                    return Err(anyhow!(
+                        "setns({path}): {}",
+                        std::io::Error::last_os_error()
+                    ));
                 }
                 Ok(f())
             })

@@ -36,7 +36,13 @@ impl RawSocket {
             bail!("no interface {ifname}: {}", io::Error::last_os_error());
         }
         // SAFETY: plain socket(2); the fd is owned right away.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(ETH_P_ALL.to_be())) };
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(ETH_P_ALL.to_be()),
+            )
+        };
         if fd < 0 {
             bail!("socket(AF_PACKET): {}", io::Error::last_os_error());
         }
@@ -92,7 +98,11 @@ impl RawSocket {
             if left.is_zero() {
                 return Ok(None);
             }
-            let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: one valid pollfd.
             let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) };
             if r < 0 {
@@ -121,7 +131,7 @@ impl RawSocket {
             if n < 0 {
                 return Err(io::Error::last_os_error()).context("recvfrom(AF_PACKET)");
             }
-            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             return Ok(Some(buf[..n as usize].to_vec()));

@@ -41,7 +41,10 @@ enum Task {
 }
 
 pub fn root_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Runs a command from the workspace root, echoing it; fails on non-zero.
@@ -76,10 +79,22 @@ fn test(args: &[String]) -> Result<()> {
         eprintln!("xtask: removed stale lab namespaces: {stale:?}");
     }
     run(cargo().args(["fmt", "--all", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // The XDP crate is its own workspace.
+    run(cargo().args(["fmt", "--manifest-path", "dhcp-ebpf/Cargo.toml", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // The integration tests start the real daemon binary.
     run(cargo().args(["build", "-p", "xdhcp", "--bins"]))?;
-    run(cargo().args(["test", "--workspace", "--no-fail-fast"]).arg("--").args(args))?;
+    run(cargo()
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .arg("--")
+        .args(args))?;
     Ok(())
 }
 

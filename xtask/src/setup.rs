@@ -47,7 +47,9 @@ fn installed(pkg: &str) -> bool {
 fn cargo_bin_dir() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
+        })
         .join("bin")
 }
 
@@ -56,7 +58,9 @@ fn bpf_linker_ok() -> bool {
     Command::new(&bin)
         .arg("--version")
         .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+        .map(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        })
         .unwrap_or(false)
 }
 
@@ -77,7 +81,10 @@ pub fn setup() -> Result<()> {
     for (path, why) in [
         ("/usr/bin/rustc", "Debian's rustc (rustc-web)"),
         ("/usr/bin/cargo", "Debian's cargo (cargo-web)"),
-        ("/usr/lib/rustlib/src/rust/library/core", "Rust library source (rust-web-src)"),
+        (
+            "/usr/lib/rustlib/src/rust/library/core",
+            "Rust library source (rust-web-src)",
+        ),
         ("/usr/lib/llvm-22/bin/llvm-config", "LLVM 22 (llvm-22-dev)"),
     ] {
         if !Path::new(path).exists() {
@@ -86,7 +93,9 @@ pub fn setup() -> Result<()> {
     }
 
     if !bpf_linker_ok() {
-        eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes, once)");
+        eprintln!(
+            "xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes, once)"
+        );
         run(crate::cargo()
             .env("LLVM_PREFIX", "/usr/lib/llvm-22")
             .env_remove("CARGO_TARGET_DIR")
@@ -124,9 +133,12 @@ fn check_kernel() -> Result<()> {
     }
     xdhcp_lab::check_lab().context("network namespace lab")?;
     let probe = format!("{}-setupcheck-{}", xdhcp_lab::NS_PREFIX, std::process::id());
-    run(Command::new("ip").args(["netns", "add", &probe])).context("creating a network namespace")?;
+    run(Command::new("ip").args(["netns", "add", &probe]))
+        .context("creating a network namespace")?;
     let veth = Command::new("ip")
-        .args(["-n", &probe, "link", "add", "name", "xa", "type", "veth", "peer", "name", "xb"])
+        .args([
+            "-n", &probe, "link", "add", "name", "xa", "type", "veth", "peer", "name", "xb",
+        ])
         .status();
     let _ = Command::new("ip").args(["netns", "del", &probe]).status();
     if !veth.map(|s| s.success()).unwrap_or(false) {
