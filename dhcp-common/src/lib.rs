@@ -117,6 +117,31 @@ pub struct RenewEvent {
     pub inner_vlan: u16,
 }
 
+/// RFC 1071 Internet checksum over the concatenation of `chunks` (an odd
+/// chunk length carries over into the next chunk), folded and inverted.
+pub fn internet_checksum(chunks: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut odd: Option<u8> = None;
+    for chunk in chunks {
+        for &b in chunk.iter() {
+            match odd.take() {
+                Some(hi) => sum += u32::from(u16::from_be_bytes([hi, b])),
+                None => odd = Some(b),
+            }
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+    }
+    if let Some(hi) = odd {
+        sum += u32::from(u16::from_be_bytes([hi, 0]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 /// Indices into the per-CPU stats array (`MAP_STATS`).
 pub mod stat {
     /// Every frame the program saw.

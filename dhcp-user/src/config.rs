@@ -2,7 +2,11 @@
 //! reason. Every table denies unknown keys so a typo never silently falls
 //! back to a default.
 
-use std::{fmt, net::Ipv4Addr, path::Path};
+use std::{
+    fmt,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
 use serde::Deserialize;
 
@@ -18,6 +22,11 @@ pub struct Config {
     pub interfaces: Vec<Interface>,
     #[serde(default)]
     pub logging: Logging,
+    /// Options every subnet inherits.
+    #[serde(default)]
+    pub options: OptionSet,
+    #[serde(default, rename = "subnet")]
+    pub subnets: Vec<Subnet>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -25,6 +34,214 @@ pub struct Config {
 pub struct Server {
     /// Server identifier (option 54) and source address of replies.
     pub server_id: Ipv4Addr,
+    /// SQLite lease database (WAL). Created when missing.
+    #[serde(default = "default_lease_db")]
+    pub lease_db: PathBuf,
+    /// `full`: an ACK leaves only once its lease survives power loss;
+    /// `normal`: survives a crash of xdhcp (kill -9) but not of the machine.
+    #[serde(default)]
+    pub lease_db_sync: DbSync,
+    /// A DECLINEd address is not handed out for this long.
+    #[serde(default = "default_probation")]
+    pub decline_probation_secs: u32,
+    /// An OFFERed address is kept for its client this long.
+    #[serde(default = "default_offer_hold")]
+    pub offer_hold_secs: u32,
+    /// How often expired leases are reclaimed.
+    #[serde(default = "default_reclaim")]
+    pub reclaim_interval_secs: u32,
+}
+
+fn default_lease_db() -> PathBuf {
+    PathBuf::from("/var/lib/xdhcp/leases.db")
+}
+fn default_probation() -> u32 {
+    86_400
+}
+fn default_offer_hold() -> u32 {
+    30
+}
+fn default_reclaim() -> u32 {
+    10
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DbSync {
+    #[default]
+    Full,
+    Normal,
+}
+
+/// Options at one level (global, subnet, pool, reservation); a more
+/// specific level overrides a less specific one option by option.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OptionSet {
+    /// Lease time in seconds (option 51).
+    pub lease_time: Option<u32>,
+    /// T1 (option 58); default half the lease time.
+    pub renewal_time: Option<u32>,
+    /// T2 (option 59); default 7/8 of the lease time.
+    pub rebinding_time: Option<u32>,
+    /// Option 3.
+    pub routers: Option<Vec<Ipv4Addr>>,
+    /// Option 6.
+    pub dns_servers: Option<Vec<Ipv4Addr>>,
+    /// Option 15.
+    pub domain_name: Option<String>,
+    /// Option 121 (RFC 3442).
+    pub classless_routes: Option<Vec<Route>>,
+    /// Any other option by code.
+    #[serde(default, rename = "option")]
+    pub custom: Vec<CustomOption>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub destination: Ipv4Net,
+    pub gateway: Ipv4Addr,
+}
+
+/// An option by code with a typed value.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CustomOption {
+    pub code: u8,
+    #[serde(flatten)]
+    pub value: OptionValue,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", content = "value", rename_all = "lowercase")]
+pub enum OptionValue {
+    String(String),
+    Ip(Ipv4Addr),
+    Ips(Vec<Ipv4Addr>),
+    U8(u8),
+    U16(u16),
+    U32(u32),
+    Bool(bool),
+    /// Raw bytes as hex, e.g. "0a0b0c" or "0a:0b:0c".
+    Hex(String),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Subnet {
+    /// Stable identifier (stored with each lease).
+    pub id: u32,
+    pub subnet: Ipv4Net,
+    /// Directly connected clients arrive on this interface...
+    pub interface: Option<String>,
+    /// ...with this outer VLAN ID (none: untagged)...
+    pub vlan: Option<u16>,
+    /// ...and this inner VLAN ID (QinQ).
+    pub inner_vlan: Option<u16>,
+    /// Relay addresses (giaddr) that select this subnet besides those
+    /// inside it.
+    #[serde(default)]
+    pub relays: Vec<Ipv4Addr>,
+    /// Answer DISCOVER with option 80 straight with an ACK (RFC 4039).
+    #[serde(default)]
+    pub rapid_commit: bool,
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<Pool>,
+    #[serde(default, rename = "reservation")]
+    pub reservations: Vec<Reservation>,
+    #[serde(default)]
+    pub options: OptionSet,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub start: Ipv4Addr,
+    pub end: Ipv4Addr,
+    #[serde(default)]
+    pub options: OptionSet,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Reservation {
+    /// Client hardware address "aa:bb:cc:dd:ee:ff"...
+    pub hw_address: Option<String>,
+    /// ...or client identifier (option 61) as hex "01:aa:bb:...".
+    pub client_id: Option<String>,
+    pub ip: Ipv4Addr,
+    #[serde(default)]
+    pub options: OptionSet,
+}
+
+/// An IPv4 prefix "198.18.0.0/24".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Ipv4Net {
+    pub fn mask(&self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix))
+        }
+    }
+    pub fn network(&self) -> u32 {
+        u32::from(self.addr) & self.mask()
+    }
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == self.network()
+    }
+    pub fn broadcast(&self) -> u32 {
+        self.network() | !self.mask()
+    }
+}
+
+impl std::str::FromStr for Ipv4Net {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("{p:?} is not a prefix length 0-32"))?;
+        Ok(Ipv4Net { addr, prefix })
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv4Net {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses "aa:bb:cc" or "aabbcc" into bytes.
+pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
+    let clean: String = s.chars().filter(|c| *c != ':' && *c != '-').collect();
+    if clean.is_empty() || !clean.len().is_multiple_of(2) {
+        return Err(format!("{s:?} is not an even number of hex digits"));
+    }
+    (0..clean.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&clean[i..i + 2], 16).map_err(|_| format!("{s:?} is not hex")))
+        .collect()
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -101,6 +318,105 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// Finds the line of the `index`-th `[[table]]` header, for errors that are
 /// only found after parsing (e.g. a duplicate interface).
+/// Line of the `index`-th `[[child]]` inside the `parent_index`-th
+/// `[[parent]]`.
+fn nested_line(
+    text: &str,
+    parent: &str,
+    parent_index: usize,
+    child: &str,
+    index: usize,
+) -> Option<usize> {
+    let p_header = format!("[[{parent}]]");
+    let c_header = format!("[[{child}]]");
+    let mut parent_seen = None;
+    let mut n = 0;
+    for (ln, l) in text.lines().enumerate() {
+        let l = l.trim_start();
+        if l.starts_with(&p_header) {
+            parent_seen = Some(parent_seen.map_or(0, |p| p + 1));
+        } else if l.starts_with(&c_header) && parent_seen == Some(parent_index) {
+            if n == index {
+                return Some(ln + 1);
+            }
+            n += 1;
+        }
+    }
+    None
+}
+
+/// Options the server computes itself; configuring them is a mistake.
+const SERVER_MANAGED: &[(u8, &str)] = &[
+    (50, "requested address"),
+    (51, "lease time (use lease_time)"),
+    (52, "option overload"),
+    (53, "message type"),
+    (54, "server identifier (use server_id)"),
+    (55, "parameter request list"),
+    (57, "maximum message size"),
+    (58, "renewal time (use renewal_time)"),
+    (59, "rebinding time (use rebinding_time)"),
+    (61, "client identifier"),
+    (80, "rapid commit"),
+    (82, "relay agent information"),
+];
+
+fn check_options(o: &OptionSet) -> Result<(), String> {
+    if o.lease_time == Some(0) {
+        return Err("lease_time must be positive".into());
+    }
+    if let (Some(t1), Some(t2)) = (o.renewal_time, o.rebinding_time) {
+        if t1 >= t2 {
+            return Err(format!(
+                "renewal_time {t1} must be below rebinding_time {t2}"
+            ));
+        }
+    }
+    if let Some(lt) = o.lease_time {
+        for (name, t) in [
+            ("renewal_time", o.renewal_time),
+            ("rebinding_time", o.rebinding_time),
+        ] {
+            if let Some(t) = t {
+                if t >= lt {
+                    return Err(format!("{name} {t} must be below lease_time {lt}"));
+                }
+            }
+        }
+    }
+    if let Some(d) = &o.domain_name {
+        if d.is_empty() || d.len() > 255 {
+            return Err("domain_name must be 1-255 bytes".into());
+        }
+    }
+    for r in o.classless_routes.iter().flatten() {
+        if u32::from(r.destination.addr) != r.destination.network() {
+            return Err(format!(
+                "route destination {} has host bits set",
+                r.destination
+            ));
+        }
+    }
+    for c in &o.custom {
+        if c.code == 0 || c.code == 255 {
+            return Err(format!("option code {} is reserved", c.code));
+        }
+        if let Some((_, what)) = SERVER_MANAGED.iter().find(|(code, _)| *code == c.code) {
+            return Err(format!("option {} ({what}) is set by the server", c.code));
+        }
+        let len = crate::wire::encode_option_value(&c.value)
+            .map_err(|e| format!("option {}: {e}", c.code))?
+            .len();
+        if len > 255 {
+            return Err(format!(
+                "option {} value is {len} bytes; 255 at most",
+                c.code
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn table_line(text: &str, table: &str, index: usize) -> usize {
     let header = format!("[[{table}]]");
     text.lines()
@@ -173,6 +489,124 @@ impl Config {
                 line,
                 format!("server_id {sid} is not a unicast address"),
             ));
+        }
+        let global_line = |key: &str| {
+            text.lines()
+                .position(|l| l.trim_start().starts_with(key))
+                .map_or(0, |n| n + 1)
+        };
+        check_options(&self.options).map_err(|r| err(global_line("[options]"), r))?;
+        let mut pools: Vec<(u32, u32, usize)> = Vec::new();
+        let mut reserved_ips: Vec<Ipv4Addr> = Vec::new();
+        for (i, sn) in self.subnets.iter().enumerate() {
+            let line = table_line(text, "subnet", i);
+            let e = |r: String| err(line, format!("subnet {}: {r}", sn.subnet));
+            if sn.id == 0 || self.subnets[..i].iter().any(|o| o.id == sn.id) {
+                return Err(e(format!("id {} must be non-zero and unique", sn.id)));
+            }
+            if sn.subnet.prefix > 30 || sn.subnet.prefix < 8 {
+                return Err(e("prefix must be between /8 and /30".into()));
+            }
+            if u32::from(sn.subnet.addr) != sn.subnet.network() {
+                return Err(e(format!(
+                    "address has host bits set (did you mean {}/{}?)",
+                    Ipv4Addr::from(sn.subnet.network()),
+                    sn.subnet.prefix
+                )));
+            }
+            if let Some(ifname) = &sn.interface {
+                if !self.interfaces.iter().any(|i| &i.name == ifname) {
+                    return Err(e(format!("interface {ifname:?} is not an [[interface]]")));
+                }
+            }
+            for v in [sn.vlan, sn.inner_vlan].into_iter().flatten() {
+                if !(1..=4094).contains(&v) {
+                    return Err(e(format!("VLAN ID {v} outside 1-4094")));
+                }
+            }
+            if sn.inner_vlan.is_some() && sn.vlan.is_none() {
+                return Err(e("inner_vlan needs vlan (the outer tag)".into()));
+            }
+            if (sn.vlan.is_some()) && sn.interface.is_none() {
+                return Err(e("vlan needs interface".into()));
+            }
+            if sn.interface.is_some()
+                && self.subnets[..i].iter().any(|o| {
+                    o.interface == sn.interface
+                        && o.vlan == sn.vlan
+                        && o.inner_vlan == sn.inner_vlan
+                })
+            {
+                return Err(e(
+                    "another subnet already serves this interface and VLAN".into()
+                ));
+            }
+            if self.subnets[..i]
+                .iter()
+                .any(|o| o.subnet.contains(sn.subnet.addr) || sn.subnet.contains(o.subnet.addr))
+            {
+                return Err(e("overlaps another subnet".into()));
+            }
+            check_options(&sn.options).map_err(e)?;
+            for (j, p) in sn.pools.iter().enumerate() {
+                let pline = nested_line(text, "subnet", i, "subnet.pool", j).unwrap_or(line);
+                let pe = |r: String| err(pline, format!("pool {}-{}: {r}", p.start, p.end));
+                let (a, b) = (u32::from(p.start), u32::from(p.end));
+                if a > b {
+                    return Err(pe("start is after end".into()));
+                }
+                if !sn.subnet.contains(p.start) || !sn.subnet.contains(p.end) {
+                    return Err(pe(format!("not inside {}", sn.subnet)));
+                }
+                if a == sn.subnet.network() || b == sn.subnet.broadcast() {
+                    return Err(pe("includes the network or broadcast address".into()));
+                }
+                if u32::from(self.server.server_id) >= a && u32::from(self.server.server_id) <= b {
+                    return Err(pe("includes the server's own address".into()));
+                }
+                if let Some((_, _, l)) = pools.iter().find(|(s, t, _)| a <= *t && *s <= b) {
+                    return Err(pe(format!("overlaps the pool at line {l}")));
+                }
+                check_options(&p.options).map_err(pe)?;
+                pools.push((a, b, pline));
+            }
+            let mut ids: Vec<(bool, Vec<u8>)> = Vec::new();
+            for (j, r) in sn.reservations.iter().enumerate() {
+                let rline = nested_line(text, "subnet", i, "subnet.reservation", j).unwrap_or(line);
+                let re = |m: String| err(rline, format!("reservation {}: {m}", r.ip));
+                let id = match (&r.hw_address, &r.client_id) {
+                    (Some(hw), None) => {
+                        let b = parse_hex(hw).map_err(re)?;
+                        if b.is_empty() || b.len() > 16 {
+                            return Err(re(format!("hw_address {hw:?} must be 1-16 bytes")));
+                        }
+                        (false, b)
+                    }
+                    (None, Some(cid)) => {
+                        let b = parse_hex(cid).map_err(re)?;
+                        if b.len() < 2 {
+                            return Err(re("client_id must be at least 2 bytes".into()));
+                        }
+                        (true, b)
+                    }
+                    _ => return Err(re("set exactly one of hw_address and client_id".into())),
+                };
+                if !sn.subnet.contains(r.ip)
+                    || u32::from(r.ip) == sn.subnet.network()
+                    || u32::from(r.ip) == sn.subnet.broadcast()
+                {
+                    return Err(re(format!("address is not a host of {}", sn.subnet)));
+                }
+                if reserved_ips.contains(&r.ip) {
+                    return Err(re("address reserved twice".into()));
+                }
+                if ids.contains(&id) {
+                    return Err(re("client has two reservations in this subnet".into()));
+                }
+                check_options(&r.options).map_err(re)?;
+                reserved_ips.push(r.ip);
+                ids.push(id);
+            }
         }
         Ok(())
     }

@@ -5,5 +5,9 @@
 pub mod config;
 pub mod fastpath;
 pub mod fixture;
+pub mod leases;
 pub mod logging;
 pub mod serve;
+pub mod server;
+pub mod store;
+pub mod wire;

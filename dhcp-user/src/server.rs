@@ -1,0 +1,787 @@
+//! The RFC 2131 state machine. Pure: a parsed request and where it came
+//! from go in; the reply (with its destination) and the lease changes to
+//! persist come out. The caller persists before it sends an ACK.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::Ipv4Addr,
+};
+
+use crate::{
+    config::{Config, Ipv4Net, OptionSet},
+    leases::{client_id_key, hw_key, ClientKey, Lease, LeaseState, LeaseTable},
+    store::StoreOp,
+    wire::{self, msg, opt, DhcpRequest, Malformed, Reply, Tag},
+};
+
+pub const DEFAULT_LEASE_SECS: u32 = 3600;
+
+/// Where a request arrived.
+#[derive(Debug, Clone)]
+pub struct Arrival<'a> {
+    pub iface: &'a str,
+    /// Outermost first.
+    pub tags: &'a [Tag],
+    pub src_mac: [u8; 6],
+}
+
+/// Where a reply goes (RFC 2131 §4.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    /// To the relay's server port; the kernel routes it.
+    Relay(Ipv4Addr),
+    /// A frame on the arrival interface and VLAN, without ARP.
+    Direct {
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    },
+    Broadcast,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub msg_type: u8,
+    pub payload: Vec<u8>,
+    pub dest: Dest,
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub reply: Option<Outgoing>,
+    /// Must be durable before `reply` (an ACK) is sent.
+    pub store: Vec<StoreOp>,
+    /// Why nothing was sent, when nothing was.
+    pub dropped: Option<&'static str>,
+}
+
+impl Outcome {
+    fn drop(reason: &'static str) -> Outcome {
+        Outcome {
+            dropped: Some(reason),
+            ..Default::default()
+        }
+    }
+}
+
+/// Resolved options for one reply: lease times and encoded options sorted
+/// by code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub lease_secs: u32,
+    pub t1: u32,
+    pub t2: u32,
+    pub options: Vec<(u8, Vec<u8>)>,
+}
+
+fn overlay(base: &OptionSet, over: &OptionSet) -> OptionSet {
+    let mut custom = base.custom.clone();
+    for c in &over.custom {
+        custom.retain(|b| b.code != c.code);
+        custom.push(c.clone());
+    }
+    OptionSet {
+        lease_time: over.lease_time.or(base.lease_time),
+        renewal_time: over.renewal_time.or(base.renewal_time),
+        rebinding_time: over.rebinding_time.or(base.rebinding_time),
+        routers: over.routers.clone().or_else(|| base.routers.clone()),
+        dns_servers: over
+            .dns_servers
+            .clone()
+            .or_else(|| base.dns_servers.clone()),
+        domain_name: over
+            .domain_name
+            .clone()
+            .or_else(|| base.domain_name.clone()),
+        classless_routes: over
+            .classless_routes
+            .clone()
+            .or_else(|| base.classless_routes.clone()),
+        custom,
+    }
+}
+
+fn resolve(o: &OptionSet, net: &Ipv4Net) -> Resolved {
+    let lease_secs = o.lease_time.unwrap_or(DEFAULT_LEASE_SECS);
+    let t2 = o
+        .rebinding_time
+        .unwrap_or((u64::from(lease_secs) * 7 / 8) as u32);
+    let t1 = o.renewal_time.unwrap_or(lease_secs / 2).min(t2);
+    let mut options: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
+    options.insert(opt::SUBNET_MASK, net.mask().to_be_bytes().to_vec());
+    if let Some(r) = &o.routers {
+        options.insert(opt::ROUTER, r.iter().flat_map(|a| a.octets()).collect());
+    }
+    if let Some(d) = &o.dns_servers {
+        options.insert(opt::DNS, d.iter().flat_map(|a| a.octets()).collect());
+    }
+    if let Some(d) = &o.domain_name {
+        options.insert(opt::DOMAIN_NAME, d.as_bytes().to_vec());
+    }
+    if let Some(routes) = &o.classless_routes {
+        let mut v = Vec::new();
+        for r in routes {
+            v.push(r.destination.prefix);
+            let sig = usize::from(r.destination.prefix).div_ceil(8);
+            v.extend_from_slice(&r.destination.addr.octets()[..sig]);
+            v.extend_from_slice(&r.gateway.octets());
+        }
+        options.insert(opt::CLASSLESS_ROUTES, v);
+    }
+    for c in &o.custom {
+        // Validated at config load.
+        if let Ok(v) = wire::encode_option_value(&c.value) {
+            options.insert(c.code, v);
+        }
+    }
+    options.retain(|_, v| !v.is_empty() && v.len() <= 255);
+    Resolved {
+        lease_secs,
+        t1,
+        t2,
+        options: options.into_iter().collect(),
+    }
+}
+
+struct ReservationRt {
+    ip: Ipv4Addr,
+    resolved: Resolved,
+}
+
+struct PoolRt {
+    start: u32,
+    end: u32,
+    /// Only when the pool overrides something.
+    resolved: Option<Resolved>,
+}
+
+struct SubnetRt {
+    id: u32,
+    net: Ipv4Net,
+    iface: Option<String>,
+    vlan: (u16, u16),
+    relays: Vec<Ipv4Addr>,
+    rapid_commit: bool,
+    pools: Vec<PoolRt>,
+    resolved: Resolved,
+    reservations: HashMap<ClientKey, ReservationRt>,
+    reserved_ips: HashMap<Ipv4Addr, ClientKey>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// By DHCP message type (index = type).
+    pub received: [u64; 9],
+    pub sent: [u64; 9],
+    pub dropped: BTreeMap<&'static str, u64>,
+    pub malformed: BTreeMap<Malformed, u64>,
+}
+
+pub struct Server {
+    server_id: Ipv4Addr,
+    offer_hold: u64,
+    probation: u64,
+    subnets: Vec<SubnetRt>,
+    last_exhausted_reclaim: u64,
+    pub leases: LeaseTable,
+    pub counters: Counters,
+}
+
+fn ip_in(p: &PoolRt, ip: Ipv4Addr) -> bool {
+    let a = u32::from(ip);
+    a >= p.start && a <= p.end
+}
+
+impl Server {
+    /// Builds the runtime view of `config` around the stored leases.
+    pub fn new(config: &Config, stored: Vec<Lease>) -> Server {
+        let mut subnets = Vec::new();
+        for s in &config.subnets {
+            let base = overlay(&config.options, &s.options);
+            let mut reservations = HashMap::new();
+            let mut reserved_ips = HashMap::new();
+            for r in &s.reservations {
+                let key = match (&r.hw_address, &r.client_id) {
+                    (Some(hw), _) => hw_key(1, &crate::config::parse_hex(hw).unwrap_or_default()),
+                    (_, Some(cid)) => {
+                        client_id_key(&crate::config::parse_hex(cid).unwrap_or_default())
+                    }
+                    _ => continue,
+                };
+                reserved_ips.insert(r.ip, key.clone());
+                reservations.insert(
+                    key,
+                    ReservationRt {
+                        ip: r.ip,
+                        resolved: resolve(&overlay(&base, &r.options), &s.subnet),
+                    },
+                );
+            }
+            subnets.push(SubnetRt {
+                id: s.id,
+                net: s.subnet,
+                iface: s.interface.clone(),
+                vlan: (s.vlan.unwrap_or(0), s.inner_vlan.unwrap_or(0)),
+                relays: s.relays.clone(),
+                rapid_commit: s.rapid_commit,
+                pools: s
+                    .pools
+                    .iter()
+                    .map(|p| PoolRt {
+                        start: u32::from(p.start),
+                        end: u32::from(p.end),
+                        resolved: (p.options != OptionSet::default())
+                            .then(|| resolve(&overlay(&base, &p.options), &s.subnet)),
+                    })
+                    .collect(),
+                resolved: resolve(&base, &s.subnet),
+                reservations,
+                reserved_ips,
+            });
+        }
+        let mut leases = LeaseTable::new();
+        let known: HashSet<u32> = subnets.iter().map(|s| s.id).collect();
+        for l in stored {
+            // Leases of subnets that left the config stay in the store but
+            // are not served.
+            if known.contains(&l.subnet_id) && l.state != LeaseState::Offered {
+                leases.put(l);
+            }
+        }
+        for s in &subnets {
+            for p in &s.pools {
+                let reserved = |a: u32| s.reserved_ips.contains_key(&Ipv4Addr::from(a));
+                leases.add_pool(
+                    s.id,
+                    Ipv4Addr::from(p.start),
+                    Ipv4Addr::from(p.end),
+                    &reserved,
+                );
+            }
+        }
+        Server {
+            server_id: config.server.server_id,
+            offer_hold: u64::from(config.server.offer_hold_secs),
+            probation: u64::from(config.server.decline_probation_secs),
+            subnets,
+            last_exhausted_reclaim: 0,
+            leases,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn server_id(&self) -> Ipv4Addr {
+        self.server_id
+    }
+
+    pub fn count_malformed(&mut self, m: Malformed) {
+        *self.counters.malformed.entry(m).or_default() += 1;
+    }
+
+    /// Subnet ids with (pool size, addresses held).
+    pub fn utilisation(&self, now: u64) -> Vec<(u32, Ipv4Net, u64, u64)> {
+        self.subnets
+            .iter()
+            .map(|s| {
+                let (t, h) = self.leases.utilisation(s.id, now);
+                (s.id, s.net, t, h)
+            })
+            .collect()
+    }
+
+    /// Expires what ran out and returns the store changes for it.
+    pub fn reclaim(&mut self, now: u64) -> Vec<StoreOp> {
+        self.leases
+            .reclaim(now)
+            .into_iter()
+            .map(StoreOp::Put)
+            .collect()
+    }
+
+    fn subnet_for_link(&self, req: &DhcpRequest<'_>, arrival: &Arrival<'_>) -> Option<usize> {
+        if !req.giaddr.is_unspecified() {
+            let selector = req
+                .subnet_selection
+                .or(req.link_selection)
+                .unwrap_or(req.giaddr);
+            return self
+                .subnets
+                .iter()
+                .position(|s| s.net.contains(selector))
+                .or_else(|| {
+                    self.subnets
+                        .iter()
+                        .position(|s| s.relays.contains(&req.giaddr))
+                });
+        }
+        let outer = arrival.tags.first().map_or(0, Tag::vid);
+        let inner = arrival.tags.get(1).map_or(0, Tag::vid);
+        self.subnets
+            .iter()
+            .position(|s| s.iface.as_deref() == Some(arrival.iface) && s.vlan == (outer, inner))
+    }
+
+    fn subnet_containing(&self, ip: Ipv4Addr) -> Option<usize> {
+        self.subnets.iter().position(|s| s.net.contains(ip))
+    }
+
+    fn identity(req: &DhcpRequest<'_>) -> ClientKey {
+        match req.client_id {
+            Some(id) => client_id_key(id),
+            None => hw_key(req.htype, req.chaddr()),
+        }
+    }
+
+    /// The client's reservation: by client identifier first, then by
+    /// hardware address (operators reserve by MAC even for clients that
+    /// send option 61).
+    fn reservation<'s>(
+        &self,
+        sn: &'s SubnetRt,
+        req: &DhcpRequest<'_>,
+    ) -> Option<&'s ReservationRt> {
+        req.client_id
+            .and_then(|id| sn.reservations.get(&client_id_key(id)))
+            .or_else(|| sn.reservations.get(&hw_key(req.htype, req.chaddr())))
+    }
+
+    fn resolved_for<'s>(
+        &'s self,
+        sn: &'s SubnetRt,
+        req: &DhcpRequest<'_>,
+        ip: Ipv4Addr,
+    ) -> &'s Resolved {
+        if let Some(r) = self.reservation(sn, req).filter(|r| r.ip == ip) {
+            return &r.resolved;
+        }
+        sn.pools
+            .iter()
+            .find(|p| ip_in(p, ip))
+            .and_then(|p| p.resolved.as_ref())
+            .unwrap_or(&sn.resolved)
+    }
+
+    /// May `key` have `ip` in `sn` at `now`?
+    fn acceptable(
+        &self,
+        sn: &SubnetRt,
+        req: &DhcpRequest<'_>,
+        key: &[u8],
+        ip: Ipv4Addr,
+        now: u64,
+    ) -> bool {
+        if !sn.net.contains(ip) || !self.leases.available_to(ip, key, now) {
+            return false;
+        }
+        if let Some(r) = self.reservation(sn, req) {
+            if r.ip == ip {
+                return true;
+            }
+        }
+        if sn.reserved_ips.contains_key(&ip) {
+            return false;
+        }
+        let ours = self
+            .leases
+            .get(ip)
+            .is_some_and(|l| l.is_client(key) && l.subnet_id == sn.id);
+        ours || sn.pools.iter().any(|p| ip_in(p, ip))
+    }
+
+    pub fn handle(&mut self, req: &DhcpRequest<'_>, arrival: &Arrival<'_>, now: u64) -> Outcome {
+        self.counters.received[usize::from(req.msg_type.min(8))] += 1;
+        let out = match req.msg_type {
+            msg::DISCOVER => self.discover(req, arrival, now),
+            msg::REQUEST => self.request(req, arrival, now),
+            msg::DECLINE => self.decline(req, now),
+            msg::RELEASE => self.release(req, now),
+            msg::INFORM => self.inform(req, arrival),
+            _ => Outcome::drop("bad_message_type"),
+        };
+        if let Some(r) = &out.reply {
+            self.counters.sent[usize::from(r.msg_type.min(8))] += 1;
+        }
+        if let Some(d) = out.dropped {
+            *self.counters.dropped.entry(d).or_default() += 1;
+        }
+        out
+    }
+
+    fn discover(&mut self, req: &DhcpRequest<'_>, arrival: &Arrival<'_>, now: u64) -> Outcome {
+        let Some(si) = self.subnet_for_link(req, arrival) else {
+            return Outcome::drop("no_subnet");
+        };
+        let key = Self::identity(req);
+        let sn = &self.subnets[si];
+        let sid = sn.id;
+        let mut reclaimed = Vec::new();
+        let ip = if let Some(r) = self.reservation(sn, req) {
+            if !self.leases.available_to(r.ip, &key, now) {
+                tracing::warn!(ip = %r.ip, "reserved address held by another client; no offer");
+                return Outcome::drop("reservation_conflict");
+            }
+            r.ip
+        } else if let Some(l) = self.leases.by_client(sid, &key).filter(|l| {
+            l.state != LeaseState::Declined && self.acceptable(sn, req, &key, l.ip, now)
+        }) {
+            l.ip
+        } else if let Some(r) = req.requested_ip.filter(|ip| {
+            sn.pools.iter().any(|p| ip_in(p, *ip)) && self.acceptable(sn, req, &key, *ip, now)
+        }) {
+            r
+        } else {
+            let mut got = self.leases.allocate(sid, now);
+            // Offer holds and leases that ran out since the last background
+            // reclaim are only returned to the pool by a reclaim; do one now
+            // (at most once a second, the scan is O(leases)).
+            if got.is_none() && now > self.last_exhausted_reclaim {
+                self.last_exhausted_reclaim = now;
+                reclaimed = self.reclaim(now);
+                got = self.leases.allocate(sid, now);
+            }
+            let sn = &self.subnets[si];
+            match got {
+                Some(ip) => ip,
+                None => {
+                    tracing::warn!(subnet = %sn.net, "pool exhausted: no address to offer");
+                    let mut o = Outcome::drop("pool_exhausted");
+                    o.store = reclaimed;
+                    return o;
+                }
+            }
+        };
+        if self.subnets[si].rapid_commit && req.rapid_commit {
+            let mut o = self.bind(si, req, arrival, key, ip, now, true);
+            o.store.extend(reclaimed);
+            return o;
+        }
+        let bound_already = self
+            .leases
+            .get(ip)
+            .is_some_and(|l| l.is_client(&key) && l.state == LeaseState::Bound && l.expires > now);
+        if !bound_already {
+            let displaced = self.leases.put(Lease {
+                ip,
+                client: Some(key),
+                hw: hw_of(req),
+                subnet_id: sid,
+                state: LeaseState::Offered,
+                expires: now + self.offer_hold,
+                lease_secs: 0,
+            });
+            reclaimed.extend(displaced.map(StoreOp::Put));
+        }
+        let sn = &self.subnets[si];
+        let resolved = self.resolved_for(sn, req, ip);
+        let payload = self.build(
+            req,
+            msg::OFFER,
+            Ipv4Addr::UNSPECIFIED,
+            ip,
+            Some(resolved),
+            false,
+        );
+        Outcome {
+            reply: Some(Outgoing {
+                msg_type: msg::OFFER,
+                payload,
+                dest: dest(req, arrival, msg::OFFER, ip),
+            }),
+            store: reclaimed,
+            dropped: None,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn bind(
+        &mut self,
+        si: usize,
+        req: &DhcpRequest<'_>,
+        arrival: &Arrival<'_>,
+        key: ClientKey,
+        ip: Ipv4Addr,
+        now: u64,
+        rapid: bool,
+    ) -> Outcome {
+        let sn = &self.subnets[si];
+        let resolved = self.resolved_for(sn, req, ip).clone();
+        let lease = Lease {
+            ip,
+            client: Some(key),
+            hw: hw_of(req),
+            subnet_id: sn.id,
+            state: LeaseState::Bound,
+            expires: now + u64::from(resolved.lease_secs),
+            lease_secs: resolved.lease_secs,
+        };
+        let mut store = vec![StoreOp::Put(lease.clone())];
+        if let Some(moved_from) = self.leases.put(lease) {
+            store.push(StoreOp::Put(moved_from));
+        }
+        let payload = self.build(req, msg::ACK, req.ciaddr, ip, Some(&resolved), rapid);
+        Outcome {
+            reply: Some(Outgoing {
+                msg_type: msg::ACK,
+                payload,
+                dest: dest(req, arrival, msg::ACK, ip),
+            }),
+            store,
+            dropped: None,
+        }
+    }
+
+    fn nak(&self, req: &DhcpRequest<'_>, arrival: &Arrival<'_>, why: &'static str) -> Outcome {
+        tracing::debug!(xid = req.xid, "NAK: {why}");
+        let payload = self.build(
+            req,
+            msg::NAK,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            None,
+            false,
+        );
+        Outcome {
+            reply: Some(Outgoing {
+                msg_type: msg::NAK,
+                payload,
+                dest: dest(req, arrival, msg::NAK, Ipv4Addr::UNSPECIFIED),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn request(&mut self, req: &DhcpRequest<'_>, arrival: &Arrival<'_>, now: u64) -> Outcome {
+        let key = Self::identity(req);
+        if let Some(sid) = req.server_id {
+            // SELECTING.
+            let si = self.subnet_for_link(req, arrival);
+            if sid != self.server_id {
+                // The client took another server's offer: ours is free again.
+                if let Some(si) = si {
+                    let sub = self.subnets[si].id;
+                    if let Some(l) = self.leases.by_client(sub, &key) {
+                        if l.state == LeaseState::Offered {
+                            let ip = l.ip;
+                            self.leases.remove(ip);
+                        }
+                    }
+                }
+                return Outcome::drop("other_server");
+            }
+            let Some(si) = si else {
+                return Outcome::drop("no_subnet");
+            };
+            let Some(ip) = req.requested_ip else {
+                return Outcome::drop("selecting_without_address");
+            };
+            if self.acceptable(&self.subnets[si], req, &key, ip, now) {
+                return self.bind(si, req, arrival, key, ip, now, false);
+            }
+            return self.nak(req, arrival, "requested address not available");
+        }
+        if let (Some(ip), true) = (req.requested_ip, req.ciaddr.is_unspecified()) {
+            // INIT-REBOOT.
+            let Some(si) = self.subnet_for_link(req, arrival) else {
+                return Outcome::drop("no_subnet");
+            };
+            let sn = &self.subnets[si];
+            if !sn.net.contains(ip) {
+                return self.nak(req, arrival, "address not on the client's network");
+            }
+            let reserved_here = self.reservation(sn, req).is_some_and(|r| r.ip == ip);
+            let known = self.leases.by_client(sn.id, &key).map(|l| (l.ip, l.state));
+            return match known {
+                None if !reserved_here => Outcome::drop("unknown_client"),
+                Some((lip, st)) if lip != ip || st == LeaseState::Declined => {
+                    self.nak(req, arrival, "client's binding is another address")
+                }
+                _ if self.acceptable(sn, req, &key, ip, now) => {
+                    self.bind(si, req, arrival, key, ip, now, false)
+                }
+                _ => self.nak(req, arrival, "address held by another client"),
+            };
+        }
+        if !req.ciaddr.is_unspecified() && req.requested_ip.is_none() {
+            // RENEWING (unicast) or REBINDING (broadcast).
+            let ip = req.ciaddr;
+            let Some(si) = self.subnet_containing(ip) else {
+                return Outcome::drop("not_our_network");
+            };
+            let sn = &self.subnets[si];
+            let ours = self
+                .leases
+                .by_client(sn.id, &key)
+                .is_some_and(|l| l.ip == ip && l.state != LeaseState::Declined);
+            let reserved_here = self.reservation(sn, req).is_some_and(|r| r.ip == ip);
+            if (ours || reserved_here) && self.acceptable(sn, req, &key, ip, now) {
+                return self.bind(si, req, arrival, key, ip, now, false);
+            }
+            return self.nak(req, arrival, "no binding for this client and address");
+        }
+        Outcome::drop("request_in_no_known_state")
+    }
+
+    fn decline(&mut self, req: &DhcpRequest<'_>, now: u64) -> Outcome {
+        if req.server_id.is_some_and(|s| s != self.server_id) {
+            return Outcome::drop("other_server");
+        }
+        let Some(ip) = req.requested_ip else {
+            return Outcome::drop("decline_without_address");
+        };
+        let key = Self::identity(req);
+        match self.leases.get(ip) {
+            Some(l) if l.is_client(&key) => {
+                let mut d = l.clone();
+                tracing::warn!(%ip, "address declined by its client (in use elsewhere?): quarantined");
+                d.client = None;
+                d.state = LeaseState::Declined;
+                d.expires = now + self.probation;
+                self.leases.put(d.clone());
+                Outcome {
+                    store: vec![StoreOp::Put(d)],
+                    ..Default::default()
+                }
+            }
+            _ => Outcome::drop("decline_unknown"),
+        }
+    }
+
+    fn release(&mut self, req: &DhcpRequest<'_>, now: u64) -> Outcome {
+        if req.server_id.is_some_and(|s| s != self.server_id) {
+            return Outcome::drop("other_server");
+        }
+        let key = Self::identity(req);
+        let ip = req.ciaddr;
+        match self.leases.get(ip) {
+            Some(l) if l.is_client(&key) && l.state == LeaseState::Bound => {
+                let l = self
+                    .leases
+                    .set_state(ip, LeaseState::Released, now, now)
+                    .cloned();
+                Outcome {
+                    store: l.into_iter().map(StoreOp::Put).collect(),
+                    ..Default::default()
+                }
+            }
+            _ => Outcome::drop("release_unknown"),
+        }
+    }
+
+    fn inform(&mut self, req: &DhcpRequest<'_>, arrival: &Arrival<'_>) -> Outcome {
+        let si = if req.ciaddr.is_unspecified() {
+            self.subnet_for_link(req, arrival)
+        } else {
+            self.subnet_containing(req.ciaddr)
+                .or_else(|| self.subnet_for_link(req, arrival))
+        };
+        let Some(si) = si else {
+            return Outcome::drop("no_subnet");
+        };
+        let sn = &self.subnets[si];
+        let resolved = self.resolved_for(sn, req, req.ciaddr).clone();
+        let mut payload = Reply::new(
+            req,
+            msg::ACK,
+            req.ciaddr,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+        );
+        payload.push(opt::SERVER_ID, &self.server_id.octets());
+        self.push_options(&mut payload, req, &resolved, false);
+        Outcome {
+            reply: Some(Outgoing {
+                msg_type: msg::ACK,
+                payload: payload.finish(),
+                dest: dest(req, arrival, msg::INFORM, Ipv4Addr::UNSPECIFIED),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// OFFER/ACK/NAK payload. Order: 53, 54, 51, 58, 59, configured options
+    /// by code, 61, 80, 82 (relay information last, RFC 3046 §2.1).
+    fn build(
+        &self,
+        req: &DhcpRequest<'_>,
+        msg_type: u8,
+        ciaddr: Ipv4Addr,
+        yiaddr: Ipv4Addr,
+        resolved: Option<&Resolved>,
+        rapid: bool,
+    ) -> Vec<u8> {
+        let mut r = Reply::new(req, msg_type, ciaddr, yiaddr, Ipv4Addr::UNSPECIFIED);
+        if msg_type == msg::NAK && !req.giaddr.is_unspecified() {
+            r.set_broadcast();
+        }
+        r.push(opt::SERVER_ID, &self.server_id.octets());
+        if let Some(res) = resolved {
+            r.push(opt::LEASE_TIME, &res.lease_secs.to_be_bytes());
+            r.push(opt::RENEWAL_TIME, &res.t1.to_be_bytes());
+            r.push(opt::REBINDING_TIME, &res.t2.to_be_bytes());
+            self.push_options(&mut r, req, res, rapid);
+        } else {
+            self.push_echoes(&mut r, req, false);
+        }
+        r.finish()
+    }
+
+    fn push_echoes(&self, r: &mut Reply, req: &DhcpRequest<'_>, rapid: bool) {
+        if let Some(id) = req.client_id {
+            r.push(opt::CLIENT_ID, id);
+        }
+        if rapid {
+            r.push(opt::RAPID_COMMIT, &[]);
+        }
+        if let Some(rai) = req.relay_info {
+            r.push(opt::RELAY_AGENT_INFO, rai);
+        }
+    }
+
+    /// Configured options the client asked for (all of them when it sent no
+    /// parameter request list; the subnet mask always), within its maximum
+    /// message size.
+    fn push_options(&self, r: &mut Reply, req: &DhcpRequest<'_>, res: &Resolved, rapid: bool) {
+        let limit = usize::from(req.max_message_size.unwrap_or(0)).max(wire::MIN_MAX_MESSAGE) - 28;
+        let echo_len = req.client_id.map_or(0, |v| 2 + v.len())
+            + if rapid { 2 } else { 0 }
+            + req.relay_info.map_or(0, |v| 2 + v.len());
+        for (code, value) in &res.options {
+            let wanted = *code == opt::SUBNET_MASK || req.prl.is_none() || req.requested(*code);
+            if wanted && r.len_with_end() + 2 + value.len() + echo_len <= limit {
+                r.push(*code, value);
+            }
+        }
+        self.push_echoes(r, req, rapid);
+    }
+}
+
+fn hw_of(req: &DhcpRequest<'_>) -> Box<[u8]> {
+    let mut v = Vec::with_capacity(1 + req.chaddr().len());
+    v.push(req.htype);
+    v.extend_from_slice(req.chaddr());
+    v.into_boxed_slice()
+}
+
+/// RFC 2131 §4.1 reply addressing.
+fn dest(req: &DhcpRequest<'_>, arrival: &Arrival<'_>, msg_type: u8, yiaddr: Ipv4Addr) -> Dest {
+    if !req.giaddr.is_unspecified() {
+        return Dest::Relay(req.giaddr);
+    }
+    if msg_type == msg::NAK {
+        return Dest::Broadcast;
+    }
+    if !req.ciaddr.is_unspecified() {
+        return Dest::Direct {
+            ip: req.ciaddr,
+            mac: arrival.src_mac,
+        };
+    }
+    if msg_type == msg::INFORM || req.broadcast_flag() || req.htype != 1 || req.hlen != 6 {
+        return Dest::Broadcast;
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&req.chaddr[..6]);
+    Dest::Direct { ip: yiaddr, mac }
+}
+
+#[cfg(test)]
+mod tests;

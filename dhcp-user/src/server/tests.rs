@@ -1,0 +1,820 @@
+use dhcproto::{v4, Decodable};
+
+use super::*;
+use crate::config::Config;
+
+const CONFIG: &str = r#"
+[server]
+server_id = "198.18.0.1"
+decline_probation_secs = 600
+offer_hold_secs = 30
+
+[options]
+lease_time = 1000
+dns_servers = ["198.18.0.53"]
+domain_name = "lab.test"
+
+[[interface]]
+name = "srv0"
+
+[[subnet]]
+id = 1
+subnet = "198.18.0.0/24"
+interface = "srv0"
+options = { routers = ["198.18.0.1"] }
+[[subnet.pool]]
+start = "198.18.0.100"
+end = "198.18.0.102"
+[[subnet.reservation]]
+hw_address = "02:00:00:00:00:99"
+ip = "198.18.0.50"
+options = { lease_time = 5000 }
+
+[[subnet]]
+id = 2
+subnet = "198.18.1.0/24"
+interface = "srv0"
+vlan = 100
+rapid_commit = true
+[[subnet.pool]]
+start = "198.18.1.10"
+end = "198.18.1.20"
+
+[[subnet]]
+id = 3
+subnet = "198.18.2.0/24"
+interface = "srv0"
+vlan = 100
+inner_vlan = 200
+[[subnet.pool]]
+start = "198.18.2.10"
+end = "198.18.2.20"
+
+[[subnet]]
+id = 4
+subnet = "198.18.3.0/24"
+relays = ["198.18.9.1"]
+[[subnet.pool]]
+start = "198.18.3.10"
+end = "198.18.3.20"
+"#;
+
+const NOW: u64 = 1_000_000;
+
+fn server() -> Server {
+    let c = Config::parse(CONFIG, "test").unwrap();
+    Server::new(&c, Vec::new())
+}
+
+#[derive(Clone)]
+struct Req {
+    msg_type: u8,
+    mac: [u8; 6],
+    ciaddr: Ipv4Addr,
+    giaddr: Ipv4Addr,
+    flags: u16,
+    opts: Vec<(u8, Vec<u8>)>,
+}
+
+fn req(msg_type: u8, n: u8) -> Req {
+    Req {
+        msg_type,
+        mac: [2, 0, 0, 0, 0, n],
+        ciaddr: Ipv4Addr::UNSPECIFIED,
+        giaddr: Ipv4Addr::UNSPECIFIED,
+        flags: 0,
+        opts: Vec::new(),
+    }
+}
+
+impl Req {
+    fn opt(mut self, code: u8, v: &[u8]) -> Req {
+        self.opts.push((code, v.to_vec()));
+        self
+    }
+    fn requested(self, ip: [u8; 4]) -> Req {
+        self.opt(opt::REQUESTED_IP, &ip)
+    }
+    fn server_id(self, ip: [u8; 4]) -> Req {
+        self.opt(opt::SERVER_ID, &ip)
+    }
+    fn ciaddr(mut self, ip: [u8; 4]) -> Req {
+        self.ciaddr = ip.into();
+        self
+    }
+    fn giaddr(mut self, ip: [u8; 4]) -> Req {
+        self.giaddr = ip.into();
+        self
+    }
+    fn broadcast(mut self) -> Req {
+        self.flags = 0x8000;
+        self
+    }
+    fn raw(&self) -> Vec<u8> {
+        let mut p = vec![0u8; 236];
+        p[0] = 1;
+        p[1] = 1;
+        p[2] = 6;
+        p[4..8].copy_from_slice(&(0x1000 + u32::from(self.mac[5])).to_be_bytes());
+        p[10..12].copy_from_slice(&self.flags.to_be_bytes());
+        p[12..16].copy_from_slice(&self.ciaddr.octets());
+        p[24..28].copy_from_slice(&self.giaddr.octets());
+        p[28..34].copy_from_slice(&self.mac);
+        p.extend_from_slice(&wire::MAGIC_COOKIE);
+        p.extend_from_slice(&[53, 1, self.msg_type]);
+        for (c, v) in &self.opts {
+            p.push(*c);
+            p.push(v.len() as u8);
+            p.extend_from_slice(v);
+        }
+        p.push(255);
+        p
+    }
+}
+
+const UNTAGGED: &[Tag] = &[];
+const VLAN100: &[Tag] = &[Tag {
+    tpid: 0x8100,
+    tci: 100,
+}];
+const QINQ: &[Tag] = &[
+    Tag {
+        tpid: 0x88a8,
+        tci: 100,
+    },
+    Tag {
+        tpid: 0x8100,
+        tci: 200,
+    },
+];
+
+fn handle_on(s: &mut Server, r: &Req, tags: &[Tag], now: u64) -> Outcome {
+    let raw = r.raw();
+    let parsed = wire::parse_dhcp(&raw).unwrap();
+    let arrival = Arrival {
+        iface: "srv0",
+        tags,
+        src_mac: r.mac,
+    };
+    s.handle(&parsed, &arrival, now)
+}
+
+fn handle(s: &mut Server, r: &Req) -> Outcome {
+    handle_on(s, r, UNTAGGED, NOW)
+}
+
+fn decode(o: &Outcome) -> v4::Message {
+    let r = o
+        .reply
+        .as_ref()
+        .unwrap_or_else(|| panic!("no reply: dropped {:?}", o.dropped));
+    v4::Message::from_bytes(&r.payload).expect("reply decodes with dhcproto")
+}
+
+fn msg_type(o: &Outcome) -> v4::MessageType {
+    decode(o).opts().msg_type().unwrap()
+}
+
+fn yiaddr(o: &Outcome) -> Ipv4Addr {
+    decode(o).yiaddr()
+}
+
+fn option_codes(o: &Outcome) -> Vec<u8> {
+    let payload = &o.reply.as_ref().unwrap().payload;
+    let mut i = 240;
+    let mut codes = Vec::new();
+    while payload[i] != 255 {
+        codes.push(payload[i]);
+        i += 2 + usize::from(payload[i + 1]);
+    }
+    codes
+}
+
+fn raw_option(o: &Outcome, code: u8) -> Option<Vec<u8>> {
+    let payload = &o.reply.as_ref().unwrap().payload;
+    let mut i = 240;
+    while payload[i] != 255 {
+        let len = usize::from(payload[i + 1]);
+        if payload[i] == code {
+            return Some(payload[i + 2..i + 2 + len].to_vec());
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+/// DISCOVER + REQUEST; returns the bound address.
+fn dora(s: &mut Server, n: u8) -> Ipv4Addr {
+    let ip = yiaddr(&handle(s, &req(msg::DISCOVER, n)));
+    let ack = handle(
+        s,
+        &req(msg::REQUEST, n)
+            .requested(ip.octets())
+            .server_id([198, 18, 0, 1]),
+    );
+    assert_eq!(msg_type(&ack), v4::MessageType::Ack);
+    assert_eq!(ack.store.len(), 1);
+    ip
+}
+
+#[test]
+fn discover_offers_distinct_pool_addresses_and_holds_them() {
+    let mut s = server();
+    let a = handle(&mut s, &req(msg::DISCOVER, 1));
+    assert_eq!(msg_type(&a), v4::MessageType::Offer);
+    let b = handle(&mut s, &req(msg::DISCOVER, 2));
+    assert_ne!(yiaddr(&a), yiaddr(&b));
+    // The same client asking again gets the same offer.
+    assert_eq!(yiaddr(&handle(&mut s, &req(msg::DISCOVER, 1))), yiaddr(&a));
+    assert!(a.store.is_empty(), "offers are not persisted");
+    let m = decode(&a);
+    assert_eq!(m.xid(), 0x1001);
+    assert_eq!(
+        m.opts().get(v4::OptionCode::ServerIdentifier),
+        Some(&v4::DhcpOption::ServerIdentifier(Ipv4Addr::new(
+            198, 18, 0, 1
+        )))
+    );
+    assert_eq!(
+        m.opts().get(v4::OptionCode::AddressLeaseTime),
+        Some(&v4::DhcpOption::AddressLeaseTime(1000))
+    );
+    assert_eq!(
+        m.opts().get(v4::OptionCode::Renewal),
+        Some(&v4::DhcpOption::Renewal(500))
+    );
+    assert_eq!(
+        m.opts().get(v4::OptionCode::Rebinding),
+        Some(&v4::DhcpOption::Rebinding(875))
+    );
+    assert_eq!(
+        m.opts().get(v4::OptionCode::SubnetMask),
+        Some(&v4::DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)))
+    );
+    assert_eq!(
+        m.opts().get(v4::OptionCode::Router),
+        Some(&v4::DhcpOption::Router(vec![Ipv4Addr::new(198, 18, 0, 1)]))
+    );
+}
+
+#[test]
+fn offer_hold_expires() {
+    let mut s = server();
+    let ips: Vec<_> = (1..=3)
+        .map(|n| yiaddr(&handle(&mut s, &req(msg::DISCOVER, n))))
+        .collect();
+    let o = handle(&mut s, &req(msg::DISCOVER, 4));
+    assert_eq!(o.dropped, Some("pool_exhausted"));
+    // After the hold, the offers are gone and the pool has room again.
+    let o = handle_on(&mut s, &req(msg::DISCOVER, 4), UNTAGGED, NOW + 31);
+    assert!(ips.contains(&yiaddr(&o)));
+}
+
+#[test]
+fn requested_address_is_offered_when_free_and_not_when_held() {
+    let mut s = server();
+    let o = handle(&mut s, &req(msg::DISCOVER, 1).requested([198, 18, 0, 102]));
+    assert_eq!(yiaddr(&o), Ipv4Addr::new(198, 18, 0, 102));
+    let o = handle(&mut s, &req(msg::DISCOVER, 2).requested([198, 18, 0, 102]));
+    assert_ne!(yiaddr(&o), Ipv4Addr::new(198, 18, 0, 102));
+    // Outside every pool: ignored.
+    let o = handle(&mut s, &req(msg::DISCOVER, 3).requested([198, 18, 0, 7]));
+    assert_ne!(yiaddr(&o), Ipv4Addr::new(198, 18, 0, 7));
+}
+
+#[test]
+fn pool_exhaustion_sends_nothing_and_is_counted() {
+    let mut s = server();
+    for n in 1..=3 {
+        dora(&mut s, n);
+    }
+    let o = handle(&mut s, &req(msg::DISCOVER, 9));
+    assert!(o.reply.is_none());
+    assert_eq!(o.dropped, Some("pool_exhausted"));
+    assert_eq!(s.counters.dropped["pool_exhausted"], 1);
+}
+
+#[test]
+fn reservation_is_offered_with_its_own_options() {
+    let mut s = server();
+    let r = req(msg::DISCOVER, 0x99);
+    let o = handle(&mut s, &r);
+    assert_eq!(yiaddr(&o), Ipv4Addr::new(198, 18, 0, 50));
+    assert_eq!(
+        raw_option(&o, opt::LEASE_TIME),
+        Some(5000u32.to_be_bytes().to_vec())
+    );
+    // Reserved addresses never come out of the pool for others, and
+    // requesting it does not work either.
+    let o = handle(
+        &mut s,
+        &req(msg::REQUEST, 5)
+            .requested([198, 18, 0, 50])
+            .server_id([198, 18, 0, 1]),
+    );
+    assert_eq!(msg_type(&o), v4::MessageType::Nak);
+}
+
+#[test]
+fn selecting_ack_is_persisted_and_addressed_per_rfc2131() {
+    let mut s = server();
+    let ip = yiaddr(&handle(&mut s, &req(msg::DISCOVER, 1)));
+    let ack = handle(
+        &mut s,
+        &req(msg::REQUEST, 1)
+            .requested(ip.octets())
+            .server_id([198, 18, 0, 1]),
+    );
+    assert_eq!(msg_type(&ack), v4::MessageType::Ack);
+    assert_eq!(yiaddr(&ack), ip);
+    match &ack.store[..] {
+        [StoreOp::Put(l)] => {
+            assert_eq!(l.ip, ip);
+            assert_eq!(l.state, LeaseState::Bound);
+            assert_eq!(l.expires, NOW + 1000);
+        }
+        other => panic!("{other:?}"),
+    }
+    // No broadcast flag, Ethernet: unicast to yiaddr at chaddr.
+    assert_eq!(
+        ack.reply.as_ref().unwrap().dest,
+        Dest::Direct {
+            ip,
+            mac: [2, 0, 0, 0, 0, 1]
+        }
+    );
+    // Broadcast flag: broadcast.
+    let ack = handle(
+        &mut s,
+        &req(msg::REQUEST, 1)
+            .requested(ip.octets())
+            .server_id([198, 18, 0, 1])
+            .broadcast(),
+    );
+    assert_eq!(ack.reply.as_ref().unwrap().dest, Dest::Broadcast);
+}
+
+#[test]
+fn selecting_another_server_drops_and_frees_our_offer() {
+    let mut s = server();
+    let ips: Vec<_> = (1..=3)
+        .map(|n| yiaddr(&handle(&mut s, &req(msg::DISCOVER, n))))
+        .collect();
+    let o = handle(
+        &mut s,
+        &req(msg::REQUEST, 1)
+            .requested(ips[0].octets())
+            .server_id([198, 18, 0, 2]),
+    );
+    assert!(o.reply.is_none());
+    assert_eq!(o.dropped, Some("other_server"));
+    // Its address is free for the next client right away.
+    assert_eq!(yiaddr(&handle(&mut s, &req(msg::DISCOVER, 4))), ips[0]);
+}
+
+#[test]
+fn selecting_nak_when_the_address_is_gone() {
+    let mut s = server();
+    let ip = dora(&mut s, 1);
+    let o = handle(
+        &mut s,
+        &req(msg::REQUEST, 2)
+            .requested(ip.octets())
+            .server_id([198, 18, 0, 1]),
+    );
+    assert_eq!(msg_type(&o), v4::MessageType::Nak);
+    assert_eq!(o.reply.as_ref().unwrap().dest, Dest::Broadcast);
+    assert!(o.store.is_empty());
+    assert_eq!(yiaddr(&o), Ipv4Addr::UNSPECIFIED);
+    // NAK carries no lease or configuration options.
+    assert_eq!(option_codes(&o), vec![opt::MESSAGE_TYPE, opt::SERVER_ID]);
+}
+
+#[test]
+fn init_reboot_ack_nak_and_silence() {
+    let mut s = server();
+    let ip = dora(&mut s, 1);
+    // Valid binding: ACK.
+    let o = handle(&mut s, &req(msg::REQUEST, 1).requested(ip.octets()));
+    assert_eq!(msg_type(&o), v4::MessageType::Ack);
+    // Address on another network: NAK.
+    let o = handle(&mut s, &req(msg::REQUEST, 1).requested([198, 19, 5, 5]));
+    assert_eq!(msg_type(&o), v4::MessageType::Nak);
+    // Another address than its binding: NAK.
+    let o = handle(&mut s, &req(msg::REQUEST, 1).requested([198, 18, 0, 101]));
+    assert_eq!(msg_type(&o), v4::MessageType::Nak);
+    // A client we know nothing about: silence.
+    let o = handle(&mut s, &req(msg::REQUEST, 7).requested([198, 18, 0, 101]));
+    assert!(o.reply.is_none());
+    assert_eq!(o.dropped, Some("unknown_client"));
+    // The reserved client rebooting into its reservation: ACK.
+    let o = handle(&mut s, &req(msg::REQUEST, 0x99).requested([198, 18, 0, 50]));
+    assert_eq!(msg_type(&o), v4::MessageType::Ack);
+}
+
+#[test]
+fn renewing_and_rebinding() {
+    let mut s = server();
+    let ip = dora(&mut s, 1);
+    // RENEWING: unicast, ciaddr set; ACK straight to ciaddr.
+    let o = handle_on(
+        &mut s,
+        &req(msg::REQUEST, 1).ciaddr(ip.octets()),
+        UNTAGGED,
+        NOW + 500,
+    );
+    assert_eq!(msg_type(&o), v4::MessageType::Ack);
+    assert_eq!(
+        o.reply.as_ref().unwrap().dest,
+        Dest::Direct {
+            ip,
+            mac: [2, 0, 0, 0, 0, 1]
+        }
+    );
+    match &o.store[..] {
+        [StoreOp::Put(l)] => assert_eq!(l.expires, NOW + 500 + 1000, "fresh lease time"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(decode(&o).ciaddr(), ip);
+    // REBINDING (broadcast, same fields): ACK.
+    let o = handle_on(
+        &mut s,
+        &req(msg::REQUEST, 1).ciaddr(ip.octets()).broadcast(),
+        UNTAGGED,
+        NOW + 900,
+    );
+    assert_eq!(msg_type(&o), v4::MessageType::Ack);
+    // Someone else's address: NAK.
+    let other = dora(&mut s, 2);
+    let o = handle(&mut s, &req(msg::REQUEST, 1).ciaddr(other.octets()));
+    assert_eq!(msg_type(&o), v4::MessageType::Nak);
+    // A binding we do not have: NAK.
+    let o = handle(&mut s, &req(msg::REQUEST, 3).ciaddr([198, 18, 0, 102]));
+    assert_eq!(msg_type(&o), v4::MessageType::Nak);
+    // Not one of our networks: silence.
+    let o = handle(&mut s, &req(msg::REQUEST, 3).ciaddr([198, 19, 0, 5]));
+    assert_eq!(o.dropped, Some("not_our_network"));
+}
+
+#[test]
+fn expired_lease_is_reclaimed_and_its_client_can_still_renew_until_reused() {
+    let mut s = server();
+    let ip = dora(&mut s, 1);
+    let ops = s.reclaim(NOW + 1000);
+    assert_eq!(ops.len(), 1);
+    assert_eq!(s.leases.get(ip).unwrap().state, LeaseState::Expired);
+    // Nobody took it yet: the late renewal is accepted.
+    let o = handle_on(
+        &mut s,
+        &req(msg::REQUEST, 1).ciaddr(ip.octets()),
+        UNTAGGED,
+        NOW + 1001,
+    );
+    assert_eq!(msg_type(&o), v4::MessageType::Ack);
+}
+
+#[test]
+fn release_frees_the_address() {
+    let mut s = server();
+    let ips: Vec<_> = (1..=3).map(|n| dora(&mut s, n)).collect();
+    assert_eq!(
+        handle(&mut s, &req(msg::DISCOVER, 4)).dropped,
+        Some("pool_exhausted")
+    );
+    let o = handle(
+        &mut s,
+        &req(msg::RELEASE, 2)
+            .ciaddr(ips[1].octets())
+            .server_id([198, 18, 0, 1]),
+    );
+    assert!(o.reply.is_none());
+    assert!(matches!(&o.store[..], [StoreOp::Put(l)] if l.state == LeaseState::Released));
+    assert_eq!(yiaddr(&handle(&mut s, &req(msg::DISCOVER, 4))), ips[1]);
+    // Releasing what is not yours does nothing.
+    let o = handle(&mut s, &req(msg::RELEASE, 9).ciaddr(ips[0].octets()));
+    assert_eq!(o.dropped, Some("release_unknown"));
+    assert_eq!(s.leases.get(ips[0]).unwrap().state, LeaseState::Bound);
+}
+
+#[test]
+fn decline_quarantines_for_the_probation_time() {
+    let mut s = server();
+    let ip = dora(&mut s, 1);
+    let o = handle(
+        &mut s,
+        &req(msg::DECLINE, 1)
+            .requested(ip.octets())
+            .server_id([198, 18, 0, 1]),
+    );
+    assert!(o.reply.is_none());
+    assert!(
+        matches!(&o.store[..], [StoreOp::Put(l)] if l.state == LeaseState::Declined && l.client.is_none())
+    );
+    // Nobody gets it during probation, not even by asking for it.
+    for n in 2..=4 {
+        let o = handle(&mut s, &req(msg::DISCOVER, n).requested(ip.octets()));
+        if o.reply.is_some() {
+            assert_ne!(yiaddr(&o), ip);
+        }
+    }
+    let o = handle(
+        &mut s,
+        &req(msg::REQUEST, 5)
+            .requested(ip.octets())
+            .server_id([198, 18, 0, 1]),
+    );
+    assert_eq!(msg_type(&o), v4::MessageType::Nak);
+    // After probation it is usable again.
+    s.reclaim(NOW + 600);
+    let o = handle_on(
+        &mut s,
+        &req(msg::DISCOVER, 6).requested(ip.octets()),
+        UNTAGGED,
+        NOW + 601,
+    );
+    assert_eq!(yiaddr(&o), ip);
+}
+
+#[test]
+fn inform_returns_configuration_without_a_lease() {
+    let mut s = server();
+    let o = handle(&mut s, &req(msg::INFORM, 1).ciaddr([198, 18, 0, 7]));
+    assert_eq!(msg_type(&o), v4::MessageType::Ack);
+    let m = decode(&o);
+    assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(m.ciaddr(), Ipv4Addr::new(198, 18, 0, 7));
+    let codes = option_codes(&o);
+    for c in [opt::LEASE_TIME, opt::RENEWAL_TIME, opt::REBINDING_TIME] {
+        assert!(!codes.contains(&c), "{codes:?}");
+    }
+    assert!(codes.contains(&opt::DNS));
+    assert_eq!(
+        o.reply.as_ref().unwrap().dest,
+        Dest::Direct {
+            ip: Ipv4Addr::new(198, 18, 0, 7),
+            mac: [2, 0, 0, 0, 0, 1]
+        }
+    );
+    assert!(o.store.is_empty());
+    assert!(s.leases.is_empty());
+}
+
+#[test]
+fn rapid_commit_only_where_enabled() {
+    let mut s = server();
+    let o = handle_on(
+        &mut s,
+        &req(msg::DISCOVER, 1).opt(opt::RAPID_COMMIT, &[]),
+        VLAN100,
+        NOW,
+    );
+    assert_eq!(msg_type(&o), v4::MessageType::Ack);
+    assert!(option_codes(&o).contains(&opt::RAPID_COMMIT));
+    assert_eq!(o.store.len(), 1);
+    let o = handle(&mut s, &req(msg::DISCOVER, 1).opt(opt::RAPID_COMMIT, &[]));
+    assert_eq!(msg_type(&o), v4::MessageType::Offer);
+    assert!(!option_codes(&o).contains(&opt::RAPID_COMMIT));
+}
+
+#[test]
+fn parameter_request_list_and_option_order() {
+    let mut s = server();
+    let o = handle(
+        &mut s,
+        &req(msg::DISCOVER, 1).opt(opt::PARAMETER_REQUEST_LIST, &[3]),
+    );
+    assert_eq!(option_codes(&o), vec![53, 54, 51, 58, 59, 1, 3]);
+    let o = handle(&mut s, &req(msg::DISCOVER, 1));
+    assert_eq!(option_codes(&o), vec![53, 54, 51, 58, 59, 1, 3, 6, 15]);
+}
+
+#[test]
+fn maximum_message_size_is_respected() {
+    let mut c = Config::parse(CONFIG, "t").unwrap();
+    c.options.custom = (200..=230)
+        .map(|code| crate::config::CustomOption {
+            code,
+            value: crate::config::OptionValue::String("x".repeat(40)),
+        })
+        .collect();
+    let mut s = Server::new(&c, Vec::new());
+    let big = handle(
+        &mut s,
+        &req(msg::DISCOVER, 1).opt(opt::MAX_MESSAGE_SIZE, &1500u16.to_be_bytes()),
+    );
+    assert!(big.reply.as_ref().unwrap().payload.len() > 1000);
+    // No option 57: RFC 2131 caps replies at 576 bytes.
+    let o = handle(&mut s, &req(msg::DISCOVER, 1));
+    assert!(o.reply.as_ref().unwrap().payload.len() <= 576 - 28);
+    let o = handle(
+        &mut s,
+        &req(msg::DISCOVER, 1).opt(opt::MAX_MESSAGE_SIZE, &576u16.to_be_bytes()),
+    );
+    assert!(o.reply.as_ref().unwrap().payload.len() <= 576 - 28);
+    // The lease essentials survive the cut.
+    assert!(option_codes(&o).starts_with(&[53, 54, 51, 58, 59, 1]));
+    decode(&o);
+    let o = handle(
+        &mut s,
+        &req(msg::DISCOVER, 1).opt(opt::MAX_MESSAGE_SIZE, &1000u16.to_be_bytes()),
+    );
+    assert!(o.reply.as_ref().unwrap().payload.len() <= 1000 - 28);
+}
+
+#[test]
+fn client_identifier_is_the_identity_and_is_echoed() {
+    let mut s = server();
+    let a = req(msg::DISCOVER, 1).opt(opt::CLIENT_ID, &[0xff, 1, 2, 3, 4]);
+    let b = req(msg::DISCOVER, 1).opt(opt::CLIENT_ID, &[0xff, 9, 9, 9, 9]);
+    let oa = handle(&mut s, &a);
+    let ob = handle(&mut s, &b);
+    assert_ne!(
+        yiaddr(&oa),
+        yiaddr(&ob),
+        "same chaddr, different client-ids: two clients"
+    );
+    assert_eq!(
+        raw_option(&oa, opt::CLIENT_ID),
+        Some(vec![0xff, 1, 2, 3, 4])
+    );
+}
+
+#[test]
+fn relayed_requests_choose_subnet_and_echo_option_82_verbatim() {
+    let mut s = server();
+    // Sub-options in an unusual order must come back exactly.
+    let rai = [2u8, 3, b'r', b'i', b'd', 1, 4, b'p', b'o', b'r', b't'];
+    let r = req(msg::DISCOVER, 1)
+        .giaddr([198, 18, 3, 1])
+        .opt(opt::RELAY_AGENT_INFO, &rai);
+    let o = handle(&mut s, &r);
+    assert!(s.subnets[3].net.contains(yiaddr(&o)));
+    assert_eq!(raw_option(&o, opt::RELAY_AGENT_INFO), Some(rai.to_vec()));
+    assert_eq!(
+        *option_codes(&o).last().unwrap(),
+        opt::RELAY_AGENT_INFO,
+        "82 goes last"
+    );
+    assert_eq!(
+        o.reply.as_ref().unwrap().dest,
+        Dest::Relay(Ipv4Addr::new(198, 18, 3, 1))
+    );
+    assert_eq!(decode(&o).giaddr(), Ipv4Addr::new(198, 18, 3, 1));
+    // By the relays list.
+    let o = handle(&mut s, &req(msg::DISCOVER, 2).giaddr([198, 18, 9, 1]));
+    assert!(s.subnets[3].net.contains(yiaddr(&o)));
+    // Option 118 and link selection win over giaddr.
+    let o = handle(
+        &mut s,
+        &req(msg::DISCOVER, 3)
+            .giaddr([198, 18, 9, 1])
+            .opt(opt::SUBNET_SELECTION, &[198, 18, 1, 0]),
+    );
+    assert!(s.subnets[1].net.contains(yiaddr(&o)));
+    let o = handle(
+        &mut s,
+        &req(msg::DISCOVER, 4)
+            .giaddr([198, 18, 9, 1])
+            .opt(opt::RELAY_AGENT_INFO, &[5, 4, 198, 18, 2, 0]),
+    );
+    assert!(s.subnets[2].net.contains(yiaddr(&o)));
+    // Unknown relay: nothing.
+    let o = handle(&mut s, &req(msg::DISCOVER, 5).giaddr([198, 19, 9, 9]));
+    assert_eq!(o.dropped, Some("no_subnet"));
+}
+
+#[test]
+fn nak_through_a_relay_sets_the_broadcast_bit() {
+    let mut s = server();
+    let o = handle(
+        &mut s,
+        &req(msg::REQUEST, 1)
+            .giaddr([198, 18, 3, 1])
+            .requested([198, 18, 3, 99])
+            .server_id([198, 18, 0, 1]),
+    );
+    assert_eq!(msg_type(&o), v4::MessageType::Nak);
+    assert_eq!(
+        o.reply.as_ref().unwrap().dest,
+        Dest::Relay(Ipv4Addr::new(198, 18, 3, 1))
+    );
+    assert!(decode(&o).flags().broadcast());
+}
+
+#[test]
+fn vlan_tags_select_the_subnet() {
+    let mut s = server();
+    let o = handle_on(&mut s, &req(msg::DISCOVER, 1), VLAN100, NOW);
+    assert!(s.subnets[1].net.contains(yiaddr(&o)));
+    let o = handle_on(&mut s, &req(msg::DISCOVER, 1), QINQ, NOW);
+    assert!(s.subnets[2].net.contains(yiaddr(&o)));
+    let o = handle_on(
+        &mut s,
+        &req(msg::DISCOVER, 1),
+        &[Tag {
+            tpid: 0x8100,
+            tci: 999,
+        }],
+        NOW,
+    );
+    assert_eq!(o.dropped, Some("no_subnet"));
+}
+
+#[test]
+fn request_with_no_recognisable_state_is_dropped() {
+    let mut s = server();
+    let o = handle(&mut s, &req(msg::REQUEST, 1));
+    assert_eq!(o.dropped, Some("request_in_no_known_state"));
+    let o = handle(&mut s, &req(msg::REQUEST, 1).server_id([198, 18, 0, 1]));
+    assert_eq!(o.dropped, Some("selecting_without_address"));
+}
+
+#[test]
+fn leases_survive_a_restart_through_the_store() {
+    let mut s = server();
+    let ip = dora(&mut s, 1);
+    let stored: Vec<Lease> = s
+        .leases
+        .iter()
+        .filter(|l| l.state == LeaseState::Bound)
+        .cloned()
+        .collect();
+    let c = Config::parse(CONFIG, "t").unwrap();
+    let mut s2 = Server::new(&c, stored);
+    // The binding is known: renewal ACKed, the address never offered to others.
+    let o = handle(&mut s2, &req(msg::REQUEST, 1).ciaddr(ip.octets()));
+    assert_eq!(msg_type(&o), v4::MessageType::Ack);
+    for n in 2..=3 {
+        assert_ne!(yiaddr(&handle(&mut s2, &req(msg::DISCOVER, n))), ip);
+    }
+}
+
+/// Many clients doing random things: no address is ever bound to two
+/// clients at once.
+#[test]
+fn never_the_same_address_to_two_clients() {
+    let mut c = Config::parse(CONFIG, "t").unwrap();
+    c.subnets[0].pools[0].end = Ipv4Addr::new(198, 18, 0, 140);
+    let mut s = Server::new(&c, Vec::new());
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut now = NOW;
+    for _ in 0..20_000 {
+        now += rnd() % 3;
+        let n = (rnd() % 60) as u8 + 1;
+        let kind = rnd() % 6;
+        let bound = s
+            .leases
+            .by_client(1, &hw_key(1, &[2, 0, 0, 0, 0, n]))
+            .filter(|l| l.state == LeaseState::Bound)
+            .map(|l| l.ip);
+        let r = match (kind, bound) {
+            (0, _) | (1, None) => req(msg::DISCOVER, n),
+            (1, Some(_)) | (2, _) => {
+                let target =
+                    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 100)) + (rnd() % 45) as u32);
+                req(msg::REQUEST, n)
+                    .requested(target.octets())
+                    .server_id([198, 18, 0, 1])
+            }
+            (3, Some(ip)) => req(msg::REQUEST, n).ciaddr(ip.octets()),
+            (4, Some(ip)) => req(msg::RELEASE, n).ciaddr(ip.octets()),
+            (5, Some(ip)) if rnd() % 10 == 0 => req(msg::DECLINE, n).requested(ip.octets()),
+            _ => {
+                s.reclaim(now);
+                continue;
+            }
+        };
+        let o = handle_on(&mut s, &r, UNTAGGED, now);
+        if let Some(rep) = &o.reply {
+            if rep.msg_type == msg::ACK {
+                let ip = yiaddr(&o);
+                let holders: Vec<_> = s
+                    .leases
+                    .iter()
+                    .filter(|l| l.ip == ip && l.state == LeaseState::Bound && l.expires > now)
+                    .collect();
+                assert_eq!(holders.len(), 1);
+            }
+        }
+        // Invariant over the whole table: one live holder per address, and
+        // one live address per client.
+        let mut by_client: HashMap<&[u8], usize> = HashMap::new();
+        for l in s
+            .leases
+            .iter()
+            .filter(|l| l.state == LeaseState::Bound && l.expires > now)
+        {
+            *by_client.entry(l.client.as_deref().unwrap()).or_default() += 1;
+        }
+        assert!(
+            by_client.values().all(|n| *n == 1),
+            "a client holds two addresses"
+        );
+    }
+}
