@@ -7,6 +7,7 @@ pub mod fastpath;
 pub mod fixture;
 pub mod leases;
 pub mod logging;
+pub mod packet;
 pub mod serve;
 pub mod server;
 pub mod store;

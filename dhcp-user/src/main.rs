@@ -18,6 +18,9 @@ enum Command {
         /// Configuration file (TOML). Without it, the embedded demo default.
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// Lease database path, overriding the configuration's.
+        #[arg(long)]
+        lease_db: Option<PathBuf>,
     },
     /// Configuration tools.
     Config {
@@ -37,18 +40,21 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => {
+        Command::Serve { config, lease_db } => {
             let config = match config {
                 Some(path) => Config::from_file(&path),
                 None => Ok(Config::default_config()),
             };
-            let config = match config {
+            let mut config = match config {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("xdhcp: invalid configuration: {e}");
                     return ExitCode::from(2);
                 }
             };
+            if let Some(db) = lease_db {
+                config.server.lease_db = db;
+            }
             xdhcp::logging::init(config.logging.format, config.logging.level.as_deref());
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,

@@ -1,69 +1,194 @@
-//! `xdhcp serve`: attaches the XDP program, opens the DHCP sockets and runs
-//! until SIGINT/SIGTERM, then detaches everything it attached.
+//! `xdhcp serve`: the daemon. Attaches the XDP program, receives DHCP
+//! requests as frames on each interface, runs the state machine, persists
+//! with group commit and only then sends ACKs, reclaims expired leases, and
+//! on SIGINT/SIGTERM finishes its pending commits and detaches everything.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
-    sync::Arc,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    os::fd::AsRawFd,
+    sync::{mpsc, Arc},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, Result};
-use dhcproto::{v4, Decodable};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::{
-    io::unix::AsyncFd,
-    net::UdpSocket,
+    io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
 };
 
 use crate::{
     config::{Config, XdpSetting},
     fastpath::Fastpath,
+    packet::{self, PacketSocket},
+    server::{Arrival, Dest, Server},
+    store::{LeaseStore, SqliteStore, StoreOp},
+    wire::{self, msg, FrameHeader},
 };
 
-/// A UDP socket on port 67 bound to one interface, so that replies leave
-/// where the request came in and two interfaces never share a socket.
-pub fn dhcp_socket(ifname: &str) -> Result<UdpSocket> {
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One UDP socket on port 67 for replies to relays (the kernel routes
+/// them). It also keeps the port open, so unicast requests never draw an
+/// ICMP port-unreachable; it receives nothing (the AF_PACKET sockets do).
+pub fn relay_socket() -> Result<UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
     s.set_broadcast(true)?;
-    s.bind_device(Some(ifname.as_bytes()))
-        .with_context(|| format!("SO_BINDTODEVICE {ifname}"))?;
-    s.set_nonblocking(true)?;
+    packet::attach_filter(s.as_raw_fd(), &mut packet::drop_all_filter())
+        .context("filter on the UDP socket")?;
     let addr = SocketAddr::V4(SocketAddrV4::new(
         Ipv4Addr::UNSPECIFIED,
         dhcp_common::DHCP_SERVER_PORT,
     ));
     s.bind(&addr.into())
-        .with_context(|| format!("binding UDP port 67 on {ifname}"))?;
-    Ok(UdpSocket::from_std(s.into())?)
+        .context("binding UDP port 67 (another DHCP server running?)")?;
+    Ok(s.into())
 }
 
-/// One line per received message: what the control plane will answer once
-/// the state machine is in.
-fn describe(buf: &[u8]) -> String {
-    match v4::Message::from_bytes(buf) {
-        Ok(m) => {
-            let chaddr = m
-                .chaddr()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":");
-            let ty = m
-                .opts()
-                .msg_type()
-                .map_or_else(|| "BOOTP".to_string(), |t| format!("{t:?}"));
-            format!(
-                "{ty} xid={:#010x} chaddr={chaddr} ciaddr={}",
-                m.xid(),
-                m.ciaddr()
-            )
+/// A reply ready for the wire.
+pub enum Wire {
+    Frame { iface: usize, bytes: Vec<u8> },
+    Udp { to: SocketAddr, bytes: Vec<u8> },
+}
+
+pub struct Transmitter {
+    packet: Vec<Arc<PacketSocket>>,
+    udp: UdpSocket,
+}
+
+impl Transmitter {
+    pub fn send(&self, w: &Wire) {
+        let r = match w {
+            Wire::Frame { iface, bytes } => self.packet[*iface].send(bytes),
+            Wire::Udp { to, bytes } => self.udp.send_to(bytes, to).map(|_| ()),
+        };
+        if let Err(e) = r {
+            tracing::warn!("sending a reply: {e}");
         }
-        Err(e) => format!("malformed ({e})"),
     }
 }
 
+/// Work for the committer thread: lease changes, then the replies that
+/// may only leave once those changes are durable.
+struct Commit {
+    ops: Vec<StoreOp>,
+    replies: Vec<Wire>,
+}
+
+/// Group commit: everything that queued up while the previous transaction
+/// was being written goes into the next one.
+fn committer(
+    mut store: Box<dyn LeaseStore>,
+    rx: mpsc::Receiver<Commit>,
+    tx: Arc<Transmitter>,
+) -> (u64, u64) {
+    let (mut batches, mut failed) = (0u64, 0u64);
+    while let Ok(first) = rx.recv() {
+        let mut ops = first.ops;
+        let mut replies = first.replies;
+        while let Ok(more) = rx.try_recv() {
+            ops.extend(more.ops);
+            replies.extend(more.replies);
+            if ops.len() >= 4096 {
+                break;
+            }
+        }
+        match store.apply(&ops) {
+            Ok(()) => {
+                batches += 1;
+                for r in &replies {
+                    tx.send(r);
+                }
+            }
+            Err(e) => {
+                // Never an ACK for a lease that is not durable.
+                failed += replies.len() as u64;
+                tracing::error!(
+                    "lease store write failed, {} replies withheld: {e:#}",
+                    replies.len()
+                );
+            }
+        }
+    }
+    (batches, failed)
+}
+
+fn frame_for(
+    dest: &Dest,
+    iface: &PacketSocket,
+    server_id: Ipv4Addr,
+    tags: &[wire::Tag],
+    payload: Vec<u8>,
+    idx: usize,
+) -> Wire {
+    let (dst_ip, dst_mac) = match dest {
+        Dest::Relay(giaddr) => {
+            return Wire::Udp {
+                to: SocketAddr::V4(SocketAddrV4::new(*giaddr, dhcp_common::DHCP_SERVER_PORT)),
+                bytes: payload,
+            }
+        }
+        Dest::Direct { ip, mac } => (*ip, *mac),
+        Dest::Broadcast => (Ipv4Addr::BROADCAST, [0xff; 6]),
+    };
+    let h = FrameHeader {
+        src_mac: iface.mac,
+        dst_mac,
+        tags: tags.to_vec(),
+        src_ip: server_id,
+        dst_ip,
+        src_port: dhcp_common::DHCP_SERVER_PORT,
+        dst_port: dhcp_common::DHCP_CLIENT_PORT,
+    };
+    Wire::Frame {
+        iface: idx,
+        bytes: wire::build_frame(&h, &payload),
+    }
+}
+
+fn log_counters(server: &Server) {
+    let c = &server.counters;
+    let fmt = |a: &[u64; 9]| {
+        (1..=8u8)
+            .filter(|t| a[usize::from(*t)] > 0)
+            .map(|t| format!("{}={}", msg::name(t), a[usize::from(t)]))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let dropped = c
+        .dropped
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let malformed = c
+        .malformed
+        .iter()
+        .map(|(k, v)| format!("{}={v}", k.name()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    tracing::info!(
+        "control plane: received [{}] sent [{}] dropped [{}] malformed [{}] leases={}",
+        fmt(&c.received),
+        fmt(&c.sent),
+        dropped,
+        malformed,
+        server.leases.len()
+    );
+}
+
 pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
+    let mut store = SqliteStore::open(&config.server.lease_db, config.server.lease_db_sync)?;
+    let stored = store.load().context("loading leases")?;
+    let loaded = stored.len();
+    let mut server = Server::new(&config, stored);
+    tracing::info!(leases = loaded, db = %config.server.lease_db.display(), "lease store open");
+
     let mut fastpath = Fastpath::load(debug_xdp_logs)?;
     for iface in &config.interfaces {
         if iface.xdp == XdpSetting::Off {
@@ -76,51 +201,105 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
 
     let mut sockets = Vec::new();
     for iface in &config.interfaces {
-        sockets.push((iface.name.clone(), Arc::new(dhcp_socket(&iface.name)?)));
+        let s = PacketSocket::open(&iface.name)
+            .with_context(|| format!("DHCP socket on {}", iface.name))?;
+        sockets.push(Arc::new(s));
     }
-
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, SocketAddr, Vec<u8>)>(1024);
-    let mut tasks = Vec::new();
-    for (name, sock) in sockets {
+    let names: Vec<String> = config.interfaces.iter().map(|i| i.name.clone()).collect();
+    let tx = Arc::new(Transmitter {
+        packet: sockets.clone(),
+        udp: relay_socket()?,
+    });
+    let (commit_tx, commit_rx) = mpsc::channel::<Commit>();
+    let committer_thread = {
         let tx = tx.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; 65536];
+        std::thread::Builder::new()
+            .name("xdhcp-commit".into())
+            .spawn(move || committer(Box::new(store), commit_rx, tx))?
+    };
+
+    // Readiness of every packet socket funnels into one channel so the
+    // state machine stays on this task, without locks.
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<usize>(sockets.len() * 4);
+    let mut watchers = Vec::new();
+    for (i, s) in sockets.iter().enumerate() {
+        // SAFETY: the Arc keeps the socket (and its fd) alive as long as
+        // the AsyncFd that owns this clone.
+        let afd = unsafe { AsyncFd::register_with_interest(s.clone(), Interest::READABLE)? };
+        let ready_tx = ready_tx.clone();
+        watchers.push(tokio::spawn(async move {
             loop {
-                match sock.recv_from(&mut buf).await {
-                    Ok((n, from)) => {
-                        if tx
-                            .send((name.clone(), from, buf[..n].to_vec()))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(e) => tracing::warn!(interface = %name, "recv: {e}"),
+                let Ok(mut guard) = afd.readable().await else {
+                    return;
+                };
+                guard.clear_ready();
+                if ready_tx.send(i).await.is_err() {
+                    return;
                 }
             }
         }));
     }
-    drop(tx);
+    drop(ready_tx);
 
     let log_fd = match fastpath.log_fd() {
         // SAFETY: the fd belongs to the logger inside `fastpath`, which
-        // outlives this AsyncFd (both live until the end of this function,
-        // and the AsyncFd is declared later, so it is dropped first).
+        // outlives this AsyncFd (declared later, so dropped first).
         Some(fd) => Some(unsafe { AsyncFd::register(fd)? }),
         None => None,
     };
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut reclaim = tokio::time::interval(Duration::from_secs(u64::from(
+        config.server.reclaim_interval_secs.max(1),
+    )));
     tracing::info!(server_id = %config.server.server_id, "xdhcp serving");
-    let mut received: u64 = 0;
+    let mut buf = vec![0u8; 65536];
+    let server_id = config.server.server_id;
     loop {
         tokio::select! {
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-            Some((ifname, from, pkt)) = rx.recv() => {
-                received += 1;
-                tracing::info!(interface = %ifname, %from, "received {}", describe(&pkt));
+            Some(i) = ready_rx.recv() => {
+                let sock = &sockets[i];
+                // Drain: many requests per wake-up under load.
+                loop {
+                    let (n, stripped) = match sock.recv(&mut buf) {
+                        Ok(r) => r,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => { tracing::warn!(interface = %names[i], "recv: {e}"); break; }
+                    };
+                    let frame = match wire::parse_frame(&buf[..n], stripped) {
+                        Ok(f) => f,
+                        Err(m) => { server.count_malformed(m); continue; }
+                    };
+                    let req = match wire::parse_dhcp(frame.payload) {
+                        Ok(r) => r,
+                        Err(m) => { server.count_malformed(m); continue; }
+                    };
+                    let arrival = Arrival { iface: &names[i], tags: &frame.tags, src_mac: frame.src_mac };
+                    let now = unix_now();
+                    let out = server.handle(&req, &arrival, now);
+                    tracing::debug!(
+                        interface = %names[i], xid = format_args!("{:#010x}", req.xid),
+                        "{} -> {}", msg::name(req.msg_type),
+                        out.reply.as_ref().map_or(out.dropped.unwrap_or("-"), |r| msg::name(r.msg_type))
+                    );
+                    let wire = out.reply.map(|r| frame_for(&r.dest, sock, server_id, &frame.tags, r.payload, i));
+                    if out.store.is_empty() {
+                        if let Some(w) = &wire {
+                            tx.send(w);
+                        }
+                    } else {
+                        let _ = commit_tx.send(Commit { ops: out.store, replies: wire.into_iter().collect() });
+                    }
+                }
+            }
+            _ = reclaim.tick() => {
+                let ops = server.reclaim(unix_now());
+                if !ops.is_empty() {
+                    tracing::debug!(expired = ops.len(), "leases reclaimed");
+                    let _ = commit_tx.send(Commit { ops, replies: Vec::new() });
+                }
             }
             ready = async { log_fd.as_ref().unwrap().readable().await }, if log_fd.is_some() => {
                 let mut guard = ready?;
@@ -129,11 +308,19 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
             }
         }
     }
-    for t in tasks {
-        t.abort();
+    for w in watchers {
+        w.abort();
     }
+    // Every change handed to the committer is written before we exit.
+    drop(commit_tx);
+    let (batches, withheld) = committer_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("committer panicked"))?;
+    tracing::info!(batches, withheld, "lease store flushed");
+    log_counters(&server);
     fastpath.flush_logs();
     let stats = fastpath.stats()?;
+    let received: u64 = server.counters.received.iter().sum();
     tracing::info!(control_plane_received = received, "xdp counters: {stats}");
     fastpath.detach_all()?;
     tracing::info!("XDP programs detached; bye");
