@@ -295,7 +295,7 @@ fn raise_memlock_limit() {
     };
     // SAFETY: plain syscall on a valid struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
-        tracing::debug!(
+        tracing::trace!(
             "setrlimit(RLIMIT_MEMLOCK): {}",
             std::io::Error::last_os_error()
         );

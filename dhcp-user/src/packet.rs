@@ -15,7 +15,9 @@ use crate::wire::Tag;
 const ETH_P_ALL: u16 = 0x0003;
 const PACKET_AUXDATA: i32 = 8;
 const PACKET_IGNORE_OUTGOING: i32 = 23;
+const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_CSUM_VALID: u32 = 1 << 7;
 const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 
 #[repr(C)]
@@ -118,6 +120,18 @@ pub fn drop_all_filter() -> Vec<libc::sock_filter> {
     }]
 }
 
+/// What came with a received frame.
+pub struct RxMeta {
+    pub len: usize,
+    /// The outer tag the kernel moved into metadata, if any.
+    pub stripped_tag: Option<Tag>,
+    /// False when the kernel verified the UDP checksum already, or it was
+    /// never computed (offloaded on a local path).
+    pub check_udp: bool,
+    /// Broadcast, multicast or to this interface's MAC.
+    pub for_us: bool,
+}
+
 pub struct PacketSocket {
     fd: OwnedFd,
     pub ifindex: u32,
@@ -182,9 +196,8 @@ impl PacketSocket {
         Ok(PacketSocket { fd, ifindex, mac })
     }
 
-    /// One frame and the outer tag the kernel stripped from it, if any;
-    /// `WouldBlock` when none is queued.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, Option<Tag>)> {
+    /// One frame; `WouldBlock` when none is queued.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<RxMeta> {
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
@@ -194,6 +207,9 @@ impl PacketSocket {
         let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
         mh.msg_iov = &mut iov;
         mh.msg_iovlen = 1;
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        mh.msg_name = (&mut from as *mut libc::sockaddr_ll).cast();
+        mh.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
         mh.msg_control = cbuf.as_mut_ptr().cast();
         mh.msg_controllen = std::mem::size_of_val(&cbuf);
         // SAFETY: mh is valid for the duration of the call.
@@ -202,12 +218,19 @@ impl PacketSocket {
             return Err(io::Error::last_os_error());
         }
         let mut tag = None;
+        let mut check_udp = true;
         // SAFETY: walking the control buffer the kernel filled, with libc's macros.
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(&mh);
             while !c.is_null() {
                 if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == PACKET_AUXDATA {
                     let aux = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const TpacketAuxdata);
+                    // A locally sent frame (veth peer, same host) may carry
+                    // only the pseudo-header sum: the checksum was offloaded
+                    // and never computed. CSUM_VALID: the kernel checked it.
+                    if aux.tp_status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID) != 0 {
+                        check_udp = false;
+                    }
                     if aux.tp_status & TP_STATUS_VLAN_VALID != 0 {
                         let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
                             aux.tp_vlan_tpid
@@ -223,7 +246,14 @@ impl PacketSocket {
                 c = libc::CMSG_NXTHDR(&mh, c);
             }
         }
-        Ok((n as usize, tag))
+        Ok(RxMeta {
+            len: n as usize,
+            stripped_tag: tag,
+            check_udp,
+            // Unicast to another MAC reaches a packet socket too (veth and
+            // promiscuous NICs deliver it); a server must not answer it.
+            for_us: from.sll_pkttype != libc::PACKET_OTHERHOST,
+        })
     }
 
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
@@ -280,8 +310,12 @@ mod tests {
     fn filter_jumps_stay_inside_the_program() {
         let p = dhcp_filter();
         for (i, ins) in p.iter().enumerate() {
-            assert!(i + 1 + usize::from(ins.jt) < p.len());
-            assert!(i + 1 + usize::from(ins.jf) < p.len());
+            if ins.code & 0x07 == 0x05 {
+                assert!(i + 1 + usize::from(ins.jt) < p.len());
+                assert!(i + 1 + usize::from(ins.jf) < p.len());
+            } else {
+                assert_eq!((ins.jt, ins.jf), (0, 0));
+            }
         }
         assert_eq!(p.last().unwrap().code, 0x06);
     }

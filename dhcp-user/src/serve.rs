@@ -263,12 +263,16 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
                 let sock = &sockets[i];
                 // Drain: many requests per wake-up under load.
                 loop {
-                    let (n, stripped) = match sock.recv(&mut buf) {
-                        Ok(r) => r,
+                    let meta = match sock.recv(&mut buf) {
+                        Ok(m) => m,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(e) => { tracing::warn!(interface = %names[i], "recv: {e}"); break; }
                     };
-                    let frame = match wire::parse_frame(&buf[..n], stripped) {
+                    if !meta.for_us {
+                        server.count_not_for_us();
+                        continue;
+                    }
+                    let frame = match wire::parse_frame(&buf[..meta.len], meta.stripped_tag, meta.check_udp) {
                         Ok(f) => f,
                         Err(m) => { server.count_malformed(m); continue; }
                     };

@@ -273,6 +273,10 @@ impl Server {
         self.server_id
     }
 
+    pub fn count_not_for_us(&mut self) {
+        *self.counters.dropped.entry("not_for_us").or_default() += 1;
+    }
+
     pub fn count_malformed(&mut self, m: Malformed) {
         *self.counters.malformed.entry(m).or_default() += 1;
     }
@@ -299,19 +303,16 @@ impl Server {
 
     fn subnet_for_link(&self, req: &DhcpRequest<'_>, arrival: &Arrival<'_>) -> Option<usize> {
         if !req.giaddr.is_unspecified() {
-            let selector = req
-                .subnet_selection
-                .or(req.link_selection)
-                .unwrap_or(req.giaddr);
+            // An explicit selector (RFC 3011, RFC 3527) first, then the
+            // relays an operator listed, then the subnet holding giaddr.
+            if let Some(sel) = req.subnet_selection.or(req.link_selection) {
+                return self.subnet_containing(sel);
+            }
             return self
                 .subnets
                 .iter()
-                .position(|s| s.net.contains(selector))
-                .or_else(|| {
-                    self.subnets
-                        .iter()
-                        .position(|s| s.relays.contains(&req.giaddr))
-                });
+                .position(|s| s.relays.contains(&req.giaddr))
+                .or_else(|| self.subnet_containing(req.giaddr));
         }
         let outer = arrival.tags.first().map_or(0, Tag::vid);
         let inner = arrival.tags.get(1).map_or(0, Tag::vid);

@@ -170,8 +170,14 @@ fn is_tpid(t: u16) -> bool {
 }
 
 /// Parses Ethernet (+ tags) / IPv4 / UDP. `stripped` is the outer tag the
-/// kernel moved out of the frame (PACKET_AUXDATA), if any.
-pub fn parse_frame(buf: &[u8], stripped: Option<Tag>) -> Result<RxFrame<'_>, Malformed> {
+/// kernel moved out of the frame (PACKET_AUXDATA), if any; `check_udp`
+/// is false when the kernel already verified the UDP checksum or it was
+/// never computed (offloaded on a local path).
+pub fn parse_frame(
+    buf: &[u8],
+    stripped: Option<Tag>,
+    check_udp: bool,
+) -> Result<RxFrame<'_>, Malformed> {
     if buf.len() < 14 {
         return Err(Malformed::Truncated);
     }
@@ -226,7 +232,7 @@ pub fn parse_frame(buf: &[u8], stripped: Option<Tag>) -> Result<RxFrame<'_>, Mal
     }
     let src_ip = Ipv4Addr::new(buf[ip + 12], buf[ip + 13], buf[ip + 14], buf[ip + 15]);
     let dst_ip = Ipv4Addr::new(buf[ip + 16], buf[ip + 17], buf[ip + 18], buf[ip + 19]);
-    if be16(buf, udp + 6) != 0 {
+    if check_udp && be16(buf, udp + 6) != 0 {
         let pseudo = [
             &src_ip.octets()[..],
             &dst_ip.octets()[..],
@@ -719,13 +725,13 @@ mod tests {
         };
         let payload = vec![7u8; 300];
         let f = build_frame(&h, &payload);
-        let rx = parse_frame(&f, None).unwrap();
+        let rx = parse_frame(&f, None, true).unwrap();
         assert_eq!(rx.tags, h.tags);
         assert_eq!(rx.payload, &payload[..]);
         assert_eq!((rx.src_port, rx.dst_port), (67, 68));
         // The kernel may strip the outer tag into metadata.
         let stripped = [&f[..12], &f[16..]].concat();
-        let rx = parse_frame(&stripped, Some(h.tags[0])).unwrap();
+        let rx = parse_frame(&stripped, Some(h.tags[0]), true).unwrap();
         assert_eq!(rx.tags, h.tags);
     }
 
@@ -742,26 +748,32 @@ mod tests {
         };
         let f = build_frame(&h, &[1, 2, 3, 4]);
         assert_eq!(
-            parse_frame(&f[..20], None).unwrap_err(),
+            parse_frame(&f[..20], None, true).unwrap_err(),
             Malformed::Truncated
         );
         assert_eq!(
-            parse_frame(&f[..40], None).unwrap_err(),
+            parse_frame(&f[..40], None, true).unwrap_err(),
             Malformed::Truncated
         );
         let mut bad = f.clone();
         bad[14 + 8] ^= 1; // TTL: header checksum breaks
-        assert_eq!(parse_frame(&bad, None).unwrap_err(), Malformed::BadChecksum);
+        assert_eq!(
+            parse_frame(&bad, None, true).unwrap_err(),
+            Malformed::BadChecksum
+        );
         let mut bad = f.clone();
         *bad.last_mut().unwrap() ^= 0xff; // payload: UDP checksum breaks
-        assert_eq!(parse_frame(&bad, None).unwrap_err(), Malformed::BadChecksum);
+        assert_eq!(
+            parse_frame(&bad, None, true).unwrap_err(),
+            Malformed::BadChecksum
+        );
         for i in 0..f.len() {
             for b in [0u8, 0x45, 0xff] {
                 let mut r = f.clone();
                 r[i] = b;
-                let _ = parse_frame(&r, None);
+                let _ = parse_frame(&r, None, true);
             }
-            let _ = parse_frame(&f[..i], None);
+            let _ = parse_frame(&f[..i], None, true);
         }
     }
 }

@@ -5,6 +5,8 @@
 //! tests run in parallel) and removed when the lab is dropped, including
 //! while a test panics. Addresses come from 198.18.0.0/15 only.
 
+pub mod daemon;
+pub mod dhcp;
 pub mod frame;
 pub mod proc;
 pub mod raw;

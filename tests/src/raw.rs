@@ -18,6 +18,20 @@ pub struct RawSocket {
 }
 
 const ETH_P_ALL: u16 = 0x0003;
+const PACKET_AUXDATA: i32 = 8;
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+
+#[repr(C)]
+struct TpacketAuxdata {
+    tp_status: u32,
+    tp_len: u32,
+    tp_snaplen: u32,
+    tp_mac: u16,
+    tp_net: u16,
+    tp_vlan_tci: u16,
+    tp_vlan_tpid: u16,
+}
 
 impl RawSocket {
     /// Opens a packet socket on `ifname` inside `ns`, receiving every
@@ -48,6 +62,19 @@ impl RawSocket {
         }
         // SAFETY: fd is a fresh, valid descriptor.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // The kernel moves a received outer VLAN tag into metadata before
+        // packet sockets see the frame; auxdata lets `recv` put it back.
+        let one: i32 = 1;
+        // SAFETY: valid option value for its size.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                PACKET_AUXDATA,
+                &one as *const i32 as *const libc::c_void,
+                4,
+            )
+        };
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_protocol = ETH_P_ALL.to_be();
@@ -116,25 +143,49 @@ impl RawSocket {
                 continue;
             }
             let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            // SAFETY: buffers valid for the given lengths.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    0,
-                    &mut from as *mut _ as *mut libc::sockaddr,
-                    &mut len,
-                )
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
             };
+            let mut cbuf = [0u64; 16];
+            // SAFETY: zeroed msghdr, then pointed at live buffers.
+            let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+            mh.msg_name = (&mut from as *mut libc::sockaddr_ll).cast();
+            mh.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            mh.msg_iov = &mut iov;
+            mh.msg_iovlen = 1;
+            mh.msg_control = cbuf.as_mut_ptr().cast();
+            mh.msg_controllen = std::mem::size_of_val(&cbuf);
+            // SAFETY: mh valid for the call.
+            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut mh, 0) };
             if n < 0 {
-                return Err(io::Error::last_os_error()).context("recvfrom(AF_PACKET)");
+                return Err(io::Error::last_os_error()).context("recvmsg(AF_PACKET)");
             }
             if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
-            return Ok(Some(buf[..n as usize].to_vec()));
+            let mut frame = buf[..n as usize].to_vec();
+            // SAFETY: walking the control buffer the kernel filled.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&mh);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == PACKET_AUXDATA {
+                        let aux =
+                            std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const TpacketAuxdata);
+                        if aux.tp_status & TP_STATUS_VLAN_VALID != 0 && frame.len() >= 12 {
+                            let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
+                                aux.tp_vlan_tpid
+                            } else {
+                                0x8100
+                            };
+                            let tag = [tpid.to_be_bytes(), aux.tp_vlan_tci.to_be_bytes()].concat();
+                            frame.splice(12..12, tag);
+                        }
+                    }
+                    c = libc::CMSG_NXTHDR(&mh, c);
+                }
+            }
+            return Ok(Some(frame));
         }
     }
 }

@@ -1,90 +1,54 @@
-//! `xdhcp serve` as an operator runs it: it attaches, receives DHCP on its
-//! socket, and on SIGINT/SIGTERM detaches and exits 0 leaving nothing.
+//! `xdhcp serve` as an operator runs it: it attaches, receives DHCP, and on
+//! SIGINT/SIGTERM flushes, detaches and exits 0 leaving nothing behind.
 
 use std::{process::Command, time::Duration};
 
 use xdhcp_lab::{
+    daemon::DaemonLab,
     frame::FrameSpec,
     proc::{xdhcp_bin, Logged},
     raw::RawSocket,
-    Lab, Netns,
 };
 
-struct Setup {
-    _lab: Lab,
-    srv: Netns,
-    cli: Netns,
-    config: std::path::PathBuf,
-}
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
 
-fn setup(tag: &str, config_body: &str) -> Setup {
-    xdhcp_lab::require_lab();
-    let mut lab = Lab::new(tag).unwrap();
-    let srv = lab.netns("srv").unwrap();
-    let cli = lab.netns("cli").unwrap();
-    lab.veth(&srv, "srv0", Some("198.18.2.1/24"), &cli, "cli0", None)
-        .unwrap();
-    let config = std::env::temp_dir().join(format!("{}.toml", lab.prefix()));
-    std::fs::write(&config, config_body).unwrap();
-    Setup {
-        _lab: lab,
-        srv,
-        cli,
-        config,
-    }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.config);
-    }
-}
-
-const CONFIG: &str = "[server]\nserver_id = \"198.18.2.1\"\n\n[[interface]]\nname = \"srv0\"\n";
-
-fn serve(s: &Setup) -> Logged {
-    let d = Logged::spawn(
-        &s.srv,
-        Command::new(xdhcp_bin())
-            .arg("serve")
-            .arg("--config")
-            .arg(&s.config),
-        None,
-    )
-    .unwrap();
-    d.wait_for("xdhcp serving", Duration::from_secs(20))
-        .unwrap();
-    d
-}
+const CONFIG: &str =
+    "[server]\nserver_id = \"198.18.0.1\"\nlease_db = \"@DB@\"\n\n[[interface]]\nname = \"srv0\"\n";
 
 fn lifecycle(tag: &str, signal: i32, signame: &str) {
-    let s = setup(tag, CONFIG);
-    let mut d = serve(&s);
+    let mut lab = DaemonLab::new(tag, CONFIG, None).unwrap();
+    lab.start().unwrap();
     assert_eq!(
-        s.srv.xdp_mode("srv0").unwrap().as_deref(),
+        lab.srv.xdp_mode("srv0").unwrap().as_deref(),
         Some("xdp"),
         "native XDP on veth"
     );
 
-    let sock = RawSocket::open(&s.cli, "cli0").unwrap();
-    let mac = s.cli.mac("cli0").unwrap();
+    let sock = RawSocket::open(&lab.cli, "cli0").unwrap();
+    let mac = lab.cli.mac("cli0").unwrap();
     sock.send(&FrameSpec::dhcp_request(mac, 1).build()).unwrap();
     sock.send(&FrameSpec::dhcp_request(mac, 3).build()).unwrap();
-    d.wait_for("received Discover", Duration::from_secs(5))
+    // No subnet is configured: both are seen and dropped for that reason.
+    lab.daemon()
+        .wait_for("DISCOVER -> no_subnet", Duration::from_secs(5))
         .unwrap();
-    d.wait_for("received Request", Duration::from_secs(5))
+    lab.daemon()
+        .wait_for("REQUEST -> ", Duration::from_secs(5))
         .unwrap();
 
-    d.signal(signal);
-    let status = d.wait(Duration::from_secs(10)).unwrap();
-    let log = d.lines().join("\n");
+    let (status, lines) = lab.stop(signal).unwrap();
+    let log = lines.join("\n");
     assert!(status.success(), "exit {status}\n{log}");
     assert!(log.contains(&format!("{signame}: shutting down")), "{log}");
-    let counters = d.wait_for("xdp counters", Duration::ZERO).unwrap();
+    let counters = lines
+        .iter()
+        .find(|l| l.contains("xdp counters"))
+        .expect("counters line");
     assert!(counters.contains("dhcp_requests=2 "), "{counters}");
     assert!(counters.contains("control_plane_received=2"), "{counters}");
     assert_eq!(
-        s.srv.xdp_mode("srv0").unwrap(),
+        lab.srv.xdp_mode("srv0").unwrap(),
         None,
         "XDP left attached after exit"
     );
@@ -92,42 +56,42 @@ fn lifecycle(tag: &str, signal: i32, signame: &str) {
 
 #[test]
 fn sigterm_detaches_and_exits_cleanly() {
-    lifecycle("sigterm", libc_sig::SIGTERM, "SIGTERM");
+    lifecycle("sigterm", SIGTERM, "SIGTERM");
 }
 
 #[test]
 fn sigint_detaches_and_exits_cleanly() {
-    lifecycle("sigint", libc_sig::SIGINT, "SIGINT");
-}
-
-mod libc_sig {
-    pub const SIGINT: i32 = 2;
-    pub const SIGTERM: i32 = 15;
+    lifecycle("sigint", SIGINT, "SIGINT");
 }
 
 #[test]
 fn xdp_off_serves_from_the_socket_alone() {
-    let s = setup("xdpoff", &format!("{CONFIG}xdp = \"off\"\n"));
-    let mut d = serve(&s);
-    assert_eq!(s.srv.xdp_mode("srv0").unwrap(), None);
-    let sock = RawSocket::open(&s.cli, "cli0").unwrap();
-    sock.send(&FrameSpec::dhcp_request(s.cli.mac("cli0").unwrap(), 1).build())
+    let mut lab = DaemonLab::new("xdpoff", &format!("{CONFIG}xdp = \"off\"\n"), None).unwrap();
+    lab.start().unwrap();
+    assert_eq!(lab.srv.xdp_mode("srv0").unwrap(), None);
+    let sock = RawSocket::open(&lab.cli, "cli0").unwrap();
+    sock.send(&FrameSpec::dhcp_request(lab.cli.mac("cli0").unwrap(), 1).build())
         .unwrap();
-    d.wait_for("received Discover", Duration::from_secs(5))
+    lab.daemon()
+        .wait_for("DISCOVER -> ", Duration::from_secs(5))
         .unwrap();
-    d.signal(libc_sig::SIGTERM);
-    assert!(d.wait(Duration::from_secs(10)).unwrap().success());
+    assert!(lab.stop(SIGTERM).unwrap().0.success());
 }
 
 #[test]
 fn missing_interface_fails_with_its_name_and_leaves_nothing() {
-    let s = setup("noiface", "[server]\nserver_id = \"198.18.2.1\"\n[[interface]]\nname = \"srv0\"\n[[interface]]\nname = \"nosuch0\"\n");
+    let lab = DaemonLab::new(
+        "noiface",
+        &format!("{CONFIG}[[interface]]\nname = \"nosuch0\"\n"),
+        None,
+    )
+    .unwrap();
     let mut d = Logged::spawn(
-        &s.srv,
+        &lab.srv,
         Command::new(xdhcp_bin())
             .arg("serve")
             .arg("--config")
-            .arg(&s.config),
+            .arg(&lab.config),
         None,
     )
     .unwrap();
@@ -136,7 +100,7 @@ fn missing_interface_fails_with_its_name_and_leaves_nothing() {
     assert!(!status.success(), "{log}");
     assert!(log.contains("nosuch0"), "{log}");
     assert_eq!(
-        s.srv.xdp_mode("srv0").unwrap(),
+        lab.srv.xdp_mode("srv0").unwrap(),
         None,
         "partial start left XDP on srv0"
     );
@@ -144,23 +108,23 @@ fn missing_interface_fails_with_its_name_and_leaves_nothing() {
 
 #[test]
 fn bad_config_is_refused_with_its_line() {
-    let s = setup(
-        "badcfg",
-        "[server]\nserver_id = \"198.18.2.1\"\n\n[[interface]]\nname = \"srv0\"\nxdp = \"turbo\"\n",
-    );
+    let lab = DaemonLab::new("badcfg", &format!("{CONFIG}xdp = \"turbo\"\n"), None).unwrap();
     let mut d = Logged::spawn(
-        &s.srv,
+        &lab.srv,
         Command::new(xdhcp_bin())
             .arg("serve")
             .arg("--config")
-            .arg(&s.config),
+            .arg(&lab.config),
         None,
     )
     .unwrap();
     let status = d.wait(Duration::from_secs(20)).unwrap();
     let log = d.lines().join("\n");
     assert_eq!(status.code(), Some(2), "{log}");
-    assert!(log.contains(&format!("{}:6:", s.config.display())), "{log}");
+    assert!(
+        log.contains(&format!("{}:7:", lab.config.display())),
+        "{log}"
+    );
     assert!(log.contains("turbo"), "{log}");
-    assert_eq!(s.srv.xdp_mode("srv0").unwrap(), None);
+    assert_eq!(lab.srv.xdp_mode("srv0").unwrap(), None);
 }

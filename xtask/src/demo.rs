@@ -38,9 +38,16 @@ pub fn demo() -> Result<()> {
         lab.prefix()
     );
 
+    let dir = std::env::temp_dir().join(lab.prefix());
+    std::fs::create_dir_all(&dir)?;
+    let db = dir.join("leases.db");
     let mut daemon = Logged::spawn(
         &server,
-        Command::new(&bin).arg("serve"),
+        Command::new(&bin)
+            .arg("serve")
+            .arg("--lease-db")
+            .arg(&db)
+            .env("RUST_LOG", "info,xdhcp=debug"),
         Some("   server | "),
     )?;
     let outcome = (|| -> Result<()> {
@@ -50,49 +57,71 @@ pub fn demo() -> Result<()> {
             server.xdp_mode("srv0")?.unwrap_or_else(|| "none".into())
         );
 
-        println!("== client: busybox udhcpc sends DISCOVERs (no OFFER yet: the control plane's state machine comes next)");
+        println!("== client: busybox udhcpc asks for a lease (DISCOVER, OFFER, REQUEST, ACK)");
+        let script = dir.join("udhcpc.sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr add $ip/$subnet dev $interface; echo \"   client | $1: $ip lease $lease s from $serverid\" >&2;; esac\n",
+        )?;
+        run(Command::new("chmod").arg("+x").arg(&script))?;
         let started = Instant::now();
-        let _ = client
-            .command_from(Command::new("busybox").args([
-                "udhcpc",
-                "-i",
-                "cli0",
-                "-n",
-                "-q",
-                "-t",
-                "2",
-                "-T",
-                "1",
-                "-s",
-                "/bin/true",
-            ]))
+        let status = client
+            .command_from(
+                Command::new("busybox")
+                    .args([
+                        "udhcpc", "-i", "cli0", "-n", "-q", "-t", "3", "-T", "1", "-s",
+                    ])
+                    .arg(&script),
+            )
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .status()
             .context("running busybox udhcpc")?;
+        if !status.success() {
+            bail!("udhcpc got no lease");
+        }
         println!(
-            "   udhcpc gave up after {:.1} s",
-            started.elapsed().as_secs_f64()
+            "   lease obtained in {:.0} ms; cli0 now has {}",
+            started.elapsed().as_secs_f64() * 1000.0,
+            client
+                .run(["ip", "-4", "-o", "addr", "show", "cli0"])?
+                .split_whitespace()
+                .nth(3)
+                .unwrap_or("?")
         );
 
         println!(
-            "== client: one DISCOVER tagged 802.1Q vid 100, one QinQ 100/200, one ARP (raw frames)"
+            "== client: DISCOVERs tagged 802.1Q 100 and QinQ 100/200 (no VLAN interfaces anywhere)"
         );
         let sock = RawSocket::open(&client, "cli0")?;
         let mac = client.mac("cli0")?;
-        let mut tagged = FrameSpec::dhcp_request(mac, 1);
-        tagged.tags = vec![(TPID_8021Q, 100)];
-        sock.send(&tagged.build())?;
-        tagged.tags = vec![(TPID_8021AD, 100), (TPID_8021Q, 200)];
-        sock.send(&tagged.build())?;
-        let arp = FrameSpec {
-            ethertype: xdhcp_lab::frame::ETH_P_ARP,
-            src_mac: mac,
-            payload: vec![0; 28],
-            ..Default::default()
-        };
-        sock.send(&arp.build())?;
-        std::thread::sleep(Duration::from_millis(500));
+        for tags in [
+            vec![(TPID_8021Q, 100)],
+            vec![(TPID_8021AD, 100), (TPID_8021Q, 200)],
+        ] {
+            let mut d = FrameSpec::dhcp_request(mac, 1);
+            d.tags = tags.clone();
+            sock.send(&d.build())?;
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                let Some(f) = sock.recv(Duration::from_millis(200))? else {
+                    continue;
+                };
+                // An OFFER: UDP 67->68 behind the same tags.
+                let l3 = 14 + 4 * tags.len();
+                if f.len() > l3 + 28 + 20 && f[l3 + 20..l3 + 24] == [0, 67, 0, 68] {
+                    let yiaddr = &f[l3 + 28 + 16..l3 + 28 + 20];
+                    let vids: Vec<u16> = (0..tags.len())
+                        .map(|i| u16::from_be_bytes([f[14 + 4 * i], f[15 + 4 * i]]) & 0xfff)
+                        .collect();
+                    println!(
+                        "   OFFER {}.{}.{}.{} came back tagged {vids:?}",
+                        yiaddr[0], yiaddr[1], yiaddr[2], yiaddr[3]
+                    );
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
         Ok(())
     })();
 
@@ -105,10 +134,15 @@ pub fn demo() -> Result<()> {
             .xdp_mode("srv0")?
             .unwrap_or_else(|| "none (detached)".into())
     );
+    let _ = std::fs::remove_dir_all(&dir);
     let lines = daemon.lines();
-    let received = lines.iter().filter(|l| l.contains(": received ")).count();
+    if let Some(cp) = lines.iter().find(|l| l.contains("control plane: received")) {
+        if let Some((_, rest)) = cp.split_once("control plane: ") {
+            println!("== summary: control plane {rest}");
+        }
+    }
     if let Some(counters) = lines.iter().find(|l| l.contains("xdp counters")) {
-        println!("== summary: the control plane received {received} DHCP messages; the XDP program counted:");
+        println!("== the XDP program counted (all passed on to the control plane for now):");
         if let Some((_, kv)) = counters.split_once("xdp counters: ") {
             for pair in kv.split_whitespace() {
                 println!("     {pair}");

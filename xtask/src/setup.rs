@@ -23,6 +23,8 @@ const PACKAGES: &[&str] = &[
     "busybox",
     "isc-dhcp-client",
     "tcpdump",
+    // perfdhcp, Kea's load generator.
+    "kea-admin",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

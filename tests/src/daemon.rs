@@ -1,0 +1,138 @@
+//! A server namespace running the real `xdhcp serve` and a client namespace
+//! joined to it by veth, with a private directory for the configuration,
+//! the lease database and client scripts. Everything goes on drop.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus},
+    time::Duration,
+};
+
+use anyhow::{bail, Result};
+
+use crate::{
+    proc::{xdhcp_bin, Logged},
+    Lab, Netns,
+};
+
+pub struct DaemonLab {
+    pub srv: Netns,
+    pub cli: Netns,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    daemon: Option<Logged>,
+    /// Last lines of stopped daemons, for diagnostics.
+    pub history: Vec<String>,
+    // Dropped last: namespaces outlive the processes inside them.
+    pub lab: Lab,
+}
+
+impl DaemonLab {
+    /// Server `srv0` 198.18.0.1/24; client `cli0` with no address (DHCP
+    /// clients configure it) unless `client_addr` is given. In the config
+    /// text, `@DB@` stands for this lab's lease database path.
+    pub fn new(tag: &str, config: &str, client_addr: Option<&str>) -> Result<DaemonLab> {
+        crate::require_lab();
+        let mut lab = Lab::new(tag)?;
+        let srv = lab.netns("srv")?;
+        let cli = lab.netns("cli")?;
+        lab.veth(
+            &srv,
+            "srv0",
+            Some("198.18.0.1/24"),
+            &cli,
+            "cli0",
+            client_addr,
+        )?;
+        let dir = std::env::temp_dir().join(lab.prefix());
+        std::fs::create_dir_all(&dir)?;
+        let db = dir.join("leases.db");
+        let config_path = dir.join("xdhcp.toml");
+        std::fs::write(
+            &config_path,
+            config.replace("@DB@", &db.display().to_string()),
+        )?;
+        Ok(DaemonLab {
+            srv,
+            cli,
+            dir,
+            config: config_path,
+            daemon: None,
+            history: Vec::new(),
+            lab,
+        })
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.join("leases.db")
+    }
+
+    /// Starts `xdhcp serve` (debug logs on, so tests can wait for a
+    /// message's outcome) and waits until it serves.
+    pub fn start(&mut self) -> Result<&Logged> {
+        if self.daemon.is_some() {
+            bail!("already running");
+        }
+        let mut cmd = Command::new(xdhcp_bin());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info,xdhcp=debug");
+        let d = Logged::spawn(&self.srv, &cmd, None)?;
+        d.wait_for("xdhcp serving", Duration::from_secs(30))?;
+        self.daemon = Some(d);
+        Ok(self.daemon.as_ref().unwrap())
+    }
+
+    pub fn daemon(&self) -> &Logged {
+        self.daemon.as_ref().expect("daemon running")
+    }
+
+    /// Stops it with `sig` (SIGTERM = 15, SIGKILL = 9) and returns its exit
+    /// status and everything it logged.
+    pub fn stop(&mut self, sig: i32) -> Result<(ExitStatus, Vec<String>)> {
+        let mut d = self.daemon.take().expect("daemon running");
+        d.signal(sig);
+        let status = d.wait(Duration::from_secs(20))?;
+        let lines = d.lines();
+        self.history.extend(lines.iter().cloned());
+        Ok((status, lines))
+    }
+
+    /// Writes a client hook script into the lab directory.
+    pub fn script(&self, name: &str, body: &str) -> Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.dir.join(name);
+        std::fs::write(&p, body)?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+        Ok(p)
+    }
+}
+
+impl Drop for DaemonLab {
+    fn drop(&mut self) {
+        drop(self.daemon.take());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Reads lines of a file that may not exist yet.
+pub fn read_lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
