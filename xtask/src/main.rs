@@ -3,6 +3,7 @@
 //! `test` and `demo` run `setup` first; setup is idempotent and cheap when
 //! everything is already there.
 
+mod bench;
 mod demo;
 mod setup;
 
@@ -36,6 +37,12 @@ enum Task {
     /// Set up, build, and run the demo lab: a client namespace talking to
     /// `xdhcp serve` on the embedded default config.
     Demo,
+    /// Measure xdhcp next to ISC Kea on the same lab, in one run.
+    Bench {
+        /// Fewer, shorter steps (under 3 minutes).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Remove network namespaces left by crashed test runs.
     LabClean,
 }
@@ -104,6 +111,7 @@ fn main() -> ExitCode {
         Task::Setup => setup::setup(),
         Task::Test { args } => test(&args),
         Task::Demo => setup::setup().and_then(|()| demo::demo()),
+        Task::Bench { quick } => setup::setup().and_then(|()| bench::bench(quick)),
         Task::LabClean => {
             for ns in xdhcp_lab::cleanup_stale() {
                 println!("removed {ns}");
