@@ -21,6 +21,11 @@ pub const MAP_STATS: &str = "XDHCP_STATS";
 pub const MAP_LEASES: &str = "XDHCP_LEASES";
 pub const MAP_TEMPLATES: &str = "XDHCP_TEMPLATES";
 pub const MAP_EVENTS: &str = "XDHCP_EVENTS";
+pub const MAP_IFACES: &str = "XDHCP_IFACES";
+pub const MAP_SCRATCH: &str = "XDHCP_SCRATCH";
+/// Template slots; a template is shared by every binding with the same
+/// option bytes, so this bounds distinct (subnet, PRL) combinations.
+pub const TEMPLATE_SLOTS: u32 = 4096;
 pub const PROGRAM_NAME: &str = "xdhcp";
 
 /// Longest client identity kept in a map key. Longer client identifiers
@@ -57,11 +62,14 @@ impl LeaseKey {
     }
 }
 
-/// Value of the lease map: one active binding.
+/// Value of the lease map: one active binding, and the request it was
+/// last answered for. The XDP program answers only requests of the same
+/// shape from the same place; anything else goes to the control plane.
 ///
 /// Times are kept in the kernel's `CLOCK_BOOTTIME` domain (what
 /// `bpf_ktime_get_boot_ns` returns) because the kernel has no wall clock;
-/// userspace converts wall-clock expiries once, when it writes the entry.
+/// userspace converts wall-clock expiries once, when it writes the entry:
+/// `boot_ns = now_boot_ns + (expiry_unix - now_unix) * 1e9`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeaseValue {
@@ -69,33 +77,79 @@ pub struct LeaseValue {
     pub expires_boot_ns: u64,
     /// Leased address, network byte order (as it sits in the packet).
     pub ip: u32,
-    /// Subnet the binding belongs to; replies are only sent where it is served.
     pub subnet_id: u32,
     /// Index into the reply template map.
     pub template_id: u32,
     pub lease_secs: u32,
-    pub t1_secs: u32,
-    pub t2_secs: u32,
+    /// Where the binding was made: interface, VLAN IDs (0 = none)...
+    pub ifindex: u32,
+    pub outer_vlan: u16,
+    pub inner_vlan: u16,
+    /// ...and through which relay (0 = directly connected), network order.
+    pub giaddr: u32,
+    /// [`shape_hash`] of the request the template was built for.
+    pub shape_hash: u32,
+    /// PRL length + 1, 0 when the client sent none.
+    pub prl_len: u16,
+    /// Option 57 as sent (0 = absent).
+    pub max_message_size: u16,
+    /// Lengths of option 61 and 82 payloads (0 = absent).
+    pub client_id_len: u8,
+    pub relay_info_len: u8,
     /// `lease_flags::*`.
-    pub flags: u32,
-    pub _pad: u32,
+    pub flags: u16,
 }
 
 pub mod lease_flags {
     /// The binding may be renewed in the kernel (otherwise always XDP_PASS).
-    pub const FASTPATH: u32 = 1;
+    pub const FASTPATH: u16 = 1;
+}
+
+/// FNV-1a, 32 bits: the request fingerprint both sides compute.
+pub const FNV_OFFSET: u32 = 0x811c_9dc5;
+pub const FNV_PRIME: u32 = 0x0100_0193;
+
+pub fn fnv1a(bytes: &[u8]) -> u32 {
+    fnv1a_more(FNV_OFFSET, bytes)
+}
+
+pub fn fnv1a_more(mut h: u32, bytes: &[u8]) -> u32 {
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+/// Fingerprint of what makes a reply template fit a request beyond the
+/// lengths kept beside it: the parameter request list and the relay agent
+/// information (its sub-options may select the subnet). Lengths are
+/// compared separately, so hashing the two back to back is unambiguous.
+pub fn shape_hash(prl: &[u8], relay_info: &[u8]) -> u32 {
+    fnv1a_more(fnv1a(prl), relay_info)
+}
+
+/// Per-interface facts the XDP program needs to send a reply.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfaceInfo {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+    /// Source address of replies (the server identifier), network order.
+    pub server_ip: u32,
 }
 
 /// Bytes of pre-encoded DHCP options a reply template can hold.
 pub const TEMPLATE_OPTIONS_MAX: usize = 256;
 
-/// Per-subnet (or per-reservation) reply template written by the control
-/// plane: the options it would put in a DHCPACK, already encoded, in the
-/// order it would put them. The fast path copies them into its reply.
+/// Reply template written by the control plane: the option bytes of the
+/// DHCPACK it sent for a binding (53, 54, 51, 58, 59 and the configured
+/// options the client's PRL selected), in its order. The fast path copies
+/// them, then echoes 61 and 82 from the request, as the control plane does.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplyTemplate {
-    /// Server identifier (option 54) and IPv4 source, network byte order.
+    /// Source address of the reply, network byte order.
     pub server_ip: u32,
     pub options_len: u16,
     pub _pad: [u8; 2],
@@ -166,7 +220,27 @@ pub mod stat {
     pub const IP_OPTIONS: u32 = 9;
     /// Malformed IPv4 header (bad version, IHL < 5, total length too short).
     pub const BAD_IPV4: u32 = 10;
-    pub const COUNT: u32 = 11;
+    /// Fast-path ACKs by client state.
+    pub const FP_ACK_RENEWING: u32 = 11;
+    pub const FP_ACK_REBINDING: u32 = 12;
+    pub const FP_ACK_INIT_REBOOT: u32 = 13;
+    /// DHCP requests passed to the control plane, by reason.
+    pub const PASS_NOT_REQUEST: u32 = 14;
+    pub const PASS_MALFORMED: u32 = 15;
+    pub const PASS_UNUSUAL: u32 = 16;
+    pub const PASS_SELECTING: u32 = 17;
+    pub const PASS_UNKNOWN_CLIENT: u32 = 18;
+    pub const PASS_WRONG_ADDRESS: u32 = 19;
+    pub const PASS_EXPIRED: u32 = 20;
+    pub const PASS_WRONG_SCOPE: u32 = 21;
+    pub const PASS_SHAPE_CHANGED: u32 = 22;
+    pub const PASS_NO_TEMPLATE: u32 = 23;
+    pub const PASS_TOO_BIG: u32 = 24;
+    /// Renewal answered but its event could not be queued (ring full).
+    pub const EVENT_LOST: u32 = 25;
+    /// Frames dropped because a helper failed halfway through a rewrite.
+    pub const DROPPED: u32 = 26;
+    pub const COUNT: u32 = 27;
 }
 
 /// Human names of the stats, indexed like [`stat`].
@@ -182,6 +256,22 @@ pub const STAT_NAMES: [&str; stat::COUNT as usize] = [
     "fragment",
     "ip_options",
     "bad_ipv4",
+    "fp_ack_renewing",
+    "fp_ack_rebinding",
+    "fp_ack_init_reboot",
+    "pass_not_request",
+    "pass_malformed",
+    "pass_unusual",
+    "pass_selecting",
+    "pass_unknown_client",
+    "pass_wrong_address",
+    "pass_expired",
+    "pass_wrong_scope",
+    "pass_shape_changed",
+    "pass_no_template",
+    "pass_too_big",
+    "event_lost",
+    "dropped",
 ];
 
 #[cfg(feature = "user")]
@@ -197,6 +287,9 @@ mod pod {
     unsafe impl bytemuck::Pod for ReplyTemplate {}
     unsafe impl bytemuck::Zeroable for RenewEvent {}
     unsafe impl bytemuck::Pod for RenewEvent {}
+    unsafe impl bytemuck::Zeroable for IfaceInfo {}
+    unsafe impl bytemuck::Pod for IfaceInfo {}
+    unsafe impl aya::Pod for IfaceInfo {}
     // aya has its own marker for map keys and values.
     unsafe impl aya::Pod for LeaseKey {}
     unsafe impl aya::Pod for LeaseValue {}
@@ -231,18 +324,35 @@ mod layout {
 
     #[test]
     fn lease_value() {
-        assert_eq!(size_of::<LeaseValue>(), 40);
+        assert_eq!(size_of::<LeaseValue>(), 48);
         assert_eq!(align_of::<LeaseValue>(), 8);
         assert_eq!(offset_of!(LeaseValue, expires_boot_ns), 0);
         assert_eq!(offset_of!(LeaseValue, ip), 8);
-        assert_eq!(offset_of!(LeaseValue, subnet_id), 12);
         assert_eq!(offset_of!(LeaseValue, template_id), 16);
-        assert_eq!(offset_of!(LeaseValue, lease_secs), 20);
-        assert_eq!(offset_of!(LeaseValue, t1_secs), 24);
-        assert_eq!(offset_of!(LeaseValue, t2_secs), 28);
-        assert_eq!(offset_of!(LeaseValue, flags), 32);
+        assert_eq!(offset_of!(LeaseValue, ifindex), 24);
+        assert_eq!(offset_of!(LeaseValue, outer_vlan), 28);
+        assert_eq!(offset_of!(LeaseValue, giaddr), 32);
+        assert_eq!(offset_of!(LeaseValue, shape_hash), 36);
+        assert_eq!(offset_of!(LeaseValue, prl_len), 40);
+        assert_eq!(offset_of!(LeaseValue, client_id_len), 44);
+        assert_eq!(offset_of!(LeaseValue, flags), 46);
         no_hidden_padding!(LeaseValue, expires_boot_ns: u64, ip: u32, subnet_id: u32,
-            template_id: u32, lease_secs: u32, t1_secs: u32, t2_secs: u32, flags: u32, _pad: u32);
+            template_id: u32, lease_secs: u32, ifindex: u32, outer_vlan: u16, inner_vlan: u16,
+            giaddr: u32, shape_hash: u32, prl_len: u16, max_message_size: u16,
+            client_id_len: u8, relay_info_len: u8, flags: u16);
+    }
+
+    #[test]
+    fn iface_info() {
+        assert_eq!(size_of::<IfaceInfo>(), 12);
+        assert_eq!(offset_of!(IfaceInfo, server_ip), 8);
+        no_hidden_padding!(IfaceInfo, mac: [u8; 6], _pad: [u8; 2], server_ip: u32);
+    }
+
+    #[test]
+    fn fnv_reference_values() {
+        assert_eq!(fnv1a(b""), 0x811c_9dc5);
+        assert_eq!(fnv1a(b"a"), 0xe40c_292c);
     }
 
     #[test]

@@ -1,24 +1,42 @@
-//! xdhcp's XDP program. Today it classifies frames and counts DHCP requests;
-//! everything is passed on to the kernel stack (and so to the control plane).
+//! xdhcp's XDP program: classifies every frame, answers DHCP renewals of
+//! known clients from the lease map (XDP_TX), and passes everything else
+//! to the kernel stack and so to the control plane.
 #![no_std]
 #![no_main]
 
+mod fast;
 mod parse;
 
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::PerCpuArray,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
-use dhcp_common::stat;
+use dhcp_common::{stat, IfaceInfo, LeaseKey, LeaseValue, ReplyTemplate, TEMPLATE_SLOTS};
 
 #[map(name = "XDHCP_STATS")]
 static XDHCP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
+/// Sized by userspace at load time (`lease_map_entries`).
+#[map(name = "XDHCP_LEASES")]
+static XDHCP_LEASES: HashMap<LeaseKey, LeaseValue> = HashMap::with_max_entries(1024, 0);
+
+#[map(name = "XDHCP_TEMPLATES")]
+static XDHCP_TEMPLATES: Array<ReplyTemplate> = Array::with_max_entries(TEMPLATE_SLOTS, 0);
+
+#[map(name = "XDHCP_IFACES")]
+static XDHCP_IFACES: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(256, 0);
+
+#[map(name = "XDHCP_EVENTS")]
+static XDHCP_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+#[map(name = "XDHCP_SCRATCH")]
+static XDHCP_SCRATCH: PerCpuArray<fast::Scratch> = PerCpuArray::with_max_entries(1, 0);
+
 #[inline(always)]
-fn count(idx: u32) {
+pub fn count(idx: u32) {
     if let Some(counter) = XDHCP_STATS.get_ptr_mut(idx) {
         // Per-CPU slot: no other writer, no atomic needed.
         unsafe { *counter += 1 };
@@ -38,16 +56,25 @@ pub fn xdhcp(ctx: XdpContext) -> u32 {
         count(stat::IP_OPTIONS);
     }
     count(parsed.class);
-    if parsed.class == stat::DHCP_REQUESTS {
-        debug!(
-            &ctx,
-            "dhcp request if={} vlan={}/{}",
-            ctx.ingress_ifindex() as u32,
-            parsed.frame.outer_vlan,
-            parsed.frame.inner_vlan
-        );
+    if parsed.class != stat::DHCP_REQUESTS {
+        return xdp_action::XDP_PASS;
     }
-    xdp_action::XDP_PASS
+    match fast::try_answer(&ctx, &parsed.frame) {
+        Ok(state) => {
+            count(state);
+            xdp_action::XDP_TX
+        }
+        Err(reason) if reason & fast::DROP != 0 => {
+            count(reason & !fast::DROP);
+            count(stat::DROPPED);
+            xdp_action::XDP_DROP
+        }
+        Err(reason) => {
+            count(reason);
+            debug!(&ctx, "dhcp request passed: reason {}", reason);
+            xdp_action::XDP_PASS
+        }
+    }
 }
 
 #[cfg(not(test))]

@@ -26,7 +26,14 @@ fn pass(name: &str, frame: Vec<u8>) -> Fixture {
 #[test]
 fn dhcp_requests_are_counted_and_passed_in_every_encapsulation() {
     let fp = load();
-    let mut fixtures = vec![pass("untagged", discover().build()).counts(stat::DHCP_REQUESTS, 1)];
+    // Every DHCP request reaches the fast path, which passes a DISCOVER
+    // with its reason.
+    let dhcp = |name: &str, frame: Vec<u8>| {
+        pass(name, frame)
+            .counts(stat::DHCP_REQUESTS, 1)
+            .counts(stat::PASS_NOT_REQUEST, 1)
+    };
+    let mut fixtures = vec![dhcp("untagged", discover().build())];
     for (name, tpid) in [
         ("802.1Q", TPID_8021Q),
         ("802.1ad outer alone", TPID_8021AD),
@@ -34,11 +41,7 @@ fn dhcp_requests_are_counted_and_passed_in_every_encapsulation() {
     ] {
         let mut f = discover();
         f.tags = vec![(tpid, 100)];
-        fixtures.push(
-            pass(name, f.build())
-                .counts(stat::VLAN_SINGLE, 1)
-                .counts(stat::DHCP_REQUESTS, 1),
-        );
+        fixtures.push(dhcp(name, f.build()).counts(stat::VLAN_SINGLE, 1));
     }
     for (name, outer) in [
         ("QinQ 88a8/8100", TPID_8021AD),
@@ -47,18 +50,15 @@ fn dhcp_requests_are_counted_and_passed_in_every_encapsulation() {
     ] {
         let mut f = discover();
         f.tags = vec![(outer, 100), (TPID_8021Q, 4094)];
-        fixtures.push(
-            pass(name, f.build())
-                .counts(stat::VLAN_DOUBLE, 1)
-                .counts(stat::DHCP_REQUESTS, 1),
-        );
+        fixtures.push(dhcp(name, f.build()).counts(stat::VLAN_DOUBLE, 1));
     }
     let mut f = discover();
     f.ip_options = vec![0x94, 0x04, 0x00, 0x00]; // router alert
     fixtures.push(
         pass("IPv4 options", f.build())
             .counts(stat::IP_OPTIONS, 1)
-            .counts(stat::DHCP_REQUESTS, 1),
+            .counts(stat::DHCP_REQUESTS, 1)
+            .counts(stat::PASS_UNUSUAL, 1),
     );
     let mut f = discover();
     f.ip_options = vec![1; 40]; // IHL 15, the maximum
@@ -67,14 +67,19 @@ fn dhcp_requests_are_counted_and_passed_in_every_encapsulation() {
         pass("QinQ + 40 bytes of IPv4 options", f.build())
             .counts(stat::VLAN_DOUBLE, 1)
             .counts(stat::IP_OPTIONS, 1)
-            .counts(stat::DHCP_REQUESTS, 1),
+            .counts(stat::DHCP_REQUESTS, 1)
+            .counts(stat::PASS_UNUSUAL, 1),
     );
     // A unicast renewal (ciaddr set, to the server's address).
     let mut f = FrameSpec::dhcp_request(MAC, 3);
     f.src_ip = [198, 18, 0, 10];
     f.dst_ip = [198, 18, 0, 1];
     f.payload[12..16].copy_from_slice(&[198, 18, 0, 10]);
-    fixtures.push(pass("unicast request", f.build()).counts(stat::DHCP_REQUESTS, 1));
+    fixtures.push(
+        pass("unicast request from an unknown client", f.build())
+            .counts(stat::DHCP_REQUESTS, 1)
+            .counts(stat::PASS_UNKNOWN_CLIENT, 1),
+    );
     check_all(&fp, &fixtures).unwrap();
 }
 
@@ -137,7 +142,9 @@ fn everything_else_is_classified_and_passed_unchanged() {
         pass("UDP 67->68 (a server's reply)", from_server.build()).counts(stat::OTHER_UDP, 1),
         pass("first fragment (MF)", mf.build()).counts(stat::FRAGMENT, 1),
         pass("later fragment (offset)", offset.build()).counts(stat::FRAGMENT, 1),
-        pass("DF is not a fragment", df.build()).counts(stat::DHCP_REQUESTS, 1),
+        pass("DF is not a fragment", df.build())
+            .counts(stat::DHCP_REQUESTS, 1)
+            .counts(stat::PASS_NOT_REQUEST, 1),
     ];
     check_all(&fp, &fixtures).unwrap();
 }
