@@ -27,6 +27,8 @@ pub const MAP_SCRATCH: &str = "XDHCP_SCRATCH";
 /// option bytes, so this bounds distinct (subnet, PRL) combinations.
 pub const TEMPLATE_SLOTS: u32 = 4096;
 pub const PROGRAM_NAME: &str = "xdhcp";
+/// The object's XDP_PASS program, for the client end of a lab veth.
+pub const PEER_PROGRAM_NAME: &str = "xdhcp_peer";
 
 /// Longest client identity kept in a map key. Longer client identifiers
 /// (DUID-based ones can reach 130 bytes) are served by the control plane only.
@@ -99,6 +101,10 @@ pub struct LeaseValue {
     /// `lease_flags::*`.
     pub flags: u16,
 }
+
+/// The XDP program leaves bindings this close to their end to the control
+/// plane, so renewal events always reach it before it could reclaim.
+pub const EXPIRY_MARGIN_SECS: u64 = 5;
 
 pub mod lease_flags {
     /// The binding may be renewed in the kernel (otherwise always XDP_PASS).

@@ -39,6 +39,7 @@ const MAX_RELAY_INFO: usize = 255;
 const BOOTP_FIXED: usize = 236;
 const OPTIONS_START: usize = 240;
 const MIN_PAYLOAD: usize = 300;
+pub const EXPIRY_MARGIN_NS: u64 = dhcp_common::EXPIRY_MARGIN_SECS * 1_000_000_000;
 
 /// Per-CPU working memory of one request.
 #[repr(C)]
@@ -57,6 +58,7 @@ pub struct Scratch {
     pub prl_off: u32,
     pub prl_len: u32,
     pub mms: u32,
+    pub has_mms: u32,
     pub cid_off: u32,
     pub cid_len: u32,
     pub rai_off: u32,
@@ -128,6 +130,7 @@ fn walk_options(s: &mut Scratch) -> Result<(), u32> {
     s.prl_len = 0;
     s.prl_off = 0;
     s.mms = 0;
+    s.has_mms = 0;
     s.cid_len = 0;
     s.cid_off = 0;
     s.rai_len = 0;
@@ -158,29 +161,34 @@ fn walk_options(s: &mut Scratch) -> Result<(), u32> {
         if v + len > n {
             return Err(stat::PASS_MALFORMED);
         }
+        // The control plane keeps the first instance of each option; a
+        // repeated one it reads is the control plane's to judge, as are
+        // bad lengths, option overload, rapid commit and subnet selection.
         match code {
-            53 if len == 1 => s.msg_type = rd8(&s.req, v) as u32,
-            50 if len == 4 => {
+            53 if len == 1 && vol(&s.msg_type) == 0 => s.msg_type = rd8(&s.req, v) as u32,
+            50 if len == 4 && vol(&s.has_requested) == 0 => {
                 s.requested = rd32(&s.req, v);
                 s.has_requested = 1;
             }
             54 => s.has_server_id = 1,
-            55 => {
+            55 if vol(&s.prl_len) == 0 => {
                 s.prl_off = v as u32;
                 s.prl_len = len as u32 + 1;
             }
-            57 if len == 2 => s.mms = ((rd8(&s.req, v) as u32) << 8) | rd8(&s.req, v + 1) as u32,
-            61 => {
+            57 if len == 2 && vol(&s.has_mms) == 0 => {
+                s.mms = ((rd8(&s.req, v) as u32) << 8) | rd8(&s.req, v + 1) as u32;
+                s.has_mms = 1;
+            }
+            61 if vol(&s.cid_off) == 0 => {
                 s.cid_off = v as u32;
                 s.cid_len = len as u32;
             }
-            82 => {
+            82 if vol(&s.rai_off) == 0 => {
                 s.rai_off = v as u32;
                 s.rai_len = len as u32;
             }
-            // Bad lengths of what we read, option overload, rapid commit:
-            // the control plane's to judge.
-            53 | 50 | 57 | 52 | 80 => return Err(stat::PASS_UNUSUAL),
+            51 if len == 4 => {}
+            53 | 50 | 55 | 57 | 61 | 82 | 51 | 52 | 80 | 118 => return Err(stat::PASS_UNUSUAL),
             _ => {}
         }
         s.off = (v + len) as u32;
@@ -424,7 +432,9 @@ fn check_lease(s: &mut Scratch, lease: &LeaseValue, ifindex: u32) -> Result<u64,
         return Err(stat::PASS_WRONG_ADDRESS);
     }
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    if now >= lease.expires_boot_ns {
+    // Close to its end a binding is the control plane's: its reclaim must
+    // never race a renewal whose event is still on the way.
+    if now + EXPIRY_MARGIN_NS >= lease.expires_boot_ns {
         return Err(stat::PASS_EXPIRED);
     }
     let giaddr = rd32(&s.req, 24);

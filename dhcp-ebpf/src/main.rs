@@ -77,6 +77,13 @@ pub fn xdhcp(ctx: XdpContext) -> u32 {
     }
 }
 
+/// For the far end of a veth (the lab's client side): veth hands frames
+/// sent with XDP_TX to its peer only when the peer runs an XDP program.
+#[xdp]
+pub fn xdhcp_peer(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

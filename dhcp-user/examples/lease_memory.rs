@@ -37,6 +37,7 @@ fn main() {
             state: LeaseState::Bound,
             expires: 2_000_000_000,
             lease_secs: 3600,
+            fast: None,
         });
     }
     let after = rss_bytes();

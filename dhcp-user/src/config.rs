@@ -50,6 +50,16 @@ pub struct Server {
     /// How often expired leases are reclaimed.
     #[serde(default = "default_reclaim")]
     pub reclaim_interval_secs: u32,
+    /// Capacity of the XDP lease map (bindings the kernel can renew).
+    /// Preallocated: about 150 bytes of kernel memory per entry, so the
+    /// default 1,048,576 costs ~150 MiB. Bindings beyond it are renewed by
+    /// the control plane.
+    #[serde(default = "default_lease_map_entries")]
+    pub lease_map_entries: u32,
+}
+
+fn default_lease_map_entries() -> u32 {
+    1 << 20
 }
 
 fn default_lease_db() -> PathBuf {

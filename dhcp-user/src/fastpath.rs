@@ -11,7 +11,19 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use aya_log::EbpfLogger;
-use dhcp_common::{stat, MAP_STATS, PROGRAM_NAME, STAT_NAMES};
+use dhcp_common::{stat, MAP_LEASES, MAP_STATS, PEER_PROGRAM_NAME, PROGRAM_NAME, STAT_NAMES};
+
+/// `struct xdp_md`, the context `BPF_PROG_TEST_RUN` takes for XDP.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct XdpMd {
+    data: u32,
+    data_end: u32,
+    data_meta: u32,
+    ingress_ifindex: u32,
+    rx_queue_index: u32,
+    egress_ifindex: u32,
+}
 
 use crate::config::XdpSetting;
 
@@ -108,6 +120,11 @@ impl Fastpath {
     /// the program's aya-log debug messages on; they cost a ring buffer
     /// write per DHCP frame, so they are off unless asked for.
     pub fn load(debug_logs: bool) -> Result<Fastpath> {
+        Self::load_sized(debug_logs, 1024)
+    }
+
+    /// `load` with a lease map of `lease_entries` bindings.
+    pub fn load_sized(debug_logs: bool, lease_entries: u32) -> Result<Fastpath> {
         raise_memlock_limit();
         let level: u8 = if debug_logs {
             aya_log::Level::Debug as u8
@@ -116,6 +133,7 @@ impl Fastpath {
         };
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &level, true)
+            .map_max_entries(MAP_LEASES, lease_entries.max(1))
             .load(XDP_OBJECT)
             .context("loading the XDP object (is this root, with BPF support?)")?;
         let logger = match EbpfLogger::init(&mut ebpf) {
@@ -239,6 +257,37 @@ impl Fastpath {
         })
     }
 
+    /// Takes a map out of the program (it stays attached to the program).
+    pub fn take_map(&mut self, name: &str) -> Result<aya::maps::Map> {
+        self.ebpf
+            .take_map(name)
+            .ok_or_else(|| anyhow!("map {name} missing from the XDP object (or taken already)"))
+    }
+
+    /// Runs the program on `frame` as if it arrived on `ifindex`.
+    pub fn test_run_on(&self, frame: &[u8], ifindex: u32, repeat: u32) -> Result<TestRunOutcome> {
+        let mut out = vec![0u8; frame.len() + 1024];
+        let ctx = XdpMd {
+            data_end: frame.len() as u32,
+            ingress_ifindex: ifindex,
+            ..Default::default()
+        };
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(bytemuck::bytes_of(&ctx)),
+            repeat: repeat.max(1),
+            ..Default::default()
+        };
+        let r = self.program().test_run(opts).context("BPF_PROG_TEST_RUN")?;
+        out.truncate(r.data_size_out as usize);
+        Ok(TestRunOutcome {
+            verdict: r.return_value,
+            frame: out,
+            duration: r.duration,
+        })
+    }
+
     /// File descriptor that becomes readable when the program logged.
     pub fn log_fd(&self) -> Option<i32> {
         self.logger.as_ref().map(|l| l.as_raw_fd())
@@ -258,6 +307,27 @@ impl Drop for Fastpath {
             tracing::error!("{e:#}");
         }
     }
+}
+
+/// The XDP_PASS program attached to an interface, detached on drop.
+pub struct PeerProgram {
+    _ebpf: Ebpf,
+}
+
+/// Attaches the object's XDP_PASS program to `ifname` (native mode):
+/// on the client end of a veth it lets XDP_TX replies through, as a real
+/// NIC would.
+pub fn attach_peer(ifname: &str) -> Result<PeerProgram> {
+    raise_memlock_limit();
+    let mut ebpf = Ebpf::load(XDP_OBJECT).context("loading the XDP object")?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(PEER_PROGRAM_NAME)
+        .ok_or_else(|| anyhow!("program {PEER_PROGRAM_NAME} missing from the XDP object"))?
+        .try_into()?;
+    prog.load().map_err(verifier_error)?;
+    prog.attach_to_if_index(ifindex(ifname)?, XdpMode::Driver)
+        .with_context(|| format!("attaching the peer program to {ifname}"))?;
+    Ok(PeerProgram { _ebpf: ebpf })
 }
 
 fn verifier_error(e: ProgramError) -> anyhow::Error {

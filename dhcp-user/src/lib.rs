@@ -3,6 +3,7 @@
 //! benchmarks share.
 
 pub mod config;
+pub mod fastmap;
 pub mod fastpath;
 pub mod fixture;
 pub mod leases;

@@ -22,6 +22,10 @@ enum Command {
         #[arg(long)]
         lease_db: Option<PathBuf>,
     },
+    /// Lab helper: hold an XDP_PASS program on IFACE until SIGINT/SIGTERM
+    /// (a veth delivers XDP_TX replies only to a peer running XDP).
+    #[command(hide = true)]
+    LabPeer { iface: String },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -72,6 +76,27 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::LabPeer { iface } => {
+            let _peer = match xdhcp::fastpath::attach_peer(&iface) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("xdhcp: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            eprintln!("peer program attached to {iface}");
+            let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+            let mut sig = 0;
+            // SAFETY: plain signal-mask calls on a local set.
+            unsafe {
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGINT);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                libc::sigwait(&set, &mut sig);
+            }
+            ExitCode::SUCCESS
         }
         Command::Config { command } => match command {
             ConfigCommand::Check { file } => match Config::from_file(&file) {

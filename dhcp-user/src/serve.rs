@@ -17,8 +17,12 @@ use tokio::{
     signal::unix::{signal, SignalKind},
 };
 
+use aya::maps::{MapData, RingBuf};
+use dhcp_common::{RenewEvent, MAP_EVENTS};
+
 use crate::{
     config::{Config, XdpSetting},
+    fastmap::{boot_ns_to_unix, client_key, FastIface, FastMaps},
     fastpath::Fastpath,
     packet::{self, PacketSocket},
     server::{Arrival, Dest, Server},
@@ -84,9 +88,10 @@ struct Commit {
 /// was being written goes into the next one.
 fn committer(
     mut store: Box<dyn LeaseStore>,
+    mut maps: Option<FastMaps>,
     rx: mpsc::Receiver<Commit>,
     tx: Arc<Transmitter>,
-) -> (u64, u64) {
+) -> (u64, u64, Box<dyn LeaseStore>, Option<FastMaps>) {
     let (mut batches, mut failed) = (0u64, 0u64);
     while let Ok(first) = rx.recv() {
         let mut ops = first.ops;
@@ -98,9 +103,17 @@ fn committer(
                 break;
             }
         }
+        // The kernel stops answering for what this batch ends before it is
+        // written, and starts answering for what it binds once durable.
+        if let Some(m) = maps.as_mut() {
+            m.before_commit(&ops);
+        }
         match store.apply(&ops) {
             Ok(()) => {
                 batches += 1;
+                if let Some(m) = maps.as_mut() {
+                    m.after_commit(&ops);
+                }
                 for r in &replies {
                     tx.send(r);
                 }
@@ -115,12 +128,14 @@ fn committer(
             }
         }
     }
-    (batches, failed)
+    (batches, failed, store, maps)
 }
 
-fn frame_for(
+/// The wire form of a reply: a frame on the arrival interface and tags,
+/// or a datagram to a relay.
+pub fn frame_for(
     dest: &Dest,
-    iface: &PacketSocket,
+    src_mac: [u8; 6],
     server_id: Ipv4Addr,
     tags: &[wire::Tag],
     payload: Vec<u8>,
@@ -137,7 +152,7 @@ fn frame_for(
         Dest::Broadcast => (Ipv4Addr::BROADCAST, [0xff; 6]),
     };
     let h = FrameHeader {
-        src_mac: iface.mac,
+        src_mac,
         dst_mac,
         tags: tags.to_vec(),
         src_ip: server_id,
@@ -149,6 +164,29 @@ fn frame_for(
         iface: idx,
         bytes: wire::build_frame(&h, &payload),
     }
+}
+
+/// Renewals the XDP program answered, as store changes.
+fn renewals(events: &mut RingBuf<MapData>, server: &mut Server) -> Vec<StoreOp> {
+    let mut ops = Vec::new();
+    while let Some(item) = events.next() {
+        if item.len() < std::mem::size_of::<RenewEvent>() {
+            continue;
+        }
+        let ev: RenewEvent =
+            bytemuck::pod_read_unaligned(&item[..std::mem::size_of::<RenewEvent>()]);
+        let Some(key) = client_key(&ev.key) else {
+            continue;
+        };
+        let ip = Ipv4Addr::from(ev.ip.to_ne_bytes());
+        let expires = boot_ns_to_unix(ev.expires_boot_ns);
+        if let Some(op) = server.renewed(&key, ip, expires) {
+            tracing::debug!(%ip, expires, "renewed by the XDP program");
+            server.counters.fast_renewals += 1;
+            ops.push(op);
+        }
+    }
+    ops
 }
 
 fn log_counters(server: &Server) {
@@ -173,12 +211,13 @@ fn log_counters(server: &Server) {
         .collect::<Vec<_>>()
         .join(" ");
     tracing::info!(
-        "control plane: received [{}] sent [{}] dropped [{}] malformed [{}] leases={}",
+        "control plane: received [{}] sent [{}] dropped [{}] malformed [{}] leases={} fast_path_renewals_stored={}",
         fmt(&c.received),
         fmt(&c.sent),
         dropped,
         malformed,
-        server.leases.len()
+        server.leases.len(),
+        c.fast_renewals
     );
 }
 
@@ -188,8 +227,16 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
     let loaded = stored.len();
     let mut server = Server::new(&config, stored);
     tracing::info!(leases = loaded, db = %config.server.lease_db.display(), "lease store open");
+    if !store.take_clean()? {
+        let ops = server.recover_unclean(unix_now());
+        tracing::warn!(
+            extended = ops.len(),
+            "the last run did not stop cleanly: renewals the XDP program answered may not have been stored, so bindings it could have renewed are held until now + their lease time"
+        );
+        store.apply(&ops).context("storing recovered leases")?;
+    }
 
-    let mut fastpath = Fastpath::load(debug_xdp_logs)?;
+    let mut fastpath = Fastpath::load_sized(debug_xdp_logs, config.server.lease_map_entries)?;
     for iface in &config.interfaces {
         if iface.xdp == XdpSetting::Off {
             tracing::info!(interface = %iface.name, "XDP off by configuration");
@@ -206,6 +253,31 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
         sockets.push(Arc::new(s));
     }
     let names: Vec<String> = config.interfaces.iter().map(|i| i.name.clone()).collect();
+    let fast_ifaces: Vec<FastIface> = config
+        .interfaces
+        .iter()
+        .zip(&sockets)
+        .filter(|(i, _)| i.xdp != XdpSetting::Off)
+        .map(|(i, s)| FastIface {
+            name: i.name.clone(),
+            ifindex: s.ifindex,
+            mac: s.mac,
+        })
+        .collect();
+    let mut maps = FastMaps::new(&mut fastpath, &fast_ifaces, config.server.server_id)?;
+    let t0 = std::time::Instant::now();
+    let in_map = maps.load(server.leases.iter());
+    tracing::info!(
+        bindings = in_map,
+        capacity = config.server.lease_map_entries,
+        ms = t0.elapsed().as_millis() as u64,
+        "XDP lease map loaded"
+    );
+    let mut events = RingBuf::try_from(fastpath.take_map(MAP_EVENTS)?)?;
+    // SAFETY: `events` owns the fd and lives until the end of `run`,
+    // after this AsyncFd (declared later, dropped first).
+    let events_fd =
+        unsafe { AsyncFd::register_with_interest(events.as_raw_fd(), Interest::READABLE)? };
     let tx = Arc::new(Transmitter {
         packet: sockets.clone(),
         udp: relay_socket()?,
@@ -215,7 +287,7 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
         let tx = tx.clone();
         std::thread::Builder::new()
             .name("xdhcp-commit".into())
-            .spawn(move || committer(Box::new(store), commit_rx, tx))?
+            .spawn(move || committer(Box::new(store), Some(maps), commit_rx, tx))?
     };
 
     // Readiness of every packet socket funnels into one channel so the
@@ -288,7 +360,7 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
                         "{} -> {}", msg::name(req.msg_type),
                         out.reply.as_ref().map_or(out.dropped.unwrap_or("-"), |r| msg::name(r.msg_type))
                     );
-                    let wire = out.reply.map(|r| frame_for(&r.dest, sock, server_id, &frame.tags, r.payload, i));
+                    let wire = out.reply.map(|r| frame_for(&r.dest, sock.mac, server_id, &frame.tags, r.payload, i));
                     if out.store.is_empty() {
                         if let Some(w) = &wire {
                             tx.send(w);
@@ -305,6 +377,14 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
                     let _ = commit_tx.send(Commit { ops, replies: Vec::new() });
                 }
             }
+            ready = events_fd.readable() => {
+                let mut guard = ready?;
+                let ops = renewals(&mut events, &mut server);
+                guard.clear_ready();
+                if !ops.is_empty() {
+                    let _ = commit_tx.send(Commit { ops, replies: Vec::new() });
+                }
+            }
             ready = async { log_fd.as_ref().unwrap().readable().await }, if log_fd.is_some() => {
                 let mut guard = ready?;
                 fastpath.flush_logs();
@@ -315,18 +395,30 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
     for w in watchers {
         w.abort();
     }
+    // No renewals in the kernel from here on; the last ones are stored.
+    fastpath.detach_all()?;
+    let ops = renewals(&mut events, &mut server);
+    if !ops.is_empty() {
+        let _ = commit_tx.send(Commit {
+            ops,
+            replies: Vec::new(),
+        });
+    }
     // Every change handed to the committer is written before we exit.
     drop(commit_tx);
-    let (batches, withheld) = committer_thread
+    let (batches, withheld, mut store, maps) = committer_thread
         .join()
         .map_err(|_| anyhow::anyhow!("committer panicked"))?;
+    store.set_clean(true)?;
     tracing::info!(batches, withheld, "lease store flushed");
+    if let Some(m) = maps {
+        tracing::info!("XDP lease map: {:?}", m.stats);
+    }
     log_counters(&server);
     fastpath.flush_logs();
     let stats = fastpath.stats()?;
     let received: u64 = server.counters.received.iter().sum();
     tracing::info!(control_plane_received = received, "xdp counters: {stats}");
-    fastpath.detach_all()?;
     tracing::info!("XDP programs detached; bye");
     Ok(())
 }

@@ -5,16 +5,18 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::Ipv4Addr,
+    sync::Arc,
 };
 
 use crate::{
     config::{Config, Ipv4Net, OptionSet},
-    leases::{client_id_key, hw_key, ClientKey, Lease, LeaseState, LeaseTable},
+    leases::{client_id_key, hw_key, ClientKey, FastReply, Lease, LeaseState, LeaseTable},
     store::StoreOp,
     wire::{self, msg, opt, DhcpRequest, Malformed, Reply, Tag},
 };
 
 pub const DEFAULT_LEASE_SECS: u32 = 3600;
+const MAX_SHARED_TEMPLATES: usize = 65_536;
 
 /// Where a request arrived.
 #[derive(Debug, Clone)]
@@ -174,6 +176,8 @@ pub struct Counters {
     pub sent: [u64; 9],
     pub dropped: BTreeMap<&'static str, u64>,
     pub malformed: BTreeMap<Malformed, u64>,
+    /// Renewals the XDP program answered and the control plane recorded.
+    pub fast_renewals: u64,
 }
 
 pub struct Server {
@@ -182,6 +186,8 @@ pub struct Server {
     probation: u64,
     subnets: Vec<SubnetRt>,
     last_exhausted_reclaim: u64,
+    /// Reply templates, shared by every lease that uses the same one.
+    templates: HashSet<Arc<[u8]>>,
     pub leases: LeaseTable,
     pub counters: Counters,
 }
@@ -240,7 +246,17 @@ impl Server {
         }
         let mut leases = LeaseTable::new();
         let known: HashSet<u32> = subnets.iter().map(|s| s.id).collect();
-        for l in stored {
+        let mut templates: HashSet<Arc<[u8]>> = HashSet::new();
+        for mut l in stored {
+            // One copy of each template, however many leases use it.
+            if let Some(f) = &mut l.fast {
+                match templates.get(&f.template) {
+                    Some(t) => Arc::make_mut(f).template = t.clone(),
+                    None => {
+                        templates.insert(f.template.clone());
+                    }
+                }
+            }
             // Leases of subnets that left the config stay in the store but
             // are not served.
             if known.contains(&l.subnet_id) && l.state != LeaseState::Offered {
@@ -264,6 +280,7 @@ impl Server {
             probation: u64::from(config.server.decline_probation_secs),
             subnets,
             last_exhausted_reclaim: 0,
+            templates,
             leases,
             counters: Counters::default(),
         }
@@ -468,6 +485,7 @@ impl Server {
                 state: LeaseState::Offered,
                 expires: now + self.offer_hold,
                 lease_secs: 0,
+                fast: None,
             });
             reclaimed.extend(displaced.map(StoreOp::Put));
         }
@@ -504,21 +522,34 @@ impl Server {
         rapid: bool,
     ) -> Outcome {
         let sn = &self.subnets[si];
+        let subnet_id = sn.id;
         let resolved = self.resolved_for(sn, req, ip).clone();
+        let (payload, mark) =
+            self.build_marked(req, msg::ACK, req.ciaddr, ip, Some(&resolved), rapid);
+        let fast = (!rapid)
+            .then(|| {
+                self.fast_reply(
+                    req,
+                    arrival,
+                    &key,
+                    &payload[wire::BOOTP_FIXED_LEN + 4..mark],
+                )
+            })
+            .flatten();
         let lease = Lease {
             ip,
             client: Some(key),
             hw: hw_of(req),
-            subnet_id: sn.id,
+            subnet_id,
             state: LeaseState::Bound,
             expires: now + u64::from(resolved.lease_secs),
             lease_secs: resolved.lease_secs,
+            fast,
         };
         let mut store = vec![StoreOp::Put(lease.clone())];
         if let Some(moved_from) = self.leases.put(lease) {
             store.push(StoreOp::Put(moved_from));
         }
-        let payload = self.build(req, msg::ACK, req.ciaddr, ip, Some(&resolved), rapid);
         Outcome {
             reply: Some(Outgoing {
                 msg_type: msg::ACK,
@@ -528,6 +559,92 @@ impl Server {
             store,
             dropped: None,
         }
+    }
+
+    /// The XDP program's view of this ACK, when it can reproduce it: a
+    /// lease-map key it can build, a template that fits its map slot.
+    fn fast_reply(
+        &mut self,
+        req: &DhcpRequest<'_>,
+        arrival: &Arrival<'_>,
+        key: &[u8],
+        template: &[u8],
+    ) -> Option<Arc<FastReply>> {
+        if key.len() > 1 + dhcp_common::MAX_ID_LEN
+            || template.len() > dhcp_common::TEMPLATE_OPTIONS_MAX
+        {
+            return None;
+        }
+        let rai = req.relay_info.unwrap_or(&[]);
+        let template = match self.templates.get(template) {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<[u8]> = template.into();
+                // Each distinct PRL makes a template: bound what clients
+                // can make us keep.
+                if self.templates.len() < MAX_SHARED_TEMPLATES {
+                    self.templates.insert(t.clone());
+                }
+                t
+            }
+        };
+        Some(Arc::new(FastReply {
+            iface: arrival.iface.into(),
+            outer_vlan: arrival.tags.first().map_or(0, Tag::vid),
+            inner_vlan: arrival.tags.get(1).map_or(0, Tag::vid),
+            giaddr: req.giaddr,
+            prl_len: req.prl.map_or(0, |p| p.len() as u16 + 1),
+            shape_hash: dhcp_common::shape_hash(req.prl.unwrap_or(&[]), rai),
+            max_message_size: req.max_message_size.unwrap_or(0),
+            client_id_len: req.client_id.map_or(0, |c| c.len() as u8),
+            relay_info_len: rai.len() as u8,
+            template,
+        }))
+    }
+
+    /// The XDP program renewed `key`'s binding of `ip` until `expires`:
+    /// the store change that records it, if the binding is still that.
+    pub fn renewed(&mut self, key: &[u8], ip: Ipv4Addr, expires: u64) -> Option<StoreOp> {
+        let l = self.leases.get(ip)?;
+        if !l.is_client(key) || l.state != LeaseState::Bound {
+            return None;
+        }
+        let mut l = l.clone();
+        if expires <= l.expires {
+            return None;
+        }
+        l.expires = expires;
+        self.leases.put(l.clone());
+        Some(StoreOp::Renewed(l))
+    }
+
+    /// After a stop that did not drain the XDP program's renewal events,
+    /// a client may hold a lease the store remembers shorter than the
+    /// kernel granted it. Such a renewal happened before the stop and at
+    /// least 5 s before the stored expiry, so its real end is earlier
+    /// than `now + lease_secs`: every binding the kernel could have
+    /// renewed and that may still be running is extended to that bound.
+    /// The cost: addresses of clients that left stay held one lease time
+    /// longer; never an address given to a second client.
+    pub fn recover_unclean(&mut self, now: u64) -> Vec<StoreOp> {
+        let due: Vec<Lease> = self
+            .leases
+            .iter()
+            .filter(|l| {
+                l.state == LeaseState::Bound
+                    && l.fast.is_some()
+                    && l.expires + u64::from(l.lease_secs) > now
+                    && l.expires < now + u64::from(l.lease_secs)
+            })
+            .cloned()
+            .collect();
+        due.into_iter()
+            .map(|mut l| {
+                l.expires = now + u64::from(l.lease_secs);
+                self.leases.put(l.clone());
+                StoreOp::Put(l)
+            })
+            .collect()
     }
 
     fn nak(&self, req: &DhcpRequest<'_>, arrival: &Arrival<'_>, why: &'static str) -> Outcome {
@@ -688,6 +805,7 @@ impl Server {
         );
         payload.push(opt::SERVER_ID, &self.server_id.octets());
         self.push_options(&mut payload, req, &resolved, false);
+        self.push_echoes(&mut payload, req, false);
         Outcome {
             reply: Some(Outgoing {
                 msg_type: msg::ACK,
@@ -709,6 +827,21 @@ impl Server {
         resolved: Option<&Resolved>,
         rapid: bool,
     ) -> Vec<u8> {
+        self.build_marked(req, msg_type, ciaddr, yiaddr, resolved, rapid)
+            .0
+    }
+
+    /// `build`, and where the echoed options (61, 80, 82) begin: what
+    /// comes before them from offset 240 is the XDP reply template.
+    fn build_marked(
+        &self,
+        req: &DhcpRequest<'_>,
+        msg_type: u8,
+        ciaddr: Ipv4Addr,
+        yiaddr: Ipv4Addr,
+        resolved: Option<&Resolved>,
+        rapid: bool,
+    ) -> (Vec<u8>, usize) {
         let mut r = Reply::new(req, msg_type, ciaddr, yiaddr, Ipv4Addr::UNSPECIFIED);
         if msg_type == msg::NAK && !req.giaddr.is_unspecified() {
             r.set_broadcast();
@@ -719,10 +852,10 @@ impl Server {
             r.push(opt::RENEWAL_TIME, &res.t1.to_be_bytes());
             r.push(opt::REBINDING_TIME, &res.t2.to_be_bytes());
             self.push_options(&mut r, req, res, rapid);
-        } else {
-            self.push_echoes(&mut r, req, false);
         }
-        r.finish()
+        let mark = r.written();
+        self.push_echoes(&mut r, req, rapid && resolved.is_some());
+        (r.finish(), mark)
     }
 
     fn push_echoes(&self, r: &mut Reply, req: &DhcpRequest<'_>, rapid: bool) {
@@ -751,7 +884,6 @@ impl Server {
                 r.push(*code, value);
             }
         }
-        self.push_echoes(r, req, rapid);
     }
 }
 

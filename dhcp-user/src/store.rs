@@ -13,14 +13,26 @@ use rusqlite::{params, Connection};
 
 use crate::{
     config::DbSync,
-    leases::{Lease, LeaseState},
+    leases::{FastReply, Lease, LeaseState},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreOp {
     /// Insert or replace the lease at its address.
     Put(Lease),
+    /// Same as `Put`, for a renewal the XDP program already answered: the
+    /// lease map is ahead of the store and must not be rewritten from it.
+    Renewed(Lease),
     Delete(Ipv4Addr),
+}
+
+impl StoreOp {
+    pub fn lease(&self) -> Option<&Lease> {
+        match self {
+            StoreOp::Put(l) | StoreOp::Renewed(l) => Some(l),
+            StoreOp::Delete(_) => None,
+        }
+    }
 }
 
 pub trait LeaseStore: Send {
@@ -28,6 +40,10 @@ pub trait LeaseStore: Send {
     fn load(&mut self) -> Result<Vec<Lease>>;
     /// Applies the batch atomically; durable when this returns Ok.
     fn apply(&mut self, ops: &[StoreOp]) -> Result<()>;
+    /// Whether the last run ended with `set_clean(true)`; marks this run
+    /// as not (yet) clean.
+    fn take_clean(&mut self) -> Result<bool>;
+    fn set_clean(&mut self, clean: bool) -> Result<()>;
 }
 
 pub struct SqliteStore {
@@ -60,18 +76,27 @@ impl SqliteStore {
                 subnet_id INTEGER NOT NULL,
                 state INTEGER NOT NULL,
                 expires INTEGER NOT NULL,
-                lease_secs INTEGER NOT NULL
-            );",
+                lease_secs INTEGER NOT NULL,
+                fast BLOB
+            );
+            CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);",
         )?;
+        // Databases from before the fast path lack the column.
+        let has_fast: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('leases') WHERE name = 'fast'")?
+            .exists([])?;
+        if !has_fast {
+            conn.execute_batch("ALTER TABLE leases ADD COLUMN fast BLOB;")?;
+        }
         Ok(SqliteStore { conn })
     }
 }
 
 impl LeaseStore for SqliteStore {
     fn load(&mut self) -> Result<Vec<Lease>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT ip, client, hw, subnet_id, state, expires, lease_secs FROM leases")?;
+        let mut st = self.conn.prepare(
+            "SELECT ip, client, hw, subnet_id, state, expires, lease_secs, fast FROM leases",
+        )?;
         let rows = st.query_map([], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -81,11 +106,12 @@ impl LeaseStore for SqliteStore {
                 r.get::<_, i64>(4)?,
                 r.get::<_, i64>(5)?,
                 r.get::<_, i64>(6)?,
+                r.get::<_, Option<Vec<u8>>>(7)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (ip, client, hw, subnet_id, state, expires, lease_secs) = row?;
+            let (ip, client, hw, subnet_id, state, expires, lease_secs, fast) = row?;
             let state = LeaseState::from_code(state)
                 .ok_or_else(|| anyhow!("lease {ip}: unknown state {state}"))?;
             out.push(Lease {
@@ -96,6 +122,11 @@ impl LeaseStore for SqliteStore {
                 state,
                 expires: expires as u64,
                 lease_secs: lease_secs as u32,
+                // An undecodable blob only costs the fast path for this
+                // lease until its next ACK.
+                fast: fast
+                    .and_then(|b| FastReply::decode(&b))
+                    .map(std::sync::Arc::new),
             });
         }
         Ok(out)
@@ -105,13 +136,13 @@ impl LeaseStore for SqliteStore {
         let tx = self.conn.transaction()?;
         {
             let mut put = tx.prepare_cached(
-                "INSERT OR REPLACE INTO leases (ip, client, hw, subnet_id, state, expires, lease_secs)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO leases (ip, client, hw, subnet_id, state, expires, lease_secs, fast)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             let mut del = tx.prepare_cached("DELETE FROM leases WHERE ip = ?1")?;
             for op in ops {
                 match op {
-                    StoreOp::Put(l) => {
+                    StoreOp::Put(l) | StoreOp::Renewed(l) => {
                         put.execute(params![
                             i64::from(u32::from(l.ip)),
                             l.client.as_deref(),
@@ -120,6 +151,7 @@ impl LeaseStore for SqliteStore {
                             l.state.code(),
                             l.expires as i64,
                             i64::from(l.lease_secs),
+                            l.fast.as_ref().map(|f| f.encode()),
                         ])?;
                     }
                     StoreOp::Delete(ip) => {
@@ -131,6 +163,30 @@ impl LeaseStore for SqliteStore {
         tx.commit().context("committing leases")?;
         Ok(())
     }
+
+    fn take_clean(&mut self) -> Result<bool> {
+        let clean = self
+            .conn
+            .query_row("SELECT v FROM meta WHERE k = 'clean'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|v| v == 1)
+            .or_else(|e| match e {
+                // A new database: nothing can have been lost.
+                rusqlite::Error::QueryReturnedNoRows => Ok(true),
+                e => Err(e),
+            })?;
+        self.set_clean(false)?;
+        Ok(clean)
+    }
+
+    fn set_clean(&mut self, clean: bool) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (k, v) VALUES ('clean', ?1)",
+            params![i64::from(clean)],
+        )?;
+        Ok(())
+    }
 }
 
 /// For tests: remembers everything, durable for as long as it lives.
@@ -138,6 +194,7 @@ impl LeaseStore for SqliteStore {
 pub struct MemoryStore {
     pub leases: HashMap<Ipv4Addr, Lease>,
     pub batches: usize,
+    pub unclean: bool,
 }
 
 impl LeaseStore for MemoryStore {
@@ -149,7 +206,7 @@ impl LeaseStore for MemoryStore {
         self.batches += 1;
         for op in ops {
             match op {
-                StoreOp::Put(l) => {
+                StoreOp::Put(l) | StoreOp::Renewed(l) => {
                     self.leases.insert(l.ip, l.clone());
                 }
                 StoreOp::Delete(ip) => {
@@ -157,6 +214,15 @@ impl LeaseStore for MemoryStore {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn take_clean(&mut self) -> Result<bool> {
+        Ok(!std::mem::replace(&mut self.unclean, true))
+    }
+
+    fn set_clean(&mut self, clean: bool) -> Result<()> {
+        self.unclean = !clean;
         Ok(())
     }
 }
@@ -175,6 +241,20 @@ mod tests {
             state,
             expires: 1_000 + u64::from(n),
             lease_secs: 3600,
+            fast: (n == 1).then(|| {
+                std::sync::Arc::new(FastReply {
+                    iface: "eth0".into(),
+                    outer_vlan: 100,
+                    inner_vlan: 4094,
+                    giaddr: Ipv4Addr::new(198, 18, 9, 1),
+                    prl_len: 4,
+                    shape_hash: 0xdead_beef,
+                    max_message_size: 1500,
+                    client_id_len: 7,
+                    relay_info_len: 12,
+                    template: vec![53, 1, 5, 54, 4, 198, 18, 0, 1].into(),
+                })
+            }),
         }
     }
 
@@ -199,6 +279,11 @@ mod tests {
             .unwrap();
         }
         let mut s = SqliteStore::open(&path, DbSync::Full).unwrap();
+        assert!(s.take_clean().unwrap(), "a new database counts as clean");
+        assert!(!s.take_clean().unwrap(), "a run that did not say clean");
+        s.set_clean(true).unwrap();
+        let mut s = SqliteStore::open(&path, DbSync::Full).unwrap();
+        assert!(s.take_clean().unwrap());
         let mut got = s.load().unwrap();
         got.sort_by_key(|l| l.ip);
         assert_eq!(got.len(), 2);

@@ -514,6 +514,11 @@ impl Reply {
         self.buf[10] |= 0x80;
     }
 
+    /// Bytes so far (header, cookie, options).
+    pub fn written(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Bytes of options so far plus the END byte.
     pub fn len_with_end(&self) -> usize {
         self.buf.len() + 1

@@ -21,6 +21,8 @@ pub struct DaemonLab {
     pub dir: PathBuf,
     pub config: PathBuf,
     daemon: Option<Logged>,
+    /// XDP_PASS on `cli0`, so XDP_TX replies cross the veth.
+    _peer: Logged,
     /// Last lines of stopped daemons, for diagnostics.
     pub history: Vec<String>,
     // Dropped last: namespaces outlive the processes inside them.
@@ -52,12 +54,17 @@ impl DaemonLab {
             &config_path,
             config.replace("@DB@", &db.display().to_string()),
         )?;
+        let mut peer = Command::new(xdhcp_bin());
+        peer.args(["lab-peer", "cli0"]);
+        let peer = Logged::spawn(&cli, &peer, None)?;
+        peer.wait_for("peer program attached", Duration::from_secs(20))?;
         Ok(DaemonLab {
             srv,
             cli,
             dir,
             config: config_path,
             daemon: None,
+            _peer: peer,
             history: Vec::new(),
             lab,
         })

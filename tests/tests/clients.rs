@@ -96,6 +96,41 @@ fn acks(lab: &DaemonLab) -> usize {
     lab.daemon().count("REQUEST -> ACK")
 }
 
+/// Renewals the XDP program answered (the control plane only stores them).
+fn kernel_renewals(lab: &DaemonLab, ip: Ipv4Addr) -> usize {
+    lab.daemon().count(&format!("ip={ip} expires="))
+}
+
+/// tcpdump -vv output cut into packets, those sent by the server only.
+fn server_packets(lines: &[String]) -> Vec<String> {
+    let mut packets: Vec<String> = Vec::new();
+    for l in lines {
+        if l.starts_with(char::is_numeric) {
+            packets.push(String::new());
+        }
+        if let Some(p) = packets.last_mut() {
+            p.push_str(l);
+            p.push('\n');
+        }
+    }
+    packets
+        .into_iter()
+        .filter(|p| p.contains("198.18.0.1.67 > "))
+        .collect()
+}
+
+/// tcpdump in the client namespace, decoding DHCP and checking checksums.
+fn tcpdump(lab: &DaemonLab) -> Logged {
+    let t = Logged::spawn(
+        &lab.cli,
+        Command::new("sh").args(["-c", "exec tcpdump -i cli0 -n -vv -l -s 0 udp port 68 1>&2"]),
+        None,
+    )
+    .unwrap();
+    t.wait_for("listening on", Duration::from_secs(10)).unwrap();
+    t
+}
+
 #[test]
 fn udhcpc_obtains_renews_rebinds_and_releases() {
     let mut lab = DaemonLab::new("udhcpc", CONFIG, None).unwrap();
@@ -128,22 +163,51 @@ fn udhcpc_obtains_renews_rebinds_and_releases() {
         .unwrap()
         .contains(&ip.to_string()));
 
-    // Renew on demand (SIGUSR1): a unicast REQUEST from the bound address.
+    // Renew on demand (SIGUSR1): a unicast REQUEST from the bound address,
+    // answered by the XDP program: the control plane sends no ACK, it
+    // only stores the renewal the kernel reports.
+    let dump = tcpdump(&lab);
     let n = events(&lab).len();
     let acks_before = acks(&lab);
+    let kernel_before = kernel_renewals(&lab, ip);
     client.signal(SIGUSR1);
     let renew = wait_event(&lab, "renew ", n, Duration::from_secs(10));
     assert!(
         renew.contains(&ip.to_string()),
         "same address after renewal: {renew}"
     );
-    assert!(acks(&lab) > acks_before);
+    wait_until(Duration::from_secs(5), || {
+        (kernel_renewals(&lab, ip) > kernel_before).then_some(())
+    })
+    .expect("the XDP program's renewal reaches the control plane");
+    assert_eq!(
+        acks(&lab),
+        acks_before,
+        "the control plane answered a renewal"
+    );
+    // What the client saw: a DHCP ACK from the server, checksums right.
+    // (The client's own requests show "bad udp cksum": checksum offload,
+    // filled in after tcpdump's tap.)
+    let ack = wait_until(Duration::from_secs(5), || {
+        server_packets(&dump.lines())
+            .into_iter()
+            .find(|p| p.contains("DHCP-Message (53), length 1: ACK"))
+    })
+    .unwrap_or_else(|| panic!("tcpdump shows no ACK: {:?}", dump.lines()));
+    assert!(ack.contains("udp sum ok"), "{ack}");
+    assert!(!ack.contains("bad"), "{ack}");
+    assert!(ack.contains(&format!("Your-IP {ip}")), "{ack}");
+    assert!(
+        ack.contains("Server-ID (54), length 4: 198.18.0.1"),
+        "{ack}"
+    );
+    drop(dump);
 
     // Unicast to the server blackholed: udhcpc's renewals (kernel UDP)
-    // fail, and past T2 (8 s) it rebinds by broadcast. An ACK after this
-    // point can only answer a broadcast (REBINDING) request.
+    // fail, and past T2 (8 s) it rebinds by broadcast, also answered in
+    // the kernel.
     let n = events(&lab).len();
-    let acks_before = acks(&lab);
+    let kernel_before = kernel_renewals(&lab, ip);
     lab.cli
         .run(["ip", "route", "add", "blackhole", "198.18.0.1/32"])
         .unwrap();
@@ -152,7 +216,15 @@ fn udhcpc_obtains_renews_rebinds_and_releases() {
         rebound.contains(&ip.to_string()),
         "same address after rebinding: {rebound}"
     );
-    assert!(acks(&lab) > acks_before);
+    wait_until(Duration::from_secs(5), || {
+        (kernel_renewals(&lab, ip) > kernel_before).then_some(())
+    })
+    .expect("the rebinding was answered in the kernel");
+    assert_eq!(
+        acks(&lab),
+        acks_before,
+        "the control plane answered a renewal"
+    );
     lab.cli
         .run(["ip", "route", "del", "blackhole", "198.18.0.1/32"])
         .unwrap();
@@ -163,8 +235,11 @@ fn udhcpc_obtains_renews_rebinds_and_releases() {
         .wait_for("RELEASE -> -", Duration::from_secs(10))
         .unwrap();
     drop(client);
-    let (status, _) = lab.stop(SIGTERM).unwrap();
+    let (status, lines) = lab.stop(SIGTERM).unwrap();
     assert!(status.success());
+    let counters = lines.iter().find(|l| l.contains("xdp counters")).unwrap();
+    assert!(!counters.contains("fp_ack_renewing=0 "), "{counters}");
+    assert!(!counters.contains("fp_ack_rebinding=0 "), "{counters}");
     let l = stored(&lab)
         .into_iter()
         .find(|l| l.ip == ip)
@@ -205,10 +280,33 @@ fn dhclient_obtains_renews_and_releases() {
     let bound = wait_event(&lab, "BOUND ", 0, Duration::from_secs(20));
     let ip = bound.split_whitespace().nth(1).unwrap().to_string();
 
-    // T1 is 3 s: dhclient renews by itself (unicast to the server).
+    // T1 is 3 s: dhclient renews by itself (unicast to the server), and
+    // the XDP program answers: the control plane sends no further ACK.
+    let dump = tcpdump(&lab);
+    let acks_before = acks(&lab);
     let n = events(&lab).len();
     let renew = wait_event(&lab, "RENEW ", n, Duration::from_secs(10));
     assert!(renew.starts_with(&format!("RENEW {ip}")), "{renew}");
+    let n = events(&lab).len();
+    let renew = wait_event(&lab, "RENEW ", n, Duration::from_secs(10));
+    assert!(renew.starts_with(&format!("RENEW {ip}")), "{renew}");
+    let addr: Ipv4Addr = ip.parse().unwrap();
+    assert!(
+        kernel_renewals(&lab, addr) >= 2,
+        "renewals answered in the kernel: {:?}",
+        lab.daemon().lines()
+    );
+    assert_eq!(
+        acks(&lab),
+        acks_before,
+        "the control plane answered a renewal"
+    );
+    let ack = server_packets(&dump.lines())
+        .into_iter()
+        .find(|p| p.contains("DHCP-Message (53), length 1: ACK"))
+        .unwrap_or_else(|| panic!("tcpdump shows no ACK: {:?}", dump.lines()));
+    assert!(ack.contains("udp sum ok") && !ack.contains("bad"), "{ack}");
+    drop(dump);
 
     // (dhclient's LPF path sends even unicast renewals as link broadcasts,
     // so its REBINDING cannot be forced from outside here; the udhcpc test

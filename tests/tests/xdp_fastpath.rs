@@ -1,0 +1,753 @@
+//! The fast path against its oracle, through BPF_PROG_TEST_RUN: the
+//! control plane (state machine, map sync) grants leases to simulated
+//! clients, then every renewal frame runs through the XDP program and the
+//! control plane alike. The XDP_TX frame must be exactly the control
+//! plane's reply; every request it must not answer must pass, counted
+//! with its reason, unchanged.
+
+use std::net::Ipv4Addr;
+
+use dhcp_common::stat;
+use xdhcp::{
+    config::Config,
+    fastmap::{lease_key, unix_to_boot_ns, FastIface, FastMaps},
+    fastpath::{Fastpath, XdpStats, XDP_PASS, XDP_TX},
+    fixture::verdict_name,
+    serve::{frame_for, unix_now, Wire},
+    server::{Arrival, Server},
+    wire,
+};
+use xdhcp_lab::frame::{FrameSpec, TPID_8021AD, TPID_8021Q};
+
+const SERVER_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x00, 0x01];
+const RELAY_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x00, 0xfe];
+const SERVER_ID: [u8; 4] = [198, 18, 0, 1];
+const GIADDR: [u8; 4] = [198, 19, 10, 1];
+/// BPF_PROG_TEST_RUN needs a real device for the ingress ifindex: loopback.
+const IFINDEX: u32 = 1;
+
+const CONFIG: &str = r#"
+[server]
+server_id = "198.18.0.1"
+lease_db = "/nonexistent/unused.db"
+
+[[interface]]
+name = "lo"
+
+[options]
+lease_time = 600
+dns_servers = ["198.18.0.53", "198.18.0.54"]
+domain_name = "lab.xdhcp.test"
+
+[[subnet]]
+id = 1
+subnet = "198.18.0.0/24"
+interface = "lo"
+options = { routers = ["198.18.0.1"] }
+[[subnet.pool]]
+start = "198.18.0.100"
+end = "198.18.0.199"
+
+[[subnet]]
+id = 100
+subnet = "198.18.100.0/24"
+interface = "lo"
+vlan = 100
+options = { routers = ["198.18.100.1"], lease_time = 1200 }
+[[subnet.pool]]
+start = "198.18.100.10"
+end = "198.18.100.250"
+
+[[subnet]]
+id = 200
+subnet = "198.18.101.0/24"
+interface = "lo"
+vlan = 100
+inner_vlan = 200
+[[subnet.pool]]
+start = "198.18.101.10"
+end = "198.18.101.250"
+
+[[subnet]]
+id = 300
+subnet = "198.19.10.0/24"
+options = { routers = ["198.19.10.1"], domain_name = "relayed.xdhcp.test" }
+[[subnet.pool]]
+start = "198.19.10.20"
+end = "198.19.10.220"
+"#;
+
+/// The control plane and the XDP program side by side, the maps synced
+/// as serve's committer does.
+struct Rig {
+    fp: Fastpath,
+    maps: FastMaps,
+    server: Server,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        xdhcp_lab::require_lab();
+        let config = Config::parse(CONFIG, "test config").unwrap();
+        let mut fp = Fastpath::load_sized(false, 4096)
+            .expect("loading the XDP program (needs root and BPF)");
+        let maps = FastMaps::new(
+            &mut fp,
+            &[FastIface {
+                name: "lo".into(),
+                ifindex: IFINDEX,
+                mac: SERVER_MAC,
+            }],
+            Ipv4Addr::from(SERVER_ID),
+        )
+        .unwrap();
+        Rig {
+            fp,
+            maps,
+            server: Server::new(&config, Vec::new()),
+        }
+    }
+
+    /// The control plane's reply to `frame`, its store changes applied to
+    /// the maps around a (virtual) commit.
+    fn control(&mut self, frame: &[u8]) -> Option<Wire> {
+        let f = wire::parse_frame(frame, None, true).expect("test frames parse");
+        let req = wire::parse_dhcp(f.payload).expect("test requests parse");
+        let arrival = Arrival {
+            iface: "lo",
+            tags: &f.tags,
+            src_mac: f.src_mac,
+        };
+        let out = self.server.handle(&req, &arrival, unix_now());
+        self.maps.before_commit(&out.store);
+        self.maps.after_commit(&out.store);
+        out.reply.map(|r| {
+            frame_for(
+                &r.dest,
+                SERVER_MAC,
+                Ipv4Addr::from(SERVER_ID),
+                &f.tags,
+                r.payload,
+                0,
+            )
+        })
+    }
+
+    fn xdp(&self, frame: &[u8]) -> (u32, Vec<u8>, XdpStats) {
+        let before = self.fp.stats().unwrap();
+        let out = self.fp.test_run_on(frame, IFINDEX, 1).unwrap();
+        let delta = self.fp.stats().unwrap().since(&before);
+        (out.verdict, out.frame, delta)
+    }
+}
+
+/// Small deterministic generator: the same cases on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Client {
+    mac: [u8; 6],
+    client_id: Option<Vec<u8>>,
+    tags: Vec<(u16, u16)>,
+    /// Option 82 payload when behind the relay.
+    relay_info: Option<Vec<u8>>,
+    prl: Option<Vec<u8>>,
+    max_message_size: Option<u16>,
+    hostname: Option<Vec<u8>>,
+    broadcast: bool,
+    /// Payload padded to this length (0 = no padding).
+    pad_to: usize,
+    /// Order of the client's own options.
+    order_seed: u64,
+    ip: Ipv4Addr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Discover,
+    Selecting,
+    Renewing,
+    Rebinding,
+    InitReboot,
+}
+
+impl Client {
+    fn random(rng: &mut Rng, n: u32) -> Client {
+        let mac = [0x02, 0x10, (n >> 16) as u8, (n >> 8) as u8, n as u8, 0x01];
+        let tags = match rng.below(4) {
+            0 => vec![(TPID_8021Q, 100)],
+            1 => vec![
+                (
+                    if rng.chance(50) {
+                        TPID_8021AD
+                    } else {
+                        TPID_8021Q
+                    },
+                    100,
+                ),
+                (TPID_8021Q, 200),
+            ],
+            _ => vec![],
+        };
+        let relayed = tags.is_empty() && rng.chance(35);
+        let mut prl: Vec<u8> = [1u8, 3, 6, 15, 28, 42, 119, 121, 252, 51, 58, 59]
+            .into_iter()
+            .filter(|_| rng.chance(60))
+            .collect();
+        if rng.chance(30) {
+            prl.reverse();
+        }
+        Client {
+            mac,
+            client_id: rng.chance(50).then(|| {
+                let mut id = vec![1];
+                id.extend_from_slice(&mac);
+                if rng.chance(30) {
+                    id = vec![0xff, 0, 0, 0, n as u8, 0, 1, 0, 1, 0x2c, 0x1d];
+                }
+                id
+            }),
+            tags,
+            relay_info: relayed.then(|| {
+                let circuit = format!("eth0/{}", rng.below(48));
+                let mut v = vec![1, circuit.len() as u8];
+                v.extend_from_slice(circuit.as_bytes());
+                v.extend_from_slice(&[2, 6]);
+                v.extend_from_slice(&mac);
+                v
+            }),
+            prl: rng.chance(85).then_some(prl),
+            max_message_size: rng
+                .chance(50)
+                .then(|| [576u16, 1200, 1500][rng.below(3) as usize]),
+            hostname: rng.chance(40).then(|| format!("host-{n}").into_bytes()),
+            broadcast: rng.chance(40),
+            pad_to: [0usize, 300, 300, 548, 1000][rng.below(5) as usize],
+            order_seed: rng.next(),
+            ip: Ipv4Addr::UNSPECIFIED,
+        }
+    }
+
+    fn payload(&self, kind: Kind, xid: u32) -> Vec<u8> {
+        let mut p = vec![0u8; 236];
+        p[0] = 1;
+        p[1] = 1;
+        p[2] = 6;
+        p[4..8].copy_from_slice(&xid.to_be_bytes());
+        p[8..10].copy_from_slice(&(xid as u16 & 0xff).to_be_bytes()); // secs
+        if self.broadcast {
+            p[10] = 0x80;
+        }
+        if matches!(kind, Kind::Renewing | Kind::Rebinding) {
+            p[12..16].copy_from_slice(&self.ip.octets());
+        }
+        if self.relay_info.is_some() && kind != Kind::Renewing {
+            p[3] = 1; // hops
+            p[24..28].copy_from_slice(&GIADDR);
+        }
+        p[28..34].copy_from_slice(&self.mac);
+        p.extend_from_slice(&[99, 130, 83, 99]);
+        let msg = if kind == Kind::Discover { 1 } else { 3 };
+        let mut opts: Vec<Vec<u8>> = Vec::new();
+        let mut push = |code: u8, v: &[u8]| {
+            let mut o = vec![code, v.len() as u8];
+            o.extend_from_slice(v);
+            opts.push(o);
+        };
+        if let Some(id) = &self.client_id {
+            push(61, id);
+        }
+        if matches!(kind, Kind::Selecting | Kind::InitReboot) {
+            push(50, &self.ip.octets());
+        }
+        if kind == Kind::Selecting {
+            push(54, &SERVER_ID);
+        }
+        if let Some(m) = self.max_message_size {
+            push(57, &m.to_be_bytes());
+        }
+        if let Some(prl) = &self.prl {
+            push(55, prl);
+        }
+        if let Some(h) = &self.hostname {
+            push(12, h);
+        }
+        // Clients order their options freely; 53 need not come first.
+        let mut seed = Rng(self.order_seed | 1);
+        for i in (1..opts.len()).rev() {
+            let j = seed.below(i as u64 + 1) as usize;
+            opts.swap(i, j);
+        }
+        opts.insert(seed.below(opts.len() as u64 + 1) as usize, vec![53, 1, msg]);
+        for o in opts {
+            p.extend_from_slice(&o);
+        }
+        // Relays append option 82 last.
+        if let (Some(rai), false) = (&self.relay_info, kind == Kind::Renewing) {
+            p.push(82);
+            p.push(rai.len() as u8);
+            p.extend_from_slice(rai);
+        }
+        p.push(255);
+        if p.len() < self.pad_to {
+            p.resize(self.pad_to, 0);
+        }
+        p
+    }
+
+    fn frame(&self, kind: Kind, xid: u32) -> Vec<u8> {
+        let payload = self.payload(kind, xid);
+        let relayed = self.relay_info.is_some() && kind != Kind::Renewing;
+        let unicast = kind == Kind::Renewing;
+        FrameSpec {
+            dst_mac: if unicast || relayed {
+                SERVER_MAC
+            } else {
+                [0xff; 6]
+            },
+            src_mac: if relayed || (unicast && self.relay_info.is_some()) {
+                RELAY_MAC
+            } else {
+                self.mac
+            },
+            tags: self.tags.clone(),
+            src_ip: if relayed {
+                GIADDR
+            } else if unicast {
+                self.ip.octets()
+            } else {
+                [0, 0, 0, 0]
+            },
+            dst_ip: if unicast || relayed {
+                SERVER_ID
+            } else {
+                [255; 4]
+            },
+            src_port: if relayed { 67 } else { 68 },
+            dst_port: 67,
+            payload,
+            ..Default::default()
+        }
+        .build()
+    }
+}
+
+fn wire_bytes(w: &Wire) -> &[u8] {
+    match w {
+        Wire::Frame { bytes, .. } | Wire::Udp { bytes, .. } => bytes,
+    }
+}
+
+/// Obtains a lease through the control plane (DISCOVER, REQUEST).
+fn obtain(rig: &mut Rig, c: &mut Client, xid: u32) {
+    let offer = rig
+        .control(&c.frame(Kind::Discover, xid))
+        .expect("an OFFER");
+    let b = wire_bytes(&offer);
+    let payload = match &offer {
+        Wire::Frame { bytes, .. } => {
+            let f = wire::parse_frame(bytes, None, true).unwrap();
+            f.payload.to_vec()
+        }
+        Wire::Udp { .. } => b.to_vec(),
+    };
+    c.ip = Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]);
+    assert!(!c.ip.is_unspecified());
+    rig.control(&c.frame(Kind::Selecting, xid + 1))
+        .expect("an ACK");
+}
+
+/// The XDP program's reply must be the control plane's, byte for byte (a
+/// frame), or carry its payload to the relay (the kernel would have
+/// built the headers of the control plane's datagram).
+fn compare(name: &str, req: &[u8], xdp: &[u8], cp: &Wire) -> Result<(), String> {
+    match cp {
+        Wire::Frame { bytes, .. } => {
+            if xdp != &bytes[..] {
+                let first = xdp.iter().zip(bytes.iter()).position(|(a, b)| a != b);
+                return Err(format!(
+                    "{name}: frames differ (len xdp {} cp {}, first difference at {first:?})\nxdp {xdp:02x?}\ncp  {bytes:02x?}",
+                    xdp.len(),
+                    bytes.len()
+                ));
+            }
+        }
+        Wire::Udp { to, bytes } => {
+            let f = wire::parse_frame(xdp, None, true)
+                .map_err(|e| format!("{name}: XDP reply does not parse: {e:?}"))?;
+            let std::net::SocketAddr::V4(to) = to else {
+                unreachable!()
+            };
+            if f.payload != &bytes[..] {
+                return Err(format!(
+                    "{name}: relay payloads differ\nxdp {:02x?}\ncp  {bytes:02x?}",
+                    f.payload
+                ));
+            }
+            let req_src: [u8; 6] = req[6..12].try_into().unwrap();
+            if f.dst_ip != *to.ip()
+                || f.dst_port != 67
+                || f.src_port != 67
+                || f.dst_mac != req_src
+                || f.src_mac != SERVER_MAC
+                || f.src_ip != Ipv4Addr::from(SERVER_ID)
+            {
+                return Err(format!("{name}: relay reply addressed wrongly: {f:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
+    let mut rig = Rig::new();
+    let mut rng = Rng(0x5eed_1234_abcd_ef01);
+    let mut failures = Vec::new();
+    let mut answered = [0u64; 3];
+    let mut path_passes = 0;
+    let cases = 300;
+    for n in 0..cases {
+        let mut c = Client::random(&mut rng, n);
+        obtain(&mut rig, &mut c, n * 16);
+        let mut last_relayed = c.relay_info.is_some();
+        for (i, kind) in [
+            Kind::Renewing,
+            Kind::Rebinding,
+            Kind::InitReboot,
+            Kind::Renewing,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let name = format!("client {n} {kind:?} #{i} {c:?}");
+            let req = c.frame(kind, n * 16 + 2 + i as u32);
+            let (verdict, out, delta) = rig.xdp(&req);
+            let cp = rig.control(&req);
+            // A relayed client renews directly (RFC 2131 §4.4.5): not from
+            // where, nor in the shape, its binding was made. The control
+            // plane answers and rebinds; the next request on the same path
+            // is the kernel's.
+            let relayed = c.relay_info.is_some() && kind != Kind::Renewing;
+            if relayed != last_relayed {
+                last_relayed = relayed;
+                let reason =
+                    delta.get(stat::PASS_WRONG_SCOPE) + delta.get(stat::PASS_SHAPE_CHANGED);
+                if verdict != XDP_PASS || reason != 1 || cp.is_none() {
+                    failures.push(format!(
+                        "{name}: path changed, want a pass and a control-plane ACK: {} {delta}",
+                        verdict_name(verdict)
+                    ));
+                }
+                path_passes += 1;
+                continue;
+            }
+            if verdict != XDP_TX {
+                failures.push(format!(
+                    "{name}: verdict {} counters {delta}",
+                    verdict_name(verdict)
+                ));
+                continue;
+            }
+            let state = match kind {
+                Kind::Renewing => stat::FP_ACK_RENEWING,
+                Kind::Rebinding => stat::FP_ACK_REBINDING,
+                _ => stat::FP_ACK_INIT_REBOOT,
+            };
+            if delta.get(state) != 1 {
+                failures.push(format!("{name}: counters {delta}"));
+            }
+            answered[(state - stat::FP_ACK_RENEWING) as usize] += 1;
+            match cp {
+                Some(cp) => {
+                    if let Err(e) = compare(&name, &req, &out, &cp) {
+                        failures.push(e);
+                    }
+                }
+                None => failures.push(format!("{name}: XDP answered, the control plane did not")),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} renewals differ:\n{}",
+        failures.len(),
+        cases * 4,
+        failures[..failures.len().min(5)].join("\n\n")
+    );
+    assert!(path_passes > 0, "the generator made no relayed client");
+    assert!(answered.iter().all(|n| *n > 100), "{answered:?}");
+    eprintln!("answered in the kernel (renewing, rebinding, init-reboot): {answered:?}; relayed clients changing path, passed: {path_passes}");
+}
+
+struct Case {
+    name: &'static str,
+    frame: Vec<u8>,
+    reason: u32,
+}
+
+#[test]
+fn requests_it_must_not_answer_pass_unchanged_with_their_reason() {
+    let mut rig = Rig::new();
+    let mut rng = Rng(42);
+    let mut c = Client::random(&mut rng, 1);
+    c.tags.clear();
+    c.relay_info = None;
+    c.client_id = None;
+    c.prl = Some(vec![1, 3, 6]);
+    c.max_message_size = None;
+    c.pad_to = 300;
+    obtain(&mut rig, &mut c, 100);
+    let renew = c.frame(Kind::Renewing, 7);
+    // Sanity: this exact client is answered.
+    assert_eq!(rig.xdp(&renew).0, XDP_TX);
+
+    let payload_at = 14 + 20 + 8;
+    let with_payload = |f: &mut dyn FnMut(&mut Vec<u8>)| {
+        let mut p = c.payload(Kind::Renewing, 7);
+        f(&mut p);
+        FrameSpec {
+            dst_mac: SERVER_MAC,
+            src_mac: c.mac,
+            src_ip: c.ip.octets(),
+            dst_ip: SERVER_ID,
+            payload: p,
+            ..Default::default()
+        }
+        .build()
+    };
+    let opt_at = |p: &Vec<u8>, code: u8| {
+        let mut i = 240;
+        while p[i] != code {
+            i += if p[i] == 0 { 1 } else { 2 + p[i + 1] as usize };
+        }
+        i
+    };
+    let mut other = c.clone();
+    other.mac[5] ^= 0x40;
+    let mut wrong_ip = c.clone();
+    wrong_ip.ip = Ipv4Addr::new(198, 18, 0, 250);
+    let mut tagged = c.clone();
+    tagged.tags = vec![(TPID_8021Q, 100)];
+    let mut new_prl = c.clone();
+    new_prl.prl = Some(vec![1, 3, 6, 15]);
+    let mut more_mms = c.clone();
+    more_mms.max_message_size = Some(1400);
+    let mut with_cid = c.clone();
+    with_cid.client_id = Some(vec![1, 2, 3, 4]);
+    let mut ip_opts = FrameSpec {
+        dst_mac: SERVER_MAC,
+        src_mac: c.mac,
+        src_ip: c.ip.octets(),
+        dst_ip: SERVER_ID,
+        payload: c.payload(Kind::Renewing, 7),
+        ..Default::default()
+    };
+    ip_opts.ip_options = vec![0x94, 4, 0, 0];
+
+    let cases = vec![
+        Case {
+            name: "another client",
+            frame: other.frame(Kind::Renewing, 7),
+            reason: stat::PASS_UNKNOWN_CLIENT,
+        },
+        Case {
+            name: "someone else's address",
+            frame: wrong_ip.frame(Kind::Renewing, 7),
+            reason: stat::PASS_WRONG_ADDRESS,
+        },
+        Case {
+            name: "INIT-REBOOT from another VLAN",
+            frame: tagged.frame(Kind::InitReboot, 7),
+            reason: stat::PASS_WRONG_SCOPE,
+        },
+        Case {
+            name: "a new parameter request list",
+            frame: new_prl.frame(Kind::Renewing, 7),
+            reason: stat::PASS_SHAPE_CHANGED,
+        },
+        Case {
+            name: "a new maximum message size",
+            frame: more_mms.frame(Kind::Renewing, 7),
+            reason: stat::PASS_SHAPE_CHANGED,
+        },
+        Case {
+            name: "a client identifier now",
+            frame: with_cid.frame(Kind::Renewing, 7),
+            reason: stat::PASS_UNKNOWN_CLIENT,
+        },
+        Case {
+            name: "SELECTING (server identifier)",
+            frame: c.frame(Kind::Selecting, 7),
+            reason: stat::PASS_SELECTING,
+        },
+        Case {
+            name: "DISCOVER",
+            frame: c.frame(Kind::Discover, 7),
+            reason: stat::PASS_NOT_REQUEST,
+        },
+        Case {
+            name: "options without END",
+            frame: with_payload(&mut |p| {
+                let end = p.iter().rposition(|b| *b == 255).unwrap();
+                p.truncate(end);
+            }),
+            reason: stat::PASS_MALFORMED,
+        },
+        Case {
+            name: "an option running past the payload",
+            frame: with_payload(&mut |p| {
+                let end = p.iter().rposition(|b| *b == 255).unwrap();
+                p.truncate(end);
+                p.extend_from_slice(&[12, 200, b'x']);
+            }),
+            reason: stat::PASS_MALFORMED,
+        },
+        Case {
+            name: "a repeated parameter request list",
+            frame: with_payload(&mut |p| {
+                let at = opt_at(p, 55);
+                p.splice(at..at, [55, 1, 1]);
+            }),
+            reason: stat::PASS_UNUSUAL,
+        },
+        Case {
+            name: "option overload",
+            frame: with_payload(&mut |p| {
+                p.splice(240..240, [52, 1, 3]);
+            }),
+            reason: stat::PASS_UNUSUAL,
+        },
+        Case {
+            name: "a lease time of the wrong length",
+            frame: with_payload(&mut |p| {
+                p.splice(240..240, [51, 2, 0, 1]);
+            }),
+            reason: stat::PASS_UNUSUAL,
+        },
+        Case {
+            name: "subnet selection",
+            frame: with_payload(&mut |p| {
+                p.splice(240..240, [118, 4, 198, 18, 100, 0]);
+            }),
+            reason: stat::PASS_UNUSUAL,
+        },
+        Case {
+            name: "ciaddr and a requested address",
+            frame: with_payload(&mut |p| {
+                p.splice(240..240, [50, 4, 198, 18, 0, 7]);
+            }),
+            reason: stat::PASS_UNUSUAL,
+        },
+        Case {
+            name: "a BOOTREPLY",
+            frame: with_payload(&mut |p| p[0] = 2),
+            reason: stat::PASS_NOT_REQUEST,
+        },
+        Case {
+            name: "a bad magic cookie",
+            frame: with_payload(&mut |p| p[236] = 0),
+            reason: stat::PASS_MALFORMED,
+        },
+        Case {
+            name: "hlen 17",
+            frame: with_payload(&mut |p| p[2] = 17),
+            reason: stat::PASS_MALFORMED,
+        },
+        Case {
+            name: "a payload too large to consider",
+            frame: with_payload(&mut |p| p.resize(1480, 0)),
+            reason: stat::PASS_UNUSUAL,
+        },
+        Case {
+            name: "IPv4 options",
+            frame: ip_opts.build(),
+            reason: stat::PASS_UNUSUAL,
+        },
+    ];
+    let mut failures = Vec::new();
+    for case in &cases {
+        let (verdict, out, delta) = rig.xdp(&case.frame);
+        let mut want = XdpStats::default();
+        want.0[stat::RX_FRAMES as usize] = 1;
+        want.0[stat::DHCP_REQUESTS as usize] = 1;
+        want.0[case.reason as usize] += 1;
+        if case.frame[12..14] == [0x81, 0x00] {
+            want.0[stat::VLAN_SINGLE as usize] = 1;
+        }
+        if case.name == "IPv4 options" {
+            want.0[stat::IP_OPTIONS as usize] = 1;
+        }
+        if verdict != XDP_PASS || out != case.frame || delta != want {
+            failures.push(format!(
+                "{}: verdict {} frame {} counters {delta}",
+                case.name,
+                verdict_name(verdict),
+                if out == case.frame {
+                    "unchanged"
+                } else {
+                    "CHANGED"
+                }
+            ));
+        }
+    }
+    // Truncated frames never reach the fast path.
+    let mut short = renew.clone();
+    short.truncate(payload_at + 250);
+    let (verdict, out, delta) = rig.xdp(&short);
+    if verdict != XDP_PASS || out != short || delta.get(stat::TRUNCATED) != 1 {
+        failures.push(format!("truncated: {} {delta}", verdict_name(verdict)));
+    }
+    // An expiring binding is the control plane's.
+    let key = lease_key(&[&[1u8, 1][..], &c.mac[..]].concat()).unwrap();
+    let mut lease = rig.server.leases.get(c.ip).unwrap().clone();
+    lease.expires = unix_now() + 3;
+    rig.maps.load(std::iter::once(&lease));
+    let entry = rig.maps.get(&key).expect("the binding is in the map");
+    assert!(entry.expires_boot_ns < unix_to_boot_ns(unix_now() + 5));
+    let (verdict, _, delta) = rig.xdp(&renew);
+    if verdict != XDP_PASS || delta.get(stat::PASS_EXPIRED) != 1 {
+        failures.push(format!("expiring: {} {delta}", verdict_name(verdict)));
+    }
+    // Released: gone from the map.
+    lease.expires = unix_now() + 600;
+    rig.maps.load(std::iter::once(&lease));
+    assert_eq!(rig.xdp(&renew).0, XDP_TX);
+    let mut release = c.payload(Kind::Renewing, 9);
+    let at = opt_at(&release, 53);
+    release[at + 2] = 7;
+    let release = FrameSpec {
+        dst_mac: SERVER_MAC,
+        src_mac: c.mac,
+        src_ip: c.ip.octets(),
+        dst_ip: SERVER_ID,
+        payload: release,
+        ..Default::default()
+    }
+    .build();
+    rig.control(&release);
+    assert!(
+        rig.maps.get(&key).is_none(),
+        "RELEASE must remove the binding"
+    );
+    let (verdict, _, delta) = rig.xdp(&renew);
+    if verdict != XDP_PASS || delta.get(stat::PASS_UNKNOWN_CLIENT) != 1 {
+        failures.push(format!("after RELEASE: {} {delta}", verdict_name(verdict)));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
