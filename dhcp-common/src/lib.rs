@@ -29,6 +29,9 @@ pub const TEMPLATE_SLOTS: u32 = 4096;
 pub const PROGRAM_NAME: &str = "xdhcp";
 /// The object's XDP_PASS program, for the client end of a lab veth.
 pub const PEER_PROGRAM_NAME: &str = "xdhcp_peer";
+/// The benchmark's yardstick program and its map.
+pub const BARE_PROGRAM_NAME: &str = "xdhcp_bare";
+pub const MAP_BARE_LEASES: &str = "XDHCP_BARE_LEASES";
 
 /// Longest client identity kept in a map key. Longer client identifiers
 /// (DUID-based ones can reach 130 bytes) are served by the control plane only.
@@ -155,11 +158,26 @@ pub const TEMPLATE_OPTIONS_MAX: usize = 256;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplyTemplate {
-    /// Source address of the reply, network byte order.
-    pub server_ip: u32,
+    /// Ones'-complement sum of `options[..options_len]` read as 16-bit
+    /// words in memory order ([`options_sum`]), so the fast path checksums
+    /// a reply without reading the template twice.
+    pub sum: u32,
     pub options_len: u16,
     pub _pad: [u8; 2],
     pub options: [u8; TEMPLATE_OPTIONS_MAX],
+}
+
+/// Sum of `bytes` as little-endian 16-bit words (what a little-endian
+/// CPU reads from memory), zero-padded, carries folded into 32 bits.
+pub fn options_sum(bytes: &[u8]) -> u32 {
+    let mut sum: u64 = 0;
+    for pair in bytes.chunks(2) {
+        sum += u64::from(pair[0]) | u64::from(*pair.get(1).unwrap_or(&0)) << 8;
+    }
+    while sum >> 32 != 0 {
+        sum = (sum & 0xffff_ffff) + (sum >> 32);
+    }
+    sum as u32
 }
 
 /// Record the fast path pushes to userspace (ring buffer) for every renewal
@@ -365,10 +383,10 @@ mod layout {
     fn reply_template() {
         assert_eq!(size_of::<ReplyTemplate>(), 8 + TEMPLATE_OPTIONS_MAX);
         assert_eq!(align_of::<ReplyTemplate>(), 4);
-        assert_eq!(offset_of!(ReplyTemplate, server_ip), 0);
+        assert_eq!(offset_of!(ReplyTemplate, sum), 0);
         assert_eq!(offset_of!(ReplyTemplate, options_len), 4);
         assert_eq!(offset_of!(ReplyTemplate, options), 8);
-        no_hidden_padding!(ReplyTemplate, server_ip: u32, options_len: u16, _pad: [u8; 2],
+        no_hidden_padding!(ReplyTemplate, sum: u32, options_len: u16, _pad: [u8; 2],
             options: [u8; TEMPLATE_OPTIONS_MAX]);
     }
 

@@ -12,13 +12,15 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_csum_diff, bpf_ktime_get_boot_ns, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
-        bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+        bpf_ktime_get_boot_ns, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
+        bpf_xdp_store_bytes,
     },
     programs::XdpContext,
 };
+use core::mem::size_of;
+
 use dhcp_common::{
-    id_kind, lease_flags, stat, IfaceInfo, LeaseValue, RenewEvent, FNV_OFFSET, FNV_PRIME,
+    id_kind, lease_flags, stat, IfaceInfo, LeaseKey, LeaseValue, RenewEvent, FNV_OFFSET, FNV_PRIME,
     MAX_ID_LEN, TEMPLATE_OPTIONS_MAX,
 };
 
@@ -39,6 +41,7 @@ const MAX_RELAY_INFO: usize = 255;
 const BOOTP_FIXED: usize = 236;
 const OPTIONS_START: usize = 240;
 const MIN_PAYLOAD: usize = 300;
+const BPF_RB_NO_WAKEUP: u64 = 1;
 pub const EXPIRY_MARGIN_NS: u64 = dhcp_common::EXPIRY_MARGIN_SECS * 1_000_000_000;
 
 /// Per-CPU working memory of one request.
@@ -73,6 +76,8 @@ pub struct Scratch {
     pub ip: u32,
     pub o: u32,
     pub plen: u32,
+    /// Checksum accumulator of the reply payload (memory-order words).
+    pub sum: u32,
 }
 
 /// A fresh read of a scratch field: LLVM must not reuse a register copy,
@@ -122,19 +127,25 @@ fn wr64(buf: &mut [u8; BUF + 8], off: usize, v: u64) {
 /// Walks the options of `s.req`, recording what the fast path needs.
 #[inline(always)]
 fn walk_options(s: &mut Scratch) -> Result<(), u32> {
+    // One store each: LLVM would merge plain stores into a call to a
+    // byte-wise memset.
+    for f in [
+        &mut s.done,
+        &mut s.msg_type,
+        &mut s.has_requested,
+        &mut s.has_server_id,
+        &mut s.prl_len,
+        &mut s.prl_off,
+        &mut s.mms,
+        &mut s.has_mms,
+        &mut s.cid_len,
+        &mut s.cid_off,
+        &mut s.rai_len,
+        &mut s.rai_off,
+    ] {
+        unsafe { core::ptr::write_volatile(f, 0) };
+    }
     s.off = OPTIONS_START as u32;
-    s.done = 0;
-    s.msg_type = 0;
-    s.has_requested = 0;
-    s.has_server_id = 0;
-    s.prl_len = 0;
-    s.prl_off = 0;
-    s.mms = 0;
-    s.has_mms = 0;
-    s.cid_len = 0;
-    s.cid_off = 0;
-    s.rai_len = 0;
-    s.rai_off = 0;
     let mut i = 0;
     while i < MAX_OPTIONS {
         i += 1;
@@ -217,11 +228,14 @@ fn hash_more(s: &mut Scratch, off_field: u32, len_field: u32) {
     s.hash = h;
 }
 
-/// Copies `len` bytes of `s.req` at `from` to `s.out` at `to`.
+/// Copies `len` bytes of `s.req` at `from` to `s.out` at `to`, adding
+/// them to the checksum accumulator `s.sum` (a byte at an even payload
+/// offset is the low half of its little-endian word).
 #[inline(always)]
 fn copy_out(s: &mut Scratch, from: usize, to: usize, len: usize) {
     let from = from & M;
     let to = to & M;
+    let mut sum = vol(&s.sum) as u32;
     let mut i = 0;
     while i < MAX_RELAY_INFO {
         if i >= len {
@@ -229,8 +243,16 @@ fn copy_out(s: &mut Scratch, from: usize, to: usize, len: usize) {
         }
         let b = rd8(&s.req, from + i);
         wr8(&mut s.out, to + i, b);
+        sum += (b as u32) << (((to + i) & 1) * 8);
         i += 1;
     }
+    s.sum = sum;
+}
+
+/// A byte at payload offset `at`, for the checksum.
+#[inline(always)]
+fn byte_sum(b: u8, at: usize) -> u32 {
+    (b as u32) << ((at & 1) * 8)
 }
 
 /// Copies `words` 64-bit words; volatile so LLVM keeps the loop instead
@@ -248,12 +270,41 @@ fn copy_words(from: *const u8, to: *mut u8, words: usize) {
 }
 
 #[inline(always)]
+fn copy_u32s(from: *const u8, to: *mut u8, words: usize) {
+    let mut i = 0;
+    while i < words {
+        unsafe {
+            let v = core::ptr::read_volatile((from as *const u32).add(i));
+            core::ptr::write_volatile((to as *mut u32).add(i), v);
+        }
+        i += 1;
+    }
+}
+
+#[inline(always)]
+fn zero_u32s(to: *mut u8, words: usize) {
+    let mut i = 0;
+    while i < words {
+        unsafe { core::ptr::write_volatile((to as *mut u32).add(i), 0) };
+        i += 1;
+    }
+}
+
+#[inline(always)]
 fn zero_words(to: *mut u8, words: usize) {
     let mut i = 0;
     while i < words {
         unsafe { core::ptr::write_volatile((to as *mut u64).add(i), 0) };
         i += 1;
     }
+}
+
+/// Folds carries into 32 bits.
+#[inline(always)]
+fn fold32(mut sum: u64) -> u32 {
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum as u32
 }
 
 #[inline(always)]
@@ -303,16 +354,26 @@ pub fn try_answer(ctx: &XdpContext, frame: &Frame) -> Result<u32, u32> {
 
     // The binding runs on; userspace persists it from the event.
     lease.expires_boot_ns = now + lease.lease_secs as u64 * 1_000_000_000;
-    let ev = RenewEvent {
-        key: s.key,
-        ip: vol(&s.ip) as u32,
-        expires_boot_ns: lease.expires_boot_ns,
-        ifindex,
-        outer_vlan: vol(&s.outer_vlan) as u16,
-        inner_vlan: vol(&s.inner_vlan) as u16,
-    };
-    if XDHCP_EVENTS.output::<RenewEvent>(&ev, 0).is_err() {
-        crate::count(stat::EVENT_LOST);
+    // Written in place in the ring; no wakeup: serve polls the ring on a
+    // short timer, which spares every renewal the notification check.
+    match XDHCP_EVENTS.reserve::<RenewEvent>(0) {
+        Some(mut slot) => {
+            let ev = slot.as_mut_ptr();
+            unsafe {
+                copy_u32s(
+                    &s.key as *const _ as *const u8,
+                    core::ptr::addr_of_mut!((*ev).key) as *mut u8,
+                    size_of::<LeaseKey>() / 4,
+                );
+                core::ptr::addr_of_mut!((*ev).ip).write(vol(&s.ip) as u32);
+                core::ptr::addr_of_mut!((*ev).expires_boot_ns).write(lease.expires_boot_ns);
+                core::ptr::addr_of_mut!((*ev).ifindex).write(ifindex);
+                core::ptr::addr_of_mut!((*ev).outer_vlan).write(vol(&s.outer_vlan) as u16);
+                core::ptr::addr_of_mut!((*ev).inner_vlan).write(vol(&s.inner_vlan) as u16);
+            }
+            slot.submit(BPF_RB_NO_WAKEUP);
+        }
+        None => crate::count(stat::EVENT_LOST),
     }
     Ok(vol(&s.state) as u32)
 }
@@ -387,7 +448,7 @@ fn classify(s: &mut Scratch) -> Result<(), u32> {
 /// identifier when sent, else htype + chaddr; unused bytes zero.
 #[inline(always)]
 fn build_key(s: &mut Scratch) -> Result<(), u32> {
-    s.key = dhcp_common::LeaseKey::zeroed();
+    zero_u32s(&mut s.key as *mut _ as *mut u8, size_of::<LeaseKey>() / 4);
     let cid_len = vol(&s.cid_len);
     if cid_len > 0 {
         if !(2..=MAX_ID_LEN).contains(&cid_len) {
@@ -505,12 +566,25 @@ fn build_payload(s: &mut Scratch, tmpl: &dhcp_common::ReplyTemplate) -> Result<(
         unsafe { s.out.as_mut_ptr().add(OPTIONS_START) },
         TEMPLATE_OPTIONS_MAX / 8,
     );
+    // Checksum so far: the fixed part, word by word, and the template's
+    // precomputed sum (it starts at an even offset).
+    let mut sum: u64 = tmpl.sum as u64;
+    let mut i = 0;
+    while i < OPTIONS_START / 8 {
+        let w = unsafe { core::ptr::read_volatile((s.out.as_ptr() as *const u64).add(i)) };
+        sum += (w & 0xffff_ffff) + (w >> 32);
+        i += 1;
+    }
+    // Kept under 17 bits so the byte sums added below cannot overflow.
+    let f = fold32(sum);
+    s.sum = (f & 0xffff) + (f >> 16);
     s.o = (OPTIONS_START + tlen) as u32;
     let cid_len = vol(&s.cid_len);
     if cid_len > 0 {
         let o = vol(&s.o);
         wr8(&mut s.out, o, 61);
         wr8(&mut s.out, o + 1, cid_len as u8);
+        s.sum = vol(&s.sum) as u32 + byte_sum(61, o) + byte_sum(cid_len as u8, o + 1);
         copy_out(s, vol(&s.cid_off), o + 2, cid_len);
         s.o = (vol(&s.o) + 2 + vol(&s.cid_len)) as u32;
     }
@@ -519,11 +593,13 @@ fn build_payload(s: &mut Scratch, tmpl: &dhcp_common::ReplyTemplate) -> Result<(
         let o = vol(&s.o);
         wr8(&mut s.out, o, 82);
         wr8(&mut s.out, o + 1, rai_len as u8);
+        s.sum = vol(&s.sum) as u32 + byte_sum(82, o) + byte_sum(rai_len as u8, o + 1);
         copy_out(s, vol(&s.rai_off), o + 2, rai_len);
         s.o = (vol(&s.o) + 2 + vol(&s.rai_len)) as u32;
     }
     let o = vol(&s.o) & M;
     wr8(&mut s.out, o, 255);
+    s.sum = vol(&s.sum) as u32 + byte_sum(255, o);
     let plen = if o + 1 < MIN_PAYLOAD {
         MIN_PAYLOAD
     } else {
@@ -572,19 +648,9 @@ fn rewrite_frame(ctx: &XdpContext, s: &mut Scratch, iface: &IfaceInfo) -> Result
         (vol(&s.ip) as u32, 68, 2)
     };
 
-    // UDP checksum: payload (memory order, summed by the kernel), then
+    // UDP checksum: the payload's sum (memory order, built with it), then
     // pseudo-header and UDP header (host order).
-    let plen4 = (plen + 3) & !3;
-    let first = if plen4 > 512 { 512 } else { plen4 };
-    let second = (plen4 - first) & 0x3ff;
-    let second = if second > 512 { 512 } else { second };
-    let out = s.out.as_mut_ptr() as *mut u32;
-    let c1 = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, out, first as u32, 0) };
-    let c2 = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, out.add(128), second as u32, 0) };
-    if c1 < 0 || c2 < 0 {
-        return Err(stat::PASS_TOO_BIG);
-    }
-    let payload_sum = u16::from_be(fold(c1 as u64 + c2 as u64)) as u64;
+    let payload_sum = u16::from_be(fold(vol(&s.sum) as u64)) as u64;
     let sip = u32::from_be(iface.server_ip) as u64;
     let dip = u32::from_be(dst_ip) as u64;
     let ulen = (8 + plen) as u64;
@@ -619,7 +685,10 @@ fn rewrite_frame(ctx: &XdpContext, s: &mut Scratch, iface: &IfaceInfo) -> Result
         let eth = data as *mut u8;
         match mac_from {
             0 => core::ptr::copy_nonoverlapping(eth.add(6), eth, 6),
-            1 => core::ptr::write_bytes(eth, 0xff, 6),
+            1 => {
+                (eth as *mut u32).write_unaligned(u32::MAX);
+                (eth.add(4) as *mut u16).write_unaligned(u16::MAX);
+            }
             _ => {
                 let mut i = 0;
                 while i < 6 {

@@ -130,7 +130,6 @@ pub struct FastMaps {
     by_ip: HashMap<Ipv4Addr, (LeaseKey, Arc<[u8]>)>,
     by_key: HashMap<LeaseKey, Ipv4Addr>,
     ifindex: HashMap<String, u32>,
-    server_ip: Ipv4Addr,
     pub stats: SyncStats,
     warned_full: bool,
 }
@@ -165,7 +164,6 @@ impl FastMaps {
             by_ip: HashMap::new(),
             by_key: HashMap::new(),
             ifindex: ifaces.iter().map(|i| (i.name.clone(), i.ifindex)).collect(),
-            server_ip,
             stats: SyncStats::default(),
             warned_full: false,
         })
@@ -309,7 +307,7 @@ impl FastMaps {
         }
         let id = self.free.pop_front()?;
         let mut t = ReplyTemplate {
-            server_ip: u32::from_ne_bytes(self.server_ip.octets()),
+            sum: dhcp_common::options_sum(template),
             options_len: template.len() as u16,
             _pad: [0; 2],
             options: [0; TEMPLATE_OPTIONS_MAX],
@@ -342,6 +340,17 @@ impl FastMaps {
 
     pub fn len(&self) -> usize {
         self.by_ip.len()
+    }
+
+    /// Kernel memory charged for the lease map (`memlock` in its fdinfo).
+    pub fn lease_map_bytes(&self) -> Option<u64> {
+        use aya::maps::IterableMap;
+        use std::os::fd::{AsFd, AsRawFd};
+        let fd = self.leases.map().fd().as_fd().as_raw_fd();
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
     }
 
     pub fn is_empty(&self) -> bool {

@@ -11,7 +11,17 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use aya_log::EbpfLogger;
-use dhcp_common::{stat, MAP_LEASES, MAP_STATS, PEER_PROGRAM_NAME, PROGRAM_NAME, STAT_NAMES};
+use dhcp_common::{
+    stat, MAP_BARE_LEASES, MAP_LEASES, MAP_STATS, PEER_PROGRAM_NAME, PROGRAM_NAME, STAT_NAMES,
+};
+
+/// What `load_bench` loads besides the fast path.
+pub const BENCH_PROGRAMS: &[&str] = &[
+    "xdhcp_bare",
+    "xdhcp_bench_fast",
+    "xdhcp_bench_bare",
+    "xdhcp_bench_restore",
+];
 
 /// `struct xdp_md`, the context `BPF_PROG_TEST_RUN` takes for XDP.
 #[repr(C)]
@@ -125,6 +135,16 @@ impl Fastpath {
 
     /// `load` with a lease map of `lease_entries` bindings.
     pub fn load_sized(debug_logs: bool, lease_entries: u32) -> Result<Fastpath> {
+        Self::load_with(debug_logs, lease_entries, &[])
+    }
+
+    /// For `fastpath_cost`: also the yardstick (its map sized like the
+    /// lease map) and the benchmark harnesses, all sharing these maps.
+    pub fn load_bench(lease_entries: u32) -> Result<Fastpath> {
+        Self::load_with(false, lease_entries, BENCH_PROGRAMS)
+    }
+
+    fn load_with(debug_logs: bool, lease_entries: u32, extra: &[&str]) -> Result<Fastpath> {
         raise_memlock_limit();
         let level: u8 = if debug_logs {
             aya_log::Level::Debug as u8
@@ -134,6 +154,14 @@ impl Fastpath {
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &level, true)
             .map_max_entries(MAP_LEASES, lease_entries.max(1))
+            .map_max_entries(
+                MAP_BARE_LEASES,
+                if extra.is_empty() {
+                    1
+                } else {
+                    lease_entries.max(1)
+                },
+            )
             .load(XDP_OBJECT)
             .context("loading the XDP object (is this root, with BPF support?)")?;
         let logger = match EbpfLogger::init(&mut ebpf) {
@@ -148,6 +176,13 @@ impl Fastpath {
             .ok_or_else(|| anyhow!("program {PROGRAM_NAME} missing from the XDP object"))?
             .try_into()?;
         prog.load().map_err(verifier_error)?;
+        for name in extra {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the XDP object"))?
+                .try_into()?;
+            prog.load().map_err(verifier_error)?;
+        }
         Ok(Fastpath {
             attachments: Vec::new(),
             logger,
@@ -286,6 +321,45 @@ impl Fastpath {
             frame: out,
             duration: r.duration,
         })
+    }
+
+    /// Runs another loaded program of the object (see `load_bench`).
+    pub fn test_run_program(
+        &self,
+        name: &str,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunOutcome> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(name)
+            .ok_or_else(|| anyhow!("program {name} not loaded"))?
+            .try_into()?;
+        let mut out = vec![0u8; frame.len() + 1024];
+        let ctx = XdpMd {
+            data_end: frame.len() as u32,
+            ingress_ifindex: 1,
+            ..Default::default()
+        };
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(bytemuck::bytes_of(&ctx)),
+            repeat: repeat.max(1),
+            ..Default::default()
+        };
+        let r = prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+        out.truncate(r.data_size_out as usize);
+        Ok(TestRunOutcome {
+            verdict: r.return_value,
+            frame: out,
+            duration: r.duration,
+        })
+    }
+
+    /// Map access for the benchmark harness.
+    pub fn map_mut(&mut self, name: &str) -> Option<&mut aya::maps::Map> {
+        self.ebpf.map_mut(name)
     }
 
     /// File descriptor that becomes readable when the program logged.

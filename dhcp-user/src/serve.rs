@@ -30,6 +30,9 @@ use crate::{
     wire::{self, msg, FrameHeader},
 };
 
+/// How often renewals answered by the XDP program are collected.
+pub const EVENT_POLL: Duration = Duration::from_millis(100);
+
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -274,10 +277,10 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
         "XDP lease map loaded"
     );
     let mut events = RingBuf::try_from(fastpath.take_map(MAP_EVENTS)?)?;
-    // SAFETY: `events` owns the fd and lives until the end of `run`,
-    // after this AsyncFd (declared later, dropped first).
-    let events_fd =
-        unsafe { AsyncFd::register_with_interest(events.as_raw_fd(), Interest::READABLE)? };
+    // The XDP program submits renewal events without waking anyone (the
+    // wakeup check would cost every renewal); they are collected on this
+    // tick, so one reaches the store within EVENT_POLL plus a commit.
+    let mut event_poll = tokio::time::interval(EVENT_POLL);
     let tx = Arc::new(Transmitter {
         packet: sockets.clone(),
         udp: relay_socket()?,
@@ -377,10 +380,8 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
                     let _ = commit_tx.send(Commit { ops, replies: Vec::new() });
                 }
             }
-            ready = events_fd.readable() => {
-                let mut guard = ready?;
+            _ = event_poll.tick() => {
                 let ops = renewals(&mut events, &mut server);
-                guard.clear_ready();
                 if !ops.is_empty() {
                     let _ = commit_tx.send(Commit { ops, replies: Vec::new() });
                 }

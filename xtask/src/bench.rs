@@ -417,5 +417,25 @@ pub fn bench(quick: bool) -> Result<()> {
     }
     println!("\nHighest answered rate with at most 1% loss:\n\n{table}");
     let _ = std::fs::remove_dir_all(&lab.dir);
+
+    // The fast path's in-kernel cost next to the yardstick program, through
+    // BPF_PROG_TEST_RUN (no lab needed): 1,000,000 bindings (100,000 quick).
+    eprintln!("== fast path: in-kernel cost per renewal vs parse+lookup+swap");
+    let (bindings, runs) = if quick {
+        ("100000", "20000")
+    } else {
+        ("1000000", "50000")
+    };
+    run(cargo().args([
+        "run",
+        "--release",
+        "-p",
+        "xdhcp",
+        "--example",
+        "fastpath_cost",
+        "--",
+        bindings,
+        runs,
+    ]))?;
     Ok(())
 }

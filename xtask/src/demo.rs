@@ -62,24 +62,30 @@ pub fn demo() -> Result<()> {
         let _peer = Logged::spawn(&client, Command::new(&bin).args(["lab-peer", "cli0"]), None)?;
         _peer.wait_for("peer program attached", Duration::from_secs(20))?;
 
-        println!("== client: busybox udhcpc asks for a lease (DISCOVER, OFFER, REQUEST, ACK: the control plane)");
-        let script = dir.join("udhcpc.sh");
+        println!("== client: ISC dhclient asks for a lease (DISCOVER, OFFER, REQUEST, ACK: the control plane)");
+        let script = dir.join("dhclient.sh");
         std::fs::write(
             &script,
-            "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr flush dev $interface; ip addr add $ip/$subnet dev $interface; echo \"   client | $1: $ip lease $lease s from $serverid\" >&2;; esac\n",
+            "#!/bin/sh\ncase \"$reason\" in BOUND|RENEW|REBIND) ip addr flush dev $interface; ip addr add $new_ip_address/$new_subnet_mask dev $interface; echo \"   client | $reason: $new_ip_address lease $new_dhcp_lease_time s from $new_dhcp_server_identifier\" >&2;; esac\nexit 0\n",
         )?;
         run(Command::new("chmod").arg("+x").arg(&script))?;
         let started = Instant::now();
-        let udhcpc = Logged::spawn(
+        let dhclient = Logged::spawn(
             &client,
-            Command::new("busybox")
-                .args(["udhcpc", "-f", "-i", "cli0", "-t", "3", "-T", "1", "-s"])
-                .arg(&script),
-            Some(""),
+            Command::new("dhclient")
+                .args(["-4", "-d", "-sf"])
+                .arg(&script)
+                .arg("-pf")
+                .arg(dir.join("dhclient.pid"))
+                .arg("-lf")
+                .arg(dir.join("dhclient.leases"))
+                .arg("cli0"),
+            None,
         )?;
-        udhcpc
-            .wait_for("client | bound:", Duration::from_secs(15))
-            .context("udhcpc got no lease")?;
+        let bound = dhclient
+            .wait_for("client | BOUND:", Duration::from_secs(20))
+            .context("dhclient got no lease")?;
+        println!("{bound}");
         println!(
             "   lease obtained in {:.0} ms; cli0 now has {}",
             started.elapsed().as_secs_f64() * 1000.0,
@@ -90,12 +96,14 @@ pub fn demo() -> Result<()> {
                 .unwrap_or("?")
         );
 
-        println!("== client: udhcpc renews (SIGUSR1, a unicast REQUEST in RENEWING)");
+        println!(
+            "== client: dhclient renews at T1 (5 s in the demo config): a REQUEST in RENEWING"
+        );
         let acks_before = daemon.count("REQUEST -> ACK");
-        udhcpc.signal(10);
-        udhcpc
-            .wait_for("client | renew:", Duration::from_secs(10))
-            .context("udhcpc's renewal got no answer")?;
+        let renew = dhclient
+            .wait_for("client | RENEW:", Duration::from_secs(15))
+            .context("dhclient's renewal got no answer")?;
+        println!("{renew}");
         daemon
             .wait_for("renewed by the XDP program", Duration::from_secs(5))
             .context("the renewal was not the XDP program's")?;
@@ -104,8 +112,8 @@ pub fn demo() -> Result<()> {
             acks_before,
             daemon.count("REQUEST -> ACK")
         );
-        udhcpc.signal(15);
-        drop(udhcpc);
+        dhclient.signal(15);
+        drop(dhclient);
 
         println!(
             "== client: DISCOVERs tagged 802.1Q 100 and QinQ 100/200 (no VLAN interfaces anywhere)"
