@@ -169,6 +169,15 @@ pub fn frame_for(
     }
 }
 
+/// What the replies depend on: server identifier, options, subnets.
+fn reply_config_fingerprint(config: &Config) -> i64 {
+    let text = format!(
+        "{:?}|{:?}|{:?}",
+        config.server.server_id, config.options, config.subnets
+    );
+    i64::from(dhcp_common::fnv1a(text.as_bytes()))
+}
+
 /// Renewals the XDP program answered, as store changes.
 fn renewals(events: &mut RingBuf<MapData>, server: &mut Server) -> Vec<StoreOp> {
     let mut ops = Vec::new();
@@ -226,8 +235,28 @@ fn log_counters(server: &Server) {
 
 pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
     let mut store = SqliteStore::open(&config.server.lease_db, config.server.lease_db_sync)?;
-    let stored = store.load().context("loading leases")?;
+    let mut stored = store.load().context("loading leases")?;
     let loaded = stored.len();
+    // Reply templates were built under the configuration of their ACK; one
+    // that changed since must not answer from the kernel until the control
+    // plane has ACKed (and so rebuilt) each binding again.
+    let fingerprint = reply_config_fingerprint(&config);
+    if store.meta("reply_config")? != Some(fingerprint) {
+        let ops: Vec<StoreOp> = stored
+            .iter_mut()
+            .filter_map(|l| l.fast.take().map(|_| StoreOp::Put(l.clone())))
+            .collect();
+        if !ops.is_empty() {
+            tracing::info!(
+                bindings = ops.len(),
+                "configuration changed since these bindings were made: their next renewal goes through the control plane"
+            );
+            store
+                .apply(&ops)
+                .context("storing bindings without their templates")?;
+        }
+        store.set_meta("reply_config", fingerprint)?;
+    }
     let mut server = Server::new(&config, stored);
     tracing::info!(leases = loaded, db = %config.server.lease_db.display(), "lease store open");
     if !store.take_clean()? {

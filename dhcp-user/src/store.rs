@@ -40,10 +40,21 @@ pub trait LeaseStore: Send {
     fn load(&mut self) -> Result<Vec<Lease>>;
     /// Applies the batch atomically; durable when this returns Ok.
     fn apply(&mut self, ops: &[StoreOp]) -> Result<()>;
-    /// Whether the last run ended with `set_clean(true)`; marks this run
-    /// as not (yet) clean.
-    fn take_clean(&mut self) -> Result<bool>;
-    fn set_clean(&mut self, clean: bool) -> Result<()>;
+    /// A small integer the daemon keeps beside the leases.
+    fn meta(&mut self, key: &str) -> Result<Option<i64>>;
+    fn set_meta(&mut self, key: &str, value: i64) -> Result<()>;
+
+    /// Whether the last run ended with `set_clean(true)` (a store that
+    /// never ran counts as clean); marks this run as not (yet) clean.
+    fn take_clean(&mut self) -> Result<bool> {
+        let clean = self.meta("clean")?.is_none_or(|v| v == 1);
+        self.set_clean(false)?;
+        Ok(clean)
+    }
+
+    fn set_clean(&mut self, clean: bool) -> Result<()> {
+        self.set_meta("clean", i64::from(clean))
+    }
 }
 
 pub struct SqliteStore {
@@ -164,26 +175,22 @@ impl LeaseStore for SqliteStore {
         Ok(())
     }
 
-    fn take_clean(&mut self) -> Result<bool> {
-        let clean = self
+    fn meta(&mut self, key: &str) -> Result<Option<i64>> {
+        match self
             .conn
-            .query_row("SELECT v FROM meta WHERE k = 'clean'", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map(|v| v == 1)
-            .or_else(|e| match e {
-                // A new database: nothing can have been lost.
-                rusqlite::Error::QueryReturnedNoRows => Ok(true),
-                e => Err(e),
-            })?;
-        self.set_clean(false)?;
-        Ok(clean)
+            .query_row("SELECT v FROM meta WHERE k = ?1", params![key], |r| {
+                r.get(0)
+            }) {
+            Ok(v) => Ok(Some(v)),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
-    fn set_clean(&mut self, clean: bool) -> Result<()> {
+    fn set_meta(&mut self, key: &str, value: i64) -> Result<()> {
         self.conn.execute(
-            "INSERT OR REPLACE INTO meta (k, v) VALUES ('clean', ?1)",
-            params![i64::from(clean)],
+            "INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)",
+            params![key, value],
         )?;
         Ok(())
     }
@@ -194,7 +201,7 @@ impl LeaseStore for SqliteStore {
 pub struct MemoryStore {
     pub leases: HashMap<Ipv4Addr, Lease>,
     pub batches: usize,
-    pub unclean: bool,
+    pub meta: HashMap<String, i64>,
 }
 
 impl LeaseStore for MemoryStore {
@@ -217,12 +224,12 @@ impl LeaseStore for MemoryStore {
         Ok(())
     }
 
-    fn take_clean(&mut self) -> Result<bool> {
-        Ok(!std::mem::replace(&mut self.unclean, true))
+    fn meta(&mut self, key: &str) -> Result<Option<i64>> {
+        Ok(self.meta.get(key).copied())
     }
 
-    fn set_clean(&mut self, clean: bool) -> Result<()> {
-        self.unclean = !clean;
+    fn set_meta(&mut self, key: &str, value: i64) -> Result<()> {
+        self.meta.insert(key.to_string(), value);
         Ok(())
     }
 }

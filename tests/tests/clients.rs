@@ -331,6 +331,82 @@ fn dhclient_obtains_renews_and_releases() {
     assert_eq!(l.state, LeaseState::Released);
 }
 
+/// The kernel answers renewals with the options of the ACK it copied; a
+/// restart with different options must not keep answering with the old
+/// ones: the next renewal goes to the control plane, later ones are the
+/// kernel's again, with the new options.
+#[test]
+fn a_changed_configuration_is_never_answered_from_old_templates() {
+    let mut lab = DaemonLab::new("cfgchange", CONFIG, None).unwrap();
+    lab.start().unwrap();
+    let ev = lab.dir.join("events");
+    let script = lab
+        .script(
+            "udhcpc.sh",
+            &format!(
+                "#!/bin/sh\necho \"$1 $ip $dns\" >> {ev}\ncase \"$1\" in\n bound|renew) ip addr flush dev $interface; ip addr add $ip/$subnet dev $interface ;;\nesac\n",
+                ev = ev.display()
+            ),
+        )
+        .unwrap();
+    let spawn = |lab: &DaemonLab| {
+        Logged::spawn(
+            &lab.cli,
+            Command::new("busybox")
+                .args(["udhcpc", "-f", "-i", "cli0", "-t", "5", "-T", "1", "-s"])
+                .arg(&script),
+            None,
+        )
+        .unwrap()
+    };
+    let client = spawn(&lab);
+    let bound = wait_event(&lab, "bound ", 0, Duration::from_secs(15));
+    let ip: Ipv4Addr = bound.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(bound.ends_with("198.18.0.53"), "{bound}");
+    // Lease 30 s: udhcpc renews at 15 s by itself; the kernel answers.
+    let n = events(&lab).len();
+    wait_event(&lab, "renew ", n, Duration::from_secs(25));
+    assert!(kernel_renewals(&lab, ip) >= 1, "{:?}", lab.daemon().lines());
+    // The client keeps running (and its lease) across the restart.
+    lab.stop(SIGTERM).unwrap();
+    std::fs::write(
+        &lab.config,
+        std::fs::read_to_string(&lab.config)
+            .unwrap()
+            .replace("198.18.0.53", "198.18.0.99"),
+    )
+    .unwrap();
+    lab.start().unwrap();
+    let acks_before = acks(&lab);
+    let n = events(&lab).len();
+    let renew = wait_event(&lab, "renew ", n, Duration::from_secs(25));
+    assert!(
+        renew.ends_with("198.18.0.99"),
+        "old options from the kernel: {renew}"
+    );
+    assert!(
+        acks(&lab) > acks_before,
+        "the control plane made the new binding"
+    );
+    // The next renewal is the kernel's again, with the new options.
+    let kernel_before = kernel_renewals(&lab, ip);
+    let n = events(&lab).len();
+    let renew = wait_event(&lab, "renew ", n, Duration::from_secs(25));
+    assert!(renew.ends_with("198.18.0.99"), "{renew}");
+    wait_until(Duration::from_secs(5), || {
+        (kernel_renewals(&lab, ip) > kernel_before).then_some(())
+    })
+    .expect("renewed in the kernel after the control plane rebound it");
+    drop(client);
+    let (_, lines) = lab.stop(SIGTERM).unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("configuration changed since these bindings were made")),
+        "{lines:?}"
+    );
+}
+
 /// A relay (giaddr set, option 82) gets the replies at its own port 67,
 /// with option 82 echoed byte for byte.
 #[test]

@@ -818,3 +818,112 @@ fn never_the_same_address_to_two_clients() {
         );
     }
 }
+
+fn fast_reply() -> Arc<FastReply> {
+    Arc::new(FastReply {
+        iface: "srv0".into(),
+        outer_vlan: 0,
+        inner_vlan: 0,
+        giaddr: Ipv4Addr::UNSPECIFIED,
+        prl_len: 0,
+        shape_hash: 0,
+        max_message_size: 0,
+        client_id_len: 0,
+        relay_info_len: 0,
+        template: vec![53, 1, 5].into(),
+    })
+}
+
+fn stored_lease(last: u8, state: LeaseState, expires: u64, fast: bool) -> Lease {
+    Lease {
+        ip: Ipv4Addr::new(198, 18, 0, last),
+        client: Some(hw_key(1, &[2, 0, 0, 0, 0, last])),
+        hw: Box::new([1, 2, 0, 0, 0, 0, last]),
+        subnet_id: 1,
+        state,
+        expires,
+        lease_secs: 1000,
+        fast: fast.then(fast_reply),
+    }
+}
+
+#[test]
+fn an_ack_carries_what_the_kernel_needs_and_its_template() {
+    let mut s = server();
+    let out = handle_on(&mut s, &req(msg::DISCOVER, 1), &[], NOW);
+    let offered = yiaddr(&out);
+    let out = handle_on(
+        &mut s,
+        &req(msg::REQUEST, 1)
+            .requested(offered.octets())
+            .server_id([198, 18, 0, 1])
+            .opt(opt::PARAMETER_REQUEST_LIST, &[1, 3, 6])
+            .opt(opt::MAX_MESSAGE_SIZE, &1400u16.to_be_bytes()),
+        &[],
+        NOW,
+    );
+    let lease = out.store.iter().find_map(|o| o.lease()).expect("stored");
+    let f = lease
+        .fast
+        .as_ref()
+        .expect("an ACK is renewable in the kernel");
+    assert_eq!(
+        (f.prl_len, f.max_message_size, f.client_id_len),
+        (4, 1400, 0)
+    );
+    assert_eq!(f.shape_hash, dhcp_common::shape_hash(&[1, 3, 6], &[]));
+    // The template is the ACK's options up to the echoes: it starts with
+    // 53 = ACK and ends where the reply's END sits (no 61/82 here).
+    let payload = &out.reply.as_ref().unwrap().payload;
+    assert_eq!(&f.template[..3], &[53, 1, msg::ACK]);
+    assert_eq!(&payload[240..240 + f.template.len()], &f.template[..]);
+    assert_eq!(payload[240 + f.template.len()], 255);
+}
+
+#[test]
+fn unclean_stop_holds_kernel_renewable_bindings_until_now_plus_lease_time() {
+    let c = Config::parse(CONFIG, "test").unwrap();
+    let mut s = Server::new(
+        &c,
+        vec![
+            stored_lease(100, LeaseState::Bound, NOW + 100, true),
+            stored_lease(101, LeaseState::Bound, NOW + 100, false),
+            stored_lease(102, LeaseState::Bound, NOW - 1500, true),
+            stored_lease(50, LeaseState::Released, NOW + 100, true),
+        ],
+    );
+    let ops = s.recover_unclean(NOW);
+    let ips: Vec<Ipv4Addr> = ops.iter().filter_map(|o| o.lease()).map(|l| l.ip).collect();
+    assert_eq!(ips, vec![Ipv4Addr::new(198, 18, 0, 100)]);
+    assert_eq!(
+        s.leases
+            .get(Ipv4Addr::new(198, 18, 0, 100))
+            .unwrap()
+            .expires,
+        NOW + 1000
+    );
+    assert_eq!(
+        s.leases
+            .get(Ipv4Addr::new(198, 18, 0, 101))
+            .unwrap()
+            .expires,
+        NOW + 100
+    );
+    // A renewal reported by the kernel extends the binding, never shortens it.
+    let key = hw_key(1, &[2, 0, 0, 0, 0, 100]);
+    assert!(s
+        .renewed(&key, Ipv4Addr::new(198, 18, 0, 100), NOW + 10)
+        .is_none());
+    let op = s
+        .renewed(&key, Ipv4Addr::new(198, 18, 0, 100), NOW + 2000)
+        .unwrap();
+    assert!(matches!(op, StoreOp::Renewed(ref l) if l.expires == NOW + 2000));
+    // Not this client's binding: nothing.
+    assert!(s
+        .renewed(
+            &hw_key(1, &[2, 0, 0, 0, 0, 7]),
+            Ipv4Addr::new(198, 18, 0, 100),
+            NOW + 3000
+        )
+        .is_none());
+}
