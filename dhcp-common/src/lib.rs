@@ -26,6 +26,8 @@ pub const MAP_SCRATCH: &str = "XDHCP_SCRATCH";
 /// Template slots; a template is shared by every binding with the same
 /// option bytes, so this bounds distinct (subnet, PRL) combinations.
 pub const TEMPLATE_SLOTS: u32 = 4096;
+/// Interfaces the fast path can answer on: ifindex below this.
+pub const IFACE_SLOTS: u32 = 4096;
 pub const PROGRAM_NAME: &str = "xdhcp";
 /// The object's XDP_PASS program, for the client end of a lab veth.
 pub const PEER_PROGRAM_NAME: &str = "xdhcp_peer";
@@ -71,15 +73,16 @@ impl LeaseKey {
 /// last answered for. The XDP program answers only requests of the same
 /// shape from the same place; anything else goes to the control plane.
 ///
-/// Times are kept in the kernel's `CLOCK_BOOTTIME` domain (what
-/// `bpf_ktime_get_boot_ns` returns) because the kernel has no wall clock;
-/// userspace converts wall-clock expiries once, when it writes the entry:
-/// `boot_ns = now_boot_ns + (expiry_unix - now_unix) * 1e9`.
+/// Times are kept in the kernel's `CLOCK_MONOTONIC` domain (what
+/// `bpf_ktime_get_coarse_ns` returns, at jiffy resolution; the cheapest
+/// clock the program can read) because the kernel has no wall clock;
+/// userspace converts wall-clock expiries when it writes the entry:
+/// `mono_ns = now_mono_ns + (expiry_unix - now_unix) * 1e9`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeaseValue {
-    /// Binding ends at this `CLOCK_BOOTTIME` instant, in nanoseconds.
-    pub expires_boot_ns: u64,
+    /// Binding ends at this `CLOCK_MONOTONIC` instant, in nanoseconds.
+    pub expires_mono_ns: u64,
     /// Leased address, network byte order (as it sits in the packet).
     pub ip: u32,
     pub subnet_id: u32,
@@ -188,7 +191,7 @@ pub struct RenewEvent {
     pub key: LeaseKey,
     /// Address renewed, network byte order.
     pub ip: u32,
-    pub expires_boot_ns: u64,
+    pub expires_mono_ns: u64,
     pub ifindex: u32,
     /// 0 when absent.
     pub outer_vlan: u16,
@@ -350,7 +353,7 @@ mod layout {
     fn lease_value() {
         assert_eq!(size_of::<LeaseValue>(), 48);
         assert_eq!(align_of::<LeaseValue>(), 8);
-        assert_eq!(offset_of!(LeaseValue, expires_boot_ns), 0);
+        assert_eq!(offset_of!(LeaseValue, expires_mono_ns), 0);
         assert_eq!(offset_of!(LeaseValue, ip), 8);
         assert_eq!(offset_of!(LeaseValue, template_id), 16);
         assert_eq!(offset_of!(LeaseValue, ifindex), 24);
@@ -360,7 +363,7 @@ mod layout {
         assert_eq!(offset_of!(LeaseValue, prl_len), 40);
         assert_eq!(offset_of!(LeaseValue, client_id_len), 44);
         assert_eq!(offset_of!(LeaseValue, flags), 46);
-        no_hidden_padding!(LeaseValue, expires_boot_ns: u64, ip: u32, subnet_id: u32,
+        no_hidden_padding!(LeaseValue, expires_mono_ns: u64, ip: u32, subnet_id: u32,
             template_id: u32, lease_secs: u32, ifindex: u32, outer_vlan: u16, inner_vlan: u16,
             giaddr: u32, shape_hash: u32, prl_len: u16, max_message_size: u16,
             client_id_len: u8, relay_info_len: u8, flags: u16);
@@ -396,11 +399,11 @@ mod layout {
         assert_eq!(align_of::<RenewEvent>(), 8);
         assert_eq!(offset_of!(RenewEvent, key), 0);
         assert_eq!(offset_of!(RenewEvent, ip), 36);
-        assert_eq!(offset_of!(RenewEvent, expires_boot_ns), 40);
+        assert_eq!(offset_of!(RenewEvent, expires_mono_ns), 40);
         assert_eq!(offset_of!(RenewEvent, ifindex), 48);
         assert_eq!(offset_of!(RenewEvent, outer_vlan), 52);
         assert_eq!(offset_of!(RenewEvent, inner_vlan), 54);
-        no_hidden_padding!(RenewEvent, key: LeaseKey, ip: u32, expires_boot_ns: u64,
+        no_hidden_padding!(RenewEvent, key: LeaseKey, ip: u32, expires_mono_ns: u64,
             ifindex: u32, outer_vlan: u16, inner_vlan: u16);
     }
 

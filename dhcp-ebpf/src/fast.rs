@@ -12,7 +12,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_ktime_get_boot_ns, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
+        bpf_ktime_get_coarse_ns, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
         bpf_xdp_store_bytes,
     },
     programs::XdpContext,
@@ -349,11 +349,14 @@ pub fn try_answer(ctx: &XdpContext, frame: &Frame) -> Result<u32, u32> {
         .ok_or(stat::PASS_NO_TEMPLATE)?;
     build_payload(s, tmpl)?;
     // Interfaces without the fast path are not in the map.
-    let iface: &IfaceInfo = unsafe { XDHCP_IFACES.get(&ifindex) }.ok_or(stat::PASS_WRONG_SCOPE)?;
+    let iface: &IfaceInfo = XDHCP_IFACES
+        .get(ifindex)
+        .filter(|i| i.server_ip != 0)
+        .ok_or(stat::PASS_WRONG_SCOPE)?;
     rewrite_frame(ctx, s, iface)?;
 
     // The binding runs on; userspace persists it from the event.
-    lease.expires_boot_ns = now + lease.lease_secs as u64 * 1_000_000_000;
+    lease.expires_mono_ns = now + lease.lease_secs as u64 * 1_000_000_000;
     // Written in place in the ring; no wakeup: serve polls the ring on a
     // short timer, which spares every renewal the notification check.
     match XDHCP_EVENTS.reserve::<RenewEvent>(0) {
@@ -366,7 +369,7 @@ pub fn try_answer(ctx: &XdpContext, frame: &Frame) -> Result<u32, u32> {
                     size_of::<LeaseKey>() / 4,
                 );
                 core::ptr::addr_of_mut!((*ev).ip).write(vol(&s.ip) as u32);
-                core::ptr::addr_of_mut!((*ev).expires_boot_ns).write(lease.expires_boot_ns);
+                core::ptr::addr_of_mut!((*ev).expires_mono_ns).write(lease.expires_mono_ns);
                 core::ptr::addr_of_mut!((*ev).ifindex).write(ifindex);
                 core::ptr::addr_of_mut!((*ev).outer_vlan).write(vol(&s.outer_vlan) as u16);
                 core::ptr::addr_of_mut!((*ev).inner_vlan).write(vol(&s.inner_vlan) as u16);
@@ -483,7 +486,7 @@ fn build_key(s: &mut Scratch) -> Result<(), u32> {
 }
 
 /// The binding is ours to answer: flagged, same address, not expired,
-/// asked for from where it was made. Returns the current boot time.
+/// asked for from where it was made. Returns the current monotonic time.
 #[inline(always)]
 fn check_lease(s: &mut Scratch, lease: &LeaseValue, ifindex: u32) -> Result<u64, u32> {
     if lease.flags & lease_flags::FASTPATH == 0 {
@@ -492,10 +495,10 @@ fn check_lease(s: &mut Scratch, lease: &LeaseValue, ifindex: u32) -> Result<u64,
     if lease.ip != vol(&s.ip) as u32 {
         return Err(stat::PASS_WRONG_ADDRESS);
     }
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     // Close to its end a binding is the control plane's: its reclaim must
     // never race a renewal whose event is still on the way.
-    if now + EXPIRY_MARGIN_NS >= lease.expires_boot_ns {
+    if now + EXPIRY_MARGIN_NS >= lease.expires_mono_ns {
         return Err(stat::PASS_EXPIRED);
     }
     let giaddr = rd32(&s.req, 24);

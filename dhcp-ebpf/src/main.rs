@@ -15,7 +15,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
-use dhcp_common::{stat, IfaceInfo, LeaseKey, LeaseValue, ReplyTemplate, TEMPLATE_SLOTS};
+use dhcp_common::{
+    stat, IfaceInfo, LeaseKey, LeaseValue, ReplyTemplate, IFACE_SLOTS, TEMPLATE_SLOTS,
+};
 
 #[map(name = "XDHCP_STATS")]
 static XDHCP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
@@ -27,8 +29,9 @@ static XDHCP_LEASES: HashMap<LeaseKey, LeaseValue> = HashMap::with_max_entries(1
 #[map(name = "XDHCP_TEMPLATES")]
 static XDHCP_TEMPLATES: Array<ReplyTemplate> = Array::with_max_entries(TEMPLATE_SLOTS, 0);
 
+/// Indexed by ifindex (an array lookup is inlined; a hash one is a call).
 #[map(name = "XDHCP_IFACES")]
-static XDHCP_IFACES: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(256, 0);
+static XDHCP_IFACES: Array<IfaceInfo> = Array::with_max_entries(IFACE_SLOTS, 0);
 
 #[map(name = "XDHCP_EVENTS")]
 static XDHCP_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);

@@ -7,9 +7,13 @@
 //! store does not hold, and never answers from one it is about to lose.
 //!
 //! Clock: the kernel has no wall clock, so expiries in the map are
-//! `CLOCK_BOOTTIME` nanoseconds (what `bpf_ktime_get_boot_ns` reads).
+//! `CLOCK_MONOTONIC` nanoseconds (what `bpf_ktime_get_coarse_ns` reads, at
+//! jiffy resolution: a boot-time clock read costs the program ~50 ns in a
+//! VM). Monotonic time stops while a host is suspended; the map's expiries
+//! then run late by the suspension, which is harmless: the map follows
+//! the store, and the control plane reclaims by wall clock.
 //! Userspace converts a Unix expiry when it writes an entry, from a fresh
-//! reading of both clocks: `boot = boot_now + (unix - unix_now)`, and
+//! reading of both clocks: `mono = mono_now + (unix - unix_now)`, and
 //! back the same way for renewal events. A wall-clock step between two
 //! conversions moves expiries by the step, exactly as it would move the
 //! control plane's own Unix-time expiries.
@@ -24,8 +28,8 @@ use std::{
 use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 use dhcp_common::{
-    id_kind, lease_flags, IfaceInfo, LeaseKey, LeaseValue, ReplyTemplate, MAP_IFACES, MAP_LEASES,
-    MAP_TEMPLATES, MAX_ID_LEN, TEMPLATE_OPTIONS_MAX, TEMPLATE_SLOTS,
+    id_kind, lease_flags, IfaceInfo, LeaseKey, LeaseValue, ReplyTemplate, IFACE_SLOTS, MAP_IFACES,
+    MAP_LEASES, MAP_TEMPLATES, MAX_ID_LEN, TEMPLATE_OPTIONS_MAX, TEMPLATE_SLOTS,
 };
 
 use crate::{
@@ -34,13 +38,13 @@ use crate::{
     store::StoreOp,
 };
 
-pub fn boot_ns_now() -> u64 {
+pub fn mono_ns_now() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -50,16 +54,16 @@ fn unix_ns_now() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Unix seconds to `CLOCK_BOOTTIME` nanoseconds.
-pub fn unix_to_boot_ns(unix_secs: u64) -> u64 {
-    let (boot, unix) = (boot_ns_now(), unix_ns_now());
-    (boot + unix_secs.saturating_mul(1_000_000_000)).saturating_sub(unix)
+/// Unix seconds to `CLOCK_MONOTONIC` nanoseconds.
+pub fn unix_to_mono_ns(unix_secs: u64) -> u64 {
+    let (mono, unix) = (mono_ns_now(), unix_ns_now());
+    (mono + unix_secs.saturating_mul(1_000_000_000)).saturating_sub(unix)
 }
 
-/// `CLOCK_BOOTTIME` nanoseconds to Unix seconds (rounded down).
-pub fn boot_ns_to_unix(boot_ns: u64) -> u64 {
-    let (boot, unix) = (boot_ns_now(), unix_ns_now());
-    (unix + boot_ns).saturating_sub(boot) / 1_000_000_000
+/// `CLOCK_MONOTONIC` nanoseconds to Unix seconds (rounded down).
+pub fn mono_ns_to_unix(mono_ns: u64) -> u64 {
+    let (mono, unix) = (mono_ns_now(), unix_ns_now());
+    (unix + mono_ns).saturating_sub(mono) / 1_000_000_000
 }
 
 /// The lease-map key of a control-plane client key, if it fits.
@@ -144,16 +148,24 @@ impl FastMaps {
     ) -> Result<FastMaps> {
         let leases = BpfHashMap::try_from(fastpath.take_map(MAP_LEASES)?)?;
         let templates = Array::try_from(fastpath.take_map(MAP_TEMPLATES)?)?;
-        let mut iface_map: BpfHashMap<MapData, u32, IfaceInfo> =
-            BpfHashMap::try_from(fastpath.take_map(MAP_IFACES)?)?;
+        let mut iface_map: Array<MapData, IfaceInfo> =
+            Array::try_from(fastpath.take_map(MAP_IFACES)?)?;
         for i in ifaces {
+            if i.ifindex >= IFACE_SLOTS {
+                tracing::warn!(
+                    interface = %i.name,
+                    ifindex = i.ifindex,
+                    "interface index too high for the fast path (limit {IFACE_SLOTS}); the control plane answers there"
+                );
+                continue;
+            }
             let info = IfaceInfo {
                 mac: i.mac,
                 _pad: [0; 2],
                 server_ip: u32::from_ne_bytes(server_ip.octets()),
             };
             iface_map
-                .insert(i.ifindex, info, 0)
+                .set(i.ifindex, info, 0)
                 .with_context(|| format!("registering {} with the fast path", i.name))?;
         }
         Ok(FastMaps {
@@ -231,7 +243,7 @@ impl FastMaps {
             return None;
         }
         let value = LeaseValue {
-            expires_boot_ns: unix_to_boot_ns(l.expires),
+            expires_mono_ns: unix_to_mono_ns(l.expires),
             ip: u32::from_ne_bytes(l.ip.octets()),
             subnet_id: l.subnet_id,
             template_id: u32::MAX,
@@ -381,9 +393,9 @@ mod tests {
     #[test]
     fn clock_conversion_round_trips_to_the_second() {
         let unix = unix_ns_now() / 1_000_000_000 + 3600;
-        let boot = unix_to_boot_ns(unix);
-        assert!(boot > boot_ns_now() + 3590 * 1_000_000_000);
-        let back = boot_ns_to_unix(boot);
+        let mono = unix_to_mono_ns(unix);
+        assert!(mono > mono_ns_now() + 3590 * 1_000_000_000);
+        let back = mono_ns_to_unix(mono);
         assert!(back.abs_diff(unix) <= 1, "{back} vs {unix}");
     }
 }

@@ -22,7 +22,7 @@ use dhcp_common::{RenewEvent, MAP_EVENTS};
 
 use crate::{
     config::{Config, XdpSetting},
-    fastmap::{boot_ns_to_unix, client_key, FastIface, FastMaps},
+    fastmap::{client_key, mono_ns_to_unix, FastIface, FastMaps},
     fastpath::Fastpath,
     packet::{self, PacketSocket},
     server::{Arrival, Dest, Server},
@@ -191,7 +191,7 @@ fn renewals(events: &mut RingBuf<MapData>, server: &mut Server) -> Vec<StoreOp> 
             continue;
         };
         let ip = Ipv4Addr::from(ev.ip.to_ne_bytes());
-        let expires = boot_ns_to_unix(ev.expires_boot_ns);
+        let expires = mono_ns_to_unix(ev.expires_mono_ns);
         if let Some(op) = server.renewed(&key, ip, expires) {
             tracing::debug!(%ip, expires, "renewed by the XDP program");
             server.counters.fast_renewals += 1;

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use dhcp_common::stat;
 use xdhcp::{
     config::Config,
-    fastmap::{lease_key, unix_to_boot_ns, FastIface, FastMaps},
+    fastmap::{lease_key, unix_to_mono_ns, FastIface, FastMaps},
     fastpath::{Fastpath, XdpStats, XDP_PASS, XDP_TX},
     fixture::verdict_name,
     serve::{frame_for, unix_now, Wire},
@@ -719,7 +719,7 @@ fn requests_it_must_not_answer_pass_unchanged_with_their_reason() {
     lease.expires = unix_now() + 3;
     rig.maps.load(std::iter::once(&lease));
     let entry = rig.maps.get(&key).expect("the binding is in the map");
-    assert!(entry.expires_boot_ns < unix_to_boot_ns(unix_now() + 5));
+    assert!(entry.expires_mono_ns < unix_to_mono_ns(unix_now() + 5));
     let (verdict, _, delta) = rig.xdp(&renew);
     if verdict != XDP_PASS || delta.get(stat::PASS_EXPIRED) != 1 {
         failures.push(format!("expiring: {} {delta}", verdict_name(verdict)));
