@@ -50,6 +50,9 @@ pub struct Server {
     /// How often expired leases are reclaimed.
     #[serde(default = "default_reclaim")]
     pub reclaim_interval_secs: u32,
+    /// Control API socket (root-only); default /run/xdhcp/control.sock.
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
     /// Capacity of the XDP lease map (bindings the kernel can renew).
     /// Preallocated: about 150 bytes of kernel memory per entry, so the
     /// default 1,048,576 costs ~150 MiB. Bindings beyond it are renewed by

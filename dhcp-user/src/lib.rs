@@ -2,7 +2,9 @@
 //! This library is what the `xdhcp` binary, the integration tests and the
 //! benchmarks share.
 
+pub mod commands;
 pub mod config;
+pub mod control;
 pub mod fastmap;
 pub mod fastpath;
 pub mod fixture;

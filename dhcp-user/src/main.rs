@@ -1,6 +1,8 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+
+mod cli;
 use xdhcp::config::Config;
 
 /// xdhcp: DHCPv4 server with an XDP fast path for renewals.
@@ -21,6 +23,30 @@ enum Command {
         /// Lease database path, overriding the configuration's.
         #[arg(long)]
         lease_db: Option<PathBuf>,
+        /// Control socket path, overriding the configuration's.
+        #[arg(long)]
+        control_socket: Option<PathBuf>,
+    },
+    /// Daemon status: version, uptime, interfaces and XDP mode, lease map fill.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Counters: messages by type, drops, pool use per subnet, fast path vs
+    /// control plane, XDP pass reasons (per-CPU counters summed).
+    Stats {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Refresh every SECS seconds until interrupted.
+        #[arg(long, value_name = "SECS")]
+        watch: Option<u64>,
+    },
+    /// Leases in the running daemon.
+    Leases {
+        #[command(subcommand)]
+        command: LeasesCommand,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Lab helper: hold an XDP_PASS program on IFACE until SIGINT/SIGTERM
     /// (a veth delivers XDP_TX replies only to a peer running XDP).
@@ -31,6 +57,33 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(clap::Args, Clone)]
+struct ClientArgs {
+    /// Control socket of the daemon.
+    #[arg(long, global = true, default_value = xdhcp::control::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print the daemon's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum LeasesCommand {
+    /// All leases, optionally of one subnet and/or state.
+    List {
+        #[arg(long, value_name = "CIDR")]
+        subnet: Option<String>,
+        /// bound, offered, released, expired or declined.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// One lease, by address, hardware address or client identifier (hex).
+    Show { who: String },
+    /// Removes a lease from the store and the XDP lease map: the client's
+    /// next renewal is NAKed.
+    Delete { who: String },
 }
 
 #[derive(Subcommand)]
@@ -44,7 +97,11 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, lease_db } => {
+        Command::Serve {
+            config,
+            lease_db,
+            control_socket,
+        } => {
             let config = match config {
                 Some(path) => Config::from_file(&path),
                 None => Ok(Config::default_config()),
@@ -58,6 +115,9 @@ fn main() -> ExitCode {
             };
             if let Some(db) = lease_db {
                 config.server.lease_db = db;
+            }
+            if control_socket.is_some() {
+                config.server.control_socket = control_socket;
             }
             xdhcp::logging::init(config.logging.format, config.logging.level.as_deref());
             let rt = match tokio::runtime::Runtime::new() {
@@ -77,6 +137,63 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Status { client } => cli::run(
+            &client.socket,
+            client.json,
+            "status",
+            serde_json::Value::Null,
+            cli::print_status,
+        ),
+        Command::Stats { client, watch } => loop {
+            let code = cli::run(
+                &client.socket,
+                client.json,
+                "statistic-get-all",
+                serde_json::Value::Null,
+                cli::print_stats,
+            );
+            match watch {
+                Some(secs) if code == ExitCode::SUCCESS => {
+                    std::thread::sleep(std::time::Duration::from_secs(secs.max(1)));
+                    if !client.json {
+                        print!("\x1b[2J\x1b[H");
+                    }
+                }
+                _ => break code,
+            }
+        },
+        Command::Leases { command, client } => match command {
+            LeasesCommand::List { subnet, state } => {
+                let mut a = serde_json::Map::new();
+                if let Some(s) = subnet {
+                    a.insert("subnet".into(), s.into());
+                }
+                if let Some(s) = state {
+                    a.insert("state".into(), s.into());
+                }
+                cli::run(
+                    &client.socket,
+                    client.json,
+                    "lease4-get-all",
+                    a.into(),
+                    cli::print_leases,
+                )
+            }
+            LeasesCommand::Show { who } => cli::run(
+                &client.socket,
+                client.json,
+                "lease4-get",
+                cli::who(&who),
+                cli::print_lease,
+            ),
+            LeasesCommand::Delete { who } => cli::run(
+                &client.socket,
+                client.json,
+                "lease4-del",
+                cli::who(&who),
+                cli::print_text,
+            ),
+        },
         Command::LabPeer { iface } => {
             let _peer = match xdhcp::fastpath::attach_peer(&iface) {
                 Ok(p) => p,

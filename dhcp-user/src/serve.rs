@@ -6,7 +6,7 @@
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
     os::fd::AsRawFd,
-    sync::{mpsc, Arc},
+    sync::{mpsc, Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -21,8 +21,10 @@ use aya::maps::{MapData, RingBuf};
 use dhcp_common::{RenewEvent, MAP_EVENTS};
 
 use crate::{
+    commands,
     config::{Config, XdpSetting},
-    fastmap::{client_key, mono_ns_to_unix, FastIface, FastMaps},
+    control::{self, Pending},
+    fastmap::{client_key, mono_ns_to_unix, FastIface, FastMaps, SyncStats},
     fastpath::Fastpath,
     packet::{self, PacketSocket},
     server::{Arrival, Dest, Server},
@@ -85,6 +87,18 @@ impl Transmitter {
 struct Commit {
     ops: Vec<StoreOp>,
     replies: Vec<Wire>,
+    /// Told whether the batch holding these changes was written.
+    done: Option<tokio::sync::oneshot::Sender<bool>>,
+}
+
+impl Commit {
+    fn new(ops: Vec<StoreOp>, replies: Vec<Wire>) -> Commit {
+        Commit {
+            ops,
+            replies,
+            done: None,
+        }
+    }
 }
 
 /// Group commit: everything that queued up while the previous transaction
@@ -92,6 +106,7 @@ struct Commit {
 fn committer(
     mut store: Box<dyn LeaseStore>,
     mut maps: Option<FastMaps>,
+    shared: Arc<Mutex<SyncStats>>,
     rx: mpsc::Receiver<Commit>,
     tx: Arc<Transmitter>,
 ) -> (u64, u64, Box<dyn LeaseStore>, Option<FastMaps>) {
@@ -99,9 +114,11 @@ fn committer(
     while let Ok(first) = rx.recv() {
         let mut ops = first.ops;
         let mut replies = first.replies;
+        let mut done: Vec<_> = first.done.into_iter().collect();
         while let Ok(more) = rx.try_recv() {
             ops.extend(more.ops);
             replies.extend(more.replies);
+            done.extend(more.done);
             if ops.len() >= 4096 {
                 break;
             }
@@ -111,12 +128,19 @@ fn committer(
         if let Some(m) = maps.as_mut() {
             m.before_commit(&ops);
         }
-        match store.apply(&ops) {
+        let written = store.apply(&ops);
+        if let Some(m) = maps.as_mut() {
+            if written.is_ok() {
+                m.after_commit(&ops);
+            }
+            *shared.lock().unwrap() = m.stats;
+        }
+        for d in done {
+            let _ = d.send(written.is_ok());
+        }
+        match written {
             Ok(()) => {
                 batches += 1;
-                if let Some(m) = maps.as_mut() {
-                    m.after_commit(&ops);
-                }
                 for r in &replies {
                     tx.send(r);
                 }
@@ -305,6 +329,7 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
         ms = t0.elapsed().as_millis() as u64,
         "XDP lease map loaded"
     );
+    let sync_stats = Arc::new(Mutex::new(maps.stats));
     let mut events = RingBuf::try_from(fastpath.take_map(MAP_EVENTS)?)?;
     // The XDP program submits renewal events without waking anyone (the
     // wakeup check would cost every renewal); they are collected on this
@@ -317,9 +342,10 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
     let (commit_tx, commit_rx) = mpsc::channel::<Commit>();
     let committer_thread = {
         let tx = tx.clone();
+        let shared = sync_stats.clone();
         std::thread::Builder::new()
             .name("xdhcp-commit".into())
-            .spawn(move || committer(Box::new(store), Some(maps), commit_rx, tx))?
+            .spawn(move || committer(Box::new(store), Some(maps), shared, commit_rx, tx))?
     };
 
     // Readiness of every packet socket funnels into one channel so the
@@ -356,6 +382,12 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
     let mut reclaim = tokio::time::interval(Duration::from_secs(u64::from(
         config.server.reclaim_interval_secs.max(1),
     )));
+    let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<Pending>(64);
+    let socket_path = control::socket_path(config.server.control_socket.clone());
+    let control_task = control::listen(&socket_path, control_tx)?;
+    tracing::info!(socket = %socket_path.display(), "control API listening");
+    let started = std::time::Instant::now();
+    let lease_db = config.server.lease_db.display().to_string();
     tracing::info!(server_id = %config.server.server_id, "xdhcp serving");
     let mut buf = vec![0u8; 65536];
     let server_id = config.server.server_id;
@@ -398,21 +430,47 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
                             tx.send(w);
                         }
                     } else {
-                        let _ = commit_tx.send(Commit { ops: out.store, replies: wire.into_iter().collect() });
+                        let _ = commit_tx.send(Commit::new(out.store, wire.into_iter().collect()));
                     }
+                }
+            }
+            Some(p) = control_rx.recv() => {
+                let mut cx = commands::Context {
+                    server: &mut server,
+                    fastpath: &fastpath,
+                    sync: &sync_stats,
+                    started,
+                    lease_db: lease_db.clone(),
+                    lease_map_capacity: config.server.lease_map_entries,
+                    now: unix_now(),
+                };
+                let (response, ops) = commands::execute(&p.request, &mut cx);
+                if ops.is_empty() {
+                    let _ = p.reply.send(response);
+                } else {
+                    // Answer once the change is in the store and the map.
+                    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+                    let _ = commit_tx.send(Commit { ops, replies: Vec::new(), done: Some(done_tx) });
+                    tokio::spawn(async move {
+                        let response = match done_rx.await {
+                            Ok(true) => response,
+                            _ => control::Response::error("the lease store refused the change; nothing was changed on disk"),
+                        };
+                        let _ = p.reply.send(response);
+                    });
                 }
             }
             _ = reclaim.tick() => {
                 let ops = server.reclaim(unix_now());
                 if !ops.is_empty() {
                     tracing::debug!(expired = ops.len(), "leases reclaimed");
-                    let _ = commit_tx.send(Commit { ops, replies: Vec::new() });
+                    let _ = commit_tx.send(Commit::new(ops, Vec::new()));
                 }
             }
             _ = event_poll.tick() => {
                 let ops = renewals(&mut events, &mut server);
                 if !ops.is_empty() {
-                    let _ = commit_tx.send(Commit { ops, replies: Vec::new() });
+                    let _ = commit_tx.send(Commit::new(ops, Vec::new()));
                 }
             }
             ready = async { log_fd.as_ref().unwrap().readable().await }, if log_fd.is_some() => {
@@ -425,14 +483,13 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
     for w in watchers {
         w.abort();
     }
+    control_task.abort();
+    let _ = std::fs::remove_file(&socket_path);
     // No renewals in the kernel from here on; the last ones are stored.
     fastpath.detach_all()?;
     let ops = renewals(&mut events, &mut server);
     if !ops.is_empty() {
-        let _ = commit_tx.send(Commit {
-            ops,
-            replies: Vec::new(),
-        });
+        let _ = commit_tx.send(Commit::new(ops, Vec::new()));
     }
     // Every change handed to the committer is written before we exit.
     drop(commit_tx);

@@ -74,6 +74,32 @@ impl DaemonLab {
         self.dir.join("leases.db")
     }
 
+    /// The daemon's control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// Runs `xdhcp ARGS --socket <this lab's socket>` (a management
+    /// subcommand) and returns its exit code and stdout.
+    pub fn cli(&self, args: &[&str]) -> Result<(i32, String)> {
+        let out = Command::new(xdhcp_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(self.socket())
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.code().is_none() {
+            bail!(
+                "xdhcp {args:?} killed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok((
+            out.status.code().unwrap_or(-1),
+            stdout + &String::from_utf8_lossy(&out.stderr),
+        ))
+    }
+
     /// Starts `xdhcp serve` (debug logs on, so tests can wait for a
     /// message's outcome) and waits until it serves.
     pub fn start(&mut self) -> Result<&Logged> {
@@ -84,6 +110,8 @@ impl DaemonLab {
         cmd.arg("serve")
             .arg("--config")
             .arg(&self.config)
+            .arg("--control-socket")
+            .arg(self.socket())
             .env("RUST_LOG", "info,xdhcp=debug");
         let d = Logged::spawn(&self.srv, &cmd, None)?;
         d.wait_for("xdhcp serving", Duration::from_secs(30))?;

@@ -100,6 +100,26 @@ impl Logged {
         }
     }
 
+    /// Waits until `needle` has appeared on at least `n` lines.
+    pub fn wait_for_count(&self, needle: &str, n: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &*self.lines;
+        let mut lines = m.lock().unwrap();
+        loop {
+            if lines.iter().filter(|l| l.contains(needle)).count() >= n {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!(
+                    "fewer than {n} lines containing {needle:?} within {timeout:?}; got:\n{}",
+                    lines.join("\n")
+                );
+            }
+            lines = cv.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
     pub fn lines(&self) -> Vec<String> {
         self.lines.0.lock().unwrap().clone()
     }

@@ -193,6 +193,8 @@ fn start(lab: &BenchLab, system: System, bin: &Path) -> Result<Logged> {
                     .arg("serve")
                     .arg("--config")
                     .arg(&cfg)
+                    .arg("--control-socket")
+                    .arg(lab.dir.join("control.sock"))
                     .env("RUST_LOG", "warn,xdhcp::serve=info"),
                 None,
             )?;

@@ -47,6 +47,8 @@ pub fn demo() -> Result<()> {
             .arg("serve")
             .arg("--lease-db")
             .arg(&db)
+            .arg("--control-socket")
+            .arg(dir.join("control.sock"))
             .env("RUST_LOG", "info,xdhcp=debug"),
         Some("   server | "),
     )?;

@@ -1,0 +1,257 @@
+//! What the control API's commands do, on the daemon's main task.
+
+use std::{
+    net::Ipv4Addr,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use serde_json::{json, Value};
+
+use crate::{
+    config::Ipv4Net,
+    control::{Request, Response},
+    fastmap::SyncStats,
+    fastpath::Fastpath,
+    leases::{Lease, KIND_CLIENT_ID, KIND_HW},
+    server::Server,
+    store::StoreOp,
+    wire::msg,
+};
+
+/// What the commands may look at besides the state machine.
+pub struct Context<'a> {
+    pub server: &'a mut Server,
+    pub fastpath: &'a Fastpath,
+    pub sync: &'a Arc<Mutex<SyncStats>>,
+    pub started: Instant,
+    pub lease_db: String,
+    pub lease_map_capacity: u32,
+    pub now: u64,
+}
+
+fn hex(bytes: &[u8], sep: &str) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+pub fn lease_json(l: &Lease) -> Value {
+    let (hw, cid) = match l.client.as_deref() {
+        Some([KIND_CLIENT_ID, id @ ..]) => (None, Some(hex(id, ":"))),
+        Some([KIND_HW, _htype, mac @ ..]) => (Some(hex(mac, ":")), None),
+        _ => (None, None),
+    };
+    let hw = hw.or_else(|| (l.hw.len() > 1).then(|| hex(&l.hw[1..], ":")));
+    json!({
+        "ip-address": l.ip.to_string(),
+        "hw-address": hw,
+        "client-id": cid,
+        "subnet-id": l.subnet_id,
+        "state": l.state.as_str(),
+        "expires": l.expires,
+        "valid-lft": l.lease_secs,
+        "fast-path": l.fast.is_some(),
+    })
+}
+
+/// Parses "aa:bb:cc:dd:ee:ff" (also with '-' or no separators).
+fn parse_hex_id(s: &str) -> Option<Vec<u8>> {
+    let clean: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+    if !clean.len().is_multiple_of(2)
+        || clean.is_empty()
+        || clean.len() != s.chars().filter(|c| !matches!(c, ':' | '-' | '.')).count()
+    {
+        return None;
+    }
+    (0..clean.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&clean[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// Runs one command; returns the answer and the lease changes to commit.
+pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) {
+    let a = &req.arguments;
+    let none = Vec::new();
+    match req.command.as_str() {
+        "status" => {
+            let sync = *cx.sync.lock().unwrap();
+            let interfaces: Vec<Value> = cx
+                .fastpath
+                .attachments()
+                .iter()
+                .map(|at| json!({"name": at.ifname, "ifindex": at.ifindex, "xdp": at.mode.to_string()}))
+                .collect();
+            (
+                Response::ok(
+                    "xdhcp serving",
+                    json!({
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "pid": std::process::id(),
+                        "uptime": cx.started.elapsed().as_secs(),
+                        "server-id": cx.server.server_id().to_string(),
+                        "interfaces": interfaces,
+                        "leases": cx.server.leases.len(),
+                        "lease-map": {
+                            "bindings": sync.entries,
+                            "capacity": cx.lease_map_capacity,
+                            "templates": sync.templates,
+                            "refused-map-full": sync.map_full,
+                        },
+                        "lease-store": {"path": cx.lease_db},
+                    }),
+                ),
+                none,
+            )
+        }
+        "statistic-get-all" => {
+            let c = &cx.server.counters;
+            let by_type = |a: &[u64; 9]| -> Value {
+                (1..=8u8)
+                    .map(|t| (msg::name(t).to_string(), json!(a[usize::from(t)])))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into()
+            };
+            let xdp: Value = match cx.fastpath.stats() {
+                Ok(s) => s
+                    .named()
+                    .map(|(k, v)| (k.to_string(), json!(v)))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into(),
+                Err(e) => json!({"error": e.to_string()}),
+            };
+            let subnets: Vec<Value> = cx
+                .server
+                .utilisation(cx.now)
+                .into_iter()
+                .map(|(id, net, total, held)| {
+                    json!({"subnet-id": id, "subnet": net.to_string(), "total-addresses": total, "assigned-addresses": held})
+                })
+                .collect();
+            let sync = *cx.sync.lock().unwrap();
+            (
+                Response::ok(
+                    "statistics",
+                    json!({
+                        "received": by_type(&c.received),
+                        "sent": by_type(&c.sent),
+                        "dropped": c.dropped,
+                        "malformed": c.malformed.iter().map(|(k, v)| (k.name().to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                        "fast-path-renewals-stored": c.fast_renewals,
+                        "subnets": subnets,
+                        "xdp": xdp,
+                        "lease-map": {
+                            "bindings": sync.entries,
+                            "templates": sync.templates,
+                            "upserts": sync.upserts,
+                            "removals": sync.removals,
+                            "refused-map-full": sync.map_full,
+                            "refused-no-template-slot": sync.no_template_slot,
+                        },
+                    }),
+                ),
+                none,
+            )
+        }
+        "lease4-get-all" => {
+            let subnet = match a.get("subnet").and_then(Value::as_str) {
+                Some(s) => match s.parse::<Ipv4Net>() {
+                    Ok(n) => Some(n),
+                    Err(e) => return (Response::error(format!("subnet {s:?}: {e}")), none),
+                },
+                None => None,
+            };
+            let state = a.get("state").and_then(Value::as_str);
+            let mut leases: Vec<&Lease> = cx
+                .server
+                .leases
+                .iter()
+                .filter(|l| subnet.is_none_or(|n| n.contains(l.ip)))
+                .filter(|l| state.is_none_or(|s| l.state.as_str() == s))
+                .collect();
+            leases.sort_by_key(|l| l.ip);
+            let list: Vec<Value> = leases.into_iter().map(lease_json).collect();
+            let n = list.len();
+            let r = if n == 0 {
+                Response::empty("0 leases")
+            } else {
+                Response::ok(format!("{n} leases"), json!({ "leases": list }))
+            };
+            (r, none)
+        }
+        "lease4-get" => match find(cx.server, a) {
+            Ok(Some(l)) => (Response::ok("lease found", lease_json(l)), none),
+            Ok(None) => (Response::empty("no such lease"), none),
+            Err(e) => (Response::error(e), none),
+        },
+        "lease4-del" => {
+            let ip = match find(cx.server, a) {
+                Ok(Some(l)) => l.ip,
+                Ok(None) => return (Response::empty("no such lease"), none),
+                Err(e) => return (Response::error(e), none),
+            };
+            cx.server.leases.remove(ip);
+            tracing::info!(%ip, "lease deleted by the control API");
+            (
+                Response::ok(format!("lease {ip} deleted"), Value::Null),
+                vec![StoreOp::Delete(ip)],
+            )
+        }
+        other => (
+            Response::error(format!(
+                "unknown command {other:?} (known: status, statistic-get-all, lease4-get-all, lease4-get, lease4-del)"
+            )),
+            none,
+        ),
+    }
+}
+
+/// The lease named by `ip-address`, `hw-address` or `client-id`.
+fn find<'s>(server: &'s Server, a: &Value) -> Result<Option<&'s Lease>, String> {
+    if let Some(ip) = a.get("ip-address").and_then(Value::as_str) {
+        let ip: Ipv4Addr = ip.parse().map_err(|e| format!("ip-address {ip:?}: {e}"))?;
+        return Ok(server.leases.get(ip));
+    }
+    if let Some(hw) = a.get("hw-address").and_then(Value::as_str) {
+        let mac = parse_hex_id(hw).ok_or_else(|| format!("hw-address {hw:?}: not hex bytes"))?;
+        return Ok(server
+            .leases
+            .iter()
+            .filter(|l| l.hw.get(1..) == Some(&mac[..]))
+            .max_by_key(|l| l.expires));
+    }
+    if let Some(cid) = a.get("client-id").and_then(Value::as_str) {
+        let id = parse_hex_id(cid).ok_or_else(|| format!("client-id {cid:?}: not hex bytes"))?;
+        let mut key = vec![KIND_CLIENT_ID];
+        key.extend_from_slice(&id);
+        return Ok(server
+            .leases
+            .iter()
+            .filter(|l| l.client.as_deref() == Some(&key[..]))
+            .max_by_key(|l| l.expires));
+    }
+    Err("give ip-address, hw-address or client-id".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_ids_parse_with_any_separator_and_refuse_junk() {
+        assert_eq!(
+            parse_hex_id("02:00:5e:10:00:07"),
+            Some(vec![2, 0, 0x5e, 0x10, 0, 7])
+        );
+        assert_eq!(
+            parse_hex_id("02-00-5e-10-00-07"),
+            Some(vec![2, 0, 0x5e, 0x10, 0, 7])
+        );
+        assert_eq!(parse_hex_id("ff01"), Some(vec![0xff, 1]));
+        assert_eq!(parse_hex_id("zz:01"), None);
+        assert_eq!(parse_hex_id(""), None);
+    }
+}

@@ -1,0 +1,185 @@
+//! The control API and the management CLI against a running daemon in the
+//! lab, checked by their effect on real DHCP traffic.
+
+use std::{net::Ipv4Addr, os::unix::fs::PermissionsExt, process::Command, time::Duration};
+
+use serde_json::Value;
+use xdhcp_lab::{
+    daemon::{read_lines, wait_until, DaemonLab},
+    proc::Logged,
+};
+
+const SIGUSR1: i32 = 10;
+
+const CONFIG: &str = r#"
+[server]
+server_id = "198.18.0.1"
+lease_db = "@DB@"
+
+[[interface]]
+name = "srv0"
+
+[options]
+lease_time = 120
+dns_servers = ["198.18.0.53"]
+
+[[subnet]]
+id = 1
+subnet = "198.18.0.0/24"
+interface = "srv0"
+options = { routers = ["198.18.0.1"] }
+[[subnet.pool]]
+start = "198.18.0.100"
+end = "198.18.0.150"
+"#;
+
+fn json(lab: &DaemonLab, args: &[&str]) -> (i32, Value) {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let (code, out) = lab.cli(&a).unwrap();
+    let v = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"));
+    (code, v)
+}
+
+fn events(lab: &DaemonLab) -> Vec<String> {
+    read_lines(&lab.dir.join("events"))
+}
+
+fn wait_event(lab: &DaemonLab, prefix: &str, after: usize) -> String {
+    wait_until(Duration::from_secs(20), || {
+        events(lab)
+            .into_iter()
+            .skip(after)
+            .find(|e| e.starts_with(prefix))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no {prefix:?} event: {:?}\n{:?}",
+            events(lab),
+            lab.daemon().lines()
+        )
+    })
+}
+
+#[test]
+fn cli_reads_the_daemon_and_a_deleted_lease_is_naked_at_its_next_renewal() {
+    let mut lab = DaemonLab::new("control", CONFIG, None).unwrap();
+    lab.start().unwrap();
+    let mode = std::fs::metadata(lab.socket())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "control socket must be root-only");
+
+    let ev = lab.dir.join("events");
+    let script = lab
+        .script(
+            "udhcpc.sh",
+            &format!(
+                "#!/bin/sh\necho \"$1 $ip\" >> {ev}\ncase \"$1\" in\n bound|renew) ip addr flush dev $interface; ip addr add $ip/$subnet dev $interface ;;\n deconfig) ip addr flush dev $interface ;;\nesac\n",
+                ev = ev.display()
+            ),
+        )
+        .unwrap();
+    let client = Logged::spawn(
+        &lab.cli,
+        Command::new("busybox")
+            .args(["udhcpc", "-f", "-i", "cli0", "-t", "5", "-T", "1", "-s"])
+            .arg(&script),
+        None,
+    )
+    .unwrap();
+    let bound = wait_event(&lab, "bound ", 0);
+    let ip: Ipv4Addr = bound.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mac = lab.cli.mac("cli0").unwrap();
+    let mac_s = mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+
+    // status
+    let (code, st) = json(&lab, &["status"]);
+    assert_eq!(code, 0, "{st}");
+    let a = &st["arguments"];
+    assert_eq!(a["interfaces"][0]["name"], "srv0");
+    assert_eq!(a["interfaces"][0]["xdp"], "native");
+    assert_eq!(a["leases"], 1);
+    assert_eq!(a["lease-map"]["bindings"], 1, "{st}");
+    let (code, text) = lab.cli(&["status"]).unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("XDP native") && text.contains("1 of 1048576 bindings"),
+        "{text}"
+    );
+
+    // leases list / show
+    let (code, text) = lab.cli(&["leases", "list"]).unwrap();
+    assert_eq!(code, 0);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&ip.to_string()))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        row.contains(&mac_s) && row.contains("bound") && row.ends_with("yes"),
+        "{row}"
+    );
+    let (code, v) = json(&lab, &["leases", "list", "--subnet", "198.18.1.0/24"]);
+    assert_eq!(code, 3, "another subnet holds none: {v}");
+    let (code, v) = json(&lab, &["leases", "show", &mac_s]);
+    assert_eq!(
+        (code, v["arguments"]["ip-address"].as_str()),
+        (0, Some(&*ip.to_string())),
+        "{v}"
+    );
+    let (code, _) = lab.cli(&["leases", "show", "198.18.0.149"]).unwrap();
+    assert_eq!(code, 3);
+    let (code, out) = lab
+        .cli(&["leases", "list", "--subnet", "nonsense"])
+        .unwrap();
+    assert_eq!(code, 1, "{out}");
+
+    // A renewal answered in the kernel shows in the stats.
+    let n = events(&lab).len();
+    client.signal(SIGUSR1);
+    wait_event(&lab, "renew ", n);
+    let fast = wait_until(Duration::from_secs(5), || {
+        let (_, s) = json(&lab, &["stats"]);
+        let x = &s["arguments"]["xdp"];
+        let n = x["fp_ack_renewing"].as_u64().unwrap_or(0)
+            + x["fp_ack_rebinding"].as_u64().unwrap_or(0);
+        (n >= 1).then_some(s)
+    })
+    .expect("a fast-path ACK counted");
+    let a = &fast["arguments"];
+    assert!(a["sent"]["ACK"].as_u64().unwrap() >= 1, "{a}");
+    assert_eq!(a["subnets"][0]["assigned-addresses"], 1, "{a}");
+    let (code, text) = lab.cli(&["stats"]).unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("fast path (XDP)") && text.contains("198.18.0.0/24"),
+        "{text}"
+    );
+
+    // Delete: gone from the store and the lease map; the next renewal is
+    // the control plane's, and it NAKs.
+    let (code, out) = lab.cli(&["leases", "delete", &ip.to_string()]).unwrap();
+    assert_eq!(code, 0, "{out}");
+    let (code, _) = lab.cli(&["leases", "show", &ip.to_string()]).unwrap();
+    assert_eq!(code, 3);
+    let (_, st) = json(&lab, &["status"]);
+    assert_eq!(st["arguments"]["lease-map"]["bindings"], 0, "{st}");
+    let naks = lab.daemon().count("REQUEST -> NAK");
+    client.signal(SIGUSR1);
+    lab.daemon()
+        .wait_for_count("REQUEST -> NAK", naks + 1, Duration::from_secs(10))
+        .unwrap();
+    // udhcpc starts over and is bound again, by the control plane.
+    let n = events(&lab).len();
+    wait_event(&lab, "bound ", n);
+
+    // Unknown commands are refused, nothing else happens.
+    let (code, out) = lab.cli(&["leases", "delete", "not-an-id!"]).unwrap();
+    assert_eq!(code, 1, "{out}");
+    drop(client);
+}
