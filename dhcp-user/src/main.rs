@@ -41,6 +41,12 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         watch: Option<u64>,
     },
+    /// Re-reads the daemon's configuration file (as SIGHUP does); a bad
+    /// one is refused with its line and the running one stays.
+    Reload {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Leases in the running daemon.
     Leases {
         #[command(subcommand)]
@@ -52,6 +58,9 @@ enum Command {
     /// (a veth delivers XDP_TX replies only to a peer running XDP).
     #[command(hide = true)]
     LabPeer { iface: String },
+    /// Prints a shell completion script, e.g.
+    /// `xdhcp completions bash > /etc/bash_completion.d/xdhcp`.
+    Completions { shell: clap_complete::Shell },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -102,6 +111,7 @@ fn main() -> ExitCode {
             lease_db,
             control_socket,
         } => {
+            let config_path = config.clone();
             let config = match config {
                 Some(path) => Config::from_file(&path),
                 None => Ok(Config::default_config()),
@@ -128,7 +138,7 @@ fn main() -> ExitCode {
                 }
             };
             let debug = xdhcp::logging::debug_enabled();
-            match rt.block_on(xdhcp::serve::run(config, debug)) {
+            match rt.block_on(xdhcp::serve::run(config, config_path, debug)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -162,6 +172,13 @@ fn main() -> ExitCode {
                 _ => break code,
             }
         },
+        Command::Reload { client } => cli::run(
+            &client.socket,
+            client.json,
+            "config-reload",
+            serde_json::Value::Null,
+            cli::print_text,
+        ),
         Command::Leases { command, client } => match command {
             LeasesCommand::List { subnet, state } => {
                 let mut a = serde_json::Map::new();
@@ -213,6 +230,11 @@ fn main() -> ExitCode {
                 libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
                 libc::sigwait(&set, &mut sig);
             }
+            ExitCode::SUCCESS
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "xdhcp", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
         Command::Config { command } => match command {

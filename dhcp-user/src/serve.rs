@@ -257,7 +257,69 @@ fn log_counters(server: &Server) {
     );
 }
 
-pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
+/// Applies the configuration at `path` to the running server: subnets,
+/// pools, options and reservations change in place; what needs new
+/// sockets, programs or maps (interfaces, server identifier, lease store,
+/// map size, control socket) is refused. When the replies change, every
+/// binding leaves the XDP lease map (written to the store in the same
+/// batch) so its next renewal is answered, and rebound, by the control
+/// plane with the new options.
+fn reload(
+    path: Option<&std::path::Path>,
+    running: &mut Config,
+    server: &mut Server,
+) -> std::result::Result<(String, Vec<StoreOp>), String> {
+    let path = path.ok_or("running on the embedded default configuration: nothing to reload")?;
+    let new = Config::from_file(path)
+        .map_err(|e| format!("refused, the running configuration stays: {e}"))?;
+    let restart = |what: &str| Err(format!("refused: {what} changed; that needs a restart"));
+    if new.interfaces != running.interfaces {
+        return restart("[[interface]]");
+    }
+    let (a, b) = (&new.server, &running.server);
+    if a.server_id != b.server_id {
+        return restart("server_id");
+    }
+    if a.lease_db != b.lease_db || a.lease_db_sync != b.lease_db_sync {
+        return restart("the lease store");
+    }
+    if a.lease_map_entries != b.lease_map_entries {
+        return restart("lease_map_entries");
+    }
+    let mut leases: Vec<crate::leases::Lease> = server.leases.iter().cloned().collect();
+    let mut ops = Vec::new();
+    let fingerprint = reply_config_fingerprint(&new);
+    if fingerprint != reply_config_fingerprint(running) {
+        for l in &mut leases {
+            if l.fast.take().is_some() {
+                ops.push(StoreOp::Put(l.clone()));
+            }
+        }
+        ops.push(StoreOp::Meta("reply_config", fingerprint));
+    }
+    let counters = std::mem::take(&mut server.counters);
+    *server = Server::new(&new, leases);
+    server.counters = counters;
+    let moved = ops.len().saturating_sub(1);
+    let control_socket = running.server.control_socket.clone();
+    *running = new;
+    running.server.control_socket = control_socket;
+    Ok((
+        format!(
+            "configuration reloaded from {}: {} subnets; {moved} bindings answered by the control plane at their next renewal",
+            path.display(),
+            running.subnets.len()
+        ),
+        ops,
+    ))
+}
+
+pub async fn run(
+    config: Config,
+    config_path: Option<std::path::PathBuf>,
+    debug_xdp_logs: bool,
+) -> Result<()> {
+    let mut config = config;
     let mut store = SqliteStore::open(&config.server.lease_db, config.server.lease_db_sync)?;
     let mut stored = store.load().context("loading leases")?;
     let loaded = stored.len();
@@ -379,6 +441,7 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
     };
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut reclaim = tokio::time::interval(Duration::from_secs(u64::from(
         config.server.reclaim_interval_secs.max(1),
     )));
@@ -434,7 +497,39 @@ pub async fn run(config: Config, debug_xdp_logs: bool) -> Result<()> {
                     }
                 }
             }
+            _ = sighup.recv() => {
+                match reload(config_path.as_deref(), &mut config, &mut server) {
+                    Ok((text, ops)) => {
+                        tracing::info!("SIGHUP: {text}");
+                        if !ops.is_empty() {
+                            let _ = commit_tx.send(Commit::new(ops, Vec::new()));
+                        }
+                    }
+                    Err(e) => tracing::error!("SIGHUP: {e}"),
+                }
+            }
             Some(p) = control_rx.recv() => {
+                if p.request.command == "config-reload" {
+                    match reload(config_path.as_deref(), &mut config, &mut server) {
+                        Ok((text, ops)) => {
+                            tracing::info!("{text}");
+                            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+                            let _ = commit_tx.send(Commit { ops, replies: Vec::new(), done: Some(done_tx) });
+                            tokio::spawn(async move {
+                                let r = match done_rx.await {
+                                    Ok(true) => control::Response::ok(text, serde_json::Value::Null),
+                                    _ => control::Response::error("reloaded, but the lease store refused the change"),
+                                };
+                                let _ = p.reply.send(r);
+                            });
+                        }
+                        Err(e) => {
+                            tracing::error!("reload: {e}");
+                            let _ = p.reply.send(control::Response::error(e));
+                        }
+                    }
+                    continue;
+                }
                 let mut cx = commands::Context {
                     server: &mut server,
                     fastpath: &fastpath,

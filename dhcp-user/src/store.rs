@@ -24,13 +24,15 @@ pub enum StoreOp {
     /// lease map is ahead of the store and must not be rewritten from it.
     Renewed(Lease),
     Delete(Ipv4Addr),
+    /// A daemon fact kept beside the leases, written in the same batch.
+    Meta(&'static str, i64),
 }
 
 impl StoreOp {
     pub fn lease(&self) -> Option<&Lease> {
         match self {
             StoreOp::Put(l) | StoreOp::Renewed(l) => Some(l),
-            StoreOp::Delete(_) => None,
+            StoreOp::Delete(_) | StoreOp::Meta(..) => None,
         }
     }
 }
@@ -168,6 +170,12 @@ impl LeaseStore for SqliteStore {
                     StoreOp::Delete(ip) => {
                         del.execute(params![i64::from(u32::from(*ip))])?;
                     }
+                    StoreOp::Meta(k, v) => {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)",
+                            params![k, v],
+                        )?;
+                    }
                 }
             }
         }
@@ -218,6 +226,9 @@ impl LeaseStore for MemoryStore {
                 }
                 StoreOp::Delete(ip) => {
                     self.leases.remove(ip);
+                }
+                StoreOp::Meta(k, v) => {
+                    self.meta.insert(k.to_string(), *v);
                 }
             }
         }

@@ -50,3 +50,29 @@ fn config_check_on_missing_file_says_so() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
+
+#[test]
+fn completions_cover_every_subcommand() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = xdhcp().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for sub in ["serve", "status", "stats", "leases", "reload", "config"] {
+            assert!(text.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+}
+
+#[test]
+fn management_commands_without_a_daemon_fail_clearly() {
+    let out = xdhcp()
+        .args(["status", "--socket", "/nonexistent/xdhcp.sock"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/xdhcp.sock") && err.contains("is xdhcp serving"),
+        "{err}"
+    );
+}

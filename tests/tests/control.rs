@@ -183,3 +183,103 @@ fn cli_reads_the_daemon_and_a_deleted_lease_is_naked_at_its_next_renewal() {
     assert_eq!(code, 1, "{out}");
     drop(client);
 }
+
+fn fast_acks(lab: &DaemonLab) -> u64 {
+    let (_, s) = json(lab, &["stats"]);
+    let x = &s["arguments"]["xdp"];
+    ["fp_ack_renewing", "fp_ack_rebinding", "fp_ack_init_reboot"]
+        .iter()
+        .map(|k| x[*k].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Reload (CLI and SIGHUP): a bad file is refused with its line and
+/// changes nothing; a good one changes the options of the very next
+/// renewal (the control plane's), and the kernel answers the one after
+/// with the new options.
+#[test]
+fn reload_refuses_bad_files_and_new_options_reach_the_next_renewal() {
+    let mut lab = DaemonLab::new("reload", CONFIG, None).unwrap();
+    lab.start().unwrap();
+    let ev = lab.dir.join("events");
+    let script = lab
+        .script(
+            "udhcpc.sh",
+            &format!(
+                "#!/bin/sh\necho \"$1 $ip $dns\" >> {ev}\ncase \"$1\" in\n bound|renew) ip addr flush dev $interface; ip addr add $ip/$subnet dev $interface ;;\nesac\n",
+                ev = ev.display()
+            ),
+        )
+        .unwrap();
+    let client = Logged::spawn(
+        &lab.cli,
+        Command::new("busybox")
+            .args(["udhcpc", "-f", "-i", "cli0", "-t", "5", "-T", "1", "-s"])
+            .arg(&script),
+        None,
+    )
+    .unwrap();
+    let bound = wait_event(&lab, "bound ", 0);
+    assert!(bound.ends_with(" 198.18.0.53"), "{bound}");
+    let renew = |lab: &DaemonLab| {
+        let n = events(lab).len();
+        client.signal(SIGUSR1);
+        wait_event(lab, "renew ", n)
+    };
+    assert!(renew(&lab).ends_with(" 198.18.0.53"));
+    wait_until(Duration::from_secs(5), || {
+        (fast_acks(&lab) >= 1).then_some(())
+    })
+    .expect("renewed in the kernel");
+    let original = std::fs::read_to_string(&lab.config).unwrap();
+
+    // A bad file: refused with file and line, nothing changes.
+    std::fs::write(
+        &lab.config,
+        original.replace("name = \"srv0\"", "name = \"srv0\"\nxdp = \"turbo\""),
+    )
+    .unwrap();
+    let (code, out) = lab.cli(&["reload"]).unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("{}:8:", lab.config.display())) && out.contains("turbo"),
+        "{out}"
+    );
+    let (code, _) = lab.cli(&["status"]).unwrap();
+    assert_eq!(code, 0, "still serving");
+
+    // A good one: new DNS server.
+    std::fs::write(&lab.config, original.replace("198.18.0.53", "198.18.0.99")).unwrap();
+    let (code, out) = lab.cli(&["reload"]).unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("1 bindings answered by the control plane"),
+        "{out}"
+    );
+    let (_, st) = json(&lab, &["status"]);
+    assert_eq!(st["arguments"]["lease-map"]["bindings"], 0, "{st}");
+    let acks = lab.daemon().count("REQUEST -> ACK");
+    assert!(
+        renew(&lab).ends_with(" 198.18.0.99"),
+        "old options after reload"
+    );
+    assert!(
+        lab.daemon().count("REQUEST -> ACK") > acks,
+        "the control plane answered"
+    );
+    let fast = fast_acks(&lab);
+    assert!(renew(&lab).ends_with(" 198.18.0.99"));
+    wait_until(Duration::from_secs(5), || {
+        (fast_acks(&lab) > fast).then_some(())
+    })
+    .expect("the kernel answers again, with the new template");
+
+    // SIGHUP does the same.
+    std::fs::write(&lab.config, original.replace("198.18.0.53", "198.18.0.77")).unwrap();
+    lab.daemon().signal(1);
+    lab.daemon()
+        .wait_for("SIGHUP: configuration reloaded", Duration::from_secs(5))
+        .unwrap();
+    assert!(renew(&lab).ends_with(" 198.18.0.77"));
+    drop(client);
+}

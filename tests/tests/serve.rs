@@ -128,3 +128,75 @@ fn bad_config_is_refused_with_its_line() {
     assert!(log.contains("turbo"), "{log}");
     assert_eq!(lab.srv.xdp_mode("srv0").unwrap(), None);
 }
+
+/// The daemon as dist/xdhcp.service runs it: an unprivileged user holding
+/// only the unit's ambient capabilities. A real client gets a lease and
+/// renews it in the kernel.
+#[test]
+fn runs_unprivileged_with_the_units_capabilities() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dist/xdhcp.service"
+    ))
+    .unwrap();
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("the unit names its capabilities")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let caps = caps.join(",");
+    let config = format!(
+        "{CONFIG}\n[options]\nlease_time = 60\n\n[[subnet]]\nid = 1\nsubnet = \"198.18.0.0/24\"\ninterface = \"srv0\"\n[[subnet.pool]]\nstart = \"198.18.0.100\"\nend = \"198.18.0.110\"\n"
+    );
+    let lab = DaemonLab::new("unpriv", &config, None).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&lab.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let d = Logged::spawn(
+        &lab.srv,
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(format!("--inh-caps={caps}"))
+            .arg(format!("--ambient-caps={caps}"))
+            .arg(xdhcp_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&lab.config)
+            .arg("--control-socket")
+            .arg(lab.socket())
+            .env("RUST_LOG", "info,xdhcp=debug"),
+        None,
+    )
+    .unwrap();
+    d.wait_for("xdhcp serving", Duration::from_secs(30))
+        .unwrap();
+    let out = lab
+        .cli
+        .command_from(
+            Command::new("busybox")
+                .args(["udhcpc", "-i", "cli0", "-n", "-q", "-t", "3", "-T", "1"]),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{:?}",
+        String::from_utf8_lossy(&out.stderr),
+        d.lines()
+    );
+    d.wait_for("REQUEST -> ACK", Duration::from_secs(5))
+        .unwrap();
+    let uid = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap_or_default();
+    assert!(
+        uid.lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        "not running as nobody: {uid}"
+    );
+    // The control socket works for root (the operator).
+    let (code, text) = lab.cli(&["status"]).unwrap();
+    assert_eq!(code, 0, "{text}");
+    d.signal(SIGTERM);
+}
