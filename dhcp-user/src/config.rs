@@ -50,6 +50,10 @@ pub struct Server {
     /// How often expired leases are reclaimed.
     #[serde(default = "default_reclaim")]
     pub reclaim_interval_secs: u32,
+    /// Prometheus metrics (`GET /metrics`) on this address; "off" to
+    /// disable. Default: loopback only.
+    #[serde(default = "default_metrics")]
+    pub metrics_address: String,
     /// Control API socket (root-only); default /run/xdhcp/control.sock.
     #[serde(default)]
     pub control_socket: Option<PathBuf>,
@@ -59,6 +63,10 @@ pub struct Server {
     /// the control plane.
     #[serde(default = "default_lease_map_entries")]
     pub lease_map_entries: u32,
+}
+
+fn default_metrics() -> String {
+    "127.0.0.1:9167".into()
 }
 
 fn default_lease_map_entries() -> u32 {
@@ -473,6 +481,17 @@ impl Config {
         };
         if self.interfaces.is_empty() {
             return Err(err(0, "no [[interface]]: nothing to serve".into()));
+        }
+        let m = &self.server.metrics_address;
+        if m != "off" && m.parse::<std::net::SocketAddr>().is_err() {
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with("metrics_address"))
+                .map_or(0, |i| i + 1);
+            return Err(err(
+                line,
+                format!("metrics_address {m:?} is not an address:port (or \"off\")"),
+            ));
         }
         for (i, iface) in self.interfaces.iter().enumerate() {
             let line = table_line(text, "interface", i);

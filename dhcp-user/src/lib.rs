@@ -10,6 +10,7 @@ pub mod fastpath;
 pub mod fixture;
 pub mod leases;
 pub mod logging;
+pub mod metrics;
 pub mod packet;
 pub mod serve;
 pub mod server;

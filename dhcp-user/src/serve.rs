@@ -447,6 +447,17 @@ pub async fn run(
     )));
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<Pending>(64);
     let socket_path = control::socket_path(config.server.control_socket.clone());
+    let metrics_task = match config.server.metrics_address.as_str() {
+        "off" => None,
+        a => {
+            let addr: std::net::SocketAddr = a
+                .parse()
+                .with_context(|| format!("server.metrics_address {a:?}"))?;
+            let t = crate::metrics::serve(addr, control_tx.clone()).await?;
+            tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+            Some(t)
+        }
+    };
     let control_task = control::listen(&socket_path, control_tx)?;
     tracing::info!(socket = %socket_path.display(), "control API listening");
     let started = std::time::Instant::now();
@@ -579,6 +590,9 @@ pub async fn run(
         w.abort();
     }
     control_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     let _ = std::fs::remove_file(&socket_path);
     // No renewals in the kernel from here on; the last ones are stored.
     fastpath.detach_all()?;
