@@ -54,6 +54,12 @@ pub struct Server {
     /// disable. Default: loopback only.
     #[serde(default = "default_metrics")]
     pub metrics_address: String,
+    /// bpffs directory where the XDP program's link and maps are pinned,
+    /// so a daemon can stop with the fast path still answering and the
+    /// next one adopt it (hitless restart). Unset: nothing outlives the
+    /// daemon. The systemd unit uses /sys/fs/bpf/xdhcp.
+    #[serde(default)]
+    pub pin_dir: Option<PathBuf>,
     /// Control API socket (root-only); default /run/xdhcp/control.sock.
     #[serde(default)]
     pub control_socket: Option<PathBuf>,

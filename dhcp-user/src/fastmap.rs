@@ -346,6 +346,18 @@ impl FastMaps {
         }
     }
 
+    /// Empties the lease map (an adopted one, before it is rebuilt);
+    /// returns how many entries it held.
+    pub fn clear(&mut self) -> Result<usize> {
+        let keys: Vec<LeaseKey> = self.leases.keys().filter_map(|k| k.ok()).collect();
+        for k in &keys {
+            let _ = self.leases.remove(k);
+        }
+        self.by_ip.clear();
+        self.by_key.clear();
+        Ok(keys.len())
+    }
+
     /// The kernel's current entry for `key` (tests, status).
     pub fn get(&self, key: &LeaseKey) -> Option<LeaseValue> {
         self.leases.get(key, 0).ok()

@@ -2,17 +2,26 @@
 //! it, reading its counters, and running it on crafted frames through
 //! `BPF_PROG_TEST_RUN` (the harness the fixture tests build on).
 
-use std::{os::fd::AsRawFd, time::Duration};
+use std::{
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
     maps::PerCpuArray,
-    programs::{xdp::XdpLinkId, ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+        ProgramError, TestRun, TestRunOptions, Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use aya_log::EbpfLogger;
 use dhcp_common::{
-    stat, MAP_BARE_LEASES, MAP_LEASES, MAP_STATS, PEER_PROGRAM_NAME, PROGRAM_NAME, STAT_NAMES,
+    stat, MAP_BARE_LEASES, MAP_EVENTS, MAP_IFACES, MAP_LEASES, MAP_STATS, MAP_TEMPLATES,
+    PEER_PROGRAM_NAME, PROGRAM_NAME, STAT_NAMES,
 };
 
 /// What `load_bench` loads besides the fast path.
@@ -46,6 +55,9 @@ pub static XDP_OBJECT: &[u8] =
 pub enum AttachedMode {
     Native,
     Generic,
+    /// A previous daemon's pinned attachment, its program replaced
+    /// atomically by this one's (the mode it was attached in is kept).
+    Adopted,
 }
 
 impl std::fmt::Display for AttachedMode {
@@ -53,6 +65,7 @@ impl std::fmt::Display for AttachedMode {
         f.write_str(match self {
             AttachedMode::Native => "native",
             AttachedMode::Generic => "generic",
+            AttachedMode::Adopted => "adopted",
         })
     }
 }
@@ -61,7 +74,69 @@ pub struct Attachment {
     pub ifname: String,
     pub ifindex: u32,
     pub mode: AttachedMode,
-    link: XdpLinkId,
+    link: LinkHold,
+}
+
+enum LinkHold {
+    /// Detached when the program (or `detach_all`) lets go of it.
+    Owned(XdpLinkId),
+    /// Pinned in bpffs: stays attached without any process holding it,
+    /// until the pin is removed.
+    Pinned { fd: FdLink, path: PathBuf },
+}
+
+/// Maps kept in bpffs across daemon restarts (the scratch map is not:
+/// per-CPU working memory).
+pub const PINNED_MAPS: &[&str] = &[MAP_LEASES, MAP_TEMPLATES, MAP_IFACES, MAP_EVENTS, MAP_STATS];
+
+fn link_pin(dir: &Path, ifname: &str) -> PathBuf {
+    dir.join(format!("link_{ifname}"))
+}
+
+/// Mounts bpffs on /sys/fs/bpf when `dir` lies under it and it is not.
+pub fn ensure_bpffs(dir: &Path) -> Result<()> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let root = Path::new("/sys/fs/bpf");
+    if !dir.starts_with(root) {
+        // Elsewhere the operator mounts it; pins on another filesystem fail.
+        let parent = dir.parent().unwrap_or(dir);
+        let c = std::ffi::CString::new(parent.as_os_str().as_encoded_bytes())?;
+        // SAFETY: statfs on a valid path into a zeroed struct.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 || st.f_type as i64 != BPF_FS_MAGIC {
+            bail!(
+                "pin_dir {}: {} is not on a bpffs mount",
+                dir.display(),
+                parent.display()
+            );
+        }
+        return Ok(());
+    }
+    let c = std::ffi::CString::new("/sys/fs/bpf")?;
+    // SAFETY: statfs on a valid path into a zeroed struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let fstype = std::ffi::CString::new("bpf")?;
+    // SAFETY: plain mount(2) with valid strings.
+    if unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            c.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    } != 0
+    {
+        bail!(
+            "mounting bpffs on /sys/fs/bpf: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    tracing::info!("mounted bpffs on /sys/fs/bpf");
+    Ok(())
 }
 
 /// Verdict and output of one `BPF_PROG_TEST_RUN`.
@@ -119,6 +194,10 @@ impl std::fmt::Display for XdpStats {
 pub struct Fastpath {
     // Drop order matters: attachments go first (links hold the program).
     attachments: Vec<Attachment>,
+    /// Where maps and links are pinned (hitless restart), if anywhere.
+    pin_dir: Option<PathBuf>,
+    /// Set by `keep_attached`: leave everything pinned on drop.
+    kept: bool,
     // Holds the log ring buffer's fd; dropping it would close the map under
     // the program's feet.
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
@@ -135,23 +214,44 @@ impl Fastpath {
 
     /// `load` with a lease map of `lease_entries` bindings.
     pub fn load_sized(debug_logs: bool, lease_entries: u32) -> Result<Fastpath> {
-        Self::load_with(debug_logs, lease_entries, &[])
+        Self::load_with(debug_logs, lease_entries, &[], None)
+    }
+
+    /// `load_sized` with the maps pinned in `pin_dir`: maps a previous
+    /// daemon left there are adopted, contents included (the renewal
+    /// events it could not read, the kernel's bindings).
+    pub fn load_pinned(debug_logs: bool, lease_entries: u32, pin_dir: &Path) -> Result<Fastpath> {
+        ensure_bpffs(pin_dir)?;
+        std::fs::create_dir_all(pin_dir)
+            .with_context(|| format!("creating {}", pin_dir.display()))?;
+        Self::load_with(debug_logs, lease_entries, &[], Some(pin_dir))
     }
 
     /// For `fastpath_cost`: also the yardstick (its map sized like the
     /// lease map) and the benchmark harnesses, all sharing these maps.
     pub fn load_bench(lease_entries: u32) -> Result<Fastpath> {
-        Self::load_with(false, lease_entries, BENCH_PROGRAMS)
+        Self::load_with(false, lease_entries, BENCH_PROGRAMS, None)
     }
 
-    fn load_with(debug_logs: bool, lease_entries: u32, extra: &[&str]) -> Result<Fastpath> {
+    fn load_with(
+        debug_logs: bool,
+        lease_entries: u32,
+        extra: &[&str],
+        pin_dir: Option<&Path>,
+    ) -> Result<Fastpath> {
         raise_memlock_limit();
         let level: u8 = if debug_logs {
             aya_log::Level::Debug as u8
         } else {
             aya_log::Level::Info as u8
         };
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        if let Some(dir) = pin_dir {
+            for m in PINNED_MAPS {
+                loader.map_pin_path(m, dir.join(m));
+            }
+        }
+        let mut ebpf = loader
             .override_global(aya_log::LEVEL, &level, true)
             .map_max_entries(MAP_LEASES, lease_entries.max(1))
             .map_max_entries(
@@ -185,6 +285,8 @@ impl Fastpath {
         }
         Ok(Fastpath {
             attachments: Vec::new(),
+            pin_dir: pin_dir.map(Path::to_path_buf),
+            kept: false,
             logger,
             ebpf,
         })
@@ -210,6 +312,28 @@ impl Fastpath {
     /// namespace). Native falls back to generic with a warning.
     pub fn attach(&mut self, ifname: &str, setting: XdpSetting) -> Result<AttachedMode> {
         let ifindex = ifindex(ifname)?;
+        if let Some(pin) = self.pin_dir.as_ref().map(|d| link_pin(d, ifname)) {
+            if pin.exists() {
+                // A previous daemon left its program answering here: swap
+                // ours in with one bpf_link_update, no gap.
+                let fd: FdLink = PinnedLink::from_pin(&pin)
+                    .with_context(|| format!("opening pinned link {}", pin.display()))?
+                    .into();
+                let link = XdpLink::try_from(fd).context("pinned link is not an XDP link")?;
+                let id = self
+                    .program_mut()
+                    .attach_to_link(link)
+                    .with_context(|| format!("replacing the program on {ifname}"))?;
+                let fd = FdLink::try_from(self.program_mut().take_link(id)?)?;
+                self.attachments.push(Attachment {
+                    ifname: ifname.to_string(),
+                    ifindex,
+                    mode: AttachedMode::Adopted,
+                    link: LinkHold::Pinned { fd, path: pin },
+                });
+                return Ok(AttachedMode::Adopted);
+            }
+        }
         let (link, mode) = match setting {
             XdpSetting::Off => bail!("XDP is off for {ifname}"),
             XdpSetting::Generic => (
@@ -236,6 +360,18 @@ impl Fastpath {
                 }
             },
         };
+        let link = match self.pin_dir.as_ref().map(|d| link_pin(d, ifname)) {
+            Some(path) => {
+                let fd = FdLink::try_from(self.program_mut().take_link(link)?)
+                    .context("XDP link without a bpf_link (kernel too old to pin)")?;
+                let fd: FdLink = fd
+                    .pin(&path)
+                    .with_context(|| format!("pinning the link at {}", path.display()))?
+                    .into();
+                LinkHold::Pinned { fd, path }
+            }
+            None => LinkHold::Owned(link),
+        };
         self.attachments.push(Attachment {
             ifname: ifname.to_string(),
             ifindex,
@@ -245,17 +381,42 @@ impl Fastpath {
         Ok(mode)
     }
 
+    /// Leaves the program attached and the maps pinned after this
+    /// process exits (hitless restart); the next daemon adopts them.
+    pub fn keep_attached(&mut self) -> Result<()> {
+        if self.pin_dir.is_none() {
+            bail!("nothing is pinned (no pin_dir): the fast path cannot outlive the daemon");
+        }
+        self.kept = true;
+        // Closing our link fds leaves the pinned links attached.
+        self.attachments.clear();
+        Ok(())
+    }
+
     pub fn attachments(&self) -> &[Attachment] {
         &self.attachments
     }
 
-    /// Detaches from every interface (also done on drop).
+    /// Detaches from every interface and removes every pin (also done on
+    /// drop, unless `keep_attached` was called).
     pub fn detach_all(&mut self) -> Result<()> {
         let attachments = std::mem::take(&mut self.attachments);
         for a in attachments {
-            self.program_mut()
-                .detach(a.link)
-                .with_context(|| format!("detaching XDP from {}", a.ifname))?;
+            match a.link {
+                LinkHold::Owned(id) => self
+                    .program_mut()
+                    .detach(id)
+                    .with_context(|| format!("detaching XDP from {}", a.ifname))?,
+                LinkHold::Pinned { fd, path } => {
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("unpinning {}", path.display()))?;
+                    // The last reference: the kernel detaches.
+                    drop(fd);
+                }
+            }
+        }
+        if let Some(dir) = &self.pin_dir {
+            remove_pins(dir)?;
         }
         Ok(())
     }
@@ -375,8 +536,29 @@ impl Fastpath {
     }
 }
 
+/// Removes everything pinned in `dir` (links first: that detaches them),
+/// then `dir`. What `xdhcp detach` does, with no daemon running.
+pub fn remove_pins(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort_by_key(|p| {
+        !p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
+    });
+    for f in files {
+        std::fs::remove_file(&f).with_context(|| format!("unpinning {}", f.display()))?;
+    }
+    std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
+    Ok(())
+}
+
 impl Drop for Fastpath {
     fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
         if let Err(e) = self.detach_all() {
             tracing::error!("{e:#}");
         }

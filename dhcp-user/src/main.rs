@@ -26,6 +26,26 @@ enum Command {
         /// Control socket path, overriding the configuration's.
         #[arg(long)]
         control_socket: Option<PathBuf>,
+        /// bpffs directory for the pinned fast path (hitless restart),
+        /// overriding the configuration's.
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+    },
+    /// Stops the daemon. With --keep-fast-path (needs server.pin_dir) the
+    /// XDP program stays attached and keeps answering renewals until the
+    /// next `xdhcp serve` adopts it: an upgrade without a gap.
+    Stop {
+        #[arg(long)]
+        keep_fast_path: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Removes a fast path left pinned by `stop --keep-fast-path`: detaches
+    /// the program from every interface and unpins its maps. Run it with
+    /// no daemon using that directory.
+    Detach {
+        #[arg(long, default_value = "/sys/fs/bpf/xdhcp")]
+        pin_dir: PathBuf,
     },
     /// Daemon status: version, uptime, interfaces and XDP mode, lease map fill.
     Status {
@@ -110,6 +130,7 @@ fn main() -> ExitCode {
             config,
             lease_db,
             control_socket,
+            pin_dir,
         } => {
             let config_path = config.clone();
             let config = match config {
@@ -128,6 +149,9 @@ fn main() -> ExitCode {
             }
             if control_socket.is_some() {
                 config.server.control_socket = control_socket;
+            }
+            if pin_dir.is_some() {
+                config.server.pin_dir = pin_dir;
             }
             xdhcp::logging::init(config.logging.format, config.logging.level.as_deref());
             let rt = match tokio::runtime::Runtime::new() {
@@ -170,6 +194,26 @@ fn main() -> ExitCode {
                     }
                 }
                 _ => break code,
+            }
+        },
+        Command::Stop {
+            keep_fast_path,
+            client,
+        } => cli::run(
+            &client.socket,
+            client.json,
+            "shutdown",
+            serde_json::json!({ "keep-fast-path": keep_fast_path }),
+            cli::print_text,
+        ),
+        Command::Detach { pin_dir } => match xdhcp::fastpath::remove_pins(&pin_dir) {
+            Ok(()) => {
+                println!("{}: unpinned; the fast path is detached", pin_dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("xdhcp: {e:#}");
+                ExitCode::FAILURE
             }
         },
         Command::Reload { client } => cli::run(

@@ -202,10 +202,13 @@ fn reply_config_fingerprint(config: &Config) -> i64 {
     i64::from(dhcp_common::fnv1a(text.as_bytes()))
 }
 
-/// Renewals the XDP program answered, as store changes.
-fn renewals(events: &mut RingBuf<MapData>, server: &mut Server) -> Vec<StoreOp> {
+/// Renewals the XDP program answered, as store changes (those that
+/// extend what the control plane knows), and how many events were read.
+fn renewals_counted(events: &mut RingBuf<MapData>, server: &mut Server) -> (Vec<StoreOp>, usize) {
     let mut ops = Vec::new();
+    let mut read = 0;
     while let Some(item) = events.next() {
+        read += 1;
         if item.len() < std::mem::size_of::<RenewEvent>() {
             continue;
         }
@@ -222,7 +225,11 @@ fn renewals(events: &mut RingBuf<MapData>, server: &mut Server) -> Vec<StoreOp> 
             ops.push(op);
         }
     }
-    ops
+    (ops, read)
+}
+
+fn renewals(events: &mut RingBuf<MapData>, server: &mut Server) -> Vec<StoreOp> {
+    renewals_counted(events, server).0
 }
 
 fn log_counters(server: &Server) {
@@ -354,14 +361,37 @@ pub async fn run(
         store.apply(&ops).context("storing recovered leases")?;
     }
 
-    let mut fastpath = Fastpath::load_sized(debug_xdp_logs, config.server.lease_map_entries)?;
+    let mut fastpath = match &config.server.pin_dir {
+        Some(dir) => Fastpath::load_pinned(debug_xdp_logs, config.server.lease_map_entries, dir)?,
+        None => Fastpath::load_sized(debug_xdp_logs, config.server.lease_map_entries)?,
+    };
+    let mut adopted = false;
     for iface in &config.interfaces {
         if iface.xdp == XdpSetting::Off {
             tracing::info!(interface = %iface.name, "XDP off by configuration");
             continue;
         }
         let mode = fastpath.attach(&iface.name, iface.xdp)?;
-        tracing::info!(interface = %iface.name, %mode, "XDP program attached");
+        if mode == crate::fastpath::AttachedMode::Adopted {
+            adopted = true;
+            tracing::info!(interface = %iface.name, "adopted the running XDP fast path: program replaced atomically, renewals never stopped");
+        } else {
+            tracing::info!(interface = %iface.name, %mode, "XDP program attached");
+        }
+    }
+    let mut events = RingBuf::try_from(fastpath.take_map(MAP_EVENTS)?)?;
+    if adopted {
+        // What the kernel renewed while no daemon ran goes into the store
+        // before the lease map is rebuilt from it.
+        let (ops, read) = renewals_counted(&mut events, &mut server);
+        tracing::info!(
+            events = read,
+            extending = ops.len(),
+            "renewals answered while no daemon ran, stored"
+        );
+        store
+            .apply(&ops)
+            .context("storing renewals made while no daemon ran")?;
     }
 
     let mut sockets = Vec::new();
@@ -384,6 +414,13 @@ pub async fn run(
         .collect();
     let mut maps = FastMaps::new(&mut fastpath, &fast_ifaces, config.server.server_id)?;
     let t0 = std::time::Instant::now();
+    if adopted {
+        // Rebuilt from the store: entries and template slots as this
+        // daemon accounts for them. Until then requests pass to the
+        // control plane, whose sockets already queue them.
+        let n = maps.clear()?;
+        tracing::info!(entries = n, "adopted lease map cleared for rebuilding");
+    }
     let in_map = maps.load(server.leases.iter());
     tracing::info!(
         bindings = in_map,
@@ -392,7 +429,6 @@ pub async fn run(
         "XDP lease map loaded"
     );
     let sync_stats = Arc::new(Mutex::new(maps.stats));
-    let mut events = RingBuf::try_from(fastpath.take_map(MAP_EVENTS)?)?;
     // The XDP program submits renewal events without waking anyone (the
     // wakeup check would cost every renewal); they are collected on this
     // tick, so one reaches the store within EVENT_POLL plus a commit.
@@ -461,6 +497,7 @@ pub async fn run(
     let control_task = control::listen(&socket_path, control_tx)?;
     tracing::info!(socket = %socket_path.display(), "control API listening");
     let started = std::time::Instant::now();
+    let mut keep_fast_path = false;
     let lease_db = config.server.lease_db.display().to_string();
     tracing::info!(server_id = %config.server.server_id, "xdhcp serving");
     let mut buf = vec![0u8; 65536];
@@ -520,6 +557,20 @@ pub async fn run(
                 }
             }
             Some(p) = control_rx.recv() => {
+                if p.request.command == "shutdown" {
+                    keep_fast_path = p.request.arguments.get("keep-fast-path").and_then(serde_json::Value::as_bool).unwrap_or(false);
+                    if keep_fast_path && config.server.pin_dir.is_none() {
+                        keep_fast_path = false;
+                        let _ = p.reply.send(control::Response::error("no pin_dir configured: the fast path cannot outlive the daemon (stop without --keep-fast-path, or set server.pin_dir)"));
+                        continue;
+                    }
+                    tracing::info!(keep_fast_path, "shutdown requested through the control API");
+                    let _ = p.reply.send(control::Response::ok(
+                        if keep_fast_path { "stopping; the XDP fast path keeps answering renewals" } else { "stopping" },
+                        serde_json::Value::Null,
+                    ));
+                    break;
+                }
                 if p.request.command == "config-reload" {
                     match reload(config_path.as_deref(), &mut config, &mut server) {
                         Ok((text, ops)) => {
@@ -594,8 +645,14 @@ pub async fn run(
         t.abort();
     }
     let _ = std::fs::remove_file(&socket_path);
-    // No renewals in the kernel from here on; the last ones are stored.
-    fastpath.detach_all()?;
+    if keep_fast_path {
+        // The kernel keeps answering renewals; their events wait in the
+        // pinned ring for the next daemon.
+        fastpath.keep_attached()?;
+    } else {
+        // No renewals in the kernel from here on; the last ones are stored.
+        fastpath.detach_all()?;
+    }
     let ops = renewals(&mut events, &mut server);
     if !ops.is_empty() {
         let _ = commit_tx.send(Commit::new(ops, Vec::new()));
@@ -605,7 +662,9 @@ pub async fn run(
     let (batches, withheld, mut store, maps) = committer_thread
         .join()
         .map_err(|_| anyhow::anyhow!("committer panicked"))?;
-    store.set_clean(true)?;
+    // With the fast path left running, renewals go on without a daemon to
+    // store them: the next start must recover as after a crash.
+    store.set_clean(!keep_fast_path)?;
     tracing::info!(batches, withheld, "lease store flushed");
     if let Some(m) = maps {
         tracing::info!("XDP lease map: {:?}", m.stats);
@@ -615,6 +674,13 @@ pub async fn run(
     let stats = fastpath.stats()?;
     let received: u64 = server.counters.received.iter().sum();
     tracing::info!(control_plane_received = received, "xdp counters: {stats}");
-    tracing::info!("XDP programs detached; bye");
+    if keep_fast_path {
+        tracing::info!(
+            "XDP fast path left attached and pinned in {}; the next xdhcp serve adopts it (xdhcp detach removes it); bye",
+            config.server.pin_dir.as_deref().map_or("?".into(), |d| d.display().to_string())
+        );
+    } else {
+        tracing::info!("XDP programs detached; bye");
+    }
     Ok(())
 }

@@ -21,6 +21,8 @@ pub struct DaemonLab {
     pub dir: PathBuf,
     pub config: PathBuf,
     daemon: Option<Logged>,
+    /// bpffs directory for a pinned fast path (`--pin-dir`), if any.
+    pub pin_dir: Option<PathBuf>,
     /// XDP_PASS on `cli0`, so XDP_TX replies cross the veth.
     _peer: Logged,
     /// Last lines of stopped daemons, for diagnostics.
@@ -64,6 +66,7 @@ impl DaemonLab {
             dir,
             config: config_path,
             daemon: None,
+            pin_dir: None,
             _peer: peer,
             history: Vec::new(),
             lab,
@@ -112,11 +115,48 @@ impl DaemonLab {
             .arg(&self.config)
             .arg("--control-socket")
             .arg(self.socket())
+            .args(
+                self.pin_dir
+                    .iter()
+                    .flat_map(|d| [std::ffi::OsStr::new("--pin-dir"), d.as_os_str()]),
+            )
             .env("RUST_LOG", "info,xdhcp=debug");
         let d = Logged::spawn(&self.srv, &cmd, None)?;
         d.wait_for("xdhcp serving", Duration::from_secs(30))?;
         self.daemon = Some(d);
         Ok(self.daemon.as_ref().unwrap())
+    }
+
+    /// Pins the fast path (`--pin-dir`) in a bpffs of the host's mount
+    /// namespace: `ip netns exec` gives the daemon a private /sys, and a
+    /// bpffs mounted there would vanish, pins and all, with the daemon.
+    pub fn pin_in_host_bpffs(&mut self) -> Result<PathBuf> {
+        let root = Path::new("/run/xdhcp-lab-bpffs");
+        let mounted = std::fs::read_to_string("/proc/self/mounts")?
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("/run/xdhcp-lab-bpffs"));
+        if !mounted {
+            std::fs::create_dir_all(root)?;
+            let st = Command::new("mount")
+                .args(["-t", "bpf", "bpf"])
+                .arg(root)
+                .status()?;
+            if !st.success() {
+                bail!("mounting bpffs on {}", root.display());
+            }
+        }
+        let dir = root.join(self.lab.prefix());
+        self.pin_dir = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// Waits for the daemon to exit by itself (e.g. after `xdhcp stop`).
+    pub fn wait_stopped(&mut self) -> Result<(ExitStatus, Vec<String>)> {
+        let mut d = self.daemon.take().expect("daemon running");
+        let status = d.wait(Duration::from_secs(20))?;
+        let lines = d.lines();
+        self.history.extend(lines.iter().cloned());
+        Ok((status, lines))
     }
 
     pub fn daemon(&self) -> &Logged {
@@ -147,6 +187,18 @@ impl DaemonLab {
 impl Drop for DaemonLab {
     fn drop(&mut self) {
         drop(self.daemon.take());
+        // A fast path left pinned (a failed test): unpin links first, which
+        // detaches them, then maps.
+        if let Some(dir) = &self.pin_dir {
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                files.sort_by_key(|p| !p.to_string_lossy().contains("link_"));
+                for f in files {
+                    let _ = std::fs::remove_file(f);
+                }
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

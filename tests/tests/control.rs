@@ -283,3 +283,93 @@ fn reload_refuses_bad_files_and_new_options_reach_the_next_renewal() {
     assert!(renew(&lab).ends_with(" 198.18.0.77"));
     drop(client);
 }
+
+/// Hitless restart: `xdhcp stop --keep-fast-path` leaves the program
+/// answering renewals with no daemon; the next daemon adopts it (program
+/// swapped atomically, the renewals made meanwhile stored); `xdhcp
+/// detach` removes it all.
+#[test]
+fn the_fast_path_outlives_a_stopped_daemon_and_the_next_one_adopts_it() {
+    let mut lab = DaemonLab::new("hitless", CONFIG, None).unwrap();
+    let pin_dir = lab.pin_in_host_bpffs().unwrap();
+    lab.start().unwrap();
+    let ev = lab.dir.join("events");
+    let script = lab
+        .script(
+            "udhcpc.sh",
+            &format!(
+                "#!/bin/sh\necho \"$1 $ip\" >> {ev}\ncase \"$1\" in\n bound|renew) ip addr flush dev $interface; ip addr add $ip/$subnet dev $interface ;;\nesac\n",
+                ev = ev.display()
+            ),
+        )
+        .unwrap();
+    let client = Logged::spawn(
+        &lab.cli,
+        Command::new("busybox")
+            .args(["udhcpc", "-f", "-i", "cli0", "-t", "5", "-T", "1", "-s"])
+            .arg(&script),
+        None,
+    )
+    .unwrap();
+    let bound = wait_event(&lab, "bound ", 0);
+    let ip: Ipv4Addr = bound.split_whitespace().nth(1).unwrap().parse().unwrap();
+
+    let (code, out) = lab.cli(&["stop", "--keep-fast-path"]).unwrap();
+    assert_eq!(code, 0, "{out}");
+    let (status, lines) = lab.wait_stopped().unwrap();
+    assert!(status.success(), "{lines:?}");
+    assert_eq!(
+        lab.srv.xdp_mode("srv0").unwrap().as_deref(),
+        Some("xdp"),
+        "still attached"
+    );
+
+    // No daemon: the kernel answers.
+    let n = events(&lab).len();
+    client.signal(SIGUSR1);
+    let renew = wait_event(&lab, "renew ", n);
+    assert!(renew.contains(&ip.to_string()), "{renew}");
+
+    // The next daemon adopts the program and stores what happened meanwhile.
+    lab.start().unwrap();
+    let d = lab.daemon();
+    d.wait_for("adopted the running XDP fast path", Duration::from_secs(5))
+        .unwrap();
+    let stored = d
+        .wait_for(
+            "renewals answered while no daemon ran, stored",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    // (At least the one above; the unclean-stop recovery may already
+    // cover its expiry, so it need not extend anything.)
+    assert!(!stored.contains("events=0"), "{stored}");
+    let (_, st) = json(&lab, &["status"]);
+    assert_eq!(st["arguments"]["lease-map"]["bindings"], 1, "{st}");
+    let fast = fast_acks(&lab);
+    let n = events(&lab).len();
+    client.signal(SIGUSR1);
+    wait_event(&lab, "renew ", n);
+    wait_until(Duration::from_secs(5), || {
+        (fast_acks(&lab) > fast).then_some(())
+    })
+    .expect("the adopted fast path answers");
+
+    // Stop again keeping it, then remove it.
+    let (code, _) = lab.cli(&["stop", "--keep-fast-path"]).unwrap();
+    assert_eq!(code, 0);
+    lab.wait_stopped().unwrap();
+    let out = Command::new(xdhcp_lab::proc::xdhcp_bin())
+        .args(["detach", "--pin-dir"])
+        .arg(&pin_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lab.srv.xdp_mode("srv0").unwrap(), None, "detached");
+    assert!(!pin_dir.exists());
+    drop(client);
+}

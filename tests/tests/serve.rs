@@ -150,10 +150,18 @@ fn runs_unprivileged_with_the_units_capabilities() {
     let config = format!(
         "{CONFIG}\n[options]\nlease_time = 60\n\n[[subnet]]\nid = 1\nsubnet = \"198.18.0.0/24\"\ninterface = \"srv0\"\n[[subnet.pool]]\nstart = \"198.18.0.100\"\nend = \"198.18.0.110\"\n"
     );
-    let lab = DaemonLab::new("unpriv", &config, None).unwrap();
+    let mut lab = DaemonLab::new("unpriv", &config, None).unwrap();
+    // Pinned too, as the unit does: a directory the user owns in a bpffs
+    // it may traverse (the unit's ExecStartPre prepares the same).
+    let pin_dir = lab.pin_in_host_bpffs().unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&lab.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::create_dir_all(&pin_dir).unwrap();
+        std::os::unix::fs::chown(&pin_dir, Some(65534), Some(65534)).unwrap();
+        let root = pin_dir.parent().unwrap();
+        let mode = std::fs::metadata(root).unwrap().permissions().mode();
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode | 0o001)).unwrap();
     }
     let d = Logged::spawn(
         &lab.srv,
@@ -167,6 +175,8 @@ fn runs_unprivileged_with_the_units_capabilities() {
             .arg(&lab.config)
             .arg("--control-socket")
             .arg(lab.socket())
+            .arg("--pin-dir")
+            .arg(&pin_dir)
             .env("RUST_LOG", "info,xdhcp=debug"),
         None,
     )
