@@ -45,6 +45,34 @@ pub fn who(s: &str) -> Value {
     }
 }
 
+/// `hw-address` for 6 hex bytes, else `client-id`.
+pub fn client_arg(s: &str) -> Value {
+    let bytes = s.chars().filter(char::is_ascii_hexdigit).count() / 2;
+    if bytes == 6 {
+        json!({ "hw-address": s })
+    } else {
+        json!({ "client-id": s })
+    }
+}
+
+pub fn print_reservations(r: &Response) {
+    println!(
+        "{:<10} {:<16} {:<18} {:<24} source",
+        "subnet-id", "address", "hw-address", "client-id"
+    );
+    for x in r.arguments["reservations"].as_array().into_iter().flatten() {
+        println!(
+            "{:<10} {:<16} {:<18} {:<24} {}",
+            s(&x["subnet-id"]),
+            s(&x["ip-address"]),
+            s(&x["hw-address"]),
+            s(&x["client-id"]),
+            s(&x["source"])
+        );
+    }
+    println!("({})", r.text);
+}
+
 pub fn print_text(r: &Response) {
     println!("{}", r.text);
 }

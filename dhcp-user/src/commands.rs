@@ -13,7 +13,7 @@ use crate::{
     control::{Request, Response},
     fastmap::SyncStats,
     fastpath::Fastpath,
-    leases::{Lease, KIND_CLIENT_ID, KIND_HW},
+    leases::{Lease, LeaseState, KIND_CLIENT_ID, KIND_HW},
     server::Server,
     store::StoreOp,
     wire::msg,
@@ -200,13 +200,116 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                 vec![StoreOp::Delete(ip)],
             )
         }
+        "lease4-release" => {
+            let l = match find(cx.server, a) {
+                Ok(Some(l)) => l.clone(),
+                Ok(None) => return (Response::empty("no such lease"), none),
+                Err(e) => return (Response::error(e), none),
+            };
+            if l.state != LeaseState::Bound {
+                return (
+                    Response::error(format!("lease {} is {}, not bound", l.ip, l.state.as_str())),
+                    none,
+                );
+            }
+            let now = cx.now;
+            let released = cx
+                .server
+                .leases
+                .set_state(l.ip, LeaseState::Released, now, now)
+                .cloned();
+            tracing::info!(ip = %l.ip, "lease released by the control API");
+            (
+                Response::ok(format!("lease {} released", l.ip), Value::Null),
+                released.into_iter().map(StoreOp::Put).collect(),
+            )
+        }
+        "lease4-add" => match add_lease(cx, a) {
+            Ok(l) => {
+                let text = format!("lease {} added", l.ip);
+                (Response::ok(text, lease_json(&l)), vec![StoreOp::Put(l)])
+            }
+            Err(e) => (Response::error(e), none),
+        },
         other => (
             Response::error(format!(
-                "unknown command {other:?} (known: status, statistic-get-all, lease4-get-all, lease4-get, lease4-del)"
+                "unknown command {other:?} (known: status, statistic-get-all, lease4-get-all, lease4-get, lease4-add, lease4-del, lease4-release, reservation-get-all, reservation-add, reservation-del, config-reload, shutdown)"
             )),
             none,
         ),
     }
+}
+
+/// A bound lease made by the operator: `ip-address` and `hw-address` or
+/// `client-id`, optional `valid-lft` (seconds, default 3600). Refused for
+/// an address outside every subnet or held by another client.
+fn add_lease(cx: &mut Context<'_>, a: &Value) -> Result<Lease, String> {
+    let ip: Ipv4Addr = a
+        .get("ip-address")
+        .and_then(Value::as_str)
+        .ok_or("ip-address is required")?
+        .parse()
+        .map_err(|e| format!("ip-address: {e}"))?;
+    let subnet_id = cx
+        .server
+        .subnet_of(ip)
+        .ok_or_else(|| format!("{ip} is in no configured subnet"))?;
+    let (client, hw) = client_of(a)?;
+    if let Some(l) = cx.server.leases.get(ip) {
+        if l.holds_address(cx.now) && !l.is_client(&client) {
+            return Err(format!(
+                "{ip} is held by another client ({})",
+                l.state.as_str()
+            ));
+        }
+    }
+    let secs = a
+        .get("valid-lft")
+        .and_then(Value::as_u64)
+        .unwrap_or(u64::from(crate::server::DEFAULT_LEASE_SECS)) as u32;
+    let lease = Lease {
+        ip,
+        client: Some(client),
+        hw,
+        subnet_id,
+        state: LeaseState::Bound,
+        expires: cx.now + u64::from(secs),
+        lease_secs: secs,
+        fast: None,
+    };
+    let displaced = cx.server.leases.put(lease.clone());
+    if let Some(d) = displaced {
+        tracing::info!(ip = %d.ip, "the client's previous lease was released for the added one");
+    }
+    tracing::info!(%ip, "lease added by the control API");
+    Ok(lease)
+}
+
+/// A client key and its hardware bytes (htype + chaddr, for operators).
+pub type ClientAndHw = (crate::leases::ClientKey, Box<[u8]>);
+
+/// The client key and hardware bytes named by `hw-address` or `client-id`.
+pub fn client_of(a: &Value) -> Result<ClientAndHw, String> {
+    if let Some(hw) = a.get("hw-address").and_then(Value::as_str) {
+        let mac = parse_hex_id(hw).ok_or_else(|| format!("hw-address {hw:?}: not hex bytes"))?;
+        if mac.len() > 16 {
+            return Err(format!("hw-address {hw:?}: longer than 16 bytes"));
+        }
+        let mut h = vec![1u8];
+        h.extend_from_slice(&mac);
+        return Ok((crate::leases::hw_key(1, &mac), h.into_boxed_slice()));
+    }
+    if let Some(cid) = a.get("client-id").and_then(Value::as_str) {
+        let id = parse_hex_id(cid).ok_or_else(|| format!("client-id {cid:?}: not hex bytes"))?;
+        if id.len() < 2 {
+            return Err(format!("client-id {cid:?}: at least 2 bytes"));
+        }
+        return Ok((
+            crate::leases::client_id_key(&id),
+            vec![1u8].into_boxed_slice(),
+        ));
+    }
+    Err("give hw-address or client-id".into())
 }
 
 /// The lease named by `ip-address`, `hw-address` or `client-id`.

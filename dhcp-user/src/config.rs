@@ -478,6 +478,12 @@ impl Config {
         Ok(config)
     }
 
+    /// The validation a file gets, for a configuration changed in memory
+    /// (reservations added through the control API).
+    pub fn validate_reservations(&self) -> Result<(), String> {
+        self.validate("", "control API").map_err(|e| e.reason)
+    }
+
     fn validate(&self, text: &str, source_name: &str) -> Result<(), ConfigError> {
         let err = |line: usize, reason: String| ConfigError {
             source_name: source_name.to_string(),

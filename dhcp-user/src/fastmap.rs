@@ -185,7 +185,9 @@ impl FastMaps {
     pub fn before_commit(&mut self, ops: &[StoreOp]) {
         for op in ops {
             let ip = match op {
-                StoreOp::Meta(..) => continue,
+                StoreOp::Meta(..)
+                | StoreOp::PutReservation(_)
+                | StoreOp::DeleteReservation { .. } => continue,
                 StoreOp::Delete(ip) => *ip,
                 StoreOp::Put(l) | StoreOp::Renewed(l) => {
                     let keep = self.entry_for(l).is_some_and(|(k, _)| {

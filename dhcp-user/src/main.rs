@@ -67,6 +67,14 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Reservations: the configuration file's and those added here (kept
+    /// in the lease store, applied at once, kept across restarts).
+    Reservations {
+        #[command(subcommand)]
+        command: ReservationsCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Leases in the running daemon.
     Leases {
         #[command(subcommand)]
@@ -113,6 +121,28 @@ enum LeasesCommand {
     /// Removes a lease from the store and the XDP lease map: the client's
     /// next renewal is NAKed.
     Delete { who: String },
+    /// Marks a bound lease released (as a DHCPRELEASE would): out of the
+    /// XDP map, the address free for others.
+    Release { who: String },
+    /// Records a bound lease for a client (MAC or client identifier in hex).
+    Add {
+        ip: String,
+        client: String,
+        /// Lease time in seconds.
+        #[arg(long, default_value_t = 3600)]
+        lease_time: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReservationsCommand {
+    /// Every reservation, with where it comes from (config or api).
+    List,
+    /// Reserves IP for a client (MAC or client identifier in hex); the
+    /// subnet is the one holding IP. Refused if another client holds IP.
+    Add { ip: String, client: String },
+    /// Deletes a reservation added here (file ones: edit the file, reload).
+    Delete { ip: String },
 }
 
 #[derive(Subcommand)]
@@ -216,6 +246,33 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Reservations { command, client } => match command {
+            ReservationsCommand::List => cli::run(
+                &client.socket,
+                client.json,
+                "reservation-get-all",
+                serde_json::Value::Null,
+                cli::print_reservations,
+            ),
+            ReservationsCommand::Add { ip, client: id } => {
+                let mut a = cli::client_arg(&id);
+                a["ip-address"] = ip.into();
+                cli::run(
+                    &client.socket,
+                    client.json,
+                    "reservation-add",
+                    a,
+                    cli::print_text,
+                )
+            }
+            ReservationsCommand::Delete { ip } => cli::run(
+                &client.socket,
+                client.json,
+                "reservation-del",
+                serde_json::json!({ "ip-address": ip }),
+                cli::print_text,
+            ),
+        },
         Command::Reload { client } => cli::run(
             &client.socket,
             client.json,
@@ -254,6 +311,29 @@ fn main() -> ExitCode {
                 cli::who(&who),
                 cli::print_text,
             ),
+            LeasesCommand::Release { who } => cli::run(
+                &client.socket,
+                client.json,
+                "lease4-release",
+                cli::who(&who),
+                cli::print_text,
+            ),
+            LeasesCommand::Add {
+                ip,
+                client: id,
+                lease_time,
+            } => {
+                let mut a = cli::client_arg(&id);
+                a["ip-address"] = ip.into();
+                a["valid-lft"] = lease_time.into();
+                cli::run(
+                    &client.socket,
+                    client.json,
+                    "lease4-add",
+                    a,
+                    cli::print_lease,
+                )
+            }
         },
         Command::LabPeer { iface } => {
             let _peer = match xdhcp::fastpath::attach_peer(&iface) {

@@ -28,7 +28,7 @@ use crate::{
     fastpath::Fastpath,
     packet::{self, PacketSocket},
     server::{Arrival, Dest, Server},
-    store::{LeaseStore, SqliteStore, StoreOp},
+    store::{ApiReservation, LeaseStore, SqliteStore, StoreOp},
     wire::{self, msg, FrameHeader},
 };
 
@@ -264,6 +264,170 @@ fn log_counters(server: &Server) {
     );
 }
 
+/// The file's configuration with the API's reservations added to their
+/// subnets (those of subnets no longer configured are kept in the store,
+/// unused).
+fn with_reservations(file: &Config, extras: &[ApiReservation]) -> Config {
+    let mut c = file.clone();
+    for r in extras {
+        if let Some(sn) = c.subnets.iter_mut().find(|s| s.id == r.subnet_id) {
+            sn.reservations.push(crate::config::Reservation {
+                hw_address: r.hw_address.clone(),
+                client_id: r.client_id.clone(),
+                ip: r.ip,
+                options: Default::default(),
+            });
+        }
+    }
+    c
+}
+
+/// reservation-get-all / reservation-add / reservation-del. A change
+/// rebuilds the state machine on the new reservation set (as a reload
+/// does) and is answered once stored. Other clients' replies do not
+/// change, so their bindings stay in the XDP map.
+fn reservation_command(
+    req: &control::Request,
+    file_config: &Config,
+    extras: &mut Vec<ApiReservation>,
+    running: &mut Config,
+    server: &mut Server,
+    now: u64,
+) -> std::result::Result<(control::Response, Vec<StoreOp>), String> {
+    use serde_json::{json, Value};
+    let a = &req.arguments;
+    let ip_arg = || -> std::result::Result<Ipv4Addr, String> {
+        a.get("ip-address")
+            .and_then(Value::as_str)
+            .ok_or("ip-address is required")?
+            .parse()
+            .map_err(|e| format!("ip-address: {e}"))
+    };
+    match req.command.as_str() {
+        "reservation-get-all" => {
+            let mut list = Vec::new();
+            for sn in &running.subnets {
+                for r in &sn.reservations {
+                    let api = extras.iter().any(|e| e.subnet_id == sn.id && e.ip == r.ip);
+                    list.push(json!({
+                        "subnet-id": sn.id,
+                        "ip-address": r.ip.to_string(),
+                        "hw-address": r.hw_address,
+                        "client-id": r.client_id,
+                        "source": if api { "api" } else { "config" },
+                    }));
+                }
+            }
+            let n = list.len();
+            Ok((
+                if n == 0 {
+                    control::Response::empty("0 reservations")
+                } else {
+                    control::Response::ok(
+                        format!("{n} reservations"),
+                        json!({ "reservations": list }),
+                    )
+                },
+                Vec::new(),
+            ))
+        }
+        "reservation-add" => {
+            let ip = ip_arg()?;
+            let subnet_id = server
+                .subnet_of(ip)
+                .ok_or_else(|| format!("{ip} is in no configured subnet"))?;
+            let (key, _) = commands::client_of(a)?;
+            let sn = running
+                .subnets
+                .iter()
+                .find(|s| s.id == subnet_id)
+                .expect("subnet_of");
+            if sn.reservations.iter().any(|r| r.ip == ip) {
+                return Err(format!("{ip} is already reserved"));
+            }
+            if let Some(l) = server.leases.get(ip) {
+                if l.holds_address(now) && !l.is_client(&key) {
+                    return Err(format!(
+                        "{ip} is leased to another client; delete that lease first"
+                    ));
+                }
+            }
+            let r = ApiReservation {
+                subnet_id,
+                ip,
+                hw_address: a
+                    .get("hw-address")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                client_id: a
+                    .get("client-id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            };
+            let mut next = extras.clone();
+            next.push(r.clone());
+            let candidate = with_reservations(file_config, &next);
+            // The same checks as a file's reservations (format, duplicates).
+            candidate
+                .validate_reservations()
+                .map_err(|e| format!("refused: {e}"))?;
+            *extras = next;
+            apply_reservations(candidate, running, server);
+            tracing::info!(%ip, subnet_id, "reservation added by the control API");
+            Ok((
+                control::Response::ok(format!("{ip} reserved in subnet {subnet_id}"), Value::Null),
+                vec![
+                    StoreOp::PutReservation(r),
+                    StoreOp::Meta("reply_config", reply_config_fingerprint(running)),
+                ],
+            ))
+        }
+        "reservation-del" => {
+            let ip = ip_arg()?;
+            let Some(pos) = extras.iter().position(|e| e.ip == ip) else {
+                if running
+                    .subnets
+                    .iter()
+                    .any(|s| s.reservations.iter().any(|r| r.ip == ip))
+                {
+                    return Err(format!(
+                        "{ip} is reserved in the configuration file: edit it and reload"
+                    ));
+                }
+                return Ok((
+                    control::Response::empty(format!("{ip} is not reserved")),
+                    Vec::new(),
+                ));
+            };
+            let r = extras.remove(pos);
+            let candidate = with_reservations(file_config, extras);
+            apply_reservations(candidate, running, server);
+            tracing::info!(%ip, "reservation deleted by the control API");
+            Ok((
+                control::Response::ok(format!("reservation of {ip} deleted"), Value::Null),
+                vec![
+                    StoreOp::DeleteReservation {
+                        subnet_id: r.subnet_id,
+                        ip,
+                    },
+                    StoreOp::Meta("reply_config", reply_config_fingerprint(running)),
+                ],
+            ))
+        }
+        other => Err(format!("unknown command {other:?}")),
+    }
+}
+
+fn apply_reservations(candidate: Config, running: &mut Config, server: &mut Server) {
+    let leases: Vec<crate::leases::Lease> = server.leases.iter().cloned().collect();
+    let counters = std::mem::take(&mut server.counters);
+    *server = Server::new(&candidate, leases);
+    server.counters = counters;
+    let control_socket = running.server.control_socket.clone();
+    *running = candidate;
+    running.server.control_socket = control_socket;
+}
+
 /// Applies the configuration at `path` to the running server: subnets,
 /// pools, options and reservations change in place; what needs new
 /// sockets, programs or maps (interfaces, server identifier, lease store,
@@ -274,11 +438,14 @@ fn log_counters(server: &Server) {
 fn reload(
     path: Option<&std::path::Path>,
     running: &mut Config,
+    file_config: &mut Config,
+    extras: &[ApiReservation],
     server: &mut Server,
 ) -> std::result::Result<(String, Vec<StoreOp>), String> {
     let path = path.ok_or("running on the embedded default configuration: nothing to reload")?;
-    let new = Config::from_file(path)
+    let new_file = Config::from_file(path)
         .map_err(|e| format!("refused, the running configuration stays: {e}"))?;
+    let new = with_reservations(&new_file, extras);
     let restart = |what: &str| Err(format!("refused: {what} changed; that needs a restart"));
     if new.interfaces != running.interfaces {
         return restart("[[interface]]");
@@ -311,6 +478,7 @@ fn reload(
     let control_socket = running.server.control_socket.clone();
     *running = new;
     running.server.control_socket = control_socket;
+    *file_config = new_file;
     Ok((
         format!(
             "configuration reloaded from {}: {} subnets; {moved} bindings answered by the control plane at their next renewal",
@@ -326,8 +494,11 @@ pub async fn run(
     config_path: Option<std::path::PathBuf>,
     debug_xdp_logs: bool,
 ) -> Result<()> {
-    let mut config = config;
     let mut store = SqliteStore::open(&config.server.lease_db, config.server.lease_db_sync)?;
+    // Reservations added through the control API join the file's.
+    let mut extras = store.reservations().context("loading reservations")?;
+    let mut file_config = config;
+    let mut config = with_reservations(&file_config, &extras);
     let mut stored = store.load().context("loading leases")?;
     let loaded = stored.len();
     // Reply templates were built under the configuration of their ACK; one
@@ -546,7 +717,7 @@ pub async fn run(
                 }
             }
             _ = sighup.recv() => {
-                match reload(config_path.as_deref(), &mut config, &mut server) {
+                match reload(config_path.as_deref(), &mut config, &mut file_config, &extras, &mut server) {
                     Ok((text, ops)) => {
                         tracing::info!("SIGHUP: {text}");
                         if !ops.is_empty() {
@@ -571,8 +742,26 @@ pub async fn run(
                     ));
                     break;
                 }
+                if p.request.command.starts_with("reservation-") {
+                    match reservation_command(&p.request, &file_config, &mut extras, &mut config, &mut server, unix_now()) {
+                        Ok((response, ops)) if ops.is_empty() => { let _ = p.reply.send(response); }
+                        Ok((response, ops)) => {
+                            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+                            let _ = commit_tx.send(Commit { ops, replies: Vec::new(), done: Some(done_tx) });
+                            tokio::spawn(async move {
+                                let r = match done_rx.await {
+                                    Ok(true) => response,
+                                    _ => control::Response::error("the lease store refused the change"),
+                                };
+                                let _ = p.reply.send(r);
+                            });
+                        }
+                        Err(e) => { let _ = p.reply.send(control::Response::error(e)); }
+                    }
+                    continue;
+                }
                 if p.request.command == "config-reload" {
-                    match reload(config_path.as_deref(), &mut config, &mut server) {
+                    match reload(config_path.as_deref(), &mut config, &mut file_config, &extras, &mut server) {
                         Ok((text, ops)) => {
                             tracing::info!("{text}");
                             let (done_tx, done_rx) = tokio::sync::oneshot::channel();

@@ -286,6 +286,11 @@ impl Server {
         }
     }
 
+    /// The configured subnet holding `ip`, by id.
+    pub fn subnet_of(&self, ip: Ipv4Addr) -> Option<u32> {
+        self.subnet_containing(ip).map(|i| self.subnets[i].id)
+    }
+
     pub fn server_id(&self) -> Ipv4Addr {
         self.server_id
     }

@@ -26,13 +26,30 @@ pub enum StoreOp {
     Delete(Ipv4Addr),
     /// A daemon fact kept beside the leases, written in the same batch.
     Meta(&'static str, i64),
+    /// A reservation made through the control API (config-file ones live
+    /// in the file).
+    PutReservation(ApiReservation),
+    DeleteReservation {
+        subnet_id: u32,
+        ip: Ipv4Addr,
+    },
+}
+
+/// A reservation added at run time, kept in the store and merged into the
+/// configuration's subnet at every start and reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiReservation {
+    pub subnet_id: u32,
+    pub ip: Ipv4Addr,
+    pub hw_address: Option<String>,
+    pub client_id: Option<String>,
 }
 
 impl StoreOp {
     pub fn lease(&self) -> Option<&Lease> {
         match self {
             StoreOp::Put(l) | StoreOp::Renewed(l) => Some(l),
-            StoreOp::Delete(_) | StoreOp::Meta(..) => None,
+            _ => None,
         }
     }
 }
@@ -42,6 +59,9 @@ pub trait LeaseStore: Send {
     fn load(&mut self) -> Result<Vec<Lease>>;
     /// Applies the batch atomically; durable when this returns Ok.
     fn apply(&mut self, ops: &[StoreOp]) -> Result<()>;
+    /// Reservations added through the control API.
+    fn reservations(&mut self) -> Result<Vec<ApiReservation>>;
+
     /// A small integer the daemon keeps beside the leases.
     fn meta(&mut self, key: &str) -> Result<Option<i64>>;
     fn set_meta(&mut self, key: &str, value: i64) -> Result<()>;
@@ -92,7 +112,14 @@ impl SqliteStore {
                 lease_secs INTEGER NOT NULL,
                 fast BLOB
             );
-            CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);",
+            CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS reservations (
+                subnet_id INTEGER NOT NULL,
+                ip INTEGER NOT NULL,
+                hw TEXT,
+                cid TEXT,
+                PRIMARY KEY (subnet_id, ip)
+            );",
         )?;
         // Databases from before the fast path lack the column.
         let has_fast: bool = conn
@@ -176,11 +203,43 @@ impl LeaseStore for SqliteStore {
                             params![k, v],
                         )?;
                     }
+                    StoreOp::PutReservation(r) => {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO reservations (subnet_id, ip, hw, cid) VALUES (?1, ?2, ?3, ?4)",
+                            params![
+                                i64::from(r.subnet_id),
+                                i64::from(u32::from(r.ip)),
+                                r.hw_address,
+                                r.client_id
+                            ],
+                        )?;
+                    }
+                    StoreOp::DeleteReservation { subnet_id, ip } => {
+                        tx.execute(
+                            "DELETE FROM reservations WHERE subnet_id = ?1 AND ip = ?2",
+                            params![i64::from(*subnet_id), i64::from(u32::from(*ip))],
+                        )?;
+                    }
                 }
             }
         }
         tx.commit().context("committing leases")?;
         Ok(())
+    }
+
+    fn reservations(&mut self) -> Result<Vec<ApiReservation>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT subnet_id, ip, hw, cid FROM reservations ORDER BY subnet_id, ip")?;
+        let rows = st.query_map([], |r| {
+            Ok(ApiReservation {
+                subnet_id: r.get::<_, i64>(0)? as u32,
+                ip: Ipv4Addr::from(r.get::<_, i64>(1)? as u32),
+                hw_address: r.get(2)?,
+                client_id: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     fn meta(&mut self, key: &str) -> Result<Option<i64>> {
@@ -210,6 +269,7 @@ pub struct MemoryStore {
     pub leases: HashMap<Ipv4Addr, Lease>,
     pub batches: usize,
     pub meta: HashMap<String, i64>,
+    pub reservations: Vec<ApiReservation>,
 }
 
 impl LeaseStore for MemoryStore {
@@ -230,6 +290,15 @@ impl LeaseStore for MemoryStore {
                 StoreOp::Meta(k, v) => {
                     self.meta.insert(k.to_string(), *v);
                 }
+                StoreOp::PutReservation(r) => {
+                    self.reservations
+                        .retain(|o| (o.subnet_id, o.ip) != (r.subnet_id, r.ip));
+                    self.reservations.push(r.clone());
+                }
+                StoreOp::DeleteReservation { subnet_id, ip } => {
+                    self.reservations
+                        .retain(|o| (o.subnet_id, o.ip) != (*subnet_id, *ip));
+                }
             }
         }
         Ok(())
@@ -237,6 +306,10 @@ impl LeaseStore for MemoryStore {
 
     fn meta(&mut self, key: &str) -> Result<Option<i64>> {
         Ok(self.meta.get(key).copied())
+    }
+
+    fn reservations(&mut self) -> Result<Vec<ApiReservation>> {
+        Ok(self.reservations.clone())
     }
 
     fn set_meta(&mut self, key: &str, value: i64) -> Result<()> {

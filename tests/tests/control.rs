@@ -373,3 +373,100 @@ fn the_fast_path_outlives_a_stopped_daemon_and_the_next_one_adopts_it() {
     assert!(!pin_dir.exists());
     drop(client);
 }
+
+/// Reservations added with the CLI are offered to their client, kept
+/// across restarts and deletable; leases can be released and added.
+#[test]
+fn reservations_and_lease_edits_take_effect_on_real_traffic() {
+    let mut lab = DaemonLab::new("reserve", CONFIG, None).unwrap();
+    lab.start().unwrap();
+    let mac = lab.cli.mac("cli0").unwrap();
+    let mac_s = mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+
+    let (code, out) = lab
+        .cli(&["reservations", "add", "198.18.0.42", &mac_s])
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = lab
+        .cli(&["reservations", "add", "198.18.0.42", "02:00:00:00:00:01"])
+        .unwrap();
+    assert_eq!(code, 1, "twice the same address: {out}");
+    let (code, out) = lab
+        .cli(&["reservations", "add", "10.0.0.1", &mac_s])
+        .unwrap();
+    assert_eq!(code, 1, "outside every subnet: {out}");
+    let (_, v) = json(&lab, &["reservations", "list"]);
+    assert_eq!(v["arguments"]["reservations"][0]["source"], "api", "{v}");
+
+    // A real client is offered its reservation.
+    let out = lab
+        .cli
+        .command_from(
+            Command::new("busybox")
+                .args(["udhcpc", "-i", "cli0", "-n", "-q", "-t", "3", "-T", "1"]),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, v) = json(&lab, &["leases", "show", &mac_s]);
+    assert_eq!(
+        (code, v["arguments"]["ip-address"].as_str()),
+        (0, Some("198.18.0.42")),
+        "{v}"
+    );
+
+    // Kept across a restart.
+    lab.stop(15).unwrap();
+    lab.start().unwrap();
+    let (code, v) = json(&lab, &["reservations", "list"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        v["arguments"]["reservations"][0]["ip-address"],
+        "198.18.0.42"
+    );
+
+    // Release, then the address is free; delete the reservation.
+    let (code, out) = lab.cli(&["leases", "release", "198.18.0.42"]).unwrap();
+    assert_eq!(code, 0, "{out}");
+    let (_, v) = json(&lab, &["leases", "show", "198.18.0.42"]);
+    assert_eq!(v["arguments"]["state"], "released", "{v}");
+    let (code, out) = lab.cli(&["reservations", "delete", "198.18.0.42"]).unwrap();
+    assert_eq!(code, 0, "{out}");
+    let (code, _) = lab.cli(&["reservations", "list"]).unwrap();
+    assert_eq!(code, 3, "none left");
+
+    // An operator-made lease; another client cannot take its address.
+    let (code, out) = lab
+        .cli(&[
+            "leases",
+            "add",
+            "198.18.0.120",
+            "02:00:00:00:00:77",
+            "--lease-time",
+            "600",
+        ])
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    let (code, v) = json(&lab, &["leases", "show", "02:00:00:00:00:77"]);
+    assert_eq!(
+        (code, v["arguments"]["state"].as_str()),
+        (0, Some("bound")),
+        "{v}"
+    );
+    let (code, out) = lab
+        .cli(&["leases", "add", "198.18.0.120", "02:00:00:00:00:78"])
+        .unwrap();
+    assert_eq!(code, 1, "{out}");
+    let (code, out) = lab
+        .cli(&["reservations", "add", "198.18.0.120", "02:00:00:00:00:78"])
+        .unwrap();
+    assert_eq!(code, 1, "reserving another client's leased address: {out}");
+}
