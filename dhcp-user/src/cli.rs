@@ -111,7 +111,21 @@ pub fn print_status(r: &Response) {
         s(&m["templates"]),
         s(&m["refused-map-full"])
     );
-    println!("lease store   {}", s(&a["lease-store"]["path"]));
+    let st = &a["lease-store"];
+    println!(
+        "lease store   {} ({}; {} batches written, {} failed{})",
+        s(&st["path"]),
+        if st["healthy"] == json!(true) {
+            "healthy"
+        } else {
+            "FAILING"
+        },
+        s(&st["batches"]),
+        s(&st["failed-batches"]),
+        st["last-error"]
+            .as_str()
+            .map_or(String::new(), |e| format!("; last error: {e}"))
+    );
 }
 
 pub fn print_stats(r: &Response) {

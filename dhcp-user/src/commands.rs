@@ -19,8 +19,19 @@ use crate::{
     wire::msg,
 };
 
+/// What the committer reports about the lease store.
+#[derive(Debug, Default, Clone)]
+pub struct StoreHealth {
+    pub batches: u64,
+    pub failed_batches: u64,
+    pub last_error: Option<String>,
+    /// Unix seconds of the last successful write.
+    pub last_write: u64,
+}
+
 /// What the commands may look at besides the state machine.
 pub struct Context<'a> {
+    pub store_health: &'a Arc<Mutex<StoreHealth>>,
     pub server: &'a mut Server,
     pub fastpath: &'a Fastpath,
     pub sync: &'a Arc<Mutex<SyncStats>>,
@@ -79,6 +90,7 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
     match req.command.as_str() {
         "status" => {
             let sync = *cx.sync.lock().unwrap();
+            let health = cx.store_health.lock().unwrap().clone();
             let interfaces: Vec<Value> = cx
                 .fastpath
                 .attachments()
@@ -101,7 +113,14 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                             "templates": sync.templates,
                             "refused-map-full": sync.map_full,
                         },
-                        "lease-store": {"path": cx.lease_db},
+                        "lease-store": {
+                            "path": cx.lease_db,
+                            "healthy": health.last_error.is_none(),
+                            "batches": health.batches,
+                            "failed-batches": health.failed_batches,
+                            "last-error": health.last_error,
+                            "last-write": health.last_write,
+                        },
                     }),
                 ),
                 none,

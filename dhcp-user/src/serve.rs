@@ -107,6 +107,7 @@ fn committer(
     mut store: Box<dyn LeaseStore>,
     mut maps: Option<FastMaps>,
     shared: Arc<Mutex<SyncStats>>,
+    health: Arc<Mutex<commands::StoreHealth>>,
     rx: mpsc::Receiver<Commit>,
     tx: Arc<Transmitter>,
 ) -> (u64, u64, Box<dyn LeaseStore>, Option<FastMaps>) {
@@ -137,6 +138,20 @@ fn committer(
         }
         for d in done {
             let _ = d.send(written.is_ok());
+        }
+        {
+            let mut h = health.lock().unwrap();
+            match &written {
+                Ok(()) => {
+                    h.batches += 1;
+                    h.last_write = unix_now();
+                    h.last_error = None;
+                }
+                Err(e) => {
+                    h.failed_batches += 1;
+                    h.last_error = Some(format!("{e:#}"));
+                }
+            }
         }
         match written {
             Ok(()) => {
@@ -600,6 +615,7 @@ pub async fn run(
         "XDP lease map loaded"
     );
     let sync_stats = Arc::new(Mutex::new(maps.stats));
+    let store_health = Arc::new(Mutex::new(commands::StoreHealth::default()));
     // The XDP program submits renewal events without waking anyone (the
     // wakeup check would cost every renewal); they are collected on this
     // tick, so one reaches the store within EVENT_POLL plus a commit.
@@ -612,9 +628,10 @@ pub async fn run(
     let committer_thread = {
         let tx = tx.clone();
         let shared = sync_stats.clone();
+        let health = store_health.clone();
         std::thread::Builder::new()
             .name("xdhcp-commit".into())
-            .spawn(move || committer(Box::new(store), Some(maps), shared, commit_rx, tx))?
+            .spawn(move || committer(Box::new(store), Some(maps), shared, health, commit_rx, tx))?
     };
 
     // Readiness of every packet socket funnels into one channel so the
@@ -782,6 +799,7 @@ pub async fn run(
                     continue;
                 }
                 let mut cx = commands::Context {
+                    store_health: &store_health,
                     server: &mut server,
                     fastpath: &fastpath,
                     sync: &sync_stats,

@@ -106,6 +106,8 @@ fn cli_reads_the_daemon_and_a_deleted_lease_is_naked_at_its_next_renewal() {
     assert_eq!(a["interfaces"][0]["xdp"], "native");
     assert_eq!(a["leases"], 1);
     assert_eq!(a["lease-map"]["bindings"], 1, "{st}");
+    assert_eq!(a["lease-store"]["healthy"], true, "{st}");
+    assert!(a["lease-store"]["batches"].as_u64().unwrap() >= 1, "{st}");
     let (code, text) = lab.cli(&["status"]).unwrap();
     assert_eq!(code, 0);
     assert!(
