@@ -381,6 +381,27 @@ impl Fastpath {
         Ok(mode)
     }
 
+    /// Detaches pinned links of interfaces this daemon does not serve
+    /// (left by a previous daemon with another configuration): the old
+    /// program must not keep answering there. Returns their names.
+    pub fn detach_stale_pins(&mut self, serving: &[String]) -> Result<Vec<String>> {
+        let Some(dir) = &self.pin_dir else {
+            return Ok(Vec::new());
+        };
+        let mut stale = Vec::new();
+        for e in std::fs::read_dir(dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(ifname) = name.strip_prefix("link_") {
+                if !serving.iter().any(|s| s == ifname) {
+                    std::fs::remove_file(e.path())
+                        .with_context(|| format!("unpinning {}", e.path().display()))?;
+                    stale.push(ifname.to_string());
+                }
+            }
+        }
+        Ok(stale)
+    }
+
     /// Leaves the program attached and the maps pinned after this
     /// process exits (hitless restart); the next daemon adopts them.
     pub fn keep_attached(&mut self) -> Result<()> {

@@ -565,6 +565,15 @@ pub async fn run(
             tracing::info!(interface = %iface.name, %mode, "XDP program attached");
         }
     }
+    let serving: Vec<String> = config
+        .interfaces
+        .iter()
+        .filter(|i| i.xdp != XdpSetting::Off)
+        .map(|i| i.name.clone())
+        .collect();
+    for ifname in fastpath.detach_stale_pins(&serving)? {
+        tracing::warn!(interface = %ifname, "detached a fast path a previous daemon left on an interface no longer configured");
+    }
     let mut events = RingBuf::try_from(fastpath.take_map(MAP_EVENTS)?)?;
     if adopted {
         // What the kernel renewed while no daemon ran goes into the store

@@ -357,10 +357,38 @@ fn the_fast_path_outlives_a_stopped_daemon_and_the_next_one_adopts_it() {
     })
     .expect("the adopted fast path answers");
 
-    // Stop again keeping it, then remove it.
+    // Stop again keeping it; a daemon whose configuration no longer runs
+    // XDP on srv0 detaches what was left there.
     let (code, _) = lab.cli(&["stop", "--keep-fast-path"]).unwrap();
     assert_eq!(code, 0);
     lab.wait_stopped().unwrap();
+    let original = std::fs::read_to_string(&lab.config).unwrap();
+    std::fs::write(
+        &lab.config,
+        original.replace("name = \"srv0\"", "name = \"srv0\"\nxdp = \"off\""),
+    )
+    .unwrap();
+    lab.start().unwrap();
+    lab.daemon()
+        .wait_for(
+            "detached a fast path a previous daemon left",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(
+        lab.srv.xdp_mode("srv0").unwrap(),
+        None,
+        "stale fast path detached"
+    );
+    lab.stop(15).unwrap();
+    std::fs::write(&lab.config, original).unwrap();
+
+    // And `xdhcp detach` removes a kept fast path with no daemon at all.
+    lab.start().unwrap();
+    let (code, _) = lab.cli(&["stop", "--keep-fast-path"]).unwrap();
+    assert_eq!(code, 0);
+    lab.wait_stopped().unwrap();
+    assert_eq!(lab.srv.xdp_mode("srv0").unwrap().as_deref(), Some("xdp"));
     let out = Command::new(xdhcp_lab::proc::xdhcp_bin())
         .args(["detach", "--pin-dir"])
         .arg(&pin_dir)
