@@ -88,7 +88,8 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
     let a = &req.arguments;
     let none = Vec::new();
     match req.command.as_str() {
-        "status" => {
+        // Kea's name too.
+        "status" | "status-get" => {
             let sync = *cx.sync.lock().unwrap();
             let health = cx.store_health.lock().unwrap().clone();
             let interfaces: Vec<Value> = cx
