@@ -174,15 +174,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            if let Some(db) = lease_db {
-                config.server.lease_db = db;
-            }
-            if control_socket.is_some() {
-                config.server.control_socket = control_socket;
-            }
-            if pin_dir.is_some() {
-                config.server.pin_dir = pin_dir;
-            }
+            let overrides = xdhcp::serve::Overrides {
+                lease_db,
+                control_socket,
+                pin_dir,
+            };
+            overrides.apply(&mut config);
             xdhcp::logging::init(config.logging.format, config.logging.level.as_deref());
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -192,7 +189,7 @@ fn main() -> ExitCode {
                 }
             };
             let debug = xdhcp::logging::debug_enabled();
-            match rt.block_on(xdhcp::serve::run(config, config_path, debug)) {
+            match rt.block_on(xdhcp::serve::run(config, config_path, overrides, debug)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

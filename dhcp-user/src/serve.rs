@@ -387,7 +387,7 @@ fn reservation_command(
                 .validate_reservations()
                 .map_err(|e| format!("refused: {e}"))?;
             *extras = next;
-            apply_reservations(candidate, running, server);
+            rebuild(candidate, current_leases(server), running, server);
             tracing::info!(%ip, subnet_id, "reservation added by the control API");
             Ok((
                 control::Response::ok(format!("{ip} reserved in subnet {subnet_id}"), Value::Null),
@@ -416,7 +416,7 @@ fn reservation_command(
             };
             let r = extras.remove(pos);
             let candidate = with_reservations(file_config, extras);
-            apply_reservations(candidate, running, server);
+            rebuild(candidate, current_leases(server), running, server);
             tracing::info!(%ip, "reservation deleted by the control API");
             Ok((
                 control::Response::ok(format!("reservation of {ip} deleted"), Value::Null),
@@ -433,14 +433,71 @@ fn reservation_command(
     }
 }
 
-fn apply_reservations(candidate: Config, running: &mut Config, server: &mut Server) {
-    let leases: Vec<crate::leases::Lease> = server.leases.iter().cloned().collect();
+/// Replaces the state machine with one built on `candidate` around
+/// `leases`, keeping the counters.
+fn rebuild(
+    candidate: Config,
+    leases: Vec<crate::leases::Lease>,
+    running: &mut Config,
+    server: &mut Server,
+) {
     let counters = std::mem::take(&mut server.counters);
     *server = Server::new(&candidate, leases);
     server.counters = counters;
-    let control_socket = running.server.control_socket.clone();
     *running = candidate;
-    running.server.control_socket = control_socket;
+}
+
+fn current_leases(server: &Server) -> Vec<crate::leases::Lease> {
+    server.leases.iter().cloned().collect()
+}
+
+/// Answers `reply` once the batch holding `ops` is written (the change is
+/// then in the store and the lease map), or with an error if it failed.
+fn reply_after_commit(
+    commit_tx: &mpsc::Sender<Commit>,
+    ops: Vec<StoreOp>,
+    response: control::Response,
+    reply: tokio::sync::oneshot::Sender<control::Response>,
+) {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let _ = commit_tx.send(Commit {
+        ops,
+        replies: Vec::new(),
+        done: Some(done_tx),
+    });
+    tokio::spawn(async move {
+        let r = match done_rx.await {
+            Ok(true) => response,
+            _ => control::Response::error(
+                "the lease store refused the change; nothing was changed on disk",
+            ),
+        };
+        let _ = reply.send(r);
+    });
+}
+
+/// What the command line sets over the configuration file; applied to
+/// every reading of it (start and reload), so a reload never mistakes a
+/// command-line value for a change in the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub lease_db: Option<std::path::PathBuf>,
+    pub control_socket: Option<std::path::PathBuf>,
+    pub pin_dir: Option<std::path::PathBuf>,
+}
+
+impl Overrides {
+    pub fn apply(&self, c: &mut Config) {
+        if let Some(v) = &self.lease_db {
+            c.server.lease_db = v.clone();
+        }
+        if let Some(v) = &self.control_socket {
+            c.server.control_socket = Some(v.clone());
+        }
+        if let Some(v) = &self.pin_dir {
+            c.server.pin_dir = Some(v.clone());
+        }
+    }
 }
 
 /// Applies the configuration at `path` to the running server: subnets,
@@ -452,14 +509,16 @@ fn apply_reservations(candidate: Config, running: &mut Config, server: &mut Serv
 /// plane with the new options.
 fn reload(
     path: Option<&std::path::Path>,
+    overrides: &Overrides,
     running: &mut Config,
     file_config: &mut Config,
     extras: &[ApiReservation],
     server: &mut Server,
 ) -> std::result::Result<(String, Vec<StoreOp>), String> {
     let path = path.ok_or("running on the embedded default configuration: nothing to reload")?;
-    let new_file = Config::from_file(path)
+    let mut new_file = Config::from_file(path)
         .map_err(|e| format!("refused, the running configuration stays: {e}"))?;
+    overrides.apply(&mut new_file);
     let new = with_reservations(&new_file, extras);
     let restart = |what: &str| Err(format!("refused: {what} changed; that needs a restart"));
     if new.interfaces != running.interfaces {
@@ -475,6 +534,12 @@ fn reload(
     if a.lease_map_entries != b.lease_map_entries {
         return restart("lease_map_entries");
     }
+    if a.pin_dir != b.pin_dir
+        || a.control_socket != b.control_socket
+        || a.metrics_address != b.metrics_address
+    {
+        return restart("pin_dir, control_socket or metrics_address");
+    }
     let mut leases: Vec<crate::leases::Lease> = server.leases.iter().cloned().collect();
     let mut ops = Vec::new();
     let fingerprint = reply_config_fingerprint(&new);
@@ -486,13 +551,8 @@ fn reload(
         }
         ops.push(StoreOp::Meta("reply_config", fingerprint));
     }
-    let counters = std::mem::take(&mut server.counters);
-    *server = Server::new(&new, leases);
-    server.counters = counters;
     let moved = ops.len().saturating_sub(1);
-    let control_socket = running.server.control_socket.clone();
-    *running = new;
-    running.server.control_socket = control_socket;
+    rebuild(new, leases, running, server);
     *file_config = new_file;
     Ok((
         format!(
@@ -507,6 +567,7 @@ fn reload(
 pub async fn run(
     config: Config,
     config_path: Option<std::path::PathBuf>,
+    overrides: Overrides,
     debug_xdp_logs: bool,
 ) -> Result<()> {
     let mut store = SqliteStore::open(&config.server.lease_db, config.server.lease_db_sync)?;
@@ -743,7 +804,7 @@ pub async fn run(
                 }
             }
             _ = sighup.recv() => {
-                match reload(config_path.as_deref(), &mut config, &mut file_config, &extras, &mut server) {
+                match reload(config_path.as_deref(), &overrides, &mut config, &mut file_config, &extras, &mut server) {
                     Ok((text, ops)) => {
                         tracing::info!("SIGHUP: {text}");
                         if !ops.is_empty() {
@@ -771,34 +832,17 @@ pub async fn run(
                 if p.request.command.starts_with("reservation-") {
                     match reservation_command(&p.request, &file_config, &mut extras, &mut config, &mut server, unix_now()) {
                         Ok((response, ops)) if ops.is_empty() => { let _ = p.reply.send(response); }
-                        Ok((response, ops)) => {
-                            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-                            let _ = commit_tx.send(Commit { ops, replies: Vec::new(), done: Some(done_tx) });
-                            tokio::spawn(async move {
-                                let r = match done_rx.await {
-                                    Ok(true) => response,
-                                    _ => control::Response::error("the lease store refused the change"),
-                                };
-                                let _ = p.reply.send(r);
-                            });
-                        }
+                        Ok((response, ops)) => reply_after_commit(&commit_tx, ops, response, p.reply),
                         Err(e) => { let _ = p.reply.send(control::Response::error(e)); }
                     }
                     continue;
                 }
                 if p.request.command == "config-reload" {
-                    match reload(config_path.as_deref(), &mut config, &mut file_config, &extras, &mut server) {
+                    match reload(config_path.as_deref(), &overrides, &mut config, &mut file_config, &extras, &mut server) {
                         Ok((text, ops)) => {
                             tracing::info!("{text}");
-                            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-                            let _ = commit_tx.send(Commit { ops, replies: Vec::new(), done: Some(done_tx) });
-                            tokio::spawn(async move {
-                                let r = match done_rx.await {
-                                    Ok(true) => control::Response::ok(text, serde_json::Value::Null),
-                                    _ => control::Response::error("reloaded, but the lease store refused the change"),
-                                };
-                                let _ = p.reply.send(r);
-                            });
+                            let response = control::Response::ok(text, serde_json::Value::Null);
+                            reply_after_commit(&commit_tx, ops, response, p.reply);
                         }
                         Err(e) => {
                             tracing::error!("reload: {e}");
@@ -821,16 +865,7 @@ pub async fn run(
                 if ops.is_empty() {
                     let _ = p.reply.send(response);
                 } else {
-                    // Answer once the change is in the store and the map.
-                    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-                    let _ = commit_tx.send(Commit { ops, replies: Vec::new(), done: Some(done_tx) });
-                    tokio::spawn(async move {
-                        let response = match done_rx.await {
-                            Ok(true) => response,
-                            _ => control::Response::error("the lease store refused the change; nothing was changed on disk"),
-                        };
-                        let _ = p.reply.send(response);
-                    });
+                    reply_after_commit(&commit_tx, ops, response, p.reply);
                 }
             }
             _ = reclaim.tick() => {
