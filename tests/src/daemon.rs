@@ -174,6 +174,49 @@ impl DaemonLab {
         Ok((status, lines))
     }
 
+    /// Lines the client hook scripts appended to the lab's events file.
+    pub fn events(&self) -> Vec<String> {
+        read_lines(&self.dir.join("events"))
+    }
+
+    /// The first event after the first `after` starting with `prefix`;
+    /// panics with the events and the daemon's log when none comes.
+    pub fn wait_event(&self, prefix: &str, after: usize, timeout: Duration) -> String {
+        wait_until(timeout, || {
+            self.events()
+                .into_iter()
+                .skip(after)
+                .find(|e| e.starts_with(prefix))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no {prefix:?} event within {timeout:?}; events: {:?}\nserver: {:?}",
+                self.events(),
+                self.daemon.as_ref().map(Logged::lines)
+            )
+        })
+    }
+
+    /// busybox udhcpc in the foreground on `cli0`. Its hook configures the
+    /// address and appends `$1 $ip FIELDS` (e.g. `$lease`, `$dns`) to the
+    /// events file.
+    pub fn udhcpc(&self, fields: &str) -> Result<Logged> {
+        let script = self.script(
+            "udhcpc.sh",
+            &format!(
+                "#!/bin/sh\necho \"$1 $ip {fields}\" >> {ev}\ncase \"$1\" in\n bound|renew) ip addr flush dev $interface; ip addr add $ip/$subnet dev $interface ;;\n deconfig) ip addr flush dev $interface ;;\nesac\n",
+                ev = self.dir.join("events").display()
+            ),
+        )?;
+        Logged::spawn(
+            &self.cli,
+            Command::new("busybox")
+                .args(["udhcpc", "-f", "-i", "cli0", "-t", "5", "-T", "1", "-s"])
+                .arg(&script),
+            None,
+        )
+    }
+
     /// Writes a client hook script into the lab directory.
     pub fn script(&self, name: &str, body: &str) -> Result<PathBuf> {
         use std::os::unix::fs::PermissionsExt;

@@ -14,7 +14,7 @@ use xdhcp::{
     store::{LeaseStore, SqliteStore},
 };
 use xdhcp_lab::{
-    daemon::{read_lines, wait_until, DaemonLab},
+    daemon::{wait_until, DaemonLab},
     dhcp::{RelayClient, ACK},
     proc::Logged,
 };
@@ -72,26 +72,6 @@ fn stored(lab: &DaemonLab) -> Vec<xdhcp::leases::Lease> {
         .unwrap()
 }
 
-fn events(lab: &DaemonLab) -> Vec<String> {
-    read_lines(&lab.dir.join("events"))
-}
-
-fn wait_event(lab: &DaemonLab, prefix: &str, after: usize, timeout: Duration) -> String {
-    wait_until(timeout, || {
-        events(lab)
-            .into_iter()
-            .skip(after)
-            .find(|e| e.starts_with(prefix))
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no {prefix:?} event within {timeout:?}; events: {:?}\nserver: {:?}",
-            events(lab),
-            lab.daemon().lines()
-        )
-    })
-}
-
 fn acks(lab: &DaemonLab) -> usize {
     lab.daemon().count("REQUEST -> ACK")
 }
@@ -135,25 +115,8 @@ fn tcpdump(lab: &DaemonLab) -> Logged {
 fn udhcpc_obtains_renews_rebinds_and_releases() {
     let mut lab = DaemonLab::new("udhcpc", CONFIG, None).unwrap();
     lab.start().unwrap();
-    let ev = lab.dir.join("events");
-    let script = lab
-        .script(
-            "udhcpc.sh",
-            &format!(
-                "#!/bin/sh\necho \"$1 $ip $lease\" >> {ev}\ncase \"$1\" in\n bound|renew) ip addr flush dev $interface; ip addr add $ip/$subnet dev $interface ;;\n deconfig) ip addr flush dev $interface ;;\nesac\n",
-                ev = ev.display()
-            ),
-        )
-        .unwrap();
-    let client = Logged::spawn(
-        &lab.cli,
-        Command::new("busybox")
-            .args(["udhcpc", "-f", "-i", "cli0", "-t", "5", "-T", "1", "-s"])
-            .arg(&script),
-        None,
-    )
-    .unwrap();
-    let bound = wait_event(&lab, "bound ", 0, Duration::from_secs(15));
+    let client = lab.udhcpc("$lease").unwrap();
+    let bound = lab.wait_event("bound ", 0, Duration::from_secs(15));
     let ip: Ipv4Addr = bound.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!((100..=150).contains(&ip.octets()[3]), "{bound}");
     assert!(bound.ends_with(" 30"), "lease time 30 expected: {bound}");
@@ -167,11 +130,11 @@ fn udhcpc_obtains_renews_rebinds_and_releases() {
     // answered by the XDP program: the control plane sends no ACK, it
     // only stores the renewal the kernel reports.
     let dump = tcpdump(&lab);
-    let n = events(&lab).len();
+    let n = lab.events().len();
     let acks_before = acks(&lab);
     let kernel_before = kernel_renewals(&lab, ip);
     client.signal(SIGUSR1);
-    let renew = wait_event(&lab, "renew ", n, Duration::from_secs(10));
+    let renew = lab.wait_event("renew ", n, Duration::from_secs(10));
     assert!(
         renew.contains(&ip.to_string()),
         "same address after renewal: {renew}"
@@ -206,12 +169,12 @@ fn udhcpc_obtains_renews_rebinds_and_releases() {
     // Unicast to the server blackholed: udhcpc's renewals (kernel UDP)
     // fail, and past T2 (8 s) it rebinds by broadcast, also answered in
     // the kernel.
-    let n = events(&lab).len();
+    let n = lab.events().len();
     let kernel_before = kernel_renewals(&lab, ip);
     lab.cli
         .run(["ip", "route", "add", "blackhole", "198.18.0.1/32"])
         .unwrap();
-    let rebound = wait_event(&lab, "renew ", n, Duration::from_secs(30));
+    let rebound = lab.wait_event("renew ", n, Duration::from_secs(30));
     assert!(
         rebound.contains(&ip.to_string()),
         "same address after rebinding: {rebound}"
@@ -277,18 +240,18 @@ fn dhclient_obtains_renews_and_releases() {
         c
     };
     let client = Logged::spawn(&lab.cli, &args(&["-d"]), None).unwrap();
-    let bound = wait_event(&lab, "BOUND ", 0, Duration::from_secs(20));
+    let bound = lab.wait_event("BOUND ", 0, Duration::from_secs(20));
     let ip = bound.split_whitespace().nth(1).unwrap().to_string();
 
     // T1 is 3 s: dhclient renews by itself (unicast to the server), and
     // the XDP program answers: the control plane sends no further ACK.
     let dump = tcpdump(&lab);
     let acks_before = acks(&lab);
-    let n = events(&lab).len();
-    let renew = wait_event(&lab, "RENEW ", n, Duration::from_secs(10));
+    let n = lab.events().len();
+    let renew = lab.wait_event("RENEW ", n, Duration::from_secs(10));
     assert!(renew.starts_with(&format!("RENEW {ip}")), "{renew}");
-    let n = events(&lab).len();
-    let renew = wait_event(&lab, "RENEW ", n, Duration::from_secs(10));
+    let n = lab.events().len();
+    let renew = lab.wait_event("RENEW ", n, Duration::from_secs(10));
     assert!(renew.starts_with(&format!("RENEW {ip}")), "{renew}");
     let addr: Ipv4Addr = ip.parse().unwrap();
     // Events are collected every 100 ms: the last one may still be on its way.
@@ -344,33 +307,13 @@ fn dhclient_obtains_renews_and_releases() {
 fn a_changed_configuration_is_never_answered_from_old_templates() {
     let mut lab = DaemonLab::new("cfgchange", CONFIG, None).unwrap();
     lab.start().unwrap();
-    let ev = lab.dir.join("events");
-    let script = lab
-        .script(
-            "udhcpc.sh",
-            &format!(
-                "#!/bin/sh\necho \"$1 $ip $dns\" >> {ev}\ncase \"$1\" in\n bound|renew) ip addr flush dev $interface; ip addr add $ip/$subnet dev $interface ;;\nesac\n",
-                ev = ev.display()
-            ),
-        )
-        .unwrap();
-    let spawn = |lab: &DaemonLab| {
-        Logged::spawn(
-            &lab.cli,
-            Command::new("busybox")
-                .args(["udhcpc", "-f", "-i", "cli0", "-t", "5", "-T", "1", "-s"])
-                .arg(&script),
-            None,
-        )
-        .unwrap()
-    };
-    let client = spawn(&lab);
-    let bound = wait_event(&lab, "bound ", 0, Duration::from_secs(15));
+    let client = lab.udhcpc("$dns").unwrap();
+    let bound = lab.wait_event("bound ", 0, Duration::from_secs(15));
     let ip: Ipv4Addr = bound.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(bound.ends_with("198.18.0.53"), "{bound}");
     // Lease 30 s: udhcpc renews at 15 s by itself; the kernel answers.
-    let n = events(&lab).len();
-    wait_event(&lab, "renew ", n, Duration::from_secs(25));
+    let n = lab.events().len();
+    lab.wait_event("renew ", n, Duration::from_secs(25));
     wait_until(Duration::from_secs(5), || {
         (kernel_renewals(&lab, ip) >= 1).then_some(())
     })
@@ -386,8 +329,8 @@ fn a_changed_configuration_is_never_answered_from_old_templates() {
     .unwrap();
     lab.start().unwrap();
     let acks_before = acks(&lab);
-    let n = events(&lab).len();
-    let renew = wait_event(&lab, "renew ", n, Duration::from_secs(25));
+    let n = lab.events().len();
+    let renew = lab.wait_event("renew ", n, Duration::from_secs(25));
     assert!(
         renew.ends_with("198.18.0.99"),
         "old options from the kernel: {renew}"
@@ -398,8 +341,8 @@ fn a_changed_configuration_is_never_answered_from_old_templates() {
     );
     // The next renewal is the kernel's again, with the new options.
     let kernel_before = kernel_renewals(&lab, ip);
-    let n = events(&lab).len();
-    let renew = wait_event(&lab, "renew ", n, Duration::from_secs(25));
+    let n = lab.events().len();
+    let renew = lab.wait_event("renew ", n, Duration::from_secs(25));
     assert!(renew.ends_with("198.18.0.99"), "{renew}");
     wait_until(Duration::from_secs(5), || {
         (kernel_renewals(&lab, ip) > kernel_before).then_some(())

@@ -4,10 +4,7 @@
 use std::{net::Ipv4Addr, os::unix::fs::PermissionsExt, process::Command, time::Duration};
 
 use serde_json::Value;
-use xdhcp_lab::{
-    daemon::{read_lines, wait_until, DaemonLab},
-    proc::Logged,
-};
+use xdhcp_lab::daemon::{wait_until, DaemonLab};
 
 const SIGUSR1: i32 = 10;
 
@@ -41,26 +38,6 @@ fn json(lab: &DaemonLab, args: &[&str]) -> (i32, Value) {
     (code, v)
 }
 
-fn events(lab: &DaemonLab) -> Vec<String> {
-    read_lines(&lab.dir.join("events"))
-}
-
-fn wait_event(lab: &DaemonLab, prefix: &str, after: usize) -> String {
-    wait_until(Duration::from_secs(20), || {
-        events(lab)
-            .into_iter()
-            .skip(after)
-            .find(|e| e.starts_with(prefix))
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no {prefix:?} event: {:?}\n{:?}",
-            events(lab),
-            lab.daemon().lines()
-        )
-    })
-}
-
 #[test]
 fn cli_reads_the_daemon_and_a_deleted_lease_is_naked_at_its_next_renewal() {
     let mut lab = DaemonLab::new("control", CONFIG, None).unwrap();
@@ -71,25 +48,8 @@ fn cli_reads_the_daemon_and_a_deleted_lease_is_naked_at_its_next_renewal() {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "control socket must be root-only");
 
-    let ev = lab.dir.join("events");
-    let script = lab
-        .script(
-            "udhcpc.sh",
-            &format!(
-                "#!/bin/sh\necho \"$1 $ip\" >> {ev}\ncase \"$1\" in\n bound|renew) ip addr flush dev $interface; ip addr add $ip/$subnet dev $interface ;;\n deconfig) ip addr flush dev $interface ;;\nesac\n",
-                ev = ev.display()
-            ),
-        )
-        .unwrap();
-    let client = Logged::spawn(
-        &lab.cli,
-        Command::new("busybox")
-            .args(["udhcpc", "-f", "-i", "cli0", "-t", "5", "-T", "1", "-s"])
-            .arg(&script),
-        None,
-    )
-    .unwrap();
-    let bound = wait_event(&lab, "bound ", 0);
+    let client = lab.udhcpc("").unwrap();
+    let bound = lab.wait_event("bound ", 0, Duration::from_secs(20));
     let ip: Ipv4Addr = bound.split_whitespace().nth(1).unwrap().parse().unwrap();
     let mac = lab.cli.mac("cli0").unwrap();
     let mac_s = mac
@@ -142,9 +102,9 @@ fn cli_reads_the_daemon_and_a_deleted_lease_is_naked_at_its_next_renewal() {
     assert_eq!(code, 1, "{out}");
 
     // A renewal answered in the kernel shows in the stats.
-    let n = events(&lab).len();
+    let n = lab.events().len();
     client.signal(SIGUSR1);
-    wait_event(&lab, "renew ", n);
+    lab.wait_event("renew ", n, Duration::from_secs(20));
     let fast = wait_until(Duration::from_secs(5), || {
         let (_, s) = json(&lab, &["stats"]);
         let x = &s["arguments"]["xdp"];
@@ -177,8 +137,8 @@ fn cli_reads_the_daemon_and_a_deleted_lease_is_naked_at_its_next_renewal() {
         .wait_for_count("REQUEST -> NAK", naks + 1, Duration::from_secs(10))
         .unwrap();
     // udhcpc starts over and is bound again, by the control plane.
-    let n = events(&lab).len();
-    wait_event(&lab, "bound ", n);
+    let n = lab.events().len();
+    lab.wait_event("bound ", n, Duration::from_secs(20));
 
     // Unknown commands are refused, nothing else happens.
     let (code, out) = lab.cli(&["leases", "delete", "not-an-id!"]).unwrap();
@@ -203,30 +163,13 @@ fn fast_acks(lab: &DaemonLab) -> u64 {
 fn reload_refuses_bad_files_and_new_options_reach_the_next_renewal() {
     let mut lab = DaemonLab::new("reload", CONFIG, None).unwrap();
     lab.start().unwrap();
-    let ev = lab.dir.join("events");
-    let script = lab
-        .script(
-            "udhcpc.sh",
-            &format!(
-                "#!/bin/sh\necho \"$1 $ip $dns\" >> {ev}\ncase \"$1\" in\n bound|renew) ip addr flush dev $interface; ip addr add $ip/$subnet dev $interface ;;\nesac\n",
-                ev = ev.display()
-            ),
-        )
-        .unwrap();
-    let client = Logged::spawn(
-        &lab.cli,
-        Command::new("busybox")
-            .args(["udhcpc", "-f", "-i", "cli0", "-t", "5", "-T", "1", "-s"])
-            .arg(&script),
-        None,
-    )
-    .unwrap();
-    let bound = wait_event(&lab, "bound ", 0);
+    let client = lab.udhcpc("$dns").unwrap();
+    let bound = lab.wait_event("bound ", 0, Duration::from_secs(20));
     assert!(bound.ends_with(" 198.18.0.53"), "{bound}");
     let renew = |lab: &DaemonLab| {
-        let n = events(lab).len();
+        let n = lab.events().len();
         client.signal(SIGUSR1);
-        wait_event(lab, "renew ", n)
+        lab.wait_event("renew ", n, Duration::from_secs(20))
     };
     assert!(renew(&lab).ends_with(" 198.18.0.53"));
     wait_until(Duration::from_secs(5), || {
@@ -295,25 +238,8 @@ fn the_fast_path_outlives_a_stopped_daemon_and_the_next_one_adopts_it() {
     let mut lab = DaemonLab::new("hitless", CONFIG, None).unwrap();
     let pin_dir = lab.pin_in_host_bpffs().unwrap();
     lab.start().unwrap();
-    let ev = lab.dir.join("events");
-    let script = lab
-        .script(
-            "udhcpc.sh",
-            &format!(
-                "#!/bin/sh\necho \"$1 $ip\" >> {ev}\ncase \"$1\" in\n bound|renew) ip addr flush dev $interface; ip addr add $ip/$subnet dev $interface ;;\nesac\n",
-                ev = ev.display()
-            ),
-        )
-        .unwrap();
-    let client = Logged::spawn(
-        &lab.cli,
-        Command::new("busybox")
-            .args(["udhcpc", "-f", "-i", "cli0", "-t", "5", "-T", "1", "-s"])
-            .arg(&script),
-        None,
-    )
-    .unwrap();
-    let bound = wait_event(&lab, "bound ", 0);
+    let client = lab.udhcpc("").unwrap();
+    let bound = lab.wait_event("bound ", 0, Duration::from_secs(20));
     let ip: Ipv4Addr = bound.split_whitespace().nth(1).unwrap().parse().unwrap();
 
     let (code, out) = lab.cli(&["stop", "--keep-fast-path"]).unwrap();
@@ -327,9 +253,9 @@ fn the_fast_path_outlives_a_stopped_daemon_and_the_next_one_adopts_it() {
     );
 
     // No daemon: the kernel answers.
-    let n = events(&lab).len();
+    let n = lab.events().len();
     client.signal(SIGUSR1);
-    let renew = wait_event(&lab, "renew ", n);
+    let renew = lab.wait_event("renew ", n, Duration::from_secs(20));
     assert!(renew.contains(&ip.to_string()), "{renew}");
 
     // The next daemon adopts the program and stores what happened meanwhile.
@@ -349,13 +275,18 @@ fn the_fast_path_outlives_a_stopped_daemon_and_the_next_one_adopts_it() {
     let (_, st) = json(&lab, &["status"]);
     assert_eq!(st["arguments"]["lease-map"]["bindings"], 1, "{st}");
     let fast = fast_acks(&lab);
-    let n = events(&lab).len();
+    let n = lab.events().len();
     client.signal(SIGUSR1);
-    wait_event(&lab, "renew ", n);
+    lab.wait_event("renew ", n, Duration::from_secs(20));
     wait_until(Duration::from_secs(5), || {
         (fast_acks(&lab) > fast).then_some(())
     })
     .expect("the adopted fast path answers");
+
+    // A reload keeps what the command line set (here --pin-dir): the fast
+    // path can still be kept afterwards.
+    let (code, out) = lab.cli(&["reload"]).unwrap();
+    assert_eq!(code, 0, "{out}");
 
     // Stop again keeping it; a daemon whose configuration no longer runs
     // XDP on srv0 detaches what was left there.
