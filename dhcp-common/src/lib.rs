@@ -83,6 +83,13 @@ impl LeaseKey {
 pub struct LeaseValue {
     /// Binding ends at this `CLOCK_MONOTONIC` instant, in nanoseconds.
     pub expires_mono_ns: u64,
+    /// The end the lease store holds (or will, from an event already in
+    /// the ring). The kernel reports a renewal only when it moves the end
+    /// at least `lease_secs / REPORT_FRACTION` past this, so a client
+    /// renewing in a loop costs one event per that interval, not one per
+    /// request, and a client that renews on RFC 2131 timers (T1 = 1/2,
+    /// T2 = 7/8 of the lease) always does so before the stored end.
+    pub reported_mono_ns: u64,
     /// Leased address, network byte order (as it sits in the packet).
     pub ip: u32,
     pub subnet_id: u32,
@@ -111,6 +118,10 @@ pub struct LeaseValue {
 /// The XDP program leaves bindings this close to their end to the control
 /// plane, so renewal events always reach it before it could reclaim.
 pub const EXPIRY_MARGIN_SECS: u64 = 5;
+
+/// See [`LeaseValue::reported_mono_ns`]: with 1/8, the stored end is never
+/// earlier than T2 of the end the client was given.
+pub const REPORT_FRACTION: u64 = 8;
 
 pub mod lease_flags {
     /// The binding may be renewed in the kernel (otherwise always XDP_PASS).
@@ -263,7 +274,8 @@ pub mod stat {
     pub const PASS_SHAPE_CHANGED: u32 = 22;
     pub const PASS_NO_TEMPLATE: u32 = 23;
     pub const PASS_TOO_BIG: u32 = 24;
-    /// Renewal answered but its event could not be queued (ring full).
+    /// Renewal passed to the control plane: its event could not be queued
+    /// (ring full), and the kernel answers only what the store will hear of.
     pub const EVENT_LOST: u32 = 25;
     /// Frames dropped because a helper failed halfway through a rewrite.
     pub const DROPPED: u32 = 26;
@@ -301,6 +313,125 @@ pub const STAT_NAMES: [&str; stat::COUNT as usize] = [
     "dropped",
 ];
 
+/// The load generator's XDP side (`xdhcp loadgen --engine xdp`): a sender
+/// run by `BPF_PROG_TEST_RUN` in live-frames mode, and a receiver attached
+/// to the generator's interface that matches and checks every reply.
+pub mod gen {
+    pub const MAP_CONFIG: &str = "XDHCP_GEN_CONFIG";
+    pub const MAP_CLIENTS: &str = "XDHCP_GEN_CLIENTS";
+    pub const MAP_SENT: &str = "XDHCP_GEN_SENT";
+    pub const MAP_STATS: &str = "XDHCP_GEN_STATS";
+    pub const MAP_LATENCY: &str = "XDHCP_GEN_LATENCY";
+    pub const TX_PROGRAM: &str = "xdhcp_gen";
+    pub const RX_PROGRAM: &str = "xdhcp_gen_rx";
+
+    /// Every request the sender builds is this long (Ethernet + IPv4 + UDP +
+    /// a 300-byte BOOTP payload): live-frames mode wants a fixed size.
+    pub const FRAME_LEN: usize = 342;
+    /// Client index in the low 24 bits of the xid, the run's epoch above.
+    pub const MAX_CLIENTS: u32 = 1 << 24;
+
+    /// What the receiver expects back.
+    pub mod expect {
+        /// A DHCPACK for the client's address (type, yiaddr, chaddr,
+        /// server identifier and lease time checked).
+        pub const ACK: u32 = 0;
+        /// The request itself, bounced (the ceiling's bare program).
+        pub const BOUNCE: u32 = 1;
+    }
+
+    /// Counters (per CPU).
+    pub mod stat {
+        pub const SENT: u32 = 0;
+        /// Replies that matched an outstanding request and passed the checks.
+        pub const OK: u32 = 1;
+        pub const NAK: u32 = 2;
+        /// Matched by xid, but wrong type, address, chaddr or options.
+        pub const WRONG: u32 = 3;
+        /// A second reply to one request.
+        pub const DUPLICATE: u32 = 4;
+        /// Another run's xid, or an index out of range.
+        pub const STRAY: u32 = 5;
+        /// Matched, but after the run's timeout (also counted in OK/NAK).
+        pub const LATE: u32 = 6;
+        /// Sender could not build a frame (helper failed).
+        pub const SEND_FAILED: u32 = 7;
+        pub const COUNT: u32 = 8;
+    }
+    pub const STAT_NAMES: [&str; stat::COUNT as usize] = [
+        "sent",
+        "ok",
+        "nak",
+        "wrong",
+        "duplicate",
+        "stray",
+        "late",
+        "send_failed",
+    ];
+
+    /// Latency histogram: exact below 8 ns, then four buckets per power of
+    /// two (`4 * log2(ns) + the next two bits - 4`), up to ~18 minutes.
+    pub const LATENCY_BUCKETS: u32 = 4 * 40;
+
+    /// Lower bound, in ns, of a latency bucket.
+    pub const fn bucket_floor_ns(b: u32) -> u64 {
+        if b < 8 {
+            return b as u64;
+        }
+        let e = (b + 4) / 4;
+        let m = ((b + 4) % 4) as u64;
+        (1u64 << e) + (m << (e - 2))
+    }
+
+    #[inline(always)]
+    pub fn bucket_of(ns: u64) -> u32 {
+        if ns < 8 {
+            return ns as u32;
+        }
+        let e = 63 - ns.leading_zeros();
+        let m = ((ns >> (e - 2)) & 3) as u32;
+        let b = e * 4 + m - 4;
+        if b >= LATENCY_BUCKETS {
+            LATENCY_BUCKETS - 1
+        } else {
+            b
+        }
+    }
+
+    /// The sender's configuration (array of one).
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct GenConfig {
+        /// A reply later than this after its request counts as late.
+        pub timeout_ns: u64,
+        pub clients: u32,
+        /// Clients are cycled by `cursor * stride + cpu % stride`, so each
+        /// sending thread (one per CPU) walks its own share.
+        pub stride: u32,
+        pub epoch: u32,
+        /// `kind::*`.
+        pub kind: u32,
+        /// `expect::*`.
+        pub expect: u32,
+        /// Offset of option 50's value in `frame` (INIT-REBOOT), else 0.
+        pub requested_ip_off: u32,
+        /// Network byte order.
+        pub server_ip: u32,
+        /// The request with every per-client field zero.
+        pub frame: [u8; FRAME_LEN + 2],
+        pub _pad: [u8; 4],
+    }
+
+    pub mod kind {
+        /// Unicast to the server, ciaddr set (RFC 2131 RENEWING).
+        pub const RENEWING: u32 = 0;
+        /// Broadcast, ciaddr set.
+        pub const REBINDING: u32 = 1;
+        /// Broadcast, ciaddr 0, option 50.
+        pub const INIT_REBOOT: u32 = 2;
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -322,6 +453,9 @@ mod pod {
     unsafe impl aya::Pod for LeaseValue {}
     unsafe impl aya::Pod for ReplyTemplate {}
     unsafe impl aya::Pod for RenewEvent {}
+    unsafe impl bytemuck::Zeroable for gen::GenConfig {}
+    unsafe impl bytemuck::Pod for gen::GenConfig {}
+    unsafe impl aya::Pod for gen::GenConfig {}
 }
 
 #[cfg(test)]
@@ -351,22 +485,57 @@ mod layout {
 
     #[test]
     fn lease_value() {
-        assert_eq!(size_of::<LeaseValue>(), 48);
+        assert_eq!(size_of::<LeaseValue>(), 56);
         assert_eq!(align_of::<LeaseValue>(), 8);
         assert_eq!(offset_of!(LeaseValue, expires_mono_ns), 0);
-        assert_eq!(offset_of!(LeaseValue, ip), 8);
-        assert_eq!(offset_of!(LeaseValue, template_id), 16);
-        assert_eq!(offset_of!(LeaseValue, ifindex), 24);
-        assert_eq!(offset_of!(LeaseValue, outer_vlan), 28);
-        assert_eq!(offset_of!(LeaseValue, giaddr), 32);
-        assert_eq!(offset_of!(LeaseValue, shape_hash), 36);
-        assert_eq!(offset_of!(LeaseValue, prl_len), 40);
-        assert_eq!(offset_of!(LeaseValue, client_id_len), 44);
-        assert_eq!(offset_of!(LeaseValue, flags), 46);
-        no_hidden_padding!(LeaseValue, expires_mono_ns: u64, ip: u32, subnet_id: u32,
+        assert_eq!(offset_of!(LeaseValue, reported_mono_ns), 8);
+        assert_eq!(offset_of!(LeaseValue, ip), 16);
+        assert_eq!(offset_of!(LeaseValue, template_id), 24);
+        assert_eq!(offset_of!(LeaseValue, ifindex), 32);
+        assert_eq!(offset_of!(LeaseValue, outer_vlan), 36);
+        assert_eq!(offset_of!(LeaseValue, giaddr), 40);
+        assert_eq!(offset_of!(LeaseValue, shape_hash), 44);
+        assert_eq!(offset_of!(LeaseValue, prl_len), 48);
+        assert_eq!(offset_of!(LeaseValue, client_id_len), 52);
+        assert_eq!(offset_of!(LeaseValue, flags), 54);
+        no_hidden_padding!(LeaseValue, expires_mono_ns: u64, reported_mono_ns: u64, ip: u32, subnet_id: u32,
             template_id: u32, lease_secs: u32, ifindex: u32, outer_vlan: u16, inner_vlan: u16,
             giaddr: u32, shape_hash: u32, prl_len: u16, max_message_size: u16,
             client_id_len: u8, relay_info_len: u8, flags: u16);
+    }
+
+    #[test]
+    fn gen_config() {
+        use gen::{GenConfig, FRAME_LEN};
+        assert_eq!(size_of::<GenConfig>(), 384);
+        no_hidden_padding!(GenConfig, timeout_ns: u64, clients: u32, stride: u32, epoch: u32,
+            kind: u32, expect: u32, requested_ip_off: u32, server_ip: u32,
+            frame: [u8; FRAME_LEN + 2], _pad: [u8; 4]);
+    }
+
+    #[test]
+    fn latency_buckets() {
+        for ns in [
+            0u64,
+            1,
+            3,
+            4,
+            5,
+            7,
+            8,
+            9,
+            15,
+            16,
+            100,
+            1_000,
+            65_535,
+            (1 << 39) + 5,
+        ] {
+            let b = gen::bucket_of(ns);
+            assert!(b < gen::LATENCY_BUCKETS, "{ns}");
+            assert!(gen::bucket_floor_ns(b) <= ns, "{ns}");
+            assert!(gen::bucket_floor_ns(b + 1) > ns, "{ns}");
+        }
     }
 
     #[test]

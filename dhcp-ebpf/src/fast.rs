@@ -21,7 +21,7 @@ use core::mem::size_of;
 
 use dhcp_common::{
     id_kind, lease_flags, stat, IfaceInfo, LeaseKey, LeaseValue, RenewEvent, FNV_OFFSET, FNV_PRIME,
-    MAX_ID_LEN, TEMPLATE_OPTIONS_MAX,
+    MAX_ID_LEN, REPORT_FRACTION, TEMPLATE_OPTIONS_MAX,
 };
 
 use crate::{
@@ -353,30 +353,46 @@ pub fn try_answer(ctx: &XdpContext, frame: &Frame) -> Result<u32, u32> {
         .get(ifindex)
         .filter(|i| i.server_ip != 0)
         .ok_or(stat::PASS_WRONG_SCOPE)?;
-    rewrite_frame(ctx, s, iface)?;
-
-    // The binding runs on; userspace persists it from the event.
-    lease.expires_mono_ns = now + lease.lease_secs as u64 * 1_000_000_000;
-    // Written in place in the ring; no wakeup: serve polls the ring on a
-    // short timer, which spares every renewal the notification check.
-    match XDHCP_EVENTS.reserve::<RenewEvent>(0) {
-        Some(mut slot) => {
-            let ev = slot.as_mut_ptr();
-            unsafe {
-                copy_u32s(
-                    &s.key as *const _ as *const u8,
-                    core::ptr::addr_of_mut!((*ev).key) as *mut u8,
-                    size_of::<LeaseKey>() / 4,
-                );
-                core::ptr::addr_of_mut!((*ev).ip).write(vol(&s.ip) as u32);
-                core::ptr::addr_of_mut!((*ev).expires_mono_ns).write(lease.expires_mono_ns);
-                core::ptr::addr_of_mut!((*ev).ifindex).write(ifindex);
-                core::ptr::addr_of_mut!((*ev).outer_vlan).write(vol(&s.outer_vlan) as u16);
-                core::ptr::addr_of_mut!((*ev).inner_vlan).write(vol(&s.inner_vlan) as u16);
-            }
-            slot.submit(BPF_RB_NO_WAKEUP);
+    let expires = now + lease.lease_secs as u64 * 1_000_000_000;
+    // The event is queued before the frame is touched: a renewal the store
+    // may never hear of is not answered here (the control plane answers it
+    // and stores it itself). Renewals that move the end less than
+    // lease/REPORT_FRACTION past the stored one need no event at all.
+    let step = lease.lease_secs as u64 * (1_000_000_000 / REPORT_FRACTION);
+    let slot = if expires >= lease.reported_mono_ns + step {
+        let Some(mut slot) = XDHCP_EVENTS.reserve::<RenewEvent>(0) else {
+            return Err(stat::EVENT_LOST);
+        };
+        let ev = slot.as_mut_ptr();
+        unsafe {
+            copy_u32s(
+                &s.key as *const _ as *const u8,
+                core::ptr::addr_of_mut!((*ev).key) as *mut u8,
+                size_of::<LeaseKey>() / 4,
+            );
+            core::ptr::addr_of_mut!((*ev).ip).write(vol(&s.ip) as u32);
+            core::ptr::addr_of_mut!((*ev).expires_mono_ns).write(expires);
+            core::ptr::addr_of_mut!((*ev).ifindex).write(ifindex);
+            core::ptr::addr_of_mut!((*ev).outer_vlan).write(vol(&s.outer_vlan) as u16);
+            core::ptr::addr_of_mut!((*ev).inner_vlan).write(vol(&s.inner_vlan) as u16);
         }
-        None => crate::count(stat::EVENT_LOST),
+        Some(slot)
+    } else {
+        None
+    };
+    if let Err(e) = rewrite_frame(ctx, s, iface) {
+        if let Some(slot) = slot {
+            slot.discard(BPF_RB_NO_WAKEUP);
+        }
+        return Err(e);
+    }
+    // The binding runs on; userspace persists it from the event. No
+    // wakeup: serve polls the ring on a short timer, which spares every
+    // renewal the notification check.
+    lease.expires_mono_ns = expires;
+    if let Some(slot) = slot {
+        lease.reported_mono_ns = expires;
+        slot.submit(BPF_RB_NO_WAKEUP);
     }
     Ok(vol(&s.state) as u32)
 }

@@ -6,6 +6,7 @@
 
 mod bench;
 mod fast;
+mod gen;
 mod parse;
 
 use aya_ebpf::{

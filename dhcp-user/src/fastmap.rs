@@ -247,6 +247,7 @@ impl FastMaps {
         }
         let value = LeaseValue {
             expires_mono_ns: unix_to_mono_ns(l.expires),
+            reported_mono_ns: unix_to_mono_ns(l.expires),
             ip: u32::from_ne_bytes(l.ip.octets()),
             subnet_id: l.subnet_id,
             template_id: u32::MAX,

@@ -20,8 +20,8 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use dhcp_common::{
-    stat, MAP_BARE_LEASES, MAP_EVENTS, MAP_IFACES, MAP_LEASES, MAP_STATS, MAP_TEMPLATES,
-    PEER_PROGRAM_NAME, PROGRAM_NAME, STAT_NAMES,
+    stat, BARE_PROGRAM_NAME, MAP_BARE_LEASES, MAP_EVENTS, MAP_IFACES, MAP_LEASES, MAP_STATS,
+    MAP_TEMPLATES, PEER_PROGRAM_NAME, PROGRAM_NAME, STAT_NAMES,
 };
 
 /// What `load_bench` loads besides the fast path.
@@ -604,6 +604,41 @@ pub fn attach_peer(ifname: &str) -> Result<PeerProgram> {
     prog.load().map_err(verifier_error)?;
     prog.attach_to_if_index(ifindex(ifname)?, XdpMode::Driver)
         .with_context(|| format!("attaching the peer program to {ifname}"))?;
+    Ok(PeerProgram { _ebpf: ebpf })
+}
+
+/// Attaches the yardstick `xdhcp_bare` to `ifname` with its map holding
+/// loadgen clients `0..clients` (keyed by hardware address, like the
+/// lease map): the benchmark's ceiling.
+pub fn attach_bare(ifname: &str, clients: u32) -> Result<PeerProgram> {
+    use dhcp_common::{id_kind, LeaseKey, LeaseValue};
+    raise_memlock_limit();
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(MAP_BARE_LEASES, clients.max(1))
+        .load(XDP_OBJECT)
+        .context("loading the XDP object")?;
+    {
+        let mut map: aya::maps::HashMap<_, LeaseKey, LeaseValue> = aya::maps::HashMap::try_from(
+            ebpf.map_mut(MAP_BARE_LEASES)
+                .ok_or_else(|| anyhow!("{MAP_BARE_LEASES} missing"))?,
+        )?;
+        let value: LeaseValue = bytemuck::Zeroable::zeroed();
+        for i in 0..clients {
+            let mut key = LeaseKey::zeroed();
+            key.kind = id_kind::HWADDR;
+            key.len = 7;
+            key.id[0] = 1;
+            key.id[1..7].copy_from_slice(&crate::loadgen::client_mac(i));
+            map.insert(key, value, 0)?;
+        }
+    }
+    let prog: &mut Xdp = ebpf
+        .program_mut(BARE_PROGRAM_NAME)
+        .ok_or_else(|| anyhow!("program {BARE_PROGRAM_NAME} missing from the XDP object"))?
+        .try_into()?;
+    prog.load().map_err(verifier_error)?;
+    prog.attach_to_if_index(ifindex(ifname)?, XdpMode::Driver)
+        .with_context(|| format!("attaching the bounce program to {ifname}"))?;
     Ok(PeerProgram { _ebpf: ebpf })
 }
 

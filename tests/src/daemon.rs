@@ -24,7 +24,7 @@ pub struct DaemonLab {
     /// bpffs directory for a pinned fast path (`--pin-dir`), if any.
     pub pin_dir: Option<PathBuf>,
     /// XDP_PASS on `cli0`, so XDP_TX replies cross the veth.
-    _peer: Logged,
+    peer: Option<Logged>,
     /// Last lines of stopped daemons, for diagnostics.
     pub history: Vec<String>,
     // Dropped last: namespaces outlive the processes inside them.
@@ -67,10 +67,20 @@ impl DaemonLab {
             config: config_path,
             daemon: None,
             pin_dir: None,
-            _peer: peer,
+            peer: Some(peer),
             history: Vec::new(),
             lab,
         })
+    }
+
+    /// Detaches the XDP_PASS program from `cli0` (for a client side that
+    /// brings its own XDP program, like loadgen's xdp engine).
+    pub fn drop_peer(&mut self) -> Result<()> {
+        if let Some(mut p) = self.peer.take() {
+            p.signal(15);
+            p.wait(Duration::from_secs(10))?;
+        }
+        Ok(())
     }
 
     pub fn db(&self) -> PathBuf {

@@ -1,0 +1,259 @@
+//! The load generator's XDP side (`xdhcp loadgen --engine xdp`).
+//!
+//! `xdhcp_gen` runs under `BPF_PROG_TEST_RUN` with live frames: every run
+//! turns the frame into the next client's request and returns XDP_TX, so the
+//! kernel sends it out of the generator's interface with no socket, copy or
+//! syscall per frame. Live frames come back to the pool after the far end
+//! rewrote them (an ACK answered by XDP reuses the page), so the whole
+//! request is written again each run.
+//!
+//! `xdhcp_gen_rx`, attached to the same interface, matches each reply to
+//! its request by xid (client index + run epoch), checks it, takes the
+//! latency from the send time the sender stored, and drops it; anything
+//! else goes on to the kernel stack.
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_xdp_store_bytes},
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+};
+use dhcp_common::gen::{
+    bucket_of, expect, kind, stat, GenConfig, FRAME_LEN, LATENCY_BUCKETS, MAX_CLIENTS,
+};
+
+#[map(name = "XDHCP_GEN_CONFIG")]
+static XDHCP_GEN_CONFIG: Array<GenConfig> = Array::with_max_entries(1, 0);
+
+/// Each client's address (network order), sized by userspace.
+#[map(name = "XDHCP_GEN_CLIENTS")]
+static XDHCP_GEN_CLIENTS: Array<u32> = Array::with_max_entries(1, 0);
+
+/// When each client's outstanding request left (ns, `bpf_ktime_get_ns`);
+/// 0 once answered.
+#[map(name = "XDHCP_GEN_SENT")]
+static XDHCP_GEN_SENT: Array<u64> = Array::with_max_entries(1, 0);
+
+#[map(name = "XDHCP_GEN_CURSOR")]
+static XDHCP_GEN_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "XDHCP_GEN_STATS")]
+static XDHCP_GEN_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+#[map(name = "XDHCP_GEN_LATENCY")]
+static XDHCP_GEN_LATENCY: PerCpuArray<u64> = PerCpuArray::with_max_entries(LATENCY_BUCKETS, 0);
+
+#[inline(always)]
+fn bump(idx: u32) {
+    if let Some(c) = XDHCP_GEN_STATS.get_ptr_mut(idx) {
+        unsafe { *c += 1 };
+    }
+}
+
+/// Client `i`'s hardware address; the loadgen's userspace uses the same.
+#[inline(always)]
+fn client_mac(i: u32) -> [u8; 6] {
+    [
+        0x02,
+        0x44,
+        (i >> 24) as u8,
+        (i >> 16) as u8,
+        (i >> 8) as u8,
+        i as u8,
+    ]
+}
+
+#[inline(always)]
+fn csum_fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+#[xdp]
+pub fn xdhcp_gen(ctx: XdpContext) -> u32 {
+    match send(&ctx) {
+        Some(()) => {
+            bump(stat::SENT);
+            xdp_action::XDP_TX
+        }
+        None => {
+            bump(stat::SEND_FAILED);
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+#[inline(always)]
+fn send(ctx: &XdpContext) -> Option<()> {
+    let cfg = XDHCP_GEN_CONFIG.get(0)?;
+    let cursor = XDHCP_GEN_CURSOR.get_ptr_mut(0)?;
+    let n = cfg.clients;
+    let stride = cfg.stride;
+    if n == 0 || stride == 0 {
+        return None;
+    }
+    let k = unsafe { *cursor };
+    unsafe { *cursor = k.wrapping_add(1) };
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let i = (k.wrapping_mul(stride).wrapping_add(cpu % stride)) % n;
+    let ip = *XDHCP_GEN_CLIENTS.get(i)?;
+
+    let src = cfg.frame.as_ptr() as *mut _;
+    if unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, src, FRAME_LEN as u32) } != 0 {
+        return None;
+    }
+    let data = ctx.data();
+    if data + FRAME_LEN > ctx.data_end() {
+        return None;
+    }
+    let mac = client_mac(i);
+    let xid = ((cfg.epoch << 24) | (i & (MAX_CLIENTS - 1))).to_be();
+    let p = data as *mut u8;
+    let kind = cfg.kind;
+    unsafe {
+        core::ptr::copy_nonoverlapping(mac.as_ptr(), p.add(6), 6);
+        core::ptr::copy_nonoverlapping(mac.as_ptr(), p.add(42 + 28), 6);
+        (p.add(42 + 4) as *mut u32).write_unaligned(xid);
+        if kind == kind::INIT_REBOOT {
+            // A variable offset needs its own bound for the verifier.
+            let q = data + (cfg.requested_ip_off as usize & 0x1ff);
+            if q + 4 > ctx.data_end() {
+                return None;
+            }
+            (q as *mut u32).write_unaligned(ip);
+        } else {
+            // ciaddr, and the IPv4 source for both RENEWING and REBINDING.
+            (p.add(42 + 12) as *mut u32).write_unaligned(ip);
+            (p.add(26) as *mut u32).write_unaligned(ip);
+            // The template's header checksum was computed with source 0.
+            let base = !u16::from_be((p.add(24) as *const u16).read_unaligned()) as u32;
+            let host = u32::from_be(ip);
+            let sum = csum_fold(base + (host >> 16) + (host & 0xffff));
+            (p.add(24) as *mut u16).write_unaligned((!sum).to_be());
+        }
+    }
+    if let Some(t) = XDHCP_GEN_SENT.get_ptr_mut(i) {
+        unsafe { *t = bpf_ktime_get_ns() };
+    }
+    Some(())
+}
+
+#[xdp]
+pub fn xdhcp_gen_rx(ctx: XdpContext) -> u32 {
+    match receive(&ctx) {
+        Some(()) => xdp_action::XDP_DROP,
+        None => xdp_action::XDP_PASS,
+    }
+}
+
+/// None: not a reply to the generator (left to the stack).
+#[inline(always)]
+fn receive(ctx: &XdpContext) -> Option<()> {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    // Ethernet, IPv4 without options, UDP to port 68, BOOTP up to the
+    // magic cookie: everything the checks below read at fixed offsets.
+    if data + 42 + 240 > end {
+        return None;
+    }
+    let p = data as *const u8;
+    let rd16 = |off: usize| unsafe { u16::from_be((p.add(off) as *const u16).read_unaligned()) };
+    let rd32 = |off: usize| unsafe { (p.add(off) as *const u32).read_unaligned() };
+    if rd16(12) != 0x0800 || unsafe { *p.add(14) } != 0x45 || unsafe { *p.add(23) } != 17 {
+        return None;
+    }
+    if rd16(36) != 68 {
+        return None;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let cfg = XDHCP_GEN_CONFIG.get(0)?;
+    let xid = u32::from_be(rd32(42 + 4));
+    let i = xid & (MAX_CLIENTS - 1);
+    if xid >> 24 != cfg.epoch & 0xff || i >= cfg.clients {
+        bump(stat::STRAY);
+        return Some(());
+    }
+    let sent = XDHCP_GEN_SENT.get_ptr_mut(i)?;
+    let t0 = unsafe { *sent };
+    if t0 == 0 {
+        bump(stat::DUPLICATE);
+        return Some(());
+    }
+    unsafe { *sent = 0 };
+    let lat = now.saturating_sub(t0);
+    if let Some(b) = XDHCP_GEN_LATENCY.get_ptr_mut(bucket_of(lat)) {
+        unsafe { *b += 1 };
+    }
+    if lat > cfg.timeout_ns {
+        bump(stat::LATE);
+    }
+    let mac = client_mac(i);
+    let mac_ok = unsafe {
+        let c = p.add(42 + 28);
+        *c == mac[0]
+            && *c.add(1) == mac[1]
+            && *c.add(2) == mac[2]
+            && *c.add(3) == mac[3]
+            && *c.add(4) == mac[4]
+            && *c.add(5) == mac[5]
+    };
+    let op = unsafe { *p.add(42) };
+    if cfg.expect == expect::BOUNCE {
+        bump(if op == 1 && mac_ok {
+            stat::OK
+        } else {
+            stat::WRONG
+        });
+        return Some(());
+    }
+    let ip = XDHCP_GEN_CLIENTS.get(i).copied().unwrap_or(0);
+    let verdict = check_ack(ctx, cfg.server_ip);
+    bump(match verdict {
+        6 => stat::NAK,
+        5 if op == 2 && mac_ok && rd32(42 + 16) == ip => stat::OK,
+        _ => stat::WRONG,
+    });
+    Some(())
+}
+
+/// Walks the reply's first options: the message type if option 54 is this
+/// server and option 51 is present (ACK) or for a NAK, else 0.
+#[inline(always)]
+fn check_ack(ctx: &XdpContext, server_ip: u32) -> u8 {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    let mut off: usize = 42 + 240;
+    let mut msg_type = 0u8;
+    let mut server_ok = false;
+    let mut lease_ok = false;
+    for _ in 0..16 {
+        off &= 0x7ff;
+        if data + off + 6 > end {
+            break;
+        }
+        let o = (data + off) as *const u8;
+        let code = unsafe { *o };
+        if code == 255 {
+            break;
+        }
+        if code == 0 {
+            off += 1;
+            continue;
+        }
+        let len = unsafe { *o.add(1) } as usize;
+        match code {
+            53 => msg_type = unsafe { *o.add(2) },
+            54 => server_ok = unsafe { (o.add(2) as *const u32).read_unaligned() } == server_ip,
+            51 => lease_ok = len == 4,
+            _ => {}
+        }
+        off += 2 + len;
+    }
+    match msg_type {
+        5 if server_ok && lease_ok => 5,
+        6 => 6,
+        _ => 0,
+    }
+}

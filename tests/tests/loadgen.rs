@@ -1,0 +1,283 @@
+//! `xdhcp loadgen` against the real daemon (and the benchmark's bounce
+//! program) in the netns lab: replies matched and checked, losses and
+//! refusals counted where they happen, runs bounded in count and time.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use xdhcp_lab::{
+    daemon::DaemonLab,
+    proc::{xdhcp_bin, Logged},
+};
+
+const CONFIG: &str = r#"
+[server]
+server_id = "198.18.0.1"
+lease_db = "@DB@"
+
+[[interface]]
+name = "srv0"
+
+[options]
+lease_time = 600
+
+[[subnet]]
+id = 1
+subnet = "198.18.0.0/24"
+interface = "srv0"
+[[subnet.pool]]
+start = "198.18.0.10"
+end = "198.18.0.209"
+"#;
+
+/// Runs loadgen in the client namespace; its JSON report, by phase.
+fn loadgen(lab: &DaemonLab, args: &[&str]) -> Vec<Value> {
+    let mut cmd = Command::new(xdhcp_bin());
+    cmd.args([
+        "loadgen",
+        "--iface",
+        "cli0",
+        "--json",
+        "--timeout-ms",
+        "500",
+    ])
+    .arg("--server-socket")
+    .arg(lab.socket())
+    .args(args);
+    let out = lab.cli.command_from(&cmd).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "loadgen {args:?} failed: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    v.as_array().unwrap().clone()
+}
+
+fn n(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
+}
+
+#[test]
+fn dora_then_renewals_are_matched_checked_and_attributed_to_the_path_that_answered() {
+    let mut lab = DaemonLab::new("lgpkt", CONFIG, None).unwrap();
+    lab.start().unwrap();
+    let r = loadgen(
+        &lab,
+        &[
+            "--clients",
+            "150",
+            "--rate",
+            "3000",
+            "--phase",
+            "dora",
+            "--phase",
+            "renew",
+            "--phase",
+            "rebind",
+            "--phase",
+            "init-reboot",
+        ],
+    );
+    assert_eq!(r.len(), 4);
+    let dora = &r[0];
+    assert_eq!(
+        (n(dora, "sent"), n(dora, "ok"), n(dora, "lost")),
+        (150, 150, 0),
+        "{dora}"
+    );
+    assert_eq!(n(dora, "duplicate_addresses"), 0);
+    assert_eq!(n(&dora["server"], "control_plane_acks"), 150);
+    assert!(dora["latency_us_p50"].as_f64().unwrap() > 0.0);
+    for phase in &r[1..] {
+        assert_eq!((n(phase, "sent"), n(phase, "ok")), (150, 150), "{phase}");
+        assert_eq!(
+            n(phase, "wrong") + n(phase, "nak") + n(phase, "stray"),
+            0,
+            "{phase}"
+        );
+        // Every renewal of a lease the control plane made is the kernel's.
+        assert_eq!(n(&phase["server"], "fast_path_acks"), 150, "{phase}");
+        assert_eq!(n(&phase["server"], "control_plane_acks"), 0, "{phase}");
+    }
+}
+
+#[test]
+fn losses_and_refusals_are_counted_and_runs_stop_by_themselves() {
+    let mut lab = DaemonLab::new("lgloss", CONFIG, None).unwrap();
+    lab.start().unwrap();
+    // 250 clients, 200 addresses: 50 DISCOVERs go unanswered.
+    let r = loadgen(
+        &lab,
+        &[
+            "--clients",
+            "250",
+            "--rate",
+            "5000",
+            "--phase",
+            "dora",
+            "--phase",
+            "release",
+            "--phase",
+            "renew",
+        ],
+    );
+    let dora = &r[0];
+    assert_eq!(
+        (n(dora, "sent"), n(dora, "ok"), n(dora, "lost")),
+        (250, 200, 50),
+        "{dora}"
+    );
+    assert!((dora["loss_pct"].as_f64().unwrap() - 20.0).abs() < 1e-6);
+    let release = &r[1];
+    assert_eq!(n(release, "sent"), 200);
+    assert_eq!(
+        n(&release["server"], "control_plane_received"),
+        200,
+        "{release}"
+    );
+    // Released bindings left the kernel's map: the control plane answers
+    // the next renewal of each (it still had the address free).
+    let renew = &r[2];
+    assert_eq!(n(&renew["server"], "control_plane_acks"), 200, "{renew}");
+    assert_eq!(n(renew, "ok"), 250, "{renew}");
+
+    // Clients claiming addresses that are not theirs are refused: NAKed or
+    // unanswered, never counted ok.
+    let r = loadgen(
+        &lab,
+        &[
+            "--clients",
+            "20",
+            "--phase",
+            "renew",
+            "--synthetic",
+            "198.18.0.230",
+            "--server",
+            "198.18.0.1",
+            "--rate",
+            "1000",
+        ],
+    );
+    let renew = &r[0];
+    assert_eq!(n(renew, "ok"), 0, "{renew}");
+    assert_eq!(n(renew, "nak") + n(renew, "lost"), 20, "{renew}");
+    assert!(renew["loss_pct"].as_f64().unwrap() > 99.0);
+
+    // Bounded by time: 100/s for at most 1 s sends ~100 of 10,000.
+    let t = Instant::now();
+    let r = loadgen(
+        &lab,
+        &[
+            "--clients",
+            "100",
+            "--phase",
+            "discover",
+            "--rate",
+            "100",
+            "--count",
+            "10000",
+            "--duration",
+            "1",
+        ],
+    );
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    let sent = n(&r[0], "sent");
+    assert!((90..=110).contains(&sent), "{}", r[0]);
+    assert_eq!(n(&r[0], "ok") + n(&r[0], "lost"), sent, "{}", r[0]);
+}
+
+#[test]
+fn the_xdp_engine_matches_fast_path_acks_in_the_kernel() {
+    let mut lab = DaemonLab::new("lgxdp", CONFIG, None).unwrap();
+    lab.start().unwrap();
+    // The engine brings its own XDP program for cli0.
+    lab.drop_peer().unwrap();
+    let r = loadgen(
+        &lab,
+        &[
+            "--clients",
+            "150",
+            "--rate",
+            "20000",
+            "--count",
+            "20000",
+            "--phase",
+            "dora",
+            "--phase",
+            "renew",
+            "--phase",
+            "rebind",
+            "--engine",
+            "xdp",
+            "--threads",
+            "2",
+        ],
+    );
+    assert_eq!(n(&r[0], "ok"), 150, "{}", r[0]);
+    for phase in &r[1..] {
+        assert_eq!(phase["engine"], "xdp");
+        let sent = n(phase, "sent");
+        assert_eq!(sent, 20_000, "{phase}");
+        assert_eq!(
+            n(phase, "ok") + n(phase, "lost") + n(phase, "nak") + n(phase, "wrong"),
+            sent
+        );
+        assert_eq!(
+            n(phase, "wrong") + n(phase, "stray") + n(phase, "nak"),
+            0,
+            "{phase}"
+        );
+        assert!(n(phase, "ok") > sent / 2, "{phase}");
+        // Paced: 20,000 at 20,000/s cannot leave in much less than 1 s.
+        assert!(
+            phase["offered_per_s"].as_f64().unwrap() < 22_000.0,
+            "{phase}"
+        );
+        let fast = n(&phase["server"], "fast_path_acks");
+        assert!(fast >= n(phase, "ok"), "{phase}");
+    }
+}
+
+#[test]
+fn replies_that_fail_the_checks_are_counted_wrong() {
+    // No daemon: the bounce program sends each request back unchanged but
+    // for addresses, which is no DHCPACK.
+    let mut lab = DaemonLab::new("lgwrong", CONFIG, None).unwrap();
+    lab.drop_peer().unwrap();
+    let mut bounce = Command::new(xdhcp_bin());
+    bounce.args(["lab-bounce", "srv0", "--clients", "100"]);
+    let b = Logged::spawn(&lab.srv, &bounce, None).unwrap();
+    b.wait_for("bounce program attached", Duration::from_secs(20))
+        .unwrap();
+    let common = [
+        "--clients",
+        "100",
+        "--phase",
+        "renew",
+        "--engine",
+        "xdp",
+        "--count",
+        "5000",
+        "--synthetic",
+        "198.18.0.10",
+        "--server",
+        "198.18.0.1",
+    ];
+    let mut args = common.to_vec();
+    args.extend(["--expect", "ack"]);
+    let r = loadgen(&lab, &args);
+    assert_eq!(n(&r[0], "ok"), 0, "{}", r[0]);
+    assert!(n(&r[0], "wrong") > 4_000, "{}", r[0]);
+    let mut args = common.to_vec();
+    args.extend(["--expect", "bounce"]);
+    let r = loadgen(&lab, &args);
+    assert!(n(&r[0], "ok") > 4_000, "{}", r[0]);
+    assert_eq!(n(&r[0], "wrong"), 0, "{}", r[0]);
+    drop(b);
+}
