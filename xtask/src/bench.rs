@@ -14,6 +14,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use serde_json::Value;
 use xdhcp_lab::{proc::Logged, Lab, Netns};
 
 use crate::{cargo, root_dir, run};
@@ -116,13 +117,16 @@ fn lab() -> Result<BenchLab> {
     let mut lab = Lab::new("bench")?;
     let srv = lab.netns("srv")?;
     let cli = lab.netns("cli")?;
-    lab.veth(
+    // One queue per CPU: each loadgen thread sends on its own.
+    let queues = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    lab.veth_with_queues(
         &srv,
         "srv0",
         Some("198.18.0.1/16"),
         &cli,
         "cli0",
         Some("198.18.0.2/16"),
+        queues,
     )?;
     let dir = std::env::temp_dir().join(lab.prefix());
     std::fs::create_dir_all(&dir)?;
@@ -142,7 +146,7 @@ lease_db_sync = "full"
 
 [[interface]]
 name = "srv0"
-xdp = "off"
+xdp = "@XDP@"
 
 [logging]
 level = "warn"
@@ -173,6 +177,16 @@ const KEA_CONFIG: &str = r#"{ "Dhcp4": {
 } }"#;
 
 fn start(lab: &BenchLab, system: System, bin: &Path) -> Result<Logged> {
+    start_with(lab, system, bin, "off", KEA_CONFIG)
+}
+
+fn start_with(
+    lab: &BenchLab,
+    system: System,
+    bin: &Path,
+    xdp: &str,
+    kea_config: &str,
+) -> Result<Logged> {
     let dir = lab.dir.display().to_string();
     for f in [
         "xdhcp-leases.db",
@@ -186,7 +200,10 @@ fn start(lab: &BenchLab, system: System, bin: &Path) -> Result<Logged> {
     let d = match system {
         System::Xdhcp => {
             let cfg = lab.dir.join("xdhcp.toml");
-            std::fs::write(&cfg, XDHCP_CONFIG.replace("@DIR@", &dir))?;
+            std::fs::write(
+                &cfg,
+                XDHCP_CONFIG.replace("@DIR@", &dir).replace("@XDP@", xdp),
+            )?;
             let d = Logged::spawn(
                 &lab.srv,
                 Command::new(bin)
@@ -203,7 +220,7 @@ fn start(lab: &BenchLab, system: System, bin: &Path) -> Result<Logged> {
         }
         System::Kea => {
             let cfg = lab.dir.join("kea.json");
-            std::fs::write(&cfg, KEA_CONFIG.replace("@DIR@", &dir))?;
+            std::fs::write(&cfg, kea_config.replace("@DIR@", &dir))?;
             let d = Logged::spawn(
                 &lab.srv,
                 Command::new("kea-dhcp4")
@@ -364,6 +381,311 @@ impl Drop for RmemGuard {
     }
 }
 
+/// Kea for directly connected clients (loadgen): raw sockets, as Kea's
+/// documentation asks for clients without an address yet.
+const KEA_RAW_CONFIG: &str = r#"{ "Dhcp4": {
+  "interfaces-config": { "interfaces": [ "srv0" ], "dhcp-socket-type": "raw" },
+  "lease-database": { "type": "memfile", "persist": true, "lfc-interval": 0,
+                      "name": "@DIR@/kea-leases4.csv" },
+  "multi-threading": { "enable-multi-threading": true, "thread-pool-size": 2,
+                       "packet-queue-size": 64 },
+  "valid-lifetime": 3600,
+  "subnet4": [ { "id": 1, "subnet": "198.18.0.0/16",
+                 "pools": [ { "pool": "198.18.1.0 - 198.18.255.250" } ] } ],
+  "loggers": [ { "name": "kea-dhcp4", "severity": "WARN",
+                 "output_options": [ { "output": "stderr" } ] } ]
+} }"#;
+
+/// One ramp step: (offered/s, answered/s, loss %).
+type Point = (f64, f64, f64);
+
+/// One system's ramp, a point per step.
+#[derive(Clone)]
+struct Curve {
+    label: String,
+    points: Vec<Point>,
+}
+
+impl Curve {
+    /// Highest answered rate with at most 1% loss.
+    fn best(&self) -> f64 {
+        self.points
+            .iter()
+            .filter(|p| p.2 <= 1.0)
+            .map(|p| p.1)
+            .fold(0.0, f64::max)
+    }
+}
+
+fn points(reports: &[Value], phase: &str) -> Vec<Point> {
+    reports
+        .iter()
+        .filter(|r| r["phase"] == phase)
+        .map(|r| {
+            (
+                r["offered_per_s"].as_f64().unwrap_or(0.0),
+                r["answered_per_s"].as_f64().unwrap_or(0.0),
+                r["loss_pct"].as_f64().unwrap_or(100.0),
+            )
+        })
+        .collect()
+}
+
+/// Runs `xdhcp loadgen ARGS --json` in the client namespace.
+fn loadgen(lab: &BenchLab, bin: &Path, args: &[String]) -> Result<Vec<Value>> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["loadgen", "--iface", "cli0", "--json"])
+        .args(args);
+    let out = lab.cli.command_from(&cmd).output().context("loadgen")?;
+    if !out.status.success() {
+        bail!(
+            "loadgen {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("loadgen's JSON")?;
+    let steps = v.as_array().cloned().unwrap_or_default();
+    for r in &steps {
+        eprintln!(
+            "   {:<12} {:<6} target {:>9} offered {:>10.0}/s answered {:>10.0}/s loss {:>6.2}% p99 {:>8} µs{}",
+            r["phase"].as_str().unwrap_or("?"),
+            r["engine"].as_str().unwrap_or("?"),
+            r["target_per_s"],
+            r["offered_per_s"].as_f64().unwrap_or(0.0),
+            r["answered_per_s"].as_f64().unwrap_or(0.0),
+            r["loss_pct"].as_f64().unwrap_or(0.0),
+            r["latency_us_p99"].as_f64().map_or("-".into(), |v| format!("{v:.0}")),
+            r.get("server")
+                .map(|s| format!(
+                    "  server: xdp {} / control plane {} ACKs, {} passed by XDP",
+                    s["fast_path_acks"], s["control_plane_acks"], s["xdp_passed"]
+                ))
+                .unwrap_or_default()
+        );
+    }
+    Ok(steps)
+}
+
+fn s<T: ToString>(v: T) -> String {
+    v.to_string()
+}
+
+fn rates_arg(r: &[u64]) -> String {
+    r.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+struct Plan {
+    xdp_rates: Vec<u64>,
+    xdp_secs: f64,
+    cp_rates: Vec<u64>,
+    cp_secs: f64,
+    dora_rates: Vec<u64>,
+    dora_secs: u64,
+    clients: u32,
+    perfdhcp_rates: Vec<u64>,
+    perfdhcp_secs: u64,
+}
+
+/// Daemon RSS in KiB (from /proc).
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// DORA ramp: a fresh server and store per step, `rate × secs` new clients.
+fn dora_ramp(
+    lab: &BenchLab,
+    bin: &Path,
+    system: System,
+    xdp: &str,
+    plan: &Plan,
+) -> Result<Vec<Point>> {
+    let mut pts = Vec::new();
+    for &rate in &plan.dora_rates {
+        let d = start_with(lab, system, bin, xdp, KEA_RAW_CONFIG)?;
+        let clients = rate * plan.dora_secs;
+        let r = loadgen(
+            lab,
+            bin,
+            &[
+                s("--clients"),
+                s(clients),
+                s("--phase"),
+                s("dora"),
+                s("--rate"),
+                s(rate),
+                s("--duration"),
+                s(plan.dora_secs + 5),
+            ],
+        )?;
+        drop(d);
+        let p = points(&r, "dora");
+        let over = p.iter().any(|p| p.2 > 1.0);
+        pts.extend(p);
+        if over {
+            break;
+        }
+    }
+    Ok(pts)
+}
+
+/// DORA for `plan.clients`, then a renewal ramp with `engine`.
+struct RenewRamp<'a> {
+    system: System,
+    /// The server's `xdp` setting.
+    xdp: &'a str,
+    /// loadgen's engine for the renewals.
+    engine: &'a str,
+    rates: &'a [u64],
+    secs: f64,
+    clients: u32,
+}
+
+/// Returns the steps and the server's RSS (KiB) at the end.
+fn renew_ramp(lab: &BenchLab, bin: &Path, rr: RenewRamp) -> Result<(Vec<Point>, Option<u64>)> {
+    let RenewRamp {
+        system,
+        xdp,
+        engine,
+        rates,
+        secs,
+        clients,
+    } = rr;
+    let d = start_with(lab, system, bin, xdp, KEA_RAW_CONFIG)?;
+    let mut args = vec![
+        s("--clients"),
+        s(clients),
+        s("--phase"),
+        s("dora"),
+        s("--rate"),
+        // Below each system's DORA limit: every client must hold a lease.
+        s(if system == System::Kea { 2_000 } else { 8_000 }),
+        s("--duration"),
+        s(60),
+        s("--phase"),
+        s("renew"),
+        s("--engine"),
+        s(engine),
+        s("--rates"),
+        rates_arg(rates),
+        s("--count"),
+        s(1_000_000_000u64),
+        s("--step-duration"),
+        s(secs),
+        s("--threads"),
+        s(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    ];
+    if system == System::Xdhcp {
+        args.extend([
+            s("--server-socket"),
+            lab.dir.join("control.sock").display().to_string(),
+        ]);
+    }
+    let r = loadgen(lab, bin, &args)?;
+    let rss = rss_kib(d.pid());
+    drop(d);
+    let bound = r
+        .iter()
+        .find(|x| x["phase"] == "dora")
+        .and_then(|x| x["ok"].as_u64())
+        .unwrap_or(0);
+    if bound < clients as u64 * 9 / 10 {
+        bail!("only {bound} of {clients} clients got a lease before the renewal ramp");
+    }
+    Ok((points(&r, "renew"), rss))
+}
+
+/// Answered vs offered, log-log, one polyline per system.
+fn svg(curves: &[Curve]) -> String {
+    let (w, h, m) = (900.0, 560.0, 70.0);
+    let (lo, hi) = (2.0f64, 7.0f64); // 100/s .. 10M/s
+    let x = |v: f64| m + (v.max(100.0).log10() - lo) / (hi - lo) * (w - 2.0 * m);
+    let y = |v: f64| h - m - (v.max(100.0).log10() - lo) / (hi - lo) * (h - 2.0 * m);
+    let colors = [
+        "#000000", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+        "#17becf",
+    ];
+    let mut o = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    let _ = writeln!(
+        o,
+        "<text x=\"{}\" y=\"24\" font-size=\"15\">answered vs offered requests/s (log-log; same veth lab, one run)</text>",
+        m
+    );
+    for e in 2..=7 {
+        let v = 10f64.powi(e);
+        let label = ["100", "1k", "10k", "100k", "1M", "10M"][(e - 2) as usize];
+        let _ = writeln!(
+            o,
+            "<line x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\" stroke=\"#ddd\"/><text x=\"{0}\" y=\"{3}\" text-anchor=\"middle\">{label}</text>",
+            x(v),
+            m,
+            h - m,
+            h - m + 16.0
+        );
+        let _ = writeln!(
+            o,
+            "<line x1=\"{1}\" y1=\"{0}\" x2=\"{2}\" y2=\"{0}\" stroke=\"#ddd\"/><text x=\"{3}\" y=\"{0}\" text-anchor=\"end\">{label}</text>",
+            y(v),
+            m,
+            w - m,
+            m - 6.0
+        );
+    }
+    let _ = writeln!(
+        o,
+        "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#999\" stroke-dasharray=\"4 4\"/>",
+        x(100.0),
+        y(100.0),
+        x(1e7),
+        y(1e7)
+    );
+    let _ = writeln!(
+        o,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">offered/s</text><text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">answered/s</text>",
+        w / 2.0,
+        h - 24.0,
+        h / 2.0,
+        h / 2.0
+    );
+    for (k, c) in curves.iter().enumerate() {
+        let col = colors[k % colors.len()];
+        let pts: Vec<String> = c
+            .points
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", x(p.0), y(p.1)))
+            .collect();
+        let _ = writeln!(
+            o,
+            "<polyline fill=\"none\" stroke=\"{col}\" stroke-width=\"2\" points=\"{}\"/>",
+            pts.join(" ")
+        );
+        for p in &pts {
+            let (px, py) = p.split_once(',').unwrap_or(("0", "0"));
+            let _ = writeln!(
+                o,
+                "<circle cx=\"{px}\" cy=\"{py}\" r=\"3\" fill=\"{col}\"/>"
+            );
+        }
+        let ly = m + 10.0 + 16.0 * k as f64;
+        let _ = writeln!(
+            o,
+            "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{col}\" stroke-width=\"2\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            m + 10.0,
+            m + 30.0,
+            m + 36.0,
+            ly + 4.0,
+            c.label.replace('&', "&amp;").replace('<', "&lt;")
+        );
+    }
+    o.push_str("</svg>\n");
+    o
+}
+
 pub fn bench(quick: bool) -> Result<()> {
     ensure_peer_packages()?;
     let _rmem = RmemGuard::raise();
@@ -373,56 +695,291 @@ pub fn bench(quick: bool) -> Result<()> {
         .unwrap_or_else(|| root_dir().join("target"))
         .join("release/xdhcp");
     let lab = lab()?;
-    let (rates, secs): (&[u64], u64) = if quick {
-        (&[2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 16_000], 3)
-    } else {
-        (
-            &[
-                1_000, 2_000, 4_000, 6_000, 8_000, 12_000, 16_000, 20_000, 24_000, 32_000, 40_000,
-                48_000,
+    let plan = if quick {
+        Plan {
+            xdp_rates: vec![250_000, 500_000, 1_000_000, 1_500_000, 2_000_000, 3_000_000],
+            xdp_secs: 1.0,
+            cp_rates: vec![
+                4_000, 8_000, 12_000, 16_000, 24_000, 32_000, 48_000, 64_000, 96_000, 128_000,
             ],
-            5,
-        )
+            cp_secs: 1.5,
+            dora_rates: vec![
+                2_000, 4_000, 6_000, 8_000, 12_000, 16_000, 24_000, 32_000, 48_000,
+            ],
+            dora_secs: 2,
+            clients: 20_000,
+            perfdhcp_rates: vec![2_000, 4_000, 8_000],
+            perfdhcp_secs: 2,
+        }
+    } else {
+        Plan {
+            xdp_rates: vec![
+                250_000, 500_000, 750_000, 1_000_000, 1_250_000, 1_500_000, 1_750_000, 2_000_000,
+                2_500_000, 3_000_000, 4_000_000,
+            ],
+            xdp_secs: 3.0,
+            cp_rates: vec![
+                1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 16_000, 20_000, 24_000, 32_000,
+                40_000, 48_000, 64_000, 80_000, 96_000,
+            ],
+            cp_secs: 3.0,
+            dora_rates: vec![
+                1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 14_000, 16_000, 20_000, 24_000,
+                28_000, 32_000, 40_000, 48_000, 64_000,
+            ],
+            dora_secs: 3,
+            clients: 50_000,
+            perfdhcp_rates: vec![
+                1_000, 2_000, 4_000, 6_000, 8_000, 12_000, 16_000, 20_000, 24_000, 32_000,
+            ],
+            perfdhcp_secs: 5,
+        }
     };
-    eprintln!("== control plane: perfdhcp as a relay, {secs} s per step, fresh server and store each step");
-    let mut results = Vec::new();
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut curves: Vec<Curve> = Vec::new();
+
+    // 1. The ceiling: the bare program bounces each request (parse, one
+    // lookup in a map of all clients' keys, swap, XDP_TX).
+    eprintln!("== 1. ceiling: bare XDP bounce (parse + lookup + swap + XDP_TX), xdp engine, {ncpu} sending threads");
+    {
+        let mut cmd = Command::new(&bin);
+        cmd.args(["lab-bounce", "srv0", "--clients", &plan.clients.to_string()]);
+        let b = Logged::spawn(&lab.srv, &cmd, None)?;
+        b.wait_for("bounce program attached", Duration::from_secs(60))?;
+        let r = loadgen(
+            &lab,
+            &bin,
+            &[
+                s("--clients"),
+                s(plan.clients),
+                s("--phase"),
+                s("renew"),
+                s("--engine"),
+                s("xdp"),
+                s("--threads"),
+                s(ncpu),
+                s("--synthetic"),
+                s("198.18.1.0"),
+                s("--server"),
+                s("198.18.0.1"),
+                s("--expect"),
+                s("bounce"),
+                s("--rates"),
+                rates_arg(&plan.xdp_rates),
+                s("--count"),
+                s(1_000_000_000u64),
+                s("--duration"),
+                s(plan.xdp_secs),
+            ],
+        )?;
+        drop(b);
+        curves.push(Curve {
+            label: "ceiling: bare XDP bounce".into(),
+            points: points(&r, "renew"),
+        });
+    }
+
+    // 2. Renewals answered by the fast path.
+    eprintln!(
+        "== 2. xdhcp renewals, fast path on ({} clients leased by DORA first)",
+        plan.clients
+    );
+    let (p, rss_fast) = renew_ramp(
+        &lab,
+        &bin,
+        RenewRamp {
+            system: System::Xdhcp,
+            xdp: "native",
+            engine: "xdp",
+            rates: &plan.xdp_rates,
+            secs: plan.xdp_secs,
+            clients: plan.clients,
+        },
+    )?;
+    curves.push(Curve {
+        label: "xdhcp renewals, fast path (XDP)".into(),
+        points: p,
+    });
+
+    // 3. Renewals answered by the control plane.
+    eprintln!("== 3. xdhcp renewals, fast path off (control plane, SQLite fsync)");
+    let (p, _) = renew_ramp(
+        &lab,
+        &bin,
+        RenewRamp {
+            system: System::Xdhcp,
+            xdp: "off",
+            engine: "packet",
+            rates: &plan.cp_rates,
+            secs: plan.cp_secs,
+            clients: plan.clients / 4,
+        },
+    )?;
+    curves.push(Curve {
+        label: "xdhcp renewals, control plane".into(),
+        points: p,
+    });
+
+    // 4. DORA, xdhcp and Kea, same generator.
+    eprintln!(
+        "== 4. DORA: fresh server and store per step, rate × {} s new clients",
+        plan.dora_secs
+    );
+    let p = dora_ramp(&lab, &bin, System::Xdhcp, "native", &plan)?;
+    curves.push(Curve {
+        label: "xdhcp DORA (SQLite fsync)".into(),
+        points: p,
+    });
+    let p = dora_ramp(&lab, &bin, System::Kea, "off", &plan)?;
+    curves.push(Curve {
+        label: "Kea 2.2 DORA (memfile, 2 threads)".into(),
+        points: p,
+    });
+    eprintln!("== 4b. Kea renewals, same generator");
+    let (p, _) = renew_ramp(
+        &lab,
+        &bin,
+        RenewRamp {
+            system: System::Kea,
+            xdp: "off",
+            engine: "packet",
+            rates: &plan.cp_rates,
+            secs: plan.cp_secs,
+            clients: plan.clients / 4,
+        },
+    )?;
+    curves.push(Curve {
+        label: "Kea 2.2 renewals".into(),
+        points: p,
+    });
+
+    // 5. The same perfdhcp command against both (relay mode).
+    eprintln!(
+        "== 5. perfdhcp (relay mode), {} s per step, fresh server and store each step",
+        plan.perfdhcp_secs
+    );
+    let mut perf = Vec::new();
     for load in [Load::Dora, Load::Renew] {
         for system in [System::Kea, System::Xdhcp] {
-            let (best, _) = ramp(&lab, system, &bin, load, rates, secs)?;
-            results.push((system, load, best));
+            let (best, steps) = ramp(
+                &lab,
+                system,
+                &bin,
+                load,
+                &plan.perfdhcp_rates,
+                plan.perfdhcp_secs,
+            )?;
+            perf.push((system, load, best));
+            curves.push(Curve {
+                label: format!(
+                    "perfdhcp {}: {}",
+                    if load == Load::Dora { "DORA" } else { "renew" },
+                    if system == System::Kea {
+                        "Kea"
+                    } else {
+                        "xdhcp"
+                    }
+                ),
+                points: steps
+                    .iter()
+                    .map(|s| (s.offered as f64, s.answered_per_s, s.loss * 100.0))
+                    .collect(),
+            });
         }
     }
-    let get = |s: System, l: Load| {
-        results
-            .iter()
-            .find(|r| r.0 == s && r.1 == l)
-            .map_or(0.0, |r| r.2)
-    };
-    let mut table = String::new();
-    let _ = writeln!(
-        table,
-        "| load | {} | {} | xdhcp / Kea |",
-        System::Kea.name(),
-        System::Xdhcp.name()
-    );
-    let _ = writeln!(table, "|---|---:|---:|---:|");
-    for (load, label) in [
-        (Load::Dora, "DORA leases/s"),
-        (Load::Renew, "renewals/s (with equal DORA load)"),
-    ] {
-        let (k, x) = (get(System::Kea, load), get(System::Xdhcp, load));
-        let _ = writeln!(
-            table,
-            "| {label} | {k:.0} | {x:.0} | {:.2}x |",
-            x / k.max(1.0)
-        );
-    }
-    println!("\nHighest answered rate with at most 1% loss:\n\n{table}");
     let _ = std::fs::remove_dir_all(&lab.dir);
 
-    // The fast path's in-kernel cost next to the yardstick program, through
+    let best = |label: &str| {
+        curves
+            .iter()
+            .find(|c| c.label.starts_with(label))
+            .map_or(0.0, Curve::best)
+    };
+    let ceiling = best("ceiling");
+    let kea_dora = best("Kea 2.2 DORA");
+    let kea_renew = best("Kea 2.2 renewals");
+    let perf_get = |sys: System, l: Load| {
+        perf.iter()
+            .find(|r| r.0 == sys && r.1 == l)
+            .map_or(0.0, |r| r.2)
+    };
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "| measurement (highest answered/s with ≤ 1% loss) | answered/s | vs ceiling | vs Kea (same generator) |"
+    );
+    let _ = writeln!(t, "|---|---:|---:|---:|");
+    let row = |t: &mut String, label: &str, v: f64, kea: Option<f64>| {
+        let _ = writeln!(
+            t,
+            "| {label} | {v:.0} | {:.1}% | {} |",
+            100.0 * v / ceiling.max(1.0),
+            kea.map_or("-".into(), |k| format!("{:.1}x", v / k.max(1.0)))
+        );
+    };
+    row(&mut t, "1. ceiling: bare XDP bounce", ceiling, None);
+    row(
+        &mut t,
+        "2. xdhcp renewals, fast path",
+        best("xdhcp renewals, fast path"),
+        Some(kea_renew),
+    );
+    row(
+        &mut t,
+        "3. xdhcp renewals, control plane",
+        best("xdhcp renewals, control plane"),
+        Some(kea_renew),
+    );
+    row(
+        &mut t,
+        "4. xdhcp DORA (durable)",
+        best("xdhcp DORA"),
+        Some(kea_dora),
+    );
+    row(&mut t, "   Kea 2.2 DORA", kea_dora, None);
+    row(&mut t, "   Kea 2.2 renewals", kea_renew, None);
+    let kd = perf_get(System::Kea, Load::Dora);
+    let kr = perf_get(System::Kea, Load::Renew);
+    row(&mut t, "5. perfdhcp DORA: Kea", kd, None);
+    row(
+        &mut t,
+        "5. perfdhcp DORA: xdhcp",
+        perf_get(System::Xdhcp, Load::Dora),
+        Some(kd),
+    );
+    row(&mut t, "5. perfdhcp renewals: Kea", kr, None);
+    row(
+        &mut t,
+        "5. perfdhcp renewals: xdhcp",
+        perf_get(System::Xdhcp, Load::Renew),
+        Some(kr),
+    );
+    println!("\n{t}");
+    if let Some(kib) = rss_fast {
+        println!(
+            "xdhcp RSS after the fast-path run ({} leases): {:.1} MiB",
+            plan.clients,
+            kib as f64 / 1024.0
+        );
+    }
+    let out_dir = root_dir().join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let plot = out_dir.join(if quick {
+        "answered-vs-offered-quick.svg"
+    } else {
+        "answered-vs-offered.svg"
+    });
+    std::fs::write(&plot, svg(&curves))?;
+    let mut raw = String::new();
+    for c in &curves {
+        let _ = writeln!(raw, "{}: {:?}", c.label, c.points);
+    }
+    std::fs::write(plot.with_extension("txt"), &raw)?;
+    println!("plot: {}", plot.display());
+
+    // 6. The fast path's in-kernel cost next to the yardstick, through
     // BPF_PROG_TEST_RUN (no lab needed): 1,000,000 bindings (100,000 quick).
-    eprintln!("== fast path: in-kernel cost per renewal vs parse+lookup+swap");
+    eprintln!("== 6. fast path: in-kernel cost per renewal vs parse+lookup+swap");
     let (bindings, runs) = if quick {
         ("100000", "20000")
     } else {
@@ -439,5 +996,16 @@ pub fn bench(quick: bool) -> Result<()> {
         bindings,
         runs,
     ]))?;
+    if !quick {
+        eprintln!("== memory: control plane lease table, 1,000,000 leases");
+        run(cargo().args([
+            "run",
+            "--release",
+            "-p",
+            "xdhcp",
+            "--example",
+            "lease_memory",
+        ]))?;
+    }
     Ok(())
 }

@@ -104,6 +104,17 @@ pub struct Args {
     /// Requests per second to offer; 0 = as fast as the engine goes.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// Ramp: run each renewal or discover phase once per rate (requests/s,
+    /// comma-separated, ascending), stopping after the first step whose
+    /// loss exceeds --max-loss. Overrides --rate for those phases.
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Vec<u64>,
+    /// Sending time of each ramp step, in seconds (default: --duration).
+    #[arg(long)]
+    pub step_duration: Option<f64>,
+    /// Loss (percent) that ends a ramp.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_loss: f64,
     /// Requests per renewal or discover phase (default: one per client).
     #[arg(long)]
     pub count: Option<u64>,
@@ -153,6 +164,8 @@ pub struct ServerDelta {
 pub struct PhaseReport {
     pub phase: Phase,
     pub engine: &'static str,
+    /// The rate asked for (0 = as fast as the engine goes).
+    pub target_per_s: u64,
     pub sent: u64,
     /// Replies that matched a request and passed every check.
     pub ok: u64,
@@ -239,6 +252,7 @@ impl Counts {
         PhaseReport {
             phase,
             engine,
+            target_per_s: 0,
             sent: self.sent,
             ok: self.ok,
             nak: self.nak,
@@ -452,28 +466,49 @@ pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
         + 1;
     let mut engine = packet::PacketEngine::open(&args.iface)?;
     let mut reports = Vec::new();
-    for (n, &phase) in args.phases.iter().enumerate() {
-        let before = args.server_socket.as_deref().and_then(server_counters);
-        let phase_epoch = (epoch + n as u32) % 255 + 1;
-        let mut report = if phase.is_renewal() && args.engine == Engine::Xdp {
-            drop(engine);
-            let r = xdp::run_phase(args, phase, phase_epoch, &bindings)?;
-            engine = packet::PacketEngine::open(&args.iface)?;
-            r
+    let mut step = 0u32;
+    for &phase in &args.phases {
+        let ramped = !args.rates.is_empty() && (phase.is_renewal() || phase == Phase::Discover);
+        let rates = if ramped {
+            args.rates.clone()
         } else {
-            engine.run_phase(args, phase, phase_epoch, &mut bindings)?
+            vec![args.rate]
         };
-        if let (Some(b), Some(sock)) = (before, args.server_socket.as_deref()) {
-            // Renewal events and counters settle within the daemon's poll.
-            std::thread::sleep(Duration::from_millis(300));
-            if let Some(a) = server_counters(sock) {
-                report.server = Some(delta(&b, &a));
+        for rate in rates {
+            let mut a = args.clone();
+            a.rate = rate;
+            if ramped {
+                a.duration = args.step_duration.unwrap_or(args.duration);
+            }
+            let before = args.server_socket.as_deref().and_then(server_counters);
+            // Each step its own epoch: a previous step's late replies are strays.
+            let phase_epoch = (epoch + step) % 255 + 1;
+            step += 1;
+            let mut report = if phase.is_renewal() && args.engine == Engine::Xdp {
+                drop(engine);
+                let r = xdp::run_phase(&a, phase, phase_epoch, &bindings)?;
+                engine = packet::PacketEngine::open(&args.iface)?;
+                r
+            } else {
+                engine.run_phase(&a, phase, phase_epoch, &mut bindings)?
+            };
+            report.target_per_s = rate;
+            if let (Some(b), Some(sock)) = (before, args.server_socket.as_deref()) {
+                // Renewal events and counters settle within the daemon's poll.
+                std::thread::sleep(Duration::from_millis(300));
+                if let Some(a) = server_counters(sock) {
+                    report.server = Some(delta(&b, &a));
+                }
+            }
+            if !args.json {
+                eprintln!("{}", render_one(&report));
+            }
+            let over = report.loss_pct > args.max_loss;
+            reports.push(report);
+            if ramped && over {
+                break;
             }
         }
-        if !args.json {
-            eprintln!("{}", render_one(&report));
-        }
-        reports.push(report);
     }
     Ok(reports)
 }
@@ -504,8 +539,8 @@ pub fn render(reports: &[PhaseReport]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "{:<12} {:<7} {:>10} {:>10} {:>12} {:>12} {:>7} {:>6} {:>6} {:>6} {:>9} {:>9} {:>9}  answered by",
-        "phase", "engine", "sent", "ok", "offered/s", "answered/s", "loss", "nak", "wrong", "late",
+        "{:<12} {:<7} {:>10} {:>10} {:>10} {:>12} {:>12} {:>7} {:>6} {:>6} {:>6} {:>9} {:>9} {:>9}  answered by",
+        "phase", "engine", "target/s", "sent", "ok", "offered/s", "answered/s", "loss", "nak", "wrong", "late",
         "p50", "p99", "p99.9"
     );
     for r in reports {
@@ -524,9 +559,10 @@ pub fn render(reports: &[PhaseReport]) -> String {
         }
         let _ = writeln!(
             t,
-            "{:<12} {:<7} {:>10} {:>10} {:>12.0} {:>12.0} {:>6.2}% {:>6} {:>6} {:>6} {:>9} {:>9} {:>9}  {}{}",
+            "{:<12} {:<7} {:>10} {:>10} {:>10} {:>12.0} {:>12.0} {:>6.2}% {:>6} {:>6} {:>6} {:>9} {:>9} {:>9}  {}{}",
             r.phase.name(),
             r.engine,
+            if r.target_per_s == 0 { "max".to_string() } else { r.target_per_s.to_string() },
             r.sent,
             r.ok,
             r.offered_per_s,

@@ -160,6 +160,16 @@ pub fn run_phase(
     let pb = progress_bar(total, phase.name(), args.json);
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let frame = vec![0u8; FRAME_LEN];
+    // Each thread sends on its own queue when the interface has several:
+    // one veth queue per thread keeps the threads off each other's ring.
+    let queues = std::fs::read_dir(format!("/sys/class/net/{}/queues", args.iface))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count() as u32
+        })
+        .unwrap_or(1)
+        .max(1);
     let start = Instant::now();
     let errors = std::thread::scope(|s| {
         let mut handles = Vec::new();
@@ -170,6 +180,7 @@ pub fn run_phase(
                 let ctx = XdpMd {
                     data_end: FRAME_LEN as u32,
                     ingress_ifindex: ifindex,
+                    rx_queue_index: t % queues,
                     ..Default::default()
                 };
                 let mut mine = 0u64;
