@@ -751,3 +751,56 @@ fn requests_it_must_not_answer_pass_unchanged_with_their_reason() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A renewal is reported (ring event) only when it moves the stored end by
+/// at least lease/8; renewals in between still extend the map's end. So a
+/// client renewing in a loop costs one event per lease/8, and a client on
+/// RFC 2131 timers (T1 = lease/2) is reported at every renewal.
+#[test]
+fn renewals_are_reported_when_they_move_the_stored_end_by_an_eighth_of_the_lease() {
+    use aya::maps::{MapData, RingBuf};
+    use dhcp_common::{RenewEvent, MAP_EVENTS};
+    let mut rig = Rig::new();
+    let mut rng = Rng(7);
+    let mut c = Client::random(&mut rng, 3);
+    c.tags.clear();
+    c.relay_info = None;
+    c.client_id = None;
+    obtain(&mut rig, &mut c, 100);
+    let key = lease_key(&[&[1u8, 1][..], &c.mac[..]].concat()).unwrap();
+    let mut events: RingBuf<MapData> =
+        RingBuf::try_from(rig.fp.take_map(MAP_EVENTS).unwrap()).unwrap();
+    let mut drain = |events: &mut RingBuf<MapData>| {
+        let mut n = Vec::new();
+        while let Some(e) = events.next() {
+            let ev: RenewEvent =
+                bytemuck::pod_read_unaligned(&e[..std::mem::size_of::<RenewEvent>()]);
+            n.push(ev);
+        }
+        n
+    };
+    let renew = c.frame(Kind::Renewing, 7);
+    let stored = rig.maps.get(&key).unwrap();
+    // Just bound: the stored end is now + lease, so a renewal now moves it
+    // by less than lease/8: answered, end extended, no event.
+    assert_eq!(rig.xdp(&renew).0, XDP_TX);
+    let after = rig.maps.get(&key).unwrap();
+    assert!(after.expires_mono_ns >= stored.expires_mono_ns);
+    assert_eq!(after.reported_mono_ns, stored.reported_mono_ns);
+    assert!(drain(&mut events).is_empty());
+    // The store's end lags by more than lease/8 (as after half a lease):
+    // the renewal is reported, and the map remembers what it reported.
+    let mut lease = rig.server.leases.get(c.ip).unwrap().clone();
+    let lease_secs = lease.lease_secs as i64;
+    lease.expires = unix_now() + (lease_secs / 2) as u64;
+    rig.maps.load(std::iter::once(&lease));
+    for _ in 0..5 {
+        assert_eq!(rig.xdp(&renew).0, XDP_TX);
+    }
+    let evs = drain(&mut events);
+    assert_eq!(evs.len(), 1, "five renewals in a row are one event");
+    let now = rig.maps.get(&key).unwrap();
+    assert_eq!(evs[0].expires_mono_ns, now.reported_mono_ns);
+    assert!(now.expires_mono_ns >= now.reported_mono_ns);
+    assert!(now.reported_mono_ns > unix_to_mono_ns(unix_now() + lease_secs as u64 - 5));
+}

@@ -972,7 +972,17 @@ pub fn bench(quick: bool) -> Result<()> {
     std::fs::write(&plot, svg(&curves))?;
     let mut raw = String::new();
     for c in &curves {
-        let _ = writeln!(raw, "{}: {:?}", c.label, c.points);
+        let pts: Vec<String> = c
+            .points
+            .iter()
+            .map(|p| format!("{:.0}/{:.0}/{:.2}%", p.0, p.1, p.2))
+            .collect();
+        let _ = writeln!(
+            raw,
+            "{} (offered/answered/loss): {}",
+            c.label,
+            pts.join(" ")
+        );
     }
     std::fs::write(plot.with_extension("txt"), &raw)?;
     println!("plot: {}", plot.display());
