@@ -770,7 +770,7 @@ fn renewals_are_reported_when_they_move_the_stored_end_by_an_eighth_of_the_lease
     let key = lease_key(&[&[1u8, 1][..], &c.mac[..]].concat()).unwrap();
     let mut events: RingBuf<MapData> =
         RingBuf::try_from(rig.fp.take_map(MAP_EVENTS).unwrap()).unwrap();
-    let mut drain = |events: &mut RingBuf<MapData>| {
+    let drain = |events: &mut RingBuf<MapData>| {
         let mut n = Vec::new();
         while let Some(e) = events.next() {
             let ev: RenewEvent =
