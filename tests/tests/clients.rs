@@ -128,7 +128,10 @@ fn udhcpc_obtains_renews_rebinds_and_releases() {
 
     // Renew on demand (SIGUSR1): a unicast REQUEST from the bound address,
     // answered by the XDP program: the control plane sends no ACK, it
-    // only stores the renewal the kernel reports.
+    // only stores the renewal the kernel reports. The kernel reports a
+    // renewal that moves the stored end by at least lease/8 (3.75 s here):
+    // give the lease that long first.
+    std::thread::sleep(Duration::from_millis(4_500));
     let dump = tcpdump(&lab);
     let n = lab.events().len();
     let acks_before = acks(&lab);

@@ -235,7 +235,10 @@ fn reload_refuses_bad_files_and_new_options_reach_the_next_renewal() {
 /// detach` removes it all.
 #[test]
 fn the_fast_path_outlives_a_stopped_daemon_and_the_next_one_adopts_it() {
-    let mut lab = DaemonLab::new("hitless", CONFIG, None).unwrap();
+    // A 40 s lease: the kernel reports renewals that move the stored end
+    // by lease/8 (5 s), and T1 (20 s) stays out of the way.
+    let config = CONFIG.replace("lease_time = 120", "lease_time = 40");
+    let mut lab = DaemonLab::new("hitless", &config, None).unwrap();
     let pin_dir = lab.pin_in_host_bpffs().unwrap();
     lab.start().unwrap();
     let client = lab.udhcpc("").unwrap();
@@ -252,7 +255,8 @@ fn the_fast_path_outlives_a_stopped_daemon_and_the_next_one_adopts_it() {
         "still attached"
     );
 
-    // No daemon: the kernel answers.
+    // No daemon: the kernel answers (and reports: the lease is 5 s older).
+    std::thread::sleep(Duration::from_millis(5_500));
     let n = lab.events().len();
     client.signal(SIGUSR1);
     let renew = lab.wait_event("renew ", n, Duration::from_secs(20));
