@@ -369,6 +369,19 @@ pub mod gen {
         "send_failed",
     ];
 
+    /// Client `i`'s hardware address (sender, receiver and userspace).
+    #[inline(always)]
+    pub fn client_mac(i: u32) -> [u8; 6] {
+        [
+            0x02,
+            0x44,
+            (i >> 24) as u8,
+            (i >> 16) as u8,
+            (i >> 8) as u8,
+            i as u8,
+        ]
+    }
+
     /// Latency histogram: exact below 8 ns, then four buckets per power of
     /// two (`4 * log2(ns) + the next two bits - 4`), up to ~18 minutes.
     pub const LATENCY_BUCKETS: u32 = 4 * 40;

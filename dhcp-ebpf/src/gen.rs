@@ -20,7 +20,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use dhcp_common::gen::{
-    bucket_of, expect, kind, stat, GenConfig, FRAME_LEN, LATENCY_BUCKETS, MAX_CLIENTS,
+    bucket_of, client_mac, expect, kind, stat, GenConfig, FRAME_LEN, LATENCY_BUCKETS, MAX_CLIENTS,
 };
 
 #[map(name = "XDHCP_GEN_CONFIG")]
@@ -49,19 +49,6 @@ fn bump(idx: u32) {
     if let Some(c) = XDHCP_GEN_STATS.get_ptr_mut(idx) {
         unsafe { *c += 1 };
     }
-}
-
-/// Client `i`'s hardware address; the loadgen's userspace uses the same.
-#[inline(always)]
-fn client_mac(i: u32) -> [u8; 6] {
-    [
-        0x02,
-        0x44,
-        (i >> 24) as u8,
-        (i >> 16) as u8,
-        (i >> 8) as u8,
-        i as u8,
-    ]
 }
 
 #[inline(always)]

@@ -35,13 +35,13 @@ pub const BENCH_PROGRAMS: &[&str] = &[
 /// `struct xdp_md`, the context `BPF_PROG_TEST_RUN` takes for XDP.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct XdpMd {
-    data: u32,
-    data_end: u32,
-    data_meta: u32,
-    ingress_ifindex: u32,
-    rx_queue_index: u32,
-    egress_ifindex: u32,
+pub(crate) struct XdpMd {
+    pub data: u32,
+    pub data_end: u32,
+    pub data_meta: u32,
+    pub ingress_ifindex: u32,
+    pub rx_queue_index: u32,
+    pub egress_ifindex: u32,
 }
 
 use crate::config::XdpSetting;

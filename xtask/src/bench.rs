@@ -176,6 +176,16 @@ const KEA_CONFIG: &str = r#"{ "Dhcp4": {
                  "output_options": [ { "output": "stderr" } ] } ]
 } }"#;
 
+/// Kea for directly connected clients (loadgen): raw sockets, as Kea's
+/// documentation asks for clients without an address yet.
+fn kea_raw_config() -> String {
+    assert!(KEA_CONFIG.contains(r#""dhcp-socket-type": "udp""#));
+    KEA_CONFIG.replace(
+        r#""dhcp-socket-type": "udp""#,
+        r#""dhcp-socket-type": "raw""#,
+    )
+}
+
 fn start(lab: &BenchLab, system: System, bin: &Path) -> Result<Logged> {
     start_with(lab, system, bin, "off", KEA_CONFIG)
 }
@@ -381,21 +391,6 @@ impl Drop for RmemGuard {
     }
 }
 
-/// Kea for directly connected clients (loadgen): raw sockets, as Kea's
-/// documentation asks for clients without an address yet.
-const KEA_RAW_CONFIG: &str = r#"{ "Dhcp4": {
-  "interfaces-config": { "interfaces": [ "srv0" ], "dhcp-socket-type": "raw" },
-  "lease-database": { "type": "memfile", "persist": true, "lfc-interval": 0,
-                      "name": "@DIR@/kea-leases4.csv" },
-  "multi-threading": { "enable-multi-threading": true, "thread-pool-size": 2,
-                       "packet-queue-size": 64 },
-  "valid-lifetime": 3600,
-  "subnet4": [ { "id": 1, "subnet": "198.18.0.0/16",
-                 "pools": [ { "pool": "198.18.1.0 - 198.18.255.250" } ] } ],
-  "loggers": [ { "name": "kea-dhcp4", "severity": "WARN",
-                 "output_options": [ { "output": "stderr" } ] } ]
-} }"#;
-
 /// One ramp step: (offered/s, answered/s, loss %).
 type Point = (f64, f64, f64);
 
@@ -505,7 +500,7 @@ fn dora_ramp(
 ) -> Result<Vec<Point>> {
     let mut pts = Vec::new();
     for &rate in &plan.dora_rates {
-        let d = start_with(lab, system, bin, xdp, KEA_RAW_CONFIG)?;
+        let d = start_with(lab, system, bin, xdp, &kea_raw_config())?;
         let clients = rate * plan.dora_secs;
         let r = loadgen(
             lab,
@@ -554,7 +549,7 @@ fn renew_ramp(lab: &BenchLab, bin: &Path, rr: RenewRamp) -> Result<(Vec<Point>, 
         secs,
         clients,
     } = rr;
-    let d = start_with(lab, system, bin, xdp, KEA_RAW_CONFIG)?;
+    let d = start_with(lab, system, bin, xdp, &kea_raw_config())?;
     let mut args = vec![
         s("--clients"),
         s(clients),

@@ -278,17 +278,7 @@ impl Counts {
     }
 }
 
-/// Client `i`'s hardware address (the XDP sender uses the same).
-pub fn client_mac(i: u32) -> [u8; 6] {
-    [
-        0x02,
-        0x44,
-        (i >> 24) as u8,
-        (i >> 16) as u8,
-        (i >> 8) as u8,
-        i as u8,
-    ]
-}
+pub use dhcp_common::gen::client_mac;
 
 pub fn xid(epoch: u32, i: u32) -> u32 {
     (epoch << 24) | (i & (MAX_CLIENTS - 1))
@@ -581,7 +571,7 @@ pub fn render(reports: &[PhaseReport]) -> String {
     t
 }
 
-/// One value per phase from a `--json` report (for `cargo xtask bench`).
+/// A progress bar on stderr, hidden for `--json`.
 pub fn progress_bar(total: u64, label: &str, json: bool) -> indicatif::ProgressBar {
     if json {
         return indicatif::ProgressBar::hidden();

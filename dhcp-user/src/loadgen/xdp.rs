@@ -17,21 +17,9 @@ use dhcp_common::gen::{self, expect, kind, stat, GenConfig, FRAME_LEN, LATENCY_B
 
 use super::{packet::request_spec, progress_bar, Args, Bindings, Counts, Expect, PhaseReport};
 use crate::{
-    fastpath::{self, XDP_OBJECT},
+    fastpath::{self, XdpMd, XDP_OBJECT},
     loadgen::{build_request, Phase},
 };
-
-/// `struct xdp_md` for BPF_PROG_TEST_RUN.
-#[repr(C)]
-#[derive(Default, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct XdpMd {
-    data: u32,
-    data_end: u32,
-    data_meta: u32,
-    ingress_ifindex: u32,
-    rx_queue_index: u32,
-    egress_ifindex: u32,
-}
 
 /// Frames per BPF_PROG_TEST_RUN call when sending flat out: each call
 /// costs a page-pool set-up, so calls are few and long.
@@ -71,22 +59,15 @@ pub fn run_phase(
         .load(XDP_OBJECT)
         .context("loading the XDP object (loadgen's xdp engine needs root and BPF)")?;
     {
-        let (spec_kind, frame_phase) = match phase {
-            Phase::Renew => (kind::RENEWING, Phase::Renew),
-            Phase::Rebind => (kind::REBINDING, Phase::Rebind),
-            Phase::InitReboot => (kind::INIT_REBOOT, Phase::InitReboot),
+        let spec_kind = match phase {
+            Phase::Renew => kind::RENEWING,
+            Phase::Rebind => kind::REBINDING,
+            Phase::InitReboot => kind::INIT_REBOOT,
             other => bail!("the xdp engine sends renewals only, not {}", other.name()),
         };
         // The template: every per-client field zero, UDP checksum 0 ("not
         // computed", valid for IPv4) since the kernel changes the payload.
-        let spec = request_spec(
-            frame_phase,
-            0,
-            0,
-            Ipv4Addr::UNSPECIFIED,
-            server.ip,
-            server.mac,
-        );
+        let spec = request_spec(phase, 0, 0, Ipv4Addr::UNSPECIFIED, server.ip, server.mac);
         let spec = super::RequestSpec {
             mac: [0; 6],
             xid: 0,
