@@ -34,8 +34,11 @@ offer_hold_secs = 10
 name = "srv0"
 
 [options]
+# The kernel reports a renewal that moves the stored end by lease/8
+# (3.75 s; the stored end is rounded up to the second): every renewal at
+# T1 (6 s) is one it reports.
 lease_time = 30
-renewal_time = 3
+renewal_time = 6
 rebinding_time = 8
 dns_servers = ["198.18.0.53"]
 
@@ -129,9 +132,9 @@ fn udhcpc_obtains_renews_rebinds_and_releases() {
     // Renew on demand (SIGUSR1): a unicast REQUEST from the bound address,
     // answered by the XDP program: the control plane sends no ACK, it
     // only stores the renewal the kernel reports. The kernel reports a
-    // renewal that moves the stored end by at least lease/8 (3.75 s here):
-    // give the lease that long first.
-    std::thread::sleep(Duration::from_millis(4_500));
+    // renewal that moves the stored end by at least lease/8 (3.75 s here,
+    // plus up to 1 s of rounding): give the lease that long first.
+    std::thread::sleep(Duration::from_millis(5_000));
     let dump = tcpdump(&lab);
     let n = lab.events().len();
     let acks_before = acks(&lab);
@@ -185,7 +188,13 @@ fn udhcpc_obtains_renews_rebinds_and_releases() {
     wait_until(Duration::from_secs(5), || {
         (kernel_renewals(&lab, ip) > kernel_before).then_some(())
     })
-    .expect("the rebinding was answered in the kernel");
+    .unwrap_or_else(|| {
+        panic!(
+            "the rebinding was answered in the kernel: {:?} {:?}",
+            lab.daemon().lines(),
+            lab.events()
+        )
+    });
     assert_eq!(
         acks(&lab),
         acks_before,
@@ -246,7 +255,7 @@ fn dhclient_obtains_renews_and_releases() {
     let bound = lab.wait_event("BOUND ", 0, Duration::from_secs(20));
     let ip = bound.split_whitespace().nth(1).unwrap().to_string();
 
-    // T1 is 3 s: dhclient renews by itself (unicast to the server), and
+    // T1 is 6 s: dhclient renews by itself (unicast to the server), and
     // the XDP program answers: the control plane sends no further ACK.
     let dump = tcpdump(&lab);
     let acks_before = acks(&lab);
