@@ -3,18 +3,20 @@
 //! the DHCPACK the control plane would send, turned around with XDP_TX.
 //! Anything else returns a pass reason and goes to the control plane.
 //!
-//! Shaped for the verifier: the BOOTP payload is copied into a per-CPU
-//! scratch buffer (`bpf_xdp_load_bytes`), parsed and answered there with
-//! offsets masked to the buffer, and written back in one
-//! `bpf_xdp_store_bytes`. Everything a loop produces is kept in that map
-//! value, not in registers or on the stack, so the verifier does not fork
-//! its states over it; loops carry only their counter.
+//! The reply is written over the request in place: a DHCPACK keeps the
+//! request's xid, flags, ciaddr, giaddr, chaddr and magic cookie where they
+//! are, so only the fields that change, the options and the headers are
+//! written, and the checksums are built from what is written (the
+//! template's own sum is precomputed by the control plane).
+//!
+//! Shaped for the verifier: every read or write at a variable offset is
+//! masked and checked against `data_end` right before it, and whatever a
+//! loop produces is kept in the per-CPU `Scratch` map value rather than in
+//! registers, so the verifier does not fork its states over it; loops
+//! carry only their counter.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_ktime_get_coarse_ns, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
-        bpf_xdp_store_bytes,
-    },
+    helpers::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
     programs::XdpContext,
 };
 use core::mem::size_of;
@@ -24,34 +26,36 @@ use dhcp_common::{
     MAX_ID_LEN, REPORT_FRACTION, TEMPLATE_OPTIONS_MAX,
 };
 
-use crate::{
-    parse::Frame, XDHCP_EVENTS, XDHCP_IFACES, XDHCP_LEASES, XDHCP_SCRATCH, XDHCP_TEMPLATES,
-};
+use crate::{parse::Frame, XDHCP_EVENTS, XDHCP_IFACES, XDHCP_LEASES, XDHCP_SCRATCH, XDHCP_TEMPLATES};
 
-/// Scratch buffers are this big (plus slack for word accesses); every
-/// offset into them is masked with `M`.
-pub const BUF: usize = 2048;
-const M: usize = BUF - 1;
+/// Offsets into the frame are masked with this (frames this program
+/// answers are far shorter).
+const M: usize = 0x7ff;
 /// Largest request payload considered; larger ones are the control plane's.
 const MAX_REQUEST: usize = 1472;
-/// Largest reply payload built here (two `bpf_csum_diff` calls of 512).
+/// Largest reply payload built here.
 const MAX_REPLY: usize = 1024;
 const MAX_OPTIONS: usize = 96;
 const MAX_RELAY_INFO: usize = 255;
 const BOOTP_FIXED: usize = 236;
 const OPTIONS_START: usize = 240;
 const MIN_PAYLOAD: usize = 300;
+/// Bytes after the template: 61 and 82 echoed, END, zero padding.
+const TAIL: usize = MAX_REPLY - OPTIONS_START;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 pub const EXPIRY_MARGIN_NS: u64 = dhcp_common::EXPIRY_MARGIN_SECS * 1_000_000_000;
 
-/// Per-CPU working memory of one request.
+/// Per-CPU working memory of one request. Offsets are from the start of
+/// the frame.
 #[repr(C)]
 pub struct Scratch {
-    pub req: [u8; BUF + 8],
-    pub out: [u8; BUF + 8],
-    pub key: dhcp_common::LeaseKey,
-    // What the options walk found (offsets into `req`, 0 = absent).
-    pub req_len: u32,
+    pub key: LeaseKey,
+    pub _key_pad: u32,
+    /// The reply's options after the template, staged (the relay
+    /// information they echo sits where the template goes).
+    pub tail: [u8; 1024 + 8],
+    // What the options walk found (0 = absent).
+    pub end: u32,
     pub off: u32,
     pub done: u32,
     pub msg_type: u32,
@@ -68,16 +72,19 @@ pub struct Scratch {
     pub rai_len: u32,
     pub hash: u32,
     // Carried between the sections of `try_answer`.
-    pub l3: u32,
+    /// Where the BOOTP payload starts.
+    pub b: u32,
     pub outer_vlan: u32,
     pub inner_vlan: u32,
     pub frame_len: u32,
     pub state: u32,
     pub ip: u32,
-    pub o: u32,
+    pub tlen: u32,
+    /// Bytes of `tail` written, and all of it (up to the reply's end).
+    pub t: u32,
+    pub tail_len: u32,
     pub plen: u32,
-    /// Checksum accumulator of the reply payload (memory-order words).
-    pub sum: u32,
+    pub k: u32,
 }
 
 /// A fresh read of a scratch field: LLVM must not reuse a register copy,
@@ -86,6 +93,11 @@ pub struct Scratch {
 #[inline(always)]
 fn vol(v: &u32) -> usize {
     unsafe { core::ptr::read_volatile(v) as usize }
+}
+
+#[inline(always)]
+fn set(v: &mut u32, x: usize) {
+    unsafe { core::ptr::write_volatile(v, x as u32) }
 }
 
 /// `p + size <= end`, in a form the verifier learns the range from: LLVM
@@ -98,37 +110,83 @@ fn fits(p: usize, size: usize, end: usize) -> bool {
     p + size <= end
 }
 
+// Word accesses to the frame and to map values at any byte offset. The
+// pointers are typed as aligned on purpose: LLVM splits a load it believes
+// misaligned into single bytes, while BPF on x86-64 and arm64 (efficient
+// unaligned access) lets the verifier accept, and the JIT emit, one
+// unaligned access; only the stack must be aligned, and these never point
+// into it.
 #[inline(always)]
-fn rd8(buf: &[u8; BUF + 8], off: usize) -> u8 {
-    unsafe { *buf.as_ptr().add(off & M) }
+fn ld16(p: usize) -> u16 {
+    unsafe { core::ptr::read_volatile(p as *const u16) }
+}
+#[inline(always)]
+fn ld32(p: usize) -> u32 {
+    unsafe { core::ptr::read_volatile(p as *const u32) }
+}
+#[inline(always)]
+fn ld64(p: usize) -> u64 {
+    unsafe { core::ptr::read_volatile(p as *const u64) }
+}
+#[inline(always)]
+fn st8(p: usize, v: u8) {
+    unsafe { core::ptr::write_volatile(p as *mut u8, v) }
+}
+#[inline(always)]
+fn st16(p: usize, v: u16) {
+    unsafe { core::ptr::write_volatile(p as *mut u16, v) }
+}
+#[inline(always)]
+fn st32(p: usize, v: u32) {
+    unsafe { core::ptr::write_volatile(p as *mut u32, v) }
+}
+#[inline(always)]
+fn st64(p: usize, v: u64) {
+    unsafe { core::ptr::write_volatile(p as *mut u64, v) }
 }
 
-/// Raw (memory order) 32-bit word.
+/// Where `off` is in the frame. Read back from the stack so LLVM cannot
+/// fold the offset differently into the bounds check and the access (the
+/// verifier would then see two unrelated pointers).
 #[inline(always)]
-fn rd32(buf: &[u8; BUF + 8], off: usize) -> u32 {
-    unsafe { (buf.as_ptr().add(off & M) as *const u32).read_unaligned() }
+fn at(ctx: &XdpContext, off: usize) -> usize {
+    let p = ctx.data() + (off & M);
+    unsafe { core::ptr::read_volatile(&p) }
 }
 
+/// The frame's byte at `off`.
 #[inline(always)]
-fn wr8(buf: &mut [u8; BUF + 8], off: usize, v: u8) {
-    unsafe { *buf.as_mut_ptr().add(off & M) = v }
+fn pk8(ctx: &XdpContext, off: usize) -> Result<u8, u32> {
+    let p = at(ctx, off);
+    if !fits(p, 1, ctx.data_end()) {
+        return Err(stat::PASS_MALFORMED);
+    }
+    Ok(unsafe { *(p as *const u8) })
 }
 
+/// The frame's memory-order 32-bit word at `off`.
 #[inline(always)]
-fn wr32(buf: &mut [u8; BUF + 8], off: usize, v: u32) {
-    unsafe { (buf.as_mut_ptr().add(off & M) as *mut u32).write_unaligned(v) }
+fn pk32(ctx: &XdpContext, off: usize) -> Result<u32, u32> {
+    let p = at(ctx, off);
+    if !fits(p, 4, ctx.data_end()) {
+        return Err(stat::PASS_MALFORMED);
+    }
+    Ok(ld32(p))
 }
 
+/// The BOOTP payload, its fixed part and magic cookie in the frame.
 #[inline(always)]
-fn wr64(buf: &mut [u8; BUF + 8], off: usize, v: u64) {
-    unsafe { (buf.as_mut_ptr().add(off & M) as *mut u64).write_unaligned(v) }
+fn payload(ctx: &XdpContext, s: &Scratch) -> Result<usize, u32> {
+    let p = ctx.data() + (vol(&s.b) & 0x3f);
+    if !fits(p, OPTIONS_START, ctx.data_end()) {
+        return Err(stat::PASS_MALFORMED);
+    }
+    Ok(p)
 }
 
-/// Walks the options of `s.req`, recording what the fast path needs.
+/// Walks the request's options, recording what the fast path needs.
 #[inline(always)]
-fn walk_options(s: &mut Scratch) -> Result<(), u32> {
-    // One store each: LLVM would merge plain stores into a call to a
-    // byte-wise memset.
+fn walk_options(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
     for f in [
         &mut s.done,
         &mut s.msg_type,
@@ -143,21 +201,21 @@ fn walk_options(s: &mut Scratch) -> Result<(), u32> {
         &mut s.rai_len,
         &mut s.rai_off,
     ] {
-        unsafe { core::ptr::write_volatile(f, 0) };
+        set(f, 0);
     }
-    s.off = OPTIONS_START as u32;
+    set(&mut s.off, vol(&s.b) + OPTIONS_START);
     let mut i = 0;
     while i < MAX_OPTIONS {
         i += 1;
-        let n = vol(&s.req_len);
+        let n = vol(&s.end);
         let off = vol(&s.off) & M;
         if off >= n {
             // Options must end with END.
             return Err(stat::PASS_MALFORMED);
         }
-        let code = rd8(&s.req, off);
+        let code = pk8(ctx, off)?;
         if code == 0 {
-            s.off = (off + 1) as u32;
+            set(&mut s.off, off + 1);
             continue;
         }
         if code == 255 {
@@ -167,7 +225,7 @@ fn walk_options(s: &mut Scratch) -> Result<(), u32> {
         if off + 2 > n {
             return Err(stat::PASS_MALFORMED);
         }
-        let len = rd8(&s.req, off + 1) as usize;
+        let len = pk8(ctx, off + 1)? as usize;
         let v = off + 2;
         if v + len > n {
             return Err(stat::PASS_MALFORMED);
@@ -176,9 +234,9 @@ fn walk_options(s: &mut Scratch) -> Result<(), u32> {
         // repeated one it reads is the control plane's to judge, as are
         // bad lengths, option overload, rapid commit and subnet selection.
         match code {
-            53 if len == 1 && vol(&s.msg_type) == 0 => s.msg_type = rd8(&s.req, v) as u32,
+            53 if len == 1 && vol(&s.msg_type) == 0 => s.msg_type = pk8(ctx, v)? as u32,
             50 if len == 4 && vol(&s.has_requested) == 0 => {
-                s.requested = rd32(&s.req, v);
+                s.requested = pk32(ctx, v)?;
                 s.has_requested = 1;
             }
             54 => s.has_server_id = 1,
@@ -187,7 +245,7 @@ fn walk_options(s: &mut Scratch) -> Result<(), u32> {
                 s.prl_len = len as u32 + 1;
             }
             57 if len == 2 && vol(&s.has_mms) == 0 => {
-                s.mms = ((rd8(&s.req, v) as u32) << 8) | rd8(&s.req, v + 1) as u32;
+                s.mms = ((pk8(ctx, v)? as u32) << 8) | pk8(ctx, v + 1)? as u32;
                 s.has_mms = 1;
             }
             61 if vol(&s.cid_off) == 0 => {
@@ -202,7 +260,7 @@ fn walk_options(s: &mut Scratch) -> Result<(), u32> {
             53 | 50 | 55 | 57 | 61 | 82 | 51 | 52 | 80 | 118 => return Err(stat::PASS_UNUSUAL),
             _ => {}
         }
-        s.off = (v + len) as u32;
+        set(&mut s.off, v + len);
     }
     if vol(&s.done) == 0 {
         return Err(stat::PASS_UNUSUAL);
@@ -210,102 +268,23 @@ fn walk_options(s: &mut Scratch) -> Result<(), u32> {
     Ok(())
 }
 
-/// FNV-1a over `len` bytes of `s.req` at `off`, continuing `s.hash`.
+/// FNV-1a over `len` bytes of the frame at `off`, continuing `s.hash`.
 #[inline(always)]
-fn hash_more(s: &mut Scratch, off_field: u32, len_field: u32) {
-    let base = off_field as usize & M;
-    let len = len_field as usize;
+fn hash_more(ctx: &XdpContext, s: &mut Scratch, off: usize, len: usize) -> Result<(), u32> {
     let mut h = vol(&s.hash) as u32;
     let mut i = 0;
     while i < 256 {
         if i >= len {
             break;
         }
-        h ^= rd8(&s.req, base + i) as u32;
+        h ^= pk8(ctx, off + i)? as u32;
         h = h.wrapping_mul(FNV_PRIME);
         i += 1;
     }
     s.hash = h;
+    Ok(())
 }
 
-/// Copies `len` bytes of `s.req` at `from` to `s.out` at `to`, adding
-/// them to the checksum accumulator `s.sum` (a byte at an even payload
-/// offset is the low half of its little-endian word).
-#[inline(always)]
-fn copy_out(s: &mut Scratch, from: usize, to: usize, len: usize) {
-    let from = from & M;
-    let to = to & M;
-    let mut sum = vol(&s.sum) as u32;
-    let mut i = 0;
-    while i < MAX_RELAY_INFO {
-        if i >= len {
-            break;
-        }
-        let b = rd8(&s.req, from + i);
-        wr8(&mut s.out, to + i, b);
-        sum += (b as u32) << (((to + i) & 1) * 8);
-        i += 1;
-    }
-    s.sum = sum;
-}
-
-/// A byte at payload offset `at`, for the checksum.
-#[inline(always)]
-fn byte_sum(b: u8, at: usize) -> u32 {
-    (b as u32) << ((at & 1) * 8)
-}
-
-/// Copies `words` 64-bit words; volatile so LLVM keeps the loop instead
-/// of calling a byte-wise `memcpy`.
-#[inline(always)]
-fn copy_words(from: *const u8, to: *mut u8, words: usize) {
-    let mut i = 0;
-    while i < words {
-        unsafe {
-            let v = core::ptr::read_volatile((from as *const u64).add(i));
-            core::ptr::write_volatile((to as *mut u64).add(i), v);
-        }
-        i += 1;
-    }
-}
-
-#[inline(always)]
-fn copy_u32s(from: *const u8, to: *mut u8, words: usize) {
-    let mut i = 0;
-    while i < words {
-        unsafe {
-            let v = core::ptr::read_volatile((from as *const u32).add(i));
-            core::ptr::write_volatile((to as *mut u32).add(i), v);
-        }
-        i += 1;
-    }
-}
-
-#[inline(always)]
-fn zero_u32s(to: *mut u8, words: usize) {
-    let mut i = 0;
-    while i < words {
-        unsafe { core::ptr::write_volatile((to as *mut u32).add(i), 0) };
-        i += 1;
-    }
-}
-
-#[inline(always)]
-fn zero_words(to: *mut u8, words: usize) {
-    let mut i = 0;
-    while i < words {
-        unsafe { core::ptr::write_volatile((to as *mut u64).add(i), 0) };
-        i += 1;
-    }
-}
-
-/// Folds carries into 32 bits.
-#[inline(always)]
-fn fold32(mut sum: u64) -> u32 {
-    sum = (sum & 0xffff_ffff) + (sum >> 32);
-    sum = (sum & 0xffff_ffff) + (sum >> 32);
-    sum as u32
-}
 
 #[inline(always)]
 fn fold(mut sum: u64) -> u16 {
@@ -314,6 +293,22 @@ fn fold(mut sum: u64) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     sum as u16
+}
+
+/// The halves of a memory-order word, for a ones'-complement sum.
+#[inline(always)]
+fn halves(w: u64) -> u64 {
+    (w & 0xffff_ffff) + (w >> 32)
+}
+
+/// The low `n` bytes (memory order) of a word, the rest zero.
+#[inline(always)]
+fn low_bytes(w: u64, n: usize) -> u64 {
+    if n >= 8 {
+        w
+    } else {
+        w & ((1u64 << (8 * n)) - 1)
+    }
 }
 
 /// Answers the request in place; Ok(the state's ACK counter) or Err(the
@@ -330,29 +325,29 @@ pub fn try_answer(ctx: &XdpContext, frame: &Frame) -> Result<u32, u32> {
     }
     let s = XDHCP_SCRATCH.get_ptr_mut(0).ok_or(stat::PASS_UNUSUAL)?;
     let s = unsafe { &mut *s };
-    s.l3 = frame.l3_off as u32;
+    s.b = (frame.l3_off + 28) as u32;
     s.outer_vlan = frame.outer_vlan as u32;
     s.inner_vlan = frame.inner_vlan as u32;
-    load_request(ctx, s)?;
-    walk_options(s)?;
-    classify(s)?;
-    build_key(s)?;
+    check_request(ctx, s)?;
+    walk_options(ctx, s)?;
+    classify(ctx, s)?;
+    build_key(ctx, s)?;
     let ifindex = ctx.ingress_ifindex() as u32;
     let v: *mut LeaseValue = XDHCP_LEASES
         .get_ptr_mut(&s.key)
         .ok_or(stat::PASS_UNKNOWN_CLIENT)?;
     let lease = unsafe { &mut *v };
-    let now = check_lease(s, lease, ifindex)?;
-    check_shape(s, lease)?;
+    let now = check_lease(ctx, s, lease, ifindex)?;
+    check_shape(ctx, s, lease)?;
     let tmpl = XDHCP_TEMPLATES
         .get(lease.template_id)
         .ok_or(stat::PASS_NO_TEMPLATE)?;
-    build_payload(s, tmpl)?;
     // Interfaces without the fast path are not in the map.
     let iface: &IfaceInfo = XDHCP_IFACES
         .get(ifindex)
         .filter(|i| i.server_ip != 0)
         .ok_or(stat::PASS_WRONG_SCOPE)?;
+    layout(s, tmpl)?;
     let expires = now + lease.lease_secs as u64 * 1_000_000_000;
     // The event is queued before the frame is touched: a renewal the store
     // may never hear of is not answered here (the control plane answers it
@@ -365,11 +360,13 @@ pub fn try_answer(ctx: &XdpContext, frame: &Frame) -> Result<u32, u32> {
         };
         let ev = slot.as_mut_ptr();
         unsafe {
-            copy_u32s(
-                &s.key as *const _ as *const u8,
-                core::ptr::addr_of_mut!((*ev).key) as *mut u8,
-                size_of::<LeaseKey>() / 4,
-            );
+            let k = &s.key as *const _ as usize;
+            let e = core::ptr::addr_of_mut!((*ev).key) as usize;
+            let mut i = 0;
+            while i < size_of::<LeaseKey>() / 4 {
+                st32(e + 4 * i, ld32(k + 4 * i));
+                i += 1;
+            }
             core::ptr::addr_of_mut!((*ev).ip).write(vol(&s.ip) as u32);
             core::ptr::addr_of_mut!((*ev).expires_mono_ns).write(expires);
             core::ptr::addr_of_mut!((*ev).ifindex).write(ifindex);
@@ -380,7 +377,7 @@ pub fn try_answer(ctx: &XdpContext, frame: &Frame) -> Result<u32, u32> {
     } else {
         None
     };
-    if let Err(e) = rewrite_frame(ctx, s, iface) {
+    if let Err(e) = rewrite_frame(ctx, s, tmpl, iface) {
         if let Some(slot) = slot {
             slot.discard(BPF_RB_NO_WAKEUP);
         }
@@ -397,20 +394,25 @@ pub fn try_answer(ctx: &XdpContext, frame: &Frame) -> Result<u32, u32> {
     Ok(vol(&s.state) as u32)
 }
 
-/// Copies the BOOTP payload (per the UDP length) into `s.req`.
+/// The request's payload (per the UDP length) lies in the frame, which is
+/// one linear buffer, and is of a size the fast path answers.
 #[inline(always)]
-fn load_request(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
+fn check_request(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
     let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    if frame_len > M {
+        return Err(stat::PASS_UNUSUAL);
+    }
+    // A frame in fragments (multi-buffer XDP) is not written in place.
+    if !fits(ctx.data(), frame_len & M, ctx.data_end()) {
+        return Err(stat::PASS_UNUSUAL);
+    }
     s.frame_len = frame_len as u32;
-    let l3 = vol(&s.l3) & 0x3f;
-    let data = ctx.data();
-    let end = ctx.data_end();
-    let ip = data + l3;
-    if !fits(ip, 28, end) {
+    let b = vol(&s.b) & 0x3f;
+    let ip = ctx.data() + ((b - 28) & 0x3f);
+    if !fits(ip, 28, ctx.data_end()) {
         return Err(stat::PASS_MALFORMED);
     }
-    let udp_len = u16::from_be(unsafe { ((ip + 24) as *const u16).read_unaligned() }) as usize;
-    let b = l3 + 28;
+    let udp_len = u16::from_be(ld16(ip + 24)) as usize;
     if udp_len < 8 + OPTIONS_START + 1 || b + udp_len - 8 > frame_len {
         return Err(stat::PASS_MALFORMED);
     }
@@ -418,13 +420,9 @@ fn load_request(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
     if n > MAX_REQUEST {
         return Err(stat::PASS_UNUSUAL);
     }
-    if unsafe { bpf_xdp_load_bytes(ctx.ctx, b as u32, s.req.as_mut_ptr() as *mut _, n as u32) } != 0
-    {
-        return Err(stat::PASS_MALFORMED);
-    }
-    s.req_len = n as u32;
+    s.end = (b + n) as u32;
     // RENEWING is unicast, REBINDING broadcast: keep which.
-    s.state = if unsafe { ((ip + 16) as *const u32).read_unaligned() } == u32::MAX {
+    s.state = if ld32(ip + 16) == u32::MAX {
         stat::FP_ACK_REBINDING
     } else {
         stat::FP_ACK_RENEWING
@@ -434,14 +432,15 @@ fn load_request(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
 
 /// BOOTREQUEST, DHCPREQUEST, and which client state it was sent in.
 #[inline(always)]
-fn classify(s: &mut Scratch) -> Result<(), u32> {
-    if rd8(&s.req, 0) != 1 {
+fn classify(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
+    let p = payload(ctx, s)?;
+    if unsafe { *(p as *const u8) } != 1 {
         return Err(stat::PASS_NOT_REQUEST);
     }
-    if rd8(&s.req, 2) > 16 {
+    if unsafe { *((p + 2) as *const u8) } > 16 {
         return Err(stat::PASS_MALFORMED);
     }
-    if rd32(&s.req, BOOTP_FIXED) != u32::from_be(0x6382_5363) {
+    if ld32(p + BOOTP_FIXED) != u32::from_be(0x6382_5363) {
         return Err(stat::PASS_MALFORMED);
     }
     if vol(&s.msg_type) != 3 {
@@ -450,7 +449,7 @@ fn classify(s: &mut Scratch) -> Result<(), u32> {
     if vol(&s.has_server_id) != 0 {
         return Err(stat::PASS_SELECTING);
     }
-    let ciaddr = rd32(&s.req, 12);
+    let ciaddr = ld32(p + 12);
     let has_requested = vol(&s.has_requested) != 0;
     if ciaddr != 0 && !has_requested {
         s.ip = ciaddr;
@@ -464,47 +463,70 @@ fn classify(s: &mut Scratch) -> Result<(), u32> {
 }
 
 /// The client's identity, as the control plane keys it: the client
-/// identifier when sent, else htype + chaddr; unused bytes zero.
+/// identifier when sent, else htype + chaddr; unused bytes zero. Built a
+/// word at a time: `id` is the identity's first 32 bytes, masked to its
+/// length.
 #[inline(always)]
-fn build_key(s: &mut Scratch) -> Result<(), u32> {
-    zero_u32s(&mut s.key as *mut _ as *mut u8, size_of::<LeaseKey>() / 4);
+fn build_key(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
     let cid_len = vol(&s.cid_len);
-    if cid_len > 0 {
+    let (kind, len, w) = if cid_len > 0 {
         if !(2..=MAX_ID_LEN).contains(&cid_len) {
             return Err(stat::PASS_UNUSUAL);
         }
-        s.key.kind = id_kind::CLIENT_ID;
-        s.key.len = cid_len as u8;
-        let from = vol(&s.cid_off);
-        let mut i = 0;
-        while i < MAX_ID_LEN {
-            if i >= cid_len {
-                break;
+        let from = vol(&s.cid_off) & M;
+        let mut p = at(ctx, from);
+        if !fits(p, MAX_ID_LEN, ctx.data_end()) {
+            // Too near the frame's end to read as words: staged bytewise.
+            p = s.tail.as_mut_ptr() as usize;
+            let mut i = 0;
+            while i < MAX_ID_LEN / 8 {
+                st64(p + 8 * i, 0);
+                i += 1;
             }
-            s.key.id[i] = rd8(&s.req, from + i);
-            i += 1;
+            let mut i = 0;
+            while i < MAX_ID_LEN {
+                if i >= cid_len {
+                    break;
+                }
+                st8(p + i, pk8(ctx, from + i)?);
+                i += 1;
+            }
         }
+        let w = [ld64(p), ld64(p + 8), ld64(p + 16), ld64(p + 24)];
+        (id_kind::CLIENT_ID, cid_len, w)
     } else {
-        let hlen = rd8(&s.req, 2) as usize & 0x1f;
-        s.key.kind = id_kind::HWADDR;
-        s.key.len = 1 + hlen as u8;
-        s.key.id[0] = rd8(&s.req, 1);
-        let mut i = 0;
-        while i < 16 {
-            if i >= hlen {
-                break;
-            }
-            s.key.id[1 + i] = rd8(&s.req, 28 + i);
-            i += 1;
-        }
-    }
+        let p = payload(ctx, s)?;
+        let htype = unsafe { *((p + 1) as *const u8) } as u64;
+        let hlen = unsafe { *((p + 2) as *const u8) } as usize & 0x1f;
+        let (lo, hi) = (ld64(p + 28), ld64(p + 36));
+        (
+            id_kind::HWADDR,
+            1 + hlen,
+            [htype | lo << 8, lo >> 56 | hi << 8, hi >> 56, 0],
+        )
+    };
+    let w0 = low_bytes(w[0], len);
+    let w1 = low_bytes(w[1], len.saturating_sub(8));
+    let w2 = low_bytes(w[2], len.saturating_sub(16));
+    let w3 = low_bytes(w[3], len.saturating_sub(24));
+    let k = &mut s.key as *mut LeaseKey as usize;
+    st64(k, kind as u64 | (len as u64) << 8 | w0 << 32);
+    st64(k + 8, w0 >> 32 | w1 << 32);
+    st64(k + 16, w1 >> 32 | w2 << 32);
+    st64(k + 24, w2 >> 32 | w3 << 32);
+    st32(k + 32, (w3 >> 32) as u32);
     Ok(())
 }
 
 /// The binding is ours to answer: flagged, same address, not expired,
 /// asked for from where it was made. Returns the current monotonic time.
 #[inline(always)]
-fn check_lease(s: &mut Scratch, lease: &LeaseValue, ifindex: u32) -> Result<u64, u32> {
+fn check_lease(
+    ctx: &XdpContext,
+    s: &mut Scratch,
+    lease: &LeaseValue,
+    ifindex: u32,
+) -> Result<u64, u32> {
     if lease.flags & lease_flags::FASTPATH == 0 {
         return Err(stat::PASS_UNKNOWN_CLIENT);
     }
@@ -517,7 +539,7 @@ fn check_lease(s: &mut Scratch, lease: &LeaseValue, ifindex: u32) -> Result<u64,
     if now + EXPIRY_MARGIN_NS >= lease.expires_mono_ns {
         return Err(stat::PASS_EXPIRED);
     }
-    let giaddr = rd32(&s.req, 24);
+    let giaddr = ld32(payload(ctx, s)? + 24);
     let scope_ok = if giaddr != 0 {
         lease.giaddr == giaddr
     } else {
@@ -534,111 +556,158 @@ fn check_lease(s: &mut Scratch, lease: &LeaseValue, ifindex: u32) -> Result<u64,
 
 /// Same request shape as the one the template was built for.
 #[inline(always)]
-fn check_shape(s: &mut Scratch, lease: &LeaseValue) -> Result<(), u32> {
-    s.hash = FNV_OFFSET;
-    let prl_len = vol(&s.prl_len);
-    if prl_len > 0 {
-        hash_more(s, s.prl_off, (prl_len - 1) as u32);
-    }
-    let rai_len = vol(&s.rai_len);
-    if rai_len > 0 {
-        hash_more(s, s.rai_off, rai_len as u32);
-    }
+fn check_shape(ctx: &XdpContext, s: &mut Scratch, lease: &LeaseValue) -> Result<(), u32> {
     if lease.prl_len as usize != vol(&s.prl_len)
-        || lease.shape_hash as usize != vol(&s.hash)
         || lease.max_message_size as usize != vol(&s.mms)
         || lease.client_id_len as usize != vol(&s.cid_len)
         || lease.relay_info_len as usize != vol(&s.rai_len)
     {
         return Err(stat::PASS_SHAPE_CHANGED);
     }
+    s.hash = FNV_OFFSET;
+    let prl_len = vol(&s.prl_len);
+    if prl_len > 0 {
+        hash_more(ctx, s, vol(&s.prl_off), prl_len - 1)?;
+    }
+    let rai_len = vol(&s.rai_len);
+    if rai_len > 0 {
+        hash_more(ctx, s, vol(&s.rai_off), rai_len)?;
+    }
+    if lease.shape_hash as usize != vol(&s.hash) {
+        return Err(stat::PASS_SHAPE_CHANGED);
+    }
     Ok(())
 }
 
-/// The reply's BOOTP payload, in `s.out`, and its length in `s.plen`.
+/// Where the reply's options go: the template, then (staged in
+/// `s.tail`) 61 and 82 echoed, END, and zero padding to the BOOTP
+/// minimum. Sets `s.tlen`, `s.t` (the tail's bytes up to END),
+/// `s.tail_len` (to the end of the reply) and `s.plen`.
 #[inline(always)]
-fn build_payload(s: &mut Scratch, tmpl: &dhcp_common::ReplyTemplate) -> Result<(), u32> {
+fn layout(s: &mut Scratch, tmpl: &dhcp_common::ReplyTemplate) -> Result<(), u32> {
     let tlen = tmpl.options_len as usize;
     if tlen == 0 || tlen > TEMPLATE_OPTIONS_MAX {
         return Err(stat::PASS_NO_TEMPLATE);
     }
-    // The request's fixed part with RFC 2131 table 3 applied (op, hops,
-    // secs, yiaddr, siaddr, sname and file), as `Reply::new` does.
-    copy_words(s.req.as_ptr(), s.out.as_mut_ptr(), OPTIONS_START / 8);
-    wr8(&mut s.out, 0, 2);
-    wr8(&mut s.out, 3, 0);
-    wr32(&mut s.out, 8, rd32(&s.req, 8) & u32::from_be(0x0000_ffff));
-    wr32(&mut s.out, 16, vol(&s.ip) as u32);
-    wr32(&mut s.out, 20, 0);
-    zero_words(
-        unsafe { s.out.as_mut_ptr().add(40) },
-        (BOOTP_FIXED - 40) / 8,
-    );
-    // Word-aligned, so it also cleared chaddr's last 4 bytes (put them
-    // back) and left the last 4 of `file` (clear them).
-    wr32(&mut s.out, 40, rd32(&s.req, 40));
-    wr32(&mut s.out, BOOTP_FIXED - 4, 0);
-    // Options: the template (its tail past `options_len` is zero), then
-    // 61 and 82 echoed, END, zero padding to the BOOTP minimum.
-    copy_words(
-        tmpl.options.as_ptr(),
-        unsafe { s.out.as_mut_ptr().add(OPTIONS_START) },
-        TEMPLATE_OPTIONS_MAX / 8,
-    );
-    // Checksum so far: the fixed part, word by word, and the template's
-    // precomputed sum (it starts at an even offset).
-    let mut sum: u64 = tmpl.sum as u64;
-    let mut i = 0;
-    while i < OPTIONS_START / 8 {
-        let w = unsafe { core::ptr::read_volatile((s.out.as_ptr() as *const u64).add(i)) };
-        sum += (w & 0xffff_ffff) + (w >> 32);
-        i += 1;
-    }
-    // Kept under 17 bits so the byte sums added below cannot overflow.
-    let f = fold32(sum);
-    s.sum = (f & 0xffff) + (f >> 16);
-    s.o = (OPTIONS_START + tlen) as u32;
     let cid_len = vol(&s.cid_len);
-    if cid_len > 0 {
-        let o = vol(&s.o);
-        wr8(&mut s.out, o, 61);
-        wr8(&mut s.out, o + 1, cid_len as u8);
-        s.sum = vol(&s.sum) as u32 + byte_sum(61, o) + byte_sum(cid_len as u8, o + 1);
-        copy_out(s, vol(&s.cid_off), o + 2, cid_len);
-        s.o = (vol(&s.o) + 2 + vol(&s.cid_len)) as u32;
-    }
     let rai_len = vol(&s.rai_len);
-    if rai_len > 0 {
-        let o = vol(&s.o);
-        wr8(&mut s.out, o, 82);
-        wr8(&mut s.out, o + 1, rai_len as u8);
-        s.sum = vol(&s.sum) as u32 + byte_sum(82, o) + byte_sum(rai_len as u8, o + 1);
-        copy_out(s, vol(&s.rai_off), o + 2, rai_len);
-        s.o = (vol(&s.o) + 2 + vol(&s.rai_len)) as u32;
+    let mut t = 1;
+    if cid_len > 0 {
+        t += 2 + cid_len;
     }
-    let o = vol(&s.o) & M;
-    wr8(&mut s.out, o, 255);
-    s.sum = vol(&s.sum) as u32 + byte_sum(255, o);
-    let plen = if o + 1 < MIN_PAYLOAD {
-        MIN_PAYLOAD
-    } else {
-        o + 1
-    };
+    if rai_len > 0 {
+        t += 2 + rai_len;
+    }
+    let o = OPTIONS_START + tlen + t;
+    let plen = if o < MIN_PAYLOAD { MIN_PAYLOAD } else { o };
     let mms = vol(&s.mms);
     let limit = if mms > 576 { mms } else { 576 } - 28;
     if plen > limit || plen > MAX_REPLY {
         return Err(stat::PASS_TOO_BIG);
     }
+    s.tlen = tlen as u32;
+    s.t = t as u32;
     s.plen = plen as u32;
-    // Zeros from END to the next multiple of 4 past the payload: the
-    // padding, and what the word-wise checksum reads beyond it.
+    s.tail_len = (plen - OPTIONS_START - tlen) as u32;
+    Ok(())
+}
+
+/// Fills `s.tail`: 61 (from the key, which holds the identifier) and 82
+/// (from the request, before the template covers it), END, zeros. Returns
+/// its ones'-complement sum as if it started at an even offset.
+#[inline(always)]
+fn stage_tail(ctx: &XdpContext, s: &mut Scratch) -> Result<u64, u32> {
+    let tail = s.tail.as_mut_ptr() as usize;
+    let mut t = 0;
+    let cid_len = vol(&s.cid_len);
+    if cid_len > 0 {
+        st16(tail, 61 | (cid_len as u16) << 8);
+        let id = s.key.id.as_ptr() as usize;
+        // The key's identifier is zero past its length.
+        st64(tail + 2, ld64(id));
+        st64(tail + 10, ld64(id + 8));
+        st64(tail + 18, ld64(id + 16));
+        st64(tail + 26, ld64(id + 24));
+        t = 2 + cid_len;
+    }
+    s.k = t as u32;
+    let rai_len = vol(&s.rai_len);
+    if rai_len > 0 {
+        let t = vol(&s.k) & 0x3f;
+        st16(tail + t, 82 | (rai_len as u16) << 8);
+        let from = vol(&s.rai_off);
+        let mut i = 0;
+        while i < MAX_RELAY_INFO {
+            if i >= rai_len {
+                break;
+            }
+            let b = pk8(ctx, from + i)?;
+            st8(tail + ((t + 2 + i) & 0x1ff), b);
+            i += 1;
+        }
+        s.k = (t + 2 + rai_len) as u32;
+    }
+    let t = vol(&s.k) & 0x1ff;
+    st8(tail + t, 255);
+    // Zeros to the reply's end (at least a word, which the sum reads).
+    let mut z = t + 1;
     let mut i = 0;
-    while i < (MIN_PAYLOAD + 8) / 8 {
-        let z = vol(&s.o) + 1 + 8 * i;
-        if z >= vol(&s.plen) + 3 {
+    while i < TAIL / 8 {
+        st64(tail + (z & 0x3ff), 0);
+        z += 8;
+        if z >= vol(&s.tail_len) {
             break;
         }
-        wr64(&mut s.out, z, 0);
+        i += 1;
+    }
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i < TAIL / 8 {
+        if 8 * i >= vol(&s.t) {
+            break;
+        }
+        sum += halves(ld64(tail + 8 * i));
+        i += 1;
+    }
+    Ok(sum)
+}
+
+/// Copies `len` bytes from `src` (map memory, `N` bytes, a power of two)
+/// into the frame at `dst`, a word at a time while whole words fit in the
+/// frame, then bytewise.
+#[inline(always)]
+fn copy_to_frame<const N: usize>(
+    ctx: &XdpContext,
+    s: &mut Scratch,
+    dst: usize,
+    src: usize,
+    len: usize,
+) -> Result<(), u32> {
+    let mut k = 0;
+    while k < N / 8 {
+        if 8 * k >= len {
+            break;
+        }
+        let p = at(ctx, dst + 8 * k);
+        if !fits(p, 8, ctx.data_end()) {
+            break;
+        }
+        st64(p, ld64(src + ((8 * k) & (N - 8))));
+        k += 1;
+    }
+    s.k = (8 * k) as u32;
+    let mut i = 0;
+    while i < 8 {
+        let j = vol(&s.k) + i;
+        if j >= len {
+            break;
+        }
+        let p = at(ctx, dst + j);
+        if !fits(p, 1, ctx.data_end()) {
+            // The frame was sized for the reply: never, but never half.
+            return Err(stat::PASS_TOO_BIG | DROP);
+        }
+        st8(p, unsafe { *((src + (j & (N - 1))) as *const u8) });
         i += 1;
     }
     Ok(())
@@ -646,16 +715,34 @@ fn build_payload(s: &mut Scratch, tmpl: &dhcp_common::ReplyTemplate) -> Result<(
 
 /// Headers and payload of the reply written over the request.
 #[inline(always)]
-fn rewrite_frame(ctx: &XdpContext, s: &mut Scratch, iface: &IfaceInfo) -> Result<(), u32> {
+fn rewrite_frame(
+    ctx: &XdpContext,
+    s: &mut Scratch,
+    tmpl: &dhcp_common::ReplyTemplate,
+    iface: &IfaceInfo,
+) -> Result<(), u32> {
+    // Staged before the template goes over the relay information.
+    let tail_sum = stage_tail(ctx, s)?;
+    let b = vol(&s.b) & 0x3f;
     let plen = vol(&s.plen) & 0x7ff;
     if !(MIN_PAYLOAD..=MAX_REPLY).contains(&plen) {
         return Err(stat::PASS_TOO_BIG);
     }
+    // Grow now; shrink once written (what lies past the reply is cut).
+    let delta = (b + plen) as i32 - vol(&s.frame_len) as i32;
+    if delta > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        return Err(stat::PASS_TOO_BIG);
+    }
+    let Ok(p) = payload(ctx, s) else {
+        return Err(stat::PASS_TOO_BIG | DROP);
+    };
     // RFC 2131 §4.1 addressing, as the control plane does it.
-    let ciaddr = rd32(&s.req, 12);
-    let giaddr = rd32(&s.req, 24);
-    let flags = rd8(&s.req, 10);
-    let broadcast = flags & 0x80 != 0 || rd8(&s.req, 1) != 1 || rd8(&s.req, 2) != 6;
+    let ciaddr = ld32(p + 12);
+    let giaddr = ld32(p + 24);
+    let flags = unsafe { *((p + 10) as *const u8) };
+    let htype = unsafe { *((p + 1) as *const u8) };
+    let hlen = unsafe { *((p + 2) as *const u8) };
+    let broadcast = flags & 0x80 != 0 || htype != 1 || hlen != 6;
     // 0: back to the sender's MAC, 1: broadcast, 2: chaddr.
     let (dst_ip, dst_port, mac_from) = if giaddr != 0 {
         (giaddr, 67u16, 0)
@@ -666,10 +753,57 @@ fn rewrite_frame(ctx: &XdpContext, s: &mut Scratch, iface: &IfaceInfo) -> Result
     } else {
         (vol(&s.ip) as u32, 68, 2)
     };
+    let chaddr_lo = ld32(p + 28);
+    let chaddr_hi = ld16(p + 32);
 
-    // UDP checksum: the payload's sum (memory order, built with it), then
-    // pseudo-header and UDP header (host order).
-    let payload_sum = u16::from_be(fold(vol(&s.sum) as u64)) as u64;
+    // The fixed part, RFC 2131 table 3 (as `Reply::new` does): op, hops,
+    // secs, yiaddr, siaddr, sname and file change; the rest is the
+    // request's.
+    st8(p, 2);
+    st8(p + 3, 0);
+    st16(p + 8, 0);
+    st32(p + 16, vol(&s.ip) as u32);
+    st32(p + 20, 0);
+    let mut i = 0;
+    while i < (BOOTP_FIXED - 44) / 8 {
+        st64(p + 44 + 8 * i, 0);
+        i += 1;
+    }
+    // Payload sum: the fixed part's first 48 bytes (the rest is zero), the
+    // cookie, the template's precomputed sum, the tail's (odd when it
+    // starts at an odd offset: its bytes then sit in the other half).
+    let mut sum: u64 = tmpl.sum as u64 + ld32(p + BOOTP_FIXED) as u64;
+    let mut i = 0;
+    while i < 6 {
+        sum += halves(ld64(p + 8 * i));
+        i += 1;
+    }
+    let tlen = vol(&s.tlen);
+    let mut tail16 = fold(tail_sum) as u64;
+    if tlen & 1 != 0 {
+        tail16 = (tail16 as u16).swap_bytes() as u64;
+    }
+    sum += tail16;
+
+    copy_to_frame::<TEMPLATE_OPTIONS_MAX>(
+        ctx,
+        s,
+        b + OPTIONS_START,
+        tmpl.options.as_ptr() as usize,
+        tlen & 0x1ff,
+    )?;
+    let tail = s.tail.as_ptr() as usize;
+    copy_to_frame::<1024>(
+        ctx,
+        s,
+        b + OPTIONS_START + (vol(&s.tlen) & 0x1ff),
+        tail,
+        vol(&s.tail_len) & 0x3ff,
+    )?;
+
+    // UDP checksum: the payload's sum (memory order), then pseudo-header
+    // and UDP header (host order).
+    let payload_sum = u16::from_be(fold(sum)) as u64;
     let sip = u32::from_be(iface.server_ip) as u64;
     let dip = u32::from_be(dst_ip) as u64;
     let ulen = (8 + plen) as u64;
@@ -681,53 +815,41 @@ fn rewrite_frame(ctx: &XdpContext, s: &mut Scratch, iface: &IfaceInfo) -> Result
     let tot_len = 20 + ulen;
     let ip_csum = !fold(0x4500 + tot_len + 0x4011 + addr_sum);
 
-    // Grow or shrink the frame to the reply's size, then write it.
-    let l3 = vol(&s.l3) & 0x3f;
-    let b = l3 + 28;
-    let delta = (b + plen) as i32 - vol(&s.frame_len) as i32;
-    if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
-        return Err(stat::PASS_TOO_BIG);
-    }
-    if unsafe { bpf_xdp_store_bytes(ctx.ctx, b as u32, s.out.as_mut_ptr() as *mut _, plen as u32) }
-        != 0
-    {
-        // The frame is half rewritten: drop rather than pass garbage on.
-        return Err(stat::PASS_TOO_BIG | DROP);
-    }
     let data = ctx.data();
     let end = ctx.data_end();
-    let ipp = data + l3;
+    let ipp = data + ((b - 28) & 0x3f);
     if !fits(data, 14, end) || !fits(ipp, 28, end) {
         return Err(stat::PASS_TOO_BIG | DROP);
     }
-    unsafe {
-        let eth = data as *mut u8;
-        match mac_from {
-            0 => core::ptr::copy_nonoverlapping(eth.add(6), eth, 6),
-            1 => {
-                (eth as *mut u32).write_unaligned(u32::MAX);
-                (eth.add(4) as *mut u16).write_unaligned(u16::MAX);
-            }
-            _ => {
-                let mut i = 0;
-                while i < 6 {
-                    *eth.add(i) = rd8(&s.req, 28 + i);
-                    i += 1;
-                }
-            }
+    let eth = data;
+    match mac_from {
+        0 => {
+            st32(eth, ld32(eth + 6));
+            st16(eth + 4, ld16(eth + 10));
         }
-        core::ptr::copy_nonoverlapping(iface.mac.as_ptr(), eth.add(6), 6);
-        let w = ipp as *mut u32;
-        w.write_unaligned(u32::from_be(0x4500_0000 | tot_len as u32));
-        w.add(1).write_unaligned(0);
-        w.add(2)
-            .write_unaligned(u32::from_be(0x4011_0000 | ip_csum as u32));
-        w.add(3).write_unaligned(iface.server_ip);
-        w.add(4).write_unaligned(dst_ip);
-        w.add(5)
-            .write_unaligned(u32::from_be(67 << 16 | dst_port as u32));
-        w.add(6)
-            .write_unaligned(u32::from_be((ulen as u32) << 16 | csum as u32));
+        1 => {
+            st32(eth, u32::MAX);
+            st16(eth + 4, u16::MAX);
+        }
+        _ => {
+            st32(eth, chaddr_lo);
+            st16(eth + 4, chaddr_hi);
+        }
+    }
+    let mac = iface.mac.as_ptr() as usize;
+    st32(eth + 6, ld32(mac));
+    st16(eth + 10, ld16(mac + 4));
+    st32(ipp, u32::from_be(0x4500_0000 | tot_len as u32));
+    st32(ipp + 4, 0);
+    st32(ipp + 8, u32::from_be(0x4011_0000 | ip_csum as u32));
+    st32(ipp + 12, iface.server_ip);
+    st32(ipp + 16, dst_ip);
+    st32(ipp + 20, u32::from_be(67 << 16 | dst_port as u32));
+    st32(ipp + 24, u32::from_be((ulen as u32) << 16 | csum as u32));
+
+    if delta < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        // The frame is rewritten but too long: drop rather than send it.
+        return Err(stat::PASS_TOO_BIG | DROP);
     }
     Ok(())
 }
