@@ -36,8 +36,13 @@ pub const BARE_PROGRAM_NAME: &str = "xdhcp_bare";
 pub const MAP_BARE_LEASES: &str = "XDHCP_BARE_LEASES";
 
 /// Longest client identity kept in a map key. Longer client identifiers
-/// (DUID-based ones can reach 130 bytes) are served by the control plane only.
-pub const MAX_ID_LEN: usize = 32;
+/// (DUID-based ones can reach 130 bytes) are served by the control plane
+/// only. 20 bytes hold htype + any chaddr, and the RFC 4361 identifiers of
+/// DUID-LLT, DUID-EN (systemd) and DUID-LL (19 bytes or less); only
+/// DUID-UUID ones (23) are left out. It makes the key 24 bytes, so a map
+/// element (48-byte kernel header, key, 56-byte value) is exactly two
+/// cache lines.
+pub const MAX_ID_LEN: usize = 20;
 
 /// What [`LeaseKey::id`] holds.
 pub mod id_kind {
@@ -128,7 +133,7 @@ pub mod lease_flags {
     pub const FASTPATH: u16 = 1;
 }
 
-/// FNV-1a, 32 bits: the request fingerprint both sides compute.
+/// FNV-1a, 32 bits (the configuration fingerprint).
 pub const FNV_OFFSET: u32 = 0x811c_9dc5;
 pub const FNV_PRIME: u32 = 0x0100_0193;
 
@@ -144,12 +149,35 @@ pub fn fnv1a_more(mut h: u32, bytes: &[u8]) -> u32 {
     h
 }
 
+/// The shape hash: FNV-1a's 64-bit constants over little-endian 64-bit
+/// words (the last one zero-padded), so the XDP program hashes a word per
+/// step instead of a byte.
+pub const SHAPE_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+pub const SHAPE_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+pub fn shape_hash_more(mut h: u64, bytes: &[u8]) -> u64 {
+    for chunk in bytes.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(SHAPE_PRIME);
+    }
+    h
+}
+
+/// Folds the 64-bit state into what the lease map keeps.
+pub const fn shape_hash_finish(h: u64) -> u32 {
+    (h ^ (h >> 32)) as u32
+}
+
 /// Fingerprint of what makes a reply template fit a request beyond the
 /// lengths kept beside it: the parameter request list and the relay agent
 /// information (its sub-options may select the subnet). Lengths are
 /// compared separately, so hashing the two back to back is unambiguous.
 pub fn shape_hash(prl: &[u8], relay_info: &[u8]) -> u32 {
-    fnv1a_more(fnv1a(prl), relay_info)
+    shape_hash_finish(shape_hash_more(
+        shape_hash_more(SHAPE_OFFSET, prl),
+        relay_info,
+    ))
 }
 
 /// Per-interface facts the XDP program needs to send a reply.
@@ -202,6 +230,7 @@ pub struct RenewEvent {
     pub key: LeaseKey,
     /// Address renewed, network byte order.
     pub ip: u32,
+    pub _pad: u32,
     pub expires_mono_ns: u64,
     pub ifindex: u32,
     /// 0 when absent.
@@ -281,6 +310,10 @@ pub mod stat {
     pub const DROPPED: u32 = 26;
     pub const COUNT: u32 = 27;
 }
+
+/// The per-CPU value of `MAP_STATS` (its only entry): every counter,
+/// indexed by [`stat`].
+pub type Stats = [u64; stat::COUNT as usize];
 
 /// Human names of the stats, indexed like [`stat`].
 pub const STAT_NAMES: [&str; stat::COUNT as usize] = [
@@ -488,7 +521,7 @@ mod layout {
 
     #[test]
     fn lease_key() {
-        assert_eq!(size_of::<LeaseKey>(), 36);
+        assert_eq!(size_of::<LeaseKey>(), 24);
         assert_eq!(align_of::<LeaseKey>(), 1);
         assert_eq!(offset_of!(LeaseKey, kind), 0);
         assert_eq!(offset_of!(LeaseKey, len), 1);
@@ -565,6 +598,20 @@ mod layout {
     }
 
     #[test]
+    fn shape_hash_words() {
+        // One word per step, the last zero-padded; the two parts chain.
+        let one = (SHAPE_OFFSET ^ 0x0003_0201).wrapping_mul(SHAPE_PRIME);
+        assert_eq!(shape_hash(&[1, 2, 3], &[]), shape_hash_finish(one));
+        assert_eq!(shape_hash(&[1, 2, 3, 0], &[]), shape_hash(&[1, 2, 3], &[]));
+        assert_ne!(shape_hash(&[1, 2, 3], &[4]), shape_hash(&[1, 2, 3, 4], &[]));
+        let nine = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
+        let two =
+            (SHAPE_OFFSET ^ u64::from_le_bytes([1, 2, 3, 4, 5, 6, 7, 8])).wrapping_mul(SHAPE_PRIME);
+        let two = (two ^ 9).wrapping_mul(SHAPE_PRIME);
+        assert_eq!(shape_hash(&nine, &[]), shape_hash_finish(two));
+    }
+
+    #[test]
     fn reply_template() {
         assert_eq!(size_of::<ReplyTemplate>(), 8 + TEMPLATE_OPTIONS_MAX);
         assert_eq!(align_of::<ReplyTemplate>(), 4);
@@ -577,15 +624,15 @@ mod layout {
 
     #[test]
     fn renew_event() {
-        assert_eq!(size_of::<RenewEvent>(), 56);
+        assert_eq!(size_of::<RenewEvent>(), 48);
         assert_eq!(align_of::<RenewEvent>(), 8);
         assert_eq!(offset_of!(RenewEvent, key), 0);
-        assert_eq!(offset_of!(RenewEvent, ip), 36);
-        assert_eq!(offset_of!(RenewEvent, expires_mono_ns), 40);
-        assert_eq!(offset_of!(RenewEvent, ifindex), 48);
-        assert_eq!(offset_of!(RenewEvent, outer_vlan), 52);
-        assert_eq!(offset_of!(RenewEvent, inner_vlan), 54);
-        no_hidden_padding!(RenewEvent, key: LeaseKey, ip: u32, expires_mono_ns: u64,
+        assert_eq!(offset_of!(RenewEvent, ip), 24);
+        assert_eq!(offset_of!(RenewEvent, expires_mono_ns), 32);
+        assert_eq!(offset_of!(RenewEvent, ifindex), 40);
+        assert_eq!(offset_of!(RenewEvent, outer_vlan), 44);
+        assert_eq!(offset_of!(RenewEvent, inner_vlan), 46);
+        no_hidden_padding!(RenewEvent, key: LeaseKey, ip: u32, _pad: u32, expires_mono_ns: u64,
             ifindex: u32, outer_vlan: u16, inner_vlan: u16);
     }
 

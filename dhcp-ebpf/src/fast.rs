@@ -22,11 +22,13 @@ use aya_ebpf::{
 use core::mem::size_of;
 
 use dhcp_common::{
-    id_kind, lease_flags, stat, IfaceInfo, LeaseKey, LeaseValue, RenewEvent, FNV_OFFSET, FNV_PRIME,
-    MAX_ID_LEN, REPORT_FRACTION, TEMPLATE_OPTIONS_MAX,
+    id_kind, lease_flags, shape_hash_finish, stat, IfaceInfo, LeaseKey, LeaseValue, RenewEvent,
+    MAX_ID_LEN, REPORT_FRACTION, SHAPE_OFFSET, SHAPE_PRIME, TEMPLATE_OPTIONS_MAX,
 };
 
-use crate::{parse::Frame, XDHCP_EVENTS, XDHCP_IFACES, XDHCP_LEASES, XDHCP_SCRATCH, XDHCP_TEMPLATES};
+use crate::{
+    parse::Frame, XDHCP_EVENTS, XDHCP_IFACES, XDHCP_LEASES, XDHCP_SCRATCH, XDHCP_TEMPLATES,
+};
 
 /// Offsets into the frame are masked with this (frames this program
 /// answers are far shorter).
@@ -70,7 +72,7 @@ pub struct Scratch {
     pub cid_len: u32,
     pub rai_off: u32,
     pub rai_len: u32,
-    pub hash: u32,
+    pub hash: u64,
     // Carried between the sections of `try_answer`.
     /// Where the BOOTP payload starts.
     pub b: u32,
@@ -106,8 +108,16 @@ fn set(v: &mut u32, x: usize) {
 /// hides the constant from LLVM; the verifier still knows it exactly.
 #[inline(always)]
 fn fits(p: usize, size: usize, end: usize) -> bool {
-    let size = unsafe { core::ptr::read_volatile(&size) };
-    p + size <= end
+    opaque(p) + opaque(size) <= end
+}
+
+/// `v`, which LLVM can no longer see through (one register move; an
+/// empty template would leave two line-info records on one instruction,
+/// which the kernel refuses).
+#[inline(always)]
+fn opaque(mut v: usize) -> usize {
+    unsafe { core::arch::asm!("{0} = {0}", inout(reg) v, options(pure, nomem, nostack)) };
+    v
 }
 
 // Word accesses to the frame and to map values at any byte offset. The
@@ -117,11 +127,15 @@ fn fits(p: usize, size: usize, end: usize) -> bool {
 // unaligned access; only the stack must be aligned, and these never point
 // into it.
 #[inline(always)]
-fn ld16(p: usize) -> u16 {
+fn ld8(p: usize) -> u8 {
+    unsafe { core::ptr::read_volatile(p as *const u8) }
+}
+#[inline(always)]
+pub(crate) fn ld16(p: usize) -> u16 {
     unsafe { core::ptr::read_volatile(p as *const u16) }
 }
 #[inline(always)]
-fn ld32(p: usize) -> u32 {
+pub(crate) fn ld32(p: usize) -> u32 {
     unsafe { core::ptr::read_volatile(p as *const u32) }
 }
 #[inline(always)]
@@ -150,8 +164,7 @@ fn st64(p: usize, v: u64) {
 /// verifier would then see two unrelated pointers).
 #[inline(always)]
 fn at(ctx: &XdpContext, off: usize) -> usize {
-    let p = ctx.data() + (off & M);
-    unsafe { core::ptr::read_volatile(&p) }
+    opaque(ctx.data() + (off & M))
 }
 
 /// The frame's byte at `off`.
@@ -162,16 +175,6 @@ fn pk8(ctx: &XdpContext, off: usize) -> Result<u8, u32> {
         return Err(stat::PASS_MALFORMED);
     }
     Ok(unsafe { *(p as *const u8) })
-}
-
-/// The frame's memory-order 32-bit word at `off`.
-#[inline(always)]
-fn pk32(ctx: &XdpContext, off: usize) -> Result<u32, u32> {
-    let p = at(ctx, off);
-    if !fits(p, 4, ctx.data_end()) {
-        return Err(stat::PASS_MALFORMED);
-    }
-    Ok(ld32(p))
 }
 
 /// The BOOTP payload, its fixed part and magic cookie in the frame.
@@ -213,7 +216,12 @@ fn walk_options(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
             // Options must end with END.
             return Err(stat::PASS_MALFORMED);
         }
-        let code = pk8(ctx, off)?;
+        let p = at(ctx, off);
+        let end = ctx.data_end();
+        if !fits(p, 1, end) {
+            return Err(stat::PASS_MALFORMED);
+        }
+        let code = ld8(p);
         if code == 0 {
             set(&mut s.off, off + 1);
             continue;
@@ -222,10 +230,10 @@ fn walk_options(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
             s.done = 1;
             break;
         }
-        if off + 2 > n {
+        if off + 2 > n || !fits(p, 2, end) {
             return Err(stat::PASS_MALFORMED);
         }
-        let len = pk8(ctx, off + 1)? as usize;
+        let len = ld8(p + 1) as usize;
         let v = off + 2;
         if v + len > n {
             return Err(stat::PASS_MALFORMED);
@@ -233,10 +241,20 @@ fn walk_options(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
         // The control plane keeps the first instance of each option; a
         // repeated one it reads is the control plane's to judge, as are
         // bad lengths, option overload, rapid commit and subnet selection.
+        // (Values lie before `n`, inside the frame; `fits` shows the
+        // verifier.)
         match code {
-            53 if len == 1 && vol(&s.msg_type) == 0 => s.msg_type = pk8(ctx, v)? as u32,
+            53 if len == 1 && vol(&s.msg_type) == 0 => {
+                if !fits(p, 3, end) {
+                    return Err(stat::PASS_MALFORMED);
+                }
+                s.msg_type = ld8(p + 2) as u32;
+            }
             50 if len == 4 && vol(&s.has_requested) == 0 => {
-                s.requested = pk32(ctx, v)?;
+                if !fits(p, 6, end) {
+                    return Err(stat::PASS_MALFORMED);
+                }
+                s.requested = ld32(p + 2);
                 s.has_requested = 1;
             }
             54 => s.has_server_id = 1,
@@ -245,7 +263,10 @@ fn walk_options(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
                 s.prl_len = len as u32 + 1;
             }
             57 if len == 2 && vol(&s.has_mms) == 0 => {
-                s.mms = ((pk8(ctx, v)? as u32) << 8) | pk8(ctx, v + 1)? as u32;
+                if !fits(p, 4, end) {
+                    return Err(stat::PASS_MALFORMED);
+                }
+                s.mms = u16::from_be(ld16(p + 2)) as u32;
                 s.has_mms = 1;
             }
             61 if vol(&s.cid_off) == 0 => {
@@ -268,23 +289,38 @@ fn walk_options(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
     Ok(())
 }
 
-/// FNV-1a over `len` bytes of the frame at `off`, continuing `s.hash`.
+/// `dhcp_common::shape_hash_more` over `len` bytes of the frame at `off`,
+/// continuing `s.hash`: a word per step.
 #[inline(always)]
 fn hash_more(ctx: &XdpContext, s: &mut Scratch, off: usize, len: usize) -> Result<(), u32> {
-    let mut h = vol(&s.hash) as u32;
+    let mut h = unsafe { core::ptr::read_volatile(&s.hash) };
     let mut i = 0;
-    while i < 256 {
-        if i >= len {
+    while i < 256 / 8 {
+        if 8 * i >= len {
             break;
         }
-        h ^= pk8(ctx, off + i)? as u32;
-        h = h.wrapping_mul(FNV_PRIME);
+        let p = at(ctx, off + 8 * i);
+        let w = if fits(p, 8, ctx.data_end()) {
+            ld64(p)
+        } else {
+            // The frame ends within the word: what is left, bytewise.
+            let mut w = 0u64;
+            let mut j = 0;
+            while j < 8 {
+                if 8 * i + j >= len {
+                    break;
+                }
+                w |= (pk8(ctx, off + 8 * i + j)? as u64) << (8 * j);
+                j += 1;
+            }
+            w
+        };
+        h = (h ^ low_bytes(w, len - 8 * i)).wrapping_mul(SHAPE_PRIME);
         i += 1;
     }
     s.hash = h;
     Ok(())
 }
-
 
 #[inline(always)]
 fn fold(mut sum: u64) -> u16 {
@@ -464,8 +500,8 @@ fn classify(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
 
 /// The client's identity, as the control plane keys it: the client
 /// identifier when sent, else htype + chaddr; unused bytes zero. Built a
-/// word at a time: `id` is the identity's first 32 bytes, masked to its
-/// length.
+/// word at a time from the identity's first 24 bytes (`MAX_ID_LEN` is 20),
+/// masked to its length.
 #[inline(always)]
 fn build_key(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
     let cid_len = vol(&s.cid_len);
@@ -475,14 +511,12 @@ fn build_key(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
         }
         let from = vol(&s.cid_off) & M;
         let mut p = at(ctx, from);
-        if !fits(p, MAX_ID_LEN, ctx.data_end()) {
+        if !fits(p, 24, ctx.data_end()) {
             // Too near the frame's end to read as words: staged bytewise.
             p = s.tail.as_mut_ptr() as usize;
-            let mut i = 0;
-            while i < MAX_ID_LEN / 8 {
-                st64(p + 8 * i, 0);
-                i += 1;
-            }
+            st64(p, 0);
+            st64(p + 8, 0);
+            st64(p + 16, 0);
             let mut i = 0;
             while i < MAX_ID_LEN {
                 if i >= cid_len {
@@ -492,7 +526,7 @@ fn build_key(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
                 i += 1;
             }
         }
-        let w = [ld64(p), ld64(p + 8), ld64(p + 16), ld64(p + 24)];
+        let w = [ld64(p), ld64(p + 8), ld64(p + 16)];
         (id_kind::CLIENT_ID, cid_len, w)
     } else {
         let p = payload(ctx, s)?;
@@ -502,19 +536,17 @@ fn build_key(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
         (
             id_kind::HWADDR,
             1 + hlen,
-            [htype | lo << 8, lo >> 56 | hi << 8, hi >> 56, 0],
+            [htype | lo << 8, lo >> 56 | hi << 8, hi >> 56],
         )
     };
     let w0 = low_bytes(w[0], len);
     let w1 = low_bytes(w[1], len.saturating_sub(8));
+    // At most 4 bytes of the third word belong to the identity.
     let w2 = low_bytes(w[2], len.saturating_sub(16));
-    let w3 = low_bytes(w[3], len.saturating_sub(24));
     let k = &mut s.key as *mut LeaseKey as usize;
     st64(k, kind as u64 | (len as u64) << 8 | w0 << 32);
     st64(k + 8, w0 >> 32 | w1 << 32);
     st64(k + 16, w1 >> 32 | w2 << 32);
-    st64(k + 24, w2 >> 32 | w3 << 32);
-    st32(k + 32, (w3 >> 32) as u32);
     Ok(())
 }
 
@@ -564,7 +596,7 @@ fn check_shape(ctx: &XdpContext, s: &mut Scratch, lease: &LeaseValue) -> Result<
     {
         return Err(stat::PASS_SHAPE_CHANGED);
     }
-    s.hash = FNV_OFFSET;
+    s.hash = SHAPE_OFFSET;
     let prl_len = vol(&s.prl_len);
     if prl_len > 0 {
         hash_more(ctx, s, vol(&s.prl_off), prl_len - 1)?;
@@ -573,7 +605,7 @@ fn check_shape(ctx: &XdpContext, s: &mut Scratch, lease: &LeaseValue) -> Result<
     if rai_len > 0 {
         hash_more(ctx, s, vol(&s.rai_off), rai_len)?;
     }
-    if lease.shape_hash as usize != vol(&s.hash) {
+    if lease.shape_hash != shape_hash_finish(unsafe { core::ptr::read_volatile(&s.hash) }) {
         return Err(stat::PASS_SHAPE_CHANGED);
     }
     Ok(())
@@ -618,16 +650,29 @@ fn layout(s: &mut Scratch, tmpl: &dhcp_common::ReplyTemplate) -> Result<(), u32>
 #[inline(always)]
 fn stage_tail(ctx: &XdpContext, s: &mut Scratch) -> Result<u64, u32> {
     let tail = s.tail.as_mut_ptr() as usize;
+    if vol(&s.cid_len) == 0 && vol(&s.rai_len) == 0 {
+        // Nothing echoed: END and zeros.
+        st64(tail, 255);
+        let mut i = 1;
+        while i < TAIL / 8 {
+            if 8 * i >= vol(&s.tail_len) {
+                break;
+            }
+            st64(tail + 8 * i, 0);
+            i += 1;
+        }
+        return Ok(255);
+    }
     let mut t = 0;
     let cid_len = vol(&s.cid_len);
     if cid_len > 0 {
         st16(tail, 61 | (cid_len as u16) << 8);
         let id = s.key.id.as_ptr() as usize;
-        // The key's identifier is zero past its length.
+        // The key's identifier is zero past its length (and the scratch
+        // word after the key, never written, is zero too).
         st64(tail + 2, ld64(id));
         st64(tail + 10, ld64(id + 8));
         st64(tail + 18, ld64(id + 16));
-        st64(tail + 26, ld64(id + 24));
         t = 2 + cid_len;
     }
     s.k = t as u32;
@@ -683,16 +728,15 @@ fn copy_to_frame<const N: usize>(
     src: usize,
     len: usize,
 ) -> Result<(), u32> {
+    let end = ctx.data_end();
+    let mut p = at(ctx, dst);
     let mut k = 0;
     while k < N / 8 {
-        if 8 * k >= len {
-            break;
-        }
-        let p = at(ctx, dst + 8 * k);
-        if !fits(p, 8, ctx.data_end()) {
+        if 8 * k >= len || !fits(p, 8, end) {
             break;
         }
         st64(p, ld64(src + ((8 * k) & (N - 8))));
+        p += 8;
         k += 1;
     }
     s.k = (8 * k) as u32;

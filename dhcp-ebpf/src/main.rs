@@ -3,6 +3,8 @@
 //! to the kernel stack and so to the control plane.
 #![no_std]
 #![no_main]
+// Empty `asm!` hides values from LLVM's rewrites the verifier cannot follow.
+#![feature(asm_experimental_arch)]
 
 mod bench;
 mod fast;
@@ -17,11 +19,12 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use dhcp_common::{
-    stat, IfaceInfo, LeaseKey, LeaseValue, ReplyTemplate, IFACE_SLOTS, TEMPLATE_SLOTS,
+    stat, IfaceInfo, LeaseKey, LeaseValue, ReplyTemplate, Stats, IFACE_SLOTS, TEMPLATE_SLOTS,
 };
 
+/// One per-CPU array of every counter: a frame looks it up once.
 #[map(name = "XDHCP_STATS")]
-static XDHCP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+static XDHCP_STATS: PerCpuArray<Stats> = PerCpuArray::with_max_entries(1, 0);
 
 /// Sized by userspace at load time (`lease_map_entries`).
 #[map(name = "XDHCP_LEASES")]
@@ -40,11 +43,15 @@ static XDHCP_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map(name = "XDHCP_SCRATCH")]
 static XDHCP_SCRATCH: PerCpuArray<fast::Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-#[inline(always)]
-pub fn count(idx: u32) {
-    if let Some(counter) = XDHCP_STATS.get_ptr_mut(idx) {
-        // Per-CPU slot: no other writer, no atomic needed.
-        unsafe { *counter += 1 };
+/// This CPU's counters: no other writer, no atomic needed.
+struct Counters(*mut Stats);
+
+impl Counters {
+    #[inline(always)]
+    fn count(&self, idx: u32) {
+        if let Some(c) = unsafe { (*self.0).get_mut(idx as usize) } {
+            *c += 1;
+        }
     }
 }
 
@@ -55,33 +62,36 @@ pub fn xdhcp(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn run(ctx: &XdpContext) -> u32 {
-    let ctx = ctx;
-    count(stat::RX_FRAMES);
+    let Some(stats) = XDHCP_STATS.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let c = Counters(stats);
+    c.count(stat::RX_FRAMES);
     let parsed = parse::parse(ctx.data(), ctx.data_end());
     match parsed.frame.tags {
-        1 => count(stat::VLAN_SINGLE),
-        2 => count(stat::VLAN_DOUBLE),
+        1 => c.count(stat::VLAN_SINGLE),
+        2 => c.count(stat::VLAN_DOUBLE),
         _ => {}
     }
     if parsed.frame.ip_options {
-        count(stat::IP_OPTIONS);
+        c.count(stat::IP_OPTIONS);
     }
-    count(parsed.class);
+    c.count(parsed.class);
     if parsed.class != stat::DHCP_REQUESTS {
         return xdp_action::XDP_PASS;
     }
     match fast::try_answer(ctx, &parsed.frame) {
         Ok(state) => {
-            count(state);
+            c.count(state);
             xdp_action::XDP_TX
         }
         Err(reason) if reason & fast::DROP != 0 => {
-            count(reason & !fast::DROP);
-            count(stat::DROPPED);
+            c.count(reason & !fast::DROP);
+            c.count(stat::DROPPED);
             xdp_action::XDP_DROP
         }
         Err(reason) => {
-            count(reason);
+            c.count(reason);
             debug!(ctx, "dhcp request passed: reason {}", reason);
             xdp_action::XDP_PASS
         }
@@ -113,12 +123,17 @@ fn bare(ctx: &XdpContext) -> u32 {
     if chaddr + 6 > end {
         return xdp_action::XDP_PASS;
     }
-    let mut key = LeaseKey::zeroed();
-    key.kind = dhcp_common::id_kind::HWADDR;
-    key.len = 7;
-    key.id[0] = 1;
-    unsafe { core::ptr::copy_nonoverlapping(chaddr as *const u8, key.id.as_mut_ptr().add(1), 6) };
-    if unsafe { XDHCP_BARE_LEASES.get(&key) }.is_none() {
+    // Built a word at a time, as the fast path builds its keys (a zeroed
+    // `LeaseKey` would become a bytewise `memset` call).
+    let (lo, hi) = (fast::ld32(chaddr) as u64, fast::ld16(chaddr + 4) as u64);
+    let key: [u64; 3] = [
+        dhcp_common::id_kind::HWADDR as u64 | 7 << 8 | 1 << 32 | lo << 40,
+        lo >> 24 | hi << 8,
+        0,
+    ];
+    const _: () = assert!(core::mem::size_of::<LeaseKey>() == 24);
+    let key = unsafe { &*(key.as_ptr() as *const LeaseKey) };
+    if unsafe { XDHCP_BARE_LEASES.get(key) }.is_none() {
         return xdp_action::XDP_PASS;
     }
     let ip = data + l3;

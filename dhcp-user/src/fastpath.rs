@@ -447,10 +447,12 @@ impl Fastpath {
             .ebpf
             .map(MAP_STATS)
             .ok_or_else(|| anyhow!("map {MAP_STATS} missing"))?;
-        let array = PerCpuArray::<_, u64>::try_from(map)?;
+        let array = PerCpuArray::<_, dhcp_common::Stats>::try_from(map)?;
         let mut out = XdpStats::default();
-        for (i, slot) in out.0.iter_mut().enumerate() {
-            *slot = array.get(&(i as u32), 0)?.iter().sum();
+        for cpu in array.get(&0, 0)?.iter() {
+            for (slot, v) in out.0.iter_mut().zip(cpu) {
+                *slot += v;
+            }
         }
         Ok(out)
     }

@@ -217,8 +217,20 @@ impl Client {
             client_id: rng.chance(50).then(|| {
                 let mut id = vec![1];
                 id.extend_from_slice(&mac);
-                if rng.chance(30) {
-                    id = vec![0xff, 0, 0, 0, n as u8, 0, 1, 0, 1, 0x2c, 0x1d];
+                match rng.below(10) {
+                    0..=2 => id = vec![0xff, 0, 0, 0, n as u8, 0, 1, 0, 1, 0x2c, 0x1d],
+                    // RFC 4361 with a DUID-LLT (19 bytes), and the longest
+                    // identifier a map key holds (20).
+                    3 | 4 => {
+                        id = vec![0xff, 0, 0, 0, n as u8, 0, 1, 0, 1, 0x2c, 0x1d, 0x55, 0xaa];
+                        id.extend_from_slice(&mac);
+                    }
+                    5 => {
+                        id = vec![0xff, 0, 0, 0, n as u8, 0, 2, 0, 0, 0x9c, 0x6b];
+                        id.extend_from_slice(&mac);
+                        id.extend_from_slice(&[n as u8, 7, 9]);
+                    }
+                    _ => {}
                 }
                 id
             }),
@@ -550,6 +562,10 @@ fn requests_it_must_not_answer_pass_unchanged_with_their_reason() {
     more_mms.max_message_size = Some(1400);
     let mut with_cid = c.clone();
     with_cid.client_id = Some(vec![1, 2, 3, 4]);
+    // RFC 4361 with a DUID-UUID: 23 bytes, longer than a map key holds.
+    let mut uuid = c.clone();
+    uuid.client_id = Some([&[0xff, 0, 0, 0, 1, 0, 4][..], &[0x5a; 16]].concat());
+    obtain(&mut rig, &mut uuid, 200);
     let mut ip_opts = FrameSpec {
         dst_mac: SERVER_MAC,
         src_mac: c.mac,
@@ -590,6 +606,11 @@ fn requests_it_must_not_answer_pass_unchanged_with_their_reason() {
             name: "a client identifier now",
             frame: with_cid.frame(Kind::Renewing, 7),
             reason: stat::PASS_UNKNOWN_CLIENT,
+        },
+        Case {
+            name: "a client identifier too long for a map key (bound by the control plane)",
+            frame: uuid.frame(Kind::Renewing, 7),
+            reason: stat::PASS_UNUSUAL,
         },
         Case {
             name: "SELECTING (server identifier)",
