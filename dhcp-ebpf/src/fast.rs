@@ -740,6 +740,11 @@ fn copy_to_frame<const N: usize>(
         k += 1;
     }
     s.k = (8 * k) as u32;
+    // The frame was sized for the reply, so at most a word's worth is
+    // left: never, but never send a reply half written.
+    if len > vol(&s.k) + 7 {
+        return Err(stat::PASS_TOO_BIG | DROP);
+    }
     let mut i = 0;
     while i < 8 {
         let j = vol(&s.k) + i;
