@@ -19,15 +19,7 @@ use crate::{
     wire::msg,
 };
 
-/// What the committer reports about the lease store.
-#[derive(Debug, Default, Clone)]
-pub struct StoreHealth {
-    pub batches: u64,
-    pub failed_batches: u64,
-    pub last_error: Option<String>,
-    /// Unix seconds of the last successful write.
-    pub last_write: u64,
-}
+pub use crate::commit::StoreHealth;
 
 /// What the commands may look at besides the state machine.
 pub struct Context<'a> {
@@ -245,9 +237,14 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
             )
         }
         "lease4-add" => match add_lease(cx, a) {
-            Ok(l) => {
+            Ok((l, displaced)) => {
                 let text = format!("lease {} added", l.ip);
-                (Response::ok(text, lease_json(&l)), vec![StoreOp::Put(l)])
+                let json = lease_json(&l);
+                // The client's previous binding in the subnet ends in the
+                // store (and the map) in the same batch.
+                let mut ops = vec![StoreOp::Put(l)];
+                ops.extend(displaced.map(StoreOp::Put));
+                (Response::ok(text, json), ops)
             }
             Err(e) => (Response::error(e), none),
         },
@@ -263,7 +260,7 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
 /// A bound lease made by the operator: `ip-address` and `hw-address` or
 /// `client-id`, optional `valid-lft` (seconds, default 3600). Refused for
 /// an address outside every subnet or held by another client.
-fn add_lease(cx: &mut Context<'_>, a: &Value) -> Result<Lease, String> {
+fn add_lease(cx: &mut Context<'_>, a: &Value) -> Result<(Lease, Option<Lease>), String> {
     let ip: Ipv4Addr = a
         .get("ip-address")
         .and_then(Value::as_str)
@@ -275,13 +272,14 @@ fn add_lease(cx: &mut Context<'_>, a: &Value) -> Result<Lease, String> {
         .subnet_of(ip)
         .ok_or_else(|| format!("{ip} is in no configured subnet"))?;
     let (client, hw) = client_of(a)?;
-    if let Some(l) = cx.server.leases.get(ip) {
-        if l.holds_address(cx.now) && !l.is_client(&client) {
-            return Err(format!(
-                "{ip} is held by another client ({})",
-                l.state.as_str()
-            ));
-        }
+    if !cx.server.leases.available_to(ip, &client, cx.now) {
+        let state = cx
+            .server
+            .leases
+            .get(ip)
+            .filter(|l| l.holds_address(cx.now))
+            .map_or("renewable in the XDP fast path", |l| l.state.as_str());
+        return Err(format!("{ip} is held by another client ({state})"));
     }
     let secs = a
         .get("valid-lft")
@@ -298,11 +296,11 @@ fn add_lease(cx: &mut Context<'_>, a: &Value) -> Result<Lease, String> {
         fast: None,
     };
     let displaced = cx.server.leases.put(lease.clone());
-    if let Some(d) = displaced {
+    if let Some(d) = &displaced {
         tracing::info!(ip = %d.ip, "the client's previous lease was released for the added one");
     }
     tracing::info!(%ip, "lease added by the control API");
-    Ok(lease)
+    Ok((lease, displaced))
 }
 
 /// A client key and its hardware bytes (htype + chaddr, for operators).

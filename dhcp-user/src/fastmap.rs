@@ -6,23 +6,17 @@
 //! *after* it is durable. So the kernel never answers for a binding the
 //! store does not hold, and never answers from one it is about to lose.
 //!
-//! Clock: the kernel has no wall clock, so expiries in the map are
-//! `CLOCK_MONOTONIC` nanoseconds (what `bpf_ktime_get_coarse_ns` reads, at
-//! jiffy resolution: a boot-time clock read costs the program ~50 ns in a
-//! VM). Monotonic time stops while a host is suspended; the map's expiries
-//! then run late by the suspension, which is harmless: the map follows
-//! the store, and the control plane reclaims by wall clock.
-//! Userspace converts a Unix expiry when it writes an entry, from a fresh
-//! reading of both clocks: `mono = mono_now + (unix - unix_now)`, and
-//! back the same way for renewal events. A wall-clock step between two
-//! conversions moves expiries by the step, exactly as it would move the
-//! control plane's own Unix-time expiries.
+//! An entry leaves the map only through `before_commit`, which reads it
+//! first: what the kernel granted there that the control plane has not
+//! heard of (renewals it did not report, `expires > reported`) comes back
+//! in the batch's [`MapReport`], with every address the map no longer
+//! answers for, so the control plane can honour the one and release the
+//! other. Clocks: see `crate::clock`.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     net::Ipv4Addr,
     sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, Result};
@@ -38,33 +32,7 @@ use crate::{
     store::StoreOp,
 };
 
-pub fn mono_ns_now() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn unix_ns_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// Unix seconds to `CLOCK_MONOTONIC` nanoseconds.
-pub fn unix_to_mono_ns(unix_secs: u64) -> u64 {
-    let (mono, unix) = (mono_ns_now(), unix_ns_now());
-    (mono + unix_secs.saturating_mul(1_000_000_000)).saturating_sub(unix)
-}
-
-/// `CLOCK_MONOTONIC` nanoseconds to Unix seconds (rounded down).
-pub fn mono_ns_to_unix(mono_ns: u64) -> u64 {
-    let (mono, unix) = (mono_ns_now(), unix_ns_now());
-    (unix + mono_ns).saturating_sub(mono) / 1_000_000_000
-}
+pub use crate::clock::{mono_ns_now, mono_ns_to_unix, unix_to_mono_ns};
 
 /// The lease-map key of a control-plane client key, if it fits.
 pub fn lease_key(client: &[u8]) -> Option<LeaseKey> {
@@ -95,6 +63,77 @@ pub fn client_key(k: &LeaseKey) -> Option<Box<[u8]>> {
     v.push(kind);
     v.extend_from_slice(id);
     Some(v.into_boxed_slice())
+}
+
+/// A renewal the kernel answered that the control plane had not been
+/// told of, found in an entry as it was removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelGrant {
+    pub client: Box<[u8]>,
+    pub ip: Ipv4Addr,
+    /// Unix seconds, rounded up.
+    pub expires: u64,
+    pub lease_secs: u32,
+}
+
+/// What a batch did to the lease map, for the control plane.
+#[derive(Debug, Default, Clone)]
+pub struct MapReport {
+    /// The last commit (`Commit::seq`) of the batch.
+    pub seq: u64,
+    /// Addresses the batch touched that the map holds no entry for now.
+    pub gone: Vec<Ipv4Addr>,
+    pub grants: Vec<KernelGrant>,
+    touched: HashSet<Ipv4Addr>,
+}
+
+impl MapReport {
+    pub fn new(seq: u64) -> MapReport {
+        MapReport {
+            seq,
+            ..Default::default()
+        }
+    }
+
+    fn finish(&mut self, in_map: &HashMap<Ipv4Addr, (LeaseKey, Arc<[u8]>)>) {
+        self.gone = self
+            .touched
+            .drain()
+            .filter(|ip| !in_map.contains_key(ip))
+            .collect();
+        self.gone.sort_unstable();
+    }
+
+    /// For a batch whose write failed: only what was removed.
+    pub fn finish_failed(&mut self, maps: &FastMaps) {
+        self.finish(&maps.by_ip);
+    }
+}
+
+fn grant_of(k: &LeaseKey, v: &LeaseValue) -> Option<KernelGrant> {
+    Some(KernelGrant {
+        client: client_key(k)?,
+        ip: Ipv4Addr::from(v.ip.to_ne_bytes()),
+        expires: crate::clock::mono_ns_to_unix_ceil(v.expires_mono_ns),
+        lease_secs: v.lease_secs,
+    })
+}
+
+/// Index of the last `Put` or `Delete` of each address in `ops`.
+fn last_lease_op(ops: &[StoreOp]) -> HashMap<Ipv4Addr, usize> {
+    let mut last = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            StoreOp::Put(l) => {
+                last.insert(l.ip, i);
+            }
+            StoreOp::Delete(ip) => {
+                last.insert(*ip, i);
+            }
+            _ => {}
+        }
+    }
+    last
 }
 
 /// An interface the fast path answers on.
@@ -181,39 +220,38 @@ impl FastMaps {
         })
     }
 
-    /// Before a batch is written: drop every entry the batch ends.
-    pub fn before_commit(&mut self, ops: &[StoreOp]) {
-        for op in ops {
-            let ip = match op {
-                StoreOp::Meta(..)
-                | StoreOp::PutReservation(_)
-                | StoreOp::DeleteReservation { .. } => continue,
-                StoreOp::Delete(ip) => *ip,
-                StoreOp::Put(l) | StoreOp::Renewed(l) => {
-                    let keep = self.entry_for(l).is_some_and(|(k, _)| {
-                        self.by_ip.get(&l.ip).is_some_and(|(ek, _)| *ek == k)
-                    });
-                    if keep {
-                        continue;
-                    }
-                    l.ip
-                }
+    /// Before a batch is written: drop every entry the batch ends,
+    /// reading what the kernel granted there first. Only each address's
+    /// last op counts: an ACK followed by a RELEASE in one group commit
+    /// must leave no entry. (`Renewed` ops come from the map and never
+    /// change it.)
+    pub fn before_commit(&mut self, ops: &[StoreOp], report: &mut MapReport) {
+        for (ip, i) in last_lease_op(ops) {
+            report.touched.insert(ip);
+            let keep = match &ops[i] {
+                StoreOp::Put(l) => self
+                    .entry_for(l)
+                    .is_some_and(|(k, _)| self.by_ip.get(&ip).is_some_and(|(ek, _)| *ek == k)),
+                _ => false,
             };
-            self.remove(ip);
+            if !keep {
+                self.remove(ip, report);
+            }
         }
     }
 
     /// After a batch is durable: write the bindings it made.
-    pub fn after_commit(&mut self, ops: &[StoreOp]) {
-        for op in ops {
-            // A renewal the kernel answered is already in the map, with an
-            // expiry at least as late as the stored one.
-            if let StoreOp::Put(l) = op {
-                self.upsert(l);
+    pub fn after_commit(&mut self, ops: &[StoreOp], report: &mut MapReport) {
+        for (_, i) in last_lease_op(ops) {
+            if let StoreOp::Put(l) = &ops[i] {
+                if let Some(moved_from) = self.upsert(l) {
+                    report.touched.insert(moved_from);
+                }
             }
         }
         self.stats.entries = self.by_ip.len() as u64;
         self.stats.templates = self.slots.len() as u64;
+        report.finish(&self.by_ip);
     }
 
     /// Writes every renewable binding of `leases` (start-up); returns how
@@ -221,8 +259,9 @@ impl FastMaps {
     pub fn load<'a>(&mut self, leases: impl Iterator<Item = &'a Lease>) -> usize {
         let mut n = 0;
         for l in leases {
-            if self.upsert(l) {
-                n += 1;
+            if self.entry_for(l).is_some() {
+                self.upsert(l);
+                n += usize::from(self.by_ip.contains_key(&l.ip));
             }
         }
         self.stats.entries = self.by_ip.len() as u64;
@@ -266,14 +305,14 @@ impl FastMaps {
         Some((key, value))
     }
 
-    fn upsert(&mut self, l: &Lease) -> bool {
-        let Some((key, mut value)) = self.entry_for(l) else {
-            return false;
-        };
+    /// Writes `l`'s entry if the kernel may renew it; returns the address
+    /// the client's key pointed at before, when it moved.
+    fn upsert(&mut self, l: &Lease) -> Option<Ipv4Addr> {
+        let (key, mut value) = self.entry_for(l)?;
         let template = l.fast.as_ref().expect("entry_for checked").template.clone();
         let Some(slot) = self.acquire(&template) else {
             self.stats.no_template_slot += 1;
-            return false;
+            return None;
         };
         value.template_id = slot;
         if let Err(e) = self.leases.insert(key, value, 0) {
@@ -284,9 +323,10 @@ impl FastMaps {
                     "XDP lease map refused an entry ({e}); further bindings are renewed by the control plane (raise server.lease_map_entries)"
                 );
             }
-            return false;
+            return None;
         }
         self.stats.upserts += 1;
+        let mut moved = None;
         // The key moved to another address: forget the old record (the map
         // entry itself was just overwritten).
         if let Some(old_ip) = self.by_key.insert(key, l.ip) {
@@ -294,20 +334,38 @@ impl FastMaps {
                 if let Some((_, t)) = self.by_ip.remove(&old_ip) {
                     self.release(&t);
                 }
+                moved = Some(old_ip);
             }
         }
         if let Some((_, t)) = self.by_ip.insert(l.ip, (key, template)) {
             self.release(&t);
         }
-        true
+        moved
     }
 
-    fn remove(&mut self, ip: Ipv4Addr) {
+    /// Removes the entry we wrote for `ip`, first reading what the kernel
+    /// granted there beyond what it reported. (A renewal the program is
+    /// answering in the very microsecond of the removal can still write
+    /// its end into the element after this read: the one window left, see
+    /// RELIABILITY.md.)
+    fn remove(&mut self, ip: Ipv4Addr, report: &mut MapReport) {
         let Some((key, template)) = self.by_ip.remove(&ip) else {
             return;
         };
         if self.by_key.get(&key) == Some(&ip) {
             self.by_key.remove(&key);
+            if let Ok(v) = self.leases.get(&key, 0) {
+                if v.expires_mono_ns > v.reported_mono_ns {
+                    if let Some(client) = client_key(&key) {
+                        report.grants.push(KernelGrant {
+                            client,
+                            ip,
+                            expires: crate::clock::mono_ns_to_unix_ceil(v.expires_mono_ns),
+                            lease_secs: v.lease_secs,
+                        });
+                    }
+                }
+            }
             if let Err(e) = self.leases.remove(&key) {
                 tracing::warn!(%ip, "removing a binding from the XDP lease map: {e}");
             }
@@ -350,15 +408,55 @@ impl FastMaps {
     }
 
     /// Empties the lease map (an adopted one, before it is rebuilt);
-    /// returns how many entries it held.
-    pub fn clear(&mut self) -> Result<usize> {
-        let keys: Vec<LeaseKey> = self.leases.keys().filter_map(|k| k.ok()).collect();
-        for k in &keys {
+    /// returns what every entry granted, for the store.
+    pub fn clear(&mut self) -> Result<Vec<KernelGrant>> {
+        let entries = self.entries();
+        for (k, _) in &entries {
             let _ = self.leases.remove(k);
         }
         self.by_ip.clear();
         self.by_key.clear();
-        Ok(keys.len())
+        self.slots.clear();
+        self.free = (0..TEMPLATE_SLOTS).collect();
+        Ok(entries.iter().filter_map(|(k, v)| grant_of(k, v)).collect())
+    }
+
+    /// What the kernel granted beyond what it reported, over the whole map
+    /// (a clean stop stores it, so the store is exact without recovery).
+    pub fn unreported(&self) -> Vec<KernelGrant> {
+        self.entries()
+            .iter()
+            .filter(|(_, v)| v.expires_mono_ns > v.reported_mono_ns)
+            .filter_map(|(k, v)| grant_of(k, v))
+            .collect()
+    }
+
+    /// Every entry the kernel holds, read from the map itself.
+    pub fn entries(&self) -> Vec<(LeaseKey, LeaseValue)> {
+        self.leases.iter().filter_map(|r| r.ok()).collect()
+    }
+
+    /// Tests: the kernel's clock moves `secs` forward, as the model test's
+    /// wall clock does (`crate::clock::advance_for_tests`).
+    pub fn shift_clock_for_tests(&mut self, secs: u64) {
+        let d = secs * 1_000_000_000;
+        for (k, mut v) in self.entries() {
+            v.expires_mono_ns = v.expires_mono_ns.saturating_sub(d);
+            v.reported_mono_ns = v.reported_mono_ns.saturating_sub(d);
+            let _ = self.leases.insert(k, v, 0);
+        }
+    }
+
+    /// Tests and the auditor's repair: writes or removes an entry behind
+    /// the sync's back.
+    pub fn raw_insert(&mut self, key: LeaseKey, value: LeaseValue) -> Result<()> {
+        self.leases.insert(key, value, 0)?;
+        Ok(())
+    }
+
+    pub fn raw_remove(&mut self, key: &LeaseKey) -> Result<()> {
+        self.leases.remove(key)?;
+        Ok(())
     }
 
     /// The kernel's current entry for `key` (tests, status).
@@ -368,6 +466,11 @@ impl FastMaps {
 
     pub fn len(&self) -> usize {
         self.by_ip.len()
+    }
+
+    /// Whether we wrote an entry for `ip` (and have not removed it).
+    pub fn holds_ip(&self, ip: Ipv4Addr) -> bool {
+        self.by_ip.contains_key(&ip)
     }
 
     /// Kernel memory charged for the lease map (`memlock` in its fdinfo).
@@ -404,14 +507,5 @@ mod tests {
         assert_eq!((k.kind, k.len), (id_kind::CLIENT_ID, 4));
         assert_eq!(client_key(&k).unwrap(), cid);
         assert!(lease_key(&client_id_key(&[7; 33])).is_none());
-    }
-
-    #[test]
-    fn clock_conversion_round_trips_to_the_second() {
-        let unix = unix_ns_now() / 1_000_000_000 + 3600;
-        let mono = unix_to_mono_ns(unix);
-        assert!(mono > mono_ns_now() + 3590 * 1_000_000_000);
-        let back = mono_ns_to_unix(mono);
-        assert!(back.abs_diff(unix) <= 1, "{back} vs {unix}");
     }
 }

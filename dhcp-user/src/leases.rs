@@ -181,6 +181,55 @@ struct Pool {
     /// Candidates, never-used first, then in the order they were freed.
     /// Entries may be stale (taken since): checked when popped.
     free: VecDeque<u32>,
+    /// Which addresses `free` holds, one bit each: an address is queued at
+    /// most once, so no sequence of requests can grow the list.
+    queued: Vec<u64>,
+}
+
+impl Pool {
+    fn bit(&self, a: u32) -> (usize, u64) {
+        let i = (a - self.start) as usize;
+        (i / 64, 1 << (i % 64))
+    }
+
+    fn push(&mut self, a: u32) {
+        let (w, m) = self.bit(a);
+        if self.queued[w] & m == 0 {
+            self.queued[w] |= m;
+            self.free.push_back(a);
+        }
+    }
+
+    fn pop(&mut self) -> Option<u32> {
+        let a = self.free.pop_front()?;
+        let (w, m) = self.bit(a);
+        self.queued[w] &= !m;
+        Some(a)
+    }
+}
+
+/// A binding the XDP program may still answer for. The address stays the
+/// client's until the committer reports that the map holds no entry for
+/// it any more, and the renewal ring has been read after that: a
+/// renewal the kernel granted meanwhile is found and honoured, never lost
+/// while another client gets the address.
+#[derive(Debug, Clone)]
+pub struct KernelHold {
+    /// The binding as last handed to the map.
+    pub lease: Lease,
+    /// The commit that handed it over (`MapReport::seq` covers it).
+    pub seq: u64,
+    /// When and how the control plane ended it, if it did.
+    pub ended: Option<(u64, EndKind)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndKind {
+    /// Its time ran out (reclaim): any later end the kernel granted wins.
+    Lapsed,
+    /// Released, declined, deleted or moved: only a grant the kernel made
+    /// after that (the client renewed anyway) brings it back.
+    Ended,
 }
 
 #[derive(Default)]
@@ -188,6 +237,7 @@ pub struct LeaseTable {
     by_ip: HashMap<Ipv4Addr, Lease>,
     by_client: HashMap<(u32, ClientKey), Ipv4Addr>,
     pools: HashMap<u32, Vec<Pool>>,
+    holds: HashMap<Ipv4Addr, KernelHold>,
 }
 
 impl LeaseTable {
@@ -222,11 +272,16 @@ impl LeaseTable {
             .collect();
         used.sort_unstable();
         free.extend(used.into_iter().map(|(_, a)| a));
-        self.pools.entry(subnet_id).or_default().push(Pool {
+        let mut pool = Pool {
             start: s,
             end: e,
-            free,
-        });
+            free: VecDeque::new(),
+            queued: vec![0; ((e - s) as usize + 64) / 64],
+        };
+        for a in free {
+            pool.push(a);
+        }
+        self.pools.entry(subnet_id).or_default().push(pool);
     }
 
     pub fn len(&self) -> usize {
@@ -251,8 +306,12 @@ impl LeaseTable {
         self.by_ip.get(ip).filter(|l| l.is_client(key))
     }
 
-    /// Whether `ip` could be given to `key` at `now`: nobody else holds it.
+    /// Whether `ip` could be given to `key` at `now`: nobody else holds it,
+    /// in the store or in the kernel.
     pub fn available_to(&self, ip: Ipv4Addr, key: &[u8], now: u64) -> bool {
+        if self.holds.get(&ip).is_some_and(|h| !h.lease.is_client(key)) {
+            return false;
+        }
         match self.by_ip.get(&ip) {
             None => true,
             Some(l) => l.is_client(key) && l.state != LeaseState::Declined || !l.holds_address(now),
@@ -270,8 +329,12 @@ impl LeaseTable {
     pub fn allocate(&mut self, subnet_id: u32, now: u64) -> Option<Ipv4Addr> {
         let pools = self.pools.get_mut(&subnet_id)?;
         for pool in pools.iter_mut() {
-            while let Some(a) = pool.free.pop_front() {
+            while let Some(a) = pool.pop() {
                 let ip = Ipv4Addr::from(a);
+                // A held address comes back when its hold ends.
+                if self.holds.contains_key(&ip) {
+                    continue;
+                }
                 match self.by_ip.get(&ip) {
                     Some(l) if l.holds_address(now) => continue,
                     _ => return Some(ip),
@@ -362,8 +425,57 @@ impl LeaseTable {
         let a = u32::from(ip);
         for pools in self.pools.values_mut() {
             if let Some(p) = pools.iter_mut().find(|p| a >= p.start && a <= p.end) {
-                p.free.push_back(a);
+                p.push(a);
                 return;
+            }
+        }
+    }
+
+    /// The kernel may answer for `lease` from commit `seq` on.
+    pub fn hold_for_kernel(&mut self, lease: &Lease, seq: u64) {
+        self.holds.insert(
+            lease.ip,
+            KernelHold {
+                lease: lease.clone(),
+                seq,
+                ended: None,
+            },
+        );
+    }
+
+    /// The control plane ended the binding at `ip` (once: the first end
+    /// counts).
+    pub fn hold_ended(&mut self, ip: Ipv4Addr, at: u64, kind: EndKind) {
+        if let Some(h) = self.holds.get_mut(&ip) {
+            h.ended.get_or_insert((at, kind));
+        }
+    }
+
+    /// For a rebuilt table (reload): the holds move over.
+    pub fn take_holds(&mut self) -> HashMap<Ipv4Addr, KernelHold> {
+        std::mem::take(&mut self.holds)
+    }
+
+    pub fn set_holds(&mut self, holds: HashMap<Ipv4Addr, KernelHold>) {
+        self.holds = holds;
+    }
+
+    pub fn hold(&self, ip: Ipv4Addr) -> Option<&KernelHold> {
+        self.holds.get(&ip)
+    }
+
+    pub fn holds(&self) -> impl Iterator<Item = &KernelHold> {
+        self.holds.values()
+    }
+
+    /// The map holds no entry for `ip` since commit `seq`: the hold ends
+    /// (unless a later commit handed the address over again) and the
+    /// address returns to its pool if nothing else holds it.
+    pub fn release_hold(&mut self, ip: Ipv4Addr, seq: u64, now: u64) {
+        if self.holds.get(&ip).is_some_and(|h| h.seq <= seq) {
+            self.holds.remove(&ip);
+            if !self.by_ip.get(&ip).is_some_and(|l| l.holds_address(now)) {
+                self.free_address(ip);
             }
         }
     }

@@ -2,9 +2,12 @@
 //! This library is what the `xdhcp` binary, the integration tests and the
 //! benchmarks share.
 
+pub mod clock;
 pub mod commands;
+pub mod commit;
 pub mod config;
 pub mod control;
+pub mod engine;
 pub mod fastmap;
 pub mod fastpath;
 pub mod fixture;

@@ -10,7 +10,7 @@ use std::{
 
 use crate::{
     config::{Config, Ipv4Net, OptionSet},
-    leases::{client_id_key, hw_key, ClientKey, FastReply, Lease, LeaseState, LeaseTable},
+    leases::{client_id_key, hw_key, ClientKey, EndKind, FastReply, Lease, LeaseState, LeaseTable},
     store::StoreOp,
     wire::{self, msg, opt, DhcpRequest, Malformed, Reply, Tag},
 };
@@ -245,7 +245,6 @@ impl Server {
             });
         }
         let mut leases = LeaseTable::new();
-        let known: HashSet<u32> = subnets.iter().map(|s| s.id).collect();
         let mut templates: HashSet<Arc<[u8]>> = HashSet::new();
         for mut l in stored {
             // One copy of each template, however many leases use it.
@@ -257,9 +256,10 @@ impl Server {
                     }
                 }
             }
-            // Leases of subnets that left the config stay in the store but
-            // are not served.
-            if known.contains(&l.subnet_id) && l.state != LeaseState::Offered {
+            // Leases of subnets that left the configuration stay in the
+            // table, unserved: their addresses are still held, and a
+            // subnet that comes back finds them.
+            if l.state != LeaseState::Offered {
                 leases.put(l);
             }
         }
@@ -607,20 +607,94 @@ impl Server {
         }))
     }
 
-    /// The XDP program renewed `key`'s binding of `ip` until `expires`:
-    /// the store change that records it, if the binding is still that.
-    pub fn renewed(&mut self, key: &[u8], ip: Ipv4Addr, expires: u64) -> Option<StoreOp> {
-        let l = self.leases.get(ip)?;
-        if !l.is_client(key) || l.state != LeaseState::Bound {
+    /// The XDP program granted `key` the address `ip` until `expires`
+    /// (a renewal event, or an entry read as it left the map): the store
+    /// change that records it, if the control plane did not know it yet.
+    /// A binding the control plane ended while the kernel could still
+    /// answer comes back when the kernel's grant outlives the end: it ran
+    /// out (reclaim) while the kernel renewed it, or the client renewed
+    /// after its release. Either way the client holds an ACK for it, and
+    /// the address is not given to anyone else before it runs out.
+    pub fn kernel_granted(
+        &mut self,
+        key: &[u8],
+        ip: Ipv4Addr,
+        expires: u64,
+        now: u64,
+    ) -> Option<StoreOp> {
+        if let Some(l) = self
+            .leases
+            .get(ip)
+            .filter(|l| l.is_client(key) && l.state == LeaseState::Bound)
+        {
+            if expires <= l.expires {
+                return None;
+            }
+            let mut l = l.clone();
+            l.expires = expires;
+            self.leases.put(l.clone());
+            return Some(StoreOp::Renewed(l));
+        }
+        let hold = self.leases.hold(ip).filter(|h| h.lease.is_client(key))?;
+        if expires <= now {
             return None;
         }
-        let mut l = l.clone();
-        if expires <= l.expires {
+        let acked_at = expires.saturating_sub(u64::from(hold.lease.lease_secs));
+        let honour = match hold.ended {
+            None | Some((_, EndKind::Lapsed)) => true,
+            Some((at, EndKind::Ended)) => acked_at >= at,
+        };
+        if !honour {
             return None;
         }
+        let mut l = hold.lease.clone();
         l.expires = expires;
+        l.state = LeaseState::Bound;
+        *self
+            .counters
+            .dropped
+            .entry("kernel_grant_restored")
+            .or_default() += 1;
+        let moved_on = self
+            .leases
+            .by_client(l.subnet_id, key)
+            .is_some_and(|o| o.ip != ip && o.state == LeaseState::Bound);
+        if moved_on {
+            // The client is bound elsewhere in the subnet now: it keeps
+            // that binding, and this address waits out the kernel's grant.
+            tracing::warn!(%ip, expires, "the kernel renewed a binding its client has left; address quarantined until that grant ends");
+            l.client = None;
+            l.state = LeaseState::Declined;
+            l.fast = None;
+        } else {
+            tracing::warn!(%ip, expires, "the kernel renewed a binding as the control plane ended it; kept bound until that grant ends");
+        }
         self.leases.put(l.clone());
-        Some(StoreOp::Renewed(l))
+        Some(StoreOp::Put(l))
+    }
+
+    /// Whether leases of subnet `id` are served (its subnet is configured).
+    pub fn serves_subnet(&self, id: u32) -> bool {
+        self.subnets.iter().any(|s| s.id == id)
+    }
+
+    /// Takes every binding out of the kernel's hands (the replies it
+    /// would build changed): the store changes for it.
+    pub fn strip_fast(&mut self) -> Vec<StoreOp> {
+        let ips: Vec<Ipv4Addr> = self
+            .leases
+            .iter()
+            .filter(|l| l.fast.is_some())
+            .map(|l| l.ip)
+            .collect();
+        ips.into_iter()
+            .filter_map(|ip| {
+                let mut l = self.leases.get(ip)?.clone();
+                l.fast = None;
+                self.leases.put(l.clone());
+                Some(StoreOp::Put(l))
+            })
+            .collect()
     }
 
     /// After a stop that did not drain the XDP program's renewal events,

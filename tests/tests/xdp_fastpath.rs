@@ -119,8 +119,9 @@ impl Rig {
             src_mac: f.src_mac,
         };
         let out = self.server.handle(&req, &arrival, unix_now());
-        self.maps.before_commit(&out.store);
-        self.maps.after_commit(&out.store);
+        let mut report = xdhcp::fastmap::MapReport::new(0);
+        self.maps.before_commit(&out.store, &mut report);
+        self.maps.after_commit(&out.store, &mut report);
         out.reply.map(|r| {
             frame_for(
                 &r.dest,

@@ -912,18 +912,19 @@ fn unclean_stop_holds_kernel_renewable_bindings_until_now_plus_lease_time() {
     // A renewal reported by the kernel extends the binding, never shortens it.
     let key = hw_key(1, &[2, 0, 0, 0, 0, 100]);
     assert!(s
-        .renewed(&key, Ipv4Addr::new(198, 18, 0, 100), NOW + 10)
+        .kernel_granted(&key, Ipv4Addr::new(198, 18, 0, 100), NOW + 10, NOW)
         .is_none());
     let op = s
-        .renewed(&key, Ipv4Addr::new(198, 18, 0, 100), NOW + 2000)
+        .kernel_granted(&key, Ipv4Addr::new(198, 18, 0, 100), NOW + 2000, NOW)
         .unwrap();
     assert!(matches!(op, StoreOp::Renewed(ref l) if l.expires == NOW + 2000));
     // Not this client's binding: nothing.
     assert!(s
-        .renewed(
+        .kernel_granted(
             &hw_key(1, &[2, 0, 0, 0, 0, 7]),
             Ipv4Addr::new(198, 18, 0, 100),
-            NOW + 3000
+            NOW + 3000,
+            NOW
         )
         .is_none());
 }
