@@ -199,6 +199,7 @@ impl Engine {
         let mut ops = Vec::new();
         for g in grants {
             if let Some(op) = self.server.kernel_granted(&g.client, g.ip, g.expires, now) {
+                tracing::debug!(ip = %g.ip, expires = g.expires, "renewed by the XDP program");
                 self.server.counters.fast_renewals += 1;
                 ops.push(op);
             }

@@ -269,6 +269,12 @@ impl FastMaps {
         n
     }
 
+    /// Whether the sync writes an entry for `l` (the auditor's rule for a
+    /// missing one).
+    pub fn would_map(&self, l: &Lease) -> bool {
+        self.entry_for(l).is_some()
+    }
+
     /// What the map should hold for `l`, if the kernel may renew it.
     fn entry_for(&self, l: &Lease) -> Option<(LeaseKey, LeaseValue)> {
         if l.state != LeaseState::Bound {

@@ -389,6 +389,25 @@ impl LeaseTable {
         displaced
     }
 
+    /// Inserts a stored lease at start-up: unlike `put`, never changes
+    /// another lease. A client with several leases in a subnet (a bound
+    /// one and those it left) is indexed by its bound one, else by its
+    /// latest, whatever order the store returns them in.
+    pub fn insert_stored(&mut self, lease: Lease) {
+        if let Some(c) = lease.client.clone() {
+            let k = (lease.subnet_id, c);
+            let rank = |l: &Lease| (l.state == LeaseState::Bound, l.expires);
+            let better = match self.by_client.get(&k).and_then(|ip| self.by_ip.get(ip)) {
+                Some(cur) => rank(&lease) > rank(cur),
+                None => true,
+            };
+            if better {
+                self.by_client.insert(k, lease.ip);
+            }
+        }
+        self.by_ip.insert(lease.ip, lease);
+    }
+
     /// Removes the lease at `ip` entirely and frees the address.
     pub fn remove(&mut self, ip: Ipv4Addr) -> Option<Lease> {
         let old = self.by_ip.remove(&ip)?;

@@ -2,6 +2,7 @@
 //! This library is what the `xdhcp` binary, the integration tests and the
 //! benchmarks share.
 
+pub mod audit;
 pub mod clock;
 pub mod commands;
 pub mod commit;

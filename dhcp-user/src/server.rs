@@ -260,7 +260,7 @@ impl Server {
             // table, unserved: their addresses are still held, and a
             // subnet that comes back finds them.
             if l.state != LeaseState::Offered {
-                leases.put(l);
+                leases.insert_stored(l);
             }
         }
         for s in &subnets {

@@ -1,0 +1,853 @@
+//! The model-based test of the one invariant (see `xdhcp::engine`): random
+//! sequences of operations drive the real engine (state machine, lease
+//! table, kernel holds), committer, SQLite store and map sync, and the
+//! real XDP program answers renewals from the real lease map through
+//! BPF_PROG_TEST_RUN. After every step:
+//! - every map entry is a Bound lease in the store on disk, for the same
+//!   client and subnet, and no live kernel end lies beyond what a
+//!   crash-recovered store would grant (`xdhcp::audit::check`);
+//! - no address is held by two clients at once, where a client holds what
+//!   its last ACK (from either plane, as it reached the client) granted
+//!   until that runs out, or until it released or declined it, or an
+//!   operator took it away.
+//!
+//! proptest shrinks a failing sequence to a short one. The number of
+//! sequences: `XDHCP_MODEL_CASES` (default 400; the soak mode in
+//! RELIABILITY.md runs far more).
+
+use std::{
+    collections::HashMap,
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
+};
+
+use aya::maps::{MapData, RingBuf};
+use proptest::prelude::*;
+use serde_json::json;
+use xdhcp::{
+    audit,
+    clock::{self, unix_now},
+    commands,
+    commit::{Commit, Committer},
+    config::Config,
+    control::Request,
+    engine::{read_ring, Engine, Overrides},
+    fastmap::{FastIface, FastMaps, KernelGrant, MapReport},
+    fastpath::{Fastpath, XDP_PASS, XDP_TX},
+    leases::{Lease, LeaseState},
+    serve::{frame_for, Wire},
+    server::Arrival,
+    store::{ApiReservation, LeaseStore, SqliteStore, StoreOp},
+    wire,
+};
+use xdhcp_lab::{dhcp::Msg, frame::FrameSpec};
+
+const SERVER_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x00, 0x01];
+const SERVER_ID: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const IFINDEX: u32 = 1;
+const CLIENTS: u8 = 6;
+/// Subnet 1's pool (4 addresses) and one address outside it, for
+/// reservations and operator-added leases.
+const ADDRS: [Ipv4Addr; 5] = [
+    Ipv4Addr::new(198, 18, 0, 100),
+    Ipv4Addr::new(198, 18, 0, 101),
+    Ipv4Addr::new(198, 18, 0, 102),
+    Ipv4Addr::new(198, 18, 0, 103),
+    Ipv4Addr::new(198, 18, 0, 110),
+];
+
+/// Configuration variants: the base, changed options, subnet 2 removed, and
+/// T1 beyond 7/8 of the lease (so T1 renewals move the end by less than
+/// lease/8 and the kernel reports none of them).
+fn config_text(variant: u8, db: &str) -> String {
+    let dns = if variant == 1 {
+        "198.18.0.54"
+    } else {
+        "198.18.0.53"
+    };
+    let t1 = if variant == 3 {
+        "renewal_time = 590\nrebinding_time = 595\n"
+    } else {
+        ""
+    };
+    let mut s = format!(
+        r#"
+[server]
+server_id = "198.18.0.1"
+lease_db = "{db}"
+decline_probation_secs = 300
+offer_hold_secs = 30
+
+[[interface]]
+name = "lo"
+
+[options]
+lease_time = 600
+{t1}dns_servers = ["{dns}"]
+
+[[subnet]]
+id = 1
+subnet = "198.18.0.0/24"
+interface = "lo"
+[[subnet.pool]]
+start = "198.18.0.100"
+end = "198.18.0.103"
+"#
+    );
+    if variant != 2 {
+        s.push_str(
+            r#"
+[[subnet]]
+id = 2
+subnet = "198.18.1.0/24"
+interface = "lo"
+vlan = 7
+[[subnet.pool]]
+start = "198.18.1.100"
+end = "198.18.1.101"
+"#,
+        );
+    }
+    s
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Dora(u8),
+    /// RENEWING, to the kernel first (the control plane gets what it passes).
+    Renew(u8),
+    /// Two renewals back to back: the second moves the end by less than
+    /// lease/8, so the kernel does not report it.
+    RenewTwice(u8),
+    Rebind(u8),
+    InitReboot(u8),
+    Release(u8),
+    Decline(u8),
+    AdminAdd(u8, u8),
+    AdminDel(u8),
+    AdminRelease(u8),
+    ResAdd(u8, u8),
+    ResDel(u8),
+    Reload(u8),
+    Advance(u16),
+    /// The 100 ms tick: the ring is read, settled map reports applied.
+    Tick,
+    /// serve's reclaim timer (reads the ring first).
+    Reclaim,
+    /// A reclaim while the ring was not read (a stalled main loop, or the
+    /// inline reclaim of an exhausted pool).
+    ReclaimStalled,
+    /// The committer takes everything queued as one batch.
+    Flush,
+    /// The store refuses the next writes.
+    FailWrites(u8),
+    Restart,
+    /// kill -9, then a start with configuration `variant`.
+    Crash(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let c = 0..CLIENTS;
+    let a = 0..ADDRS.len() as u8;
+    prop_oneof![
+        6 => c.clone().prop_map(Op::Dora),
+        6 => c.clone().prop_map(Op::Renew),
+        2 => c.clone().prop_map(Op::RenewTwice),
+        2 => c.clone().prop_map(Op::Rebind),
+        2 => c.clone().prop_map(Op::InitReboot),
+        2 => c.clone().prop_map(Op::Release),
+        1 => c.clone().prop_map(Op::Decline),
+        1 => (c.clone(), a.clone()).prop_map(|(c, a)| Op::AdminAdd(c, a)),
+        1 => a.clone().prop_map(Op::AdminDel),
+        1 => a.clone().prop_map(Op::AdminRelease),
+        1 => (c, a.clone()).prop_map(|(c, a)| Op::ResAdd(c, a)),
+        1 => a.prop_map(Op::ResDel),
+        2 => (0u8..4).prop_map(Op::Reload),
+        4 => prop_oneof![1u16..80, 250u16..700].prop_map(Op::Advance),
+        3 => Just(Op::Tick),
+        2 => Just(Op::Reclaim),
+        1 => Just(Op::ReclaimStalled),
+        6 => Just(Op::Flush),
+        1 => (1u8..4).prop_map(Op::FailWrites),
+        1 => Just(Op::Restart),
+        1 => (0u8..4).prop_map(Op::Crash),
+    ]
+}
+
+/// SQLite behind a switch that makes writes fail.
+struct FaultyStore {
+    inner: SqliteStore,
+    fail: Arc<AtomicU32>,
+}
+
+impl LeaseStore for FaultyStore {
+    fn load(&mut self) -> anyhow::Result<Vec<Lease>> {
+        self.inner.load()
+    }
+    fn apply(&mut self, ops: &[StoreOp]) -> anyhow::Result<()> {
+        if self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
+            .is_ok()
+        {
+            anyhow::bail!("injected write failure");
+        }
+        self.inner.apply(ops)
+    }
+    fn reservations(&mut self) -> anyhow::Result<Vec<ApiReservation>> {
+        self.inner.reservations()
+    }
+    fn meta(&mut self, key: &str) -> anyhow::Result<Option<i64>> {
+        self.inner.meta(key)
+    }
+    fn set_meta(&mut self, key: &str, value: i64) -> anyhow::Result<()> {
+        self.inner.set_meta(key, value)
+    }
+}
+
+/// What a client believes it holds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Belief {
+    ip: Option<Ipv4Addr>,
+    until: u64,
+}
+
+/// The loaded XDP program and its maps: loaded once, reused (emptied) by
+/// every sequence.
+struct Kernel {
+    fp: Fastpath,
+    events: RingBuf<MapData>,
+    maps: Option<FastMaps>,
+}
+
+impl Kernel {
+    fn load() -> Kernel {
+        xdhcp_lab::require_lab();
+        let mut fp = Fastpath::load_sized(false, 1024)
+            .expect("loading the XDP program (needs root and BPF)");
+        let events = RingBuf::try_from(fp.take_map(dhcp_common::MAP_EVENTS).unwrap()).unwrap();
+        let maps = FastMaps::new(
+            &mut fp,
+            &[FastIface {
+                name: "lo".into(),
+                ifindex: IFINDEX,
+                mac: SERVER_MAC,
+            }],
+            SERVER_ID,
+        )
+        .unwrap();
+        Kernel {
+            fp,
+            events,
+            maps: Some(maps),
+        }
+    }
+}
+
+struct World<'k> {
+    dir: PathBuf,
+    db: PathBuf,
+    fp: &'k Fastpath,
+    events: &'k mut RingBuf<MapData>,
+    maps_home: &'k mut Option<FastMaps>,
+    committer: Committer,
+    engine: Engine,
+    fail: Arc<AtomicU32>,
+    /// Commits handed over and not yet written (the committer's queue).
+    queue: Vec<Commit<Wire>>,
+    /// A batch the store refused: retried first.
+    failing: Option<(Vec<StoreOp>, Vec<(u64, Wire)>, MapReport)>,
+    /// Operator revocations (address or client), with the last commit
+    /// before them: an ACK decided before it does not make a holder.
+    revoked: Vec<(Option<Ipv4Addr>, Option<usize>, u64)>,
+    last_seq: u64,
+    /// Renewal events read off the ring but not yet given to the engine
+    /// (converted when read, as the kernel's clock is moved by rewriting).
+    unread: Vec<KernelGrant>,
+    beliefs: [Belief; CLIENTS as usize],
+    xid: u32,
+    log: Vec<String>,
+}
+
+fn mac(c: u8) -> [u8; 6] {
+    [0x02, 0x33, 0, 0, 0, c + 1]
+}
+
+fn client_of_mac(m: &[u8]) -> Option<usize> {
+    (0..CLIENTS).position(|c| mac(c) == m[..6])
+}
+
+fn tags(c: u8) -> Vec<(u16, u16)> {
+    // Clients 4 and 5 sit on VLAN 7 (subnet 2).
+    if c >= 4 {
+        vec![(xdhcp_lab::frame::TPID_8021Q, 7)]
+    } else {
+        Vec::new()
+    }
+}
+
+impl<'k> World<'k> {
+    fn new(kernel: &'k mut Kernel, case: u64) -> World<'k> {
+        // tmpfs where there is one: fsync is then cheap, and thousands of
+        // sequences fit the test's time.
+        let base = if std::path::Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("xdhcp-model-{}-{case}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("leases.db");
+        let mut maps = kernel
+            .maps
+            .take()
+            .expect("the maps are home between sequences");
+        maps.clear().unwrap();
+        let _ = read_ring(&mut kernel.events);
+        let fail = Arc::new(AtomicU32::new(0));
+        let mut store = FaultyStore {
+            inner: SqliteStore::open(&db, xdhcp::config::DbSync::Full).unwrap(),
+            fail: fail.clone(),
+        };
+        let cfg = dir.join("xdhcp.toml");
+        std::fs::write(&cfg, config_text(0, &db.display().to_string())).unwrap();
+        let config = Config::from_file(&cfg).unwrap();
+        let mut engine = Engine::start(
+            &mut store,
+            config,
+            Some(cfg),
+            Overrides::default(),
+            unix_now(),
+        )
+        .unwrap();
+        engine.load_map(&mut maps);
+        World {
+            dir,
+            db,
+            fp: &kernel.fp,
+            events: &mut kernel.events,
+            maps_home: &mut kernel.maps,
+            committer: Committer::new(Box::new(store), Some(maps)),
+            engine,
+            fail,
+            queue: Vec::new(),
+            failing: None,
+            unread: Vec::new(),
+            revoked: Vec::new(),
+            last_seq: 0,
+            beliefs: Default::default(),
+            xid: 1,
+            log: Vec::new(),
+        }
+    }
+
+    fn maps(&mut self) -> &mut FastMaps {
+        self.committer.maps.as_mut().unwrap()
+    }
+
+    fn submit(&mut self, ops: Vec<StoreOp>, replies: Vec<Wire>) {
+        if ops.is_empty() {
+            for r in &replies {
+                self.deliver(r, u64::MAX);
+            }
+            return;
+        }
+        let c = self.engine.commit(ops, replies, None, unix_now());
+        self.last_seq = c.seq;
+        self.queue.push(c);
+    }
+
+    /// One group commit of everything queued (after a refused batch, that
+    /// one first: nothing behind it goes before it).
+    fn flush(&mut self) {
+        if let Some((ops, replies, mut report)) = self.failing.take() {
+            if self.committer.write(&ops).is_err() {
+                self.failing = Some((ops, replies, report));
+                return;
+            }
+            self.committer.finish(&ops, &mut report);
+            self.engine.map_report(report);
+            for (seq, r) in &replies {
+                self.deliver(r, *seq);
+            }
+        }
+        let queue = std::mem::take(&mut self.queue);
+        if queue.is_empty() {
+            return;
+        }
+        let seq = queue.iter().map(|c| c.seq).max().unwrap();
+        let (mut ops, mut replies) = (Vec::new(), Vec::new());
+        for c in queue {
+            ops.extend(c.ops);
+            replies.extend(c.replies.into_iter().map(|r| (c.seq, r)));
+        }
+        let mut report = MapReport::new(seq);
+        self.committer.prepare(&ops, &mut report);
+        if self.committer.write(&ops).is_err() {
+            self.failing = Some((ops, replies, report));
+            return;
+        }
+        self.committer.finish(&ops, &mut report);
+        self.engine.map_report(report);
+        for (seq, r) in &replies {
+            self.deliver(r, *seq);
+        }
+    }
+
+    /// A reply reaches its client.
+    fn deliver(&mut self, w: &Wire, seq: u64) {
+        let payload = match w {
+            Wire::Frame { bytes, .. } => wire::parse_frame(bytes, None, true)
+                .unwrap()
+                .payload
+                .to_vec(),
+            Wire::Udp { bytes, .. } => bytes.clone(),
+        };
+        self.deliver_payload(&payload, "control plane", seq);
+    }
+
+    fn deliver_payload(&mut self, p: &[u8], from: &str, seq: u64) {
+        let Some(c) = client_of_mac(&p[28..34]) else {
+            return;
+        };
+        let ip = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+        if self
+            .revoked
+            .iter()
+            .any(|(rip, rc, rseq)| seq <= *rseq && (*rip == Some(ip) || *rc == Some(c)))
+        {
+            self.log.push(format!(
+                "  client {c}: an ACK decided before an operator took {ip} away"
+            ));
+            return;
+        }
+        let opts = options(p);
+        let Some(t) = opts.get(&53).map(|v| v[0]) else {
+            return;
+        };
+        let yiaddr = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+        let now = unix_now();
+        match t {
+            5 if !yiaddr.is_unspecified() => {
+                let lease = opts
+                    .get(&51)
+                    .map_or(0, |v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+                self.beliefs[c] = Belief {
+                    ip: Some(yiaddr),
+                    until: now + u64::from(lease),
+                };
+                self.log.push(format!(
+                    "  client {c} ACKed {yiaddr} for {lease} s by the {from}"
+                ));
+            }
+            6 => {
+                self.beliefs[c] = Belief::default();
+                self.log.push(format!("  client {c} NAKed by the {from}"));
+            }
+            _ => {}
+        }
+    }
+
+    fn frame(&mut self, c: u8, m: Msg, unicast: bool) -> Vec<u8> {
+        let ciaddr = m.ciaddr;
+        FrameSpec {
+            dst_mac: if unicast { SERVER_MAC } else { [0xff; 6] },
+            src_mac: mac(c),
+            tags: tags(c),
+            src_ip: if unicast { ciaddr.octets() } else { [0; 4] },
+            dst_ip: if unicast {
+                SERVER_ID.octets()
+            } else {
+                [255; 4]
+            },
+            payload: m.encode(),
+            ..Default::default()
+        }
+        .build()
+    }
+
+    fn msg(&mut self, c: u8, t: u8) -> Msg {
+        self.xid += 1;
+        Msg::new(t, mac(c), self.xid).opt(55, &[1, 3, 6, 51, 54])
+    }
+
+    /// The control plane's answer to `frame`, as serve gives it.
+    fn control(&mut self, frame: &[u8]) {
+        let f = wire::parse_frame(frame, None, true).unwrap();
+        let req = wire::parse_dhcp(f.payload).unwrap();
+        let arrival = Arrival {
+            iface: "lo",
+            tags: &f.tags,
+            src_mac: f.src_mac,
+        };
+        let out = self.engine.server.handle(&req, &arrival, unix_now());
+        let reply = out
+            .reply
+            .map(|r| frame_for(&r.dest, SERVER_MAC, SERVER_ID, &f.tags, r.payload, 0));
+        self.submit(out.store, reply.into_iter().collect());
+    }
+
+    /// The frame goes to the XDP program; what it passes, to the control
+    /// plane.
+    fn kernel_first(&mut self, frame: Vec<u8>) {
+        let out = self.fp.test_run_on(&frame, IFINDEX, 1).unwrap();
+        match out.verdict {
+            XDP_TX => {
+                let f = wire::parse_frame(&out.frame, None, true).unwrap();
+                let p = f.payload.to_vec();
+                self.deliver_payload(&p, "kernel", u64::MAX);
+            }
+            XDP_PASS => self.control(&frame),
+            v => panic!("verdict {v}"),
+        }
+    }
+
+    fn read_ring(&mut self) {
+        let g = read_ring(self.events);
+        self.unread.extend(g);
+    }
+
+    fn tick(&mut self) {
+        self.read_ring();
+        let grants = std::mem::take(&mut self.unread);
+        let ops = self.engine.kernel_tick(grants, unix_now());
+        self.submit(ops, Vec::new());
+    }
+
+    fn admin(&mut self, command: &str, arguments: serde_json::Value) {
+        let req = Request {
+            command: command.into(),
+            arguments,
+        };
+        let now = unix_now();
+        let (ops, ok) = if command.starts_with("reservation-") {
+            match self.engine.reservation_command(&req, now) {
+                Ok((_, ops)) => (ops, true),
+                Err(_) => (Vec::new(), false),
+            }
+        } else {
+            let mut cx = commands::Context {
+                store_health: &self.committer.health,
+                server: &mut self.engine.server,
+                fastpath: self.fp,
+                sync: &self.committer.sync,
+                started: std::time::Instant::now(),
+                lease_db: String::new(),
+                lease_map_capacity: 1024,
+                now,
+            };
+            let (r, ops) = commands::execute(&req, &mut cx);
+            (ops, r.result == 0)
+        };
+        self.log.push(format!(
+            "  {command} -> {}",
+            if ok { "done" } else { "refused" }
+        ));
+        self.submit(ops, Vec::new());
+    }
+
+    /// An operator took `ip` away (or moved `client` elsewhere): whoever
+    /// believed they held it no longer counts as holding it.
+    fn revoke(&mut self, ip: Option<Ipv4Addr>, client: Option<usize>) {
+        self.revoked.push((ip, client, self.last_seq));
+        for (i, b) in self.beliefs.iter_mut().enumerate() {
+            if b.ip.is_some() && (b.ip == ip || Some(i) == client) {
+                *b = Belief::default();
+            }
+        }
+    }
+
+    /// The daemon stops: cleanly (everything written, the kernel's last
+    /// grants stored) or by kill -9 (queued commits and unread events
+    /// lost; the map dies with the process).
+    fn stop(&mut self, clean: bool) {
+        if clean {
+            self.fail.store(0, Ordering::SeqCst);
+            self.flush();
+            self.tick();
+            self.flush();
+            let grants = self.maps().unreported();
+            let ops = self.engine.kernel_tick(grants, unix_now());
+            self.committer.store.apply(&ops).unwrap();
+            self.committer.store.set_clean(true).unwrap();
+        } else {
+            self.queue.clear();
+            self.failing = None;
+            self.unread.clear();
+            let _ = read_ring(self.events);
+        }
+        self.maps().clear().unwrap();
+    }
+
+    fn start(&mut self, variant: u8) {
+        self.fail.store(0, Ordering::SeqCst);
+        let cfg = self.dir.join("xdhcp.toml");
+        std::fs::write(&cfg, config_text(variant, &self.db.display().to_string())).unwrap();
+        let config = Config::from_file(&cfg).unwrap();
+        self.engine = Engine::start(
+            &mut *self.committer.store,
+            config,
+            Some(cfg),
+            Overrides::default(),
+            unix_now(),
+        )
+        .unwrap();
+        let mut maps = self.committer.maps.take().unwrap();
+        self.engine.load_map(&mut maps);
+        self.committer.maps = Some(maps);
+    }
+
+    fn step(&mut self, op: &Op) {
+        self.log.push(format!("{op:?}"));
+        match *op {
+            Op::Dora(c) => {
+                let d = self.msg(c, 1);
+                let f = self.frame(c, d, false);
+                self.control(&f);
+                // The OFFER (once written, when it came with store changes).
+                self.flush();
+                let Some(offered) = self.last_offer(c) else {
+                    return;
+                };
+                let r = self
+                    .msg(c, 3)
+                    .opt(50, &offered.octets())
+                    .opt(54, &SERVER_ID.octets());
+                let f = self.frame(c, r, false);
+                self.control(&f);
+            }
+            Op::Renew(c) | Op::RenewTwice(c) | Op::Rebind(c) => {
+                let Some(ip) = self.beliefs[c as usize].ip else {
+                    return;
+                };
+                let times = if matches!(op, Op::RenewTwice(_)) {
+                    2
+                } else {
+                    1
+                };
+                for _ in 0..times {
+                    let mut m = self.msg(c, 3);
+                    m.ciaddr = ip;
+                    let unicast = !matches!(op, Op::Rebind(_));
+                    let f = self.frame(c, m, unicast);
+                    self.kernel_first(f);
+                }
+            }
+            Op::InitReboot(c) => {
+                let Some(ip) = self.beliefs[c as usize].ip else {
+                    return;
+                };
+                let m = self.msg(c, 3).opt(50, &ip.octets());
+                let f = self.frame(c, m, false);
+                self.kernel_first(f);
+            }
+            Op::Release(c) | Op::Decline(c) => {
+                let Some(ip) = self.beliefs[c as usize].ip else {
+                    return;
+                };
+                self.beliefs[c as usize] = Belief::default();
+                let mut m = if matches!(op, Op::Release(_)) {
+                    let mut m = self.msg(c, 7);
+                    m.ciaddr = ip;
+                    m
+                } else {
+                    self.msg(c, 4).opt(50, &ip.octets())
+                };
+                m = m.opt(54, &SERVER_ID.octets());
+                let f = self.frame(c, m, false);
+                self.control(&f);
+            }
+            Op::AdminAdd(c, a) => {
+                let ip = ADDRS[a as usize];
+                let hw = hex_mac(c);
+                self.admin(
+                    "lease4-add",
+                    json!({"ip-address": ip.to_string(), "hw-address": hw, "valid-lft": 600}),
+                );
+                if self.engine.server.leases.get(ip).is_some_and(|l| {
+                    l.state == LeaseState::Bound
+                        && l.client.as_deref().is_some_and(|k| k[2..] == mac(c))
+                }) {
+                    self.revoke(None, Some(c as usize));
+                }
+            }
+            Op::AdminDel(a) | Op::AdminRelease(a) => {
+                let ip = ADDRS[a as usize];
+                let cmd = if matches!(op, Op::AdminDel(_)) {
+                    "lease4-del"
+                } else {
+                    "lease4-release"
+                };
+                self.admin(cmd, json!({"ip-address": ip.to_string()}));
+                self.revoke(Some(ip), None);
+            }
+            Op::ResAdd(c, a) => {
+                let ip = ADDRS[a as usize];
+                self.admin(
+                    "reservation-add",
+                    json!({"ip-address": ip.to_string(), "hw-address": hex_mac(c)}),
+                );
+            }
+            Op::ResDel(a) => {
+                let ip = ADDRS[a as usize];
+                self.admin("reservation-del", json!({"ip-address": ip.to_string()}));
+            }
+            Op::Reload(v) => {
+                let cfg = self.dir.join("xdhcp.toml");
+                std::fs::write(&cfg, config_text(v, &self.db.display().to_string())).unwrap();
+                if let Ok((_, ops)) = self.engine.reload() {
+                    self.submit(ops, Vec::new());
+                }
+            }
+            Op::Advance(secs) => {
+                // Events read now are converted with the clocks as they are.
+                self.read_ring();
+                clock::advance_for_tests(u64::from(secs));
+                self.maps().shift_clock_for_tests(u64::from(secs));
+            }
+            Op::Tick => self.tick(),
+            Op::Reclaim => {
+                self.tick();
+                let ops = self.engine.reclaim(unix_now());
+                self.submit(ops, Vec::new());
+            }
+            Op::ReclaimStalled => {
+                let ops = self.engine.reclaim(unix_now());
+                self.submit(ops, Vec::new());
+            }
+            Op::Flush => self.flush(),
+            Op::FailWrites(n) => self.fail.store(u32::from(n), Ordering::SeqCst),
+            Op::Restart => {
+                self.stop(true);
+                self.start(0);
+            }
+            Op::Crash(v) => {
+                self.stop(false);
+                self.start(v);
+            }
+        }
+    }
+
+    fn last_offer(&self, c: u8) -> Option<Ipv4Addr> {
+        let key = xdhcp::leases::hw_key(1, &mac(c));
+        self.engine
+            .server
+            .leases
+            .iter()
+            .find(|l| l.state == LeaseState::Offered && l.is_client(&key))
+            .map(|l| l.ip)
+    }
+
+    /// Both halves of the invariant, at this instant.
+    fn check(&mut self) -> Result<(), String> {
+        let now = unix_now();
+        let mut disk =
+            SqliteStore::open(&self.db, xdhcp::config::DbSync::Full).map_err(|e| e.to_string())?;
+        let stored: HashMap<Ipv4Addr, Lease> = disk
+            .load()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|l| (l.ip, l))
+            .collect();
+        let entries = self.maps().entries();
+        let found = audit::check(
+            &entries,
+            |ip| stored.get(&ip),
+            std::iter::empty(),
+            None,
+            now,
+        );
+        if !found.is_empty() {
+            return Err(format!("map and store disagree: {found:?}"));
+        }
+        for i in 0..CLIENTS as usize {
+            for j in i + 1..CLIENTS as usize {
+                let (a, b) = (self.beliefs[i], self.beliefs[j]);
+                if a.ip.is_some() && a.ip == b.ip && a.until > now && b.until > now {
+                    return Err(format!(
+                        "{:?} held by clients {i} (until {}) and {j} (until {}) at {now}",
+                        a.ip, a.until, b.until
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for World<'_> {
+    fn drop(&mut self) {
+        *self.maps_home = self.committer.maps.take();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn hex_mac(c: u8) -> String {
+    mac(c)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn options(p: &[u8]) -> HashMap<u8, Vec<u8>> {
+    let mut out = HashMap::new();
+    let mut i = 240;
+    while i + 1 < p.len() && p[i] != 255 {
+        if p[i] == 0 {
+            i += 1;
+            continue;
+        }
+        let n = usize::from(p[i + 1]);
+        out.insert(p[i], p[i + 2..(i + 2 + n).min(p.len())].to_vec());
+        i += 2 + n;
+    }
+    out
+}
+
+fn run(kernel: &mut Kernel, ops: &[Op], case: u64) -> Result<(), String> {
+    let mut w = World::new(kernel, case);
+    for op in ops {
+        w.step(op);
+        if let Err(e) = w.check() {
+            return Err(format!("{e}\nsteps:\n{}", w.log.join("\n")));
+        }
+    }
+    Ok(())
+}
+
+fn cases() -> u32 {
+    std::env::var("XDHCP_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400)
+}
+
+#[test]
+fn the_kernel_and_the_store_never_disagree() {
+    let config = ProptestConfig {
+        cases: cases(),
+        max_shrink_iters: 2000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    let t0 = std::time::Instant::now();
+    let kernel = std::cell::RefCell::new(Kernel::load());
+    proptest!(config, |(ops in proptest::collection::vec(op(), 1..60))| {
+        let case = counter.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = run(&mut kernel.borrow_mut(), &ops, case) {
+            prop_assert!(false, "{}", e);
+        }
+    });
+    println!(
+        "model: {} sequences checked in {:.1} s",
+        counter.load(Ordering::SeqCst),
+        t0.elapsed().as_secs_f64()
+    );
+}
