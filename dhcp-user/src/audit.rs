@@ -6,8 +6,8 @@
 //! - a map entry with no Bound lease behind it, or for another client or
 //!   subnet;
 //! - a live kernel end beyond what a crash-recovered store would grant: for a
-//!   stored binding with fast-path data, recovery holds it until
-//!   now + its lease time; without, until its stored end;
+//!   stored Bound binding with fast-path data, recovery holds it until
+//!   now + its lease time; otherwise, until its stored end;
 //! - a Bound lease the map should answer for (it would write an entry)
 //!   that has none, while its client's key is not in the map for another
 //!   of its bindings.
@@ -156,7 +156,7 @@ pub fn check<'a>(
 /// The end a crash-recovered store grants `l` (`Server::recover_unclean`).
 pub fn recovered_end(l: &Lease, now: u64) -> u64 {
     let lease = u64::from(l.lease_secs);
-    if l.state == LeaseState::Bound && l.fast.is_some() && l.expires + lease > now {
+    if l.state == LeaseState::Bound && l.fast.is_some() {
         l.expires.max(now + lease)
     } else {
         l.expires

@@ -697,14 +697,18 @@ impl Server {
             .collect()
     }
 
-    /// After a stop that did not drain the XDP program's renewal events,
-    /// a client may hold a lease the store remembers shorter than the
-    /// kernel granted it. Such a renewal happened before the stop and at
-    /// least 5 s before the stored expiry, so its real end is earlier
-    /// than `now + lease_secs`: every binding the kernel could have
-    /// renewed and that may still be running is extended to that bound.
-    /// The cost: addresses of clients that left stay held one lease time
-    /// longer; never an address given to a second client.
+    /// After a stop that did not store every renewal the XDP program
+    /// answered, a client may hold a lease the store remembers shorter
+    /// than the kernel granted it. The kernel grants at most its own now +
+    /// lease time, and it answered nothing after the stop, so every end it
+    /// granted is before `now + lease_secs`; but it extends its entry from
+    /// its own last grant, not the store's, so while events went unread it
+    /// may have chained renewals well past the stored end. Every binding
+    /// it could have held (Bound, with fast-path data: reclaim takes an
+    /// entry out of the map before it writes the end) is extended to that
+    /// bound, however old its stored end. The cost: addresses of clients
+    /// that left stay held one lease time longer; never an address given
+    /// to a second client.
     pub fn recover_unclean(&mut self, now: u64) -> Vec<StoreOp> {
         let due: Vec<Lease> = self
             .leases
@@ -712,7 +716,6 @@ impl Server {
             .filter(|l| {
                 l.state == LeaseState::Bound
                     && l.fast.is_some()
-                    && l.expires + u64::from(l.lease_secs) > now
                     && l.expires < now + u64::from(l.lease_secs)
             })
             .cloned()

@@ -50,13 +50,13 @@ const SERVER_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x00, 0x01];
 const SERVER_ID: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const IFINDEX: u32 = 1;
 const CLIENTS: u8 = 6;
-/// Subnet 1's pool (4 addresses) and one address outside it, for
-/// reservations and operator-added leases.
-const ADDRS: [Ipv4Addr; 5] = [
+/// Subnet 1's pool (2 addresses for 4 clients: every freed address is
+/// wanted at once) and two outside it, for reservations and
+/// operator-added leases.
+const ADDRS: [Ipv4Addr; 4] = [
     Ipv4Addr::new(198, 18, 0, 100),
     Ipv4Addr::new(198, 18, 0, 101),
     Ipv4Addr::new(198, 18, 0, 102),
-    Ipv4Addr::new(198, 18, 0, 103),
     Ipv4Addr::new(198, 18, 0, 110),
 ];
 
@@ -95,7 +95,7 @@ subnet = "198.18.0.0/24"
 interface = "lo"
 [[subnet.pool]]
 start = "198.18.0.100"
-end = "198.18.0.103"
+end = "198.18.0.101"
 "#
     );
     if variant != 2 {
@@ -120,9 +120,9 @@ enum Op {
     Dora(u8),
     /// RENEWING, to the kernel first (the control plane gets what it passes).
     Renew(u8),
-    /// Two renewals back to back: the second moves the end by less than
-    /// lease/8, so the kernel does not report it.
-    RenewTwice(u8),
+    /// Two renewals, the second some seconds after the first: it moves
+    /// the end by less than lease/8, so the kernel does not report it.
+    RenewTwice(u8, u8),
     Rebind(u8),
     InitReboot(u8),
     Release(u8),
@@ -156,7 +156,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => c.clone().prop_map(Op::Dora),
         6 => c.clone().prop_map(Op::Renew),
-        2 => c.clone().prop_map(Op::RenewTwice),
+        3 => (c.clone(), 1u8..70).prop_map(|(c, s)| Op::RenewTwice(c, s)),
         2 => c.clone().prop_map(Op::Rebind),
         2 => c.clone().prop_map(Op::InitReboot),
         2 => c.clone().prop_map(Op::Release),
@@ -167,7 +167,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (c, a.clone()).prop_map(|(c, a)| Op::ResAdd(c, a)),
         1 => a.prop_map(Op::ResDel),
         2 => (0u8..4).prop_map(Op::Reload),
-        4 => prop_oneof![1u16..80, 250u16..700].prop_map(Op::Advance),
+        5 => prop_oneof![1u16..80, 280u16..320, 520u16..610, 600u16..700].prop_map(Op::Advance),
         3 => Just(Op::Tick),
         2 => Just(Op::Reclaim),
         1 => Just(Op::ReclaimStalled),
@@ -260,7 +260,9 @@ struct World<'k> {
     /// Commits handed over and not yet written (the committer's queue).
     queue: Vec<Commit<Wire>>,
     /// A batch the store refused: retried first.
-    failing: Option<(Vec<StoreOp>, Vec<(u64, Wire)>, MapReport)>,
+    failing: Option<(Vec<StoreOp>, Vec<(u64, u64, Wire)>, MapReport)>,
+    /// When each queued commit was decided.
+    decided: HashMap<u64, u64>,
     /// Operator revocations (address or client), with the last commit
     /// before them: an ACK decided before it does not make a holder.
     revoked: Vec<(Option<Ipv4Addr>, Option<usize>, u64)>,
@@ -339,6 +341,7 @@ impl<'k> World<'k> {
             failing: None,
             unread: Vec::new(),
             revoked: Vec::new(),
+            decided: HashMap::new(),
             last_seq: 0,
             beliefs: Default::default(),
             xid: 1,
@@ -359,6 +362,7 @@ impl<'k> World<'k> {
         }
         let c = self.engine.commit(ops, replies, None, unix_now());
         self.last_seq = c.seq;
+        self.decided.insert(c.seq, unix_now());
         self.queue.push(c);
     }
 
@@ -372,9 +376,7 @@ impl<'k> World<'k> {
             }
             self.committer.finish(&ops, &mut report);
             self.engine.map_report(report);
-            for (seq, r) in &replies {
-                self.deliver(r, *seq);
-            }
+            self.send(&replies);
         }
         let queue = std::mem::take(&mut self.queue);
         if queue.is_empty() {
@@ -384,7 +386,8 @@ impl<'k> World<'k> {
         let (mut ops, mut replies) = (Vec::new(), Vec::new());
         for c in queue {
             ops.extend(c.ops);
-            replies.extend(c.replies.into_iter().map(|r| (c.seq, r)));
+            let at = self.decided.remove(&c.seq).unwrap_or(0);
+            replies.extend(c.replies.into_iter().map(|r| (c.seq, at, r)));
         }
         let mut report = MapReport::new(seq);
         self.committer.prepare(&ops, &mut report);
@@ -394,8 +397,20 @@ impl<'k> World<'k> {
         }
         self.committer.finish(&ops, &mut report);
         self.engine.map_report(report);
-        for (seq, r) in &replies {
-            self.deliver(r, *seq);
+        self.send(&replies);
+    }
+
+    /// What the committer does with replies once their batch is written:
+    /// sends them, unless they waited too long (4 s, as `Committer::run`).
+    fn send(&mut self, replies: &[(u64, u64, Wire)]) {
+        let now = unix_now();
+        for (seq, at, r) in replies {
+            if now.saturating_sub(*at) < 4 {
+                self.deliver(r, *seq);
+            } else {
+                self.log
+                    .push("  a reply withheld too long is dropped".into());
+            }
         }
     }
 
@@ -621,19 +636,18 @@ impl<'k> World<'k> {
                 let f = self.frame(c, r, false);
                 self.control(&f);
             }
-            Op::Renew(c) | Op::RenewTwice(c) | Op::Rebind(c) => {
+            Op::Renew(c) | Op::RenewTwice(c, _) | Op::Rebind(c) => {
                 let Some(ip) = self.beliefs[c as usize].ip else {
                     return;
                 };
-                let times = if matches!(op, Op::RenewTwice(_)) {
-                    2
-                } else {
-                    1
-                };
-                for _ in 0..times {
-                    let mut m = self.msg(c, 3);
-                    m.ciaddr = ip;
-                    let unicast = !matches!(op, Op::Rebind(_));
+                let mut m = self.msg(c, 3);
+                m.ciaddr = ip;
+                let unicast = !matches!(op, Op::Rebind(_));
+                let f = self.frame(c, m.clone(), unicast);
+                self.kernel_first(f);
+                if let Op::RenewTwice(_, secs) = *op {
+                    self.step(&Op::Advance(u16::from(secs)));
+                    m.xid += 1;
                     let f = self.frame(c, m, unicast);
                     self.kernel_first(f);
                 }
@@ -650,7 +664,9 @@ impl<'k> World<'k> {
                 let Some(ip) = self.beliefs[c as usize].ip else {
                     return;
                 };
-                self.beliefs[c as usize] = Belief::default();
+                // The client is done with the address: an answer still on
+                // its way to an earlier request of its own is ignored.
+                self.revoke(None, Some(c as usize));
                 let mut m = if matches!(op, Op::Release(_)) {
                     let mut m = self.msg(c, 7);
                     m.ciaddr = ip;
