@@ -259,16 +259,22 @@ impl<'de> Deserialize<'de> for Ipv4Net {
     }
 }
 
-/// Parses "aa:bb:cc" or "aabbcc" into bytes.
+/// Parses "aa:bb:cc", "aa-bb-cc" or "aabbcc" into bytes. Works on bytes,
+/// not string slices: a multi-byte character is refused, never sliced
+/// through (which panicked), and a sign is not a digit.
 pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
-    let clean: String = s.chars().filter(|c| *c != ':' && *c != '-').collect();
-    if clean.is_empty() || !clean.len().is_multiple_of(2) {
+    let digits: Vec<u8> = s.bytes().filter(|b| !matches!(b, b':' | b'-')).collect();
+    if !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Err(format!("{s:?} is not hex"));
+    }
+    if digits.is_empty() || !digits.len().is_multiple_of(2) {
         return Err(format!("{s:?} is not an even number of hex digits"));
     }
-    (0..clean.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&clean[i..i + 2], 16).map_err(|_| format!("{s:?} is not hex")))
-        .collect()
+    let nibble = |d: u8| (d as char).to_digit(16).unwrap_or(0) as u8;
+    Ok(digits
+        .chunks(2)
+        .map(|p| (nibble(p[0]) << 4) | nibble(p[1]))
+        .collect())
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -709,5 +715,35 @@ mod tests {
         let text = "[server]\nserver_id = \"198.18.0.1\"\n";
         let e = Config::parse(text, "x.toml").unwrap_err();
         assert!(e.reason.contains("interface"), "{e}");
+    }
+
+    const HEAD: &str = "[server]\nserver_id = \"198.18.0.1\"\n[[interface]]\nname = \"srv0\"\n";
+
+    fn refused(body: &str) -> ConfigError {
+        let text = format!("{HEAD}{body}");
+        Config::parse(&text, "x.toml").expect_err("accepted")
+    }
+
+    #[test]
+    fn parse_hex_refuses_what_is_not_hex_without_panicking() {
+        assert_eq!(parse_hex("0a:0B-0c"), Ok(vec![0x0a, 0x0b, 0x0c]));
+        assert_eq!(parse_hex("aabb"), Ok(vec![0xaa, 0xbb]));
+        // Multi-byte characters used to be sliced mid-character (a panic),
+        // and from_str_radix took a sign.
+        for bad in [
+            "0é0", "+f", "0a:+b", "é0", "0€", "éé", "", ":", "abc", "0x0a",
+        ] {
+            assert!(parse_hex(bad).is_err(), "{bad:?} accepted");
+        }
+        let e = refused(
+            "[[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\n\
+             [[subnet.reservation]]\nhw_address = \"02:00:00:00:0é0\"\nip = \"198.18.1.5\"\n",
+        );
+        assert_eq!(e.line, 8, "{e}");
+        assert!(e.reason.contains("not hex"), "{e}");
+        let e =
+            refused("[options]\n[[options.option]]\ncode = 43\ntype = \"hex\"\nvalue = \"0€\"\n");
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.reason.contains("not hex"), "{e}");
     }
 }
