@@ -647,6 +647,9 @@ impl Config {
                 {
                     return Err(re(format!("address is not a host of {}", sn.subnet)));
                 }
+                if r.ip == sid {
+                    return Err(re("address is the server's own (server_id)".into()));
+                }
                 if reserved_ips.contains(&r.ip) {
                     return Err(re("address reserved twice".into()));
                 }
@@ -745,5 +748,29 @@ mod tests {
             refused("[options]\n[[options.option]]\ncode = 43\ntype = \"hex\"\nvalue = \"0€\"\n");
         assert_eq!(e.line, 5, "{e}");
         assert!(e.reason.contains("not hex"), "{e}");
+    }
+
+    #[test]
+    fn reservation_of_the_server_id_is_refused() {
+        let e = refused(
+            "[[subnet]]\nid = 1\nsubnet = \"198.18.0.0/24\"\n\
+             [[subnet.reservation]]\nhw_address = \"02:00:00:00:00:01\"\nip = \"198.18.0.1\"\n",
+        );
+        assert_eq!(e.line, 8, "{e}");
+        assert!(
+            e.reason.contains("reservation 198.18.0.1") && e.reason.contains("server_id"),
+            "{e}"
+        );
+        // The same check for one added through the control API.
+        let text = format!("{HEAD}[[subnet]]\nid = 1\nsubnet = \"198.18.0.0/24\"\n");
+        let mut c = Config::parse(&text, "x.toml").unwrap();
+        c.subnets[0].reservations.push(Reservation {
+            hw_address: Some("02:00:00:00:00:01".into()),
+            client_id: None,
+            ip: Ipv4Addr::new(198, 18, 0, 1),
+            options: OptionSet::default(),
+        });
+        let e = c.validate_reservations().unwrap_err();
+        assert!(e.contains("server_id"), "{e}");
     }
 }
