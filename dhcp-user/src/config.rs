@@ -430,6 +430,32 @@ fn check_options(o: &OptionSet) -> Result<(), String> {
             ));
         }
     }
+    // One option carries 255 bytes at most. A longer value is refused here
+    // rather than split into RFC 3396 fragments: a client that does not
+    // concatenate them (many embedded stacks) would use a truncated DNS or
+    // route list without a word; such an option barely fits, if at all, in
+    // the 576-byte reply every client must accept (about 300 bytes of
+    // options), never in an XDP reply template (TEMPLATE_OPTIONS_MAX); and
+    // the server used to drop it from every reply silently.
+    let lists = [
+        ("routers", o.routers.as_ref().map(|v| 4 * v.len())),
+        ("dns_servers", o.dns_servers.as_ref().map(|v| 4 * v.len())),
+        (
+            "classless_routes",
+            o.classless_routes.as_ref().map(|v| {
+                v.iter()
+                    .map(|r| 1 + usize::from(r.destination.prefix).div_ceil(8) + 4)
+                    .sum()
+            }),
+        ),
+    ];
+    for (name, len) in lists {
+        if let Some(len) = len.filter(|l| *l > 255) {
+            return Err(format!(
+                "{name} is {len} bytes encoded; one option holds 255 at most"
+            ));
+        }
+    }
     for c in &o.custom {
         if c.code == 0 || c.code == 255 {
             return Err(format!("option code {} is reserved", c.code));
@@ -772,5 +798,47 @@ mod tests {
         });
         let e = c.validate_reservations().unwrap_err();
         assert!(e.contains("server_id"), "{e}");
+    }
+
+    #[test]
+    fn options_longer_than_255_bytes_are_refused() {
+        let ips = |n: u32| {
+            (0..n)
+                .map(|i| format!("\"10.0.{}.{}\"", i / 250, i % 250 + 1))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        // 63 addresses are 252 bytes: fine.
+        let text = format!("{HEAD}[options]\ndns_servers = [{}]\n", ips(63));
+        Config::parse(&text, "x.toml").unwrap();
+        let e = refused(&format!("[options]\ndns_servers = [{}]\n", ips(64)));
+        assert_eq!(e.line, 5, "{e}");
+        assert!(
+            e.reason.contains("dns_servers") && e.reason.contains("256 bytes"),
+            "{e}"
+        );
+        let e = refused(&format!(
+            "[[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\noptions = {{ routers = [{}] }}\n",
+            ips(70)
+        ));
+        assert_eq!(e.line, 5, "{e}");
+        assert!(
+            e.reason.contains("routers") && e.reason.contains("280 bytes"),
+            "{e}"
+        );
+        // 29 host routes of 9 bytes each: 261 bytes.
+        let routes = (0..29)
+            .map(|i| format!("{{ destination = \"10.1.0.{i}/32\", gateway = \"198.18.1.1\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let e = refused(&format!(
+            "[[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\n[[subnet.pool]]\n\
+             start = \"198.18.1.10\"\nend = \"198.18.1.20\"\noptions = {{ classless_routes = [{routes}] }}\n"
+        ));
+        assert_eq!(e.line, 8, "{e}");
+        assert!(
+            e.reason.contains("classless_routes") && e.reason.contains("261 bytes"),
+            "{e}"
+        );
     }
 }
