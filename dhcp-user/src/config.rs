@@ -107,9 +107,11 @@ pub enum DbSync {
 pub struct OptionSet {
     /// Lease time in seconds (option 51).
     pub lease_time: Option<u32>,
-    /// T1 (option 58); default half the lease time.
+    /// T1 (option 58); default half the lease time, at most T2.
     pub renewal_time: Option<u32>,
-    /// T2 (option 59); default 7/8 of the lease time.
+    /// T2 (option 59); default 7/8 of the lease time, at least T1. The
+    /// values a subnet, pool or reservation ends up with, inherited or
+    /// not, must be ordered T1 < T2 < lease time.
     pub rebinding_time: Option<u32>,
     /// Option 3.
     pub routers: Option<Vec<Ipv4Addr>>,
@@ -476,6 +478,49 @@ fn check_options(o: &OptionSet) -> Result<(), String> {
     Ok(())
 }
 
+/// The lease time, T1 and T2 a level resolves to, each with the level it
+/// comes from (`levels` most specific first), must be ordered
+/// T1 < T2 < lease. `check_options` refuses a conflict within one level at
+/// that level's line; this refuses one between levels, at the line of the
+/// level where they meet, naming where each value comes from.
+///
+/// Kea accepts such a configuration with a warning and then leaves T1 or
+/// T2 out of its replies (the client falls back to 1/2 and 7/8 of the
+/// lease); here it is refused like every other inconsistency, so `config
+/// check` catches it and a reload keeps the running configuration. The fix
+/// is one line: the level's own renewal_time/rebinding_time.
+fn check_timers(levels: &[(&str, &OptionSet)]) -> Result<(), String> {
+    let pick = |f: fn(&OptionSet) -> Option<u32>| {
+        levels
+            .iter()
+            .find_map(|(name, o)| f(o).map(|v| (v, format!("{v} (from {name})"))))
+    };
+    let (lease, lease_desc) = pick(|o| o.lease_time).map_or_else(
+        || {
+            let d = crate::server::DEFAULT_LEASE_SECS;
+            (d, format!("the default lease_time {d}"))
+        },
+        |(v, d)| (v, format!("lease_time {d}")),
+    );
+    let t1 = pick(|o| o.renewal_time);
+    let t2 = pick(|o| o.rebinding_time);
+    for (name, t) in [("renewal_time", &t1), ("rebinding_time", &t2)] {
+        if let Some((v, d)) = t {
+            if *v >= lease {
+                return Err(format!("{name} {d} must be below {lease_desc}"));
+            }
+        }
+    }
+    if let (Some((v1, d1)), Some((v2, d2))) = (&t1, &t2) {
+        if v1 >= v2 {
+            return Err(format!(
+                "renewal_time {d1} must be below rebinding_time {d2}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn table_line(text: &str, table: &str, index: usize) -> usize {
     let header = format!("[[{table}]]");
     text.lines()
@@ -571,7 +616,9 @@ impl Config {
                 .position(|l| l.trim_start().starts_with(key))
                 .map_or(0, |n| n + 1)
         };
-        check_options(&self.options).map_err(|r| err(global_line("[options]"), r))?;
+        check_options(&self.options)
+            .and_then(|()| check_timers(&[("[options]", &self.options)]))
+            .map_err(|r| err(global_line("[options]"), r))?;
         let mut pools: Vec<(u32, u32, usize)> = Vec::new();
         let mut reserved_ips: Vec<Ipv4Addr> = Vec::new();
         for (i, sn) in self.subnets.iter().enumerate() {
@@ -623,7 +670,10 @@ impl Config {
             {
                 return Err(e("overlaps another subnet".into()));
             }
-            check_options(&sn.options).map_err(e)?;
+            let subnet_levels = [("the subnet", &sn.options), ("[options]", &self.options)];
+            check_options(&sn.options)
+                .and_then(|()| check_timers(&subnet_levels))
+                .map_err(e)?;
             for (j, p) in sn.pools.iter().enumerate() {
                 let pline = nested_line(text, "subnet", i, "subnet.pool", j).unwrap_or(line);
                 let pe = |r: String| err(pline, format!("pool {}-{}: {r}", p.start, p.end));
@@ -643,7 +693,15 @@ impl Config {
                 if let Some((_, _, l)) = pools.iter().find(|(s, t, _)| a <= *t && *s <= b) {
                     return Err(pe(format!("overlaps the pool at line {l}")));
                 }
-                check_options(&p.options).map_err(pe)?;
+                check_options(&p.options)
+                    .and_then(|()| {
+                        check_timers(&[
+                            ("the pool", &p.options),
+                            subnet_levels[0],
+                            subnet_levels[1],
+                        ])
+                    })
+                    .map_err(pe)?;
                 pools.push((a, b, pline));
             }
             let mut ids: Vec<(bool, Vec<u8>)> = Vec::new();
@@ -682,7 +740,12 @@ impl Config {
                 if ids.contains(&id) {
                     return Err(re("client has two reservations in this subnet".into()));
                 }
-                check_options(&r.options).map_err(re)?;
+                check_options(&r.options)
+                    .and_then(|()| {
+                        let own = ("the reservation", &r.options);
+                        check_timers(&[own, subnet_levels[0], subnet_levels[1]])
+                    })
+                    .map_err(re)?;
                 reserved_ips.push(r.ip);
                 ids.push(id);
             }
@@ -840,5 +903,68 @@ mod tests {
             e.reason.contains("classless_routes") && e.reason.contains("261 bytes"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn inherited_timers_beyond_the_lease_are_refused_where_they_meet() {
+        // A subnet's shorter lease under global T1/T2 (line 9: [[subnet]]).
+        let e = refused(
+            "[options]\nlease_time = 3600\nrenewal_time = 1800\nrebinding_time = 3000\n\
+             [[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\noptions = { lease_time = 600 }\n",
+        );
+        assert_eq!((e.line, e.column), (9, 1), "{e}");
+        assert!(e.reason.contains("subnet 198.18.1.0/24"), "{e}");
+        assert!(
+            e.reason.contains("renewal_time 1800 (from [options])")
+                && e.reason.contains("lease_time 600 (from the subnet)"),
+            "{e}"
+        );
+        // A pool's T2 under the subnet's T1.
+        let e = refused(
+            "[[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\noptions = { renewal_time = 900 }\n\
+             [[subnet.pool]]\nstart = \"198.18.1.10\"\nend = \"198.18.1.20\"\n\
+             options = { rebinding_time = 600 }\n",
+        );
+        assert_eq!(e.line, 9, "{e}");
+        assert!(
+            e.reason.contains("pool 198.18.1.10-198.18.1.20")
+                && e.reason.contains("renewal_time 900 (from the subnet)")
+                && e.reason.contains("rebinding_time 600 (from the pool)"),
+            "{e}"
+        );
+        // A reservation's short lease under a pool-less subnet's T2.
+        let e = refused(
+            "[[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\noptions = { rebinding_time = 900 }\n\
+             [[subnet.reservation]]\nhw_address = \"02:00:00:00:00:01\"\nip = \"198.18.1.5\"\n\
+             options = { lease_time = 900 }\n",
+        );
+        assert_eq!(e.line, 9, "{e}");
+        assert!(
+            e.reason.contains("reservation 198.18.1.5")
+                && e.reason.contains("rebinding_time 900 (from the subnet)")
+                && e.reason.contains("lease_time 900 (from the reservation)"),
+            "{e}"
+        );
+        // T1 beyond the default lease (3600 s), at the global level.
+        let e = refused("[options]\nrenewal_time = 4000\n");
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.reason.contains("default lease_time 3600"), "{e}");
+        // Explicit conflicts at one level are still reported at that level.
+        let e = refused(
+            "[options]\nlease_time = 600\n[[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\n\
+             options = { renewal_time = 700, lease_time = 3600, rebinding_time = 600 }\n",
+        );
+        assert_eq!(e.line, 7, "{e}");
+        assert!(
+            e.reason
+                .contains("renewal_time 700 must be below rebinding_time 600"),
+            "{e}"
+        );
+        // Inherited values that fit are fine.
+        let text = format!(
+            "{HEAD}[options]\nlease_time = 30\nrenewal_time = 6\nrebinding_time = 8\n\
+             [[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\noptions = {{ lease_time = 3600 }}\n"
+        );
+        Config::parse(&text, "x.toml").unwrap();
     }
 }

@@ -103,11 +103,15 @@ fn overlay(base: &OptionSet, over: &OptionSet) -> OptionSet {
 }
 
 fn resolve(o: &OptionSet, net: &Ipv4Net) -> Resolved {
+    // Explicit T1 and T2 are below the lease and T1 below T2 (refused at
+    // load otherwise); a default gives way to an explicit value (T2 is at
+    // least T1, T1 at most T2), which is sent as written.
     let lease_secs = o.lease_time.unwrap_or(DEFAULT_LEASE_SECS);
-    let t2 = o
-        .rebinding_time
-        .unwrap_or((u64::from(lease_secs) * 7 / 8) as u32);
+    let t2 = o.rebinding_time.unwrap_or_else(|| {
+        ((u64::from(lease_secs) * 7 / 8) as u32).max(o.renewal_time.unwrap_or(0))
+    });
     let t1 = o.renewal_time.unwrap_or(lease_secs / 2).min(t2);
+    debug_assert!(t1 <= t2 && t2 < lease_secs, "unvalidated timers {o:?}");
     let mut options: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
     options.insert(opt::SUBNET_MASK, net.mask().to_be_bytes().to_vec());
     if let Some(r) = &o.routers {
