@@ -210,12 +210,17 @@ impl Server {
             let mut reservations = HashMap::new();
             let mut reserved_ips = HashMap::new();
             for r in &s.reservations {
+                // Validated at load; an identifier that does not parse is
+                // left out, never keyed as empty (a client with hlen 0
+                // would match that).
                 let key = match (&r.hw_address, &r.client_id) {
-                    (Some(hw), _) => hw_key(1, &crate::config::parse_hex(hw).unwrap_or_default()),
-                    (_, Some(cid)) => {
-                        client_id_key(&crate::config::parse_hex(cid).unwrap_or_default())
-                    }
+                    (Some(hw), _) => crate::config::parse_hex(hw).map(|b| hw_key(1, &b)),
+                    (_, Some(cid)) => crate::config::parse_hex(cid).map(|b| client_id_key(&b)),
                     _ => continue,
+                };
+                let Ok(key) = key else {
+                    tracing::warn!(ip = %r.ip, "reservation with an unparsable identifier ignored");
+                    continue;
                 };
                 reserved_ips.insert(r.ip, key.clone());
                 reservations.insert(

@@ -1008,3 +1008,23 @@ ip = "198.18.0.50"
     // Both outcomes well covered (8,877 and 412,998 of 421,875).
     assert!(accepted > 5_000 && refused > 5_000, "{accepted} {refused}");
 }
+
+/// A reservation whose identifier does not parse (possible only in a
+/// configuration that skipped validation) is left out, not keyed by an
+/// empty identifier that a client sending hlen 0 would match.
+#[test]
+fn unparsable_reservation_id_is_not_an_empty_one() {
+    let mut c = Config::parse(CONFIG, "t").unwrap();
+    c.subnets[0].reservations[0].hw_address = Some("zz".into());
+    let mut s = Server::new(&c, Vec::new());
+    let mut raw = req(msg::DISCOVER, 7).raw();
+    raw[2] = 0;
+    let parsed = wire::parse_dhcp(&raw).unwrap();
+    let arrival = Arrival {
+        iface: "srv0",
+        tags: UNTAGGED,
+        src_mac: [2, 0, 0, 0, 0, 7],
+    };
+    let o = s.handle(&parsed, &arrival, NOW);
+    assert_ne!(yiaddr(&o), Ipv4Addr::new(198, 18, 0, 50));
+}
