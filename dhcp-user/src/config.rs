@@ -380,8 +380,18 @@ fn nested_line(
     None
 }
 
+/// Options with their own key. A custom one with the same code would win
+/// over the key at every level, even a more specific one.
+const NAMED: &[(u8, &str)] = &[
+    (3, "routers"),
+    (6, "dns_servers"),
+    (15, "domain_name"),
+    (121, "classless_routes"),
+];
+
 /// Options the server computes itself; configuring them is a mistake.
 const SERVER_MANAGED: &[(u8, &str)] = &[
+    (1, "subnet mask, from the subnet's prefix"),
     (50, "requested address"),
     (51, "lease time (use lease_time)"),
     (52, "option overload"),
@@ -458,12 +468,21 @@ fn check_options(o: &OptionSet) -> Result<(), String> {
             ));
         }
     }
-    for c in &o.custom {
+    for (i, c) in o.custom.iter().enumerate() {
         if c.code == 0 || c.code == 255 {
             return Err(format!("option code {} is reserved", c.code));
         }
         if let Some((_, what)) = SERVER_MANAGED.iter().find(|(code, _)| *code == c.code) {
             return Err(format!("option {} ({what}) is set by the server", c.code));
+        }
+        if let Some((_, key)) = NAMED.iter().find(|(code, _)| *code == c.code) {
+            return Err(format!("option {} has its own key: use {key}", c.code));
+        }
+        if o.custom[..i].iter().any(|p| p.code == c.code) {
+            return Err(format!(
+                "option {} set twice at this level (only one would be sent)",
+                c.code
+            ));
         }
         let len = crate::wire::encode_option_value(&c.value)
             .map_err(|e| format!("option {}: {e}", c.code))?
@@ -964,6 +983,44 @@ mod tests {
         let text = format!(
             "{HEAD}[options]\nlease_time = 30\nrenewal_time = 6\nrebinding_time = 8\n\
              [[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\noptions = {{ lease_time = 3600 }}\n"
+        );
+        Config::parse(&text, "x.toml").unwrap();
+    }
+
+    #[test]
+    fn custom_options_cannot_shadow_named_ones_or_repeat() {
+        // A global custom option 3 used to replace a subnet's routers.
+        let e = refused(
+            "[options]\n[[options.option]]\ncode = 3\ntype = \"ips\"\nvalue = [\"10.0.0.1\"]\n\
+             [[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\noptions = { routers = [\"198.18.1.1\"] }\n",
+        );
+        assert_eq!(e.line, 5, "{e}");
+        assert!(
+            e.reason.contains("option 3") && e.reason.contains("routers"),
+            "{e}"
+        );
+        // And a custom option 1 the mask computed from the prefix.
+        let e = refused(
+            "[[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\n\
+             options = { option = [{ code = 1, type = \"ip\", value = \"255.0.0.0\" }] }\n",
+        );
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.reason.contains("option 1"), "{e}");
+        // The same code twice at one level: one of them was dropped.
+        let e = refused(
+            "[options]\n[[options.option]]\ncode = 43\ntype = \"hex\"\nvalue = \"01\"\n\
+             [[options.option]]\ncode = 43\ntype = \"hex\"\nvalue = \"02\"\n",
+        );
+        assert_eq!(e.line, 5, "{e}");
+        assert!(
+            e.reason.contains("option 43") && e.reason.contains("twice"),
+            "{e}"
+        );
+        // Overriding a custom option at a more specific level is fine.
+        let text = format!(
+            "{HEAD}[options]\n[[options.option]]\ncode = 43\ntype = \"hex\"\nvalue = \"01\"\n\
+             [[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\n\
+             options = {{ option = [{{ code = 43, type = \"hex\", value = \"02\" }}] }}\n"
         );
         Config::parse(&text, "x.toml").unwrap();
     }
