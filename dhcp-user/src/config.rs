@@ -540,6 +540,28 @@ fn check_timers(levels: &[(&str, &OptionSet)]) -> Result<(), String> {
     Ok(())
 }
 
+/// A `tracing` filter: comma-separated levels and `target=level`
+/// directives. `EnvFilter` skips a directive it cannot parse and takes a
+/// bare word for a target to trace, so a typo ("inof", "xdhcp=loud") would
+/// leave next to nothing logged without a word.
+fn check_log_level(level: &str) -> Result<(), String> {
+    use tracing_subscriber::filter::{Directive, LevelFilter};
+    for d in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare_level = d.parse::<LevelFilter>().is_ok();
+        if !bare_level && !d.contains(['=', '[']) {
+            return Err(format!(
+                "{d:?} is not a level (error, warn, info, debug, trace, off)"
+            ));
+        }
+        if d.starts_with('=') || d.ends_with('=') {
+            return Err(format!("{d:?} is not TARGET=LEVEL"));
+        }
+        d.parse::<Directive>()
+            .map_err(|e| format!("{d:?} is not a filter directive: {e}"))?;
+    }
+    Ok(())
+}
+
 fn table_line(text: &str, table: &str, index: usize) -> usize {
     let header = format!("[[{table}]]");
     text.lines()
@@ -600,6 +622,15 @@ impl Config {
                 line,
                 format!("metrics_address {m:?} is not an address:port (or \"off\")"),
             ));
+        }
+        if let Some(level) = &self.logging.level {
+            check_log_level(level).map_err(|r| {
+                let line = text
+                    .lines()
+                    .position(|l| l.trim_start().starts_with("level"))
+                    .map_or(0, |i| i + 1);
+                err(line, format!("logging.level {level:?}: {r}"))
+            })?;
         }
         for (i, iface) in self.interfaces.iter().enumerate() {
             let line = table_line(text, "interface", i);
@@ -1023,5 +1054,20 @@ mod tests {
              options = {{ option = [{{ code = 43, type = \"hex\", value = \"02\" }}] }}\n"
         );
         Config::parse(&text, "x.toml").unwrap();
+    }
+
+    #[test]
+    fn logging_level_typos_are_refused() {
+        for good in ["info", "debug", "xdhcp=debug", "warn,xdhcp=trace", "OFF"] {
+            let text = format!("{HEAD}[logging]\nlevel = \"{good}\"\n");
+            Config::parse(&text, "x.toml").unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        // tracing ignores a directive it cannot parse, and takes a bare
+        // word for a target: either way next to nothing is logged.
+        for bad in ["xdhcp=loud", "inof", "info,debgu", "xdhcp=", "=debug"] {
+            let e = refused(&format!("[logging]\nlevel = \"{bad}\"\n"));
+            assert_eq!(e.line, 6, "{bad}: {e}");
+            assert!(e.reason.contains("logging.level"), "{e}");
+        }
     }
 }
