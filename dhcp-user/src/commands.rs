@@ -281,10 +281,7 @@ fn add_lease(cx: &mut Context<'_>, a: &Value) -> Result<(Lease, Option<Lease>), 
             .map_or("renewable in the XDP fast path", |l| l.state.as_str());
         return Err(format!("{ip} is held by another client ({state})"));
     }
-    let secs = a
-        .get("valid-lft")
-        .and_then(Value::as_u64)
-        .unwrap_or(u64::from(crate::server::DEFAULT_LEASE_SECS)) as u32;
+    let secs = valid_lft(a)?;
     let lease = Lease {
         ip,
         client: Some(client),
@@ -301,6 +298,26 @@ fn add_lease(cx: &mut Context<'_>, a: &Value) -> Result<(Lease, Option<Lease>), 
     }
     tracing::info!(%ip, "lease added by the control API");
     Ok((lease, displaced))
+}
+
+/// `valid-lft`: whole seconds, 1 to 2^32 - 1 (what option 51 carries),
+/// default 3600. Anything else is refused: 2^32 used to wrap to a 0 s
+/// lease, and a negative, fractional or quoted number to fall back to the
+/// default.
+fn valid_lft(a: &Value) -> Result<u32, String> {
+    match a.get("valid-lft") {
+        None | Some(Value::Null) => Ok(crate::server::DEFAULT_LEASE_SECS),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                format!(
+                    "valid-lft {v}: not a lease time in seconds (1-{})",
+                    u32::MAX
+                )
+            }),
+    }
 }
 
 /// A client key and its hardware bytes (htype + chaddr, for operators).
@@ -374,5 +391,28 @@ mod tests {
         assert_eq!(parse_hex_id("ff01"), Some(vec![0xff, 1]));
         assert_eq!(parse_hex_id("zz:01"), None);
         assert_eq!(parse_hex_id(""), None);
+    }
+
+    #[test]
+    fn valid_lft_is_a_lease_time_or_refused() {
+        assert_eq!(valid_lft(&json!({})), Ok(crate::server::DEFAULT_LEASE_SECS));
+        assert_eq!(
+            valid_lft(&json!({"valid-lft": null})),
+            Ok(crate::server::DEFAULT_LEASE_SECS)
+        );
+        assert_eq!(valid_lft(&json!({"valid-lft": 600})), Ok(600));
+        assert_eq!(valid_lft(&json!({"valid-lft": u32::MAX})), Ok(u32::MAX));
+        // 2^32 used to wrap to a 0 s lease; the others fell back to 3600.
+        for bad in [
+            json!(1u64 << 32),
+            json!(u64::MAX),
+            json!(0),
+            json!(-5),
+            json!(1.5),
+            json!("600"),
+        ] {
+            let e = valid_lft(&json!({ "valid-lft": bad })).expect_err(&bad.to_string());
+            assert!(e.starts_with("valid-lft"), "{e}");
+        }
     }
 }

@@ -107,9 +107,11 @@ pub enum DbSync {
 pub struct OptionSet {
     /// Lease time in seconds (option 51).
     pub lease_time: Option<u32>,
-    /// T1 (option 58); default half the lease time.
+    /// T1 (option 58); default half the lease time, at most T2.
     pub renewal_time: Option<u32>,
-    /// T2 (option 59); default 7/8 of the lease time.
+    /// T2 (option 59); default 7/8 of the lease time, at least T1. The
+    /// values a subnet, pool or reservation ends up with, inherited or
+    /// not, must be ordered T1 < T2 < lease time.
     pub rebinding_time: Option<u32>,
     /// Option 3.
     pub routers: Option<Vec<Ipv4Addr>>,
@@ -259,16 +261,22 @@ impl<'de> Deserialize<'de> for Ipv4Net {
     }
 }
 
-/// Parses "aa:bb:cc" or "aabbcc" into bytes.
+/// Parses "aa:bb:cc", "aa-bb-cc" or "aabbcc" into bytes. Works on bytes,
+/// not string slices: a multi-byte character is refused, never sliced
+/// through (which panicked), and a sign is not a digit.
 pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
-    let clean: String = s.chars().filter(|c| *c != ':' && *c != '-').collect();
-    if clean.is_empty() || !clean.len().is_multiple_of(2) {
+    let digits: Vec<u8> = s.bytes().filter(|b| !matches!(b, b':' | b'-')).collect();
+    if !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Err(format!("{s:?} is not hex"));
+    }
+    if digits.is_empty() || !digits.len().is_multiple_of(2) {
         return Err(format!("{s:?} is not an even number of hex digits"));
     }
-    (0..clean.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&clean[i..i + 2], 16).map_err(|_| format!("{s:?} is not hex")))
-        .collect()
+    let nibble = |d: u8| (d as char).to_digit(16).unwrap_or(0) as u8;
+    Ok(digits
+        .chunks(2)
+        .map(|p| (nibble(p[0]) << 4) | nibble(p[1]))
+        .collect())
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -372,8 +380,18 @@ fn nested_line(
     None
 }
 
+/// Options with their own key. A custom one with the same code would win
+/// over the key at every level, even a more specific one.
+const NAMED: &[(u8, &str)] = &[
+    (3, "routers"),
+    (6, "dns_servers"),
+    (15, "domain_name"),
+    (121, "classless_routes"),
+];
+
 /// Options the server computes itself; configuring them is a mistake.
 const SERVER_MANAGED: &[(u8, &str)] = &[
+    (1, "subnet mask, from the subnet's prefix"),
     (50, "requested address"),
     (51, "lease time (use lease_time)"),
     (52, "option overload"),
@@ -424,12 +442,47 @@ fn check_options(o: &OptionSet) -> Result<(), String> {
             ));
         }
     }
-    for c in &o.custom {
+    // One option carries 255 bytes at most. A longer value is refused here
+    // rather than split into RFC 3396 fragments: a client that does not
+    // concatenate them (many embedded stacks) would use a truncated DNS or
+    // route list without a word; such an option barely fits, if at all, in
+    // the 576-byte reply every client must accept (about 300 bytes of
+    // options), never in an XDP reply template (TEMPLATE_OPTIONS_MAX); and
+    // the server used to drop it from every reply silently.
+    let lists = [
+        ("routers", o.routers.as_ref().map(|v| 4 * v.len())),
+        ("dns_servers", o.dns_servers.as_ref().map(|v| 4 * v.len())),
+        (
+            "classless_routes",
+            o.classless_routes.as_ref().map(|v| {
+                v.iter()
+                    .map(|r| 1 + usize::from(r.destination.prefix).div_ceil(8) + 4)
+                    .sum()
+            }),
+        ),
+    ];
+    for (name, len) in lists {
+        if let Some(len) = len.filter(|l| *l > 255) {
+            return Err(format!(
+                "{name} is {len} bytes encoded; one option holds 255 at most"
+            ));
+        }
+    }
+    for (i, c) in o.custom.iter().enumerate() {
         if c.code == 0 || c.code == 255 {
             return Err(format!("option code {} is reserved", c.code));
         }
         if let Some((_, what)) = SERVER_MANAGED.iter().find(|(code, _)| *code == c.code) {
             return Err(format!("option {} ({what}) is set by the server", c.code));
+        }
+        if let Some((_, key)) = NAMED.iter().find(|(code, _)| *code == c.code) {
+            return Err(format!("option {} has its own key: use {key}", c.code));
+        }
+        if o.custom[..i].iter().any(|p| p.code == c.code) {
+            return Err(format!(
+                "option {} set twice at this level (only one would be sent)",
+                c.code
+            ));
         }
         let len = crate::wire::encode_option_value(&c.value)
             .map_err(|e| format!("option {}: {e}", c.code))?
@@ -440,6 +493,71 @@ fn check_options(o: &OptionSet) -> Result<(), String> {
                 c.code
             ));
         }
+    }
+    Ok(())
+}
+
+/// The lease time, T1 and T2 a level resolves to, each with the level it
+/// comes from (`levels` most specific first), must be ordered
+/// T1 < T2 < lease. `check_options` refuses a conflict within one level at
+/// that level's line; this refuses one between levels, at the line of the
+/// level where they meet, naming where each value comes from.
+///
+/// Kea accepts such a configuration with a warning and then leaves T1 or
+/// T2 out of its replies (the client falls back to 1/2 and 7/8 of the
+/// lease); here it is refused like every other inconsistency, so `config
+/// check` catches it and a reload keeps the running configuration. The fix
+/// is one line: the level's own renewal_time/rebinding_time.
+fn check_timers(levels: &[(&str, &OptionSet)]) -> Result<(), String> {
+    let pick = |f: fn(&OptionSet) -> Option<u32>| {
+        levels
+            .iter()
+            .find_map(|(name, o)| f(o).map(|v| (v, format!("{v} (from {name})"))))
+    };
+    let (lease, lease_desc) = pick(|o| o.lease_time).map_or_else(
+        || {
+            let d = crate::server::DEFAULT_LEASE_SECS;
+            (d, format!("the default lease_time {d}"))
+        },
+        |(v, d)| (v, format!("lease_time {d}")),
+    );
+    let t1 = pick(|o| o.renewal_time);
+    let t2 = pick(|o| o.rebinding_time);
+    for (name, t) in [("renewal_time", &t1), ("rebinding_time", &t2)] {
+        if let Some((v, d)) = t {
+            if *v >= lease {
+                return Err(format!("{name} {d} must be below {lease_desc}"));
+            }
+        }
+    }
+    if let (Some((v1, d1)), Some((v2, d2))) = (&t1, &t2) {
+        if v1 >= v2 {
+            return Err(format!(
+                "renewal_time {d1} must be below rebinding_time {d2}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A `tracing` filter: comma-separated levels and `target=level`
+/// directives. `EnvFilter` skips a directive it cannot parse and takes a
+/// bare word for a target to trace, so a typo ("inof", "xdhcp=loud") would
+/// leave next to nothing logged without a word.
+fn check_log_level(level: &str) -> Result<(), String> {
+    use tracing_subscriber::filter::{Directive, LevelFilter};
+    for d in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare_level = d.parse::<LevelFilter>().is_ok();
+        if !bare_level && !d.contains(['=', '[']) {
+            return Err(format!(
+                "{d:?} is not a level (error, warn, info, debug, trace, off)"
+            ));
+        }
+        if d.starts_with('=') || d.ends_with('=') {
+            return Err(format!("{d:?} is not TARGET=LEVEL"));
+        }
+        d.parse::<Directive>()
+            .map_err(|e| format!("{d:?} is not a filter directive: {e}"))?;
     }
     Ok(())
 }
@@ -505,6 +623,15 @@ impl Config {
                 format!("metrics_address {m:?} is not an address:port (or \"off\")"),
             ));
         }
+        if let Some(level) = &self.logging.level {
+            check_log_level(level).map_err(|r| {
+                let line = text
+                    .lines()
+                    .position(|l| l.trim_start().starts_with("level"))
+                    .map_or(0, |i| i + 1);
+                err(line, format!("logging.level {level:?}: {r}"))
+            })?;
+        }
         for (i, iface) in self.interfaces.iter().enumerate() {
             let line = table_line(text, "interface", i);
             if iface.name.is_empty() || iface.name.len() > 15 || iface.name.contains('/') {
@@ -539,7 +666,9 @@ impl Config {
                 .position(|l| l.trim_start().starts_with(key))
                 .map_or(0, |n| n + 1)
         };
-        check_options(&self.options).map_err(|r| err(global_line("[options]"), r))?;
+        check_options(&self.options)
+            .and_then(|()| check_timers(&[("[options]", &self.options)]))
+            .map_err(|r| err(global_line("[options]"), r))?;
         let mut pools: Vec<(u32, u32, usize)> = Vec::new();
         let mut reserved_ips: Vec<Ipv4Addr> = Vec::new();
         for (i, sn) in self.subnets.iter().enumerate() {
@@ -591,7 +720,10 @@ impl Config {
             {
                 return Err(e("overlaps another subnet".into()));
             }
-            check_options(&sn.options).map_err(e)?;
+            let subnet_levels = [("the subnet", &sn.options), ("[options]", &self.options)];
+            check_options(&sn.options)
+                .and_then(|()| check_timers(&subnet_levels))
+                .map_err(e)?;
             for (j, p) in sn.pools.iter().enumerate() {
                 let pline = nested_line(text, "subnet", i, "subnet.pool", j).unwrap_or(line);
                 let pe = |r: String| err(pline, format!("pool {}-{}: {r}", p.start, p.end));
@@ -611,7 +743,15 @@ impl Config {
                 if let Some((_, _, l)) = pools.iter().find(|(s, t, _)| a <= *t && *s <= b) {
                     return Err(pe(format!("overlaps the pool at line {l}")));
                 }
-                check_options(&p.options).map_err(pe)?;
+                check_options(&p.options)
+                    .and_then(|()| {
+                        check_timers(&[
+                            ("the pool", &p.options),
+                            subnet_levels[0],
+                            subnet_levels[1],
+                        ])
+                    })
+                    .map_err(pe)?;
                 pools.push((a, b, pline));
             }
             let mut ids: Vec<(bool, Vec<u8>)> = Vec::new();
@@ -641,13 +781,21 @@ impl Config {
                 {
                     return Err(re(format!("address is not a host of {}", sn.subnet)));
                 }
+                if r.ip == sid {
+                    return Err(re("address is the server's own (server_id)".into()));
+                }
                 if reserved_ips.contains(&r.ip) {
                     return Err(re("address reserved twice".into()));
                 }
                 if ids.contains(&id) {
                     return Err(re("client has two reservations in this subnet".into()));
                 }
-                check_options(&r.options).map_err(re)?;
+                check_options(&r.options)
+                    .and_then(|()| {
+                        let own = ("the reservation", &r.options);
+                        check_timers(&[own, subnet_levels[0], subnet_levels[1]])
+                    })
+                    .map_err(re)?;
                 reserved_ips.push(r.ip);
                 ids.push(id);
             }
@@ -709,5 +857,217 @@ mod tests {
         let text = "[server]\nserver_id = \"198.18.0.1\"\n";
         let e = Config::parse(text, "x.toml").unwrap_err();
         assert!(e.reason.contains("interface"), "{e}");
+    }
+
+    const HEAD: &str = "[server]\nserver_id = \"198.18.0.1\"\n[[interface]]\nname = \"srv0\"\n";
+
+    fn refused(body: &str) -> ConfigError {
+        let text = format!("{HEAD}{body}");
+        Config::parse(&text, "x.toml").expect_err("accepted")
+    }
+
+    #[test]
+    fn parse_hex_refuses_what_is_not_hex_without_panicking() {
+        assert_eq!(parse_hex("0a:0B-0c"), Ok(vec![0x0a, 0x0b, 0x0c]));
+        assert_eq!(parse_hex("aabb"), Ok(vec![0xaa, 0xbb]));
+        // Multi-byte characters used to be sliced mid-character (a panic),
+        // and from_str_radix took a sign.
+        for bad in [
+            "0é0", "+f", "0a:+b", "é0", "0€", "éé", "", ":", "abc", "0x0a",
+        ] {
+            assert!(parse_hex(bad).is_err(), "{bad:?} accepted");
+        }
+        let e = refused(
+            "[[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\n\
+             [[subnet.reservation]]\nhw_address = \"02:00:00:00:0é0\"\nip = \"198.18.1.5\"\n",
+        );
+        assert_eq!(e.line, 8, "{e}");
+        assert!(e.reason.contains("not hex"), "{e}");
+        let e =
+            refused("[options]\n[[options.option]]\ncode = 43\ntype = \"hex\"\nvalue = \"0€\"\n");
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.reason.contains("not hex"), "{e}");
+    }
+
+    #[test]
+    fn reservation_of_the_server_id_is_refused() {
+        let e = refused(
+            "[[subnet]]\nid = 1\nsubnet = \"198.18.0.0/24\"\n\
+             [[subnet.reservation]]\nhw_address = \"02:00:00:00:00:01\"\nip = \"198.18.0.1\"\n",
+        );
+        assert_eq!(e.line, 8, "{e}");
+        assert!(
+            e.reason.contains("reservation 198.18.0.1") && e.reason.contains("server_id"),
+            "{e}"
+        );
+        // The same check for one added through the control API.
+        let text = format!("{HEAD}[[subnet]]\nid = 1\nsubnet = \"198.18.0.0/24\"\n");
+        let mut c = Config::parse(&text, "x.toml").unwrap();
+        c.subnets[0].reservations.push(Reservation {
+            hw_address: Some("02:00:00:00:00:01".into()),
+            client_id: None,
+            ip: Ipv4Addr::new(198, 18, 0, 1),
+            options: OptionSet::default(),
+        });
+        let e = c.validate_reservations().unwrap_err();
+        assert!(e.contains("server_id"), "{e}");
+    }
+
+    #[test]
+    fn options_longer_than_255_bytes_are_refused() {
+        let ips = |n: u32| {
+            (0..n)
+                .map(|i| format!("\"10.0.{}.{}\"", i / 250, i % 250 + 1))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        // 63 addresses are 252 bytes: fine.
+        let text = format!("{HEAD}[options]\ndns_servers = [{}]\n", ips(63));
+        Config::parse(&text, "x.toml").unwrap();
+        let e = refused(&format!("[options]\ndns_servers = [{}]\n", ips(64)));
+        assert_eq!(e.line, 5, "{e}");
+        assert!(
+            e.reason.contains("dns_servers") && e.reason.contains("256 bytes"),
+            "{e}"
+        );
+        let e = refused(&format!(
+            "[[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\noptions = {{ routers = [{}] }}\n",
+            ips(70)
+        ));
+        assert_eq!(e.line, 5, "{e}");
+        assert!(
+            e.reason.contains("routers") && e.reason.contains("280 bytes"),
+            "{e}"
+        );
+        // 29 host routes of 9 bytes each: 261 bytes.
+        let routes = (0..29)
+            .map(|i| format!("{{ destination = \"10.1.0.{i}/32\", gateway = \"198.18.1.1\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let e = refused(&format!(
+            "[[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\n[[subnet.pool]]\n\
+             start = \"198.18.1.10\"\nend = \"198.18.1.20\"\noptions = {{ classless_routes = [{routes}] }}\n"
+        ));
+        assert_eq!(e.line, 8, "{e}");
+        assert!(
+            e.reason.contains("classless_routes") && e.reason.contains("261 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn inherited_timers_beyond_the_lease_are_refused_where_they_meet() {
+        // A subnet's shorter lease under global T1/T2 (line 9: [[subnet]]).
+        let e = refused(
+            "[options]\nlease_time = 3600\nrenewal_time = 1800\nrebinding_time = 3000\n\
+             [[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\noptions = { lease_time = 600 }\n",
+        );
+        assert_eq!((e.line, e.column), (9, 1), "{e}");
+        assert!(e.reason.contains("subnet 198.18.1.0/24"), "{e}");
+        assert!(
+            e.reason.contains("renewal_time 1800 (from [options])")
+                && e.reason.contains("lease_time 600 (from the subnet)"),
+            "{e}"
+        );
+        // A pool's T2 under the subnet's T1.
+        let e = refused(
+            "[[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\noptions = { renewal_time = 900 }\n\
+             [[subnet.pool]]\nstart = \"198.18.1.10\"\nend = \"198.18.1.20\"\n\
+             options = { rebinding_time = 600 }\n",
+        );
+        assert_eq!(e.line, 9, "{e}");
+        assert!(
+            e.reason.contains("pool 198.18.1.10-198.18.1.20")
+                && e.reason.contains("renewal_time 900 (from the subnet)")
+                && e.reason.contains("rebinding_time 600 (from the pool)"),
+            "{e}"
+        );
+        // A reservation's short lease under a pool-less subnet's T2.
+        let e = refused(
+            "[[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\noptions = { rebinding_time = 900 }\n\
+             [[subnet.reservation]]\nhw_address = \"02:00:00:00:00:01\"\nip = \"198.18.1.5\"\n\
+             options = { lease_time = 900 }\n",
+        );
+        assert_eq!(e.line, 9, "{e}");
+        assert!(
+            e.reason.contains("reservation 198.18.1.5")
+                && e.reason.contains("rebinding_time 900 (from the subnet)")
+                && e.reason.contains("lease_time 900 (from the reservation)"),
+            "{e}"
+        );
+        // T1 beyond the default lease (3600 s), at the global level.
+        let e = refused("[options]\nrenewal_time = 4000\n");
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.reason.contains("default lease_time 3600"), "{e}");
+        // Explicit conflicts at one level are still reported at that level.
+        let e = refused(
+            "[options]\nlease_time = 600\n[[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\n\
+             options = { renewal_time = 700, lease_time = 3600, rebinding_time = 600 }\n",
+        );
+        assert_eq!(e.line, 7, "{e}");
+        assert!(
+            e.reason
+                .contains("renewal_time 700 must be below rebinding_time 600"),
+            "{e}"
+        );
+        // Inherited values that fit are fine.
+        let text = format!(
+            "{HEAD}[options]\nlease_time = 30\nrenewal_time = 6\nrebinding_time = 8\n\
+             [[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\noptions = {{ lease_time = 3600 }}\n"
+        );
+        Config::parse(&text, "x.toml").unwrap();
+    }
+
+    #[test]
+    fn custom_options_cannot_shadow_named_ones_or_repeat() {
+        // A global custom option 3 used to replace a subnet's routers.
+        let e = refused(
+            "[options]\n[[options.option]]\ncode = 3\ntype = \"ips\"\nvalue = [\"10.0.0.1\"]\n\
+             [[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\noptions = { routers = [\"198.18.1.1\"] }\n",
+        );
+        assert_eq!(e.line, 5, "{e}");
+        assert!(
+            e.reason.contains("option 3") && e.reason.contains("routers"),
+            "{e}"
+        );
+        // And a custom option 1 the mask computed from the prefix.
+        let e = refused(
+            "[[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\n\
+             options = { option = [{ code = 1, type = \"ip\", value = \"255.0.0.0\" }] }\n",
+        );
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.reason.contains("option 1"), "{e}");
+        // The same code twice at one level: one of them was dropped.
+        let e = refused(
+            "[options]\n[[options.option]]\ncode = 43\ntype = \"hex\"\nvalue = \"01\"\n\
+             [[options.option]]\ncode = 43\ntype = \"hex\"\nvalue = \"02\"\n",
+        );
+        assert_eq!(e.line, 5, "{e}");
+        assert!(
+            e.reason.contains("option 43") && e.reason.contains("twice"),
+            "{e}"
+        );
+        // Overriding a custom option at a more specific level is fine.
+        let text = format!(
+            "{HEAD}[options]\n[[options.option]]\ncode = 43\ntype = \"hex\"\nvalue = \"01\"\n\
+             [[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\n\
+             options = {{ option = [{{ code = 43, type = \"hex\", value = \"02\" }}] }}\n"
+        );
+        Config::parse(&text, "x.toml").unwrap();
+    }
+
+    #[test]
+    fn logging_level_typos_are_refused() {
+        for good in ["info", "debug", "xdhcp=debug", "warn,xdhcp=trace", "OFF"] {
+            let text = format!("{HEAD}[logging]\nlevel = \"{good}\"\n");
+            Config::parse(&text, "x.toml").unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        // tracing ignores a directive it cannot parse, and takes a bare
+        // word for a target: either way next to nothing is logged.
+        for bad in ["xdhcp=loud", "inof", "info,debgu", "xdhcp=", "=debug"] {
+            let e = refused(&format!("[logging]\nlevel = \"{bad}\"\n"));
+            assert_eq!(e.line, 6, "{bad}: {e}");
+            assert!(e.reason.contains("logging.level"), "{e}");
+        }
     }
 }

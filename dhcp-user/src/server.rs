@@ -103,11 +103,15 @@ fn overlay(base: &OptionSet, over: &OptionSet) -> OptionSet {
 }
 
 fn resolve(o: &OptionSet, net: &Ipv4Net) -> Resolved {
+    // Explicit T1 and T2 are below the lease and T1 below T2 (refused at
+    // load otherwise); a default gives way to an explicit value (T2 is at
+    // least T1, T1 at most T2), which is sent as written.
     let lease_secs = o.lease_time.unwrap_or(DEFAULT_LEASE_SECS);
-    let t2 = o
-        .rebinding_time
-        .unwrap_or((u64::from(lease_secs) * 7 / 8) as u32);
+    let t2 = o.rebinding_time.unwrap_or_else(|| {
+        ((u64::from(lease_secs) * 7 / 8) as u32).max(o.renewal_time.unwrap_or(0))
+    });
     let t1 = o.renewal_time.unwrap_or(lease_secs / 2).min(t2);
+    debug_assert!(t1 <= t2 && t2 < lease_secs, "unvalidated timers {o:?}");
     let mut options: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
     options.insert(opt::SUBNET_MASK, net.mask().to_be_bytes().to_vec());
     if let Some(r) = &o.routers {
@@ -206,12 +210,17 @@ impl Server {
             let mut reservations = HashMap::new();
             let mut reserved_ips = HashMap::new();
             for r in &s.reservations {
+                // Validated at load; an identifier that does not parse is
+                // left out, never keyed as empty (a client with hlen 0
+                // would match that).
                 let key = match (&r.hw_address, &r.client_id) {
-                    (Some(hw), _) => hw_key(1, &crate::config::parse_hex(hw).unwrap_or_default()),
-                    (_, Some(cid)) => {
-                        client_id_key(&crate::config::parse_hex(cid).unwrap_or_default())
-                    }
+                    (Some(hw), _) => crate::config::parse_hex(hw).map(|b| hw_key(1, &b)),
+                    (_, Some(cid)) => crate::config::parse_hex(cid).map(|b| client_id_key(&b)),
                     _ => continue,
+                };
+                let Ok(key) = key else {
+                    tracing::warn!(ip = %r.ip, "reservation with an unparsable identifier ignored");
+                    continue;
                 };
                 reserved_ips.insert(r.ip, key.clone());
                 reservations.insert(

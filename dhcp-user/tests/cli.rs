@@ -76,3 +76,24 @@ fn management_commands_without_a_daemon_fail_clearly() {
         "{err}"
     );
 }
+
+/// Non-ASCII in a hex value used to panic the parser (and so `config
+/// check`, and a daemon reloading on SIGHUP).
+#[test]
+fn config_check_refuses_non_ascii_hex_without_panicking() {
+    let p = temp_config(
+        "nonascii",
+        "[server]\nserver_id = \"198.18.0.1\"\n[[interface]]\nname = \"srv0\"\n\
+         [[subnet]]\nid = 1\nsubnet = \"198.18.0.0/24\"\n\
+         [[subnet.reservation]]\nhw_address = \"02:00:00:00:0é0\"\nip = \"198.18.0.5\"\n",
+    );
+    let out = xdhcp().args(["config", "check"]).arg(&p).output().unwrap();
+    let _ = std::fs::remove_file(&p);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with(&format!("{}:8:", p.display())), "{err}");
+    assert!(
+        err.contains("not hex") && !err.contains("panicked"),
+        "{err}"
+    );
+}

@@ -937,3 +937,104 @@ fn unclean_stop_holds_kernel_renewable_bindings_until_now_plus_lease_time() {
         )
         .is_none());
 }
+
+/// Every configuration the loader accepts resolves, at subnet, pool and
+/// reservation level, to T1 <= T2 < lease, and keeps the values the
+/// operator wrote (issue 12, item 10). Exhaustive over three levels.
+#[test]
+fn accepted_timers_resolve_to_t1_t2_below_the_lease() {
+    let mut c = Config::parse(
+        r#"
+[server]
+server_id = "198.18.0.1"
+[[interface]]
+name = "srv0"
+[[subnet]]
+id = 1
+subnet = "198.18.0.0/24"
+interface = "srv0"
+[[subnet.pool]]
+start = "198.18.0.100"
+end = "198.18.0.110"
+[[subnet.reservation]]
+hw_address = "02:00:00:00:00:99"
+ip = "198.18.0.50"
+"#,
+        "t",
+    )
+    .unwrap();
+    let leases = [None, Some(100), Some(4000)];
+    let timers = [None, Some(30), Some(90), Some(100), Some(4000)];
+    let mut levels = Vec::new();
+    for l in leases {
+        for t1 in timers {
+            for t2 in timers {
+                levels.push((l, t1, t2));
+            }
+        }
+    }
+    let set = |o: &mut OptionSet, (l, t1, t2): (Option<u32>, Option<u32>, Option<u32>)| {
+        o.lease_time = l;
+        o.renewal_time = t1;
+        o.rebinding_time = t2;
+    };
+    let (mut accepted, mut refused) = (0u32, 0u32);
+    for &g in &levels {
+        for &sn in &levels {
+            for &p in &levels {
+                set(&mut c.options, g);
+                set(&mut c.subnets[0].options, sn);
+                set(&mut c.subnets[0].pools[0].options, p);
+                set(&mut c.subnets[0].reservations[0].options, p);
+                if c.validate_reservations().is_err() {
+                    refused += 1;
+                    continue;
+                }
+                accepted += 1;
+                let net = c.subnets[0].subnet;
+                let subnet = overlay(&c.options, &c.subnets[0].options);
+                for (what, eff) in [
+                    ("subnet", subnet.clone()),
+                    ("pool", overlay(&subnet, &c.subnets[0].pools[0].options)),
+                    (
+                        "reservation",
+                        overlay(&subnet, &c.subnets[0].reservations[0].options),
+                    ),
+                ] {
+                    let r = resolve(&eff, &net);
+                    let ctx = format!("{what}: global {g:?} subnet {sn:?} pool {p:?} -> {r:?}");
+                    assert!(r.t1 <= r.t2 && r.t2 < r.lease_secs, "{ctx}");
+                    assert_eq!(
+                        r.lease_secs,
+                        eff.lease_time.unwrap_or(DEFAULT_LEASE_SECS),
+                        "{ctx}"
+                    );
+                    assert!(eff.renewal_time.is_none_or(|t| t == r.t1), "{ctx}");
+                    assert!(eff.rebinding_time.is_none_or(|t| t == r.t2), "{ctx}");
+                }
+            }
+        }
+    }
+    // Both outcomes well covered (8,877 and 412,998 of 421,875).
+    assert!(accepted > 5_000 && refused > 5_000, "{accepted} {refused}");
+}
+
+/// A reservation whose identifier does not parse (possible only in a
+/// configuration that skipped validation) is left out, not keyed by an
+/// empty identifier that a client sending hlen 0 would match.
+#[test]
+fn unparsable_reservation_id_is_not_an_empty_one() {
+    let mut c = Config::parse(CONFIG, "t").unwrap();
+    c.subnets[0].reservations[0].hw_address = Some("zz".into());
+    let mut s = Server::new(&c, Vec::new());
+    let mut raw = req(msg::DISCOVER, 7).raw();
+    raw[2] = 0;
+    let parsed = wire::parse_dhcp(&raw).unwrap();
+    let arrival = Arrival {
+        iface: "srv0",
+        tags: UNTAGGED,
+        src_mac: [2, 0, 0, 0, 0, 7],
+    };
+    let o = s.handle(&parsed, &arrival, NOW);
+    assert_ne!(yiaddr(&o), Ipv4Addr::new(198, 18, 0, 50));
+}
