@@ -5,6 +5,7 @@
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod egress;
 pub mod fastmap;
 pub mod fastpath;
 pub mod fixture;
