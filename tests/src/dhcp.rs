@@ -155,10 +155,19 @@ impl RelayClient {
     }
 
     pub fn send(&self, m: &Msg) -> Result<()> {
+        self.send_via(m, self.server)
+    }
+
+    /// As `send`, to another server address.
+    pub fn send_to(&self, m: &Msg, server: Ipv4Addr) -> Result<()> {
+        self.send_via(m, SocketAddr::V4(SocketAddrV4::new(server, 67)))
+    }
+
+    fn send_via(&self, m: &Msg, to: SocketAddr) -> Result<()> {
         let mut m = m.clone();
         m.giaddr = self.giaddr;
         m.hops = m.hops.max(1);
-        self.sock.send_to(&m.encode(), self.server)?;
+        self.sock.send_to(&m.encode(), to)?;
         Ok(())
     }
 

@@ -111,13 +111,13 @@ fn reply_frame(sock: &RawSocket, xid: u32) -> Vec<u8> {
     panic!("no reply to xid {xid:#x} reached the relay");
 }
 
-/// From the server identifier to giaddr, and the header is the shared
-/// definition's (TOS, TTL, DF, id from the xid), checksums right.
-fn check_headers(what: &str, f: &[u8], xid: u32) {
+/// From `from` to giaddr, and the header is the shared definition's (TOS,
+/// TTL, DF, id from the xid), checksums right.
+fn check_headers(what: &str, f: &[u8], xid: u32, from: Ipv4Addr) {
     let ip = &f[14..34];
     let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
     let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    assert_eq!(src, SERVER_ID, "{what}: source address");
+    assert_eq!(src, from, "{what}: source address");
     assert_eq!(dst, GIADDR, "{what}: destination");
     assert_eq!(ip[0], 0x45, "{what}: no IP options");
     assert_eq!(ip[1], reply_ip::TOS, "{what}: TOS");
@@ -145,9 +145,22 @@ fn exchange(
     m: &Msg,
     want: u8,
 ) -> (Vec<u8>, ReplyView) {
-    relay.send(m).unwrap();
+    exchange_via(what, relay, sock, m, want, SERVER_ID, SERVER_ID)
+}
+
+/// `exchange` with the request sent to `to`, the reply expected from `from`.
+fn exchange_via(
+    what: &str,
+    relay: &RelayClient,
+    sock: &RawSocket,
+    m: &Msg,
+    want: u8,
+    to: Ipv4Addr,
+    from: Ipv4Addr,
+) -> (Vec<u8>, ReplyView) {
+    relay.send_to(m, to).unwrap();
     let f = reply_frame(sock, m.xid);
-    check_headers(what, &f, m.xid);
+    check_headers(what, &f, m.xid, from);
     let r = relay
         .recv(m.xid, Duration::from_secs(5))
         .unwrap()
@@ -257,6 +270,84 @@ fn relayed_replies_leave_from_the_server_identifier_on_both_planes() {
         from_kernel, from_control_plane,
         "the kernel's and the control plane's replies to one RENEWING differ"
     );
+}
+
+/// A relay configured with another address of the server (198.18.1.1)
+/// gets its replies from that address, from the control plane: the kernel
+/// passes such requests (`pass_other_address`), with XDP on. One sent to
+/// an address that is not the server's (198.18.0.77, routed to it) is
+/// answered from the server identifier, and the log says so once.
+#[test]
+fn a_relay_sending_to_another_address_gets_replies_from_it() {
+    let other = Ipv4Addr::new(198, 18, 1, 1);
+    let foreign = Ipv4Addr::new(198, 18, 0, 77);
+    let mut lab = relay_lab("relayother");
+    lab.cli
+        .run(["ip", "addr", "add", "198.18.2.1/32", "dev", "lo"])
+        .unwrap();
+    lab.start().unwrap();
+    let relay = lab
+        .cli
+        .enter(|| RelayClient::open_here(GIADDR, SERVER_ID))
+        .unwrap()
+        .unwrap();
+    let sock = RawSocket::open(&lab.cli, "cli0").unwrap();
+    let mac = [2, 0, 0, 0, 0x23, 1];
+    let rai = rai(mac[5]);
+    let (_, offer) = exchange_via(
+        "OFFER",
+        &relay,
+        &sock,
+        &Msg::new(DISCOVER, mac, 0x2300).opt(82, &rai),
+        OFFER,
+        other,
+        other,
+    );
+    let ip = offer.yiaddr();
+    let request = Msg::new(REQUEST, mac, 0x2301)
+        .opt(50, &ip.octets())
+        .opt(54, &SERVER_ID.octets())
+        .opt(82, &rai);
+    exchange_via("ACK", &relay, &sock, &request, ACK, other, other);
+    // A renewal the kernel would answer if sent to the server identifier.
+    let renew = renewing(mac, ip, 0x2302, &rai);
+    exchange_via("RENEWING", &relay, &sock, &renew, ACK, other, other);
+    assert!(
+        handled_by_control_plane(&lab, renew.xid) > 0,
+        "the control plane answers"
+    );
+    exchange(
+        "RENEWING to the server identifier",
+        &relay,
+        &sock,
+        &renewing(mac, ip, 0x2303, &rai),
+        ACK,
+    );
+    assert_eq!(
+        handled_by_control_plane(&lab, 0x2303),
+        0,
+        "the kernel answers"
+    );
+    for xid in [0x2304, 0x2305] {
+        exchange_via(
+            "RENEWING to a foreign address",
+            &relay,
+            &sock,
+            &renewing(mac, ip, xid, &rai),
+            ACK,
+            foreign,
+            SERVER_ID,
+        );
+    }
+    let (_, lines) = lab.stop(SIGTERM).unwrap();
+    let warned: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("not this host's") && l.contains("198.18.0.77"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{lines:#?}");
+    let counters = lines.iter().find(|l| l.contains("xdp counters")).unwrap();
+    assert!(counters.contains("pass_other_address=3"), "{counters}");
+    assert!(counters.contains("fp_ack_renewing=1 "), "{counters}");
 }
 
 /// The first client event after the first `after` starting with `prefix`.
