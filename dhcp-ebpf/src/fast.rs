@@ -22,8 +22,8 @@ use aya_ebpf::{
 use core::mem::size_of;
 
 use dhcp_common::{
-    id_kind, lease_flags, shape_hash_finish, stat, IfaceInfo, LeaseKey, LeaseValue, RenewEvent,
-    MAX_ID_LEN, REPORT_FRACTION, SHAPE_OFFSET, SHAPE_PRIME, TEMPLATE_OPTIONS_MAX,
+    id_kind, lease_flags, reply_ip, shape_hash_finish, stat, IfaceInfo, LeaseKey, LeaseValue,
+    RenewEvent, MAX_ID_LEN, REPORT_FRACTION, SHAPE_OFFSET, SHAPE_PRIME, TEMPLATE_OPTIONS_MAX,
 };
 
 use crate::{
@@ -81,6 +81,8 @@ pub struct Scratch {
     pub frame_len: u32,
     pub state: u32,
     pub ip: u32,
+    /// The request's IPv4 destination, network order.
+    pub dst: u32,
     pub tlen: u32,
     /// Bytes of `tail` written, and all of it (up to the reply's end).
     pub t: u32,
@@ -383,6 +385,12 @@ pub fn try_answer(ctx: &XdpContext, frame: &Frame) -> Result<u32, u32> {
         .get(ifindex)
         .filter(|i| i.server_ip != 0)
         .ok_or(stat::PASS_WRONG_SCOPE)?;
+    // A reply to a relay leaves from the address the relay sent to
+    // (`dhcp_common::reply_ip::reply_source`); here that can only be the
+    // server identifier. Any other is the control plane's to answer.
+    if ld32(payload(ctx, s)? + 24) != 0 && vol(&s.dst) as u32 != iface.server_ip {
+        return Err(stat::PASS_OTHER_ADDRESS);
+    }
     layout(s, tmpl)?;
     let expires = now + lease.lease_secs as u64 * 1_000_000_000;
     // The event is queued before the frame is touched: a renewal the store
@@ -457,8 +465,9 @@ fn check_request(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
         return Err(stat::PASS_UNUSUAL);
     }
     s.end = (b + n) as u32;
+    s.dst = ld32(ip + 16);
     // RENEWING is unicast, REBINDING broadcast: keep which.
-    s.state = if ld32(ip + 16) == u32::MAX {
+    s.state = if vol(&s.dst) as u32 == u32::MAX {
         stat::FP_ACK_REBINDING
     } else {
         stat::FP_ACK_RENEWING
@@ -804,6 +813,8 @@ fn rewrite_frame(
     };
     let chaddr_lo = ld32(p + 28);
     let chaddr_hi = ld16(p + 32);
+    // The xid stays in place; the IP id derives from it.
+    let ip_id = reply_ip::id(u32::from_be(ld32(p + 4))) as u64;
 
     // The fixed part, RFC 2131 table 3 (as `Reply::new` does): op, hops,
     // secs, yiaddr, siaddr, sname and file change; the rest is the
@@ -861,8 +872,17 @@ fn rewrite_frame(
     if csum == 0 {
         csum = 0xffff;
     }
+    // The IP header is `dhcp_common::reply_ip`'s, as the control plane
+    // writes it: id from the xid, DF as defined there.
     let tot_len = 20 + ulen;
-    let ip_csum = !fold(0x4500 + tot_len + 0x4011 + addr_sum);
+    let ip_csum = !fold(
+        reply_ip::VERSION_IHL_TOS as u64
+            + tot_len
+            + ip_id
+            + reply_ip::FLAGS_FRAGMENT as u64
+            + reply_ip::TTL_PROTO as u64
+            + addr_sum,
+    );
 
     let data = ctx.data();
     let end = ctx.data_end();
@@ -888,9 +908,18 @@ fn rewrite_frame(
     let mac = iface.mac.as_ptr() as usize;
     st32(eth + 6, ld32(mac));
     st16(eth + 10, ld16(mac + 4));
-    st32(ipp, u32::from_be(0x4500_0000 | tot_len as u32));
-    st32(ipp + 4, 0);
-    st32(ipp + 8, u32::from_be(0x4011_0000 | ip_csum as u32));
+    st32(
+        ipp,
+        u32::from_be((reply_ip::VERSION_IHL_TOS as u32) << 16 | tot_len as u32),
+    );
+    st32(
+        ipp + 4,
+        u32::from_be((ip_id as u32) << 16 | reply_ip::FLAGS_FRAGMENT as u32),
+    );
+    st32(
+        ipp + 8,
+        u32::from_be((reply_ip::TTL_PROTO as u32) << 16 | ip_csum as u32),
+    );
     st32(ipp + 12, iface.server_ip);
     st32(ipp + 16, dst_ip);
     st32(ipp + 20, u32::from_be(67 << 16 | dst_port as u32));

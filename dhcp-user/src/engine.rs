@@ -74,6 +74,9 @@ impl Engine {
     ) -> Result<Engine> {
         let extras = store.reservations().context("loading reservations")?;
         let config = with_reservations(&file_config, &extras);
+        if let Err(e) = config.validate_reservations() {
+            tracing::warn!("the control API's reservations clash with the file's ({e}); delete one of them (xdhcp reservations delete)");
+        }
         let stored = store.load().context("loading leases")?;
         let loaded = stored.len();
         let mut server = Server::new(&config, stored);
@@ -499,6 +502,13 @@ pub fn reload(
         .map_err(|e| format!("refused, the running configuration stays: {e}"))?;
     overrides.apply(&mut new_file);
     let new = with_reservations(&new_file, extras);
+    // The file's reservations against the API's: one address or client
+    // reserved twice is refused, as within the file.
+    new.validate_reservations().map_err(|e| {
+        format!(
+            "refused, the running configuration stays: with the control API's reservations: {e}"
+        )
+    })?;
     let restart = |what: &str| Err(format!("refused: {what} changed; that needs a restart"));
     if new.interfaces != running.interfaces {
         return restart("[[interface]]");

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod commit;
 pub mod config;
 pub mod control;
+pub mod egress;
 pub mod engine;
 pub mod fastmap;
 pub mod fastpath;

@@ -28,14 +28,17 @@ use crate::{
     commit::{Commit, Committer, Written},
     config::{Config, XdpSetting},
     control::{self, Pending},
+    egress::Egress,
     engine::{read_ring, Engine},
     fastmap::{FastIface, FastMaps, MapReport},
     fastpath::Fastpath,
     packet::{self, PacketSocket},
-    server::{Arrival, Dest, Server},
+    server::{Arrival, Server},
     store::{LeaseStore, SqliteStore, StoreOp},
-    wire::{self, msg, FrameHeader},
+    wire::{self, msg},
 };
+
+pub use crate::egress::Wire;
 
 /// How often renewals answered by the XDP program are collected.
 pub const EVENT_POLL: Duration = Duration::from_millis(100);
@@ -43,13 +46,12 @@ pub const EVENT_POLL: Duration = Duration::from_millis(100);
 pub use crate::clock::unix_now;
 pub use crate::engine::Overrides;
 
-/// One UDP socket on port 67 for replies to relays (the kernel routes
-/// them). It also keeps the port open, so unicast requests never draw an
-/// ICMP port-unreachable; it receives nothing (the AF_PACKET sockets do).
-pub fn relay_socket() -> Result<UdpSocket> {
+/// One UDP socket on port 67 that keeps the port open, so unicast requests
+/// never draw an ICMP port-unreachable. It sends and receives nothing: the
+/// AF_PACKET sockets do both (replies to relays too, see `egress`).
+pub fn port_67_socket() -> Result<UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
-    s.set_broadcast(true)?;
     packet::attach_filter(s.as_raw_fd(), &mut packet::drop_all_filter())
         .context("filter on the UDP socket")?;
     let addr = SocketAddr::V4(SocketAddrV4::new(
@@ -61,61 +63,18 @@ pub fn relay_socket() -> Result<UdpSocket> {
     Ok(s.into())
 }
 
-/// A reply ready for the wire.
-pub enum Wire {
-    Frame { iface: usize, bytes: Vec<u8> },
-    Udp { to: SocketAddr, bytes: Vec<u8> },
-}
-
 pub struct Transmitter {
     packet: Vec<Arc<PacketSocket>>,
-    udp: UdpSocket,
+    /// Held for as long as we serve (`port_67_socket`).
+    _port_67: UdpSocket,
 }
 
 impl Transmitter {
     pub fn send(&self, w: &Wire) {
-        let r = match w {
-            Wire::Frame { iface, bytes } => self.packet[*iface].send(bytes),
-            Wire::Udp { to, bytes } => self.udp.send_to(bytes, to).map(|_| ()),
-        };
-        if let Err(e) = r {
+        let Wire::Frame { iface, bytes } = w;
+        if let Err(e) = self.packet[*iface].send(bytes) {
             tracing::warn!("sending a reply: {e}");
         }
-    }
-}
-
-/// The wire form of a reply: a frame on the arrival interface and tags,
-/// or a datagram to a relay.
-pub fn frame_for(
-    dest: &Dest,
-    src_mac: [u8; 6],
-    server_id: Ipv4Addr,
-    tags: &[wire::Tag],
-    payload: Vec<u8>,
-    idx: usize,
-) -> Wire {
-    let (dst_ip, dst_mac) = match dest {
-        Dest::Relay(giaddr) => {
-            return Wire::Udp {
-                to: SocketAddr::V4(SocketAddrV4::new(*giaddr, dhcp_common::DHCP_SERVER_PORT)),
-                bytes: payload,
-            }
-        }
-        Dest::Direct { ip, mac } => (*ip, *mac),
-        Dest::Broadcast => (Ipv4Addr::BROADCAST, [0xff; 6]),
-    };
-    let h = FrameHeader {
-        src_mac,
-        dst_mac,
-        tags: tags.to_vec(),
-        src_ip: server_id,
-        dst_ip,
-        src_port: dhcp_common::DHCP_SERVER_PORT,
-        dst_port: dhcp_common::DHCP_CLIENT_PORT,
-    };
-    Wire::Frame {
-        iface: idx,
-        bytes: wire::build_frame(&h, &payload),
     }
 }
 
@@ -266,7 +225,7 @@ pub async fn run(
     let mut event_poll = tokio::time::interval(EVENT_POLL);
     let tx = Arc::new(Transmitter {
         packet: sockets.clone(),
-        udp: relay_socket()?,
+        _port_67: port_67_socket()?,
     });
     let (commit_tx, commit_rx) = mpsc::channel::<Commit<Wire>>();
     let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel::<MapReport>();
@@ -348,7 +307,7 @@ pub async fn run(
     let lease_db = config.server.lease_db.display().to_string();
     tracing::info!(server_id = %config.server.server_id, "xdhcp serving");
     let mut buf = vec![0u8; 65536];
-    let server_id = config.server.server_id;
+    let mut egress = Egress::new(config.server.server_id);
     loop {
         tokio::select! {
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
@@ -383,7 +342,7 @@ pub async fn run(
                         "{} -> {}", msg::name(req.msg_type),
                         out.reply.as_ref().map_or(out.dropped.unwrap_or("-"), |r| msg::name(r.msg_type))
                     );
-                    let wire = out.reply.map(|r| frame_for(&r.dest, sock.mac, server_id, &frame.tags, r.payload, i));
+                    let wire = out.reply.map(|r| egress.frame_for(&r.dest, &frame, sock.mac, r.payload, i));
                     if out.store.is_empty() {
                         if let Some(w) = &wire {
                             tx.send(w);

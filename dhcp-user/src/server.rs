@@ -30,7 +30,8 @@ pub struct Arrival<'a> {
 /// Where a reply goes (RFC 2131 §4.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dest {
-    /// To the relay's server port; the kernel routes it.
+    /// To the relay's server port, back through the neighbour that sent
+    /// the request (`egress`).
     Relay(Ipv4Addr),
     /// A frame on the arrival interface and VLAN, without ARP.
     Direct {

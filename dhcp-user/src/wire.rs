@@ -547,7 +547,16 @@ pub struct FrameHeader {
     pub dst_port: u16,
 }
 
+/// The BOOTP xid of a payload (0 when too short to hold one).
+fn xid_of(payload: &[u8]) -> u32 {
+    payload
+        .get(4..8)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 /// Ethernet (+ tags) / IPv4 / UDP around `payload`, checksums computed.
+/// The IPv4 header is [`dhcp_common::reply_ip::header`], the one the XDP
+/// program writes too (its id derives from the payload's xid).
 pub fn build_frame(h: &FrameHeader, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + 4 * h.tags.len() + 28 + payload.len());
     f.extend_from_slice(&h.dst_mac);
@@ -557,16 +566,13 @@ pub fn build_frame(h: &FrameHeader, payload: &[u8]) -> Vec<u8> {
         f.extend_from_slice(&t.tci.to_be_bytes());
     }
     f.extend_from_slice(&ETH_P_IP.to_be_bytes());
-    let ip = f.len();
     let udp_len = (8 + payload.len()) as u16;
-    let tot_len = 20 + udp_len;
-    f.extend_from_slice(&[0x45, 0]);
-    f.extend_from_slice(&tot_len.to_be_bytes());
-    f.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
-    f.extend_from_slice(&h.src_ip.octets());
-    f.extend_from_slice(&h.dst_ip.octets());
-    let c = internet_checksum(&[&f[ip..ip + 20]]);
-    f[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&dhcp_common::reply_ip::header(
+        h.src_ip.octets(),
+        h.dst_ip.octets(),
+        udp_len,
+        xid_of(payload),
+    ));
     let udp = f.len();
     f.extend_from_slice(&h.src_port.to_be_bytes());
     f.extend_from_slice(&h.dst_port.to_be_bytes());

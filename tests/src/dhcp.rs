@@ -15,6 +15,7 @@ pub const REQUEST: u8 = 3;
 pub const ACK: u8 = 5;
 pub const NAK: u8 = 6;
 pub const RELEASE: u8 = 7;
+pub const INFORM: u8 = 8;
 
 #[derive(Clone, Debug)]
 pub struct Msg {
@@ -26,6 +27,9 @@ pub struct Msg {
     pub flags: u16,
     pub msg_type: u8,
     pub options: Vec<(u8, Vec<u8>)>,
+    /// Zero-padded to this length after END (300, the BOOTP minimum,
+    /// unless a test wants more).
+    pub pad_to: usize,
 }
 
 impl Msg {
@@ -39,6 +43,7 @@ impl Msg {
             flags: 0,
             msg_type,
             options: Vec::new(),
+            pad_to: 300,
         }
     }
 
@@ -65,8 +70,8 @@ impl Msg {
             p.extend_from_slice(v);
         }
         p.push(255);
-        if p.len() < 300 {
-            p.resize(300, 0);
+        if p.len() < self.pad_to {
+            p.resize(self.pad_to, 0);
         }
         p
     }
@@ -150,10 +155,19 @@ impl RelayClient {
     }
 
     pub fn send(&self, m: &Msg) -> Result<()> {
+        self.send_via(m, self.server)
+    }
+
+    /// As `send`, to another server address.
+    pub fn send_to(&self, m: &Msg, server: Ipv4Addr) -> Result<()> {
+        self.send_via(m, SocketAddr::V4(SocketAddrV4::new(server, 67)))
+    }
+
+    fn send_via(&self, m: &Msg, to: SocketAddr) -> Result<()> {
         let mut m = m.clone();
         m.giaddr = self.giaddr;
         m.hops = m.hops.max(1);
-        self.sock.send_to(&m.encode(), self.server)?;
+        self.sock.send_to(&m.encode(), to)?;
         Ok(())
     }
 

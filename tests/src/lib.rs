@@ -10,6 +10,7 @@ pub mod dhcp;
 pub mod frame;
 pub mod proc;
 pub mod raw;
+pub mod relay;
 
 use std::{
     ffi::OsStr,

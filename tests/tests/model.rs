@@ -35,11 +35,11 @@ use xdhcp::{
     commit::{Commit, Committer},
     config::Config,
     control::Request,
+    egress::{Egress, Wire},
     engine::{read_ring, Engine, Overrides},
     fastmap::{FastIface, FastMaps, KernelGrant, MapReport},
     fastpath::{Fastpath, XDP_PASS, XDP_TX},
     leases::{Lease, LeaseState},
-    serve::{frame_for, Wire},
     server::Arrival,
     store::{ApiReservation, LeaseStore, SqliteStore, StoreOp},
     wire,
@@ -209,6 +209,9 @@ impl LeaseStore for FaultyStore {
     }
 }
 
+/// A reply waiting for its batch: (commit, decided at, frame).
+type Reply = (u64, u64, Wire);
+
 /// What a client believes it holds.
 #[derive(Debug, Clone, Copy, Default)]
 struct Belief {
@@ -260,7 +263,7 @@ struct World<'k> {
     /// Commits handed over and not yet written (the committer's queue).
     queue: Vec<Commit<Wire>>,
     /// A batch the store refused: retried first.
-    failing: Option<(Vec<StoreOp>, Vec<(u64, u64, Wire)>, MapReport)>,
+    failing: Option<(Vec<StoreOp>, Vec<Reply>, MapReport)>,
     /// When each queued commit was decided.
     decided: HashMap<u64, u64>,
     /// Operator revocations (address or client), with the last commit
@@ -271,6 +274,7 @@ struct World<'k> {
     /// (converted when read, as the kernel's clock is moved by rewriting).
     unread: Vec<KernelGrant>,
     beliefs: [Belief; CLIENTS as usize],
+    egress: Egress,
     xid: u32,
     log: Vec<String>,
 }
@@ -344,6 +348,7 @@ impl<'k> World<'k> {
             decided: HashMap::new(),
             last_seq: 0,
             beliefs: Default::default(),
+            egress: Egress::with_locality(SERVER_ID, |_| false),
             xid: 1,
             log: Vec::new(),
         }
@@ -402,7 +407,7 @@ impl<'k> World<'k> {
 
     /// What the committer does with replies once their batch is written:
     /// sends them, unless they waited too long (4 s, as `Committer::run`).
-    fn send(&mut self, replies: &[(u64, u64, Wire)]) {
+    fn send(&mut self, replies: &[Reply]) {
         let now = unix_now();
         for (seq, at, r) in replies {
             if now.saturating_sub(*at) < 4 {
@@ -421,7 +426,6 @@ impl<'k> World<'k> {
                 .unwrap()
                 .payload
                 .to_vec(),
-            Wire::Udp { bytes, .. } => bytes.clone(),
         };
         self.deliver_payload(&payload, "control plane", seq);
     }
@@ -503,7 +507,7 @@ impl<'k> World<'k> {
         let out = self.engine.server.handle(&req, &arrival, unix_now());
         let reply = out
             .reply
-            .map(|r| frame_for(&r.dest, SERVER_MAC, SERVER_ID, &f.tags, r.payload, 0));
+            .map(|r| self.egress.frame_for(&r.dest, &f, SERVER_MAC, r.payload, 0));
         self.submit(out.store, reply.into_iter().collect());
     }
 

@@ -2,18 +2,22 @@
 //! control plane (state machine, map sync) grants leases to simulated
 //! clients, then every renewal frame runs through the XDP program and the
 //! control plane alike. The XDP_TX frame must be exactly the control
-//! plane's reply; every request it must not answer must pass, counted
-//! with its reason, unchanged.
+//! plane's reply, whole (Ethernet, tags, IPv4 and UDP headers, payload),
+//! for every shape, relayed ones included. Nothing is masked: both planes
+//! write the IP header `dhcp_common::reply_ip` defines, id included.
+//! Every request it must not answer must pass, counted with its reason,
+//! unchanged.
 
 use std::net::Ipv4Addr;
 
 use dhcp_common::stat;
 use xdhcp::{
     config::Config,
+    egress::{Egress, Wire},
     fastmap::{lease_key, unix_to_mono_ns, FastIface, FastMaps},
     fastpath::{Fastpath, XdpStats, XDP_PASS, XDP_TX},
     fixture::verdict_name,
-    serve::{frame_for, unix_now, Wire},
+    serve::unix_now,
     server::{Arrival, Server},
     wire,
 };
@@ -83,6 +87,7 @@ struct Rig {
     fp: Fastpath,
     maps: FastMaps,
     server: Server,
+    egress: Egress,
 }
 
 impl Rig {
@@ -105,6 +110,9 @@ impl Rig {
             fp,
             maps,
             server: Server::new(&config, Vec::new()),
+            // This process's addresses are not the lab's: requests to the
+            // server identifier need none, others are not local here.
+            egress: Egress::with_locality(Ipv4Addr::from(SERVER_ID), |_| false),
         }
     }
 
@@ -122,16 +130,8 @@ impl Rig {
         let mut report = xdhcp::fastmap::MapReport::new(0);
         self.maps.before_commit(&out.store, &mut report);
         self.maps.after_commit(&out.store, &mut report);
-        out.reply.map(|r| {
-            frame_for(
-                &r.dest,
-                SERVER_MAC,
-                Ipv4Addr::from(SERVER_ID),
-                &f.tags,
-                r.payload,
-                0,
-            )
-        })
+        out.reply
+            .map(|r| self.egress.frame_for(&r.dest, &f, SERVER_MAC, r.payload, 0))
     }
 
     fn xdp(&self, frame: &[u8]) -> (u32, Vec<u8>, XdpStats) {
@@ -167,6 +167,9 @@ struct Client {
     tags: Vec<(u16, u16)>,
     /// Option 82 payload when behind the relay.
     relay_info: Option<Vec<u8>>,
+    /// The relay also relays unicast renewals (a BNG-style relay that
+    /// sees every DHCP frame), option 82 and giaddr included.
+    relays_renewals: bool,
     prl: Option<Vec<u8>>,
     max_message_size: Option<u16>,
     hostname: Option<Vec<u8>>,
@@ -236,6 +239,7 @@ impl Client {
                 id
             }),
             tags,
+            relays_renewals: relayed && rng.chance(50),
             relay_info: relayed.then(|| {
                 let circuit = format!("eth0/{}", rng.below(48));
                 let mut v = vec![1, circuit.len() as u8];
@@ -256,6 +260,13 @@ impl Client {
         }
     }
 
+    /// Whether this request goes through the relay: all but RENEWING, which
+    /// goes straight to the server (RFC 2131 §4.4.5) unless the relay
+    /// relays renewals too.
+    fn relayed(&self, kind: Kind) -> bool {
+        self.relay_info.is_some() && (kind != Kind::Renewing || self.relays_renewals)
+    }
+
     fn payload(&self, kind: Kind, xid: u32) -> Vec<u8> {
         let mut p = vec![0u8; 236];
         p[0] = 1;
@@ -269,7 +280,7 @@ impl Client {
         if matches!(kind, Kind::Renewing | Kind::Rebinding) {
             p[12..16].copy_from_slice(&self.ip.octets());
         }
-        if self.relay_info.is_some() && kind != Kind::Renewing {
+        if self.relayed(kind) {
             p[3] = 1; // hops
             p[24..28].copy_from_slice(&GIADDR);
         }
@@ -311,7 +322,7 @@ impl Client {
             p.extend_from_slice(&o);
         }
         // Relays append option 82 last.
-        if let (Some(rai), false) = (&self.relay_info, kind == Kind::Renewing) {
+        if let (Some(rai), true) = (&self.relay_info, self.relayed(kind)) {
             p.push(82);
             p.push(rai.len() as u8);
             p.extend_from_slice(rai);
@@ -324,8 +335,12 @@ impl Client {
     }
 
     fn frame(&self, kind: Kind, xid: u32) -> Vec<u8> {
+        self.spec(kind, xid).build()
+    }
+
+    fn spec(&self, kind: Kind, xid: u32) -> FrameSpec {
         let payload = self.payload(kind, xid);
-        let relayed = self.relay_info.is_some() && kind != Kind::Renewing;
+        let relayed = self.relayed(kind);
         let unicast = kind == Kind::Renewing;
         FrameSpec {
             dst_mac: if unicast || relayed {
@@ -356,14 +371,12 @@ impl Client {
             payload,
             ..Default::default()
         }
-        .build()
     }
 }
 
 fn wire_bytes(w: &Wire) -> &[u8] {
-    match w {
-        Wire::Frame { bytes, .. } | Wire::Udp { bytes, .. } => bytes,
-    }
+    let Wire::Frame { bytes, .. } = w;
+    bytes
 }
 
 /// Obtains a lease through the control plane (DISCOVER, REQUEST).
@@ -371,58 +384,39 @@ fn obtain(rig: &mut Rig, c: &mut Client, xid: u32) {
     let offer = rig
         .control(&c.frame(Kind::Discover, xid))
         .expect("an OFFER");
-    let b = wire_bytes(&offer);
-    let payload = match &offer {
-        Wire::Frame { bytes, .. } => {
-            let f = wire::parse_frame(bytes, None, true).unwrap();
-            f.payload.to_vec()
-        }
-        Wire::Udp { .. } => b.to_vec(),
-    };
+    let f = wire::parse_frame(wire_bytes(&offer), None, true).unwrap();
+    let payload = f.payload.to_vec();
     c.ip = Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]);
     assert!(!c.ip.is_unspecified());
     rig.control(&c.frame(Kind::Selecting, xid + 1))
         .expect("an ACK");
 }
 
-/// The XDP program's reply must be the control plane's, byte for byte (a
-/// frame), or carry its payload to the relay (the kernel would have
-/// built the headers of the control plane's datagram).
-fn compare(name: &str, req: &[u8], xdp: &[u8], cp: &Wire) -> Result<(), String> {
-    match cp {
-        Wire::Frame { bytes, .. } => {
-            if xdp != &bytes[..] {
-                let first = xdp.iter().zip(bytes.iter()).position(|(a, b)| a != b);
-                return Err(format!(
-                    "{name}: frames differ (len xdp {} cp {}, first difference at {first:?})\nxdp {xdp:02x?}\ncp  {bytes:02x?}",
-                    xdp.len(),
-                    bytes.len()
-                ));
-            }
-        }
-        Wire::Udp { to, bytes } => {
-            let f = wire::parse_frame(xdp, None, true)
-                .map_err(|e| format!("{name}: XDP reply does not parse: {e:?}"))?;
-            let std::net::SocketAddr::V4(to) = to else {
-                unreachable!()
-            };
-            if f.payload != &bytes[..] {
-                return Err(format!(
-                    "{name}: relay payloads differ\nxdp {:02x?}\ncp  {bytes:02x?}",
-                    f.payload
-                ));
-            }
-            let req_src: [u8; 6] = req[6..12].try_into().unwrap();
-            if f.dst_ip != *to.ip()
-                || f.dst_port != 67
-                || f.src_port != 67
-                || f.dst_mac != req_src
-                || f.src_mac != SERVER_MAC
-                || f.src_ip != Ipv4Addr::from(SERVER_ID)
-            {
-                return Err(format!("{name}: relay reply addressed wrongly: {f:?}"));
-            }
-        }
+/// The XDP program's reply must be the control plane's, byte for byte,
+/// whatever the shape (direct, tagged, relayed): nothing is masked.
+fn compare(name: &str, xdp: &[u8], cp: &Wire) -> Result<(), String> {
+    let bytes = wire_bytes(cp);
+    if xdp != bytes {
+        let first = xdp.iter().zip(bytes.iter()).position(|(a, b)| a != b);
+        return Err(format!(
+            "{name}: frames differ (len xdp {} cp {}, first difference at {first:?})\nxdp {xdp:02x?}\ncp  {bytes:02x?}",
+            xdp.len(),
+            bytes.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The reply's IPv4 header is the shared definition's, independently of
+/// either plane's code: TOS 0, DF clear, TTL 64, id from the xid.
+fn check_ip_header(name: &str, frame: &[u8]) -> Result<(), String> {
+    let f = wire::parse_frame(frame, None, true).map_err(|e| format!("{name}: {e:?}"))?;
+    let l3 = frame.len() - f.payload.len() - 28;
+    let ip = &frame[l3..l3 + 20];
+    let xid = u32::from_be_bytes(f.payload[4..8].try_into().unwrap());
+    let id = ((xid >> 16) as u16 ^ xid as u16).to_be_bytes();
+    if ip[0] != 0x45 || ip[1] != 0 || ip[4..6] != id || ip[6..8] != [0, 0] || ip[8] != 64 {
+        return Err(format!("{name}: IP header {ip:02x?}"));
     }
     Ok(())
 }
@@ -434,11 +428,12 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
     let mut failures = Vec::new();
     let mut answered = [0u64; 3];
     let mut path_passes = 0;
+    let (mut answered_relayed, mut relayed_renewing) = (0, 0);
     let cases = 300;
     for n in 0..cases {
         let mut c = Client::random(&mut rng, n);
         obtain(&mut rig, &mut c, n * 16);
-        let mut last_relayed = c.relay_info.is_some();
+        let mut last_relayed = c.relayed(Kind::Selecting);
         for (i, kind) in [
             Kind::Renewing,
             Kind::Rebinding,
@@ -456,7 +451,7 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
             // where, nor in the shape, its binding was made. The control
             // plane answers and rebinds; the next request on the same path
             // is the kernel's.
-            let relayed = c.relay_info.is_some() && kind != Kind::Renewing;
+            let relayed = c.relayed(kind);
             if relayed != last_relayed {
                 last_relayed = relayed;
                 let reason =
@@ -477,7 +472,11 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
                 ));
                 continue;
             }
+            // Through a relay, REBINDING (broadcast by the client) reaches
+            // the server unicast like RENEWING: the two are told apart by
+            // the IP destination only (RFC 2131 §4.3.2).
             let state = match kind {
+                Kind::Rebinding if relayed => stat::FP_ACK_RENEWING,
                 Kind::Renewing => stat::FP_ACK_RENEWING,
                 Kind::Rebinding => stat::FP_ACK_REBINDING,
                 _ => stat::FP_ACK_INIT_REBOOT,
@@ -488,7 +487,26 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
             answered[(state - stat::FP_ACK_RENEWING) as usize] += 1;
             match cp {
                 Some(cp) => {
-                    if let Err(e) = compare(&name, &req, &out, &cp) {
+                    if let Err(e) = compare(&name, &out, &cp) {
+                        failures.push(e);
+                    }
+                    if relayed {
+                        answered_relayed += 1;
+                        // From the server identifier, to the relay through
+                        // the neighbour that sent the request.
+                        let f = wire::parse_frame(&out, None, true).unwrap();
+                        if f.src_ip != Ipv4Addr::from(SERVER_ID)
+                            || f.dst_ip != Ipv4Addr::from(GIADDR)
+                            || (f.src_port, f.dst_port) != (67, 67)
+                            || f.dst_mac[..] != req[6..12]
+                        {
+                            failures.push(format!("{name}: relay reply addressed wrongly: {f:?}"));
+                        }
+                        if kind == Kind::Renewing {
+                            relayed_renewing += 1;
+                        }
+                    }
+                    if let Err(e) = check_ip_header(&name, &out) {
                         failures.push(e);
                     }
                 }
@@ -504,8 +522,12 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
         failures[..failures.len().min(5)].join("\n\n")
     );
     assert!(path_passes > 0, "the generator made no relayed client");
+    assert!(
+        answered_relayed > 50 && relayed_renewing > 10,
+        "relayed answers {answered_relayed}, relayed RENEWING {relayed_renewing}"
+    );
     assert!(answered.iter().all(|n| *n > 100), "{answered:?}");
-    eprintln!("answered in the kernel (renewing, rebinding, init-reboot): {answered:?}; relayed clients changing path, passed: {path_passes}");
+    eprintln!("answered in the kernel (renewing, rebinding, init-reboot): {answered:?}, relayed {answered_relayed} (RENEWING {relayed_renewing}); relayed clients changing path, passed: {path_passes}");
 }
 
 struct Case {
@@ -567,6 +589,21 @@ fn requests_it_must_not_answer_pass_unchanged_with_their_reason() {
     let mut uuid = c.clone();
     uuid.client_id = Some([&[0xff, 0, 0, 0, 1, 0, 4][..], &[0x5a; 16]].concat());
     obtain(&mut rig, &mut uuid, 200);
+    // Behind a relay that relays renewals: answered when the relay sends
+    // to the server identifier, passed when it sends elsewhere (another
+    // address of the server, or a broadcast), whose replies must leave
+    // from that address (the control plane knows which are local).
+    let mut behind_relay = c.clone();
+    behind_relay.mac[5] ^= 0x20;
+    behind_relay.relay_info = Some(vec![1, 4, b'p', b'o', b'r', b't']);
+    behind_relay.relays_renewals = true;
+    obtain(&mut rig, &mut behind_relay, 300);
+    assert_eq!(rig.xdp(&behind_relay.frame(Kind::Renewing, 8)).0, XDP_TX);
+    let to = |kind: Kind, dst: [u8; 4]| {
+        let mut spec = behind_relay.spec(kind, 8);
+        spec.dst_ip = dst;
+        spec.build()
+    };
     let mut ip_opts = FrameSpec {
         dst_mac: SERVER_MAC,
         src_mac: c.mac,
@@ -578,6 +615,16 @@ fn requests_it_must_not_answer_pass_unchanged_with_their_reason() {
     ip_opts.ip_options = vec![0x94, 4, 0, 0];
 
     let cases = vec![
+        Case {
+            name: "a relayed renewal sent to another address of the server",
+            frame: to(Kind::Renewing, [198, 18, 0, 2]),
+            reason: stat::PASS_OTHER_ADDRESS,
+        },
+        Case {
+            name: "a relayed rebinding the relay broadcast",
+            frame: to(Kind::Rebinding, [255; 4]),
+            reason: stat::PASS_OTHER_ADDRESS,
+        },
         Case {
             name: "another client",
             frame: other.frame(Kind::Renewing, 7),
@@ -727,6 +774,14 @@ fn requests_it_must_not_answer_pass_unchanged_with_their_reason() {
                 }
             ));
         }
+    }
+    // The control plane answers those; not local here, so from the server
+    // identifier (the lab test covers another local address).
+    for dst in [[198, 18, 0, 2], [255; 4]] {
+        let cp = rig.control(&to(Kind::Renewing, dst)).expect("an ACK");
+        let f = wire::parse_frame(wire_bytes(&cp), None, true).unwrap();
+        assert_eq!(f.src_ip, Ipv4Addr::from(SERVER_ID), "{dst:?}");
+        assert_eq!(f.dst_ip, Ipv4Addr::from(GIADDR), "{dst:?}");
     }
     // Truncated frames never reach the fast path.
     let mut short = renew.clone();
