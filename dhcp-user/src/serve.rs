@@ -422,8 +422,7 @@ pub async fn run(
                 // Renewals the kernel answered first: reclaim must not
                 // expire what it renewed.
                 let now = unix_now();
-                let mut ops = engine.kernel_tick(read_ring(&mut events), now);
-                ops.extend(engine.reclaim(now));
+                let ops = engine.reclaim(read_ring(&mut events), now);
                 if !ops.is_empty() {
                     tracing::debug!(ops = ops.len(), "renewals stored, leases reclaimed");
                     let _ = commit_tx.send(engine.commit(ops, Vec::new(), None, now));

@@ -642,7 +642,7 @@ impl Server {
             }
             let mut l = l.clone();
             l.expires = expires;
-            self.leases.put(l.clone());
+            self.leases.replace(l.clone());
             return Some(StoreOp::Renewed(l));
         }
         let hold = self.leases.hold(ip).filter(|h| h.lease.is_client(key))?;
@@ -701,7 +701,7 @@ impl Server {
             .filter_map(|ip| {
                 let mut l = self.leases.get(ip)?.clone();
                 l.fast = None;
-                self.leases.put(l.clone());
+                self.leases.replace(l.clone());
                 Some(StoreOp::Put(l))
             })
             .collect()
@@ -733,7 +733,7 @@ impl Server {
         due.into_iter()
             .map(|mut l| {
                 l.expires = now + u64::from(l.lease_secs);
-                self.leases.put(l.clone());
+                self.leases.replace(l.clone());
                 StoreOp::Put(l)
             })
             .collect()
