@@ -83,6 +83,19 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
         // Kea's name too.
         "status" | "status-get" => {
             let sync = *cx.sync.lock().unwrap();
+            let warnings: Vec<String> = cx
+                .server
+                .utilisation(cx.now)
+                .into_iter()
+                .filter(|(id, ..)| cx.server.offer_stats(*id).1)
+                .map(|(id, net, total, _)| {
+                    let (o, _) = cx.server.offer_stats(id);
+                    format!(
+                        "subnet {net} (id {id}): {} offers held in a pool of {total}, beyond its protected share: new DISCOVERs take held offers' addresses (a DISCOVER flood?)",
+                        o.held
+                    )
+                })
+                .collect();
             let health = cx.store_health.lock().unwrap().clone();
             let interfaces: Vec<Value> = cx
                 .fastpath
@@ -100,6 +113,7 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                         "server-id": cx.server.server_id().to_string(),
                         "interfaces": interfaces,
                         "leases": cx.server.leases.len(),
+                        "warnings": warnings,
                         "lease-map": {
                             "bindings": sync.entries,
                             "capacity": cx.lease_map_capacity,
@@ -140,7 +154,13 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                 .utilisation(cx.now)
                 .into_iter()
                 .map(|(id, net, total, held)| {
-                    json!({"subnet-id": id, "subnet": net.to_string(), "total-addresses": total, "assigned-addresses": held})
+                    let (o, over) = cx.server.offer_stats(id);
+                    json!({
+                        "subnet-id": id, "subnet": net.to_string(), "total-addresses": total, "assigned-addresses": held,
+                        "offers-held": o.held, "offers-taken-back": o.taken_back,
+                        "offers-expired-unrequested": o.expired_unrequested, "declines": o.declines,
+                        "offers-over-share": over,
+                    })
                 })
                 .collect();
             let sync = *cx.sync.lock().unwrap();
@@ -154,6 +174,7 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                         "malformed": c.malformed.iter().map(|(k, v)| (k.name().to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
                         "fast-path-renewals-stored": c.fast_renewals,
                         "subnets": subnets,
+                        "offer-lines": cx.server.offer_lines_json(20),
                         "xdp": xdp,
                         "lease-map": {
                             "bindings": sync.entries,

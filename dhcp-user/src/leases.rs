@@ -538,8 +538,9 @@ impl LeaseTable {
 
     /// Moves leases whose time ran out to Expired (offers are dropped, a
     /// declined address ends probation) and returns the bound ones that
-    /// expired, for the store and the fast-path map.
-    pub fn reclaim(&mut self, now: u64) -> Vec<Lease> {
+    /// expired, for the store and the fast-path map, and the addresses of
+    /// the offers that ran out.
+    pub fn reclaim(&mut self, now: u64) -> (Vec<Lease>, Vec<Ipv4Addr>) {
         let due: Vec<Ipv4Addr> = self
             .by_ip
             .values()
@@ -552,10 +553,14 @@ impl LeaseTable {
             .map(|l| l.ip)
             .collect();
         let mut expired = Vec::new();
+        let mut offers = Vec::new();
         for ip in due {
             let state = self.by_ip[&ip].state;
             match state {
                 LeaseState::Offered | LeaseState::Declined => {
+                    if state == LeaseState::Offered {
+                        offers.push(ip);
+                    }
                     self.remove(ip);
                 }
                 _ => {
@@ -565,7 +570,7 @@ impl LeaseTable {
                 }
             }
         }
-        expired
+        (expired, offers)
     }
 
     /// (total pool addresses, addresses held now) for one subnet.
@@ -670,7 +675,8 @@ mod tests {
         d.client = None;
         t.put(d);
         assert_eq!(t.allocate(1, 5), None);
-        let expired = t.reclaim(10);
+        let (expired, offers) = t.reclaim(10);
+        assert_eq!(offers, vec![Ipv4Addr::new(198, 18, 0, 11)]);
         assert_eq!(expired.len(), 1);
         assert_eq!(
             t.get(Ipv4Addr::new(198, 18, 0, 10)).unwrap().state,

@@ -97,6 +97,10 @@ pub fn render(stats: &Value) -> String {
     );
     let total = Family::<Labels, Gauge>::default();
     let assigned = Family::<Labels, Gauge>::default();
+    let offers_held = Family::<Labels, Gauge>::default();
+    let taken_back = Family::<Labels, Counter>::default();
+    let lapsed = Family::<Labels, Counter>::default();
+    let declines = Family::<Labels, Counter>::default();
     for s in stats["subnets"].as_array().into_iter().flatten() {
         let l = vec![
             ("subnet_id".to_string(), s["subnet-id"].to_string()),
@@ -111,7 +115,35 @@ pub fn render(stats: &Value) -> String {
         assigned
             .get_or_create(&l)
             .set(s["assigned-addresses"].as_i64().unwrap_or(0));
+        offers_held
+            .get_or_create(&l)
+            .set(s["offers-held"].as_i64().unwrap_or(0));
+        taken_back
+            .get_or_create(&l)
+            .inc_by(s["offers-taken-back"].as_u64().unwrap_or(0));
+        lapsed
+            .get_or_create(&l)
+            .inc_by(s["offers-expired-unrequested"].as_u64().unwrap_or(0));
+        declines
+            .get_or_create(&l)
+            .inc_by(s["declines"].as_u64().unwrap_or(0));
     }
+    reg.register(
+        "offers_held",
+        "Addresses held for an OFFER not yet requested",
+        offers_held,
+    );
+    reg.register(
+        "offers_taken_back",
+        "Held offers whose address went to a new client when the pool ran out",
+        taken_back,
+    );
+    reg.register(
+        "offers_expired_unrequested",
+        "Offers whose hold ran out with no REQUEST",
+        lapsed,
+    );
+    reg.register("declines", "DHCPDECLINEs received", declines);
     reg.register("pool_addresses", "Addresses in the subnet's pools", total);
     reg.register(
         "pool_assigned_addresses",

@@ -257,9 +257,55 @@ fn discover_offers_distinct_pool_addresses_and_holds_them() {
     );
 }
 
+/// Issue 20: held offers beyond the protected share yield to new
+/// clients when the pool runs out; the client that lost its offer is
+/// NAKed, and its next DORA works.
+#[test]
+fn a_held_offer_yields_to_a_new_client_when_the_pool_is_out() {
+    let mut s = server();
+    let first = yiaddr(&handle(&mut s, &req(msg::DISCOVER, 1)));
+    for n in 2..=3 {
+        handle(&mut s, &req(msg::DISCOVER, n));
+    }
+    // Pool of 3, 10% protected (1 offer): the oldest offer's address goes.
+    let o = handle(&mut s, &req(msg::DISCOVER, 4));
+    assert_eq!(yiaddr(&o), first);
+    assert_eq!(s.counters.dropped.get("offer_taken_back"), Some(&1));
+    let nak = handle(
+        &mut s,
+        &req(msg::REQUEST, 1)
+            .requested(first.octets())
+            .server_id([198, 18, 0, 1]),
+    );
+    assert_eq!(msg_type(&nak), v4::MessageType::Nak);
+    // Client 4 completes with the address it was offered.
+    let ack = handle(
+        &mut s,
+        &req(msg::REQUEST, 4)
+            .requested(first.octets())
+            .server_id([198, 18, 0, 1]),
+    );
+    assert_eq!(msg_type(&ack), v4::MessageType::Ack);
+    // Client 1 starts again and gets an address (client 2's old offer).
+    let ip = dora(&mut s, 1);
+    assert_ne!(ip, first);
+    let (o, _) = s.offer_stats(1);
+    assert_eq!(o.taken_back, 2);
+}
+
+/// Within the protected share, offers keep their addresses (and with all
+/// of the pool protected, an exhausted pool offers nothing, as before).
 #[test]
 fn offer_hold_expires() {
-    let mut s = server();
+    let c = Config::parse(
+        &CONFIG.replace(
+            "offer_hold_secs = 30",
+            "offer_hold_secs = 30\noffer_protected_percent = 100",
+        ),
+        "test",
+    )
+    .unwrap();
+    let mut s = Server::new(&c, Vec::new());
     let ips: Vec<_> = (1..=3)
         .map(|n| yiaddr(&handle(&mut s, &req(msg::DISCOVER, n))))
         .collect();
@@ -1037,4 +1083,69 @@ fn unparsable_reservation_id_is_not_an_empty_one() {
     };
     let o = s.handle(&parsed, &arrival, NOW);
     assert_ne!(yiaddr(&o), Ipv4Addr::new(198, 18, 0, 50));
+}
+
+/// Issue 20: a line whose offers go unrequested holds them for less and
+/// less; a REQUEST from it makes the hold whole again.
+#[test]
+fn a_line_whose_offers_go_unrequested_holds_them_shorter() {
+    let mut s = server();
+    let expires = |o: &Outcome, s: &Server| s.leases.get(yiaddr(o)).unwrap().expires;
+    let o = handle(&mut s, &req(msg::DISCOVER, 1));
+    assert_eq!(expires(&o, &s), NOW + 30);
+    let mut now = NOW;
+    for _ in 0..6 {
+        now += 31;
+        s.reclaim(now);
+        handle_on(&mut s, &req(msg::DISCOVER, 1), UNTAGGED, now);
+    }
+    now += 31;
+    s.reclaim(now);
+    let o = handle_on(&mut s, &req(msg::DISCOVER, 1), UNTAGGED, now);
+    assert_eq!(
+        expires(&o, &s),
+        now + 1,
+        "30 s halved per unanswered offer, to 1 s"
+    );
+    let ip = yiaddr(&o);
+    handle_on(
+        &mut s,
+        &req(msg::REQUEST, 1)
+            .requested(ip.octets())
+            .server_id([198, 18, 0, 1]),
+        UNTAGGED,
+        now,
+    );
+    let o = handle_on(&mut s, &req(msg::DISCOVER, 2), UNTAGGED, now);
+    assert_eq!(expires(&o, &s), now + 30);
+}
+
+/// Issue 20: a client whose offer a storm took back is NAKed once; its
+/// next offer is kept through the storm and it binds.
+#[test]
+fn a_client_that_lost_its_offer_to_a_storm_keeps_the_next_one() {
+    let mut s = server();
+    let first = yiaddr(&handle(&mut s, &req(msg::DISCOVER, 9)));
+    // Storm from other MACs on the same line (the pool holds 3).
+    for n in 10..20 {
+        handle(&mut s, &req(msg::DISCOVER, n));
+    }
+    let nak = handle(
+        &mut s,
+        &req(msg::REQUEST, 9)
+            .requested(first.octets())
+            .server_id([198, 18, 0, 1]),
+    );
+    assert_eq!(msg_type(&nak), v4::MessageType::Nak);
+    let again = yiaddr(&handle(&mut s, &req(msg::DISCOVER, 9)));
+    for n in 20..40 {
+        handle(&mut s, &req(msg::DISCOVER, n));
+    }
+    let ack = handle(
+        &mut s,
+        &req(msg::REQUEST, 9)
+            .requested(again.octets())
+            .server_id([198, 18, 0, 1]),
+    );
+    assert_eq!(msg_type(&ack), v4::MessageType::Ack);
 }
