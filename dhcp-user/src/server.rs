@@ -894,6 +894,17 @@ impl Server {
             let Some(ip) = req.requested_ip else {
                 return Outcome::drop("selecting_without_address");
             };
+            // Its offer was taken back for another client's, which is still
+            // only a hold: the REQUEST wins it back.
+            if self
+                .leases
+                .get(ip)
+                .is_some_and(|l| l.state == LeaseState::Offered && !l.is_client(&key))
+                && self.offers.reclaim_for(ip, &key, now)
+            {
+                self.leases.remove(ip);
+                *self.counters.dropped.entry("offer_taken_back").or_default() += 1;
+            }
             if self.acceptable(&self.subnets[si], req, &key, ip, now) {
                 return self.bind(si, req, arrival, key, ip, now, false);
             }

@@ -8,8 +8,11 @@
 //! left, a new DISCOVER takes the address of a held offer:
 //! - from the subscriber line that holds the most offers (a storming line
 //!   recycles its own offers; a client on another line takes from it and
-//!   keeps what it got), oldest first; the client that lost it is NAKed if
-//!   it REQUESTs it, and starts again;
+//!   keeps what it got), oldest first. The client that lost it, if it
+//!   REQUESTs it while the taker only holds it, gets it back (a REQUEST
+//!   beats a hold: under a storm offers turn over in milliseconds, faster
+//!   than a real client answers); once the taker is bound, it is NAKed and
+//!   starts again;
 //! - except the offers of clients that showed interest (their REQUEST was
 //!   NAKed because their offer had been taken back), up to the protected
 //!   share of the pool (`offer_protected_percent`): those keep their
@@ -61,12 +64,13 @@ struct Line {
     last_seen: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Held {
     subnet: u32,
     line: LineId,
     at: u64,
     protected: bool,
+    client: Box<[u8]>,
 }
 
 /// A line's unprotected offers in a subnet, oldest first, and how many of
@@ -104,6 +108,8 @@ pub struct Offers {
     order: HashMap<(u32, LineId), LineQueue>,
     /// Clients whose REQUEST was NAKed after their offer was taken back.
     interested: HashMap<Box<[u8]>, u64>,
+    /// Per client whose offer was taken back: which address, and when.
+    taken: HashMap<Box<[u8]>, (Ipv4Addr, u64)>,
     lines: HashMap<LineId, Line>,
     subnets: HashMap<u32, SubnetOffers>,
     /// Per subnet, when a take-back was last logged and how many since.
@@ -119,6 +125,7 @@ impl Offers {
             held: HashMap::new(),
             order: HashMap::new(),
             interested: HashMap::new(),
+            taken: HashMap::new(),
             lines: HashMap::new(),
             subnets: HashMap::new(),
             logged: HashMap::new(),
@@ -180,6 +187,7 @@ impl Offers {
                 line,
                 at,
                 protected,
+                client: client.into(),
             },
         );
         let s = self.subnets.entry(subnet).or_default();
@@ -288,7 +296,7 @@ impl Offers {
                     }
                 }
             };
-            let Some(h) = self.held.get(&ip).copied().filter(|h| h.at == at) else {
+            let Some(h) = self.held.get(&ip).filter(|h| h.at == at).cloned() else {
                 continue;
             };
             self.remove(ip);
@@ -296,11 +304,8 @@ impl Offers {
                 // Ended by a path that did not say so (an operator's delete).
                 continue;
             }
-            self.subnets.entry(subnet).or_default().taken_back += 1;
-            if let Some(l) = self.lines.get_mut(&h.line) {
-                l.unanswered += 1;
-                l.taken_back += 1;
-            }
+            self.count_taken_back(&h);
+            self.note_taken(h.client, ip, now);
             let (last, n) = self.logged.entry(subnet).or_insert((0, 0));
             *n += 1;
             if now > *last {
@@ -315,6 +320,43 @@ impl Offers {
             }
             return Some(ip);
         }
+    }
+
+    fn count_taken_back(&mut self, h: &Held) {
+        self.subnets.entry(h.subnet).or_default().taken_back += 1;
+        if let Some(l) = self.lines.get_mut(&h.line) {
+            l.unanswered += 1;
+            l.taken_back += 1;
+        }
+    }
+
+    /// `client` REQUESTs `ip`, whose offer to it was taken back and is now
+    /// another client's unprotected hold: a REQUEST beats a hold, so that
+    /// hold ends (its client is NAKed if it asks) and `ip` may be bound to
+    /// `client`. Holds are for telling clients apart, not bindings: two
+    /// clients are still never bound to one address.
+    pub fn reclaim_for(&mut self, ip: Ipv4Addr, client: &[u8], now: u64) -> bool {
+        if self.taken.get(client).map(|t| t.0) != Some(ip) {
+            return false;
+        }
+        let Some(h) = self.held.get(&ip).filter(|h| !h.protected).cloned() else {
+            return false;
+        };
+        self.taken.remove(client);
+        self.remove(ip);
+        self.count_taken_back(&h);
+        self.note_taken(h.client, ip, now);
+        true
+    }
+
+    fn note_taken(&mut self, client: Box<[u8]>, ip: Ipv4Addr, now: u64) {
+        if self.taken.len() >= MAX_INTERESTED && !self.taken.contains_key(&client) {
+            let mut seen: Vec<u64> = self.taken.values().map(|t| t.1).collect();
+            seen.sort_unstable();
+            let cut = seen[seen.len() / 2];
+            self.taken.retain(|_, t| t.1 > cut);
+        }
+        self.taken.insert(client, (ip, now));
     }
 
     /// A DECLINE from `line`, in `subnet`.
@@ -458,5 +500,20 @@ mod tests {
         assert_eq!(o.subnet(1).protected, 2);
         assert_eq!(o.take_back(1, 20, LineId(1), |_| true, 0), Some(ip(11)));
         assert_eq!(o.take_back(1, 20, LineId(1), |_| true, 0), Some(ip(2)));
+    }
+
+    #[test]
+    fn a_request_beats_the_hold_that_took_its_offer() {
+        let mut o = Offers::new(30, 0);
+        offer(&mut o, 1, 1, 1);
+        assert_eq!(o.take_back(1, 20, LineId(1), |_| true, 0), Some(ip(1)));
+        offer(&mut o, 1, 1, 2);
+        assert!(
+            !o.reclaim_for(ip(1), &[3], 0),
+            "only the client that lost it"
+        );
+        assert!(o.reclaim_for(ip(1), &[1], 0));
+        assert_eq!(o.subnet(1).held, 0);
+        assert_eq!(o.subnet(1).taken_back, 2);
     }
 }

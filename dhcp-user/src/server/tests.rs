@@ -258,8 +258,9 @@ fn discover_offers_distinct_pool_addresses_and_holds_them() {
 }
 
 /// Issue 20: held offers beyond the protected share yield to new
-/// clients when the pool runs out; the client that lost its offer is
-/// NAKed, and its next DORA works.
+/// clients when the pool runs out. The client that lost its offer is NAKed
+/// once the address is bound to the taker, and its next DORA works; while
+/// the taker only holds it, the first REQUEST wins it.
 #[test]
 fn a_held_offer_yields_to_a_new_client_when_the_pool_is_out() {
     let mut s = server();
@@ -271,14 +272,7 @@ fn a_held_offer_yields_to_a_new_client_when_the_pool_is_out() {
     let o = handle(&mut s, &req(msg::DISCOVER, 4));
     assert_eq!(yiaddr(&o), first);
     assert_eq!(s.counters.dropped.get("offer_taken_back"), Some(&1));
-    let nak = handle(
-        &mut s,
-        &req(msg::REQUEST, 1)
-            .requested(first.octets())
-            .server_id([198, 18, 0, 1]),
-    );
-    assert_eq!(msg_type(&nak), v4::MessageType::Nak);
-    // Client 4 completes with the address it was offered.
+    // Client 4 completes with the address it was offered...
     let ack = handle(
         &mut s,
         &req(msg::REQUEST, 4)
@@ -286,11 +280,40 @@ fn a_held_offer_yields_to_a_new_client_when_the_pool_is_out() {
             .server_id([198, 18, 0, 1]),
     );
     assert_eq!(msg_type(&ack), v4::MessageType::Ack);
+    // ...so client 1's REQUEST for it is NAKed.
+    let nak = handle(
+        &mut s,
+        &req(msg::REQUEST, 1)
+            .requested(first.octets())
+            .server_id([198, 18, 0, 1]),
+    );
+    assert_eq!(msg_type(&nak), v4::MessageType::Nak);
     // Client 1 starts again and gets an address (client 2's old offer).
     let ip = dora(&mut s, 1);
     assert_ne!(ip, first);
     let (o, _) = s.offer_stats(1);
     assert_eq!(o.taken_back, 2);
+}
+
+/// A REQUEST beats a hold: the client whose offer was taken back, asking
+/// first, gets it; the taker, asking later, is NAKed.
+#[test]
+fn the_first_request_wins_an_address_that_is_only_held() {
+    let mut s = server();
+    let first = yiaddr(&handle(&mut s, &req(msg::DISCOVER, 1)));
+    for n in 2..=4 {
+        handle(&mut s, &req(msg::DISCOVER, n));
+    }
+    let ask = |s: &mut Server, n| {
+        msg_type(&handle(
+            s,
+            &req(msg::REQUEST, n)
+                .requested(first.octets())
+                .server_id([198, 18, 0, 1]),
+        ))
+    };
+    assert_eq!(ask(&mut s, 1), v4::MessageType::Ack);
+    assert_eq!(ask(&mut s, 4), v4::MessageType::Nak);
 }
 
 /// Within the protected share, offers keep their addresses (and with all
@@ -1120,31 +1143,20 @@ fn a_line_whose_offers_go_unrequested_holds_them_shorter() {
     assert_eq!(expires(&o, &s), now + 30);
 }
 
-/// Issue 20: a client whose offer a storm took back is NAKed once; its
-/// next offer is kept through the storm and it binds.
+/// Issue 20: a client whose offer a storm took back, REQUESTing it, wins
+/// it back from the storm's hold and is bound.
 #[test]
-fn a_client_that_lost_its_offer_to_a_storm_keeps_the_next_one() {
+fn a_client_whose_offer_a_storm_took_is_bound_at_its_request() {
     let mut s = server();
     let first = yiaddr(&handle(&mut s, &req(msg::DISCOVER, 9)));
     // Storm from other MACs on the same line (the pool holds 3).
     for n in 10..20 {
         handle(&mut s, &req(msg::DISCOVER, n));
     }
-    let nak = handle(
-        &mut s,
-        &req(msg::REQUEST, 9)
-            .requested(first.octets())
-            .server_id([198, 18, 0, 1]),
-    );
-    assert_eq!(msg_type(&nak), v4::MessageType::Nak);
-    let again = yiaddr(&handle(&mut s, &req(msg::DISCOVER, 9)));
-    for n in 20..40 {
-        handle(&mut s, &req(msg::DISCOVER, n));
-    }
     let ack = handle(
         &mut s,
         &req(msg::REQUEST, 9)
-            .requested(again.octets())
+            .requested(first.octets())
             .server_id([198, 18, 0, 1]),
     );
     assert_eq!(msg_type(&ack), v4::MessageType::Ack);
