@@ -27,6 +27,9 @@ pub struct DaemonLab {
     peer: Option<Logged>,
     /// Last lines of stopped daemons, for diagnostics.
     pub history: Vec<String>,
+    /// Descriptor limit the daemon starts with (`prlimit --nofile`), as a
+    /// unit without LimitNOFILE would give it (1,024).
+    pub nofile: Option<u32>,
     // Dropped last: namespaces outlive the processes inside them.
     pub lab: Lab,
 }
@@ -69,6 +72,7 @@ impl DaemonLab {
             pin_dir: None,
             peer: Some(peer),
             history: Vec::new(),
+            nofile: None,
             lab,
         })
     }
@@ -119,7 +123,14 @@ impl DaemonLab {
         if self.daemon.is_some() {
             bail!("already running");
         }
-        let mut cmd = Command::new(xdhcp_bin());
+        let mut cmd = match self.nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}")).arg("--").arg(xdhcp_bin());
+                c
+            }
+            None => Command::new(xdhcp_bin()),
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&self.config)
