@@ -217,40 +217,10 @@ mod tests {
     use super::*;
     use crate::{
         leases::{client_id_key, Lease, LeaseState},
-        store::MemoryStore,
+        store::{FlakyStore, MemoryStore},
     };
     use std::net::Ipv4Addr;
     use std::sync::atomic::AtomicU32;
-
-    struct Flaky {
-        inner: MemoryStore,
-        fail: Arc<AtomicU32>,
-    }
-
-    impl LeaseStore for Flaky {
-        fn load(&mut self) -> Result<Vec<Lease>> {
-            self.inner.load()
-        }
-        fn apply(&mut self, ops: &[StoreOp]) -> Result<()> {
-            if self
-                .fail
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
-                .is_ok()
-            {
-                anyhow::bail!("disk full");
-            }
-            self.inner.apply(ops)
-        }
-        fn reservations(&mut self) -> Result<Vec<crate::store::ApiReservation>> {
-            self.inner.reservations()
-        }
-        fn meta(&mut self, key: &str) -> Result<Option<i64>> {
-            self.inner.meta(key)
-        }
-        fn set_meta(&mut self, key: &str, value: i64) -> Result<()> {
-            self.inner.set_meta(key, value)
-        }
-    }
 
     fn lease(n: u8) -> Lease {
         Lease {
@@ -271,7 +241,7 @@ mod tests {
     #[test]
     fn a_refused_batch_is_retried_in_order_and_its_replies_wait_for_it() {
         let fail = Arc::new(AtomicU32::new(3));
-        let store = Flaky {
+        let store = FlakyStore {
             inner: MemoryStore::default(),
             fail: fail.clone(),
         };
@@ -330,7 +300,7 @@ mod tests {
     /// says so: the caller then leaves the store unclean.
     #[test]
     fn a_store_failing_at_shutdown_is_reported_not_written() {
-        let store = Flaky {
+        let store = FlakyStore {
             inner: MemoryStore::default(),
             fail: Arc::new(AtomicU32::new(u32::MAX)),
         };

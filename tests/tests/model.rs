@@ -41,7 +41,7 @@ use xdhcp::{
     fastpath::{Fastpath, XDP_PASS, XDP_TX},
     leases::{Lease, LeaseState},
     server::Arrival,
-    store::{ApiReservation, LeaseStore, SqliteStore, StoreOp},
+    store::{FlakyStore, LeaseStore, SqliteStore, StoreOp},
     wire,
 };
 use xdhcp_lab::{dhcp::Msg, frame::FrameSpec};
@@ -178,37 +178,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// SQLite behind a switch that makes writes fail.
-struct FaultyStore {
-    inner: SqliteStore,
-    fail: Arc<AtomicU32>,
-}
-
-impl LeaseStore for FaultyStore {
-    fn load(&mut self) -> anyhow::Result<Vec<Lease>> {
-        self.inner.load()
-    }
-    fn apply(&mut self, ops: &[StoreOp]) -> anyhow::Result<()> {
-        if self
-            .fail
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
-            .is_ok()
-        {
-            anyhow::bail!("injected write failure");
-        }
-        self.inner.apply(ops)
-    }
-    fn reservations(&mut self) -> anyhow::Result<Vec<ApiReservation>> {
-        self.inner.reservations()
-    }
-    fn meta(&mut self, key: &str) -> anyhow::Result<Option<i64>> {
-        self.inner.meta(key)
-    }
-    fn set_meta(&mut self, key: &str, value: i64) -> anyhow::Result<()> {
-        self.inner.set_meta(key, value)
-    }
-}
-
 /// A reply waiting for its batch: (commit, decided at, frame).
 type Reply = (u64, u64, Wire);
 
@@ -316,7 +285,7 @@ impl<'k> World<'k> {
         maps.clear().unwrap();
         let _ = read_ring(&mut kernel.events);
         let fail = Arc::new(AtomicU32::new(0));
-        let mut store = FaultyStore {
+        let mut store = FlakyStore {
             inner: SqliteStore::open(&db, xdhcp::config::DbSync::Full).unwrap(),
             fail: fail.clone(),
         };
