@@ -224,12 +224,18 @@ impl Fastpath {
     /// `load_sized` with the maps pinned in `pin_dir`: maps a previous
     /// daemon left there are adopted, contents included (the renewal
     /// events it could not read, the kernel's bindings).
+    /// Pinned maps of another layout are refused before anything is
+    /// loaded or detached.
     pub fn load_pinned(debug_logs: bool, lease_entries: u32, pin_dir: &Path) -> Result<Fastpath> {
         let mounted = ensure_bpffs(pin_dir)?;
         std::fs::create_dir_all(pin_dir)
             .with_context(|| format!("creating {}", pin_dir.display()))?;
+        let layout = crate::pins::check_layout(pin_dir)?;
         let mut fp = Self::load_with(debug_logs, lease_entries, &[], Some(pin_dir))?;
         fp.mounted_bpffs = mounted;
+        if layout != crate::pins::PinnedLayout::Recorded {
+            crate::pins::record_layout(pin_dir, &dhcp_common::Layout::CURRENT)?;
+        }
         Ok(fp)
     }
 

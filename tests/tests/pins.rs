@@ -1,11 +1,13 @@
 //! A pinned fast path is only kept when the next daemon can use it: the
 //! pins must outlive the daemon (`stop --keep-fast-path` refuses when they
-//! would vanish with it).
+//! would vanish with it), and the next daemon must read them as they were
+//! written (pins of another layout are refused before anything changes).
 //! The kept-and-adopted path itself is control.rs's
 //! `the_fast_path_outlives_a_stopped_daemon_and_the_next_one_adopts_it`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, process::Command, time::Duration};
 
+use dhcp_common::{Layout, LAYOUT_VERSION, MAP_LAYOUT};
 use serde_json::Value;
 use xdhcp_lab::daemon::DaemonLab;
 
@@ -97,4 +99,90 @@ fn a_hitless_stop_is_refused_when_the_pins_would_vanish_with_the_daemon() {
     assert!(status.success(), "{lines:?}");
     assert_eq!(lab.srv.xdp_mode("srv0").unwrap(), None);
     drop(client);
+}
+
+/// Pins left by a daemon whose maps hold another layout are refused at
+/// the next start, before anything is detached or replaced: the old
+/// program keeps answering renewals, and the message names the old
+/// layout and `xdhcp detach`. Pins from before layout records (none
+/// pinned) with this build's sizes are adopted and recorded.
+#[test]
+fn pins_of_another_layout_are_refused_before_anything_is_detached() {
+    let mut lab = DaemonLab::new("pinlayout", CONFIG, None).unwrap();
+    let pin_dir = lab.pin_in_host_bpffs().unwrap();
+    lab.start().unwrap();
+    let st = status(&lab);
+    assert_eq!(st["arguments"]["hitless-stop"]["possible"], true, "{st}");
+    assert!(pin_dir.join(MAP_LAYOUT).exists(), "layout recorded");
+    let client = lab.udhcpc("").unwrap();
+    let bound = lab.wait_event("bound ", 0, Duration::from_secs(20));
+    let ip = bound.split_whitespace().nth(1).unwrap().to_string();
+
+    // A daemon from before layout records left no record: adopted.
+    let (code, out) = lab.cli(&["stop", "--keep-fast-path"]).unwrap();
+    assert_eq!(code, 0, "{out}");
+    lab.wait_stopped().unwrap();
+    std::fs::remove_file(pin_dir.join(MAP_LAYOUT)).unwrap();
+    lab.start().unwrap();
+    lab.daemon()
+        .wait_for("adopted the running XDP fast path", Duration::from_secs(5))
+        .unwrap();
+    assert!(pin_dir.join(MAP_LAYOUT).exists(), "layout recorded again");
+
+    // A daemon with another layout left these.
+    let (code, out) = lab.cli(&["stop", "--keep-fast-path"]).unwrap();
+    assert_eq!(code, 0, "{out}");
+    lab.wait_stopped().unwrap();
+    let other = Layout {
+        version: LAYOUT_VERSION + 1,
+        ..Layout::CURRENT
+    };
+    xdhcp::pins::record_layout(&pin_dir, &other).unwrap();
+    let pins_before = pins(&pin_dir);
+    let (status, lines) = lab.start_refused().unwrap();
+    assert!(!status.success(), "{lines:?}");
+    let all = lines.join("\n");
+    for needle in [
+        format!(
+            "left by a daemon with layout version {}",
+            LAYOUT_VERSION + 1
+        ),
+        format!("this xdhcp has layout version {LAYOUT_VERSION}"),
+        "not implemented".into(),
+        "xdhcp detach --pin-dir".into(),
+    ] {
+        assert!(all.contains(&needle), "{needle:?} missing: {all}");
+    }
+    // Nothing was touched: same pins, still attached, still answering.
+    assert_eq!(pins(&pin_dir), pins_before);
+    assert_eq!(lab.srv.xdp_mode("srv0").unwrap().as_deref(), Some("xdp"));
+    let renew = renewal_answered(&lab, &client);
+    assert!(renew.contains(&ip), "the old program answers: {renew}");
+
+    // What the message says to do works.
+    let out = Command::new(xdhcp_lab::proc::xdhcp_bin())
+        .args(["detach", "--pin-dir"])
+        .arg(&pin_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.start().unwrap();
+    let renew = renewal_answered(&lab, &client);
+    assert!(renew.contains(&ip), "{renew}");
+    assert!(pin_dir.join(MAP_LAYOUT).exists());
+    lab.stop(15).unwrap();
+    drop(client);
+}
+
+fn pins(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }
