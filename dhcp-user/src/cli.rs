@@ -102,6 +102,16 @@ pub fn print_status(r: &Response) {
             s(&i["xdp"])
         );
     }
+    let h = &a["hitless-stop"];
+    println!(
+        "hitless stop  {} ({})",
+        if h["possible"] == json!(true) {
+            "possible"
+        } else {
+            "NOT possible"
+        },
+        s(&h["why"])
+    );
     println!("leases        {}", s(&a["leases"]));
     let m = &a["lease-map"];
     println!(

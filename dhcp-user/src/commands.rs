@@ -103,6 +103,10 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                 .iter()
                 .map(|at| json!({"name": at.ifname, "ifindex": at.ifindex, "xdp": at.mode.to_string()}))
                 .collect();
+            let hitless = match cx.fastpath.hitless_stop() {
+                Ok(why) => json!({"possible": true, "why": why}),
+                Err(why) => json!({"possible": false, "why": why}),
+            };
             (
                 Response::ok(
                     "xdhcp serving",
@@ -112,6 +116,7 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                         "uptime": cx.started.elapsed().as_secs(),
                         "server-id": cx.server.server_id().to_string(),
                         "interfaces": interfaces,
+                        "hitless-stop": hitless,
                         "leases": cx.server.leases.len(),
                         "warnings": warnings,
                         "lease-map": {

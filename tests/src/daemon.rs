@@ -123,6 +123,26 @@ impl DaemonLab {
         if self.daemon.is_some() {
             bail!("already running");
         }
+        let d = Logged::spawn(&self.srv, &self.serve_command(), None)?;
+        d.wait_for("xdhcp serving", Duration::from_secs(30))?;
+        self.daemon = Some(d);
+        Ok(self.daemon.as_ref().unwrap())
+    }
+
+    /// Starts `xdhcp serve` expecting it to give up before serving:
+    /// returns its exit status and everything it logged.
+    pub fn start_refused(&mut self) -> Result<(ExitStatus, Vec<String>)> {
+        if self.daemon.is_some() {
+            bail!("already running");
+        }
+        let mut d = Logged::spawn(&self.srv, &self.serve_command(), None)?;
+        let status = d.wait(Duration::from_secs(30))?;
+        let lines = d.lines();
+        self.history.extend(lines.iter().cloned());
+        Ok((status, lines))
+    }
+
+    fn serve_command(&self) -> Command {
         let mut cmd = match self.nofile {
             Some(n) => {
                 let mut c = Command::new("prlimit");
@@ -142,10 +162,7 @@ impl DaemonLab {
                     .flat_map(|d| [std::ffi::OsStr::new("--pin-dir"), d.as_os_str()]),
             )
             .env("RUST_LOG", "info,xdhcp=debug");
-        let d = Logged::spawn(&self.srv, &cmd, None)?;
-        d.wait_for("xdhcp serving", Duration::from_secs(30))?;
-        self.daemon = Some(d);
-        Ok(self.daemon.as_ref().unwrap())
+        cmd
     }
 
     /// Pins the fast path (`--pin-dir`) in a bpffs of the host's mount
