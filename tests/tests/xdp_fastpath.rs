@@ -700,6 +700,47 @@ fn requests_it_must_not_answer_pass_unchanged_with_their_reason() {
             frame: ip_opts.build(),
             reason: stat::PASS_UNUSUAL,
         },
+        // Issue 12, item 9: what the control plane drops or answers
+        // differently is the control plane's.
+        Case {
+            name: "a zero-length client identifier (RFC 2132 9.14: at least 2)",
+            frame: with_payload(&mut |p| {
+                p.splice(240..240, [61, 0]);
+            }),
+            reason: stat::PASS_MALFORMED,
+        },
+        Case {
+            name: "an empty relay agent information option (echoed by the control plane)",
+            frame: with_payload(&mut |p| {
+                let end = p.iter().rposition(|b| *b == 255).unwrap();
+                p.splice(end..end, [82, 0]);
+            }),
+            reason: stat::PASS_UNUSUAL,
+        },
+        Case {
+            name: "a UDP length past the IPv4 total length",
+            frame: {
+                let mut f = with_payload(&mut |_| {});
+                let udp_len = u16::from_be_bytes([f[38], f[39]]) + 8;
+                f[38..40].copy_from_slice(&udp_len.to_be_bytes());
+                f.extend_from_slice(&[0; 8]);
+                f[40..42].fill(0);
+                let pseudo = [&f[26..34], &[0, 17], &f[38..40]].concat();
+                let c = xdhcp_lab::frame::checksum(&[&pseudo, &f[34..]]);
+                f[40..42].copy_from_slice(&c.to_be_bytes());
+                f
+            },
+            reason: stat::PASS_MALFORMED,
+        },
+        Case {
+            name: "a bad IPv4 header checksum",
+            frame: {
+                let mut f = with_payload(&mut |_| {});
+                f[24] ^= 0x10;
+                f
+            },
+            reason: stat::PASS_MALFORMED,
+        },
     ];
     let mut failures = Vec::new();
     for case in &cases {
