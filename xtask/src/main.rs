@@ -113,6 +113,19 @@ fn test(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The fuzz crate, on the main target directory (its dependencies are
+    // the workspace's, so mostly already checked).
+    run(cargo().args([
+        "clippy",
+        "--manifest-path",
+        "fuzz/Cargo.toml",
+        "--all-targets",
+        "--target-dir",
+        "target",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // The integration tests start the real daemon binary.
     run(cargo().args(["build", "-p", "xdhcp", "--bins"]))?;
     run(cargo()
