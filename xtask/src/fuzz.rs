@@ -204,9 +204,13 @@ fn run_target(t: &str, dirs: &[PathBuf], secs: u64, san: &str, log: &Path) -> Re
                 .unwrap_or(rest.len());
             cov = rest[..end].to_string();
         }
-        // The progress lines (a new input, a reduced one) go to the log.
-        let progress = line.starts_with('#')
-            && (line.contains(" NEW ") || line.contains(" REDUCE ") || line.contains(" pulse "));
+        // The progress lines (a new input, a reduced one, newly covered
+        // functions) go to the log only.
+        let progress = line.contains("NEW_FUNC[")
+            || (line.starts_with('#')
+                && (line.contains(" NEW ")
+                    || line.contains(" REDUCE ")
+                    || line.contains(" pulse ")));
         if !progress {
             eprintln!("  {t}: {line}");
         }
