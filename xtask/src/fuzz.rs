@@ -153,7 +153,7 @@ pub fn fuzz(o: &Opts) -> Result<()> {
     if !failed.is_empty() {
         bail!(
             "fuzz targets failed: {} (inputs in fuzz/artifacts/<target>/, logs in fuzz/target/logs/; \
-             reproduce with `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <artifact>`)",
+             reproduce with `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --codegen-units 16 <target> <artifact>`)",
             failed.join(", ")
         );
     }
