@@ -70,6 +70,12 @@ impl Response {
     }
 }
 
+/// One request line as the socket reads it (without its newline); pure,
+/// so the fuzz target `control` runs exactly what the listener runs.
+pub fn parse_request(line: &[u8]) -> Result<Request, serde_json::Error> {
+    serde_json::from_slice(line)
+}
+
 /// A command waiting for the daemon's main task.
 pub struct Pending {
     pub request: Request,
@@ -166,7 +172,7 @@ pub fn listen(path: &Path, tx: mpsc::Sender<Pending>) -> Result<tokio::task::Joi
                     let response = if too_long {
                         Response::error(format!("command longer than {MAX_LINE} bytes"))
                     } else {
-                        match serde_json::from_slice::<Request>(&line) {
+                        match parse_request(&line) {
                             Ok(request) => {
                                 let (reply, rx) = oneshot::channel();
                                 if tx.send(Pending { request, reply }).await.is_err() {
