@@ -36,8 +36,11 @@ pub struct StoreHealth {
     pub last_error: Option<String>,
     /// Unix seconds of the last successful write.
     pub last_write: u64,
-    /// Commits waiting behind a failing batch.
-    pub waiting: u64,
+    /// Unix seconds of the first failed attempt of the batch being
+    /// retried now (None while writes succeed).
+    pub failing_since: Option<u64>,
+    /// Replies (ACKs) held back by the batch being retried.
+    pub withheld_replies: u64,
 }
 
 /// Told how the batch holding a change went.
@@ -147,22 +150,39 @@ impl Committer {
             self.prepare(&ops, &mut report);
             let mut backoff = Duration::from_millis(50);
             let mut failures = 0u32;
+            let mut logged: Option<(String, Instant)> = None;
             let written = loop {
                 match self.write(&ops) {
                     Ok(()) => break true,
                     Err(e) => {
                         failures += 1;
+                        let why = format!("{e:#}");
                         if failures == 1 {
-                            self.health.lock().unwrap().failed_batches += 1;
+                            {
+                                let mut h = self.health.lock().unwrap();
+                                h.failed_batches += 1;
+                                h.failing_since = Some(unix_now());
+                                h.withheld_replies = replies.len() as u64;
+                            }
                             tracing::error!(
                                 ops = ops.len(),
                                 replies = replies.len(),
-                                "lease store write failed; replies withheld, retrying until it succeeds: {e:#}"
+                                "lease store write failed; replies withheld, retrying until it succeeds: {why}"
                             );
-                            let why = format!("{e:#}");
                             for d in done.drain(..) {
                                 let _ = d.send(Written::Retrying(why.clone()));
                             }
+                            logged = Some((why, Instant::now()));
+                        } else if logged.as_ref().is_some_and(|(last, at)| {
+                            *last != why || at.elapsed() >= Duration::from_secs(30)
+                        }) {
+                            tracing::error!(
+                                attempts = failures,
+                                secs = started.elapsed().as_secs(),
+                                ops = ops.len(),
+                                "lease store still failing; replies withheld, retrying: {why}"
+                            );
+                            logged = Some((why, Instant::now()));
                         }
                         // Shutting down (the sender is gone) and still
                         // failing: the caller leaves the store unclean.
@@ -173,13 +193,16 @@ impl Committer {
                             );
                             break false;
                         }
-                        self.health.lock().unwrap().waiting = 1;
                         std::thread::sleep(backoff);
                         backoff = (backoff * 2).min(Duration::from_secs(2));
                     }
                 }
             };
-            self.health.lock().unwrap().waiting = 0;
+            {
+                let mut h = self.health.lock().unwrap();
+                h.failing_since = None;
+                h.withheld_replies = 0;
+            }
             if !written {
                 all_written = false;
                 if let Some(m) = self.maps.as_ref() {
