@@ -120,10 +120,10 @@ impl Committer {
     /// previous batch was written into the next one, hands each batch's
     /// map report to `reports`, and sends replies with `send`. A refused
     /// write is retried with backoff (the first failure tells the
-    /// commits' waiters so); once `stopping` is set, a batch that
-    /// still cannot be written after `give_up` is abandoned (the next
-    /// start recovers as after a crash). Returns whether everything was
-    /// written.
+    /// commits' waiters so); once `stopping` is set, batches that still
+    /// cannot be written `give_up` after the retries first saw it are
+    /// abandoned, each after one more attempt (the next start recovers as
+    /// after a crash). Returns whether everything was written.
     pub fn run<W>(
         &mut self,
         rx: mpsc::Receiver<Commit<W>>,
@@ -133,6 +133,9 @@ impl Committer {
         give_up: Duration,
     ) -> bool {
         let mut all_written = true;
+        // When the retry loop first saw the daemon stopping: give_up runs
+        // from there, once for all the batches still queued.
+        let mut stop_seen: Option<Instant> = None;
         while let Ok(first) = rx.recv() {
             let mut seq = first.seq;
             let mut ops = first.ops;
@@ -186,7 +189,9 @@ impl Committer {
                         }
                         // Shutting down (the sender is gone) and still
                         // failing: the caller leaves the store unclean.
-                        if started.elapsed() > give_up && stopping.load(Ordering::SeqCst) {
+                        if stopping.load(Ordering::SeqCst)
+                            && stop_seen.get_or_insert_with(Instant::now).elapsed() >= give_up
+                        {
                             tracing::error!(
                                 ops = ops.len(),
                                 "lease store still failing at shutdown: batch abandoned, the next start recovers as after a crash"

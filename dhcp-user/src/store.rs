@@ -125,6 +125,30 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The names of the result codes a failing disk gives.
+fn sqlite_code_name(code: i32) -> Option<&'static str> {
+    use rusqlite::ffi;
+    Some(match code {
+        ffi::SQLITE_FULL => "SQLITE_FULL",
+        ffi::SQLITE_IOERR => "SQLITE_IOERR",
+        ffi::SQLITE_IOERR_WRITE => "SQLITE_IOERR_WRITE",
+        ffi::SQLITE_IOERR_FSYNC => "SQLITE_IOERR_FSYNC",
+        ffi::SQLITE_IOERR_READ => "SQLITE_IOERR_READ",
+        ffi::SQLITE_IOERR_SHORT_READ => "SQLITE_IOERR_SHORT_READ",
+        ffi::SQLITE_IOERR_TRUNCATE => "SQLITE_IOERR_TRUNCATE",
+        ffi::SQLITE_IOERR_SHMSIZE => "SQLITE_IOERR_SHMSIZE",
+        ffi::SQLITE_IOERR_SHMMAP => "SQLITE_IOERR_SHMMAP",
+        ffi::SQLITE_IOERR_DELETE => "SQLITE_IOERR_DELETE",
+        ffi::SQLITE_READONLY => "SQLITE_READONLY",
+        ffi::SQLITE_READONLY_DBMOVED => "SQLITE_READONLY_DBMOVED",
+        ffi::SQLITE_CORRUPT => "SQLITE_CORRUPT",
+        ffi::SQLITE_NOTADB => "SQLITE_NOTADB",
+        ffi::SQLITE_CANTOPEN => "SQLITE_CANTOPEN",
+        ffi::SQLITE_BUSY => "SQLITE_BUSY",
+        _ => return None,
+    })
+}
+
 /// Why an existing file is refused as a lease store, in words.
 fn refuse(path: &Path, why: impl std::fmt::Display) -> anyhow::Error {
     anyhow!(
@@ -193,13 +217,11 @@ impl SqliteStore {
             .map(|f| f.extended_code);
         // SAFETY: the handle is live for as long as the connection.
         let errno = unsafe { rusqlite::ffi::sqlite3_system_errno(self.conn.handle()) };
-        let detail = match (code, errno) {
-            (Some(code), 0) => format!("SQLite code {code}"),
-            (Some(code), n) => format!(
-                "SQLite code {code}; {}",
-                std::io::Error::from_raw_os_error(n)
-            ),
-            _ => return e,
+        let Some(code) = code else { return e };
+        let name = sqlite_code_name(code).map_or(format!("SQLite code {code}"), str::to_string);
+        let detail = match errno {
+            0 => name,
+            n => format!("{name}; {}", std::io::Error::from_raw_os_error(n)),
         };
         anyhow!("{e:#} ({detail})")
     }
