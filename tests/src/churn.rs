@@ -453,3 +453,82 @@ pub fn overlaps(acked: &[Acked], released: &[Released]) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(client: u32, ip: u8, sent: f64, lease: u32) -> Acked {
+        Acked {
+            client,
+            ip: Ipv4Addr::new(198, 18, 0, ip),
+            sent,
+            received: sent + 0.01,
+            lease_secs: lease,
+            renewal: false,
+        }
+    }
+
+    fn stored(ip: u8, client: u32, expires: u64) -> StoredLease {
+        StoredLease {
+            ip: Ipv4Addr::new(198, 18, 0, ip),
+            mac: mac(client).to_vec(),
+            bound: true,
+            expires,
+        }
+    }
+
+    #[test]
+    fn an_address_held_by_two_clients_at_once_is_an_overlap() {
+        // 1 holds .5 for 100..120; 2 is told .5 at 110: overlap.
+        let acks = [ack(1, 5, 100.0, 20), ack(2, 5, 110.0, 20)];
+        assert_eq!(overlaps(&acks, &[]).len(), 1);
+        // After 1's release at 105, or after its lease ended, it is not.
+        let rel = [Released {
+            client: 1,
+            ip: Ipv4Addr::new(198, 18, 0, 5),
+            at: 105.0,
+        }];
+        assert!(overlaps(&acks, &rel).is_empty());
+        let later = [ack(1, 5, 100.0, 20), ack(2, 5, 121.0, 20)];
+        assert!(overlaps(&later, &[]).is_empty());
+        // A client's own renewals never overlap it.
+        let own = [ack(1, 5, 100.0, 20), ack(1, 5, 105.0, 20)];
+        assert!(overlaps(&own, &[]).is_empty());
+    }
+
+    #[test]
+    fn an_acked_lease_the_store_lacks_or_shortens_is_lost() {
+        let acks = [ack(1, 5, 100.0, 20), ack(2, 6, 100.0, 20)];
+        let now = 105.0;
+        let whole = [stored(5, 1, 120), stored(6, 2, 119)];
+        assert_eq!(
+            unacknowledged_losses(&acks, &[], f64::INFINITY, now, &whole),
+            (2, vec![])
+        );
+        // Shorter than the client was told, another client's, missing.
+        for bad in [
+            vec![stored(5, 1, 118), stored(6, 2, 120)],
+            vec![stored(5, 3, 120), stored(6, 2, 120)],
+            vec![stored(6, 2, 120)],
+        ] {
+            let (_, lost) = unacknowledged_losses(&acks, &[], f64::INFINITY, now, &bad);
+            assert_eq!(lost.len(), 1, "{bad:?}");
+        }
+        // Released since, or ended: nothing to keep.
+        let rel = [Released {
+            client: 1,
+            ip: Ipv4Addr::new(198, 18, 0, 5),
+            at: 101.0,
+        }];
+        let only6 = [stored(6, 2, 120)];
+        assert_eq!(
+            unacknowledged_losses(&acks, &rel, f64::INFINITY, now, &only6),
+            (1, vec![])
+        );
+        assert_eq!(
+            unacknowledged_losses(&acks, &[], f64::INFINITY, 130.0, &[]),
+            (0, vec![])
+        );
+    }
+}
