@@ -136,6 +136,13 @@ pub fn print_status(r: &Response) {
             .as_str()
             .map_or(String::new(), |e| format!("; last error: {e}"))
     );
+    if let Some(since) = st["failing-since"].as_u64() {
+        println!(
+            "              failing since {since} (unix): {} replies withheld, {} write attempts failed in all",
+            s(&st["withheld-replies"]),
+            s(&st["failed-writes"])
+        );
+    }
     for w in a["warnings"].as_array().into_iter().flatten() {
         println!("WARNING       {}", s(w));
     }

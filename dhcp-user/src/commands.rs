@@ -60,6 +60,25 @@ pub fn lease_json(l: &Lease) -> Value {
     })
 }
 
+/// The lease store's health, for `status` and the statistics (metrics).
+pub fn store_json(h: &StoreHealth, path: Option<&str>) -> Value {
+    let mut v = json!({
+        "healthy": h.last_error.is_none(),
+        "batches": h.batches,
+        "failed-batches": h.failed_batches,
+        "failed-writes": h.failed_writes,
+        "recovered-batches": h.recovered_batches,
+        "last-error": h.last_error,
+        "last-write": h.last_write,
+        "failing-since": h.failing_since,
+        "withheld-replies": h.withheld_replies,
+    });
+    if let Some(p) = path {
+        v["path"] = json!(p);
+    }
+    v
+}
+
 /// Parses "aa:bb:cc:dd:ee:ff" (also with '-' or no separators).
 fn parse_hex_id(s: &str) -> Option<Vec<u8>> {
     let clean: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
@@ -125,14 +144,7 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                             "templates": sync.templates,
                             "refused-map-full": sync.map_full,
                         },
-                        "lease-store": {
-                            "path": cx.lease_db,
-                            "healthy": health.last_error.is_none(),
-                            "batches": health.batches,
-                            "failed-batches": health.failed_batches,
-                            "last-error": health.last_error,
-                            "last-write": health.last_write,
-                        },
+                        "lease-store": store_json(&health, Some(&cx.lease_db)),
                     }),
                 ),
                 none,
@@ -169,10 +181,12 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                 })
                 .collect();
             let sync = *cx.sync.lock().unwrap();
+            let health = cx.store_health.lock().unwrap().clone();
             (
                 Response::ok(
                     "statistics",
                     json!({
+                        "lease-store": store_json(&health, None),
                         "received": by_type(&c.received),
                         "sent": by_type(&c.sent),
                         "dropped": c.dropped,

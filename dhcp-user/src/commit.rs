@@ -36,8 +36,11 @@ pub struct StoreHealth {
     pub last_error: Option<String>,
     /// Unix seconds of the last successful write.
     pub last_write: u64,
-    /// Commits waiting behind a failing batch.
-    pub waiting: u64,
+    /// Unix seconds of the first failed attempt of the batch being
+    /// retried now (None while writes succeed).
+    pub failing_since: Option<u64>,
+    /// Replies (ACKs) held back by the batch being retried.
+    pub withheld_replies: u64,
 }
 
 /// Told how the batch holding a change went.
@@ -117,10 +120,10 @@ impl Committer {
     /// previous batch was written into the next one, hands each batch's
     /// map report to `reports`, and sends replies with `send`. A refused
     /// write is retried with backoff (the first failure tells the
-    /// commits' waiters so); once `stopping` is set, a batch that
-    /// still cannot be written after `give_up` is abandoned (the next
-    /// start recovers as after a crash). Returns whether everything was
-    /// written.
+    /// commits' waiters so); once `stopping` is set, batches that still
+    /// cannot be written `give_up` after the retries first saw it are
+    /// abandoned, each after one more attempt (the next start recovers as
+    /// after a crash). Returns whether everything was written.
     pub fn run<W>(
         &mut self,
         rx: mpsc::Receiver<Commit<W>>,
@@ -130,6 +133,9 @@ impl Committer {
         give_up: Duration,
     ) -> bool {
         let mut all_written = true;
+        // When the retry loop first saw the daemon stopping: give_up runs
+        // from there, once for all the batches still queued.
+        let mut stop_seen: Option<Instant> = None;
         while let Ok(first) = rx.recv() {
             let mut seq = first.seq;
             let mut ops = first.ops;
@@ -147,39 +153,61 @@ impl Committer {
             self.prepare(&ops, &mut report);
             let mut backoff = Duration::from_millis(50);
             let mut failures = 0u32;
+            let mut logged: Option<(String, Instant)> = None;
             let written = loop {
                 match self.write(&ops) {
                     Ok(()) => break true,
                     Err(e) => {
                         failures += 1;
+                        let why = format!("{e:#}");
                         if failures == 1 {
-                            self.health.lock().unwrap().failed_batches += 1;
+                            {
+                                let mut h = self.health.lock().unwrap();
+                                h.failed_batches += 1;
+                                h.failing_since = Some(unix_now());
+                                h.withheld_replies = replies.len() as u64;
+                            }
                             tracing::error!(
                                 ops = ops.len(),
                                 replies = replies.len(),
-                                "lease store write failed; replies withheld, retrying until it succeeds: {e:#}"
+                                "lease store write failed; replies withheld, retrying until it succeeds: {why}"
                             );
-                            let why = format!("{e:#}");
                             for d in done.drain(..) {
                                 let _ = d.send(Written::Retrying(why.clone()));
                             }
+                            logged = Some((why, Instant::now()));
+                        } else if logged.as_ref().is_some_and(|(last, at)| {
+                            *last != why || at.elapsed() >= Duration::from_secs(30)
+                        }) {
+                            tracing::error!(
+                                attempts = failures,
+                                secs = started.elapsed().as_secs(),
+                                ops = ops.len(),
+                                "lease store still failing; replies withheld, retrying: {why}"
+                            );
+                            logged = Some((why, Instant::now()));
                         }
                         // Shutting down (the sender is gone) and still
                         // failing: the caller leaves the store unclean.
-                        if started.elapsed() > give_up && stopping.load(Ordering::SeqCst) {
+                        if stopping.load(Ordering::SeqCst)
+                            && stop_seen.get_or_insert_with(Instant::now).elapsed() >= give_up
+                        {
                             tracing::error!(
                                 ops = ops.len(),
                                 "lease store still failing at shutdown: batch abandoned, the next start recovers as after a crash"
                             );
                             break false;
                         }
-                        self.health.lock().unwrap().waiting = 1;
                         std::thread::sleep(backoff);
                         backoff = (backoff * 2).min(Duration::from_secs(2));
                     }
                 }
             };
-            self.health.lock().unwrap().waiting = 0;
+            {
+                let mut h = self.health.lock().unwrap();
+                h.failing_since = None;
+                h.withheld_replies = 0;
+            }
             if !written {
                 all_written = false;
                 if let Some(m) = self.maps.as_ref() {

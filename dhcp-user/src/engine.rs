@@ -81,7 +81,13 @@ impl Engine {
         let loaded = stored.len();
         let mut server = Server::new(&config, stored);
         tracing::info!(leases = loaded, db = %config.server.lease_db.display(), "lease store open");
-        if !store.take_clean()? {
+        let clean = store.take_clean().with_context(|| {
+            format!(
+                "lease database {}: cannot be written (it is marked in use at start)",
+                config.server.lease_db.display()
+            )
+        })?;
+        if !clean {
             let ops = server.recover_unclean(now);
             tracing::warn!(
                 extended = ops.len(),

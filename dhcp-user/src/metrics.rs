@@ -98,6 +98,57 @@ pub fn render(stats: &Value) -> String {
         "Reply templates in the XDP map",
         &stats["lease-map"]["templates"],
     );
+    let st = &stats["lease-store"];
+    gauge(
+        &mut reg,
+        "lease_store_healthy",
+        "1 while the lease store takes writes, 0 while a batch is refused and retried (its replies withheld)",
+        &Value::from(i64::from(st["healthy"].as_bool().unwrap_or(false))),
+    );
+    for (name, key, help) in [
+        (
+            "lease_store_batches",
+            "batches",
+            "Batches written to the lease store",
+        ),
+        (
+            "lease_store_failed_writes",
+            "failed-writes",
+            "Lease store write attempts that failed (each is retried)",
+        ),
+        (
+            "lease_store_failed_batches",
+            "failed-batches",
+            "Batches the lease store refused at least once",
+        ),
+        (
+            "lease_store_recovered_batches",
+            "recovered-batches",
+            "Batches written after one or more retries",
+        ),
+    ] {
+        let c = Counter::<u64>::default();
+        c.inc_by(st[key].as_u64().unwrap_or(0));
+        reg.register(name, help, c);
+    }
+    gauge(
+        &mut reg,
+        "lease_store_withheld_replies",
+        "Replies held back until the batch being retried is written",
+        &st["withheld-replies"],
+    );
+    gauge(
+        &mut reg,
+        "lease_store_failing_since_seconds",
+        "Unix time of the first failed attempt of the batch being retried (0 while healthy)",
+        &st["failing-since"],
+    );
+    gauge(
+        &mut reg,
+        "lease_store_last_write_seconds",
+        "Unix time of the last successful lease store write",
+        &st["last-write"],
+    );
     let total = Family::<Labels, Gauge>::default();
     let assigned = Family::<Labels, Gauge>::default();
     let offers_held = Family::<Labels, Gauge>::default();
@@ -248,6 +299,7 @@ mod tests {
             "xdp": {"fp_ack_renewing": 7, "pass_expired": 1},
             "fast-path-renewals-stored": 7,
             "lease-map": {"bindings": 2, "templates": 1},
+            "lease-store": {"healthy": false, "batches": 9, "failed-writes": 4, "failed-batches": 1, "recovered-batches": 0, "withheld-replies": 3, "failing-since": 1_700_000_000u64, "last-write": 1_699_999_990u64},
             "subnets": [{"subnet-id": 1, "subnet": "198.18.0.0/24", "total-addresses": 100, "assigned-addresses": 2}],
         }));
         for line in [
@@ -256,6 +308,11 @@ mod tests {
             "xdhcp_lease_map_bindings 2",
             "xdhcp_pool_assigned_addresses{subnet_id=\"1\",subnet=\"198.18.0.0/24\"} 2",
             "xdhcp_fast_path_renewals_stored_total 7",
+            "xdhcp_lease_store_healthy 0",
+            "xdhcp_lease_store_failed_writes_total 4",
+            "xdhcp_lease_store_failed_batches_total 1",
+            "xdhcp_lease_store_withheld_replies 3",
+            "xdhcp_lease_store_failing_since_seconds 1700000000",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -523,5 +523,12 @@ pub async fn run(
     } else {
         tracing::info!("XDP programs detached; bye");
     }
+    if !all_written {
+        // An init system should know: the store was left as after a crash.
+        anyhow::bail!(
+            "stopped with lease changes the store refused to take ({}): the next start recovers as after a crash",
+            health.last_error.as_deref().unwrap_or("unknown error")
+        );
+    }
     Ok(())
 }

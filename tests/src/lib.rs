@@ -5,9 +5,12 @@
 //! tests run in parallel) and removed when the lab is dropped, including
 //! while a test panics. Addresses come from 198.18.0.0/15 only.
 
+pub mod churn;
 pub mod daemon;
 pub mod dhcp;
+pub mod faultfs;
 pub mod frame;
+pub mod mounts;
 pub mod mutate;
 pub mod proc;
 pub mod raw;

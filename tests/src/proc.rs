@@ -34,7 +34,9 @@ pub fn xdhcp_bin() -> PathBuf {
     bin
 }
 
-type Lines = Arc<(Mutex<Vec<String>>, Condvar)>;
+/// What the process printed, and whether its stderr has closed (it
+/// exited, or will have in a moment).
+type Lines = Arc<(Mutex<(Vec<String>, bool)>, Condvar)>;
 
 pub struct Logged {
     child: Option<Child>,
@@ -53,7 +55,7 @@ impl Logged {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("spawning {:?}", cmd.get_program()))?;
-        let lines: Lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let lines: Lines = Arc::new((Mutex::new((Vec::new(), false)), Condvar::new()));
         let stderr = child.stderr.take().unwrap();
         let echo = echo_prefix.map(str::to_string);
         let reader = {
@@ -64,9 +66,12 @@ impl Logged {
                         println!("{p}{line}");
                     }
                     let (m, cv) = &*lines;
-                    m.lock().unwrap().push(line);
+                    m.lock().unwrap().0.push(line);
                     cv.notify_all();
                 }
+                let (m, cv) = &*lines;
+                m.lock().unwrap().1 = true;
+                cv.notify_all();
             })
         };
         Ok(Logged {
@@ -80,20 +85,27 @@ impl Logged {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    /// Waits until a line containing `needle` has been printed.
+    /// Waits until a line containing `needle` has been printed (failing
+    /// at once if the process has closed its stderr without it).
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> Result<String> {
         let deadline = Instant::now() + timeout;
         let (m, cv) = &*self.lines;
         let mut lines = m.lock().unwrap();
         loop {
-            if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
+            if let Some(l) = lines.0.iter().find(|l| l.contains(needle)) {
                 return Ok(l.clone());
+            }
+            if lines.1 {
+                bail!(
+                    "no line containing {needle:?}: the process closed its output; got:\n{}",
+                    lines.0.join("\n")
+                );
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 bail!(
                     "no line containing {needle:?} within {timeout:?}; got:\n{}",
-                    lines.join("\n")
+                    lines.0.join("\n")
                 );
             }
             lines = cv.wait_timeout(lines, left).unwrap().0;
@@ -106,14 +118,14 @@ impl Logged {
         let (m, cv) = &*self.lines;
         let mut lines = m.lock().unwrap();
         loop {
-            if lines.iter().filter(|l| l.contains(needle)).count() >= n {
+            if lines.0.iter().filter(|l| l.contains(needle)).count() >= n {
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 bail!(
                     "fewer than {n} lines containing {needle:?} within {timeout:?}; got:\n{}",
-                    lines.join("\n")
+                    lines.0.join("\n")
                 );
             }
             lines = cv.wait_timeout(lines, left).unwrap().0;
@@ -121,7 +133,7 @@ impl Logged {
     }
 
     pub fn lines(&self) -> Vec<String> {
-        self.lines.0.lock().unwrap().clone()
+        self.lines.0.lock().unwrap().0.clone()
     }
 
     pub fn count(&self, needle: &str) -> usize {
@@ -129,6 +141,7 @@ impl Logged {
             .0
             .lock()
             .unwrap()
+            .0
             .iter()
             .filter(|l| l.contains(needle))
             .count()

@@ -25,6 +25,10 @@ const PACKAGES: &[&str] = &[
     "tcpdump",
     // perfdhcp, Kea's load generator.
     "kea-admin",
+    // Store faults: mkfs.ext4 and e2fsck, losetup and mount, findmnt.
+    "e2fsprogs",
+    "mount",
+    "util-linux",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
