@@ -111,7 +111,9 @@ fn dora_then_renewals_are_matched_checked_and_attributed_to_the_path_that_answer
 fn losses_and_refusals_are_counted_and_runs_stop_by_themselves() {
     let mut lab = DaemonLab::new("lgloss", CONFIG, None).unwrap();
     lab.start().unwrap();
-    // 250 clients, 200 addresses: 50 DISCOVERs go unanswered.
+    // 250 clients, 200 addresses: 50 are refused. (An exhausted pool's
+    // held offers yield to new DISCOVERs, so the 50 may be offered an
+    // address another client then REQUESTs first: NAKed, not unanswered.)
     let r = loadgen(
         &lab,
         &[
@@ -129,7 +131,7 @@ fn losses_and_refusals_are_counted_and_runs_stop_by_themselves() {
     );
     let dora = &r[0];
     assert_eq!(
-        (n(dora, "sent"), n(dora, "ok"), n(dora, "lost")),
+        (n(dora, "sent"), n(dora, "ok"), n(dora, "lost") + n(dora, "nak")),
         (250, 200, 50),
         "{dora}"
     );
@@ -141,11 +143,18 @@ fn losses_and_refusals_are_counted_and_runs_stop_by_themselves() {
         200,
         "{release}"
     );
-    // Released bindings left the kernel's map: the control plane answers
-    // the next renewal of each (it still had the address free).
+    // Every renewal is answered once, by one plane. A released binding
+    // leaves the kernel's map with the release's group commit; a renewal
+    // that beats that commit is answered by the kernel, and that grant is
+    // honoured (the binding comes back, see engine.rs), so the split
+    // between the planes depends on timing and is not asserted.
     let renew = &r[2];
-    assert_eq!(n(&renew["server"], "control_plane_acks"), 200, "{renew}");
     assert_eq!(n(renew, "ok"), 250, "{renew}");
+    assert_eq!(
+        n(&renew["server"], "control_plane_acks") + n(&renew["server"], "fast_path_acks"),
+        250,
+        "{renew}"
+    );
 
     // Clients claiming addresses that are not theirs are refused: NAKed or
     // unanswered, never counted ok.
