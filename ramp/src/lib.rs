@@ -133,6 +133,8 @@ pub struct Outcome {
     /// For [`End::Loss`]: the achieved offered rates of the highest target
     /// within the threshold and of the lowest beyond it.
     pub knee: Option<(f64, f64)>,
+    /// Those two targets.
+    pub knee_targets: Option<(u64, u64)>,
     pub steps: u32,
 }
 
@@ -146,15 +148,31 @@ impl Outcome {
     }
 
     /// "loss (knee between 36,000 and 38,000 offered/s)", "plateau",
-    /// "capped", "loss (no step within the threshold)".
+    /// "capped", "loss (no step within the threshold)". Where the
+    /// generator fell short of a knee target by more than [`PLATEAU_GAIN`]
+    /// the targets are given too.
     pub fn describe(&self) -> String {
         match (self.end, self.figure, self.knee) {
             (End::Loss, None, _) => "loss (no step within the loss threshold)".into(),
-            (End::Loss, _, Some((lo, hi))) => format!(
-                "loss (knee between {} and {} offered/s)",
-                thousands(lo),
-                thousands(hi)
-            ),
+            (End::Loss, _, Some((lo, hi))) => {
+                let short = self.knee_targets.filter(|&(tl, th)| {
+                    lo < tl as f64 * (1.0 - PLATEAU_GAIN) || hi < th as f64 * (1.0 - PLATEAU_GAIN)
+                });
+                match short {
+                    None => format!(
+                        "loss (knee between {} and {} offered/s)",
+                        thousands(lo),
+                        thousands(hi)
+                    ),
+                    Some((tl, th)) => format!(
+                        "loss (knee between {} and {} offered/s, the generator short of its targets {} and {}/s)",
+                        thousands(lo),
+                        thousands(hi),
+                        thousands(tl as f64),
+                        thousands(th as f64)
+                    ),
+                }
+            }
             (End::Plateau, ..) => "plateau (generator-bound: a lower bound)".into(),
             (End::Capped, ..) => "capped (a bound, not a measurement)".into(),
             (end, ..) => end.name().into(),
@@ -348,6 +366,10 @@ impl Ramp {
             .filter(|s| within(s.loss_pct, max_loss))
             .map(|s| s.answered)
             .reduce(f64::max);
+        let knee_targets = match (end, self.knee_targets()) {
+            (End::Loss, (Some(lo), Some(hi))) => Some((lo, hi)),
+            _ => None,
+        };
         let knee = match (end, self.knee_targets()) {
             (End::Loss, (Some(lo), Some(hi))) => {
                 let offered = |t: u64| {
@@ -365,6 +387,7 @@ impl Ramp {
             end,
             figure,
             knee,
+            knee_targets,
             steps: self.steps.len() as u32,
         }
     }
@@ -926,6 +949,26 @@ mod tests {
         assert_eq!(
             r.outcome().describe(),
             "loss (knee between 36,000 and 38,000 offered/s)"
+        );
+        // perfdhcp on a loaded machine: asked 1,000 and 1,125/s, sent 967
+        // and 912/s.
+        let mut r = Ramp::new(
+            Plan::Geometric {
+                start: 1_000,
+                factor: 2.0,
+                refine: 1,
+            },
+            limits(),
+        );
+        r.record(1_000, 967.0, 967.0, 0.0, 0.0);
+        r.record(2_000, 1_748.0, 1_714.0, 11.0, 0.0);
+        assert_eq!(r.next_rate(), Some(1_500));
+        r.record(1_500, 912.0, 860.0, 5.0, 0.0);
+        assert_eq!(r.next_rate(), None);
+        assert_eq!(r.outcome().knee_targets, Some((1_000, 1_500)));
+        assert_eq!(
+            r.outcome().describe(),
+            "loss (knee between 967 and 912 offered/s, the generator short of its targets 1,000 and 1,500/s)"
         );
         assert_eq!(End::parse("plateau"), Some(End::Plateau));
         assert_eq!(End::parse("x"), None);

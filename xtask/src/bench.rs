@@ -523,10 +523,14 @@ fn loadgen_outcome(reports: &[Value], phase: &str) -> Result<Outcome> {
     let knee = e["knee_offered_per_s"]
         .as_array()
         .and_then(|k| Some((k.first()?.as_f64()?, k.get(1)?.as_f64()?)));
+    let knee_targets = e["knee_target_per_s"]
+        .as_array()
+        .and_then(|k| Some((k.first()?.as_u64()?, k.get(1)?.as_u64()?)));
     Ok(Outcome {
         end,
         figure: e["figure_per_s"].as_f64(),
         knee,
+        knee_targets,
         steps: e["steps"].as_u64().unwrap_or(0) as u32,
     })
 }
@@ -1143,6 +1147,7 @@ fn json_report(curves: &[Curve], quick: bool) -> Value {
             "ended": c.outcome.describe(),
             "figure_per_s": c.outcome.figure,
             "knee_offered_per_s": c.outcome.knee.map(|(a, b)| [a, b]),
+            "knee_target_per_s": c.outcome.knee_targets.map(|(a, b)| [a, b]),
             "steps": c.points.iter().map(|p| serde_json::json!({
                 "target_per_s": p.target,
                 "offered_per_s": p.offered,
@@ -1464,6 +1469,7 @@ mod tests {
                 end,
                 figure: Some(figure),
                 knee: None,
+                knee_targets: None,
                 steps: 1,
             },
         }

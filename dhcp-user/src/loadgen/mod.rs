@@ -243,6 +243,9 @@ pub struct RampEnd {
     /// beyond the threshold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub knee_offered_per_s: Option<[f64; 2]>,
+    /// The targets of those two steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knee_target_per_s: Option<[u64; 2]>,
     pub steps: u32,
     pub summary: String,
 }
@@ -253,6 +256,7 @@ impl RampEnd {
             end: o.end.name(),
             figure_per_s: o.figure,
             knee_offered_per_s: o.knee.map(|(a, b)| [a, b]),
+            knee_target_per_s: o.knee_targets.map(|(a, b)| [a, b]),
             steps: o.steps,
             summary: o.describe(),
         }
