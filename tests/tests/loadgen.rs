@@ -339,6 +339,12 @@ fn adaptive_ramps_report_how_they_ended() {
     // Loss at the first step: halving, looking for a step within.
     assert_eq!(targets, [2000, 1000, 500], "{r:?}");
     assert_eq!(r[1]["ramp"]["stage"], "refine");
+    // Each lossy step but the last waited for the interface to go quiet.
+    for (i, s) in r.iter().enumerate() {
+        let w = s["ramp"]["settle_secs"].as_f64();
+        assert_eq!(w.is_some(), i < 2, "{s}");
+        assert!(w.is_none_or(|w| (0.4..20.5).contains(&w)), "{s}");
+    }
     let end = &r[2]["ramp"]["end"];
     assert_eq!(end["end"], "loss", "{end}");
     assert!(end["figure_per_s"].is_null(), "{end}");

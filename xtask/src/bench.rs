@@ -567,6 +567,11 @@ fn loadgen(lab: &BenchLab, bin: &Path, args: &[String]) -> Result<Vec<Value>> {
                 ))
                 .unwrap_or_default()
         );
+        if let Some(w) = r["ramp"]["settle_secs"].as_f64() {
+            eprintln!(
+                "   (beyond the loss threshold: waited {w:.1} s for the interface to go quiet)"
+            );
+        }
         if let Some(summary) = r["ramp"]["end"]["summary"].as_str() {
             eprintln!("   -> ramp ended: {summary}");
         }

@@ -226,6 +226,10 @@ pub struct RampStep {
     pub step: u32,
     /// "probe" (raising the rate) or "refine" (bisecting at the knee).
     pub stage: &'static str,
+    /// After a step beyond the loss threshold: the wait until the
+    /// interface went quiet, before the next step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settle_secs: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end: Option<RampEnd>,
 }
@@ -585,9 +589,15 @@ pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
                 report.loss_pct,
                 started.elapsed().as_secs_f64(),
             );
+            // After a step beyond the threshold the server may still be
+            // answering its backlog, which would count against the next
+            // step: wait until the interface has gone quiet.
+            let settle_secs = (report.loss_pct > args.max_loss && ramp.next_rate().is_some())
+                .then(|| settle(&args.iface).as_secs_f64());
             report.ramp = Some(RampStep {
                 step: ramp.steps().len() as u32,
                 stage: stage.name(),
+                settle_secs,
                 end: None,
             });
             reports.push(report);
@@ -597,6 +607,40 @@ pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
         }
     }
     Ok(reports)
+}
+
+/// Frames received by `iface` (this network namespace's /proc/net/dev).
+fn rx_packets(iface: &str) -> Option<u64> {
+    let dev = std::fs::read_to_string("/proc/net/dev").ok()?;
+    dev.lines().find_map(|l| {
+        let (name, counters) = l.split_once(':')?;
+        if name.trim() != iface {
+            return None;
+        }
+        // bytes, then packets.
+        counters.split_whitespace().nth(1)?.parse().ok()
+    })
+}
+
+/// Waits until `iface` has received nothing for half a second, at most
+/// 20 s; returns the time waited.
+fn settle(iface: &str) -> Duration {
+    const QUIET: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(20);
+    let start = Instant::now();
+    let mut last = rx_packets(iface);
+    let mut since = Instant::now();
+    while start.elapsed() < MAX && last.is_some() {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = rx_packets(iface);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= QUIET {
+            break;
+        }
+    }
+    start.elapsed()
 }
 
 /// The ramp --rates or --ramp-from asks for.
@@ -721,6 +765,14 @@ pub fn progress_bar(total: u64, label: &str, json: bool) -> indicatif::ProgressB
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interface_counters_are_read_from_proc() {
+        assert!(rx_packets("lo").is_some());
+        assert_eq!(rx_packets("no-such-if0"), None);
+        // Nothing to wait for on an interface that does not exist.
+        assert!(settle("no-such-if0") < Duration::from_millis(100));
+    }
 
     #[test]
     fn latency_quantiles_are_upper_bucket_edges() {
