@@ -922,7 +922,14 @@ fn svg(curves: &[Curve], notes: &[String]) -> String {
             .iter()
             .map(|p| (x(p.offered), y(p.answered)))
             .collect();
-        let line: Vec<String> = pts.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
+        // The line joins the steps by offered rate, not in the order run
+        // (a refinement goes back and forth).
+        let mut by_offered = pts.clone();
+        by_offered.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let line: Vec<String> = by_offered
+            .iter()
+            .map(|(a, b)| format!("{a:.1},{b:.1}"))
+            .collect();
         let _ = writeln!(
             o,
             "<polyline fill=\"none\" stroke=\"{col}\" stroke-width=\"2\" points=\"{}\"/>",
@@ -1173,6 +1180,8 @@ fn num_label(key: Key) -> &'static str {
 }
 
 pub fn bench(quick: bool) -> Result<()> {
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load_before = load_average();
     ensure_peer_packages()?;
     let _rmem = RmemGuard::raise();
     run(cargo().args(["build", "--release", "-p", "xdhcp", "--bins"]))?;
@@ -1186,7 +1195,6 @@ pub fn bench(quick: bool) -> Result<()> {
     } else {
         BenchPlan::full()
     };
-    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut curves: Vec<Curve> = Vec::new();
 
     // 1. The ceiling: the bare program bounces each request (parse, one
@@ -1347,15 +1355,13 @@ pub fn bench(quick: bool) -> Result<()> {
 
     let t = table(&curves);
     let targets = target_lines(&curves);
+    let load = load_note(ncpu, load_before, load_average());
     println!("\n{t}");
     println!("Targets (a ratio counts only where its ramps ended in loss, or the ceiling's in a plateau):");
     for l in &targets {
         println!("- {l}");
     }
-    println!(
-        "Machine load is not controlled: figures taken while other work runs are noisy (`uptime` at the end: {}).",
-        load_average()
-    );
+    println!("{load}");
     if let Some(kib) = rss_fast {
         println!(
             "xdhcp RSS after the fast-path run ({} leases): {:.1} MiB",
@@ -1374,12 +1380,13 @@ pub fn bench(quick: bool) -> Result<()> {
         "ramps: up until > {MAX_LOSS_PCT}% loss or a plateau of the offered rate, then bisected; filled dots probe, hollow dots refine"
     )];
     notes.extend(targets.iter().cloned());
+    notes.push(load.clone());
     std::fs::write(&plot, svg(&curves, &notes))?;
     let mut raw = format!("{t}\n");
     for l in &targets {
         let _ = writeln!(raw, "- {l}");
     }
-    raw.push('\n');
+    let _ = writeln!(raw, "{load}\n");
     for c in &curves {
         let pts: Vec<String> = c
             .points
@@ -1406,7 +1413,16 @@ pub fn bench(quick: bool) -> Result<()> {
     std::fs::write(plot.with_extension("txt"), &raw)?;
     std::fs::write(
         plot.with_extension("json"),
-        serde_json::to_string_pretty(&json_report(&curves, quick))?,
+        serde_json::to_string_pretty(&{
+            let mut j = json_report(&curves, quick);
+            j["machine"] = serde_json::json!({
+                "cpus": ncpu,
+                "load_average_before": load_before,
+                "load_average_after": load_average(),
+                "note": load,
+            });
+            j
+        })?,
     )?;
     println!(
         "plot: {} (points: .txt, report: .json beside it)",
@@ -1445,14 +1461,35 @@ pub fn bench(quick: bool) -> Result<()> {
     }
     Ok(())
 }
-/// The host's load averages, for the report's caveat.
-fn load_average() -> String {
+/// The host's 1-minute load average.
+fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
-        .map(|l| {
-            let v: Vec<&str> = l.split_whitespace().take(3).collect();
-            format!("load average {}", v.join(", "))
-        })
-        .unwrap_or_else(|_| "load average unknown".into())
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The run's caveat on machine load: figures from a machine that was busy
+/// before the bench started (1-minute load above half its CPUs) are not
+/// fit for claims, whatever the rule lets their ratios say.
+fn load_note(ncpu: usize, before: Option<f64>, after: Option<f64>) -> String {
+    let f = |v: Option<f64>| v.map_or("unknown".into(), |v| format!("{v:.2}"));
+    let busy = before.is_some_and(|l| l > 0.5 * ncpu as f64);
+    if busy {
+        format!(
+            "WARNING: the machine was busy before the bench started (load average {} on {ncpu} CPUs, {} at the end): these figures are noisy; base no claim on them",
+            f(before),
+            f(after)
+        )
+    } else {
+        format!(
+            "Machine load: load average {} before the bench, {} at the end ({ncpu} CPUs); load is not controlled, figures are noisy",
+            f(before),
+            f(after)
+        )
+    }
 }
 
 #[cfg(test)]
@@ -1531,6 +1568,13 @@ mod tests {
             curve_of(Key::FastPath, 2.636e6, End::Loss),
         ];
         assert!(table(&curves).contains("| ≤ 97.6% (ceiling capped) |"));
+    }
+
+    #[test]
+    fn a_busy_machine_is_flagged() {
+        assert!(load_note(2, Some(6.9), Some(8.2)).starts_with("WARNING"));
+        assert!(load_note(2, Some(0.3), Some(2.1)).starts_with("Machine load"));
+        assert!(load_note(2, None, None).contains("unknown"));
     }
 
     #[test]
