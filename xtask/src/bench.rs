@@ -463,6 +463,35 @@ enum Key {
 }
 
 impl Key {
+    const ALL: [Key; 10] = [
+        Key::Ceiling,
+        Key::FastPath,
+        Key::ControlPlane,
+        Key::XdhcpDora,
+        Key::KeaDora,
+        Key::KeaRenew,
+        Key::PerfDoraKea,
+        Key::PerfDoraXdhcp,
+        Key::PerfRenewKea,
+        Key::PerfRenewXdhcp,
+    ];
+
+    /// The curve's label in the plot, txt and JSON.
+    fn label(self) -> &'static str {
+        match self {
+            Key::Ceiling => "ceiling: bare XDP bounce",
+            Key::FastPath => "xdhcp renewals, fast path (XDP)",
+            Key::ControlPlane => "xdhcp renewals, control plane",
+            Key::XdhcpDora => "xdhcp DORA (SQLite fsync)",
+            Key::KeaDora => "Kea 2.2 DORA (memfile, 2 threads)",
+            Key::KeaRenew => "Kea 2.2 renewals",
+            Key::PerfDoraKea => "perfdhcp DORA: Kea",
+            Key::PerfDoraXdhcp => "perfdhcp DORA: xdhcp",
+            Key::PerfRenewKea => "perfdhcp renew: Kea",
+            Key::PerfRenewXdhcp => "perfdhcp renew: xdhcp",
+        }
+    }
+
     /// The name a ratio's note uses ("≤ 97.6% (ceiling capped)").
     fn short(self) -> &'static str {
         match self {
@@ -482,12 +511,19 @@ impl Key {
 #[derive(Clone, Debug)]
 struct Curve {
     key: Key,
-    label: String,
     points: Vec<Pt>,
     outcome: Outcome,
 }
 
 impl Curve {
+    fn new(key: Key, (points, outcome): (Vec<Pt>, Outcome)) -> Curve {
+        Curve {
+            key,
+            points,
+            outcome,
+        }
+    }
+
     fn figure(&self) -> Figure {
         self.outcome.as_figure()
     }
@@ -862,11 +898,31 @@ fn short_rate(v: f64) -> String {
     }
 }
 
+/// `text` in lines of at most `width` characters (broken at spaces; the
+/// lines after the first indented).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in text.split(' ') {
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut cur));
+            cur.push_str("    ");
+        }
+        if !cur.is_empty() && !cur.ends_with("    ") {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    lines.push(cur);
+    lines
+}
+
 /// Answered vs offered, log-log, one polyline and colour per system; the
 /// legend gives each figure and how its ramp ended, the notes under the
 /// plot the ratios with their status.
 fn svg(curves: &[Curve], notes: &[String]) -> String {
     let (w, plot_h, m) = (900.0, 560.0, 70.0);
+    let notes: Vec<String> = notes.iter().flat_map(|n| wrap(n, 125)).collect();
     let h = plot_h + 10.0 + 16.0 * notes.len() as f64;
     let (lo, hi) = (2.0f64, 7.0f64); // 100/s .. 10M/s
     let x = |v: f64| m + (v.max(100.0).log10() - lo) / (hi - lo) * (w - 2.0 * m);
@@ -957,7 +1013,7 @@ fn svg(curves: &[Curve], notes: &[String]) -> String {
             m + 30.0,
             m + 36.0,
             ly + 4.0,
-            esc(&format!("{}: {figure}, {}", c.label, c.outcome.end))
+            esc(&format!("{}: {figure}, {}", c.key.label(), c.outcome.end))
         );
     }
     for (i, n) in notes.iter().enumerate() {
@@ -1094,17 +1150,26 @@ fn table(curves: &[Curve]) -> String {
 }
 
 /// One line per target: the ratio with its status, and whether the rule
-/// lets it count as met.
-fn target_lines(curves: &[Curve]) -> Vec<String> {
+/// lets it count as met. On a machine that was `busy`, a target met by the
+/// rule is flagged as no claim.
+fn target_lines(curves: &[Curve], busy: bool) -> Vec<String> {
     TARGETS
         .iter()
         .map(
             |&(what, num, den, role, at_least, style)| match ratio_of(curves, num, den, role) {
-                Some(r) => format!(
-                    "{what}: {} -> {}",
-                    r.text(style, num.short(), den.short()),
-                    r.against(at_least).name()
-                ),
+                Some(r) => {
+                    let v = r.against(at_least);
+                    format!(
+                        "{what}: {} -> {}{}",
+                        r.text(style, num.short(), den.short()),
+                        v.name(),
+                        if busy && v == Verdict::Met {
+                            " by the rule, but the machine was busy: not a claim"
+                        } else {
+                            ""
+                        }
+                    )
+                }
                 None => format!("{what}: no figure -> undecided"),
             },
         )
@@ -1112,7 +1177,7 @@ fn target_lines(curves: &[Curve]) -> Vec<String> {
 }
 
 /// The run as JSON: curves with their ends, ratios with their status.
-fn json_report(curves: &[Curve], quick: bool) -> Value {
+fn json_report(curves: &[Curve], quick: bool, busy: bool) -> Value {
     let mut ratios = Vec::new();
     for (_, key, kea) in ROWS {
         let mut pairs = vec![(Key::Ceiling, Role::Ceiling, Style::Percent)];
@@ -1136,12 +1201,13 @@ fn json_report(curves: &[Curve], quick: bool) -> Value {
     }
     let targets: Vec<Value> = TARGETS
         .iter()
-        .zip(target_lines(curves))
+        .zip(target_lines(curves, busy))
         .map(|(&(what, num, den, role, at_least, _), line)| {
             serde_json::json!({
                 "target": what,
                 "verdict": ratio_of(curves, num, den, role)
                     .map_or("undecided", |r| match r.against(at_least) {
+                        Verdict::Met if busy => "met_by_rule_machine_busy",
                         Verdict::Met => "met",
                         Verdict::NotMet => "not_met",
                         Verdict::Undecided => "undecided",
@@ -1154,7 +1220,7 @@ fn json_report(curves: &[Curve], quick: bool) -> Value {
         "run": if quick { "quick" } else { "full" },
         "max_loss_pct": MAX_LOSS_PCT,
         "curves": curves.iter().map(|c| serde_json::json!({
-            "label": c.label,
+            "label": c.key.label(),
             "end": c.outcome.end.name(),
             "ended": c.outcome.describe(),
             "figure_per_s": c.outcome.figure,
@@ -1228,12 +1294,10 @@ pub fn bench(quick: bool) -> Result<()> {
         args.extend(plan.xdp.loadgen_args());
         let r = loadgen(&lab, &bin, &args)?;
         drop(b);
-        curves.push(Curve {
-            key: Key::Ceiling,
-            label: "ceiling: bare XDP bounce".into(),
-            points: points(&r, "renew"),
-            outcome: loadgen_outcome(&r, "renew")?,
-        });
+        curves.push(Curve::new(
+            Key::Ceiling,
+            (points(&r, "renew"), loadgen_outcome(&r, "renew")?),
+        ));
     }
 
     // 2. Renewals answered by the fast path.
@@ -1253,12 +1317,7 @@ pub fn bench(quick: bool) -> Result<()> {
             clients: plan.clients,
         },
     )?;
-    curves.push(Curve {
-        key: Key::FastPath,
-        label: "xdhcp renewals, fast path (XDP)".into(),
-        points,
-        outcome,
-    });
+    curves.push(Curve::new(Key::FastPath, (points, outcome)));
 
     // 3. Renewals answered by the control plane.
     eprintln!("== 3. xdhcp renewals, fast path off (control plane, SQLite fsync)");
@@ -1274,32 +1333,21 @@ pub fn bench(quick: bool) -> Result<()> {
             clients: plan.clients / 4,
         },
     )?;
-    curves.push(Curve {
-        key: Key::ControlPlane,
-        label: "xdhcp renewals, control plane".into(),
-        points,
-        outcome,
-    });
+    curves.push(Curve::new(Key::ControlPlane, (points, outcome)));
 
     // 4. DORA, xdhcp and Kea, same generator.
     eprintln!(
         "== 4. DORA: fresh server and store per step, rate × {} s new clients (at most {MAX_NEW_CLIENTS})",
         plan.dora_secs
     );
-    let (points, outcome) = dora_ramp(&lab, &bin, System::Xdhcp, "native", &plan)?;
-    curves.push(Curve {
-        key: Key::XdhcpDora,
-        label: "xdhcp DORA (SQLite fsync)".into(),
-        points,
-        outcome,
-    });
-    let (points, outcome) = dora_ramp(&lab, &bin, System::Kea, "off", &plan)?;
-    curves.push(Curve {
-        key: Key::KeaDora,
-        label: "Kea 2.2 DORA (memfile, 2 threads)".into(),
-        points,
-        outcome,
-    });
+    curves.push(Curve::new(
+        Key::XdhcpDora,
+        dora_ramp(&lab, &bin, System::Xdhcp, "native", &plan)?,
+    ));
+    curves.push(Curve::new(
+        Key::KeaDora,
+        dora_ramp(&lab, &bin, System::Kea, "off", &plan)?,
+    ));
     eprintln!("== 4b. Kea renewals, same generator");
     let (points, outcome, _) = renew_ramp(
         &lab,
@@ -1313,12 +1361,7 @@ pub fn bench(quick: bool) -> Result<()> {
             clients: plan.clients / 4,
         },
     )?;
-    curves.push(Curve {
-        key: Key::KeaRenew,
-        label: "Kea 2.2 renewals".into(),
-        points,
-        outcome,
-    });
+    curves.push(Curve::new(Key::KeaRenew, (points, outcome)));
 
     // 5. The same perfdhcp command against both (relay mode).
     eprintln!(
@@ -1327,41 +1370,24 @@ pub fn bench(quick: bool) -> Result<()> {
     );
     for load in [Load::Dora, Load::Renew] {
         for system in [System::Kea, System::Xdhcp] {
-            let (points, outcome) =
-                perf_ramp(&lab, system, &bin, load, &plan.perfdhcp, plan.perfdhcp_secs)?;
+            let ramp = perf_ramp(&lab, system, &bin, load, &plan.perfdhcp, plan.perfdhcp_secs)?;
             let key = match (load, system) {
                 (Load::Dora, System::Kea) => Key::PerfDoraKea,
                 (Load::Dora, System::Xdhcp) => Key::PerfDoraXdhcp,
                 (Load::Renew, System::Kea) => Key::PerfRenewKea,
                 (Load::Renew, System::Xdhcp) => Key::PerfRenewXdhcp,
             };
-            curves.push(Curve {
-                key,
-                label: format!(
-                    "perfdhcp {}: {}",
-                    if load == Load::Dora { "DORA" } else { "renew" },
-                    if system == System::Kea {
-                        "Kea"
-                    } else {
-                        "xdhcp"
-                    }
-                ),
-                points,
-                outcome,
-            });
+            curves.push(Curve::new(key, ramp));
         }
     }
     let _ = std::fs::remove_dir_all(&lab.dir);
 
-    let t = table(&curves);
-    let targets = target_lines(&curves);
-    let load = load_note(ncpu, load_before, load_average());
-    println!("\n{t}");
-    println!("Targets (a ratio counts only where its ramps ended in loss, or the ceiling's in a plateau):");
-    for l in &targets {
-        println!("- {l}");
-    }
-    println!("{load}");
+    let machine = Machine {
+        cpus: ncpu,
+        load_before,
+        load_after: load_average(),
+    };
+    write_report(&curves, quick, &machine)?;
     if let Some(kib) = rss_fast {
         println!(
             "xdhcp RSS after the fast-path run ({} leases): {:.1} MiB",
@@ -1369,65 +1395,6 @@ pub fn bench(quick: bool) -> Result<()> {
             kib as f64 / 1024.0
         );
     }
-    let out_dir = root_dir().join("bench");
-    std::fs::create_dir_all(&out_dir)?;
-    let plot = out_dir.join(if quick {
-        "answered-vs-offered-quick.svg"
-    } else {
-        "answered-vs-offered.svg"
-    });
-    let mut notes = vec![format!(
-        "ramps: up until > {MAX_LOSS_PCT}% loss or a plateau of the offered rate, then bisected; filled dots probe, hollow dots refine"
-    )];
-    notes.extend(targets.iter().cloned());
-    notes.push(load.clone());
-    std::fs::write(&plot, svg(&curves, &notes))?;
-    let mut raw = format!("{t}\n");
-    for l in &targets {
-        let _ = writeln!(raw, "- {l}");
-    }
-    let _ = writeln!(raw, "{load}\n");
-    for c in &curves {
-        let pts: Vec<String> = c
-            .points
-            .iter()
-            .map(|p| {
-                format!(
-                    "{}{}/{:.0}/{:.0}/{:.2}%",
-                    if p.refine { "r:" } else { "" },
-                    p.target,
-                    p.offered,
-                    p.answered,
-                    p.loss_pct
-                )
-            })
-            .collect();
-        let _ = writeln!(
-            raw,
-            "{}: ended {}; steps (target/offered/answered/loss, r: = refinement): {}",
-            c.label,
-            c.outcome.describe(),
-            pts.join(" ")
-        );
-    }
-    std::fs::write(plot.with_extension("txt"), &raw)?;
-    std::fs::write(
-        plot.with_extension("json"),
-        serde_json::to_string_pretty(&{
-            let mut j = json_report(&curves, quick);
-            j["machine"] = serde_json::json!({
-                "cpus": ncpu,
-                "load_average_before": load_before,
-                "load_average_after": load_average(),
-                "note": load,
-            });
-            j
-        })?,
-    )?;
-    println!(
-        "plot: {} (points: .txt, report: .json beside it)",
-        plot.display()
-    );
 
     // 6. The fast path's in-kernel cost next to the yardstick, through
     // BPF_PROG_TEST_RUN (no lab needed): 1,000,000 bindings (100,000 quick).
@@ -1461,6 +1428,144 @@ pub fn bench(quick: bool) -> Result<()> {
     }
     Ok(())
 }
+/// The machine's state around the run.
+struct Machine {
+    cpus: usize,
+    load_before: Option<f64>,
+    load_after: Option<f64>,
+}
+
+impl Machine {
+    /// Busy before the bench started: a 1-minute load above half its CPUs.
+    fn busy(&self) -> bool {
+        self.load_before.is_some_and(|l| l > 0.5 * self.cpus as f64)
+    }
+}
+
+/// Prints the table, the targets and the load caveat; writes the plot, its
+/// points (.txt) and the report (.json) to bench/.
+fn write_report(curves: &[Curve], quick: bool, machine: &Machine) -> Result<()> {
+    let t = table(curves);
+    let targets = target_lines(curves, machine.busy());
+    let load = load_note(machine);
+    println!("\n{t}");
+    println!("Targets (a ratio counts only where its ramps ended in loss, or the ceiling's in a plateau):");
+    for l in &targets {
+        println!("- {l}");
+    }
+    println!("{load}");
+    let out_dir = root_dir().join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let plot = out_dir.join(if quick {
+        "answered-vs-offered-quick.svg"
+    } else {
+        "answered-vs-offered.svg"
+    });
+    let mut notes = vec![format!(
+        "ramps: up until > {MAX_LOSS_PCT}% loss or a plateau of the offered rate, then bisected; filled dots probe, hollow dots refine"
+    )];
+    notes.extend(targets.iter().cloned());
+    notes.push(load.clone());
+    std::fs::write(&plot, svg(curves, &notes))?;
+    let mut raw = format!("{t}\n");
+    for l in &targets {
+        let _ = writeln!(raw, "- {l}");
+    }
+    let _ = writeln!(raw, "{load}\n");
+    for c in curves {
+        let pts: Vec<String> = c
+            .points
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}{}/{:.0}/{:.0}/{:.2}%",
+                    if p.refine { "r:" } else { "" },
+                    p.target,
+                    p.offered,
+                    p.answered,
+                    p.loss_pct
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            raw,
+            "{}: ended {}; steps (target/offered/answered/loss, r: = refinement): {}",
+            c.key.label(),
+            c.outcome.describe(),
+            pts.join(" ")
+        );
+    }
+    std::fs::write(plot.with_extension("txt"), &raw)?;
+    let mut j = json_report(curves, quick, machine.busy());
+    j["machine"] = serde_json::json!({
+        "cpus": machine.cpus,
+        "load_average_before": machine.load_before,
+        "load_average_after": machine.load_after,
+        "note": load,
+    });
+    std::fs::write(
+        plot.with_extension("json"),
+        serde_json::to_string_pretty(&j)?,
+    )?;
+    println!(
+        "plot: {} (points: .txt, report: .json beside it)",
+        plot.display()
+    );
+    Ok(())
+}
+
+/// Redraws a run's plot, points and report from its JSON report (after a
+/// change to the report, without running the bench again).
+pub fn replot(path: &Path) -> Result<()> {
+    let j: Value = serde_json::from_str(
+        &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))?;
+    let mut curves = Vec::new();
+    for c in j["curves"].as_array().context("no curves in the report")? {
+        let label = c["label"].as_str().unwrap_or("");
+        let key = Key::ALL
+            .into_iter()
+            .find(|k| k.label() == label)
+            .with_context(|| format!("unknown curve {label:?}"))?;
+        let points: Vec<Pt> = c["steps"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| Pt {
+                target: p["target_per_s"].as_u64().unwrap_or(0),
+                offered: p["offered_per_s"].as_f64().unwrap_or(0.0),
+                answered: p["answered_per_s"].as_f64().unwrap_or(0.0),
+                loss_pct: p["loss_pct"].as_f64().unwrap_or(100.0),
+                refine: p["stage"] == "refine",
+            })
+            .collect();
+        let pair = |k: &str| {
+            c[k].as_array()
+                .and_then(|v| Some((v.first()?.as_f64()?, v.get(1)?.as_f64()?)))
+        };
+        let outcome = Outcome {
+            end: c["end"]
+                .as_str()
+                .and_then(End::parse)
+                .with_context(|| format!("{label}: no end"))?,
+            figure: c["figure_per_s"].as_f64(),
+            knee: pair("knee_offered_per_s"),
+            knee_targets: pair("knee_target_per_s").map(|(a, b)| (a as u64, b as u64)),
+            steps: points.len() as u32,
+        };
+        curves.push(Curve::new(key, (points, outcome)));
+    }
+    let m = &j["machine"];
+    let machine = Machine {
+        cpus: m["cpus"].as_u64().unwrap_or(1) as usize,
+        load_before: m["load_average_before"].as_f64(),
+        load_after: m["load_average_after"].as_f64(),
+    };
+    write_report(&curves, j["run"] == "quick", &machine)
+}
+
 /// The host's 1-minute load average.
 fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
@@ -1474,10 +1579,10 @@ fn load_average() -> Option<f64> {
 /// The run's caveat on machine load: figures from a machine that was busy
 /// before the bench started (1-minute load above half its CPUs) are not
 /// fit for claims, whatever the rule lets their ratios say.
-fn load_note(ncpu: usize, before: Option<f64>, after: Option<f64>) -> String {
+fn load_note(m: &Machine) -> String {
     let f = |v: Option<f64>| v.map_or("unknown".into(), |v| format!("{v:.2}"));
-    let busy = before.is_some_and(|l| l > 0.5 * ncpu as f64);
-    if busy {
+    let (ncpu, before, after) = (m.cpus, m.load_before, m.load_after);
+    if m.busy() {
         format!(
             "WARNING: the machine was busy before the bench started (load average {} on {ncpu} CPUs, {} at the end): these figures are noisy; base no claim on them",
             f(before),
@@ -1499,7 +1604,6 @@ mod tests {
     fn curve_of(key: Key, figure: f64, end: End) -> Curve {
         Curve {
             key,
-            label: key.short().into(),
             points: vec![Pt {
                 target: figure as u64,
                 offered: figure,
@@ -1536,7 +1640,7 @@ mod tests {
         );
         assert!(t.contains("≥ 291.2x (fast path capped)"), "{t}");
         assert!(t.contains("| 3.3x |"), "{t}");
-        let l = target_lines(&curves);
+        let l = target_lines(&curves, false);
         assert!(
             l[0].ends_with("-> undecided (a bound, not a measurement)"),
             "{l:?}"
@@ -1546,7 +1650,7 @@ mod tests {
             "{l:?}"
         );
         assert!(l[2].ends_with("-> met"), "{l:?}");
-        let j = json_report(&curves, false);
+        let j = json_report(&curves, false, false);
         let r = &j["ratios"][0];
         assert_eq!(r["bound"], "no_bound", "{j}");
         assert_eq!(j["targets"][0]["verdict"], "undecided");
@@ -1558,7 +1662,7 @@ mod tests {
             curve_of(Key::Ceiling, 2.7e6, End::Plateau),
             curve_of(Key::FastPath, 2.0e6, End::Loss),
         ];
-        let l = target_lines(&curves);
+        let l = target_lines(&curves, false);
         assert_eq!(
             l[0],
             "fast-path renewals >= 70% of the bare ceiling: 74.1% (ceiling plateau) -> met"
@@ -1572,9 +1676,32 @@ mod tests {
 
     #[test]
     fn a_busy_machine_is_flagged() {
-        assert!(load_note(2, Some(6.9), Some(8.2)).starts_with("WARNING"));
-        assert!(load_note(2, Some(0.3), Some(2.1)).starts_with("Machine load"));
-        assert!(load_note(2, None, None).contains("unknown"));
+        let m = |before, after| Machine {
+            cpus: 2,
+            load_before: before,
+            load_after: after,
+        };
+        assert!(load_note(&m(Some(6.9), Some(8.2))).starts_with("WARNING"));
+        assert!(load_note(&m(Some(0.3), Some(2.1))).starts_with("Machine load"));
+        assert!(load_note(&m(None, None)).contains("unknown"));
+        // A target met by the rule on a busy machine is no claim.
+        let curves = vec![
+            curve_of(Key::Ceiling, 2.7e6, End::Loss),
+            curve_of(Key::FastPath, 2.0e6, End::Loss),
+        ];
+        assert!(target_lines(&curves, true)[0]
+            .ends_with("-> met by the rule, but the machine was busy: not a claim"));
+        assert_eq!(
+            json_report(&curves, true, true)["targets"][0]["verdict"],
+            "met_by_rule_machine_busy"
+        );
+    }
+
+    #[test]
+    fn long_notes_are_wrapped() {
+        let w = wrap("aaa bbb ccc ddd", 8);
+        assert_eq!(w, ["aaa bbb", "    ccc", "    ddd"]);
+        assert_eq!(wrap("short", 80), ["short"]);
     }
 
     #[test]
