@@ -144,6 +144,7 @@ impl Outcome {
         Figure {
             value: self.figure.unwrap_or(0.0),
             end: self.end,
+            beyond: self.knee.map(|k| k.1),
         }
     }
 
@@ -155,22 +156,31 @@ impl Outcome {
         match (self.end, self.figure, self.knee) {
             (End::Loss, None, _) => "loss (no step within the loss threshold)".into(),
             (End::Loss, _, Some((lo, hi))) => {
-                let short = self.knee_targets.filter(|&(tl, th)| {
-                    lo < tl as f64 * (1.0 - PLATEAU_GAIN) || hi < th as f64 * (1.0 - PLATEAU_GAIN)
-                });
-                match short {
-                    None => format!(
-                        "loss (knee between {} and {} offered/s)",
+                let short = self
+                    .knee_targets
+                    .filter(|&(tl, th)| {
+                        lo < tl as f64 * (1.0 - PLATEAU_GAIN)
+                            || hi < th as f64 * (1.0 - PLATEAU_GAIN)
+                    })
+                    .map_or(String::new(), |(tl, th)| {
+                        format!(
+                            ", the generator short of its targets {} and {}/s",
+                            thousands(tl as f64),
+                            thousands(th as f64)
+                        )
+                    });
+                let located = self.figure.is_some_and(|f| hi > f);
+                if located {
+                    format!(
+                        "loss (knee between {} and {} offered/s{short})",
                         thousands(lo),
                         thousands(hi)
-                    ),
-                    Some((tl, th)) => format!(
-                        "loss (knee between {} and {} offered/s, the generator short of its targets {} and {}/s)",
-                        thousands(lo),
-                        thousands(hi),
-                        thousands(tl as f64),
-                        thousands(th as f64)
-                    ),
+                    )
+                } else {
+                    format!(
+                        "loss, knee not located (the first step beyond offered {}/s, no more than the figure{short})",
+                        thousands(hi)
+                    )
                 }
             }
             (End::Plateau, ..) => "plateau (generator-bound: a lower bound)".into(),
@@ -404,6 +414,33 @@ fn within(loss_pct: f64, max_loss_pct: f64) -> bool {
 pub struct Figure {
     pub value: f64,
     pub end: End,
+    /// For a loss: the offered rate of the first step beyond the
+    /// threshold. The system's capacity lies between `value` and this: the
+    /// figure is a step of the ramp, so itself only a lower bound, as close
+    /// to the capacity as the ramp's refinement went.
+    pub beyond: Option<f64>,
+}
+
+impl Figure {
+    /// The interval the measured system's capacity lies in, as this ratio
+    /// may use it: a loss bounds it by the knee; a plateau of the lab's
+    /// ceiling is the ceiling (`as_ceiling`); anything else is only a
+    /// lower bound.
+    ///
+    /// A step beyond the threshold that offered no more than the figure
+    /// (a generator that fell short, or noise) bounds nothing: the knee was
+    /// not located, and the figure is a lower bound.
+    fn interval(&self, as_ceiling: bool) -> (f64, f64) {
+        match self.end {
+            End::Loss => match self.beyond {
+                Some(b) if b > self.value => (self.value, b),
+                Some(_) => (self.value, f64::INFINITY),
+                None => (self.value, self.value),
+            },
+            End::Plateau if as_ceiling => (self.value, self.value),
+            _ => (self.value, f64::INFINITY),
+        }
+    }
 }
 
 /// What the denominator of a ratio stands for.
@@ -431,10 +468,18 @@ pub enum Bound {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ratio {
+    /// The figures' quotient.
     pub value: f64,
+    /// The true ratio lies within [low, high]: `low` 0 and `high` infinite
+    /// when unbounded on that side.
+    pub low: f64,
+    pub high: f64,
     pub bound: Bound,
     pub num: End,
     pub den: End,
+    /// A ramp that ended in loss without locating its knee.
+    pub num_unlocated: bool,
+    pub den_unlocated: bool,
     pub role: Role,
 }
 
@@ -457,22 +502,24 @@ impl Verdict {
     }
 }
 
-/// The reporting rule. The numerator counts as a measurement only when its
-/// ramp ended in loss; the denominator when it ended in loss, or, for the
-/// lab's ceiling, in a plateau. A figure that does not count is a lower
-/// bound on the system it measures, which bounds the ratio from below (the
-/// numerator) or from above (the denominator), or not at all (both).
-/// `None` when the denominator is not positive.
+/// The reporting rule. Each figure stands for an interval holding the
+/// capacity it measures: from the figure to the first step beyond the loss
+/// threshold for a loss (the knee); the figure alone for the lab's ceiling
+/// that plateaued; the figure and up, a lower bound, otherwise (a plateau
+/// of anything else, a capped ramp). The ratio lies within the quotient of
+/// the intervals; it is a measurement when both are bounded, a lower bound
+/// when only the denominator is, an upper bound when only the numerator
+/// is, and no bound when neither is. `None` when the denominator is not
+/// positive.
 pub fn ratio(num: Figure, den: Figure, role: Role) -> Option<Ratio> {
     if den.value.is_nan() || den.value <= 0.0 || !num.value.is_finite() {
         return None;
     }
-    let num_counts = num.end == End::Loss;
-    let den_counts = match role {
-        Role::Ceiling => den.end != End::Capped,
-        Role::Peer => den.end == End::Loss,
-    };
-    let bound = match (num_counts, den_counts) {
+    let (n_lo, n_hi) = num.interval(false);
+    let (d_lo, d_hi) = den.interval(role == Role::Ceiling);
+    let low = n_lo / d_hi;
+    let high = n_hi / d_lo;
+    let bound = match (high.is_finite(), low > 0.0) {
         (true, true) => Bound::Measured,
         (false, true) => Bound::AtLeast,
         (true, false) => Bound::AtMost,
@@ -480,9 +527,13 @@ pub fn ratio(num: Figure, den: Figure, role: Role) -> Option<Ratio> {
     };
     Some(Ratio {
         value: num.value / den.value,
+        low,
+        high,
         bound,
         num: num.end,
         den: den.end,
+        num_unlocated: num.end == End::Loss && !n_hi.is_finite(),
+        den_unlocated: den.end == End::Loss && !d_hi.is_finite(),
         role,
     })
 }
@@ -497,31 +548,47 @@ pub enum Style {
 }
 
 impl Ratio {
-    /// Whether the ratio shows `target` (e.g. 0.70) met: a measurement
-    /// either way, a lower bound only when at or above it, an upper bound
-    /// only when below it.
+    /// Whether the ratio shows `target` (e.g. 0.70) met: met when its
+    /// whole interval is at or above it, not met when wholly below, else
+    /// undecided (a bound on the wrong side, or a knee that straddles it).
     pub fn against(&self, target: f64) -> Verdict {
-        let above = self.value >= target;
-        match (self.bound, above) {
-            (Bound::Measured, true) | (Bound::AtLeast, true) => Verdict::Met,
-            (Bound::Measured, false) | (Bound::AtMost, false) => Verdict::NotMet,
-            _ => Verdict::Undecided,
+        if self.low >= target {
+            Verdict::Met
+        } else if self.high < target {
+            Verdict::NotMet
+        } else {
+            Verdict::Undecided
         }
     }
 
-    /// The ratio with its status: "73.9%", "73.9% (ceiling plateau)",
-    /// "≥ 291.2x (fast path capped)", "≤ 58.7% (ceiling capped)",
-    /// "58.7%, no bound (fast path capped, ceiling capped)".
+    /// The ratio with its status: "73.9%", "3.9x (3.7x-4.2x)" (the knees'
+    /// width), "73.9% (ceiling plateau)", "≥ 291.2x (fast path capped)",
+    /// "≤ 58.7% (ceiling capped)", "58.7%, no bound (fast path capped,
+    /// ceiling capped)". Bounds are the interval's ends.
     pub fn text(&self, style: Style, num_name: &str, den_name: &str) -> String {
-        let v = match style {
-            Style::Percent => format!("{:.1}%", 100.0 * self.value),
-            Style::Times => format!("{:.1}x", self.value),
+        let f = |x: f64| match style {
+            Style::Percent => format!("{:.1}%", 100.0 * x),
+            Style::Times => format!("{:.1}x", x),
         };
-        let notes: Vec<String> = [(num_name, self.num), (den_name, self.den)]
-            .into_iter()
-            .filter(|(_, e)| *e != End::Loss)
-            .map(|(n, e)| format!("{n} {e}"))
-            .collect();
+        let v = match self.bound {
+            Bound::Measured if f(self.low) != f(self.high) => {
+                format!("{} ({}-{})", f(self.value), f(self.low), f(self.high))
+            }
+            Bound::AtLeast => f(self.low),
+            Bound::AtMost => f(self.high),
+            _ => f(self.value),
+        };
+        let notes: Vec<String> = [
+            (num_name, self.num, self.num_unlocated),
+            (den_name, self.den, self.den_unlocated),
+        ]
+        .into_iter()
+        .filter_map(|(n, e, unlocated)| match (e, unlocated) {
+            (End::Loss, false) => None,
+            (End::Loss, true) => Some(format!("{n} knee not located")),
+            (e, _) => Some(format!("{n} {e}")),
+        })
+        .collect();
         let notes = notes.join(", ");
         match (self.bound, notes.is_empty()) {
             (Bound::Measured, true) => v,
@@ -819,7 +886,11 @@ mod tests {
     }
 
     fn fig(value: f64, end: End) -> Figure {
-        Figure { value, end }
+        Figure {
+            value,
+            end,
+            beyond: None,
+        }
     }
 
     /// The issue's figures: fast path 2.33 M/s and ceiling 3.15 M/s, both
@@ -860,6 +931,65 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.against(0.70), Verdict::NotMet);
+    }
+
+    /// A figure is a step of its ramp: the capacity lies up to the first
+    /// step beyond the threshold. The full run's DORA: xdhcp 19,992/s with
+    /// its next step lost to pool exhaustion (a bound), Kea 6,000/s with
+    /// 8,000/s lost: at least 2.5x, not the 3.3x the figures divide to.
+    #[test]
+    fn a_knee_bounds_the_ratio() {
+        let kea = Figure {
+            value: 6_000.0,
+            end: End::Loss,
+            beyond: Some(8_000.0),
+        };
+        let r = ratio(fig(19_992.0, End::Capped), kea, Role::Peer).unwrap();
+        assert_eq!(r.bound, Bound::AtLeast);
+        assert!((r.low - 2.499).abs() < 1e-3);
+        assert_eq!(
+            r.text(Style::Times, "xdhcp DORA", "Kea DORA"),
+            "≥ 2.5x (xdhcp DORA capped)"
+        );
+        assert_eq!(r.against(3.0), Verdict::Undecided);
+        // Both refined: 3.9x within 3.7x-4.2x; a 3x target met, a 4x one
+        // undecided.
+        let xdhcp = Figure {
+            value: 15_454.0,
+            end: End::Loss,
+            beyond: Some(15_991.0),
+        };
+        let kea = Figure {
+            value: 3_972.0,
+            end: End::Loss,
+            beyond: Some(4_250.0),
+        };
+        let r = ratio(xdhcp, kea, Role::Peer).unwrap();
+        assert_eq!(r.bound, Bound::Measured);
+        assert_eq!(r.text(Style::Times, "xdhcp", "Kea"), "3.9x (3.6x-4.0x)");
+        assert_eq!(r.against(3.0), Verdict::Met);
+        assert_eq!(r.against(3.8), Verdict::Undecided);
+        assert_eq!(r.against(4.1), Verdict::NotMet);
+        // Against a capped ceiling the numerator's knee is the upper bound.
+        let fast = Figure {
+            value: 2.0e6,
+            end: End::Loss,
+            beyond: Some(2.2e6),
+        };
+        let r = ratio(fast, fig(2.7e6, End::Capped), Role::Ceiling).unwrap();
+        assert_eq!(
+            r.text(Style::Percent, "fast path", "ceiling"),
+            "≤ 81.5% (ceiling capped)"
+        );
+        // From an outcome.
+        let o = Outcome {
+            end: End::Loss,
+            figure: Some(100.0),
+            knee: Some((100.0, 110.0)),
+            knee_targets: Some((100, 110)),
+            steps: 5,
+        };
+        assert_eq!(o.as_figure().beyond, Some(110.0));
     }
 
     #[test]
@@ -968,7 +1098,14 @@ mod tests {
         assert_eq!(r.outcome().knee_targets, Some((1_000, 1_500)));
         assert_eq!(
             r.outcome().describe(),
-            "loss (knee between 967 and 912 offered/s, the generator short of its targets 1,000 and 1,500/s)"
+            "loss, knee not located (the first step beyond offered 912/s, no more than the figure, the generator short of its targets 1,000 and 1,500/s)"
+        );
+        // Such a knee bounds no ratio.
+        let x = ratio(fig(3_000.0, End::Loss), r.outcome().as_figure(), Role::Peer).unwrap();
+        assert_eq!(x.bound, Bound::AtMost);
+        assert_eq!(
+            x.text(Style::Times, "xdhcp", "Kea"),
+            "≤ 3.1x (Kea knee not located)"
         );
         assert_eq!(End::parse("plateau"), Some(End::Plateau));
         assert_eq!(End::parse("x"), None);

@@ -1191,6 +1191,8 @@ fn json_report(curves: &[Curve], quick: bool, busy: bool) -> Value {
                     "num": num_label(key),
                     "den": num_label(den),
                     "value": r.value,
+                    "low": r.low,
+                    "high": r.high,
                     "bound": bound_name(r.bound),
                     "num_end": r.num.name(),
                     "den_end": r.den.name(),
@@ -1449,7 +1451,7 @@ fn write_report(curves: &[Curve], quick: bool, machine: &Machine) -> Result<()> 
     let targets = target_lines(curves, machine.busy());
     let load = load_note(machine);
     println!("\n{t}");
-    println!("Targets (a ratio counts only where its ramps ended in loss, or the ceiling's in a plateau):");
+    println!("Targets (by the reporting rule: a figure is bounded above by its knee, a ceiling that plateaued is the ceiling, anything else is a lower bound):");
     for l in &targets {
         println!("- {l}");
     }
