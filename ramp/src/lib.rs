@@ -497,7 +497,7 @@ impl Verdict {
         match self {
             Verdict::Met => "met",
             Verdict::NotMet => "not met",
-            Verdict::Undecided => "undecided (a bound, not a measurement)",
+            Verdict::Undecided => "undecided (its bound or range does not settle it)",
         }
     }
 }

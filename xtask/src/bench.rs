@@ -1547,25 +1547,52 @@ pub fn replot(path: &Path) -> Result<()> {
             c[k].as_array()
                 .and_then(|v| Some((v.first()?.as_f64()?, v.get(1)?.as_f64()?)))
         };
-        let outcome = Outcome {
-            end: c["end"]
-                .as_str()
-                .and_then(End::parse)
-                .with_context(|| format!("{label}: no end"))?,
-            figure: c["figure_per_s"].as_f64(),
-            knee: pair("knee_offered_per_s"),
-            knee_targets: pair("knee_target_per_s").map(|(a, b)| (a as u64, b as u64)),
-            steps: points.len() as u32,
+        let outcome = match c["end"].as_str() {
+            Some(end) => Outcome {
+                end: End::parse(end).with_context(|| format!("{label}: end {end:?}"))?,
+                figure: c["figure_per_s"].as_f64(),
+                knee: pair("knee_offered_per_s"),
+                knee_targets: pair("knee_target_per_s").map(|(a, b)| (a as u64, b as u64)),
+                steps: points.len() as u32,
+            },
+            // A report without ends (a run from before ramps reported
+            // them): its steps classified as the fixed ramp they were.
+            None => replay(label, &points),
         };
         curves.push(Curve::new(key, (points, outcome)));
     }
     let m = &j["machine"];
     let machine = Machine {
-        cpus: m["cpus"].as_u64().unwrap_or(1) as usize,
+        // 0: not recorded.
+        cpus: m["cpus"].as_u64().unwrap_or(0) as usize,
         load_before: m["load_average_before"].as_f64(),
         load_after: m["load_average_after"].as_f64(),
     };
     write_report(&curves, j["run"] == "quick", &machine)
+}
+
+/// How a fixed ramp over `points`' targets ended, by the ramp's rule.
+fn replay(label: &str, points: &[Pt]) -> Outcome {
+    let mut ramp = Ramp::new(
+        Plan::Fixed(points.iter().map(|p| p.target).collect()),
+        Limits {
+            max_loss_pct: MAX_LOSS_PCT,
+            max_steps: u32::MAX,
+            max_secs: f64::INFINITY,
+            max_rate: u64::MAX,
+        },
+    );
+    for p in points {
+        if ramp.next_rate().is_none() {
+            eprintln!(
+                "xtask: {label}: the rule ends this ramp before its step at {}/s",
+                p.target
+            );
+            break;
+        }
+        ramp.record(p.target, p.offered, p.answered, p.loss_pct, 0.0);
+    }
+    ramp.outcome()
 }
 
 /// The host's 1-minute load average.
@@ -1584,6 +1611,9 @@ fn load_average() -> Option<f64> {
 fn load_note(m: &Machine) -> String {
     let f = |v: Option<f64>| v.map_or("unknown".into(), |v| format!("{v:.2}"));
     let (ncpu, before, after) = (m.cpus, m.load_before, m.load_after);
+    if ncpu == 0 {
+        return "Machine load: not recorded by this run".into();
+    }
     if m.busy() {
         format!(
             "WARNING: the machine was busy before the bench started (load average {} on {ncpu} CPUs, {} at the end): these figures are noisy; base no claim on them",
@@ -1644,11 +1674,11 @@ mod tests {
         assert!(t.contains("| 3.3x |"), "{t}");
         let l = target_lines(&curves, false);
         assert!(
-            l[0].ends_with("-> undecided (a bound, not a measurement)"),
+            l[0].ends_with("-> undecided (its bound or range does not settle it)"),
             "{l:?}"
         );
         assert!(
-            l[1].ends_with("-> undecided (a bound, not a measurement)"),
+            l[1].ends_with("-> undecided (its bound or range does not settle it)"),
             "{l:?}"
         );
         assert!(l[2].ends_with("-> met"), "{l:?}");
@@ -1686,6 +1716,16 @@ mod tests {
         assert!(load_note(&m(Some(6.9), Some(8.2))).starts_with("WARNING"));
         assert!(load_note(&m(Some(0.3), Some(2.1))).starts_with("Machine load"));
         assert!(load_note(&m(None, None)).contains("unknown"));
+        let unrecorded = Machine {
+            cpus: 0,
+            load_before: None,
+            load_after: None,
+        };
+        assert!(!unrecorded.busy());
+        assert_eq!(
+            load_note(&unrecorded),
+            "Machine load: not recorded by this run"
+        );
         // A target met by the rule on a busy machine is no claim.
         let curves = vec![
             curve_of(Key::Ceiling, 2.7e6, End::Loss),
@@ -1697,6 +1737,39 @@ mod tests {
             json_report(&curves, true, true)["targets"][0]["verdict"],
             "met_by_rule_machine_busy"
         );
+    }
+
+    /// The full run of 2026-11-23 (bench/answered-vs-offered.txt before
+    /// this change): its ceiling and fast path ramps, replayed.
+    #[test]
+    fn old_runs_are_classified_by_replaying_their_steps() {
+        let pts = |v: &[(u64, f64, f64)]| -> Vec<Pt> {
+            v.iter()
+                .map(|&(target, offered, loss_pct)| Pt {
+                    target,
+                    offered,
+                    answered: offered * (1.0 - loss_pct / 100.0),
+                    loss_pct,
+                    refine: false,
+                })
+                .collect()
+        };
+        let fast = replay(
+            "fast path",
+            &pts(&[
+                (2_000_000, 1_848_530.0, 0.0),
+                (2_500_000, 2_115_440.0, 0.0),
+                (3_000_000, 2_258_930.0, 0.0),
+                (4_000_000, 2_329_430.0, 0.0),
+            ]),
+        );
+        assert_eq!(fast.end, End::Capped);
+        let cp = replay(
+            "control plane",
+            &pts(&[(64_000, 64_000.0, 0.0), (80_000, 80_000.0, 18.66)]),
+        );
+        assert_eq!(cp.end, End::Loss);
+        assert_eq!(cp.knee, Some((64_000.0, 80_000.0)));
     }
 
     #[test]
