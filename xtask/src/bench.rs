@@ -1389,7 +1389,7 @@ pub fn bench(quick: bool) -> Result<()> {
         load_before,
         load_after: load_average(),
     };
-    write_report(&curves, quick, &machine)?;
+    write_report(&curves, quick, &machine, false)?;
     if let Some(kib) = rss_fast {
         println!(
             "xdhcp RSS after the fast-path run ({} leases): {:.1} MiB",
@@ -1446,7 +1446,9 @@ impl Machine {
 
 /// Prints the table, the targets and the load caveat; writes the plot, its
 /// points (.txt) and the report (.json) to bench/.
-fn write_report(curves: &[Curve], quick: bool, machine: &Machine) -> Result<()> {
+/// `replayed`: the curves are an old run's fixed ramps, classified by
+/// [`replay`].
+fn write_report(curves: &[Curve], quick: bool, machine: &Machine, replayed: bool) -> Result<()> {
     let t = table(curves);
     let targets = target_lines(curves, machine.busy());
     let load = load_note(machine);
@@ -1463,9 +1465,16 @@ fn write_report(curves: &[Curve], quick: bool, machine: &Machine) -> Result<()> 
     } else {
         "answered-vs-offered.svg"
     });
-    let mut notes = vec![format!(
-        "ramps: up until > {MAX_LOSS_PCT}% loss or a plateau of the offered rate, then bisected; filled dots probe, hollow dots refine"
-    )];
+    let ramps = if replayed {
+        format!(
+            "ramps: the run's fixed rate lists, each ended by the rule (> {MAX_LOSS_PCT}% loss, plateau, or the list's end: capped) when redrawn"
+        )
+    } else {
+        format!(
+            "ramps: up until > {MAX_LOSS_PCT}% loss or a plateau of the offered rate, then bisected; filled dots probe, hollow dots refine"
+        )
+    };
+    let mut notes = vec![ramps.clone()];
     notes.extend(targets.iter().cloned());
     notes.push(load.clone());
     std::fs::write(&plot, svg(curves, &notes))?;
@@ -1499,6 +1508,7 @@ fn write_report(curves: &[Curve], quick: bool, machine: &Machine) -> Result<()> 
     }
     std::fs::write(plot.with_extension("txt"), &raw)?;
     let mut j = json_report(curves, quick, machine.busy());
+    j["ramps"] = ramps.into();
     j["machine"] = serde_json::json!({
         "cpus": machine.cpus,
         "load_average_before": machine.load_before,
@@ -1524,6 +1534,7 @@ pub fn replot(path: &Path) -> Result<()> {
     )
     .with_context(|| format!("parsing {}", path.display()))?;
     let mut curves = Vec::new();
+    let mut replayed = false;
     for c in j["curves"].as_array().context("no curves in the report")? {
         let label = c["label"].as_str().unwrap_or("");
         let key = Key::ALL
@@ -1557,7 +1568,10 @@ pub fn replot(path: &Path) -> Result<()> {
             },
             // A report without ends (a run from before ramps reported
             // them): its steps classified as the fixed ramp they were.
-            None => replay(label, &points),
+            None => {
+                replayed = true;
+                replay(label, &points)
+            }
         };
         curves.push(Curve::new(key, (points, outcome)));
     }
@@ -1568,7 +1582,8 @@ pub fn replot(path: &Path) -> Result<()> {
         load_before: m["load_average_before"].as_f64(),
         load_after: m["load_average_after"].as_f64(),
     };
-    write_report(&curves, j["run"] == "quick", &machine)
+    let replayed = replayed || j["ramps"].as_str().is_some_and(|r| r.contains("fixed"));
+    write_report(&curves, j["run"] == "quick", &machine, replayed)
 }
 
 /// How a fixed ramp over `points`' targets ended, by the ramp's rule.
