@@ -290,3 +290,72 @@ fn replies_that_fail_the_checks_are_counted_wrong() {
     assert_eq!(n(&r[0], "wrong"), 0, "{}", r[0]);
     drop(b);
 }
+
+#[test]
+fn adaptive_ramps_report_how_they_ended() {
+    // The bounce program answers every request; the ramp is bounded by its
+    // rate limit (capped) or, when every reply is wrong, by its step limit
+    // (loss, with no step within the threshold).
+    let mut lab = DaemonLab::new("lgramp", CONFIG, None).unwrap();
+    lab.drop_peer().unwrap();
+    let mut bounce = Command::new(xdhcp_bin());
+    bounce.args(["lab-bounce", "srv0", "--clients", "100"]);
+    let b = Logged::spawn(&lab.srv, &bounce, None).unwrap();
+    b.wait_for("bounce program attached", Duration::from_secs(20))
+        .unwrap();
+    let common = [
+        "--clients",
+        "100",
+        "--phase",
+        "renew",
+        "--engine",
+        "xdp",
+        "--count",
+        "1000000",
+        "--synthetic",
+        "198.18.0.10",
+        "--server",
+        "198.18.0.1",
+        "--ramp-from",
+        "2000",
+        "--ramp-factor",
+        "2",
+        "--ramp-max-rate",
+        "8000",
+        "--ramp-max-steps",
+        "3",
+        "--step-duration",
+        "0.3",
+    ];
+    let mut args = common.to_vec();
+    args.extend(["--expect", "bounce"]);
+    let r = loadgen(&lab, &args);
+    let targets: Vec<u64> = r.iter().map(|s| n(s, "target_per_s")).collect();
+    assert_eq!(targets, [2000, 4000, 8000], "{r:?}");
+    for (i, s) in r.iter().enumerate() {
+        assert_eq!(s["ramp"]["step"], i as u64 + 1, "{s}");
+        assert_eq!(s["ramp"]["stage"], "probe", "{s}");
+        assert_eq!(s["ramp"].get("end").is_some(), i == 2, "{s}");
+    }
+    let end = &r[2]["ramp"]["end"];
+    assert_eq!(end["end"], "capped", "{end}");
+    assert!(end["figure_per_s"].as_f64().unwrap() > 4_000.0, "{end}");
+
+    let mut args = common.to_vec();
+    args.extend(["--expect", "ack"]);
+    let r = loadgen(&lab, &args);
+    let targets: Vec<u64> = r.iter().map(|s| n(s, "target_per_s")).collect();
+    // Loss at the first step: halving, looking for a step within.
+    assert_eq!(targets, [2000, 1000, 500], "{r:?}");
+    assert_eq!(r[1]["ramp"]["stage"], "refine");
+    // Each lossy step but the last waited for the interface to go quiet.
+    for (i, s) in r.iter().enumerate() {
+        let w = s["ramp"]["settle_secs"].as_f64();
+        assert_eq!(w.is_some(), i < 2, "{s}");
+        assert!(w.is_none_or(|w| (0.4..20.5).contains(&w)), "{s}");
+    }
+    let end = &r[2]["ramp"]["end"];
+    assert_eq!(end["end"], "loss", "{end}");
+    assert!(end["figure_per_s"].is_null(), "{end}");
+    drop(b);
+}

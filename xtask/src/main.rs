@@ -41,9 +41,13 @@ enum Task {
     Demo,
     /// Measure xdhcp next to ISC Kea on the same lab, in one run.
     Bench {
-        /// Fewer, shorter steps (under 3 minutes).
+        /// Shorter steps and fewer bisections than the full run.
         #[arg(long)]
         quick: bool,
+        /// Run nothing: redraw the plot, points and report of a run from
+        /// its JSON report (bench/answered-vs-offered*.json).
+        #[arg(long, value_name = "JSON", conflicts_with = "quick")]
+        replot: Option<PathBuf>,
     },
     /// Set up, then run the libFuzzer targets (fuzz/): 25 s each, or an
     /// hour each with --long, which also grows fuzz/corpus/.
@@ -158,7 +162,10 @@ fn main() -> ExitCode {
             })
         }),
         Task::Demo => setup::setup().and_then(|()| demo::demo()),
-        Task::Bench { quick } => setup::setup().and_then(|()| bench::bench(quick)),
+        Task::Bench {
+            replot: Some(json), ..
+        } => bench::replot(&json),
+        Task::Bench { quick, .. } => setup::setup().and_then(|()| bench::bench(quick)),
         Task::LabClean => {
             for ns in xdhcp_lab::cleanup_stale() {
                 println!("removed {ns}");

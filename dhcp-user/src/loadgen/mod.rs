@@ -23,7 +23,7 @@ use std::{
     fmt::Write as _,
     net::Ipv4Addr,
     path::PathBuf,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{bail, Result};
@@ -106,9 +106,35 @@ pub struct Args {
     pub rate: u64,
     /// Ramp: run each renewal or discover phase once per rate (requests/s,
     /// comma-separated, ascending), stopping after the first step whose
-    /// loss exceeds --max-loss. Overrides --rate for those phases.
-    #[arg(long, value_delimiter = ',')]
+    /// loss exceeds --max-loss or when the achieved offered rate stops
+    /// rising (see --ramp-from). Overrides --rate for those phases.
+    #[arg(long, value_delimiter = ',', conflicts_with = "ramp_from")]
     pub rates: Vec<u64>,
+    /// Adaptive ramp from this rate for renewal and discover phases: each
+    /// step --ramp-factor times the last until a step loses more than
+    /// --max-loss (then --ramp-refine bisections between the last step
+    /// within it and the first beyond) or the achieved offered rate stops
+    /// rising (a plateau: under 3% gain twice in a row). Bounded by
+    /// --ramp-max-steps, --ramp-max-secs and --ramp-max-rate; the last
+    /// step's report says how the ramp ended: loss, plateau or capped.
+    #[arg(long)]
+    pub ramp_from: Option<u64>,
+    /// Each probing step's rate over the last's (1.1..=10).
+    #[arg(long, default_value_t = 1.5)]
+    pub ramp_factor: f64,
+    /// Bisections between the last step within --max-loss and the first
+    /// beyond it.
+    #[arg(long, default_value_t = 4)]
+    pub ramp_refine: u32,
+    /// Steps of a ramp in all (--rates and --ramp-from).
+    #[arg(long, default_value_t = 20)]
+    pub ramp_max_steps: u32,
+    /// Wall time (seconds) after which no ramp step starts.
+    #[arg(long, default_value_t = 300.0)]
+    pub ramp_max_secs: f64,
+    /// Highest rate a --ramp-from ramp offers.
+    #[arg(long, default_value_t = 50_000_000)]
+    pub ramp_max_rate: u64,
     /// Sending time of each ramp step, in seconds (default: --duration).
     #[arg(long)]
     pub step_duration: Option<f64>,
@@ -188,6 +214,57 @@ pub struct PhaseReport {
     pub duplicate_addresses: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerDelta>,
+    /// The step's place in a ramp (--rates, --ramp-from).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<RampStep>,
+}
+
+/// A ramp step: its number (from 1), stage, and on the ramp's last step
+/// how the ramp ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct RampStep {
+    pub step: u32,
+    /// "probe" (raising the rate) or "refine" (bisecting at the knee).
+    pub stage: &'static str,
+    /// After a step beyond the loss threshold: the wait until the
+    /// interface went quiet, before the next step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settle_secs: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<RampEnd>,
+}
+
+/// How a ramp ended (`xdhcp_ramp::Outcome`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RampEnd {
+    /// "loss" (a measured knee), "plateau" (the generator's limit: a lower
+    /// bound on the server) or "capped" (a limit came first: a bound, not
+    /// a measurement).
+    pub end: &'static str,
+    /// Highest answered rate of a step within --max-loss.
+    pub figure_per_s: Option<f64>,
+    /// For "loss": offered rates of the last step within and the first
+    /// beyond the threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knee_offered_per_s: Option<[f64; 2]>,
+    /// The targets of those two steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knee_target_per_s: Option<[u64; 2]>,
+    pub steps: u32,
+    pub summary: String,
+}
+
+impl RampEnd {
+    pub fn of(o: &xdhcp_ramp::Outcome) -> RampEnd {
+        RampEnd {
+            end: o.end.name(),
+            figure_per_s: o.figure,
+            knee_offered_per_s: o.knee.map(|(a, b)| [a, b]),
+            knee_target_per_s: o.knee_targets.map(|(a, b)| [a, b]),
+            steps: o.steps,
+            summary: o.describe(),
+        }
+    }
 }
 
 /// Latency histogram, same buckets as the XDP receiver's.
@@ -274,6 +351,7 @@ impl Counts {
             latency_us_p999: self.latency.quantile_us(0.999),
             duplicate_addresses: self.duplicate_addresses,
             server: None,
+            ramp: None,
         }
     }
 }
@@ -454,53 +532,136 @@ pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
         .as_millis()
         % 255) as u32
         + 1;
-    let mut engine = packet::PacketEngine::open(&args.iface)?;
+    if args.ramp_from.is_some() && !(1.1..=10.0).contains(&args.ramp_factor) {
+        bail!("--ramp-factor must be within 1.1..=10");
+    }
+    let mut engine = Some(packet::PacketEngine::open(&args.iface)?);
     let mut reports = Vec::new();
     let mut step = 0u32;
-    for &phase in &args.phases {
-        let ramped = !args.rates.is_empty() && (phase.is_renewal() || phase == Phase::Discover);
-        let rates = if ramped {
-            args.rates.clone()
+    // One step of `phase` at `rate` for `duration` seconds.
+    let mut run_step = |phase: Phase, rate: u64, duration: f64| -> Result<PhaseReport> {
+        let mut a = args.clone();
+        a.rate = rate;
+        a.duration = duration;
+        let before = args.server_socket.as_deref().and_then(server_counters);
+        // Each step its own epoch: a previous step's late replies are strays.
+        let phase_epoch = (epoch + step) % 255 + 1;
+        step += 1;
+        let mut report = if phase.is_renewal() && args.engine == Engine::Xdp {
+            drop(engine.take());
+            let r = xdp::run_phase(&a, phase, phase_epoch, &bindings);
+            engine = Some(packet::PacketEngine::open(&args.iface)?);
+            r?
         } else {
-            vec![args.rate]
+            let e = engine.as_mut().expect("packet engine open between steps");
+            e.run_phase(&a, phase, phase_epoch, &mut bindings)?
         };
-        for rate in rates {
-            let mut a = args.clone();
-            a.rate = rate;
-            if ramped {
-                a.duration = args.step_duration.unwrap_or(args.duration);
+        report.target_per_s = rate;
+        if let (Some(b), Some(sock)) = (before, args.server_socket.as_deref()) {
+            // Renewal events and counters settle within the daemon's poll.
+            std::thread::sleep(Duration::from_millis(300));
+            if let Some(a) = server_counters(sock) {
+                report.server = Some(delta(&b, &a));
             }
-            let before = args.server_socket.as_deref().and_then(server_counters);
-            // Each step its own epoch: a previous step's late replies are strays.
-            let phase_epoch = (epoch + step) % 255 + 1;
-            step += 1;
-            let mut report = if phase.is_renewal() && args.engine == Engine::Xdp {
-                drop(engine);
-                let r = xdp::run_phase(&a, phase, phase_epoch, &bindings)?;
-                engine = packet::PacketEngine::open(&args.iface)?;
-                r
-            } else {
-                engine.run_phase(&a, phase, phase_epoch, &mut bindings)?
-            };
-            report.target_per_s = rate;
-            if let (Some(b), Some(sock)) = (before, args.server_socket.as_deref()) {
-                // Renewal events and counters settle within the daemon's poll.
-                std::thread::sleep(Duration::from_millis(300));
-                if let Some(a) = server_counters(sock) {
-                    report.server = Some(delta(&b, &a));
-                }
-            }
-            if !args.json {
-                eprintln!("{}", render_one(&report));
-            }
-            let over = report.loss_pct > args.max_loss;
+        }
+        if !args.json {
+            eprintln!("{}", render_one(&report));
+        }
+        Ok(report)
+    };
+    for &phase in &args.phases {
+        let ramped = (!args.rates.is_empty() || args.ramp_from.is_some())
+            && (phase.is_renewal() || phase == Phase::Discover);
+        if !ramped {
+            reports.push(run_step(phase, args.rate, args.duration)?);
+            continue;
+        }
+        let mut ramp = xdhcp_ramp::Ramp::new(ramp_plan(args), ramp_limits(args));
+        let started = Instant::now();
+        let first = reports.len();
+        while let Some(rate) = ramp.next_rate() {
+            let stage = ramp.stage();
+            let mut report = run_step(phase, rate, args.step_duration.unwrap_or(args.duration))?;
+            ramp.record(
+                rate,
+                report.offered_per_s,
+                report.answered_per_s,
+                report.loss_pct,
+                started.elapsed().as_secs_f64(),
+            );
+            // After a step beyond the threshold the server may still be
+            // answering its backlog, which would count against the next
+            // step: wait until the interface has gone quiet.
+            let settle_secs = (report.loss_pct > args.max_loss && ramp.next_rate().is_some())
+                .then(|| settle(&args.iface).as_secs_f64());
+            report.ramp = Some(RampStep {
+                step: ramp.steps().len() as u32,
+                stage: stage.name(),
+                settle_secs,
+                end: None,
+            });
             reports.push(report);
-            if ramped && over {
-                break;
-            }
+        }
+        if let Some(r) = reports[first..].last_mut().and_then(|r| r.ramp.as_mut()) {
+            r.end = Some(RampEnd::of(&ramp.outcome()));
         }
     }
     Ok(reports)
+}
+
+/// Frames received by `iface` (this network namespace's /proc/net/dev).
+fn rx_packets(iface: &str) -> Option<u64> {
+    let dev = std::fs::read_to_string("/proc/net/dev").ok()?;
+    dev.lines().find_map(|l| {
+        let (name, counters) = l.split_once(':')?;
+        if name.trim() != iface {
+            return None;
+        }
+        // bytes, then packets.
+        counters.split_whitespace().nth(1)?.parse().ok()
+    })
+}
+
+/// Waits until `iface` has received nothing for half a second, at most
+/// 20 s; returns the time waited.
+fn settle(iface: &str) -> Duration {
+    const QUIET: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(20);
+    let start = Instant::now();
+    let mut last = rx_packets(iface);
+    let mut since = Instant::now();
+    while start.elapsed() < MAX && last.is_some() {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = rx_packets(iface);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= QUIET {
+            break;
+        }
+    }
+    start.elapsed()
+}
+
+/// The ramp --rates or --ramp-from asks for.
+pub fn ramp_plan(args: &Args) -> xdhcp_ramp::Plan {
+    match args.ramp_from {
+        Some(start) => xdhcp_ramp::Plan::Geometric {
+            start,
+            factor: args.ramp_factor,
+            refine: args.ramp_refine,
+        },
+        None => xdhcp_ramp::Plan::Fixed(args.rates.clone()),
+    }
+}
+
+pub fn ramp_limits(args: &Args) -> xdhcp_ramp::Limits {
+    xdhcp_ramp::Limits {
+        max_loss_pct: args.max_loss,
+        max_steps: args.ramp_max_steps.max(1),
+        max_secs: args.ramp_max_secs,
+        max_rate: args.ramp_max_rate.max(1),
+    }
 }
 
 fn fmt_us(v: Option<f64>) -> String {
@@ -568,6 +729,18 @@ pub fn render(reports: &[PhaseReport]) -> String {
             extra
         );
     }
+    for r in reports {
+        if let Some(e) = r.ramp.as_ref().and_then(|s| s.end.as_ref()) {
+            let _ = writeln!(
+                t,
+                "ramp {}: {} steps, figure {}/s, ended: {}",
+                r.phase.name(),
+                e.steps,
+                e.figure_per_s.map_or("-".into(), xdhcp_ramp::thousands),
+                e.summary
+            );
+        }
+    }
     t
 }
 
@@ -592,6 +765,14 @@ pub fn progress_bar(total: u64, label: &str, json: bool) -> indicatif::ProgressB
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interface_counters_are_read_from_proc() {
+        assert!(rx_packets("lo").is_some());
+        assert_eq!(rx_packets("no-such-if0"), None);
+        // Nothing to wait for on an interface that does not exist.
+        assert!(settle("no-such-if0") < Duration::from_millis(100));
+    }
 
     #[test]
     fn latency_quantiles_are_upper_bucket_edges() {
