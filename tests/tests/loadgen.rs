@@ -131,7 +131,11 @@ fn losses_and_refusals_are_counted_and_runs_stop_by_themselves() {
     );
     let dora = &r[0];
     assert_eq!(
-        (n(dora, "sent"), n(dora, "ok"), n(dora, "lost") + n(dora, "nak")),
+        (
+            n(dora, "sent"),
+            n(dora, "ok"),
+            n(dora, "lost") + n(dora, "nak")
+        ),
         (250, 200, 50),
         "{dora}"
     );
