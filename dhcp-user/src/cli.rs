@@ -193,35 +193,91 @@ pub fn print_stats(r: &Response) {
     }
 }
 
+/// Unix seconds, and how far from now.
+fn when(v: &Value) -> String {
+    let Some(t) = v.as_u64() else {
+        return "-".into();
+    };
+    let now = xdhcp::clock::unix_now();
+    if t >= now {
+        format!("{t} (+{}s)", t - now)
+    } else {
+        format!("{t} (-{}s)", now - t)
+    }
+}
+
+/// Both planes' view of one lease: the store's (state, end, template)
+/// and the kernel's (entry under the lease's key: whether it answers for
+/// this address, its end, template slot), then the key.
 fn lease_row(l: &Value) -> String {
+    let k = &l["xdp-map"];
+    let in_map = match (&l["in-xdp-map"], k.is_object()) {
+        (Value::Bool(true), _) => "yes".to_string(),
+        // The key's entry answers for another address.
+        (_, true) => format!("->{}", s(&k["ip-address"])),
+        (Value::Bool(false), _) => "no".to_string(),
+        _ => "?".to_string(),
+    };
     format!(
-        "{:<16} {:<18} {:<20} {:<9} {:>10} {:>6} {}",
+        "{:<16} {:<18} {:<20} {:<9} {:>6} {:<22} {:<4} {:<16} {:<22} {:>5}  {}",
         s(&l["ip-address"]),
         s(&l["hw-address"]),
         s(&l["client-id"]),
         s(&l["state"]),
-        s(&l["expires"]),
         s(&l["subnet-id"]),
+        when(&l["expires"]),
         if l["fast-path"] == json!(true) {
             "yes"
         } else {
             "no"
-        }
+        },
+        in_map,
+        if k["unreported-renewal"] == json!(true) {
+            format!("{}*", when(&k["expires"]))
+        } else {
+            when(&k["expires"])
+        },
+        s(&k["template-id"]),
+        s(&l["map-key"]),
     )
 }
 
 fn lease_header() {
     println!(
-        "{:<16} {:<18} {:<20} {:<9} {:>10} {:>6} in XDP map",
-        "address", "hw-address", "client-id", "state", "expires", "subnet"
+        "{:<16} {:<18} {:<20} {:<9} {:>6} {:<22} {:<4} {:<16} {:<22} {:>5}  map key",
+        "address",
+        "hw-address",
+        "client-id",
+        "state",
+        "subnet",
+        "store expires",
+        "tmpl",
+        "in XDP map",
+        "kernel expires",
+        "slot"
     );
+}
+
+fn lease_footer(rows: &[&Value]) {
+    if rows
+        .iter()
+        .any(|l| l["xdp-map"]["unreported-renewal"] == json!(true))
+    {
+        println!("(* renewed in the kernel, not yet reported to the store)");
+    }
 }
 
 pub fn print_leases(r: &Response) {
     lease_header();
-    for l in r.arguments["leases"].as_array().into_iter().flatten() {
+    let rows: Vec<&Value> = r.arguments["leases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    for l in &rows {
         println!("{}", lease_row(l));
     }
+    lease_footer(&rows);
     println!("({})", r.text);
 }
 
@@ -232,4 +288,5 @@ pub fn print_lease(r: &Response) {
     }
     lease_header();
     println!("{}", lease_row(&r.arguments));
+    lease_footer(&[&r.arguments]);
 }

@@ -219,6 +219,9 @@ pub async fn run(
         ms = t0.elapsed().as_millis() as u64,
         "XDP lease map loaded"
     );
+    // A read handle on the lease map (the kernel's view for the control
+    // API), taken before the maps go to the committer, the only writer.
+    let lease_reader = Arc::new(maps.reader()?);
     // The XDP program submits renewal events without waking anyone (the
     // wakeup check would cost every renewal); they are collected on this
     // tick, so one reaches the store within EVENT_POLL plus a commit.
@@ -386,6 +389,21 @@ pub async fn run(
                     }
                     continue;
                 }
+                if p.request.command == "lease4-get-all" {
+                    // The kernel's view of many leases reads the whole map:
+                    // off this task.
+                    match commands::lease_rows(&engine.server, &p.request.arguments) {
+                        Ok(rows) => {
+                            let reader = lease_reader.clone();
+                            let reply = p.reply;
+                            tokio::task::spawn_blocking(move || {
+                                let _ = reply.send(commands::lease_list(rows, Some(&reader)));
+                            });
+                        }
+                        Err(r) => { let _ = p.reply.send(r); }
+                    }
+                    continue;
+                }
                 if p.request.command == "config-reload" {
                     match engine.reload() {
                         Ok((text, ops)) => {
@@ -409,6 +427,7 @@ pub async fn run(
                     lease_db: lease_db.clone(),
                     lease_map_capacity: config.server.lease_map_entries,
                     now: unix_now(),
+                    kernel: Some(&lease_reader),
                 };
                 let (response, ops) = commands::execute(&p.request, &mut cx);
                 if ops.is_empty() {

@@ -559,6 +559,7 @@ impl<'k> World<'k> {
                 lease_db: String::new(),
                 lease_map_capacity: 1024,
                 now,
+                kernel: None,
             };
             let (r, ops) = commands::execute(&req, &mut cx);
             (ops, r.result == 0)
