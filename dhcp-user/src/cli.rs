@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 use xdhcp::control::{self, Response, ERROR};
 
 /// Calls `command`; prints the JSON answer or `render`s it. Exit 0 when
-/// done, 1 on an error, 3 when nothing was found (Kea's result codes).
+/// done, 1 on an error, 3 when nothing was found, 4 when `leases audit`
+/// found the XDP map and the store disagreeing (Kea's result codes; 4 is
+/// its "conflict").
 pub fn run(
     socket: &Path,
     json_out: bool,
@@ -111,6 +113,54 @@ pub fn print_status(r: &Response) {
         s(&m["templates"]),
         s(&m["refused-map-full"])
     );
+    let au = &a["plane-audit"];
+    if au.is_object() {
+        let every = au["interval-secs"].as_u64().unwrap_or(0);
+        let found: Vec<String> = au["disagreements"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, n)| n.as_u64() != Some(0))
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let last = &au["last-pass"];
+        let last_text = if !last.is_object() {
+            "no pass yet".to_string()
+        } else if let Some(why) = last["inconclusive"].as_str() {
+            format!("last pass inconclusive: {why}")
+        } else {
+            let n = last["disagreements"].as_u64().unwrap_or(0);
+            format!(
+                "last pass at {}: {} map entries, {} bound fast-path leases, {}",
+                s(&last["at"]),
+                s(&last["map-entries"]),
+                s(&last["store-fast-path-bindings"]),
+                if n == 0 {
+                    "clean".to_string()
+                } else {
+                    format!("{n} DISAGREEMENTS")
+                }
+            )
+        };
+        println!(
+            "plane audit   {}; {}; found since start: {}; {} stray entries removed",
+            if every == 0 {
+                "background off".to_string()
+            } else {
+                format!("every {every} s")
+            },
+            last_text,
+            if found.is_empty() {
+                "none".to_string()
+            } else {
+                found.join(", ")
+            },
+            s(&m["repairs"]),
+        );
+        for f in last["current"].as_array().into_iter().flatten() {
+            println!("  {}", finding_row(f));
+        }
+    }
     let st = &a["lease-store"];
     println!(
         "lease store   {} ({}; {} batches written, {} failed{})",
@@ -289,4 +339,44 @@ pub fn print_lease(r: &Response) {
     lease_header();
     println!("{}", lease_row(&r.arguments));
     lease_footer(&[&r.arguments]);
+}
+
+fn finding_row(f: &Value) -> String {
+    let k = &f["kernel"];
+    let st = &f["store"];
+    format!(
+        "{:<16} {:<16} {:<30} {:<22} {:<22} {:<9} {:>6}{}",
+        s(&f["kind"]),
+        s(&f["ip-address"]),
+        s(&f["key"]),
+        when(&k["expires"]),
+        when(&st["expires"]),
+        s(&st["state"]),
+        match (k["subnet-id"].as_u64(), st["subnet-id"].as_u64()) {
+            (Some(a), Some(b)) if a != b => format!("{a}/{b}"),
+            (Some(a), _) | (None, Some(a)) => a.to_string(),
+            _ => "-".into(),
+        },
+        if f["repair"] == json!(true) {
+            "  removing"
+        } else {
+            ""
+        }
+    )
+}
+
+/// `leases audit`: one row per disagreement, both planes' views.
+pub fn print_audit(r: &Response) {
+    let a = &r.arguments;
+    let list: Vec<&Value> = a["current"].as_array().into_iter().flatten().collect();
+    if !list.is_empty() {
+        println!(
+            "{:<16} {:<16} {:<30} {:<22} {:<22} {:<9} {:>6}",
+            "kind", "address", "map key", "kernel expires", "store expires", "store", "subnet"
+        );
+        for f in &list {
+            println!("{}", finding_row(f));
+        }
+    }
+    println!("({}; {} ms)", r.text, s(&a["ms"]),);
 }

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use dhcp_common::{LeaseKey, LeaseValue};
 
 use crate::{
+    auditor::Auditor,
     clock::mono_ns_to_unix_ceil,
     config::Ipv4Net,
     control::{Request, Response},
@@ -36,6 +37,7 @@ pub struct Context<'a> {
     pub now: u64,
     /// A read handle on the lease map, for the kernel's view of a lease.
     pub kernel: Option<&'a LeaseReader>,
+    pub audit: Option<&'a Auditor>,
 }
 
 fn hex(bytes: &[u8], sep: &str) -> String {
@@ -209,7 +211,9 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                             "capacity": cx.lease_map_capacity,
                             "templates": sync.templates,
                             "refused-map-full": sync.map_full,
+                            "repairs": sync.repairs,
                         },
+                        "plane-audit": cx.audit.map(Auditor::status_json),
                         "lease-store": {
                             "path": cx.lease_db,
                             "healthy": health.last_error.is_none(),
@@ -267,6 +271,11 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                             "refused-map-full": sync.map_full,
                             "refused-no-template-slot": sync.no_template_slot,
                         },
+                        "plane-audit": cx.audit.map(|a| {
+                            let mut v = a.stats_json();
+                            v["repairs"] = json!(sync.repairs);
+                            v
+                        }),
                     }),
                 ),
                 none,
@@ -335,7 +344,7 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
         },
         other => (
             Response::error(format!(
-                "unknown command {other:?} (known: status, statistic-get-all, lease4-get-all, lease4-get, lease4-add, lease4-del, lease4-release, reservation-get-all, reservation-add, reservation-del, config-reload, shutdown)"
+                "unknown command {other:?} (known: status, statistic-get-all, lease4-get-all, lease4-get, lease4-add, lease4-del, lease4-release, lease4-audit, reservation-get-all, reservation-add, reservation-del, config-reload, shutdown)"
             )),
             none,
         ),

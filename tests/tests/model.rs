@@ -560,6 +560,7 @@ impl<'k> World<'k> {
                 lease_map_capacity: 1024,
                 now,
                 kernel: None,
+                audit: None,
             };
             let (r, ops) = commands::execute(&req, &mut cx);
             (ops, r.result == 0)
