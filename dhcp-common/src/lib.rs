@@ -418,6 +418,56 @@ pub mod stat {
 /// indexed by [`stat`].
 pub type Stats = [u64; stat::COUNT as usize];
 
+/// The pinned map (one [`Layout`]) that says what the other pins hold, so
+/// a daemon never adopts maps it would misread.
+pub const MAP_LAYOUT: &str = "XDHCP_LAYOUT";
+
+/// Version of what the pinned maps hold beyond their sizes: bump it with
+/// any change of meaning (a field reused, units changed, a flag's sense)
+/// that a previous daemon's maps or program would get wrong. Size changes
+/// are caught by [`Layout`] itself.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// The record pinned as [`MAP_LAYOUT`]. Its own shape never changes
+/// (eight `u32`s; new facts take `_reserved`), so any daemon can read any
+/// other's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub version: u32,
+    pub lease_key: u32,
+    pub lease_value: u32,
+    pub template: u32,
+    pub iface: u32,
+    pub renew_event: u32,
+    pub stats: u32,
+    pub _reserved: u32,
+}
+
+impl Layout {
+    /// This build's.
+    pub const CURRENT: Layout = Layout {
+        version: LAYOUT_VERSION,
+        lease_key: core::mem::size_of::<LeaseKey>() as u32,
+        lease_value: core::mem::size_of::<LeaseValue>() as u32,
+        template: core::mem::size_of::<ReplyTemplate>() as u32,
+        iface: core::mem::size_of::<IfaceInfo>() as u32,
+        renew_event: core::mem::size_of::<RenewEvent>() as u32,
+        stats: core::mem::size_of::<Stats>() as u32,
+        _reserved: 0,
+    };
+}
+
+impl core::fmt::Display for Layout {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "layout version {} (lease key {} B, lease value {} B, template {} B, interface {} B, renewal event {} B, counters {} B)",
+            self.version, self.lease_key, self.lease_value, self.template, self.iface, self.renew_event, self.stats
+        )
+    }
+}
+
 /// Human names of the stats, indexed like [`stat`].
 pub const STAT_NAMES: [&str; stat::COUNT as usize] = [
     "rx_frames",
@@ -603,6 +653,7 @@ mod pod {
     unsafe impl aya::Pod for LeaseValue {}
     unsafe impl aya::Pod for ReplyTemplate {}
     unsafe impl aya::Pod for RenewEvent {}
+    unsafe impl aya::Pod for Layout {}
     unsafe impl bytemuck::Zeroable for gen::GenConfig {}
     unsafe impl bytemuck::Pod for gen::GenConfig {}
     unsafe impl aya::Pod for gen::GenConfig {}
@@ -724,6 +775,14 @@ mod layout {
         assert_eq!(offset_of!(ReplyTemplate, options), 8);
         no_hidden_padding!(ReplyTemplate, sum: u32, options_len: u16, _pad: [u8; 2],
             options: [u8; TEMPLATE_OPTIONS_MAX]);
+    }
+
+    #[test]
+    fn layout_record_keeps_its_shape() {
+        // Every daemon must read every other's record.
+        assert_eq!(size_of::<Layout>(), 32);
+        no_hidden_padding!(Layout, version: u32, lease_key: u32, lease_value: u32, template: u32,
+            iface: u32, renew_event: u32, stats: u32, _reserved: u32);
     }
 
     #[test]

@@ -271,11 +271,16 @@ fn walk_options(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
                 s.mms = u16::from_be(ld16(p + 2)) as u32;
                 s.has_mms = 1;
             }
+            // RFC 2132 9.14: at least a type and a byte; the control plane
+            // drops a shorter one.
+            61 if len < 2 && vol(&s.cid_off) == 0 => return Err(stat::PASS_MALFORMED),
             61 if vol(&s.cid_off) == 0 => {
                 s.cid_off = v as u32;
                 s.cid_len = len as u32;
             }
-            82 if vol(&s.rai_off) == 0 => {
+            // An empty 82 (no sub-option) is echoed empty by the control
+            // plane; the lease map has no such shape (length 0 = absent).
+            82 if len > 0 && vol(&s.rai_off) == 0 => {
                 s.rai_off = v as u32;
                 s.rai_len = len as u32;
             }
@@ -456,8 +461,16 @@ fn check_request(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
     if !fits(ip, 28, ctx.data_end()) {
         return Err(stat::PASS_MALFORMED);
     }
+    // What the kernel's stack and the control plane drop (`parse_frame`):
+    // a bad header checksum, a UDP datagram longer than the IPv4 one (no
+    // IPv4 options here: the header is 20 bytes).
+    let ip_sum = halves(ld64(ip)) + halves(ld64(ip + 8)) + ld32(ip + 16) as u64;
+    if fold(ip_sum) != 0xffff {
+        return Err(stat::PASS_MALFORMED);
+    }
+    let tot_len = u16::from_be(ld16(ip + 2)) as usize;
     let udp_len = u16::from_be(ld16(ip + 24)) as usize;
-    if udp_len < 8 + OPTIONS_START + 1 || b + udp_len - 8 > frame_len {
+    if udp_len < 8 + OPTIONS_START + 1 || udp_len + 20 > tot_len || b + udp_len - 8 > frame_len {
         return Err(stat::PASS_MALFORMED);
     }
     let n = udp_len - 8;

@@ -104,6 +104,16 @@ pub fn print_status(r: &Response) {
             s(&i["xdp"])
         );
     }
+    let h = &a["hitless-stop"];
+    println!(
+        "hitless stop  {} ({})",
+        if h["possible"] == json!(true) {
+            "possible"
+        } else {
+            "NOT possible"
+        },
+        s(&h["why"])
+    );
     println!("leases        {}", s(&a["leases"]));
     let m = &a["lease-map"];
     println!(
@@ -176,6 +186,9 @@ pub fn print_status(r: &Response) {
             .as_str()
             .map_or(String::new(), |e| format!("; last error: {e}"))
     );
+    for w in a["warnings"].as_array().into_iter().flatten() {
+        println!("WARNING       {}", s(w));
+    }
 }
 
 pub fn print_stats(r: &Response) {
@@ -220,8 +233,16 @@ pub fn print_stats(r: &Response) {
     line("xdp", x);
     line("lease map", &a["lease-map"]);
     println!(
-        "{:<10} {:<20} {:>8} {:>8} {:>6}",
-        "subnet-id", "subnet", "pool", "in use", "use"
+        "{:<10} {:<20} {:>8} {:>8} {:>6} {:>7} {:>10} {:>9} {:>8}",
+        "subnet-id",
+        "subnet",
+        "pool",
+        "in use",
+        "use",
+        "offers",
+        "taken-back",
+        "unrequested",
+        "declines"
     );
     for sn in a["subnets"].as_array().into_iter().flatten() {
         let (t, h) = (
@@ -229,7 +250,7 @@ pub fn print_stats(r: &Response) {
             sn["assigned-addresses"].as_u64().unwrap_or(0),
         );
         println!(
-            "{:<10} {:<20} {:>8} {:>8} {:>5.1}%",
+            "{:<10} {:<20} {:>8} {:>8} {:>5.1}% {:>7} {:>10} {:>11} {:>8}",
             s(&sn["subnet-id"]),
             s(&sn["subnet"]),
             t,
@@ -238,8 +259,28 @@ pub fn print_stats(r: &Response) {
                 0.0
             } else {
                 100.0 * h as f64 / t as f64
-            }
+            },
+            s(&sn["offers-held"]),
+            s(&sn["offers-taken-back"]),
+            s(&sn["offers-expired-unrequested"]),
+            s(&sn["declines"]),
         );
+    }
+    let lines = a["offer-lines"].as_array().cloned().unwrap_or_default();
+    if !lines.is_empty() {
+        println!("lines whose offers went unrequested, or that declined:");
+        for l in lines {
+            println!(
+                "  {:<40} offers {} requested {} taken-back {} unrequested {} declines {} hold {} s",
+                s(&l["line"]),
+                s(&l["offers"]),
+                s(&l["requested"]),
+                s(&l["taken-back"]),
+                s(&l["expired-unrequested"]),
+                s(&l["declines"]),
+                s(&l["hold-secs"])
+            );
+        }
     }
 }
 

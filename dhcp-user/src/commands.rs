@@ -189,6 +189,19 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
         // Kea's name too.
         "status" | "status-get" => {
             let sync = *cx.sync.lock().unwrap();
+            let warnings: Vec<String> = cx
+                .server
+                .utilisation(cx.now)
+                .into_iter()
+                .filter(|(id, ..)| cx.server.offer_stats(*id).1)
+                .map(|(id, net, total, _)| {
+                    let (o, _) = cx.server.offer_stats(id);
+                    format!(
+                        "subnet {net} (id {id}): {} offers held in a pool of {total}, beyond its protected share: new DISCOVERs take held offers' addresses (a DISCOVER flood?)",
+                        o.held
+                    )
+                })
+                .collect();
             let health = cx.store_health.lock().unwrap().clone();
             let interfaces: Vec<Value> = cx
                 .fastpath
@@ -196,6 +209,10 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                 .iter()
                 .map(|at| json!({"name": at.ifname, "ifindex": at.ifindex, "xdp": at.mode.to_string()}))
                 .collect();
+            let hitless = match cx.fastpath.hitless_stop() {
+                Ok(why) => json!({"possible": true, "why": why}),
+                Err(why) => json!({"possible": false, "why": why}),
+            };
             (
                 Response::ok(
                     "xdhcp serving",
@@ -205,7 +222,9 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                         "uptime": cx.started.elapsed().as_secs(),
                         "server-id": cx.server.server_id().to_string(),
                         "interfaces": interfaces,
+                        "hitless-stop": hitless,
                         "leases": cx.server.leases.len(),
+                        "warnings": warnings,
                         "lease-map": {
                             "bindings": sync.entries,
                             "capacity": cx.lease_map_capacity,
@@ -248,7 +267,13 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                 .utilisation(cx.now)
                 .into_iter()
                 .map(|(id, net, total, held)| {
-                    json!({"subnet-id": id, "subnet": net.to_string(), "total-addresses": total, "assigned-addresses": held})
+                    let (o, over) = cx.server.offer_stats(id);
+                    json!({
+                        "subnet-id": id, "subnet": net.to_string(), "total-addresses": total, "assigned-addresses": held,
+                        "offers-held": o.held, "offers-taken-back": o.taken_back,
+                        "offers-expired-unrequested": o.expired_unrequested, "declines": o.declines,
+                        "offers-over-share": over,
+                    })
                 })
                 .collect();
             let sync = *cx.sync.lock().unwrap();
@@ -262,6 +287,7 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                         "malformed": c.malformed.iter().map(|(k, v)| (k.name().to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
                         "fast-path-renewals-stored": c.fast_renewals,
                         "subnets": subnets,
+                        "offer-lines": cx.server.offer_lines_json(20),
                         "xdp": xdp,
                         "lease-map": {
                             "bindings": sync.entries,

@@ -238,3 +238,125 @@ impl Committer {
         all_written
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        leases::{client_id_key, Lease, LeaseState},
+        store::{FlakyStore, MemoryStore},
+    };
+    use std::net::Ipv4Addr;
+    use std::sync::atomic::AtomicU32;
+
+    fn lease(n: u8) -> Lease {
+        Lease {
+            ip: Ipv4Addr::new(198, 18, 0, n),
+            client: Some(client_id_key(&[1, n])),
+            hw: Box::new([1, 2, 0, 0, 0, 0, n]),
+            subnet_id: 1,
+            state: LeaseState::Bound,
+            expires: 1_000,
+            lease_secs: 600,
+            fast: None,
+        }
+    }
+
+    /// Issue 12, items 6 and 7: a refused batch was dropped (the renewals
+    /// in it lost, a later clean stop still clean) and the API was told
+    /// nothing changed on disk while memory and map had changed.
+    #[test]
+    fn a_refused_batch_is_retried_in_order_and_its_replies_wait_for_it() {
+        let fail = Arc::new(AtomicU32::new(3));
+        let store = FlakyStore {
+            inner: MemoryStore::default(),
+            fail: fail.clone(),
+        };
+        let mut c = Committer::new(Box::new(store), None);
+        let (tx, rx) = mpsc::channel::<Commit<u8>>();
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+        tx.send(Commit {
+            seq: 1,
+            ops: vec![StoreOp::Renewed(lease(1))],
+            replies: vec![1],
+            done: Some(done_tx),
+            unmap: Vec::new(),
+        })
+        .unwrap();
+        tx.send(Commit {
+            seq: 2,
+            ops: vec![StoreOp::Put(lease(2))],
+            replies: vec![2],
+            done: None,
+            unmap: Vec::new(),
+        })
+        .unwrap();
+        drop(tx);
+        let sent = Mutex::new(Vec::new());
+        let reports = Mutex::new(Vec::new());
+        let stopping = AtomicBool::new(false);
+        let all = c.run(
+            rx,
+            |r| reports.lock().unwrap().push(r.seq),
+            |w| sent.lock().unwrap().push(*w),
+            &stopping,
+            Duration::from_secs(10),
+        );
+        assert!(all, "everything was written in the end");
+        assert_eq!(
+            fail.load(Ordering::SeqCst),
+            0,
+            "retried through every failure"
+        );
+        match done_rx.try_recv() {
+            Ok(Written::Retrying(e)) => assert!(e.contains("disk full"), "{e}"),
+            other => panic!("the waiter must hear that the write is retried: {other:?}"),
+        }
+        let h = c.health.lock().unwrap().clone();
+        assert_eq!(
+            (h.failed_batches, h.failed_writes, h.recovered_batches),
+            (1, 3, 1)
+        );
+        assert!(h.last_error.is_none());
+        // Both replies left, after their batches, in order.
+        assert_eq!(*sent.lock().unwrap(), vec![1, 2]);
+        let mut got: Vec<_> = c.store.load().unwrap().into_iter().map(|l| l.ip).collect();
+        got.sort();
+        assert_eq!(got, vec![lease(1).ip, lease(2).ip]);
+    }
+
+    /// At shutdown, a store that keeps failing is given up on and the run
+    /// says so: the caller then leaves the store unclean.
+    #[test]
+    fn a_store_failing_at_shutdown_is_reported_not_written() {
+        let store = FlakyStore {
+            inner: MemoryStore::default(),
+            fail: Arc::new(AtomicU32::new(u32::MAX)),
+        };
+        let mut c = Committer::new(Box::new(store), None);
+        let (tx, rx) = mpsc::channel::<Commit<u8>>();
+        tx.send(Commit {
+            seq: 1,
+            ops: vec![StoreOp::Put(lease(1))],
+            replies: vec![1],
+            done: None,
+            unmap: Vec::new(),
+        })
+        .unwrap();
+        drop(tx);
+        let sent = Mutex::new(Vec::new());
+        let stopping = AtomicBool::new(true);
+        let all = c.run(
+            rx,
+            |_| {},
+            |w| sent.lock().unwrap().push(*w),
+            &stopping,
+            Duration::from_millis(200),
+        );
+        assert!(!all);
+        assert!(
+            sent.lock().unwrap().is_empty(),
+            "no reply for what is not durable"
+        );
+    }
+}

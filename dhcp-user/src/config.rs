@@ -44,9 +44,16 @@ pub struct Server {
     /// A DECLINEd address is not handed out for this long.
     #[serde(default = "default_probation")]
     pub decline_probation_secs: u32,
-    /// An OFFERed address is kept for its client this long.
+    /// An OFFERed address is kept for its client this long (less on a
+    /// line whose offers go unrequested: halved per unanswered offer, down
+    /// to 1 s, whole again at its next REQUEST).
     #[serde(default = "default_offer_hold")]
     pub offer_hold_secs: u32,
+    /// Share of a pool (percent) whose held offers keep their addresses
+    /// when the pool runs out; beyond it, a new DISCOVER takes the address
+    /// of the oldest held offer (its client is NAKed if it asks for it).
+    #[serde(default = "default_offer_protected_percent")]
+    pub offer_protected_percent: u32,
     /// How often expired leases are reclaimed.
     #[serde(default = "default_reclaim")]
     pub reclaim_interval_secs: u32,
@@ -110,6 +117,10 @@ fn default_lease_db() -> PathBuf {
 fn default_probation() -> u32 {
     86_400
 }
+fn default_offer_protected_percent() -> u32 {
+    10
+}
+
 fn default_offer_hold() -> u32 {
     30
 }
@@ -711,6 +722,21 @@ impl Config {
                 .position(|l| l.trim_start().starts_with(key))
                 .map_or(0, |n| n + 1)
         };
+        if self.server.offer_protected_percent > 100 {
+            return Err(err(
+                global_line("offer_protected_percent"),
+                format!(
+                    "offer_protected_percent {} must be 0-100",
+                    self.server.offer_protected_percent
+                ),
+            ));
+        }
+        if self.server.offer_hold_secs == 0 {
+            return Err(err(
+                global_line("offer_hold_secs"),
+                "offer_hold_secs must be positive".into(),
+            ));
+        }
         check_options(&self.options)
             .and_then(|()| check_timers(&[("[options]", &self.options)]))
             .map_err(|r| err(global_line("[options]"), r))?;

@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as AsyncBufReader},
     net::UnixListener,
     sync::{mpsc, oneshot},
 };
@@ -73,19 +73,64 @@ impl Response {
     }
 }
 
+/// One request line as the socket reads it (without its newline); pure,
+/// so the fuzz target `control` runs exactly what the listener runs.
+pub fn parse_request(line: &[u8]) -> Result<Request, serde_json::Error> {
+    serde_json::from_slice(line)
+}
+
 /// A command waiting for the daemon's main task.
 pub struct Pending {
     pub request: Request,
     pub reply: oneshot::Sender<Response>,
 }
 
-/// Binds the socket (replacing a stale one), root-only, and serves it:
-/// each line read becomes a `Pending` on `tx`.
+/// Connections served at once by an accept loop (control socket, metrics).
+pub const MAX_CONNECTIONS: usize = 64;
+/// Longest command line accepted (a reservation or lease command is well
+/// under 1 KiB); a longer one is answered with an error and the
+/// connection closed.
+pub const MAX_LINE: usize = 64 * 1024;
+/// A connection that sends no complete line for this long is closed.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// Backs an accept loop off when accepting fails (EMFILE: out of
+/// descriptors), instead of spinning on the error; logs once per run of
+/// failures.
+#[derive(Default)]
+pub struct AcceptBackoff {
+    failing: bool,
+}
+
+impl AcceptBackoff {
+    pub async fn failed(&mut self, what: &str, e: &std::io::Error) {
+        if !std::mem::replace(&mut self.failing, true) {
+            tracing::warn!("{what}: accepting a connection failed ({e}); backing off");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    pub fn ok(&mut self) {
+        self.failing = false;
+    }
+}
+
+/// Binds the socket (replacing a stale socket, never another file),
+/// root-only, and serves it: each line read becomes a `Pending` on `tx`.
+/// At most `MAX_CONNECTIONS` at once (the oldest goes), lines of at most
+/// `MAX_LINE` bytes, idle connections closed after a minute.
 pub fn listen(path: &Path, tx: mpsc::Sender<Pending>) -> Result<tokio::task::JoinHandle<()>> {
+    use std::os::unix::fs::FileTypeExt;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            bail!(
+                "control socket path {} exists and is not a socket: not removing it (choose another server.control_socket)",
+                path.display()
+            );
+        }
         if UnixStream::connect(path).is_ok() {
             bail!(
                 "control socket {} is in use (another xdhcp running?)",
@@ -103,35 +148,74 @@ pub fn listen(path: &Path, tx: mpsc::Sender<Pending>) -> Result<tokio::task::Joi
         listener.with_context(|| format!("binding control socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(tokio::spawn(async move {
+        let mut backoff = AcceptBackoff::default();
+        let mut live = Connections::default();
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    backoff.failed("control socket", &e).await;
+                    continue;
+                }
             };
+            backoff.ok();
             let tx = tx.clone();
-            tokio::spawn(async move {
+            live.add(tokio::spawn(async move {
                 let (rd, mut wr) = stream.into_split();
-                let mut lines = AsyncBufReader::new(rd).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let response = match serde_json::from_str::<Request>(&line) {
-                        Ok(request) => {
-                            let (reply, rx) = oneshot::channel();
-                            if tx.send(Pending { request, reply }).await.is_err() {
-                                return;
+                let mut rd = AsyncBufReader::new(rd);
+                loop {
+                    let mut line = Vec::new();
+                    let mut limited = (&mut rd).take(MAX_LINE as u64 + 1);
+                    let read = limited.read_until(b'\n', &mut line);
+                    match tokio::time::timeout(IDLE, read).await {
+                        Ok(Ok(0)) | Err(_) | Ok(Err(_)) => return,
+                        Ok(Ok(_)) => {}
+                    }
+                    let too_long = line.len() > MAX_LINE;
+                    let response = if too_long {
+                        Response::error(format!("command longer than {MAX_LINE} bytes"))
+                    } else {
+                        match parse_request(&line) {
+                            Ok(request) => {
+                                let (reply, rx) = oneshot::channel();
+                                if tx.send(Pending { request, reply }).await.is_err() {
+                                    return;
+                                }
+                                rx.await
+                                    .unwrap_or_else(|_| Response::error("daemon shutting down"))
                             }
-                            rx.await
-                                .unwrap_or_else(|_| Response::error("daemon shutting down"))
+                            Err(e) => Response::error(format!("not a command: {e}")),
                         }
-                        Err(e) => Response::error(format!("not a command: {e}")),
                     };
                     let mut out = serde_json::to_string(&response).unwrap_or_default();
                     out.push('\n');
-                    if wr.write_all(out.as_bytes()).await.is_err() {
+                    if wr.write_all(out.as_bytes()).await.is_err() || too_long {
                         return;
                     }
                 }
-            });
+            }));
         }
     }))
+}
+
+/// The connections an accept loop serves: at most `MAX_CONNECTIONS`; a
+/// newcomer beyond that closes the oldest, so idle connections, however
+/// many are opened, never lock out the one that has something to say.
+#[derive(Default)]
+pub struct Connections {
+    tasks: std::collections::VecDeque<tokio::task::JoinHandle<()>>,
+}
+
+impl Connections {
+    pub fn add(&mut self, task: tokio::task::JoinHandle<()>) {
+        self.tasks.retain(|t| !t.is_finished());
+        while self.tasks.len() >= MAX_CONNECTIONS {
+            if let Some(oldest) = self.tasks.pop_front() {
+                oldest.abort();
+            }
+        }
+        self.tasks.push_back(task);
+    }
 }
 
 /// One command from a client (the CLI): connect, send, read the answer.

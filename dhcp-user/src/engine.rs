@@ -259,9 +259,16 @@ impl Engine {
         ops
     }
 
-    /// Expires what ran out. The caller reads the ring first.
-    pub fn reclaim(&mut self, now: u64) -> Vec<StoreOp> {
-        self.server.reclaim(now)
+    /// Expires what ran out, after the renewals the kernel answered (read
+    /// off the ring just before): reclaim must not expire what it renewed.
+    pub fn reclaim(
+        &mut self,
+        grants: impl IntoIterator<Item = KernelGrant>,
+        now: u64,
+    ) -> Vec<StoreOp> {
+        let mut ops = self.kernel_tick(grants, now);
+        ops.extend(self.server.reclaim(now));
+        ops
     }
 
     /// `config-reload` and SIGHUP.

@@ -93,8 +93,10 @@ fn link_pin(dir: &Path, ifname: &str) -> PathBuf {
     dir.join(format!("link_{ifname}"))
 }
 
-/// Mounts bpffs on /sys/fs/bpf when `dir` lies under it and it is not.
-pub fn ensure_bpffs(dir: &Path) -> Result<()> {
+/// Mounts bpffs on /sys/fs/bpf when `dir` lies under it and it is not;
+/// says whether it did (in a private mount namespace, what this process
+/// mounted goes with it: `crate::pins::survival`).
+pub fn ensure_bpffs(dir: &Path) -> Result<bool> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     let root = Path::new("/sys/fs/bpf");
     if !dir.starts_with(root) {
@@ -110,13 +112,13 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
                 parent.display()
             );
         }
-        return Ok(());
+        return Ok(false);
     }
     let c = std::ffi::CString::new("/sys/fs/bpf")?;
     // SAFETY: statfs on a valid path into a zeroed struct.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
-        return Ok(());
+        return Ok(false);
     }
     let fstype = std::ffi::CString::new("bpf")?;
     // SAFETY: plain mount(2) with valid strings.
@@ -136,7 +138,7 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
         );
     }
     tracing::info!("mounted bpffs on /sys/fs/bpf");
-    Ok(())
+    Ok(true)
 }
 
 /// Verdict and output of one `BPF_PROG_TEST_RUN`.
@@ -198,6 +200,8 @@ pub struct Fastpath {
     pin_dir: Option<PathBuf>,
     /// Set by `keep_attached`: leave everything pinned on drop.
     kept: bool,
+    /// `ensure_bpffs` mounted the bpffs of `pin_dir` (for `hitless_stop`).
+    mounted_bpffs: bool,
     // Holds the log ring buffer's fd; dropping it would close the map under
     // the program's feet.
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
@@ -220,11 +224,19 @@ impl Fastpath {
     /// `load_sized` with the maps pinned in `pin_dir`: maps a previous
     /// daemon left there are adopted, contents included (the renewal
     /// events it could not read, the kernel's bindings).
+    /// Pinned maps of another layout are refused before anything is
+    /// loaded or detached.
     pub fn load_pinned(debug_logs: bool, lease_entries: u32, pin_dir: &Path) -> Result<Fastpath> {
-        ensure_bpffs(pin_dir)?;
+        let mounted = ensure_bpffs(pin_dir)?;
         std::fs::create_dir_all(pin_dir)
             .with_context(|| format!("creating {}", pin_dir.display()))?;
-        Self::load_with(debug_logs, lease_entries, &[], Some(pin_dir))
+        let layout = crate::pins::check_layout(pin_dir)?;
+        let mut fp = Self::load_with(debug_logs, lease_entries, &[], Some(pin_dir))?;
+        fp.mounted_bpffs = mounted;
+        if layout != crate::pins::PinnedLayout::Recorded {
+            crate::pins::record_layout(pin_dir, &dhcp_common::Layout::CURRENT)?;
+        }
+        Ok(fp)
     }
 
     /// For `fastpath_cost`: also the yardstick (its map sized like the
@@ -287,6 +299,7 @@ impl Fastpath {
             attachments: Vec::new(),
             pin_dir: pin_dir.map(Path::to_path_buf),
             kept: false,
+            mounted_bpffs: false,
             logger,
             ebpf,
         })
@@ -405,13 +418,24 @@ impl Fastpath {
     /// Leaves the program attached and the maps pinned after this
     /// process exits (hitless restart); the next daemon adopts them.
     pub fn keep_attached(&mut self) -> Result<()> {
-        if self.pin_dir.is_none() {
-            bail!("nothing is pinned (no pin_dir): the fast path cannot outlive the daemon");
+        if let Err(why) = self.hitless_stop() {
+            bail!("{why}");
         }
         self.kept = true;
         // Closing our link fds leaves the pinned links attached.
         self.attachments.clear();
         Ok(())
+    }
+
+    /// Whether `keep_attached` would leave anything for the next daemon:
+    /// `Ok` says why the pins outlive this process, `Err` why they would
+    /// not, and what to do about it.
+    pub fn hitless_stop(&self) -> std::result::Result<String, String> {
+        let Some(dir) = &self.pin_dir else {
+            return Err("no pin_dir configured: the fast path cannot outlive the daemon (set server.pin_dir or --pin-dir)".into());
+        };
+        crate::pins::survival(dir, self.mounted_bpffs)
+            .map_err(|why| format!("{why}; to fix it, {}", crate::pins::SURVIVAL_FIX))
     }
 
     pub fn attachments(&self) -> &[Attachment] {

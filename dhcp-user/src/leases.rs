@@ -350,17 +350,29 @@ impl LeaseTable {
     /// offer) or released (a binding), and a released binding is returned
     /// so the caller can persist that change.
     pub fn put(&mut self, lease: Lease) -> Option<Lease> {
-        let mut displaced = None;
-        if let Some(old) = self.by_ip.get(&lease.ip) {
-            if old.client != lease.client || old.subnet_id != lease.subnet_id {
-                if let Some(c) = old.client.clone() {
-                    let k = (old.subnet_id, c);
-                    if self.by_client.get(&k) == Some(&lease.ip) {
-                        self.by_client.remove(&k);
-                    }
+        // A lease that holds nothing for its client (released, expired)
+        // never takes the client's index from the one it has now.
+        if !matches!(lease.state, LeaseState::Offered | LeaseState::Bound) {
+            if let Some(c) = lease.client.clone() {
+                let k = (lease.subnet_id, c);
+                let other_current = self
+                    .by_client
+                    .get(&k)
+                    .filter(|ip| **ip != lease.ip)
+                    .and_then(|ip| self.by_ip.get(ip))
+                    .is_some_and(|o| {
+                        o.client == lease.client
+                            && matches!(o.state, LeaseState::Offered | LeaseState::Bound)
+                    });
+                if other_current {
+                    self.unindex_other_holder(&lease);
+                    self.by_ip.insert(lease.ip, lease);
+                    return None;
                 }
             }
         }
+        let mut displaced = None;
+        self.unindex_other_holder(&lease);
         if let Some(c) = lease.client.clone() {
             if let Some(prev) = self.by_client.insert((lease.subnet_id, c), lease.ip) {
                 if prev != lease.ip {
@@ -406,6 +418,31 @@ impl LeaseTable {
             }
         }
         self.by_ip.insert(lease.ip, lease);
+    }
+
+    /// The same lease (address, client, subnet) with other fields: the
+    /// indexes stay as they are.
+    pub fn replace(&mut self, lease: Lease) {
+        debug_assert!(self
+            .by_ip
+            .get(&lease.ip)
+            .is_some_and(|o| o.client == lease.client && o.subnet_id == lease.subnet_id));
+        self.by_ip.insert(lease.ip, lease);
+    }
+
+    /// The previous holder of `lease.ip`, if another client, loses its
+    /// index entry for that address.
+    fn unindex_other_holder(&mut self, lease: &Lease) {
+        if let Some(old) = self.by_ip.get(&lease.ip) {
+            if old.client != lease.client || old.subnet_id != lease.subnet_id {
+                if let Some(c) = old.client.clone() {
+                    let k = (old.subnet_id, c);
+                    if self.by_client.get(&k) == Some(&lease.ip) {
+                        self.by_client.remove(&k);
+                    }
+                }
+            }
+        }
     }
 
     /// Removes the lease at `ip` entirely and frees the address.
@@ -501,8 +538,9 @@ impl LeaseTable {
 
     /// Moves leases whose time ran out to Expired (offers are dropped, a
     /// declined address ends probation) and returns the bound ones that
-    /// expired, for the store and the fast-path map.
-    pub fn reclaim(&mut self, now: u64) -> Vec<Lease> {
+    /// expired, for the store and the fast-path map, and the addresses of
+    /// the offers that ran out.
+    pub fn reclaim(&mut self, now: u64) -> (Vec<Lease>, Vec<Ipv4Addr>) {
         let due: Vec<Ipv4Addr> = self
             .by_ip
             .values()
@@ -515,10 +553,14 @@ impl LeaseTable {
             .map(|l| l.ip)
             .collect();
         let mut expired = Vec::new();
+        let mut offers = Vec::new();
         for ip in due {
             let state = self.by_ip[&ip].state;
             match state {
                 LeaseState::Offered | LeaseState::Declined => {
+                    if state == LeaseState::Offered {
+                        offers.push(ip);
+                    }
                     self.remove(ip);
                 }
                 _ => {
@@ -528,7 +570,7 @@ impl LeaseTable {
                 }
             }
         }
-        expired
+        (expired, offers)
     }
 
     /// (total pool addresses, addresses held now) for one subnet.
@@ -633,7 +675,8 @@ mod tests {
         d.client = None;
         t.put(d);
         assert_eq!(t.allocate(1, 5), None);
-        let expired = t.reclaim(10);
+        let (expired, offers) = t.reclaim(10);
+        assert_eq!(offers, vec![Ipv4Addr::new(198, 18, 0, 11)]);
         assert_eq!(expired.len(), 1);
         assert_eq!(
             t.get(Ipv4Addr::new(198, 18, 0, 10)).unwrap().state,
@@ -653,5 +696,36 @@ mod tests {
         assert!(t.available_to(ip, &client_id_key(b"aa"), 50));
         assert!(!t.available_to(ip, &client_id_key(b"bb"), 50));
         assert!(t.available_to(ip, &client_id_key(b"bb"), 100));
+    }
+}
+
+#[cfg(test)]
+mod free_list {
+    use super::*;
+
+    /// Issue 12, item 11: DISCOVER with option 50 for a free address, then
+    /// a REQUEST naming another server, pushed the address onto the free
+    /// list again each time: it grew without bound from network input.
+    #[test]
+    fn the_free_list_never_holds_an_address_twice() {
+        let mut t = LeaseTable::new();
+        let (a, b) = (Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 0, 13));
+        t.add_pool(1, a, b, &|_| false);
+        for i in 0..10_000u32 {
+            // Offered at a requested (still queued) address, then dropped.
+            t.put(Lease {
+                ip: a,
+                client: Some(client_id_key(&i.to_be_bytes())),
+                hw: Box::new([1]),
+                subnet_id: 1,
+                state: LeaseState::Offered,
+                expires: 100,
+                lease_secs: 0,
+                fast: None,
+            });
+            t.remove(a);
+        }
+        let queued: usize = t.pools[&1].iter().map(|p| p.free.len()).sum();
+        assert_eq!(queued, 4);
     }
 }

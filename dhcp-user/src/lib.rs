@@ -19,6 +19,7 @@ pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod packet;
+pub mod pins;
 pub mod serve;
 pub mod server;
 pub mod store;

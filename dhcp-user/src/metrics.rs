@@ -1,10 +1,14 @@
-//! Prometheus metrics over HTTP (`GET /metrics`), loopback by default. A
-//! scrape asks the daemon's main task for the same statistics the control
+//! Prometheus metrics over HTTP (`GET /metrics`, served by hyper with a
+//! connection cap, read timeouts and a request-size limit), loopback by
+//! default. A scrape asks the daemon's main task for the same statistics the control
 //! API gives (`statistic-get-all`) and renders them with prometheus-client.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context, Result};
+use http_body_util::Full;
+use hyper::{body::Bytes, body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -12,7 +16,6 @@ use prometheus_client::{
 };
 use serde_json::Value;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
     sync::{mpsc, oneshot},
 };
@@ -150,6 +153,10 @@ pub fn render(stats: &Value) -> String {
     }
     let total = Family::<Labels, Gauge>::default();
     let assigned = Family::<Labels, Gauge>::default();
+    let offers_held = Family::<Labels, Gauge>::default();
+    let taken_back = Family::<Labels, Counter>::default();
+    let lapsed = Family::<Labels, Counter>::default();
+    let declines = Family::<Labels, Counter>::default();
     for s in stats["subnets"].as_array().into_iter().flatten() {
         let l = vec![
             ("subnet_id".to_string(), s["subnet-id"].to_string()),
@@ -164,7 +171,35 @@ pub fn render(stats: &Value) -> String {
         assigned
             .get_or_create(&l)
             .set(s["assigned-addresses"].as_i64().unwrap_or(0));
+        offers_held
+            .get_or_create(&l)
+            .set(s["offers-held"].as_i64().unwrap_or(0));
+        taken_back
+            .get_or_create(&l)
+            .inc_by(s["offers-taken-back"].as_u64().unwrap_or(0));
+        lapsed
+            .get_or_create(&l)
+            .inc_by(s["offers-expired-unrequested"].as_u64().unwrap_or(0));
+        declines
+            .get_or_create(&l)
+            .inc_by(s["declines"].as_u64().unwrap_or(0));
     }
+    reg.register(
+        "offers_held",
+        "Addresses held for an OFFER not yet requested",
+        offers_held,
+    );
+    reg.register(
+        "offers_taken_back",
+        "Held offers whose address went to a new client when the pool ran out",
+        taken_back,
+    );
+    reg.register(
+        "offers_expired_unrequested",
+        "Offers whose hold ran out with no REQUEST",
+        lapsed,
+    );
+    reg.register("declines", "DHCPDECLINEs received", declines);
     reg.register("pool_addresses", "Addresses in the subnet's pools", total);
     reg.register(
         "pool_assigned_addresses",
@@ -176,7 +211,16 @@ pub fn render(stats: &Value) -> String {
     out
 }
 
-/// Serves `GET /metrics` on `addr`.
+/// A request's headers must arrive within this, and a whole exchange end
+/// within `EXCHANGE_TIMEOUT`: idle or slow clients cost a slot briefly.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest request head read (a scrape's is a few hundred bytes).
+const MAX_REQUEST_BYTES: usize = 16 * 1024;
+
+/// Serves `GET /metrics` on `addr` (hyper, HTTP/1.1): at most
+/// `control::MAX_CONNECTIONS` at once (a newcomer closes the oldest), each
+/// bounded in time and size.
 pub async fn serve(
     addr: SocketAddr,
     control: mpsc::Sender<Pending>,
@@ -185,41 +229,61 @@ pub async fn serve(
         .await
         .with_context(|| format!("binding the metrics address {addr}"))?;
     Ok(tokio::spawn(async move {
+        let mut backoff = crate::control::AcceptBackoff::default();
+        let mut live = crate::control::Connections::default();
         loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                continue;
+            let conn = match listener.accept().await {
+                Ok((conn, _)) => conn,
+                Err(e) => {
+                    backoff.failed("metrics", &e).await;
+                    continue;
+                }
             };
+            backoff.ok();
             let control = control.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 2048];
-                let Ok(n) = conn.read(&mut buf).await else {
-                    return;
-                };
-                let head = String::from_utf8_lossy(&buf[..n]);
-                let (status, body) = if head.starts_with("GET /metrics") {
-                    let (reply, rx) = oneshot::channel();
-                    let request = Request {
-                        command: "statistic-get-all".into(),
-                        arguments: Value::Null,
-                    };
-                    if control.send(Pending { request, reply }).await.is_err() {
-                        return;
-                    }
-                    match rx.await {
-                        Ok(r) => ("200 OK", render(&r.arguments)),
-                        Err(_) => ("503 Service Unavailable", String::new()),
-                    }
-                } else {
-                    ("404 Not Found", "try /metrics\n".to_string())
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(resp.as_bytes()).await;
-            });
+            live.add(tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<Incoming>| {
+                    let control = control.clone();
+                    async move { Ok::<_, std::convert::Infallible>(answer(req, control).await) }
+                });
+                let http = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_REQUEST_BYTES)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(conn), service);
+                let _ = tokio::time::timeout(EXCHANGE_TIMEOUT, http).await;
+            }));
         }
     }))
+}
+
+async fn answer(
+    req: hyper::Request<Incoming>,
+    control: mpsc::Sender<Pending>,
+) -> hyper::Response<Full<Bytes>> {
+    let reply = |status: u16, body: String| {
+        hyper::Response::builder()
+            .status(status)
+            .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            .body(Full::new(Bytes::from(body)))
+            .expect("a valid response")
+    };
+    if req.method() != hyper::Method::GET || req.uri().path() != "/metrics" {
+        return reply(404, "try GET /metrics\n".into());
+    }
+    let (tx, rx) = oneshot::channel();
+    let request = Request {
+        command: "statistic-get-all".into(),
+        arguments: Value::Null,
+    };
+    if control.send(Pending { request, reply: tx }).await.is_err() {
+        return reply(503, String::new());
+    }
+    match rx.await {
+        Ok(r) => reply(200, render(&r.arguments)),
+        Err(_) => reply(503, String::new()),
+    }
 }
 
 #[cfg(test)]

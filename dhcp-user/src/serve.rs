@@ -179,6 +179,16 @@ pub async fn run(
     for ifname in fastpath.detach_stale_pins(&serving)? {
         tracing::warn!(interface = %ifname, "detached a fast path a previous daemon left on an interface no longer configured");
     }
+    if config.server.pin_dir.is_some() {
+        match fastpath.hitless_stop() {
+            Ok(why) => {
+                tracing::info!("a hitless stop (xdhcp stop --keep-fast-path) is possible: {why}")
+            }
+            Err(why) => tracing::warn!(
+                "pin_dir is set, but `xdhcp stop --keep-fast-path` will be refused: {why}"
+            ),
+        }
+    }
     let mut events = RingBuf::try_from(fastpath.take_map(MAP_EVENTS)?)?;
 
     let mut sockets = Vec::new();
@@ -384,9 +394,10 @@ pub async fn run(
             Some(p) = control_rx.recv() => {
                 if p.request.command == "shutdown" {
                     keep_fast_path = p.request.arguments.get("keep-fast-path").and_then(serde_json::Value::as_bool).unwrap_or(false);
-                    if keep_fast_path && config.server.pin_dir.is_none() {
+                    if let (true, Err(why)) = (keep_fast_path, fastpath.hitless_stop()) {
                         keep_fast_path = false;
-                        let _ = p.reply.send(control::Response::error("no pin_dir configured: the fast path cannot outlive the daemon (stop without --keep-fast-path, or set server.pin_dir)"));
+                        tracing::warn!("refused to stop keeping the fast path: {why}");
+                        let _ = p.reply.send(control::Response::error(format!("refused: the fast path would not outlive the daemon: {why}; still serving (stop without --keep-fast-path to stop anyway)")));
                         continue;
                     }
                     tracing::info!(keep_fast_path, "shutdown requested through the control API");
@@ -481,8 +492,7 @@ pub async fn run(
                 // Renewals the kernel answered first: reclaim must not
                 // expire what it renewed.
                 let now = unix_now();
-                let mut ops = engine.kernel_tick(read_ring(&mut events), now);
-                ops.extend(engine.reclaim(now));
+                let ops = engine.reclaim(read_ring(&mut events), now);
                 if !ops.is_empty() {
                     tracing::debug!(ops = ops.len(), "renewals stored, leases reclaimed");
                     let _ = commit_tx.send(engine.commit(ops, Vec::new(), None, now));

@@ -15,6 +15,10 @@ use crate::{
     wire::{self, msg, opt, DhcpRequest, Malformed, Reply, Tag},
 };
 
+mod offers;
+use offers::Offers;
+pub use offers::{LineId, SubnetOffers};
+
 pub const DEFAULT_LEASE_SECS: u32 = 3600;
 const MAX_SHARED_TEMPLATES: usize = 65_536;
 
@@ -187,7 +191,9 @@ pub struct Counters {
 
 pub struct Server {
     server_id: Ipv4Addr,
-    offer_hold: u64,
+    offers: Offers,
+    /// Per subnet, when "pool exhausted" was last logged.
+    exhausted_logged: HashMap<u32, u64>,
     probation: u64,
     subnets: Vec<SubnetRt>,
     last_exhausted_reclaim: u64,
@@ -286,7 +292,11 @@ impl Server {
         }
         Server {
             server_id: config.server.server_id,
-            offer_hold: u64::from(config.server.offer_hold_secs),
+            offers: Offers::new(
+                u64::from(config.server.offer_hold_secs),
+                config.server.offer_protected_percent,
+            ),
+            exhausted_logged: HashMap::new(),
             probation: u64::from(config.server.decline_probation_secs),
             subnets,
             last_exhausted_reclaim: 0,
@@ -326,11 +336,63 @@ impl Server {
 
     /// Expires what ran out and returns the store changes for it.
     pub fn reclaim(&mut self, now: u64) -> Vec<StoreOp> {
-        self.leases
-            .reclaim(now)
-            .into_iter()
-            .map(StoreOp::Put)
-            .collect()
+        let (expired, offers) = self.leases.reclaim(now);
+        for ip in offers {
+            self.offers.lapsed(ip);
+        }
+        expired.into_iter().map(StoreOp::Put).collect()
+    }
+
+    /// Offer counters of subnet `id`, and whether its held offers exceed
+    /// the protected share of its pools.
+    pub fn offer_stats(&self, id: u32) -> (SubnetOffers, bool) {
+        let size = self.pool_size(id);
+        (self.offers.subnet(id), self.offers.over_share(id, size))
+    }
+
+    /// The lines whose offers most often went unrequested or who declined.
+    pub fn offer_lines_json(&self, top: usize) -> serde_json::Value {
+        self.offers.lines_json(top)
+    }
+
+    fn pool_size(&self, id: u32) -> u64 {
+        self.subnets
+            .iter()
+            .filter(|s| s.id == id)
+            .flat_map(|s| &s.pools)
+            .map(|p| u64::from(p.end - p.start) + 1)
+            .sum()
+    }
+
+    /// The subscriber line a request came from (see `offers`).
+    fn line_of(req: &DhcpRequest<'_>, arrival: &Arrival<'_>) -> LineId {
+        if !req.giaddr.is_unspecified() {
+            let (circuit, remote) = relay_ids(req.relay_info.unwrap_or(&[]));
+            LineId::of(&[b"relay", &req.giaddr.octets(), circuit, remote])
+        } else {
+            let outer = arrival.tags.first().map_or(0, Tag::vid).to_be_bytes();
+            let inner = arrival.tags.get(1).map_or(0, Tag::vid).to_be_bytes();
+            LineId::of(&[b"direct", arrival.iface.as_bytes(), &outer, &inner])
+        }
+    }
+
+    fn line_label(req: &DhcpRequest<'_>, arrival: &Arrival<'_>) -> String {
+        if !req.giaddr.is_unspecified() {
+            let (circuit, remote) = relay_ids(req.relay_info.unwrap_or(&[]));
+            format!(
+                "relay {} circuit-id {} remote-id {}",
+                req.giaddr,
+                String::from_utf8_lossy(circuit),
+                String::from_utf8_lossy(remote)
+            )
+        } else {
+            let tags: Vec<String> = arrival.tags.iter().map(|t| t.vid().to_string()).collect();
+            if tags.is_empty() {
+                arrival.iface.to_string()
+            } else {
+                format!("{} vlan {}", arrival.iface, tags.join("."))
+            }
+        }
     }
 
     fn subnet_for_link(&self, req: &DhcpRequest<'_>, arrival: &Arrival<'_>) -> Option<usize> {
@@ -425,7 +487,7 @@ impl Server {
         let out = match req.msg_type {
             msg::DISCOVER => self.discover(req, arrival, now),
             msg::REQUEST => self.request(req, arrival, now),
-            msg::DECLINE => self.decline(req, now),
+            msg::DECLINE => self.decline(req, arrival, now),
             msg::RELEASE => self.release(req, now),
             msg::INFORM => self.inform(req, arrival),
             _ => Outcome::drop("bad_message_type"),
@@ -471,11 +533,38 @@ impl Server {
                 reclaimed = self.reclaim(now);
                 got = self.leases.allocate(sid, now);
             }
+            if got.is_none() {
+                // Held offers beyond the protected share yield, oldest first.
+                let line = Self::line_of(req, arrival);
+                let size = self.pool_size(sid);
+                let leases = &self.leases;
+                let still = |a: Ipv4Addr| {
+                    leases
+                        .get(a)
+                        .is_some_and(|l| l.state == LeaseState::Offered)
+                };
+                if let Some(a) = self.offers.take_back(sid, size, line, still, now) {
+                    self.leases.remove(a);
+                    *self.counters.dropped.entry("offer_taken_back").or_default() += 1;
+                    got = Some(a);
+                }
+            }
             let sn = &self.subnets[si];
             match got {
                 Some(ip) => ip,
                 None => {
-                    tracing::warn!(subnet = %sn.net, "pool exhausted: no address to offer");
+                    let last = self.exhausted_logged.entry(sid).or_insert(0);
+                    if now > *last {
+                        *last = now;
+                        match self.offers.top_decliner() {
+                            Some((line, n)) => {
+                                tracing::warn!(subnet = %sn.net, "pool exhausted: no address to offer (most declines: {line}, {n})")
+                            }
+                            None => {
+                                tracing::warn!(subnet = %sn.net, "pool exhausted: no address to offer")
+                            }
+                        }
+                    }
                     let mut o = Outcome::drop("pool_exhausted");
                     o.store = reclaimed;
                     return o;
@@ -492,17 +581,28 @@ impl Server {
             .get(ip)
             .is_some_and(|l| l.is_client(&key) && l.state == LeaseState::Bound && l.expires > now);
         if !bound_already {
+            let line = Self::line_of(req, arrival);
+            self.end_other_offer(sid, &key, ip);
             let displaced = self.leases.put(Lease {
                 ip,
                 client: Some(key),
                 hw: hw_of(req),
                 subnet_id: sid,
                 state: LeaseState::Offered,
-                expires: now + self.offer_hold,
+                expires: now + self.offers.hold_secs(line),
                 lease_secs: 0,
                 fast: None,
             });
             reclaimed.extend(displaced.map(StoreOp::Put));
+            let size = self.pool_size(sid);
+            let client = Self::identity(req);
+            let place = offers::Place {
+                subnet: sid,
+                pool_size: size,
+                line,
+            };
+            self.offers
+                .offered(ip, place, &client, || Self::line_label(req, arrival), now);
         }
         let sn = &self.subnets[si];
         let resolved = self.resolved_for(sn, req, ip);
@@ -536,8 +636,18 @@ impl Server {
         now: u64,
         rapid: bool,
     ) -> Outcome {
+        let subnet_id = self.subnets[si].id;
+        if self
+            .leases
+            .get(ip)
+            .is_some_and(|l| l.state == LeaseState::Offered && l.is_client(&key))
+        {
+            self.offers.requested(ip, &key);
+        } else {
+            self.offers.gone(ip);
+        }
+        self.end_other_offer(subnet_id, &key, ip);
         let sn = &self.subnets[si];
-        let subnet_id = sn.id;
         let resolved = self.resolved_for(sn, req, ip).clone();
         let (payload, mark) =
             self.build_marked(req, msg::ACK, req.ciaddr, ip, Some(&resolved), rapid);
@@ -642,7 +752,7 @@ impl Server {
             }
             let mut l = l.clone();
             l.expires = expires;
-            self.leases.put(l.clone());
+            self.leases.replace(l.clone());
             return Some(StoreOp::Renewed(l));
         }
         let hold = self.leases.hold(ip).filter(|h| h.lease.is_client(key))?;
@@ -709,7 +819,7 @@ impl Server {
             .filter_map(|ip| {
                 let mut l = self.leases.get(ip)?.clone();
                 l.fast = None;
-                self.leases.put(l.clone());
+                self.leases.replace(l.clone());
                 Some(StoreOp::Put(l))
             })
             .collect()
@@ -741,7 +851,7 @@ impl Server {
         due.into_iter()
             .map(|mut l| {
                 l.expires = now + u64::from(l.lease_secs);
-                self.leases.put(l.clone());
+                self.leases.replace(l.clone());
                 StoreOp::Put(l)
             })
             .collect()
@@ -780,6 +890,7 @@ impl Server {
                         if l.state == LeaseState::Offered {
                             let ip = l.ip;
                             self.leases.remove(ip);
+                            self.offers.gone(ip);
                         }
                     }
                 }
@@ -791,9 +902,23 @@ impl Server {
             let Some(ip) = req.requested_ip else {
                 return Outcome::drop("selecting_without_address");
             };
+            // Its offer was taken back for another client's, which is still
+            // only a hold: the REQUEST wins it back.
+            if self
+                .leases
+                .get(ip)
+                .is_some_and(|l| l.state == LeaseState::Offered && !l.is_client(&key))
+                && self.offers.reclaim_for(ip, &key, now)
+            {
+                self.leases.remove(ip);
+                *self.counters.dropped.entry("offer_taken_back").or_default() += 1;
+            }
             if self.acceptable(&self.subnets[si], req, &key, ip, now) {
                 return self.bind(si, req, arrival, key, ip, now, false);
             }
+            // Its offer may have been taken back under pressure: it showed
+            // interest, its next offer is kept.
+            self.offers.interested(&key, now);
             return self.nak(req, arrival, "requested address not available");
         }
         if let (Some(ip), true) = (req.requested_ip, req.ciaddr.is_unspecified()) {
@@ -838,7 +963,19 @@ impl Server {
         Outcome::drop("request_in_no_known_state")
     }
 
-    fn decline(&mut self, req: &DhcpRequest<'_>, now: u64) -> Outcome {
+    /// The client's offer of another address than `ip` in `subnet` ends
+    /// (it is offered or bound `ip` now).
+    fn end_other_offer(&mut self, subnet: u32, key: &[u8], ip: Ipv4Addr) {
+        if let Some(prev) = self
+            .leases
+            .by_client(subnet, key)
+            .filter(|l| l.state == LeaseState::Offered && l.ip != ip)
+        {
+            self.offers.gone(prev.ip);
+        }
+    }
+
+    fn decline(&mut self, req: &DhcpRequest<'_>, arrival: &Arrival<'_>, now: u64) -> Outcome {
         if req.server_id.is_some_and(|s| s != self.server_id) {
             return Outcome::drop("other_server");
         }
@@ -850,6 +987,14 @@ impl Server {
             Some(l) if l.is_client(&key) => {
                 let mut d = l.clone();
                 tracing::warn!(%ip, "address declined by its client (in use elsewhere?): quarantined");
+                let subnet = l.subnet_id;
+                self.offers.gone(ip);
+                self.offers.declined(
+                    subnet,
+                    Self::line_of(req, arrival),
+                    || Self::line_label(req, arrival),
+                    now,
+                );
                 d.client = None;
                 d.state = LeaseState::Declined;
                 d.expires = now + self.probation;
@@ -985,6 +1130,25 @@ impl Server {
             }
         }
     }
+}
+
+/// Circuit-id (82.1) and remote-id (82.2) of relay agent information.
+fn relay_ids(rai: &[u8]) -> (&[u8], &[u8]) {
+    let (mut circuit, mut remote): (&[u8], &[u8]) = (&[], &[]);
+    let mut i = 0;
+    while i + 2 <= rai.len() {
+        let n = usize::from(rai[i + 1]);
+        let Some(v) = rai.get(i + 2..i + 2 + n) else {
+            break;
+        };
+        match rai[i] {
+            1 => circuit = v,
+            2 => remote = v,
+            _ => {}
+        }
+        i += 2 + n;
+    }
+    (circuit, remote)
 }
 
 fn hw_of(req: &DhcpRequest<'_>) -> Box<[u8]> {

@@ -263,6 +263,39 @@ impl LeaseStore for SqliteStore {
     }
 }
 
+/// For tests: `inner` behind a switch that refuses the next `fail`
+/// writes, as a full or failing disk would.
+pub struct FlakyStore<S> {
+    pub inner: S,
+    pub fail: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl<S: LeaseStore> LeaseStore for FlakyStore<S> {
+    fn load(&mut self) -> Result<Vec<Lease>> {
+        self.inner.load()
+    }
+    fn apply(&mut self, ops: &[StoreOp]) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
+            .is_ok()
+        {
+            return Err(anyhow!("injected write failure (disk full)"));
+        }
+        self.inner.apply(ops)
+    }
+    fn reservations(&mut self) -> Result<Vec<ApiReservation>> {
+        self.inner.reservations()
+    }
+    fn meta(&mut self, key: &str) -> Result<Option<i64>> {
+        self.inner.meta(key)
+    }
+    fn set_meta(&mut self, key: &str, value: i64) -> Result<()> {
+        self.inner.set_meta(key, value)
+    }
+}
+
 /// For tests: remembers everything, durable for as long as it lives.
 #[derive(Default)]
 pub struct MemoryStore {

@@ -678,6 +678,13 @@ mod tests {
                 request(&[53, 1, 1, 82, 4, 5, 4, 1, 2, 255]),
                 Malformed::OptionOverrun,
             ),
+            // RFC 2132 9.14: a client identifier has at least 2 bytes (the
+            // XDP program passes these here: issue 12, item 9).
+            (request(&[53, 1, 3, 61, 0, 255]), Malformed::BadOptionLength),
+            (
+                request(&[53, 1, 3, 61, 1, 1, 255]),
+                Malformed::BadOptionLength,
+            ),
             (request(&[12, 1, b'x', 255]), Malformed::NoMessageType),
             (request(&[53, 1, 2, 255]), Malformed::BadMessageType),
             (request(&[53, 1, 9, 255]), Malformed::BadMessageType),
@@ -693,6 +700,16 @@ mod tests {
         assert_eq!(parse_dhcp(&raw).unwrap().msg_type, msg::DISCOVER);
         let raw = request(&[0, 0, 53, 1, 1]);
         assert_eq!(parse_dhcp(&raw).unwrap().msg_type, msg::DISCOVER);
+    }
+
+    #[test]
+    fn an_empty_relay_agent_information_option_is_kept_to_be_echoed() {
+        // RFC 3046 2.2: the server echoes the option's entire contents; an
+        // empty one is echoed empty (the XDP program passes it here).
+        let raw = request(&[53, 1, 3, 82, 0, 255]);
+        let r = parse_dhcp(&raw).unwrap();
+        assert_eq!(r.relay_info, Some(&[][..]));
+        assert_eq!(r.link_selection, None);
     }
 
     #[test]
@@ -771,6 +788,15 @@ mod tests {
         assert_eq!(
             parse_frame(&bad, None, true).unwrap_err(),
             Malformed::BadChecksum
+        );
+        // A UDP length past the IPv4 total length, even with bytes in the
+        // frame to back it (the XDP program agrees: issue 12, item 9).
+        let mut bad = f.clone();
+        bad[38..40].copy_from_slice(&(8u16 + 4 + 2).to_be_bytes());
+        bad.extend_from_slice(&[0, 0]);
+        assert_eq!(
+            parse_frame(&bad, None, false).unwrap_err(),
+            Malformed::BadUdpLength
         );
         let mut bad = f.clone();
         *bad.last_mut().unwrap() ^= 0xff; // payload: UDP checksum breaks

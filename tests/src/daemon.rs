@@ -27,6 +27,9 @@ pub struct DaemonLab {
     peer: Option<Logged>,
     /// Last lines of stopped daemons, for diagnostics.
     pub history: Vec<String>,
+    /// Descriptor limit the daemon starts with (`prlimit --nofile`), as a
+    /// unit without LimitNOFILE would give it (1,024).
+    pub nofile: Option<u32>,
     // Dropped last: namespaces outlive the processes inside them.
     pub lab: Lab,
 }
@@ -69,6 +72,7 @@ impl DaemonLab {
             pin_dir: None,
             peer: Some(peer),
             history: Vec::new(),
+            nofile: None,
             lab,
         })
     }
@@ -119,7 +123,34 @@ impl DaemonLab {
         if self.daemon.is_some() {
             bail!("already running");
         }
-        let mut cmd = Command::new(xdhcp_bin());
+        let d = Logged::spawn(&self.srv, &self.serve_command(), None)?;
+        d.wait_for("xdhcp serving", Duration::from_secs(30))?;
+        self.daemon = Some(d);
+        Ok(self.daemon.as_ref().unwrap())
+    }
+
+    /// Starts `xdhcp serve` expecting it to give up before serving:
+    /// returns its exit status and everything it logged.
+    pub fn start_refused(&mut self) -> Result<(ExitStatus, Vec<String>)> {
+        if self.daemon.is_some() {
+            bail!("already running");
+        }
+        let mut d = Logged::spawn(&self.srv, &self.serve_command(), None)?;
+        let status = d.wait(Duration::from_secs(30))?;
+        let lines = d.lines();
+        self.history.extend(lines.iter().cloned());
+        Ok((status, lines))
+    }
+
+    fn serve_command(&self) -> Command {
+        let mut cmd = match self.nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}")).arg("--").arg(xdhcp_bin());
+                c
+            }
+            None => Command::new(xdhcp_bin()),
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&self.config)
@@ -131,10 +162,7 @@ impl DaemonLab {
                     .flat_map(|d| [std::ffi::OsStr::new("--pin-dir"), d.as_os_str()]),
             )
             .env("RUST_LOG", "info,xdhcp=debug");
-        let d = Logged::spawn(&self.srv, &cmd, None)?;
-        d.wait_for("xdhcp serving", Duration::from_secs(30))?;
-        self.daemon = Some(d);
-        Ok(self.daemon.as_ref().unwrap())
+        cmd
     }
 
     /// Pins the fast path (`--pin-dir`) in a bpffs of the host's mount

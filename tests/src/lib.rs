@@ -8,6 +8,7 @@
 pub mod daemon;
 pub mod dhcp;
 pub mod frame;
+pub mod mutate;
 pub mod proc;
 pub mod raw;
 pub mod relay;

@@ -246,6 +246,8 @@ fn the_fast_path_outlives_a_stopped_daemon_and_the_next_one_adopts_it() {
     let mut lab = DaemonLab::new("hitless", &config, None).unwrap();
     let pin_dir = lab.pin_in_host_bpffs().unwrap();
     lab.start().unwrap();
+    let (_, st) = json(&lab, &["status"]);
+    assert_eq!(st["arguments"]["hitless-stop"]["possible"], true, "{st}");
     let client = lab.udhcpc("").unwrap();
     let bound = lab.wait_event("bound ", 0, Duration::from_secs(20));
     let ip: Ipv4Addr = bound.split_whitespace().nth(1).unwrap().parse().unwrap();

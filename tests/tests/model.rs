@@ -12,7 +12,7 @@
 //!   operator took it away.
 //!
 //! proptest shrinks a failing sequence to a short one. The number of
-//! sequences: `XDHCP_MODEL_CASES` (default 400; the soak mode in
+//! sequences: `XDHCP_MODEL_CASES` (default 2000; the soak mode in
 //! RELIABILITY.md runs far more).
 
 use std::{
@@ -41,7 +41,7 @@ use xdhcp::{
     fastpath::{Fastpath, XDP_PASS, XDP_TX},
     leases::{Lease, LeaseState},
     server::Arrival,
-    store::{ApiReservation, LeaseStore, SqliteStore, StoreOp},
+    store::{FlakyStore, LeaseStore, SqliteStore, StoreOp},
     wire,
 };
 use xdhcp_lab::{dhcp::Msg, frame::FrameSpec};
@@ -178,37 +178,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// SQLite behind a switch that makes writes fail.
-struct FaultyStore {
-    inner: SqliteStore,
-    fail: Arc<AtomicU32>,
-}
-
-impl LeaseStore for FaultyStore {
-    fn load(&mut self) -> anyhow::Result<Vec<Lease>> {
-        self.inner.load()
-    }
-    fn apply(&mut self, ops: &[StoreOp]) -> anyhow::Result<()> {
-        if self
-            .fail
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
-            .is_ok()
-        {
-            anyhow::bail!("injected write failure");
-        }
-        self.inner.apply(ops)
-    }
-    fn reservations(&mut self) -> anyhow::Result<Vec<ApiReservation>> {
-        self.inner.reservations()
-    }
-    fn meta(&mut self, key: &str) -> anyhow::Result<Option<i64>> {
-        self.inner.meta(key)
-    }
-    fn set_meta(&mut self, key: &str, value: i64) -> anyhow::Result<()> {
-        self.inner.set_meta(key, value)
-    }
-}
-
 /// A reply waiting for its batch: (commit, decided at, frame).
 type Reply = (u64, u64, Wire);
 
@@ -316,7 +285,7 @@ impl<'k> World<'k> {
         maps.clear().unwrap();
         let _ = read_ring(&mut kernel.events);
         let fail = Arc::new(AtomicU32::new(0));
-        let mut store = FaultyStore {
+        let mut store = FlakyStore {
             inner: SqliteStore::open(&db, xdhcp::config::DbSync::Full).unwrap(),
             fail: fail.clone(),
         };
@@ -734,12 +703,13 @@ impl<'k> World<'k> {
             }
             Op::Tick => self.tick(),
             Op::Reclaim => {
-                self.tick();
-                let ops = self.engine.reclaim(unix_now());
+                self.read_ring();
+                let grants = std::mem::take(&mut self.unread);
+                let ops = self.engine.reclaim(grants, unix_now());
                 self.submit(ops, Vec::new());
             }
             Op::ReclaimStalled => {
-                let ops = self.engine.reclaim(unix_now());
+                let ops = self.engine.reclaim(Vec::new(), unix_now());
                 self.submit(ops, Vec::new());
             }
             Op::Flush => self.flush(),
@@ -787,6 +757,28 @@ impl<'k> World<'k> {
         if !found.is_empty() {
             return Err(format!("map and store disagree: {found:?}"));
         }
+        // With nothing waiting to be written, the store holds what the
+        // control plane decided: the same holder for every address.
+        if self.queue.is_empty() && self.failing.is_none() {
+            let view = |l: &Lease| {
+                (l.state != LeaseState::Offered && l.holds_address(now))
+                    .then(|| (l.client.clone(), l.state, l.expires, l.subnet_id))
+            };
+            let mut ips: Vec<Ipv4Addr> = stored.keys().copied().collect();
+            ips.extend(self.engine.server.leases.iter().map(|l| l.ip));
+            for ip in ips {
+                let m = self.engine.server.leases.get(ip).and_then(view);
+                let d = stored.get(&ip).and_then(view);
+                if m != d {
+                    return Err(format!(
+                        "{ip}: memory {m:?} but store {d:?}\n  memory: {:?}\n  store: {:?}\n  hold: {:?}",
+                        self.engine.server.leases.get(ip),
+                        stored.get(&ip),
+                        self.engine.server.leases.hold(ip)
+                    ));
+                }
+            }
+        }
         for i in 0..CLIENTS as usize {
             for j in i + 1..CLIENTS as usize {
                 let (a, b) = (self.beliefs[i], self.beliefs[j]);
@@ -832,6 +824,9 @@ fn options(p: &[u8]) -> HashMap<u8, Vec<u8>> {
     out
 }
 
+/// The clock offset is the process's: sequences run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(kernel: &mut Kernel, ops: &[Op], case: u64) -> Result<(), String> {
     let mut w = World::new(kernel, case);
     for op in ops {
@@ -840,14 +835,83 @@ fn run(kernel: &mut Kernel, ops: &[Op], case: u64) -> Result<(), String> {
             return Err(format!("{e}\nsteps:\n{}", w.log.join("\n")));
         }
     }
+    if std::env::var_os("XDHCP_MODEL_TRACE").is_some() {
+        println!("{}", w.log.join("\n"));
+    }
     Ok(())
+}
+
+/// A sequence as proptest prints it (`[Dora(0), Advance(30), Flush]`).
+fn parse_ops(text: &str) -> Vec<Op> {
+    let clean: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let body = clean.trim_start_matches('[').trim_end_matches(']');
+    let mut ops = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let name_end = rest.find(['(', ',']).unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        let mut args: Vec<u16> = Vec::new();
+        rest = &rest[name_end..];
+        if rest.starts_with('(') {
+            let close = rest.find(')').unwrap();
+            args = rest[1..close]
+                .split(',')
+                .filter(|a| !a.is_empty())
+                .map(|a| a.parse().unwrap())
+                .collect();
+            rest = &rest[close + 1..];
+        }
+        rest = rest.trim_start_matches(',');
+        let a = |i: usize| args[i] as u8;
+        ops.push(match name {
+            "Dora" => Op::Dora(a(0)),
+            "Renew" => Op::Renew(a(0)),
+            "RenewTwice" => Op::RenewTwice(a(0), a(1)),
+            "Rebind" => Op::Rebind(a(0)),
+            "InitReboot" => Op::InitReboot(a(0)),
+            "Release" => Op::Release(a(0)),
+            "Decline" => Op::Decline(a(0)),
+            "AdminAdd" => Op::AdminAdd(a(0), a(1)),
+            "AdminDel" => Op::AdminDel(a(0)),
+            "AdminRelease" => Op::AdminRelease(a(0)),
+            "ResAdd" => Op::ResAdd(a(0), a(1)),
+            "ResDel" => Op::ResDel(a(0)),
+            "Reload" => Op::Reload(a(0)),
+            "Advance" => Op::Advance(args[0]),
+            "Tick" => Op::Tick,
+            "Reclaim" => Op::Reclaim,
+            "ReclaimStalled" => Op::ReclaimStalled,
+            "Flush" => Op::Flush,
+            "FailWrites" => Op::FailWrites(a(0)),
+            "Restart" => Op::Restart,
+            "Crash" => Op::Crash(a(0)),
+            other => panic!("unknown op {other}"),
+        });
+    }
+    ops
+}
+
+/// Replays the sequence in the file `XDHCP_MODEL_REPLAY` (a failing case as
+/// proptest printed it), with its trace; without the variable, nothing.
+#[test]
+fn replay_a_printed_sequence() {
+    let Some(path) = std::env::var_os("XDHCP_MODEL_REPLAY") else {
+        return;
+    };
+    let ops = parse_ops(&std::fs::read_to_string(path).unwrap());
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut kernel = Kernel::load();
+    std::env::set_var("XDHCP_MODEL_TRACE", "1");
+    if let Err(e) = run(&mut kernel, &ops, 2_000_000) {
+        panic!("{e}");
+    }
 }
 
 fn cases() -> u32 {
     std::env::var("XDHCP_MODEL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(400)
+        .unwrap_or(2000)
 }
 
 #[test]
@@ -860,6 +924,7 @@ fn the_kernel_and_the_store_never_disagree() {
     };
     let counter = std::sync::atomic::AtomicU64::new(0);
     let t0 = std::time::Instant::now();
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let kernel = std::cell::RefCell::new(Kernel::load());
     proptest!(config, |(ops in proptest::collection::vec(op(), 1..60))| {
         let case = counter.fetch_add(1, Ordering::SeqCst);
@@ -872,4 +937,256 @@ fn the_kernel_and_the_store_never_disagree() {
         counter.load(Ordering::SeqCst),
         t0.elapsed().as_secs_f64()
     );
+}
+
+/// The known holes of issue 12, each as the sequence that showed it. Each
+/// failed on the code before its fix.
+mod holes {
+    use super::*;
+
+    fn replay(ops: &[Op]) {
+        let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kernel = Kernel::load();
+        if let Err(e) = run(&mut kernel, ops, 1_000_000 + ops.len() as u64) {
+            panic!("{e}");
+        }
+    }
+
+    /// 1: `lease4-add` for a client bound elsewhere in the subnet freed the
+    /// old lease in memory only; the kernel kept answering the old address.
+    #[test]
+    fn lease4_add_elsewhere_ends_the_old_binding_in_store_and_map() {
+        replay(&[
+            Op::Dora(0),
+            Op::Flush,
+            Op::Renew(0),
+            Op::AdminAdd(0, 2),
+            Op::Flush,
+            Op::Tick,
+            Op::Tick,
+            Op::Dora(1),
+            Op::Flush,
+            Op::Dora(2),
+            Op::Flush,
+        ]);
+    }
+
+    /// 2: an ACK and a RELEASE in one group commit left the map answering
+    /// the released lease.
+    #[test]
+    fn ack_then_release_in_one_batch_leaves_no_entry() {
+        // An operator's release right behind the ACK (a client's own
+        // RELEASE can only follow the ACK's batch).
+        replay(&[
+            Op::Dora(0),
+            Op::AdminRelease(0),
+            Op::Flush,
+            Op::Tick,
+            Op::Tick,
+        ]);
+    }
+
+    /// 3: the kernel extends a binding by up to lease/8 without reporting
+    /// it; reclaim expired it at the stored end and gave the address away.
+    #[test]
+    fn an_unreported_kernel_extension_survives_reclaim() {
+        replay(&[
+            Op::Dora(0),
+            Op::Flush,
+            Op::Advance(300),
+            Op::Renew(0),
+            Op::Tick,
+            Op::Flush,
+            Op::RenewTwice(0, 60),
+            Op::Advance(545),
+            Op::Reclaim,
+            Op::Flush,
+            Op::Dora(1),
+            Op::Flush,
+            Op::Dora(2),
+            Op::Flush,
+            Op::Tick,
+            Op::Tick,
+            Op::Flush,
+            Op::Dora(3),
+            Op::Flush,
+        ]);
+    }
+
+    /// 4: reclaim did not read the renewal ring first: a renewal the
+    /// kernel had answered (its event still unread) was expired. (The
+    /// kernel hold would still keep the address and bring the binding
+    /// back; this checks it is never expired in the first place.)
+    #[test]
+    fn reclaim_reads_the_ring_first() {
+        let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kernel = Kernel::load();
+        let mut w = World::new(&mut kernel, 3_000_000);
+        for op in [
+            Op::Dora(0),
+            Op::Flush,
+            Op::Advance(520),
+            Op::Renew(0),
+            Op::Advance(100),
+            Op::Reclaim,
+            Op::Flush,
+        ] {
+            w.step(&op);
+            w.check().unwrap();
+        }
+        let l = w.engine.server.leases.get(ADDRS[0]).unwrap();
+        assert_eq!(l.state, LeaseState::Bound, "{:?}", w.log);
+        assert!(
+            !w.engine
+                .server
+                .counters
+                .dropped
+                .contains_key("kernel_grant_restored"),
+            "expired, then brought back: {:?}",
+            w.log
+        );
+    }
+
+    #[test]
+    fn reclaim_reads_the_ring_first_and_the_address_stays() {
+        replay(&[
+            Op::Dora(0),
+            Op::Flush,
+            Op::Advance(520),
+            Op::Renew(0),
+            Op::Advance(100),
+            Op::Reclaim,
+            Op::Flush,
+            Op::Dora(1),
+            Op::Flush,
+            Op::Dora(2),
+            Op::Flush,
+        ]);
+    }
+
+    /// 4, the stalled form: reclaim (inline, when the pool is exhausted)
+    /// before the ring is read; the kernel hold keeps the address.
+    #[test]
+    fn a_stalled_reclaim_never_frees_a_kernel_renewed_address() {
+        replay(&[
+            Op::Dora(0),
+            Op::Flush,
+            Op::Advance(520),
+            Op::Rebind(0),
+            Op::Advance(280),
+            Op::ReclaimStalled,
+            Op::Flush,
+            Op::Dora(1),
+            Op::Flush,
+            Op::Dora(2),
+            Op::Flush,
+        ]);
+    }
+
+    /// 5: after a kill -9 with the configuration changed, templates were
+    /// stripped before recovery, which then skipped the kernel's renewals.
+    #[test]
+    fn recovery_runs_before_a_changed_configuration_strips_templates() {
+        replay(&[
+            Op::Dora(0),
+            Op::Flush,
+            Op::Advance(300),
+            Op::Renew(0),
+            Op::Crash(1),
+            Op::Advance(310),
+            Op::Reclaim,
+            Op::Flush,
+            Op::Dora(1),
+            Op::Flush,
+            Op::Dora(2),
+            Op::Flush,
+        ]);
+    }
+
+    /// 6: a refused batch was dropped: the kernel's renewals in it were
+    /// lost, and a later clean stop marked the store clean.
+    #[test]
+    fn a_refused_batch_is_retried_and_nothing_in_it_is_lost() {
+        replay(&[
+            Op::Dora(0),
+            Op::Flush,
+            Op::Advance(300),
+            Op::Renew(0),
+            Op::FailWrites(2),
+            Op::Tick,
+            Op::Flush,
+            Op::Flush,
+            Op::Crash(0),
+            Op::Advance(310),
+            Op::Reclaim,
+            Op::Flush,
+            Op::Dora(1),
+            Op::Flush,
+            Op::Dora(2),
+            Op::Flush,
+        ]);
+    }
+
+    /// 8: a reload that removed a subnet dropped its leases from memory;
+    /// adding it back handed live bindings out again.
+    #[test]
+    fn a_subnet_removed_and_added_back_keeps_its_bindings() {
+        replay(&[
+            Op::Dora(4),
+            Op::Flush,
+            Op::Reload(2),
+            Op::Flush,
+            Op::Reload(0),
+            Op::Flush,
+            Op::Tick,
+            Op::Tick,
+            Op::Flush,
+            Op::Dora(5),
+            Op::Flush,
+            Op::Dora(5),
+            Op::Flush,
+        ]);
+    }
+
+    /// Found by the model: at start (and reload) stored leases were put
+    /// back one by one, so a client's old released lease loaded after its
+    /// bound one released the bound one in memory.
+    #[test]
+    fn a_restart_keeps_a_client_bound_that_left_an_older_lease() {
+        replay(&[
+            Op::Dora(3),
+            Op::ResAdd(3, 3),
+            Op::AdminAdd(0, 3),
+            Op::Dora(0),
+            Op::Flush,
+            Op::Restart,
+            Op::Dora(1),
+            Op::Flush,
+        ]);
+    }
+
+    /// Found by the model: rewriting a lease the client had left (a
+    /// reload stripping its template) took the client's index and released
+    /// its current binding in memory only.
+    #[test]
+    fn rewriting_a_left_lease_keeps_the_clients_current_binding() {
+        replay(&[
+            Op::Dora(1),
+            Op::Flush,
+            Op::ResAdd(1, 1),
+            Op::Dora(1),
+            Op::Flush,
+            Op::Reload(1),
+            Op::Flush,
+            Op::Tick,
+            Op::Tick,
+            Op::ResDel(1),
+            Op::Dora(0),
+            Op::Flush,
+            Op::Dora(2),
+            Op::Flush,
+            Op::Dora(3),
+            Op::Flush,
+        ]);
+    }
 }

@@ -208,5 +208,7 @@ fn runs_unprivileged_with_the_units_capabilities() {
     // The control socket works for root (the operator).
     let (code, text) = lab.cli(&["status"]).unwrap();
     assert_eq!(code, 0, "{text}");
+    // Unprivileged, it still tells that its pins outlive it.
+    assert!(text.contains("hitless stop  possible"), "{text}");
     d.signal(SIGTERM);
 }

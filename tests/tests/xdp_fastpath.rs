@@ -119,8 +119,13 @@ impl Rig {
     /// The control plane's reply to `frame`, its store changes applied to
     /// the maps around a (virtual) commit.
     fn control(&mut self, frame: &[u8]) -> Option<Wire> {
-        let f = wire::parse_frame(frame, None, true).expect("test frames parse");
-        let req = wire::parse_dhcp(f.payload).expect("test requests parse");
+        self.try_control(frame, true).expect("test frames parse")
+    }
+
+    /// `control` for frames that may not parse: why, when one does not.
+    fn try_control(&mut self, frame: &[u8], check_udp: bool) -> Result<Option<Wire>, String> {
+        let f = wire::parse_frame(frame, None, check_udp).map_err(|e| e.name().to_string())?;
+        let req = wire::parse_dhcp(f.payload).map_err(|e| e.name().to_string())?;
         let arrival = Arrival {
             iface: "lo",
             tags: &f.tags,
@@ -130,8 +135,9 @@ impl Rig {
         let mut report = xdhcp::fastmap::MapReport::new(0);
         self.maps.before_commit(&out.store, &mut report);
         self.maps.after_commit(&out.store, &mut report);
-        out.reply
-            .map(|r| self.egress.frame_for(&r.dest, &f, SERVER_MAC, r.payload, 0))
+        Ok(out
+            .reply
+            .map(|r| self.egress.frame_for(&r.dest, &f, SERVER_MAC, r.payload, 0)))
     }
 
     fn xdp(&self, frame: &[u8]) -> (u32, Vec<u8>, XdpStats) {
@@ -748,6 +754,47 @@ fn requests_it_must_not_answer_pass_unchanged_with_their_reason() {
             frame: ip_opts.build(),
             reason: stat::PASS_UNUSUAL,
         },
+        // Issue 12, item 9: what the control plane drops or answers
+        // differently is the control plane's.
+        Case {
+            name: "a zero-length client identifier (RFC 2132 9.14: at least 2)",
+            frame: with_payload(&mut |p| {
+                p.splice(240..240, [61, 0]);
+            }),
+            reason: stat::PASS_MALFORMED,
+        },
+        Case {
+            name: "an empty relay agent information option (echoed by the control plane)",
+            frame: with_payload(&mut |p| {
+                let end = p.iter().rposition(|b| *b == 255).unwrap();
+                p.splice(end..end, [82, 0]);
+            }),
+            reason: stat::PASS_UNUSUAL,
+        },
+        Case {
+            name: "a UDP length past the IPv4 total length",
+            frame: {
+                let mut f = with_payload(&mut |_| {});
+                let udp_len = u16::from_be_bytes([f[38], f[39]]) + 8;
+                f[38..40].copy_from_slice(&udp_len.to_be_bytes());
+                f.extend_from_slice(&[0; 8]);
+                f[40..42].fill(0);
+                let pseudo = [&f[26..34], &[0, 17], &f[38..40]].concat();
+                let c = xdhcp_lab::frame::checksum(&[&pseudo, &f[34..]]);
+                f[40..42].copy_from_slice(&c.to_be_bytes());
+                f
+            },
+            reason: stat::PASS_MALFORMED,
+        },
+        Case {
+            name: "a bad IPv4 header checksum",
+            frame: {
+                let mut f = with_payload(&mut |_| {});
+                f[24] ^= 0x10;
+                f
+            },
+            reason: stat::PASS_MALFORMED,
+        },
     ];
     let mut failures = Vec::new();
     for case in &cases {
@@ -880,4 +927,285 @@ fn renewals_are_reported_when_they_move_the_stored_end_by_an_eighth_of_the_lease
     assert_eq!(evs[0].expires_mono_ns, now.reported_mono_ns);
     assert!(now.expires_mono_ns >= now.reported_mono_ns);
     assert!(now.reported_mono_ns > unix_to_mono_ns(unix_now() + lease_secs as u64 - 5));
+}
+
+/// Issue 12: the differential fuzz. Requests of bound clients (the
+/// generators above) are mutated (`xdhcp_lab::mutate`: flipped bytes,
+/// duplicated, injected, removed and swapped options, lying IPv4/UDP
+/// lengths, odd htype/hlen, truncation, tags, relay fields and option 82,
+/// trailers, IPv4 options, ports, message types) and run through
+/// BPF_PROG_TEST_RUN. Whenever the kernel answers (XDP_TX), the control
+/// plane must send the same reply, compared as `compare` does (a whole
+/// frame; for a relay, the datagram's payload and addressing, whose
+/// headers the kernel's stack would build). A frame passed must pass
+/// unchanged; nothing may be dropped or aborted.
+///
+/// One difference is masked, and counted: the XDP program does not verify
+/// UDP checksums (the control plane is told not to either where the
+/// kernel verified or never computed them, PACKET_AUXDATA), so the control
+/// plane parses with `check_udp` off here.
+///
+/// `XDHCP_FUZZ_FRAMES` (default 200,000) and `XDHCP_FUZZ_SEED` choose the
+/// run; `XDHCP_FUZZ_WRITE_SEEDS=fuzz/corpus` also writes the libFuzzer
+/// seed corpora (fuzz/README.md).
+#[test]
+fn mutated_frames_the_kernel_answers_get_the_same_reply_from_the_control_plane() {
+    use aya::maps::{MapData, RingBuf};
+    use dhcp_common::MAP_EVENTS;
+    use std::collections::BTreeMap;
+    use xdhcp_lab::mutate::{self, udp_checksum_ok};
+
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let frames: u64 =
+        env("XDHCP_FUZZ_FRAMES").map_or(200_000, |v| v.parse().expect("XDHCP_FUZZ_FRAMES"));
+    let seed: u64 = env("XDHCP_FUZZ_SEED").map_or(0x0f0f_1234_5678_9abc, |v| {
+        v.parse().expect("XDHCP_FUZZ_SEED")
+    });
+    let mut rig = Rig::new();
+    let mut events: RingBuf<MapData> =
+        RingBuf::try_from(rig.fp.take_map(MAP_EVENTS).unwrap()).unwrap();
+    let mut rng = Rng(seed | 1);
+    let mut m = mutate::Rng(seed.rotate_left(17) | 1);
+    let mut clients: Vec<Client> = (0..64)
+        .map(|n| {
+            let mut c = Client::random(&mut rng, 5000 + n);
+            obtain(&mut rig, &mut c, n * 16);
+            c
+        })
+        .collect();
+    let kinds = [
+        Kind::Renewing,
+        Kind::Renewing,
+        Kind::Renewing,
+        Kind::Rebinding,
+        Kind::Rebinding,
+        Kind::InitReboot,
+        Kind::InitReboot,
+        Kind::Selecting,
+        Kind::Discover,
+    ];
+    let mut failures: Vec<String> = Vec::new();
+    let mut failed = 0u64;
+    let (mut acked, mut passed, mut bad_udp_sum, mut unmutated_acks) = (0u64, 0u64, 0u64, 0u64);
+    let mut acked_by: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut disagree: BTreeMap<String, u64> = BTreeMap::new();
+    let mut acked_frames = Vec::new();
+    let started = std::time::Instant::now();
+    for i in 0..frames {
+        if i % 4096 == 0 {
+            while events.next().is_some() {}
+        }
+        let ci = m.below(clients.len() as u64) as usize;
+        let kind = m.pick(&kinds);
+        let xid = 0x4000_0000 | i as u32;
+        let base = clients[ci].frame(kind, xid);
+        // One in ten unmutated: the baseline, which the kernel answers
+        // where the path and kind are its own.
+        let mutated = if m.chance(10) {
+            mutate::Mutated {
+                frame: base,
+                what: vec![],
+            }
+        } else {
+            mutate::mutate(&mut m, &base)
+        };
+        let req = &mutated.frame;
+        let out = rig.fp.test_run_on(req, IFINDEX, 1).unwrap();
+        let name = || {
+            format!(
+                "frame {i} (seed {seed}, client {ci} {kind:?}, {:?})\nin  {req:02x?}",
+                mutated.what
+            )
+        };
+        match out.verdict {
+            XDP_PASS => {
+                passed += 1;
+                if out.frame != *req {
+                    failed += 1;
+                    if failures.len() < 5 {
+                        failures.push(format!("{}: passed, but changed", name()));
+                    }
+                }
+            }
+            XDP_TX => {
+                acked += 1;
+                if mutated.what.is_empty() {
+                    unmutated_acks += 1;
+                }
+                for w in &mutated.what {
+                    *acked_by.entry(w).or_default() += 1;
+                }
+                if !udp_checksum_ok(req) {
+                    bad_udp_sum += 1;
+                }
+                if acked_frames.len() < 64 && !mutated.what.is_empty() {
+                    acked_frames.push(req.clone());
+                }
+                let err = match rig.try_control(req, false) {
+                    Ok(Some(cp)) => compare(&name(), &out.frame, &cp)
+                        .err()
+                        .map(|e| ("replies differ".to_string(), e)),
+                    Ok(None) => Some((
+                        "the control plane sent nothing".into(),
+                        format!("{}: the control plane sent nothing", name()),
+                    )),
+                    Err(why) => Some((
+                        format!("the control plane dropped it: {why}"),
+                        format!("{}: the control plane dropped it: {why}", name()),
+                    )),
+                };
+                if let Some((why, e)) = err {
+                    failed += 1;
+                    *disagree.entry(why).or_default() += 1;
+                    if failures.len() < 5 {
+                        failures.push(e);
+                    }
+                }
+            }
+            v => {
+                failed += 1;
+                if failures.len() < 5 {
+                    failures.push(format!("{}: verdict {}", name(), verdict_name(v)));
+                }
+            }
+        }
+        // Now and then a client comes back through DORA (its binding may
+        // have moved to another path by a relayed ACK).
+        if m.chance(1) {
+            let c = &mut clients[ci];
+            obtain(&mut rig, c, xid);
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "differential fuzz: {frames} frames in {secs:.1} s ({:.0}/s, seed {seed}): kernel ACKs {acked} \
+         ({unmutated_acks} unmutated, {} mutated; {bad_udp_sum} with a UDP checksum that does not hold), passed {passed}, failures {failed}\n\
+         kernel ACKs by mutation: {acked_by:?}",
+        frames as f64 / secs,
+        acked - unmutated_acks
+    );
+    if let Some(dir) = env("XDHCP_FUZZ_WRITE_SEEDS") {
+        write_fuzz_seeds(std::path::Path::new(&dir), &acked_frames);
+    }
+    assert!(
+        failed == 0,
+        "{failed} of {frames} frames: the planes disagree ({disagree:?}):\n{}",
+        failures.join("\n\n")
+    );
+    assert!(
+        unmutated_acks > 0,
+        "no unmutated renewal was answered in the kernel"
+    );
+    assert!(
+        acked - unmutated_acks > 0,
+        "no mutated frame was answered in the kernel"
+    );
+}
+
+/// The libFuzzer seed corpora (fuzz/corpus/<target>/), from the same
+/// generators: requests of every kind, mutated frames the kernel answered,
+/// DORA-and-renew sequences for the `server` target (offers computed by a
+/// fresh server on fuzz/server.toml, as the target runs them), the
+/// configs, and control API lines.
+fn write_fuzz_seeds(dir: &std::path::Path, acked: &[Vec<u8>]) {
+    use xdhcp::config::DEFAULT_CONFIG;
+    // fuzz/src/lib.rs: its START and record format.
+    const START: u64 = 1_800_000_000;
+    let record = |sel: u8, p: &[u8]| {
+        let mut r = vec![sel];
+        r.extend_from_slice(&(p.len() as u16).to_be_bytes());
+        r.extend_from_slice(p);
+        r
+    };
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        let d = dir.join(target);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(name), bytes).unwrap();
+    };
+    let fuzz_config = include_str!("../../fuzz/server.toml");
+    let config = Config::parse(fuzz_config, "fuzz/server.toml").unwrap();
+    let mut rng = Rng(0x5eed);
+    for n in 0..24u32 {
+        let mut c = Client::random(&mut rng, n);
+        let sel = c.tags.len() as u8;
+        let mut server = Server::new(&config, Vec::new());
+        let mut seq = Vec::new();
+        let mut now = START;
+        let mut step = |c: &Client, kind: Kind, xid: u32, k: u8, mangle: &dyn Fn(&mut Vec<u8>)| {
+            let mut p = c.payload(kind, xid);
+            mangle(&mut p);
+            now += u64::from(k) * u64::from(k) * 4;
+            seq.extend(record(sel | k << 3, &p));
+            let req = wire::parse_dhcp(&p).unwrap();
+            let tags: Vec<wire::Tag> = c
+                .tags
+                .iter()
+                .map(|&(tpid, tci)| wire::Tag { tpid, tci })
+                .collect();
+            let arrival = Arrival {
+                iface: "lo",
+                tags: &tags,
+                src_mac: c.mac,
+            };
+            server.handle(&req, &arrival, now).reply
+        };
+        let offer = step(&c, Kind::Discover, n, 0, &|_| {});
+        let Some(offer) = offer else { continue };
+        c.ip = Ipv4Addr::new(
+            offer.payload[16],
+            offer.payload[17],
+            offer.payload[18],
+            offer.payload[19],
+        );
+        step(&c, Kind::Selecting, n + 1, 0, &|_| {});
+        step(&c, Kind::Renewing, n + 2, 10, &|_| {});
+        step(&c, Kind::Rebinding, n + 3, 3, &|_| {});
+        step(&c, Kind::InitReboot, n + 4, 0, &|_| {});
+        let release = |p: &mut Vec<u8>| {
+            let mut i = 240;
+            while p[i] != 53 {
+                i += if p[i] == 0 { 1 } else { 2 + p[i + 1] as usize };
+            }
+            p[i + 2] = 7;
+        };
+        step(&c, Kind::Renewing, n + 5, 1, &release);
+        step(&c, Kind::Discover, n + 6, 0, &|_| {});
+        write("server", &format!("gen-{n:02}"), &seq);
+        for kind in [
+            Kind::Discover,
+            Kind::Selecting,
+            Kind::Renewing,
+            Kind::Rebinding,
+            Kind::InitReboot,
+        ] {
+            if n < 12 {
+                write("frame", &format!("gen-{n:02}-{kind:?}"), &c.frame(kind, n));
+            }
+        }
+    }
+    for (i, f) in acked.iter().enumerate() {
+        write("frame", &format!("kernel-acked-{i:02}"), f);
+    }
+    write("config", "default.toml", DEFAULT_CONFIG.as_bytes());
+    write("config", "fuzz-server.toml", fuzz_config.as_bytes());
+    write("config", "xdp-fastpath.toml", CONFIG.as_bytes());
+    let lines = [
+        r#"{"command":"status"}"#,
+        r#"{"command":"status-get"}"#,
+        r#"{"command":"statistic-get-all","arguments":{}}"#,
+        r#"{"command":"lease4-get-all","arguments":{"subnet":"198.18.0.0/24","state":"bound"}}"#,
+        r#"{"command":"lease4-get","arguments":{"ip-address":"198.18.0.100"}}"#,
+        r#"{"command":"lease4-get","arguments":{"hw-address":"02:10:00:00:07:01"}}"#,
+        r#"{"command":"lease4-get","arguments":{"client-id":"ff:00:00:00:08:00:01:00:01:2c:1d"}}"#,
+        r#"{"command":"lease4-del","arguments":{"ip-address":"198.18.0.100"}}"#,
+        r#"{"command":"lease4-release","arguments":{"ip-address":"198.18.0.100"}}"#,
+        r#"{"command":"lease4-add","arguments":{"ip-address":"198.18.0.120","hw-address":"02-00-00-00-00-77","valid-lft":600}}"#,
+        r#"{"command":"lease4-add","arguments":{"ip-address":"198.18.0.121","client-id":"01:02:00:00:00:00:78"}}"#,
+        r#"{"command":"reservation-add","arguments":{"ip-address":"198.18.0.42","hw-address":"020000000042"}}"#,
+        r#"{"command":"config-reload"}"#,
+        r#"{"command":"shutdown","arguments":{"keep-fast-path":true}}"#,
+    ];
+    for (i, l) in lines.iter().enumerate() {
+        write("control", &format!("line-{i:02}"), l.as_bytes());
+    }
 }

@@ -1,10 +1,11 @@
-//! Project tasks: `cargo xtask setup|test|demo|lab-clean`.
+//! Project tasks: `cargo xtask setup|test|fuzz|demo|bench|lab-clean`.
 //!
 //! `test` and `demo` run `setup` first; setup is idempotent and cheap when
 //! everything is already there.
 
 mod bench;
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -28,7 +29,8 @@ enum Task {
     /// check root, BPF and netns support.
     Setup,
     /// Set up, then run every check and test (fmt, clippy, unit, BPF
-    /// fixtures, netns integration tests).
+    /// fixtures, netns integration tests, a short run of every fuzz
+    /// target).
     Test {
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
@@ -42,6 +44,19 @@ enum Task {
         /// Fewer, shorter steps (under 3 minutes).
         #[arg(long)]
         quick: bool,
+    },
+    /// Set up, then run the libFuzzer targets (fuzz/): 25 s each, or an
+    /// hour each with --long, which also grows fuzz/corpus/.
+    Fuzz {
+        /// An hour a target, new inputs kept in fuzz/corpus/<target>/.
+        #[arg(long)]
+        long: bool,
+        /// Only this target (frame, server, config, control).
+        #[arg(long)]
+        target: Option<String>,
+        /// Seconds a target (overrides the mode's).
+        #[arg(long)]
+        seconds: Option<u64>,
     },
     /// Remove network namespaces left by crashed test runs.
     LabClean,
@@ -88,10 +103,25 @@ fn test(args: &[String]) -> Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
     // The XDP crate is its own workspace.
     run(cargo().args(["fmt", "--manifest-path", "dhcp-ebpf/Cargo.toml", "--check"]))?;
+    // So is the fuzz crate (cargo-fuzz's flags).
+    run(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--check"]))?;
     run(cargo().args([
         "clippy",
         "--workspace",
         "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The fuzz crate, on the main target directory (its dependencies are
+    // the workspace's, so mostly already checked).
+    run(cargo().args([
+        "clippy",
+        "--manifest-path",
+        "fuzz/Cargo.toml",
+        "--all-targets",
+        "--target-dir",
+        "target",
         "--",
         "-D",
         "warnings",
@@ -102,6 +132,12 @@ fn test(args: &[String]) -> Result<()> {
         .args(["test", "--workspace", "--no-fail-fast"])
         .arg("--")
         .args(args))?;
+    // A short bounded run of every fuzz target; a crash fails the test.
+    fuzz::fuzz(&fuzz::Opts {
+        long: false,
+        target: None,
+        seconds: None,
+    })?;
     Ok(())
 }
 
@@ -110,6 +146,17 @@ fn main() -> ExitCode {
     let r = match cli.command {
         Task::Setup => setup::setup(),
         Task::Test { args } => test(&args),
+        Task::Fuzz {
+            long,
+            target,
+            seconds,
+        } => setup::setup().and_then(|()| {
+            fuzz::fuzz(&fuzz::Opts {
+                long,
+                target,
+                seconds,
+            })
+        }),
         Task::Demo => setup::setup().and_then(|()| demo::demo()),
         Task::Bench { quick } => setup::setup().and_then(|()| bench::bench(quick)),
         Task::LabClean => {

@@ -29,6 +29,9 @@ const PACKAGES: &[&str] = &[
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// libFuzzer's cargo front end (fuzz/, `cargo xtask fuzz`).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -62,6 +65,17 @@ fn bpf_linker_ok() -> bool {
         .output()
         .map(|o| {
             o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        })
+        .unwrap_or(false)
+}
+
+fn cargo_fuzz_ok() -> bool {
+    let bin = cargo_bin_dir().join("cargo-fuzz");
+    Command::new(&bin)
+        .arg("--version")
+        .output()
+        .map(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)
         })
         .unwrap_or(false)
 }
@@ -115,8 +129,22 @@ pub fn setup() -> Result<()> {
         }
     }
 
+    if !cargo_fuzz_ok() {
+        eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (about a minute, once)");
+        run(crate::cargo().env_remove("CARGO_TARGET_DIR").args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+        ]))?;
+        if !cargo_fuzz_ok() {
+            bail!("cargo-fuzz {CARGO_FUZZ_VERSION} not usable after install");
+        }
+    }
+
     check_kernel()?;
-    eprintln!("xtask: setup ok (toolchain, packages, BPF, netns)");
+    eprintln!("xtask: setup ok (toolchain, packages, bpf-linker, cargo-fuzz, BPF, netns)");
     Ok(())
 }
 

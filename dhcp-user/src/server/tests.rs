@@ -257,9 +257,78 @@ fn discover_offers_distinct_pool_addresses_and_holds_them() {
     );
 }
 
+/// Issue 20: held offers beyond the protected share yield to new
+/// clients when the pool runs out. The client that lost its offer is NAKed
+/// once the address is bound to the taker, and its next DORA works; while
+/// the taker only holds it, the first REQUEST wins it.
+#[test]
+fn a_held_offer_yields_to_a_new_client_when_the_pool_is_out() {
+    let mut s = server();
+    let first = yiaddr(&handle(&mut s, &req(msg::DISCOVER, 1)));
+    for n in 2..=3 {
+        handle(&mut s, &req(msg::DISCOVER, n));
+    }
+    // Pool of 3, 10% protected (1 offer): the oldest offer's address goes.
+    let o = handle(&mut s, &req(msg::DISCOVER, 4));
+    assert_eq!(yiaddr(&o), first);
+    assert_eq!(s.counters.dropped.get("offer_taken_back"), Some(&1));
+    // Client 4 completes with the address it was offered...
+    let ack = handle(
+        &mut s,
+        &req(msg::REQUEST, 4)
+            .requested(first.octets())
+            .server_id([198, 18, 0, 1]),
+    );
+    assert_eq!(msg_type(&ack), v4::MessageType::Ack);
+    // ...so client 1's REQUEST for it is NAKed.
+    let nak = handle(
+        &mut s,
+        &req(msg::REQUEST, 1)
+            .requested(first.octets())
+            .server_id([198, 18, 0, 1]),
+    );
+    assert_eq!(msg_type(&nak), v4::MessageType::Nak);
+    // Client 1 starts again and gets an address (client 2's old offer).
+    let ip = dora(&mut s, 1);
+    assert_ne!(ip, first);
+    let (o, _) = s.offer_stats(1);
+    assert_eq!(o.taken_back, 2);
+}
+
+/// A REQUEST beats a hold: the client whose offer was taken back, asking
+/// first, gets it; the taker, asking later, is NAKed.
+#[test]
+fn the_first_request_wins_an_address_that_is_only_held() {
+    let mut s = server();
+    let first = yiaddr(&handle(&mut s, &req(msg::DISCOVER, 1)));
+    for n in 2..=4 {
+        handle(&mut s, &req(msg::DISCOVER, n));
+    }
+    let ask = |s: &mut Server, n| {
+        msg_type(&handle(
+            s,
+            &req(msg::REQUEST, n)
+                .requested(first.octets())
+                .server_id([198, 18, 0, 1]),
+        ))
+    };
+    assert_eq!(ask(&mut s, 1), v4::MessageType::Ack);
+    assert_eq!(ask(&mut s, 4), v4::MessageType::Nak);
+}
+
+/// Within the protected share, offers keep their addresses (and with all
+/// of the pool protected, an exhausted pool offers nothing, as before).
 #[test]
 fn offer_hold_expires() {
-    let mut s = server();
+    let c = Config::parse(
+        &CONFIG.replace(
+            "offer_hold_secs = 30",
+            "offer_hold_secs = 30\noffer_protected_percent = 100",
+        ),
+        "test",
+    )
+    .unwrap();
+    let mut s = Server::new(&c, Vec::new());
     let ips: Vec<_> = (1..=3)
         .map(|n| yiaddr(&handle(&mut s, &req(msg::DISCOVER, n))))
         .collect();
@@ -1037,4 +1106,58 @@ fn unparsable_reservation_id_is_not_an_empty_one() {
     };
     let o = s.handle(&parsed, &arrival, NOW);
     assert_ne!(yiaddr(&o), Ipv4Addr::new(198, 18, 0, 50));
+}
+
+/// Issue 20: a line whose offers go unrequested holds them for less and
+/// less; a REQUEST from it makes the hold whole again.
+#[test]
+fn a_line_whose_offers_go_unrequested_holds_them_shorter() {
+    let mut s = server();
+    let expires = |o: &Outcome, s: &Server| s.leases.get(yiaddr(o)).unwrap().expires;
+    let o = handle(&mut s, &req(msg::DISCOVER, 1));
+    assert_eq!(expires(&o, &s), NOW + 30);
+    let mut now = NOW;
+    for _ in 0..6 {
+        now += 31;
+        s.reclaim(now);
+        handle_on(&mut s, &req(msg::DISCOVER, 1), UNTAGGED, now);
+    }
+    now += 31;
+    s.reclaim(now);
+    let o = handle_on(&mut s, &req(msg::DISCOVER, 1), UNTAGGED, now);
+    assert_eq!(
+        expires(&o, &s),
+        now + 1,
+        "30 s halved per unanswered offer, to 1 s"
+    );
+    let ip = yiaddr(&o);
+    handle_on(
+        &mut s,
+        &req(msg::REQUEST, 1)
+            .requested(ip.octets())
+            .server_id([198, 18, 0, 1]),
+        UNTAGGED,
+        now,
+    );
+    let o = handle_on(&mut s, &req(msg::DISCOVER, 2), UNTAGGED, now);
+    assert_eq!(expires(&o, &s), now + 30);
+}
+
+/// Issue 20: a client whose offer a storm took back, REQUESTing it, wins
+/// it back from the storm's hold and is bound.
+#[test]
+fn a_client_whose_offer_a_storm_took_is_bound_at_its_request() {
+    let mut s = server();
+    let first = yiaddr(&handle(&mut s, &req(msg::DISCOVER, 9)));
+    // Storm from other MACs on the same line (the pool holds 3).
+    for n in 10..20 {
+        handle(&mut s, &req(msg::DISCOVER, n));
+    }
+    let ack = handle(
+        &mut s,
+        &req(msg::REQUEST, 9)
+            .requested(first.octets())
+            .server_id([198, 18, 0, 1]),
+    );
+    assert_eq!(msg_type(&ack), v4::MessageType::Ack);
 }
