@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 use xdhcp::control::{self, Response, ERROR};
 
 /// Calls `command`; prints the JSON answer or `render`s it. Exit 0 when
-/// done, 1 on an error, 3 when nothing was found (Kea's result codes).
+/// done, 1 on an error, 3 when nothing was found, 4 when `leases audit`
+/// found the XDP map and the store disagreeing (Kea's result codes; 4 is
+/// its "conflict").
 pub fn run(
     socket: &Path,
     json_out: bool,
@@ -121,6 +123,54 @@ pub fn print_status(r: &Response) {
         s(&m["templates"]),
         s(&m["refused-map-full"])
     );
+    let au = &a["plane-audit"];
+    if au.is_object() {
+        let every = au["interval-secs"].as_u64().unwrap_or(0);
+        let found: Vec<String> = au["disagreements"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, n)| n.as_u64() != Some(0))
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let last = &au["last-pass"];
+        let last_text = if !last.is_object() {
+            "no pass yet".to_string()
+        } else if let Some(why) = last["inconclusive"].as_str() {
+            format!("last pass inconclusive: {why}")
+        } else {
+            let n = last["disagreements"].as_u64().unwrap_or(0);
+            format!(
+                "last pass at {}: {} map entries, {} bound fast-path leases, {}",
+                s(&last["at"]),
+                s(&last["map-entries"]),
+                s(&last["store-fast-path-bindings"]),
+                if n == 0 {
+                    "clean".to_string()
+                } else {
+                    format!("{n} DISAGREEMENTS")
+                }
+            )
+        };
+        println!(
+            "plane audit   {}; {}; found since start: {}; {} stray entries removed",
+            if every == 0 {
+                "background off".to_string()
+            } else {
+                format!("every {every} s")
+            },
+            last_text,
+            if found.is_empty() {
+                "none".to_string()
+            } else {
+                found.join(", ")
+            },
+            s(&m["repairs"]),
+        );
+        for f in last["current"].as_array().into_iter().flatten() {
+            println!("  {}", finding_row(f));
+        }
+    }
     let st = &a["lease-store"];
     println!(
         "lease store   {} ({}; {} batches written, {} failed{})",
@@ -241,35 +291,91 @@ pub fn print_stats(r: &Response) {
     }
 }
 
+/// Unix seconds, and how far from now.
+fn when(v: &Value) -> String {
+    let Some(t) = v.as_u64() else {
+        return "-".into();
+    };
+    let now = xdhcp::clock::unix_now();
+    if t >= now {
+        format!("{t} (+{}s)", t - now)
+    } else {
+        format!("{t} (-{}s)", now - t)
+    }
+}
+
+/// Both planes' view of one lease: the store's (state, end, template)
+/// and the kernel's (entry under the lease's key: whether it answers for
+/// this address, its end, template slot), then the key.
 fn lease_row(l: &Value) -> String {
+    let k = &l["xdp-map"];
+    let in_map = match (&l["in-xdp-map"], k.is_object()) {
+        (Value::Bool(true), _) => "yes".to_string(),
+        // The key's entry answers for another address.
+        (_, true) => format!("->{}", s(&k["ip-address"])),
+        (Value::Bool(false), _) => "no".to_string(),
+        _ => "?".to_string(),
+    };
     format!(
-        "{:<16} {:<18} {:<20} {:<9} {:>10} {:>6} {}",
+        "{:<16} {:<18} {:<20} {:<9} {:>6} {:<22} {:<4} {:<16} {:<22} {:>5}  {}",
         s(&l["ip-address"]),
         s(&l["hw-address"]),
         s(&l["client-id"]),
         s(&l["state"]),
-        s(&l["expires"]),
         s(&l["subnet-id"]),
+        when(&l["expires"]),
         if l["fast-path"] == json!(true) {
             "yes"
         } else {
             "no"
-        }
+        },
+        in_map,
+        if k["unreported-renewal"] == json!(true) {
+            format!("{}*", when(&k["expires"]))
+        } else {
+            when(&k["expires"])
+        },
+        s(&k["template-id"]),
+        s(&l["map-key"]),
     )
 }
 
 fn lease_header() {
     println!(
-        "{:<16} {:<18} {:<20} {:<9} {:>10} {:>6} in XDP map",
-        "address", "hw-address", "client-id", "state", "expires", "subnet"
+        "{:<16} {:<18} {:<20} {:<9} {:>6} {:<22} {:<4} {:<16} {:<22} {:>5}  map key",
+        "address",
+        "hw-address",
+        "client-id",
+        "state",
+        "subnet",
+        "store expires",
+        "tmpl",
+        "in XDP map",
+        "kernel expires",
+        "slot"
     );
+}
+
+fn lease_footer(rows: &[&Value]) {
+    if rows
+        .iter()
+        .any(|l| l["xdp-map"]["unreported-renewal"] == json!(true))
+    {
+        println!("(* renewed in the kernel, not yet reported to the store)");
+    }
 }
 
 pub fn print_leases(r: &Response) {
     lease_header();
-    for l in r.arguments["leases"].as_array().into_iter().flatten() {
+    let rows: Vec<&Value> = r.arguments["leases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    for l in &rows {
         println!("{}", lease_row(l));
     }
+    lease_footer(&rows);
     println!("({})", r.text);
 }
 
@@ -280,4 +386,45 @@ pub fn print_lease(r: &Response) {
     }
     lease_header();
     println!("{}", lease_row(&r.arguments));
+    lease_footer(&[&r.arguments]);
+}
+
+fn finding_row(f: &Value) -> String {
+    let k = &f["kernel"];
+    let st = &f["store"];
+    format!(
+        "{:<16} {:<16} {:<30} {:<22} {:<22} {:<9} {:>6}{}",
+        s(&f["kind"]),
+        s(&f["ip-address"]),
+        s(&f["key"]),
+        when(&k["expires"]),
+        when(&st["expires"]),
+        s(&st["state"]),
+        match (k["subnet-id"].as_u64(), st["subnet-id"].as_u64()) {
+            (Some(a), Some(b)) if a != b => format!("{a}/{b}"),
+            (Some(a), _) | (None, Some(a)) => a.to_string(),
+            _ => "-".into(),
+        },
+        if f["repair"] == json!(true) {
+            "  removing"
+        } else {
+            ""
+        }
+    )
+}
+
+/// `leases audit`: one row per disagreement, both planes' views.
+pub fn print_audit(r: &Response) {
+    let a = &r.arguments;
+    let list: Vec<&Value> = a["current"].as_array().into_iter().flatten().collect();
+    if !list.is_empty() {
+        println!(
+            "{:<16} {:<16} {:<30} {:<22} {:<22} {:<9} {:>6}",
+            "kind", "address", "map key", "kernel expires", "store expires", "store", "subnet"
+        );
+        for f in &list {
+            println!("{}", finding_row(f));
+        }
+    }
+    println!("({}; {} ms)", r.text, s(&a["ms"]),);
 }

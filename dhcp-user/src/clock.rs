@@ -72,6 +72,34 @@ pub fn mono_ns_to_unix_ceil(mono_ns: u64) -> u64 {
         .div_ceil(1_000_000_000)
 }
 
+/// Both clocks read once, for converting many kernel times alike.
+#[derive(Debug, Clone, Copy)]
+pub struct Clocks {
+    mono: u64,
+    unix: u64,
+}
+
+impl Clocks {
+    pub fn now() -> Clocks {
+        Clocks {
+            mono: mono_ns_now(),
+            unix: unix_ns_now(),
+        }
+    }
+
+    /// `mono_ns_to_unix_ceil` at the instant of the reading.
+    pub fn mono_ns_to_unix_ceil(&self, mono_ns: u64) -> u64 {
+        (self.unix + mono_ns)
+            .saturating_sub(self.mono)
+            .div_ceil(1_000_000_000)
+    }
+
+    /// `mono_ns_to_unix` at the instant of the reading.
+    pub fn mono_ns_to_unix(&self, mono_ns: u64) -> u64 {
+        (self.unix + mono_ns).saturating_sub(self.mono) / 1_000_000_000
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,10 +8,14 @@ use std::{
 
 use serde_json::{json, Value};
 
+use dhcp_common::{LeaseKey, LeaseValue};
+
 use crate::{
+    auditor::Auditor,
+    clock::mono_ns_to_unix_ceil,
     config::Ipv4Net,
     control::{Request, Response},
-    fastmap::SyncStats,
+    fastmap::{key_text, lease_key, LeaseReader, SyncStats},
     fastpath::Fastpath,
     leases::{Lease, LeaseState, KIND_CLIENT_ID, KIND_HW},
     server::Server,
@@ -31,6 +35,9 @@ pub struct Context<'a> {
     pub lease_db: String,
     pub lease_map_capacity: u32,
     pub now: u64,
+    /// A read handle on the lease map, for the kernel's view of a lease.
+    pub kernel: Option<&'a LeaseReader>,
+    pub audit: Option<&'a Auditor>,
 }
 
 fn hex(bytes: &[u8], sep: &str) -> String {
@@ -57,6 +64,7 @@ pub fn lease_json(l: &Lease) -> Value {
         "expires": l.expires,
         "valid-lft": l.lease_secs,
         "fast-path": l.fast.is_some(),
+        "map-key": map_key(l).as_ref().map(key_text),
     })
 }
 
@@ -77,6 +85,104 @@ pub fn store_json(h: &StoreHealth, path: Option<&str>) -> Value {
         v["path"] = json!(p);
     }
     v
+}
+
+/// A map entry as the kernel holds it, times in Unix seconds.
+pub fn kernel_json(v: &LeaseValue) -> Value {
+    json!({
+        "ip-address": Ipv4Addr::from(v.ip.to_ne_bytes()).to_string(),
+        "subnet-id": v.subnet_id,
+        "expires": mono_ns_to_unix_ceil(v.expires_mono_ns),
+        "reported": mono_ns_to_unix_ceil(v.reported_mono_ns),
+        "unreported-renewal": v.expires_mono_ns > v.reported_mono_ns,
+        "lease-secs": v.lease_secs,
+        "template-id": v.template_id,
+        "ifindex": v.ifindex,
+    })
+}
+
+/// The lease-map key `l`'s client has, if it fits one.
+pub fn map_key(l: &Lease) -> Option<LeaseKey> {
+    l.client.as_deref().and_then(lease_key)
+}
+
+/// Adds the kernel's view to `lease_json`'s: the map entry under the
+/// lease's key as the kernel holds it (`entry`), whether it answers for
+/// this lease's address, and the kernel's end (Unix time) beside the
+/// store's.
+pub fn with_kernel_view(mut v: Value, ip: Ipv4Addr, entry: Option<&LeaseValue>) -> Value {
+    let in_map = entry.is_some_and(|e| Ipv4Addr::from(e.ip.to_ne_bytes()) == ip);
+    v["in-xdp-map"] = json!(in_map);
+    v["xdp-map"] = entry.map_or(Value::Null, kernel_json);
+    v
+}
+
+/// One lease, both planes.
+pub fn lease_json_both(l: &Lease, kernel: Option<&LeaseReader>) -> Value {
+    let v = lease_json(l);
+    match kernel {
+        Some(r) => {
+            let entry = map_key(l).and_then(|k| r.get(&k));
+            with_kernel_view(v, l.ip, entry.as_ref())
+        }
+        None => v,
+    }
+}
+
+/// `lease4-get-all`'s leases, in address order, as `lease_json` and each
+/// one's map key (for the kernel's view, added off the main task).
+pub type LeaseRows = Vec<(Value, Ipv4Addr, Option<LeaseKey>)>;
+
+pub fn lease_rows(server: &Server, a: &Value) -> Result<LeaseRows, Response> {
+    let subnet = match a.get("subnet").and_then(Value::as_str) {
+        Some(s) => match s.parse::<Ipv4Net>() {
+            Ok(n) => Some(n),
+            Err(e) => return Err(Response::error(format!("subnet {s:?}: {e}"))),
+        },
+        None => None,
+    };
+    let state = a.get("state").and_then(Value::as_str);
+    let mut leases: Vec<&Lease> = server
+        .leases
+        .iter()
+        .filter(|l| subnet.is_none_or(|n| n.contains(l.ip)))
+        .filter(|l| state.is_none_or(|s| l.state.as_str() == s))
+        .collect();
+    leases.sort_by_key(|l| l.ip);
+    Ok(leases
+        .into_iter()
+        .map(|l| (lease_json(l), l.ip, map_key(l)))
+        .collect())
+}
+
+/// The answer to `lease4-get-all` from `rows`, each with the kernel's
+/// view when `kernel` is given (a few keys read one by one, many by
+/// reading the whole map once).
+pub fn lease_list(rows: LeaseRows, kernel: Option<&LeaseReader>) -> Response {
+    let n = rows.len();
+    if n == 0 {
+        return Response::empty("0 leases");
+    }
+    let list: Vec<Value> = match kernel {
+        None => rows.into_iter().map(|(v, _, _)| v).collect(),
+        Some(r) if n <= 256 => rows
+            .into_iter()
+            .map(|(v, ip, k)| {
+                let e = k.and_then(|k| r.get(&k));
+                with_kernel_view(v, ip, e.as_ref())
+            })
+            .collect(),
+        Some(r) => {
+            let all: std::collections::HashMap<LeaseKey, LeaseValue> = match r.entries() {
+                Ok(e) => e.into_iter().collect(),
+                Err(e) => return Response::error(format!("reading the XDP lease map: {e:#}")),
+            };
+            rows.into_iter()
+                .map(|(v, ip, k)| with_kernel_view(v, ip, k.and_then(|k| all.get(&k))))
+                .collect()
+        }
+    };
+    Response::ok(format!("{n} leases"), json!({ "leases": list }))
 }
 
 /// Parses "aa:bb:cc:dd:ee:ff" (also with '-' or no separators).
@@ -143,7 +249,9 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                             "capacity": cx.lease_map_capacity,
                             "templates": sync.templates,
                             "refused-map-full": sync.map_full,
+                            "repairs": sync.repairs,
                         },
+                        "plane-audit": cx.audit.map(Auditor::status_json),
                         "lease-store": store_json(&health, Some(&cx.lease_db)),
                     }),
                 ),
@@ -203,39 +311,25 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                             "refused-map-full": sync.map_full,
                             "refused-no-template-slot": sync.no_template_slot,
                         },
+                        "plane-audit": cx.audit.map(|a| {
+                            let mut v = a.stats_json();
+                            v["repairs"] = json!(sync.repairs);
+                            v
+                        }),
                     }),
                 ),
                 none,
             )
         }
-        "lease4-get-all" => {
-            let subnet = match a.get("subnet").and_then(Value::as_str) {
-                Some(s) => match s.parse::<Ipv4Net>() {
-                    Ok(n) => Some(n),
-                    Err(e) => return (Response::error(format!("subnet {s:?}: {e}")), none),
-                },
-                None => None,
-            };
-            let state = a.get("state").and_then(Value::as_str);
-            let mut leases: Vec<&Lease> = cx
-                .server
-                .leases
-                .iter()
-                .filter(|l| subnet.is_none_or(|n| n.contains(l.ip)))
-                .filter(|l| state.is_none_or(|s| l.state.as_str() == s))
-                .collect();
-            leases.sort_by_key(|l| l.ip);
-            let list: Vec<Value> = leases.into_iter().map(lease_json).collect();
-            let n = list.len();
-            let r = if n == 0 {
-                Response::empty("0 leases")
-            } else {
-                Response::ok(format!("{n} leases"), json!({ "leases": list }))
-            };
-            (r, none)
-        }
+        "lease4-get-all" => match lease_rows(cx.server, a) {
+            Ok(rows) => (lease_list(rows, cx.kernel), none),
+            Err(r) => (r, none),
+        },
         "lease4-get" => match find(cx.server, a) {
-            Ok(Some(l)) => (Response::ok("lease found", lease_json(l)), none),
+            Ok(Some(l)) => (
+                Response::ok("lease found", lease_json_both(l, cx.kernel)),
+                none,
+            ),
             Ok(None) => (Response::empty("no such lease"), none),
             Err(e) => (Response::error(e), none),
         },
@@ -290,7 +384,7 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
         },
         other => (
             Response::error(format!(
-                "unknown command {other:?} (known: status, statistic-get-all, lease4-get-all, lease4-get, lease4-add, lease4-del, lease4-release, reservation-get-all, reservation-add, reservation-del, config-reload, shutdown)"
+                "unknown command {other:?} (known: status, statistic-get-all, lease4-get-all, lease4-get, lease4-add, lease4-del, lease4-release, lease4-audit, reservation-get-all, reservation-add, reservation-del, config-reload, shutdown)"
             )),
             none,
         ),

@@ -18,6 +18,8 @@ use std::{
 
 use anyhow::Result;
 
+use dhcp_common::{LeaseKey, LeaseValue};
+
 use crate::{
     clock::unix_now,
     fastmap::{FastMaps, MapReport, SyncStats},
@@ -60,6 +62,10 @@ pub struct Commit<W> {
     pub ops: Vec<StoreOp>,
     pub replies: Vec<W>,
     pub done: Option<tokio::sync::oneshot::Sender<Written>>,
+    /// The auditor's repairs: stray map entries to remove (key, and the
+    /// value it confirmed), before the batch is written
+    /// (`FastMaps::unmap`).
+    pub unmap: Vec<(LeaseKey, LeaseValue)>,
 }
 
 /// The store and the map, written in step.
@@ -87,6 +93,21 @@ impl Committer {
     pub fn prepare(&mut self, ops: &[StoreOp], report: &mut MapReport) {
         if let Some(m) = self.maps.as_mut() {
             m.before_commit(ops, report);
+        }
+    }
+
+    /// Before the write (and before `prepare`): the auditor's repairs.
+    pub fn unmap(&mut self, entries: &[(LeaseKey, LeaseValue)], report: &mut MapReport) {
+        if let Some(m) = self.maps.as_mut() {
+            for (k, v) in entries {
+                if m.unmap(k, v, report) {
+                    tracing::info!(
+                        ip = %std::net::Ipv4Addr::from(v.ip.to_ne_bytes()),
+                        "stray entry removed from the XDP lease map: the client's next request goes to the control plane"
+                    );
+                }
+            }
+            *self.sync.lock().unwrap() = m.stats;
         }
     }
 
@@ -141,15 +162,21 @@ impl Committer {
             let mut ops = first.ops;
             let mut replies = first.replies;
             let mut done: Vec<_> = first.done.into_iter().collect();
+            let mut unmap = first.unmap;
             while ops.len() < 4096 {
                 let Ok(more) = rx.try_recv() else { break };
                 seq = seq.max(more.seq);
                 ops.extend(more.ops);
                 replies.extend(more.replies);
                 done.extend(more.done);
+                unmap.extend(more.unmap);
             }
             let started = Instant::now();
             let mut report = MapReport::new(seq);
+            // Repairs first: a stray the sync wrote leaves through its own
+            // bookkeeping before the batch's ops (which may strip the same
+            // binding) look at it.
+            self.unmap(&unmap, &mut report);
             self.prepare(&ops, &mut report);
             let mut backoff = Duration::from_millis(50);
             let mut failures = 0u32;
@@ -281,6 +308,7 @@ mod tests {
             ops: vec![StoreOp::Renewed(lease(1))],
             replies: vec![1],
             done: Some(done_tx),
+            unmap: Vec::new(),
         })
         .unwrap();
         tx.send(Commit {
@@ -288,6 +316,7 @@ mod tests {
             ops: vec![StoreOp::Put(lease(2))],
             replies: vec![2],
             done: None,
+            unmap: Vec::new(),
         })
         .unwrap();
         drop(tx);
@@ -339,6 +368,7 @@ mod tests {
             ops: vec![StoreOp::Put(lease(1))],
             replies: vec![1],
             done: None,
+            unmap: Vec::new(),
         })
         .unwrap();
         drop(tx);

@@ -76,6 +76,31 @@ pub struct Server {
     /// the control plane.
     #[serde(default = "default_lease_map_entries")]
     pub lease_map_entries: u32,
+    /// Seconds between background passes of the auditor over the XDP
+    /// lease map and the lease store (`xdhcp leases audit` runs one on
+    /// demand); 0: no background passes. At most a day.
+    #[serde(default = "default_audit_interval")]
+    pub audit_interval_secs: u32,
+    /// Map entries a background pass reads per second (1,000,000 bindings
+    /// take 5 s at the default).
+    #[serde(default = "default_audit_rate")]
+    pub audit_entries_per_sec: u32,
+    /// Remove a stray map entry an audit confirms (its client's next
+    /// request then goes to the control plane, which decides).
+    #[serde(default = "default_true")]
+    pub audit_repair: bool,
+}
+
+fn default_audit_interval() -> u32 {
+    60
+}
+
+fn default_audit_rate() -> u32 {
+    200_000
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_metrics() -> String {
@@ -634,6 +659,26 @@ impl Config {
                 format!("metrics_address {m:?} is not an address:port (or \"off\")"),
             ));
         }
+        let key_line = |key: &str| {
+            text.lines()
+                .position(|l| l.trim_start().starts_with(key))
+                .map_or(0, |i| i + 1)
+        };
+        if self.server.audit_entries_per_sec == 0 {
+            return Err(err(
+                key_line("audit_entries_per_sec"),
+                "audit_entries_per_sec 0: a background pass would never finish (turn background passes off with audit_interval_secs = 0)".into(),
+            ));
+        }
+        if self.server.audit_interval_secs > 86_400 {
+            return Err(err(
+                key_line("audit_interval_secs"),
+                format!(
+                    "audit_interval_secs {} is more than a day (0 turns background passes off)",
+                    self.server.audit_interval_secs
+                ),
+            ));
+        }
         if let Some(level) = &self.logging.level {
             check_log_level(level).map_err(|r| {
                 let line = text
@@ -890,6 +935,39 @@ mod tests {
     fn refused(body: &str) -> ConfigError {
         let text = format!("{HEAD}{body}");
         Config::parse(&text, "x.toml").expect_err("accepted")
+    }
+
+    #[test]
+    fn audit_keys_default_and_are_validated_with_their_line() {
+        let c = Config::parse(HEAD, "x.toml").unwrap();
+        assert_eq!(
+            (
+                c.server.audit_interval_secs,
+                c.server.audit_entries_per_sec,
+                c.server.audit_repair
+            ),
+            (60, 200_000, true)
+        );
+        let with = |kv: &str| {
+            format!("[server]\nserver_id = \"198.18.0.1\"\n{kv}\n[[interface]]\nname = \"srv0\"\n")
+        };
+        let c = Config::parse(
+            &with("audit_interval_secs = 0\naudit_repair = false"),
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.server.audit_interval_secs, c.server.audit_repair),
+            (0, false)
+        );
+        let e = Config::parse(&with("audit_entries_per_sec = 0"), "x.toml").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.reason.contains("audit_entries_per_sec"), "{e}");
+        let e = Config::parse(&with("audit_interval_secs = 86401"), "x.toml").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.reason.contains("more than a day"), "{e}");
+        let e = Config::parse(&with("audit_repair = 1"), "x.toml").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
     }
 
     #[test]

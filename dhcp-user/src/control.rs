@@ -1,7 +1,7 @@
 //! The control API: one JSON object per line over a Unix socket that only
 //! root can open, in Kea's shape (`{"command": ..., "arguments": {...}}`
-//! in, `{"result": 0|1|3, "text": ..., "arguments": ...}` out; 0 = done,
-//! 1 = error, 3 = nothing found). The daemon executes commands on its
+//! in, `{"result": 0|1|3|4, "text": ..., "arguments": ...}` out; 0 = done,
+//! 1 = error, 3 = nothing found, 4 = the planes disagree: `lease4-audit`). The daemon executes commands on its
 //! main task, between packets, so they see and change the same state the
 //! state machine does; changes to leases go through the same commit path
 //! (store first, lease map in step).
@@ -27,6 +27,9 @@ pub const DEFAULT_SOCKET: &str = "/run/xdhcp/control.sock";
 pub const OK: u8 = 0;
 pub const ERROR: u8 = 1;
 pub const EMPTY: u8 = 3;
+/// `lease4-audit` found disagreements between the XDP lease map and the
+/// lease store (Kea's "conflict").
+pub const CONFLICT: u8 = 4;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {

@@ -53,6 +53,10 @@ pub struct Engine {
     pub overrides: Overrides,
     pub config_path: Option<PathBuf>,
     seq: u64,
+    /// The highest `MapReport::seq` received.
+    reported: u64,
+    /// Ring reads (`kernel_tick`) so far.
+    ticks: u64,
     /// Map reports received since the last ring read, and those received
     /// before it (applied at the next read, so every renewal the kernel
     /// made before a removal is read first).
@@ -120,6 +124,8 @@ impl Engine {
             overrides,
             config_path,
             seq: 0,
+            reported: 0,
+            ticks: 0,
             fresh: Vec::new(),
             settled: Vec::new(),
         })
@@ -189,12 +195,45 @@ impl Engine {
             ops,
             replies,
             done,
+            unmap: Vec::new(),
         }
+    }
+
+    /// The auditor's repair: stray entries out of the map (through the
+    /// committer, see `FastMaps::unmap`), with `ops` (bindings whose
+    /// fast path it strips) in the same batch.
+    pub fn repair<W>(
+        &mut self,
+        ops: Vec<StoreOp>,
+        unmap: Vec<(dhcp_common::LeaseKey, dhcp_common::LeaseValue)>,
+        now: u64,
+    ) -> Commit<W> {
+        let mut c = self.commit(ops, Vec::new(), None, now);
+        c.unmap = unmap;
+        c
     }
 
     /// A batch's map report, from the committer.
     pub fn map_report(&mut self, report: MapReport) {
+        self.reported = self.reported.max(report.seq);
         self.fresh.push(report);
+    }
+
+    /// The last commit handed out (`Commit::seq`).
+    pub fn last_seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The last commit the committer has reported on: written (or given
+    /// up on) and the map changed after it.
+    pub fn reported_seq(&self) -> u64 {
+        self.reported
+    }
+
+    /// How many times `kernel_tick` has run: a map report received before
+    /// one tick is applied (its holds released) at the next.
+    pub fn ticks(&self) -> u64 {
+        self.ticks
     }
 
     /// Renewals the kernel granted (from the ring), then the map reports
@@ -205,6 +244,7 @@ impl Engine {
         grants: impl IntoIterator<Item = KernelGrant>,
         now: u64,
     ) -> Vec<StoreOp> {
+        self.ticks += 1;
         let mut ops = Vec::new();
         for g in grants {
             if let Some(op) = self.server.kernel_granted(&g.client, g.ip, g.expires, now) {

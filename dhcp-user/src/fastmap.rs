@@ -16,7 +16,9 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     net::Ipv4Addr,
-    sync::Arc,
+    os::fd::{AsFd, AsRawFd},
+    path::Path,
+    sync::{Arc, Mutex},
 };
 
 use anyhow::{Context, Result};
@@ -28,7 +30,7 @@ use dhcp_common::{
 
 use crate::{
     fastpath::Fastpath,
-    leases::{Lease, LeaseState, KIND_CLIENT_ID, KIND_HW},
+    leases::{FastReply, Lease, LeaseState, KIND_CLIENT_ID, KIND_HW},
     store::StoreOp,
 };
 
@@ -63,6 +65,34 @@ pub fn client_key(k: &LeaseKey) -> Option<Box<[u8]>> {
     v.push(kind);
     v.extend_from_slice(id);
     Some(v.into_boxed_slice())
+}
+
+/// `client_key(k).as_deref() == client`, without building the key.
+pub fn is_client_key(client: Option<&[u8]>, k: &LeaseKey) -> bool {
+    let kind = match k.kind {
+        id_kind::HWADDR => Some(KIND_HW),
+        id_kind::CLIENT_ID => Some(KIND_CLIENT_ID),
+        _ => None,
+    };
+    let id = k.id.get(..usize::from(k.len));
+    match (kind.zip(id), client) {
+        (None, c) => c.is_none(),
+        (Some((kind, id)), Some([c, rest @ ..])) => *c == kind && rest == id,
+        (Some(_), _) => false,
+    }
+}
+
+/// A lease-map key for people: `hw 01:02:00:5e:10:00:07` (htype, then
+/// chaddr) or `id ff:00:01` (option 61).
+pub fn key_text(k: &LeaseKey) -> String {
+    let kind = match k.kind {
+        id_kind::HWADDR => "hw".to_string(),
+        id_kind::CLIENT_ID => "id".to_string(),
+        other => format!("kind{other}"),
+    };
+    let id = &k.id[..usize::from(k.len).min(MAX_ID_LEN)];
+    let hex: Vec<String> = id.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{kind} {}", hex.join(":"))
 }
 
 /// A renewal the kernel answered that the control plane had not been
@@ -119,6 +149,230 @@ fn grant_of(k: &LeaseKey, v: &LeaseValue) -> Option<KernelGrant> {
     })
 }
 
+/// What `v` granted beyond what the kernel reported, if anything.
+fn unreported_grant(k: &LeaseKey, v: &LeaseValue) -> Option<KernelGrant> {
+    (v.expires_mono_ns > v.reported_mono_ns)
+        .then(|| grant_of(k, v))
+        .flatten()
+}
+
+/// Whether two values of one key are the same binding: everything but
+/// the times the kernel moves when it renews.
+fn same_binding(a: &LeaseValue, b: &LeaseValue) -> bool {
+    let strip = |v: &LeaseValue| LeaseValue {
+        expires_mono_ns: 0,
+        reported_mono_ns: 0,
+        ..*v
+    };
+    strip(a) == strip(b)
+}
+
+/// The sync's eligibility rule: the key, fast-path data and interface
+/// index of the entry it writes for `l`, if it writes one.
+fn eligible<'l>(
+    l: &'l Lease,
+    ifindex: &HashMap<String, u32>,
+) -> Option<(LeaseKey, &'l FastReply, Option<u32>)> {
+    if l.state != LeaseState::Bound {
+        return None;
+    }
+    let f = l.fast.as_deref()?;
+    let key = lease_key(l.client.as_deref()?)?;
+    if f.template.len() > TEMPLATE_OPTIONS_MAX || f.template.is_empty() {
+        return None;
+    }
+    let ifindex = ifindex.get(&*f.iface).copied();
+    // Directly connected clients only on fast-path interfaces.
+    if f.giaddr.is_unspecified() && ifindex.is_none() {
+        return None;
+    }
+    Some((key, f, ifindex))
+}
+
+/// `FastMaps::would_map` for other threads, and which bindings the map
+/// refused (full, no template slot): those are the control plane's by
+/// design, not missing.
+#[derive(Clone, Default)]
+pub struct Eligibility {
+    ifindex: Arc<HashMap<String, u32>>,
+    refused: Arc<Mutex<HashSet<Ipv4Addr>>>,
+}
+
+impl Eligibility {
+    /// The rule for a sync whose fast-path interfaces are `ifaces`
+    /// (name, ifindex); tests.
+    pub fn new(ifaces: impl IntoIterator<Item = (String, u32)>) -> Eligibility {
+        Eligibility {
+            ifindex: Arc::new(ifaces.into_iter().collect()),
+            refused: Arc::default(),
+        }
+    }
+
+    pub fn would_map(&self, l: &Lease) -> bool {
+        eligible(l, &self.ifindex).is_some()
+    }
+
+    pub fn refused(&self, ip: Ipv4Addr) -> bool {
+        self.refused.lock().unwrap().contains(&ip)
+    }
+}
+
+/// A read-only handle on the lease map for threads other than the
+/// committer's: the auditor and the control API's kernel view.
+pub struct LeaseReader {
+    map: BpfHashMap<MapData, LeaseKey, LeaseValue>,
+    /// Whether the kernel takes BPF_MAP_LOOKUP_BATCH (5.6+).
+    batch: std::sync::atomic::AtomicBool,
+}
+
+/// Entries read per BPF_MAP_LOOKUP_BATCH call.
+pub const READ_CHUNK: usize = 4096;
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// `union bpf_attr`'s `batch` member.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Where a chunked read of the map stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReadCursor {
+    #[default]
+    Start,
+    /// The kernel's batch token (a bucket index for hash maps).
+    Batch(u64),
+    Done,
+}
+
+impl LeaseReader {
+    fn from_map_data(data: MapData) -> Result<LeaseReader> {
+        let map = BpfHashMap::try_from(aya::maps::Map::from_map_data(data)?)?;
+        Ok(LeaseReader {
+            map,
+            batch: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
+
+    /// Opens the lease map a daemon pinned (`server.pin_dir`).
+    pub fn from_pin(path: &Path) -> Result<LeaseReader> {
+        Self::from_map_data(
+            MapData::from_pin(path).with_context(|| format!("opening {}", path.display()))?,
+        )
+    }
+
+    /// The kernel's entry for `key`.
+    pub fn get(&self, key: &LeaseKey) -> Option<LeaseValue> {
+        self.map.get(key, 0).ok()
+    }
+
+    /// Up to `max` entries from `cursor` on, advancing it; `Done` once the
+    /// whole map has been read. Batch lookups walk the hash table bucket
+    /// by bucket, so entries the committer adds or removes meanwhile never
+    /// restart the walk (`get_next_key` from a deleted key starts over).
+    pub fn read(&self, cursor: &mut ReadCursor, max: usize) -> Result<Vec<(LeaseKey, LeaseValue)>> {
+        use std::sync::atomic::Ordering;
+        if *cursor == ReadCursor::Done {
+            return Ok(Vec::new());
+        }
+        if self.batch.load(Ordering::Relaxed) {
+            match self.read_batch(cursor, max.max(1)) {
+                Ok(v) => return Ok(v),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP | 524)) => {
+                    if *cursor != ReadCursor::Start {
+                        return Err(e).context("BPF_MAP_LOOKUP_BATCH");
+                    }
+                    // 524: ENOTSUPP, the kernel's own (no batch ops).
+                    self.batch.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e).context("BPF_MAP_LOOKUP_BATCH"),
+            }
+        }
+        // No batch lookups: the whole map at once (`get_next_key` restarts
+        // from the first key when the one it continues from was deleted
+        // meanwhile, so it cannot resume across chunks).
+        let out = self.map.iter().filter_map(|r| r.ok()).collect();
+        *cursor = ReadCursor::Done;
+        Ok(out)
+    }
+
+    fn read_batch(
+        &self,
+        cursor: &mut ReadCursor,
+        max: usize,
+    ) -> std::io::Result<Vec<(LeaseKey, LeaseValue)>> {
+        use aya::maps::IterableMap;
+        let fd = self.map.map().fd().as_fd().as_raw_fd();
+        let mut want = max;
+        loop {
+            let mut keys = vec![LeaseKey::zeroed(); want];
+            let mut values: Vec<LeaseValue> = vec![bytemuck::Zeroable::zeroed(); want];
+            let token_in = match *cursor {
+                ReadCursor::Batch(t) => t,
+                _ => 0,
+            };
+            let mut token_out = 0u64;
+            let mut attr = BatchAttr {
+                in_batch: match cursor {
+                    ReadCursor::Batch(_) => &token_in as *const u64 as u64,
+                    _ => 0,
+                },
+                out_batch: &mut token_out as *mut u64 as u64,
+                keys: keys.as_mut_ptr() as u64,
+                values: values.as_mut_ptr() as u64,
+                count: want as u32,
+                map_fd: fd as u32,
+                ..Default::default()
+            };
+            // SAFETY: attr points at buffers of `count` keys and values of
+            // the map's key and value sizes, and at two 8-byte tokens (the
+            // kernel copies 4 for a hash map), all live across the call.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_MAP_LOOKUP_BATCH,
+                    &mut attr as *mut BatchAttr,
+                    std::mem::size_of::<BatchAttr>(),
+                )
+            };
+            let err = (r < 0).then(std::io::Error::last_os_error);
+            match err.as_ref().and_then(std::io::Error::raw_os_error) {
+                None => *cursor = ReadCursor::Batch(token_out),
+                Some(libc::ENOENT) => *cursor = ReadCursor::Done,
+                // One bucket holds more than `want`: ask for more.
+                Some(libc::ENOSPC) if want < 1 << 16 => {
+                    want *= 4;
+                    continue;
+                }
+                Some(_) => return Err(err.unwrap()),
+            }
+            let n = (attr.count as usize).min(want);
+            keys.truncate(n);
+            values.truncate(n);
+            return Ok(keys.into_iter().zip(values).collect());
+        }
+    }
+
+    /// Every entry.
+    pub fn entries(&self) -> Result<Vec<(LeaseKey, LeaseValue)>> {
+        let mut cursor = ReadCursor::Start;
+        let mut out = Vec::new();
+        while cursor != ReadCursor::Done {
+            out.extend(self.read(&mut cursor, READ_CHUNK)?);
+        }
+        Ok(out)
+    }
+}
+
 /// Index of the last `Put` or `Delete` of each address in `ops`.
 fn last_lease_op(ops: &[StoreOp]) -> HashMap<Ipv4Addr, usize> {
     let mut last = HashMap::new();
@@ -153,6 +407,8 @@ pub struct SyncStats {
     /// Bindings left to the control plane: map full, or no template slot.
     pub map_full: u64,
     pub no_template_slot: u64,
+    /// Stray entries removed by the auditor's repairs.
+    pub repairs: u64,
 }
 
 struct Slot {
@@ -172,7 +428,10 @@ pub struct FastMaps {
     /// address -> (key, template) of every entry we wrote.
     by_ip: HashMap<Ipv4Addr, (LeaseKey, Arc<[u8]>)>,
     by_key: HashMap<LeaseKey, Ipv4Addr>,
-    ifindex: HashMap<String, u32>,
+    ifindex: Arc<HashMap<String, u32>>,
+    /// Addresses whose binding the map refused (full, or no template
+    /// slot) and that no later change has written or ended since.
+    refused: Arc<Mutex<HashSet<Ipv4Addr>>>,
     pub stats: SyncStats,
     warned_full: bool,
 }
@@ -214,7 +473,8 @@ impl FastMaps {
             free: (0..TEMPLATE_SLOTS).collect(),
             by_ip: HashMap::new(),
             by_key: HashMap::new(),
-            ifindex: ifaces.iter().map(|i| (i.name.clone(), i.ifindex)).collect(),
+            ifindex: Arc::new(ifaces.iter().map(|i| (i.name.clone(), i.ifindex)).collect()),
+            refused: Arc::default(),
             stats: SyncStats::default(),
             warned_full: false,
         })
@@ -226,6 +486,8 @@ impl FastMaps {
     /// must leave no entry. (`Renewed` ops come from the map and never
     /// change it.)
     pub fn before_commit(&mut self, ops: &[StoreOp], report: &mut MapReport) {
+        let refused = self.refused.clone();
+        let mut refused = refused.lock().unwrap();
         for (ip, i) in last_lease_op(ops) {
             report.touched.insert(ip);
             let keep = match &ops[i] {
@@ -237,6 +499,8 @@ impl FastMaps {
             if !keep {
                 self.remove(ip, report);
             }
+            // Its next write decides again.
+            refused.remove(&ip);
         }
     }
 
@@ -275,21 +539,32 @@ impl FastMaps {
         self.entry_for(l).is_some()
     }
 
+    /// The sync's rule, for readers on other threads (the auditor).
+    pub fn eligibility(&self) -> Eligibility {
+        Eligibility {
+            ifindex: self.ifindex.clone(),
+            refused: self.refused.clone(),
+        }
+    }
+
+    /// A second handle on the lease map, for reading it from another
+    /// thread (the auditor, the control API's kernel view): a dup of the
+    /// map's fd. It never writes; the map is written only here.
+    pub fn reader(&self) -> Result<LeaseReader> {
+        use aya::maps::IterableMap;
+        let fd = self
+            .leases
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating the lease map's fd")?;
+        LeaseReader::from_map_data(MapData::from_fd(fd)?)
+    }
+
     /// What the map should hold for `l`, if the kernel may renew it.
     fn entry_for(&self, l: &Lease) -> Option<(LeaseKey, LeaseValue)> {
-        if l.state != LeaseState::Bound {
-            return None;
-        }
-        let f = l.fast.as_ref()?;
-        let key = lease_key(l.client.as_deref()?)?;
-        if f.template.len() > TEMPLATE_OPTIONS_MAX || f.template.is_empty() {
-            return None;
-        }
-        let ifindex = self.ifindex.get(&*f.iface).copied();
-        // Directly connected clients only on fast-path interfaces.
-        if f.giaddr.is_unspecified() && ifindex.is_none() {
-            return None;
-        }
+        let (key, f, ifindex) = eligible(l, &self.ifindex)?;
         let value = LeaseValue {
             expires_mono_ns: unix_to_mono_ns(l.expires),
             reported_mono_ns: unix_to_mono_ns(l.expires),
@@ -318,12 +593,14 @@ impl FastMaps {
         let template = l.fast.as_ref().expect("entry_for checked").template.clone();
         let Some(slot) = self.acquire(&template) else {
             self.stats.no_template_slot += 1;
+            self.refused.lock().unwrap().insert(l.ip);
             return None;
         };
         value.template_id = slot;
         if let Err(e) = self.leases.insert(key, value, 0) {
             self.release(&template);
             self.stats.map_full += 1;
+            self.refused.lock().unwrap().insert(l.ip);
             if !std::mem::replace(&mut self.warned_full, true) {
                 tracing::warn!(
                     "XDP lease map refused an entry ({e}); further bindings are renewed by the control plane (raise server.lease_map_entries)"
@@ -332,6 +609,7 @@ impl FastMaps {
             return None;
         }
         self.stats.upserts += 1;
+        self.refused.lock().unwrap().remove(&l.ip);
         let mut moved = None;
         // The key moved to another address: forget the old record (the map
         // entry itself was just overwritten).
@@ -355,21 +633,24 @@ impl FastMaps {
     /// its end into the element after this read: the one window left, see
     /// RELIABILITY.md.)
     fn remove(&mut self, ip: Ipv4Addr, report: &mut MapReport) {
+        self.remove_reading(ip, report, None);
+    }
+
+    /// `remove`, with what the entry granted capped at `max_end` (Unix
+    /// seconds) when given.
+    fn remove_reading(&mut self, ip: Ipv4Addr, report: &mut MapReport, max_end: Option<u64>) {
         let Some((key, template)) = self.by_ip.remove(&ip) else {
             return;
         };
         if self.by_key.get(&key) == Some(&ip) {
             self.by_key.remove(&key);
             if let Ok(v) = self.leases.get(&key, 0) {
-                if v.expires_mono_ns > v.reported_mono_ns {
-                    if let Some(client) = client_key(&key) {
-                        report.grants.push(KernelGrant {
-                            client,
-                            ip,
-                            expires: crate::clock::mono_ns_to_unix_ceil(v.expires_mono_ns),
-                            lease_secs: v.lease_secs,
-                        });
+                if let Some(mut g) = unreported_grant(&key, &v) {
+                    g.ip = ip;
+                    if let Some(m) = max_end {
+                        g.expires = g.expires.min(m);
                     }
+                    report.grants.push(g);
                 }
             }
             if let Err(e) = self.leases.remove(&key) {
@@ -378,6 +659,66 @@ impl FastMaps {
         }
         self.release(&template);
         self.stats.removals += 1;
+    }
+
+    /// The auditor's repair: removes the kernel's entry under `key` if it
+    /// still holds the binding the auditor confirmed (`seen`, compared
+    /// without its times, which the kernel moves on each renewal).
+    /// Returns whether it removed one.
+    ///
+    /// Why here, on the committer thread, and not from the auditor's own
+    /// handle: a removal is always safe for the invariant (without an
+    /// entry the program passes the client to the control plane, which
+    /// answers from the store), but this thread's bookkeeping must stay
+    /// true. Removed behind its back, an entry it wrote would still be in
+    /// `by_ip`/`by_key`: `holds_ip`, the fill it reports and the map
+    /// reports' `gone` would claim a binding the kernel no longer has, so
+    /// the control plane would keep a hold that never ends and never read
+    /// what the entry had granted. And a removal racing an upsert of the
+    /// same key could delete the fresh, legitimate entry. Done here, in
+    /// commit order:
+    /// - an entry this sync wrote (its key is in `by_key`) leaves the way
+    ///   every removal does (`remove`): grants read first, template
+    ///   released, the address reported gone so its hold ends after the
+    ///   next ring read;
+    /// - an entry it never wrote (planted, or left by someone else) has no
+    ///   bookkeeping: the kernel's entry alone goes, its unreported grant
+    ///   still read and reported;
+    /// - nothing re-adds either: entries are written only after a commit
+    ///   of a Bound lease the sync would map, i.e. from the store's truth.
+    ///
+    /// A grant read from a stray entry is capped at the kernel's now + the
+    /// entry's lease time, the most any renewal from it told a client (a
+    /// corrupted end is no grant); the control plane honours it only as
+    /// `Server::kernel_granted` does any other.
+    pub fn unmap(&mut self, key: &LeaseKey, seen: &LeaseValue, report: &mut MapReport) -> bool {
+        let Ok(now_v) = self.leases.get(key, 0) else {
+            return false;
+        };
+        if !same_binding(&now_v, seen) {
+            return false;
+        }
+        let cap = crate::clock::mono_ns_to_unix_ceil(
+            mono_ns_now() + u64::from(now_v.lease_secs) * 1_000_000_000,
+        );
+        if let Some(&ip) = self.by_key.get(key) {
+            report.touched.insert(ip);
+            self.remove_reading(ip, report, Some(cap));
+            self.refused.lock().unwrap().remove(&ip);
+        } else {
+            if let Some(mut g) = unreported_grant(key, &now_v) {
+                g.expires = g.expires.min(cap);
+                report.grants.push(g);
+            }
+            if let Err(e) = self.leases.remove(key) {
+                tracing::warn!("removing a stray entry from the XDP lease map: {e}");
+                return false;
+            }
+        }
+        self.stats.repairs += 1;
+        self.stats.entries = self.by_ip.len() as u64;
+        self.stats.templates = self.slots.len() as u64;
+        true
     }
 
     fn acquire(&mut self, template: &Arc<[u8]>) -> Option<u32> {
@@ -422,6 +763,7 @@ impl FastMaps {
         }
         self.by_ip.clear();
         self.by_key.clear();
+        self.refused.lock().unwrap().clear();
         self.slots.clear();
         self.free = (0..TEMPLATE_SLOTS).collect();
         Ok(entries.iter().filter_map(|(k, v)| grant_of(k, v)).collect())
@@ -482,7 +824,6 @@ impl FastMaps {
     /// Kernel memory charged for the lease map (`memlock` in its fdinfo).
     pub fn lease_map_bytes(&self) -> Option<u64> {
         use aya::maps::IterableMap;
-        use std::os::fd::{AsFd, AsRawFd};
         let fd = self.leases.map().fd().as_fd().as_raw_fd();
         let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
         info.lines()
@@ -513,5 +854,17 @@ mod tests {
         assert_eq!((k.kind, k.len), (id_kind::CLIENT_ID, 4));
         assert_eq!(client_key(&k).unwrap(), cid);
         assert!(lease_key(&client_id_key(&[7; 33])).is_none());
+        for c in [hw.clone(), cid.clone(), client_id_key(&[1, 2])] {
+            for key in [lease_key(&hw).unwrap(), lease_key(&cid).unwrap()] {
+                assert_eq!(
+                    is_client_key(Some(&c), &key),
+                    client_key(&key).as_deref() == Some(&*c)
+                );
+            }
+        }
+        let mut odd = LeaseKey::zeroed();
+        odd.kind = 9;
+        assert!(is_client_key(None, &odd) && !is_client_key(Some(&hw), &odd));
+        assert!(!is_client_key(None, &lease_key(&hw).unwrap()));
     }
 }

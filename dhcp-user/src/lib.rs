@@ -3,6 +3,7 @@
 //! benchmarks share.
 
 pub mod audit;
+pub mod auditor;
 pub mod clock;
 pub mod commands;
 pub mod commit;

@@ -138,6 +138,19 @@ enum LeasesCommand {
     /// Marks a bound lease released (as a DHCPRELEASE would): out of the
     /// XDP map, the address free for others.
     Release { who: String },
+    /// Checks the XDP lease map against the lease store, entry by entry
+    /// and lease by lease (the daemon's own auditor, one pass now at full
+    /// speed): map entries with no Bound lease behind them or one for
+    /// another client or subnet, kernel ends beyond what a crash-recovered
+    /// store would grant, Bound fast-path leases missing from the map.
+    /// Exit 0: they agree; 4: disagreements (listed); 1: error or
+    /// inconclusive (e.g. the lease store not taking writes).
+    Audit {
+        /// Remove the stray entries found even if server.audit_repair is
+        /// off (their clients' next requests go to the control plane).
+        #[arg(long)]
+        repair: bool,
+    },
     /// Records a bound lease for a client (MAC or client identifier in hex).
     Add {
         ip: String,
@@ -314,6 +327,13 @@ fn main() -> ExitCode {
                 "lease4-get",
                 cli::who(&who),
                 cli::print_lease,
+            ),
+            LeasesCommand::Audit { repair } => cli::run(
+                &client.socket,
+                client.json,
+                "lease4-audit",
+                serde_json::json!({ "repair": repair }),
+                cli::print_audit,
             ),
             LeasesCommand::Delete { who } => cli::run(
                 &client.socket,

@@ -149,6 +149,59 @@ pub fn render(stats: &Value) -> String {
         "Unix time of the last successful lease store write",
         &st["last-write"],
     );
+    // Both planes (the auditor's passes, `crate::auditor`).
+    let audit = &stats["plane-audit"];
+    if audit.is_object() {
+        counters(
+            &mut reg,
+            "plane_disagreements",
+            "Disagreements between the XDP lease map and the lease store the auditor confirmed, by kind (each counted once while it lasts)",
+            "kind",
+            &audit["disagreements"],
+        );
+        let passes = Counter::<u64>::default();
+        passes.inc_by(audit["passes"].as_u64().unwrap_or(0));
+        reg.register("plane_audit_passes", "Audit passes finished", passes);
+        let repairs = Counter::<u64>::default();
+        repairs.inc_by(audit["repairs"].as_u64().unwrap_or(0));
+        reg.register(
+            "plane_repairs",
+            "Stray entries the auditor removed from the XDP lease map",
+            repairs,
+        );
+        // From the last pass; absent before the first.
+        for (name, help, key) in [
+            (
+                "lease_map_entries",
+                "Entries in the XDP lease map, counted in the kernel by the last audit pass (tracks store_fast_path_bindings)",
+                "map-entries",
+            ),
+            (
+                "store_fast_path_bindings",
+                "Bound fast-path leases the lease map should hold, counted by the last audit pass (tracks lease_map_entries)",
+                "store-fast-path-bindings",
+            ),
+            (
+                "plane_disagreements_current",
+                "Disagreements the last audit pass confirmed",
+                "current",
+            ),
+            (
+                "plane_oldest_unreported_renewal_seconds",
+                "Age, at the last audit pass, of the oldest renewal the kernel answered and has not reported to the store (now - (kernel end - lease time))",
+                "oldest-unreported-renewal-secs",
+            ),
+            (
+                "plane_audit_last_pass_timestamp_seconds",
+                "Unix time the last audit pass began",
+                "last-pass",
+            ),
+        ] {
+            if !audit[key].is_null() {
+                gauge(&mut reg, name, help, &audit[key]);
+            }
+        }
+    }
     let total = Family::<Labels, Gauge>::default();
     let assigned = Family::<Labels, Gauge>::default();
     let offers_held = Family::<Labels, Gauge>::default();
@@ -301,6 +354,16 @@ mod tests {
             "lease-map": {"bindings": 2, "templates": 1},
             "lease-store": {"healthy": false, "batches": 9, "failed-writes": 4, "failed-batches": 1, "recovered-batches": 0, "withheld-replies": 3, "failing-since": 1_700_000_000u64, "last-write": 1_699_999_990u64},
             "subnets": [{"subnet-id": 1, "subnet": "198.18.0.0/24", "total-addresses": 100, "assigned-addresses": 2}],
+            "plane-audit": {
+                "passes": 3,
+                "disagreements": {"no_lease": 1, "missing": 0},
+                "repairs": 1,
+                "current": 0,
+                "map-entries": 2,
+                "store-fast-path-bindings": 2,
+                "oldest-unreported-renewal-secs": 7,
+                "last-pass": 1700000000,
+            },
         }));
         for line in [
             "xdhcp_received_messages_total{type=\"DISCOVER\"} 3",
@@ -313,6 +376,13 @@ mod tests {
             "xdhcp_lease_store_failed_batches_total 1",
             "xdhcp_lease_store_withheld_replies 3",
             "xdhcp_lease_store_failing_since_seconds 1700000000",
+            "xdhcp_plane_disagreements_total{kind=\"no_lease\"} 1",
+            "xdhcp_plane_disagreements_total{kind=\"missing\"} 0",
+            "xdhcp_plane_audit_passes_total 3",
+            "xdhcp_plane_repairs_total 1",
+            "xdhcp_lease_map_entries 2",
+            "xdhcp_store_fast_path_bindings 2",
+            "xdhcp_plane_oldest_unreported_renewal_seconds 7",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -24,6 +24,7 @@ use aya::maps::RingBuf;
 use dhcp_common::MAP_EVENTS;
 
 use crate::{
+    auditor::{self, Auditor, Repair},
     commands,
     commit::{Commit, Committer, Written},
     config::{Config, XdpSetting},
@@ -134,6 +135,13 @@ fn reply_after_commit(
     });
 }
 
+/// The auditor's repairs, to the committer (`FastMaps::unmap`).
+fn send_repair(engine: &mut Engine, commit_tx: &mpsc::Sender<Commit<Wire>>, fix: Option<Repair>) {
+    if let Some(f) = fix {
+        let _ = commit_tx.send(engine.repair(f.ops, f.unmap, unix_now()));
+    }
+}
+
 pub async fn run(
     config: Config,
     config_path: Option<std::path::PathBuf>,
@@ -229,6 +237,14 @@ pub async fn run(
         ms = t0.elapsed().as_millis() as u64,
         "XDP lease map loaded"
     );
+    // The auditor's own handle on the lease map, taken before the maps go
+    // to the committer, the only writer.
+    let lease_reader = Arc::new(maps.reader()?);
+    let (mut auditor, mut audit_rx) = Auditor::spawn(
+        lease_reader.clone(),
+        maps.eligibility(),
+        auditor::Settings::from_config(&config.server),
+    )?;
     // The XDP program submits renewal events without waking anyone (the
     // wakeup check would cost every renewal); they are collected on this
     // tick, so one reaches the store within EVENT_POLL plus a commit.
@@ -319,6 +335,7 @@ pub async fn run(
     let mut buf = vec![0u8; 65536];
     let mut egress = Egress::new(config.server.server_id);
     loop {
+        let audit_due = auditor.due();
         tokio::select! {
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
@@ -366,6 +383,7 @@ pub async fn run(
                 match engine.reload() {
                     Ok((text, ops)) => {
                         tracing::info!("SIGHUP: {text}");
+                        auditor.set_settings(auditor::Settings::from_config(&engine.config.server));
                         if !ops.is_empty() {
                             let _ = commit_tx.send(engine.commit(ops, Vec::new(), None, unix_now()));
                         }
@@ -397,10 +415,32 @@ pub async fn run(
                     }
                     continue;
                 }
+                if p.request.command == "lease4-audit" {
+                    let repair = p.request.arguments.get("repair").and_then(serde_json::Value::as_bool).unwrap_or(false);
+                    let fix = auditor.request(p.reply, repair, &mut engine);
+                    send_repair(&mut engine, &commit_tx, fix);
+                    continue;
+                }
+                if p.request.command == "lease4-get-all" {
+                    // The kernel's view of many leases reads the whole map:
+                    // off this task.
+                    match commands::lease_rows(&engine.server, &p.request.arguments) {
+                        Ok(rows) => {
+                            let reader = lease_reader.clone();
+                            let reply = p.reply;
+                            tokio::task::spawn_blocking(move || {
+                                let _ = reply.send(commands::lease_list(rows, Some(&reader)));
+                            });
+                        }
+                        Err(r) => { let _ = p.reply.send(r); }
+                    }
+                    continue;
+                }
                 if p.request.command == "config-reload" {
                     match engine.reload() {
                         Ok((text, ops)) => {
                             tracing::info!("{text}");
+                            auditor.set_settings(auditor::Settings::from_config(&engine.config.server));
                             let response = control::Response::ok(text, serde_json::Value::Null);
                             reply_after_commit(&mut engine, &commit_tx, ops, response, p.reply);
                         }
@@ -420,6 +460,8 @@ pub async fn run(
                     lease_db: lease_db.clone(),
                     lease_map_capacity: config.server.lease_map_entries,
                     now: unix_now(),
+                    kernel: Some(&lease_reader),
+                    audit: Some(&auditor),
                 };
                 let (response, ops) = commands::execute(&p.request, &mut cx);
                 if ops.is_empty() {
@@ -428,7 +470,24 @@ pub async fn run(
                     reply_after_commit(&mut engine, &commit_tx, ops, response, p.reply);
                 }
             }
-            Some(r) = report_rx.recv() => engine.map_report(r),
+            Some(r) = report_rx.recv() => {
+                engine.map_report(r);
+                let fix = auditor.poll(&mut engine);
+                send_repair(&mut engine, &commit_tx, fix);
+            }
+            Some(r) = audit_rx.recv() => {
+                let fix = auditor.on_reading(r, &mut engine);
+                send_repair(&mut engine, &commit_tx, fix);
+            }
+            // The store's side of an audit pass, a chunk per wake-up.
+            _ = std::future::ready(()), if auditor.has_step() => {
+                let fix = auditor.step(&mut engine);
+                send_repair(&mut engine, &commit_tx, fix);
+            }
+            _ = tokio::time::sleep_until(audit_due.unwrap_or_else(std::time::Instant::now).into()), if audit_due.is_some() => {
+                let fix = auditor.poll(&mut engine);
+                send_repair(&mut engine, &commit_tx, fix);
+            }
             _ = reclaim.tick() => {
                 // Renewals the kernel answered first: reclaim must not
                 // expire what it renewed.
@@ -445,6 +504,8 @@ pub async fn run(
                 if !ops.is_empty() {
                     let _ = commit_tx.send(engine.commit(ops, Vec::new(), None, now));
                 }
+                let fix = auditor.poll(&mut engine);
+                send_repair(&mut engine, &commit_tx, fix);
             }
             ready = async { log_fd.as_ref().unwrap().readable().await }, if log_fd.is_some() => {
                 let mut guard = ready?;

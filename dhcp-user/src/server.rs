@@ -793,6 +793,14 @@ impl Server {
         Some(StoreOp::Put(l))
     }
 
+    /// The address range of every configured subnet (first, last).
+    pub fn subnet_ranges(&self) -> Vec<(u32, u32)> {
+        self.subnets
+            .iter()
+            .map(|s| (s.net.network(), s.net.broadcast()))
+            .collect()
+    }
+
     /// Whether leases of subnet `id` are served (its subnet is configured).
     pub fn serves_subnet(&self, id: u32) -> bool {
         self.subnets.iter().any(|s| s.id == id)

@@ -82,10 +82,15 @@ fn cli_reads_the_daemon_and_a_deleted_lease_is_naked_at_its_next_renewal() {
         .lines()
         .find(|l| l.starts_with(&ip.to_string()))
         .unwrap_or_else(|| panic!("{text}"));
+    // The store's view and the kernel's, read from the map itself.
     assert!(
-        row.contains(&mac_s) && row.contains("bound") && row.ends_with("yes"),
+        row.contains(&mac_s) && row.contains("bound") && row.contains(" yes  "),
         "{row}"
     );
+    let (_, v) = json(&lab, &["leases", "list"]);
+    let l = &v["arguments"]["leases"][0];
+    assert_eq!(l["in-xdp-map"], true, "{v}");
+    assert_eq!(l["xdp-map"]["ip-address"], ip.to_string(), "{v}");
     let (code, v) = json(&lab, &["leases", "list", "--subnet", "198.18.1.0/24"]);
     assert_eq!(code, 3, "another subnet holds none: {v}");
     let (code, v) = json(&lab, &["leases", "show", &mac_s]);

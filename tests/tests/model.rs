@@ -528,6 +528,8 @@ impl<'k> World<'k> {
                 lease_db: String::new(),
                 lease_map_capacity: 1024,
                 now,
+                kernel: None,
+                audit: None,
             };
             let (r, ops) = commands::execute(&req, &mut cx);
             (ops, r.result == 0)
