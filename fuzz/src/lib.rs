@@ -133,26 +133,32 @@ pub fn check_reply(req: &DhcpRequest<'_>, r: &Outgoing, tags: &[Tag]) {
     );
     assert_eq!(t, r.msg_type);
     let server_id = server_config().server.server_id;
-    let w = xdhcp::serve::frame_for(
-        &r.dest,
-        [2, 0, 0x5e, 0, 0, 1],
-        server_id,
-        tags,
-        p.clone(),
-        0,
-    );
-    match (&r.dest, w) {
-        (Dest::Relay(giaddr), xdhcp::serve::Wire::Udp { to, bytes }) => {
-            assert_eq!(to.ip(), std::net::IpAddr::V4(*giaddr));
-            assert_eq!(&bytes, p);
-        }
-        (_, xdhcp::serve::Wire::Frame { bytes, .. }) => {
-            let f = wire::parse_frame(&bytes, None, true).expect("the reply's frame parses");
-            assert_eq!(f.payload, &p[..]);
-            assert_eq!(f.tags, tags);
-            assert_eq!(f.src_ip, server_id);
-            assert_ne!(f.dst_ip, Ipv4Addr::UNSPECIFIED);
-        }
-        (d, _) => panic!("{d:?} as a relayed datagram"),
+    // The request as it arrived: to the server identifier (relayed) or
+    // broadcast, from a relay or the client.
+    let relayed = matches!(r.dest, Dest::Relay(_));
+    let request = wire::RxFrame {
+        dst_mac: [2, 0, 0x5e, 0, 0, 1],
+        src_mac: [2, 0, 0x5e, 0, 0, 0xfe],
+        tags: tags.to_vec(),
+        src_ip: req.giaddr,
+        dst_ip: if relayed {
+            server_id
+        } else {
+            Ipv4Addr::BROADCAST
+        },
+        src_port: if relayed { 67 } else { 68 },
+        dst_port: 67,
+        payload: &[],
+    };
+    let mut egress = xdhcp::egress::Egress::with_locality(server_id, move |a| a == server_id);
+    let xdhcp::egress::Wire::Frame { bytes, .. } =
+        egress.frame_for(&r.dest, &request, [2, 0, 0x5e, 0, 0, 1], p.clone(), 0);
+    let f = wire::parse_frame(&bytes, None, true).expect("the reply's frame parses");
+    assert_eq!(f.payload, &p[..]);
+    assert_eq!(f.tags, tags);
+    assert_eq!(f.src_ip, server_id);
+    assert_ne!(f.dst_ip, Ipv4Addr::UNSPECIFIED);
+    if let Dest::Relay(giaddr) = r.dest {
+        assert_eq!((f.dst_ip, f.dst_port), (giaddr, 67));
     }
 }
