@@ -255,6 +255,33 @@ impl DaemonLab {
         )
     }
 
+    /// Runs `xdhcp loadgen` on `cli0` in the client namespace, with the
+    /// daemon's control socket for its counters; its JSON report, by phase.
+    pub fn loadgen(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut cmd = Command::new(xdhcp_bin());
+        cmd.args([
+            "loadgen",
+            "--iface",
+            "cli0",
+            "--json",
+            "--timeout-ms",
+            "500",
+        ])
+        .arg("--server-socket")
+        .arg(self.socket())
+        .args(args);
+        let out = self.cli.command_from(&cmd).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "loadgen {args:?} failed: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        v.as_array().unwrap().clone()
+    }
+
     /// Writes a client hook script into the lab directory.
     pub fn script(&self, name: &str, body: &str) -> Result<PathBuf> {
         use std::os::unix::fs::PermissionsExt;

@@ -35,27 +35,7 @@ end = "198.18.0.209"
 
 /// Runs loadgen in the client namespace; its JSON report, by phase.
 fn loadgen(lab: &DaemonLab, args: &[&str]) -> Vec<Value> {
-    let mut cmd = Command::new(xdhcp_bin());
-    cmd.args([
-        "loadgen",
-        "--iface",
-        "cli0",
-        "--json",
-        "--timeout-ms",
-        "500",
-    ])
-    .arg("--server-socket")
-    .arg(lab.socket())
-    .args(args);
-    let out = lab.cli.command_from(&cmd).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "loadgen {args:?} failed: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    v.as_array().unwrap().clone()
+    lab.loadgen(args)
 }
 
 fn n(v: &Value, k: &str) -> u64 {

@@ -7,7 +7,6 @@
 use std::{
     net::Ipv4Addr,
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -19,10 +18,7 @@ use xdhcp::{
     fastmap::lease_key,
     leases::{client_id_key, hw_key},
 };
-use xdhcp_lab::{
-    daemon::{wait_until, DaemonLab},
-    proc::xdhcp_bin,
-};
+use xdhcp_lab::daemon::{wait_until, DaemonLab};
 
 const SIGUSR1: i32 = 10;
 
@@ -85,27 +81,7 @@ fn with_ip(v: &LeaseValue, ip: Ipv4Addr) -> LeaseValue {
 }
 
 fn loadgen(lab: &DaemonLab, args: &[&str]) -> Vec<Value> {
-    let mut cmd = Command::new(xdhcp_bin());
-    cmd.args([
-        "loadgen",
-        "--iface",
-        "cli0",
-        "--json",
-        "--timeout-ms",
-        "500",
-    ])
-    .arg("--server-socket")
-    .arg(lab.socket())
-    .args(args);
-    let out = lab.cli.command_from(&cmd).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "loadgen {args:?} failed: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    v.as_array().unwrap().clone()
+    lab.loadgen(args)
 }
 
 fn audit_kinds(v: &Value) -> Vec<(String, String)> {
