@@ -231,6 +231,36 @@ struct Pass {
     main_cpu: Duration,
 }
 
+impl Pass {
+    fn new(id: u64, requested: bool, waiters: Vec<Waiter>, base: u64, covered: Coverage) -> Pass {
+        Pass {
+            id,
+            requested,
+            waiters,
+            phase: Phase::Scanning,
+            base,
+            ticks: 0,
+            covered,
+            entries: 0,
+            unreported: 0,
+            oldest_renewal: None,
+            bound_fast: 0,
+            candidates: Vec::new(),
+            beyond_cap: 0,
+            seen: 0,
+            walk: Walk::default(),
+            target: 0,
+            drain_since: Instant::now(),
+            tries: 0,
+            started: Instant::now(),
+            started_unix: unix_now(),
+            longest_step: Duration::ZERO,
+            longest_step_cpu: Duration::ZERO,
+            main_cpu: Duration::ZERO,
+        }
+    }
+}
+
 /// What the last finished pass saw.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
@@ -360,31 +390,13 @@ impl Auditor {
         } else {
             Vec::new()
         };
-        self.pass = Some(Pass {
+        self.pass = Some(Pass::new(
             id,
             requested,
             waiters,
-            phase: Phase::Scanning,
-            base: engine.reported_seq(),
-            ticks: 0,
-            covered: Coverage::new(&engine.server.subnet_ranges()),
-            entries: 0,
-            unreported: 0,
-            oldest_renewal: None,
-            bound_fast: 0,
-            candidates: Vec::new(),
-            beyond_cap: 0,
-            seen: 0,
-            walk: Walk::default(),
-            target: 0,
-            drain_since: Instant::now(),
-            tries: 0,
-            started: Instant::now(),
-            started_unix: unix_now(),
-            longest_step: Duration::ZERO,
-            longest_step_cpu: Duration::ZERO,
-            main_cpu: Duration::ZERO,
-        });
+            engine.reported_seq(),
+            Coverage::new(&engine.server.subnet_ranges()),
+        ));
         let rate = (!requested).then_some(self.settings.rate);
         if self
             .requests
@@ -1134,31 +1146,7 @@ mod tests {
     }
 
     fn pass() -> Pass {
-        Pass {
-            id: 1,
-            requested: true,
-            waiters: Vec::new(),
-            phase: Phase::Scanning,
-            base: 0,
-            ticks: 0,
-            covered: Coverage::new(&[]),
-            entries: 0,
-            unreported: 0,
-            oldest_renewal: None,
-            bound_fast: 0,
-            candidates: Vec::new(),
-            beyond_cap: 0,
-            seen: 0,
-            walk: Walk::default(),
-            target: 0,
-            drain_since: Instant::now(),
-            tries: 0,
-            started: Instant::now(),
-            started_unix: unix_now(),
-            longest_step: Duration::ZERO,
-            longest_step_cpu: Duration::ZERO,
-            main_cpu: Duration::ZERO,
-        }
+        Pass::new(1, true, Vec::new(), 0, Coverage::new(&[]))
     }
 
     /// An entry whose binding the control plane has ended is a candidate
