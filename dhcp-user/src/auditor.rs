@@ -1164,7 +1164,11 @@ mod tests {
         let mut p = pass();
         check_chunk(&mut p, &[e], &t, unix_now());
         assert_eq!(p.candidates.len(), 1, "no hold ended yet: a candidate");
-        t.hold_ended(l.ip, unix_now(), crate::leases::EndKind::Ended);
+        t.hold_ended(
+            l.ip,
+            crate::clock::unix_ns_now(),
+            crate::leases::EndKind::Ended,
+        );
         let mut p = pass();
         check_chunk(&mut p, &[e], &t, unix_now());
         assert!(p.candidates.is_empty(), "removal pending: explained");

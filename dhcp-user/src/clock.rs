@@ -72,6 +72,13 @@ pub fn mono_ns_to_unix_ceil(mono_ns: u64) -> u64 {
         .div_ceil(1_000_000_000)
 }
 
+/// `CLOCK_MONOTONIC` nanoseconds to Unix nanoseconds: for ordering a
+/// kernel grant against an end the control plane recorded.
+pub fn mono_ns_to_unix_ns(mono_ns: u64) -> u64 {
+    let (mono, unix) = (mono_ns_now(), unix_ns_now());
+    (unix + mono_ns).saturating_sub(mono)
+}
+
 /// Both clocks read once, for converting many kernel times alike.
 #[derive(Debug, Clone, Copy)]
 pub struct Clocks {

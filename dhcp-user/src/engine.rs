@@ -157,9 +157,11 @@ impl Engine {
         ops: Vec<StoreOp>,
         replies: Vec<W>,
         done: Option<tokio::sync::oneshot::Sender<Written>>,
-        now: u64,
     ) -> Commit<W> {
         self.seq += 1;
+        // The instant, not the second: a grant the kernel makes just
+        // before or just after this end is told apart by it.
+        let now = crate::clock::unix_ns_now();
         let leases = &mut self.server.leases;
         for op in &ops {
             match op {
@@ -206,9 +208,8 @@ impl Engine {
         &mut self,
         ops: Vec<StoreOp>,
         unmap: Vec<(dhcp_common::LeaseKey, dhcp_common::LeaseValue)>,
-        now: u64,
     ) -> Commit<W> {
-        let mut c = self.commit(ops, Vec::new(), None, now);
+        let mut c = self.commit(ops, Vec::new(), None);
         c.unmap = unmap;
         c
     }
@@ -247,7 +248,7 @@ impl Engine {
         self.ticks += 1;
         let mut ops = Vec::new();
         for g in grants {
-            if let Some(op) = self.server.kernel_granted(&g.client, g.ip, g.expires, now) {
+            if let Some(op) = self.server.kernel_granted(&g, now) {
                 tracing::debug!(ip = %g.ip, expires = g.expires, "renewed by the XDP program");
                 self.server.counters.fast_renewals += 1;
                 ops.push(op);
@@ -255,7 +256,7 @@ impl Engine {
         }
         for r in std::mem::take(&mut self.settled) {
             for g in &r.grants {
-                ops.extend(self.server.kernel_granted(&g.client, g.ip, g.expires, now));
+                ops.extend(self.server.kernel_granted(g, now));
             }
             for ip in &r.gone {
                 self.server.leases.release_hold(*ip, r.seq, now);
@@ -322,6 +323,7 @@ pub fn read_ring(events: &mut RingBuf<MapData>) -> Vec<KernelGrant> {
             client,
             ip: Ipv4Addr::from(ev.ip.to_ne_bytes()),
             expires: mono_ns_to_unix_ceil(ev.expires_mono_ns),
+            expires_ns: crate::clock::mono_ns_to_unix_ns(ev.expires_mono_ns),
             lease_secs: 0,
         });
     }

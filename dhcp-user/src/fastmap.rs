@@ -103,6 +103,11 @@ pub struct KernelGrant {
     pub ip: Ipv4Addr,
     /// Unix seconds, rounded up.
     pub expires: u64,
+    /// The same end in Unix nanoseconds, unrounded: whether the kernel
+    /// granted it before or after the control plane ended the binding is
+    /// decided on this (seconds cannot order a renewal and a RELEASE sent
+    /// a moment later).
+    pub expires_ns: u64,
     pub lease_secs: u32,
 }
 
@@ -145,6 +150,7 @@ fn grant_of(k: &LeaseKey, v: &LeaseValue) -> Option<KernelGrant> {
         client: client_key(k)?,
         ip: Ipv4Addr::from(v.ip.to_ne_bytes()),
         expires: crate::clock::mono_ns_to_unix_ceil(v.expires_mono_ns),
+        expires_ns: crate::clock::mono_ns_to_unix_ns(v.expires_mono_ns),
         lease_secs: v.lease_secs,
     })
 }

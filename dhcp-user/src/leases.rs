@@ -219,7 +219,8 @@ pub struct KernelHold {
     pub lease: Lease,
     /// The commit that handed it over (`MapReport::seq` covers it).
     pub seq: u64,
-    /// When and how the control plane ended it, if it did.
+    /// When (Unix nanoseconds) and how the control plane ended it, if it
+    /// did.
     pub ended: Option<(u64, EndKind)>,
 }
 
@@ -499,11 +500,11 @@ impl LeaseTable {
         );
     }
 
-    /// The control plane ended the binding at `ip` (once: the first end
-    /// counts).
-    pub fn hold_ended(&mut self, ip: Ipv4Addr, at: u64, kind: EndKind) {
+    /// The control plane ended the binding at `ip` at `at_ns` (Unix
+    /// nanoseconds; once: the first end counts).
+    pub fn hold_ended(&mut self, ip: Ipv4Addr, at_ns: u64, kind: EndKind) {
         if let Some(h) = self.holds.get_mut(&ip) {
-            h.ended.get_or_insert((at, kind));
+            h.ended.get_or_insert((at_ns, kind));
         }
     }
 

@@ -122,7 +122,7 @@ fn reply_after_commit(
     reply: tokio::sync::oneshot::Sender<control::Response>,
 ) {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let _ = commit_tx.send(engine.commit(ops, Vec::new(), Some(done_tx), unix_now()));
+    let _ = commit_tx.send(engine.commit(ops, Vec::new(), Some(done_tx)));
     tokio::spawn(async move {
         let r = match done_rx.await {
             Ok(Written::Durable) => response,
@@ -138,7 +138,7 @@ fn reply_after_commit(
 /// The auditor's repairs, to the committer (`FastMaps::unmap`).
 fn send_repair(engine: &mut Engine, commit_tx: &mpsc::Sender<Commit<Wire>>, fix: Option<Repair>) {
     if let Some(f) = fix {
-        let _ = commit_tx.send(engine.repair(f.ops, f.unmap, unix_now()));
+        let _ = commit_tx.send(engine.repair(f.ops, f.unmap));
     }
 }
 
@@ -375,7 +375,7 @@ pub async fn run(
                             tx.send(w);
                         }
                     } else {
-                        let _ = commit_tx.send(engine.commit(out.store, wire.into_iter().collect(), None, now));
+                        let _ = commit_tx.send(engine.commit(out.store, wire.into_iter().collect(), None));
                     }
                 }
             }
@@ -385,7 +385,7 @@ pub async fn run(
                         tracing::info!("SIGHUP: {text}");
                         auditor.set_settings(auditor::Settings::from_config(&engine.config.server));
                         if !ops.is_empty() {
-                            let _ = commit_tx.send(engine.commit(ops, Vec::new(), None, unix_now()));
+                            let _ = commit_tx.send(engine.commit(ops, Vec::new(), None));
                         }
                     }
                     Err(e) => tracing::error!("SIGHUP: {e}"),
@@ -495,14 +495,14 @@ pub async fn run(
                 let ops = engine.reclaim(read_ring(&mut events), now);
                 if !ops.is_empty() {
                     tracing::debug!(ops = ops.len(), "renewals stored, leases reclaimed");
-                    let _ = commit_tx.send(engine.commit(ops, Vec::new(), None, now));
+                    let _ = commit_tx.send(engine.commit(ops, Vec::new(), None));
                 }
             }
             _ = event_poll.tick() => {
                 let now = unix_now();
                 let ops = engine.kernel_tick(read_ring(&mut events), now);
                 if !ops.is_empty() {
-                    let _ = commit_tx.send(engine.commit(ops, Vec::new(), None, now));
+                    let _ = commit_tx.send(engine.commit(ops, Vec::new(), None));
                 }
                 let fix = auditor.poll(&mut engine);
                 send_repair(&mut engine, &commit_tx, fix);
@@ -533,7 +533,7 @@ pub async fn run(
     let now = unix_now();
     let ops = engine.kernel_tick(read_ring(&mut events), now);
     if !ops.is_empty() {
-        let _ = commit_tx.send(engine.commit(ops, Vec::new(), None, now));
+        let _ = commit_tx.send(engine.commit(ops, Vec::new(), None));
     }
     // Every change handed to the committer is written before we exit (or,
     // with the store failing, given up on after a while).

@@ -10,6 +10,7 @@ use std::{
 
 use crate::{
     config::{Config, Ipv4Net, OptionSet},
+    fastmap::KernelGrant,
     leases::{client_id_key, hw_key, ClientKey, EndKind, FastReply, Lease, LeaseState, LeaseTable},
     store::StoreOp,
     wire::{self, msg, opt, DhcpRequest, Malformed, Reply, Tag},
@@ -21,6 +22,12 @@ pub use offers::{LineId, SubnetOffers};
 
 pub const DEFAULT_LEASE_SECS: u32 = 3600;
 const MAX_SHARED_TEMPLATES: usize = 65_536;
+/// How far before an end a kernel grant still counts as after it. The
+/// XDP program stamps renewals with `bpf_ktime_get_coarse_ns`, which lags
+/// by up to a jiffy (10 ms at HZ=100), and the clock conversion adds
+/// microseconds: a grant this close is honoured, the safe side (the
+/// address stays its client's until that grant ends).
+const GRANT_ORDER_SLACK_NS: u64 = 25_000_000;
 
 /// Where a request arrived.
 #[derive(Debug, Clone)]
@@ -727,7 +734,7 @@ impl Server {
         }))
     }
 
-    /// The XDP program granted `key` the address `ip` until `expires`
+    /// The XDP program granted `g.client` the address `g.ip` until `g.expires`
     /// (a renewal event, or an entry read as it left the map): the store
     /// change that records it, if the control plane did not know it yet.
     /// A binding the control plane ended while the kernel could still
@@ -735,13 +742,8 @@ impl Server {
     /// out (reclaim) while the kernel renewed it, or the client renewed
     /// after its release. Either way the client holds an ACK for it, and
     /// the address is not given to anyone else before it runs out.
-    pub fn kernel_granted(
-        &mut self,
-        key: &[u8],
-        ip: Ipv4Addr,
-        expires: u64,
-        now: u64,
-    ) -> Option<StoreOp> {
+    pub fn kernel_granted(&mut self, g: &KernelGrant, now: u64) -> Option<StoreOp> {
+        let (key, ip, expires) = (&g.client[..], g.ip, g.expires);
         if let Some(l) = self
             .leases
             .get(ip)
@@ -759,10 +761,12 @@ impl Server {
         if expires <= now {
             return None;
         }
-        let acked_at = expires.saturating_sub(u64::from(hold.lease.lease_secs));
+        let acked_at_ns = g
+            .expires_ns
+            .saturating_sub(u64::from(hold.lease.lease_secs) * 1_000_000_000);
         let honour = match hold.ended {
             None | Some((_, EndKind::Lapsed)) => true,
-            Some((at, EndKind::Ended)) => acked_at >= at,
+            Some((at_ns, EndKind::Ended)) => acked_at_ns + GRANT_ORDER_SLACK_NS >= at_ns,
         };
         if !honour {
             return None;

@@ -334,7 +334,7 @@ impl<'k> World<'k> {
             }
             return;
         }
-        let c = self.engine.commit(ops, replies, None, unix_now());
+        let c = self.engine.commit(ops, replies, None);
         self.last_seq = c.seq;
         self.decided.insert(c.seq, unix_now());
         self.queue.push(c);
