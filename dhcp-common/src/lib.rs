@@ -411,7 +411,15 @@ pub mod stat {
     /// identifier: the control plane answers it from that address
     /// ([`crate::reply_ip::reply_source`]).
     pub const PASS_OTHER_ADDRESS: u32 = 27;
-    pub const COUNT: u32 = 28;
+    /// A reply longer than its request that the frame could not grow
+    /// into, at the tail or (moving the request forward) at the head: a
+    /// driver that gives XDP neither tailroom nor headroom.
+    pub const PASS_NO_ROOM: u32 = 28;
+    /// Renewals shorter than their reply, grown at the head because the
+    /// driver left no tailroom (veth, for frames from the kernel's stack
+    /// or a packet socket): answered, at the cost of a copy.
+    pub const GREW_AT_HEAD: u32 = 29;
+    pub const COUNT: u32 = 30;
 }
 
 /// The per-CPU value of `MAP_STATS` (its only entry): every counter,
@@ -498,6 +506,8 @@ pub const STAT_NAMES: [&str; stat::COUNT as usize] = [
     "event_lost",
     "dropped",
     "pass_other_address",
+    "pass_no_room",
+    "grew_at_head",
 ];
 
 /// The load generator's XDP side (`xdhcp loadgen --engine xdp`): a sender

@@ -16,7 +16,10 @@
 //! carry only their counter.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
+    helpers::{
+        bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
+        bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+    },
     programs::XdpContext,
 };
 use core::mem::size_of;
@@ -784,6 +787,52 @@ fn copy_to_frame<const N: usize>(
     Ok(())
 }
 
+/// Makes `delta` more bytes of frame where the driver left no tailroom,
+/// from the headroom every XDP driver keeps (256 bytes): the head moves
+/// back and the request's `len` bytes move forward with it, so every
+/// offset from the start of the frame stays what it was. veth gives
+/// frames that came from the kernel's stack or a packet socket only the
+/// slack of their allocation at the tail, so a client that does not pad
+/// its request to the reply's size needs this; drivers with page-sized
+/// receive buffers never get here.
+#[inline(always)]
+fn grow_at_head(ctx: &XdpContext, delta: u32, len: usize) -> Result<(), u32> {
+    const CHUNK: usize = 64;
+    if delta as usize > MAX_REPLY || unsafe { bpf_xdp_adjust_head(ctx.ctx, -(delta as i32)) } != 0
+    {
+        return Err(stat::PASS_NO_ROOM);
+    }
+    let mut buf = [0u8; CHUNK];
+    let mut i = 0usize;
+    // Front to back: each chunk is read before anything is written over
+    // it, as the destination lies `delta` bytes before the source.
+    while i < (MAX_REPLY + CHUNK) / CHUNK {
+        let off = i * CHUNK;
+        if off >= len {
+            break;
+        }
+        let rest = ((len - off).min(CHUNK) - 1) as u32;
+        // 1..=CHUNK for the verifier: the compiler must not see through
+        // the mask, hence the volatile read.
+        let n = ((vol(&rest) & (CHUNK - 1)) + 1) as u32;
+        let p = buf.as_mut_ptr().cast();
+        // SAFETY: `buf` holds `n` bytes; the helpers check the frame's.
+        let moved = unsafe {
+            bpf_xdp_load_bytes(ctx.ctx, (off as u32) + delta, p, n) == 0
+                && bpf_xdp_store_bytes(ctx.ctx, off as u32, p, n) == 0
+        };
+        if !moved {
+            return Err(stat::PASS_NO_ROOM | DROP);
+        }
+        i += 1;
+    }
+    if len >= MAX_REPLY + CHUNK {
+        return Err(stat::PASS_NO_ROOM | DROP);
+    }
+    crate::count(stat::GREW_AT_HEAD);
+    Ok(())
+}
+
 /// Headers and payload of the reply written over the request.
 #[inline(always)]
 fn rewrite_frame(
@@ -802,7 +851,7 @@ fn rewrite_frame(
     // Grow now; shrink once written (what lies past the reply is cut).
     let delta = (b + plen) as i32 - vol(&s.frame_len) as i32;
     if delta > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
-        return Err(stat::PASS_TOO_BIG);
+        grow_at_head(ctx, delta as u32, vol(&s.frame_len) as usize & M)?;
     }
     let Ok(p) = payload(ctx, s) else {
         return Err(stat::PASS_TOO_BIG | DROP);
