@@ -131,6 +131,9 @@ pub const REPORT_FRACTION: u64 = 8;
 pub mod lease_flags {
     /// The binding may be renewed in the kernel (otherwise always XDP_PASS).
     pub const FASTPATH: u16 = 1;
+    /// A DISCOVER from the client may be OFFERed this binding, and its
+    /// SELECTING REQUEST ACKed, in the kernel.
+    pub const OFFERABLE: u16 = 2;
 }
 
 /// FNV-1a, 32 bits (the configuration fingerprint).
@@ -419,7 +422,15 @@ pub mod stat {
     /// driver left no tailroom (veth, for frames from the kernel's stack
     /// or a packet socket): answered, at the cost of a copy.
     pub const GREW_AT_HEAD: u32 = 29;
-    pub const COUNT: u32 = 30;
+    /// A known client's DISCOVER, offered its binding.
+    pub const FP_OFFER: u32 = 30;
+    /// A known client's SELECTING REQUEST for its binding, ACKed.
+    pub const FP_ACK_SELECTING: u32 = 31;
+    /// A DISCOVER from a client whose binding the control plane would not
+    /// offer it (a reservation of the client's elsewhere, or a binding
+    /// stored by an older version).
+    pub const PASS_NOT_OFFERABLE: u32 = 32;
+    pub const COUNT: u32 = 33;
 }
 
 /// The per-CPU value of `MAP_STATS` (its only entry): every counter,
@@ -508,6 +519,9 @@ pub const STAT_NAMES: [&str; stat::COUNT as usize] = [
     "pass_other_address",
     "pass_no_room",
     "grew_at_head",
+    "fp_offer",
+    "fp_ack_selecting",
+    "pass_not_offerable",
 ];
 
 /// The load generator's XDP side (`xdhcp loadgen --engine xdp`): a sender

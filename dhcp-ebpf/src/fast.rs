@@ -92,6 +92,10 @@ pub struct Scratch {
     pub tail_len: u32,
     pub plen: u32,
     pub k: u32,
+    /// Option 54's value (network order) when it has four bytes.
+    pub server_id: u32,
+    /// 1: a DISCOVER, answered with an OFFER (no event, no new end).
+    pub offer: u32,
 }
 
 /// A fresh read of a scratch field: LLVM must not reuse a register copy,
@@ -208,6 +212,8 @@ fn walk_options(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
         &mut s.cid_off,
         &mut s.rai_len,
         &mut s.rai_off,
+        &mut s.server_id,
+        &mut s.offer,
     ] {
         set(f, 0);
     }
@@ -262,7 +268,14 @@ fn walk_options(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
                 s.requested = ld32(p + 2);
                 s.has_requested = 1;
             }
-            54 => s.has_server_id = 1,
+            54 if len == 4 && vol(&s.has_server_id) == 0 => {
+                if !fits(p, 6, end) {
+                    return Err(stat::PASS_MALFORMED);
+                }
+                s.server_id = ld32(p + 2);
+                s.has_server_id = 1;
+            }
+            54 => return Err(stat::PASS_UNUSUAL),
             55 if vol(&s.prl_len) == 0 => {
                 s.prl_off = v as u32;
                 s.prl_len = len as u32 + 1;
@@ -383,11 +396,32 @@ pub fn try_answer(ctx: &XdpContext, frame: &Frame) -> Result<u32, u32> {
         .get_ptr_mut(&s.key)
         .ok_or(stat::PASS_UNKNOWN_CLIENT)?;
     let lease = unsafe { &mut *v };
+    let offer = vol(&s.offer) != 0;
+    let selecting = vol(&s.state) as u32 == stat::FP_ACK_SELECTING;
+    if (offer || selecting) && lease.flags & lease_flags::OFFERABLE == 0 {
+        return Err(if offer {
+            stat::PASS_NOT_OFFERABLE
+        } else {
+            stat::PASS_SELECTING
+        });
+    }
+    if offer {
+        s.ip = lease.ip;
+    }
     let now = check_lease(ctx, s, lease, ifindex)?;
     check_shape(ctx, s, lease)?;
     let tmpl = XDHCP_TEMPLATES
         .get(lease.template_id)
         .ok_or(stat::PASS_NO_TEMPLATE)?;
+    // The template starts 53 = ACK, then 54 = the server identifier.
+    let t = tmpl.options.as_ptr() as usize;
+    if ld8(t) != 53 || ld8(t + 1) != 1 || ld8(t + 2) != 5 || ld8(t + 3) != 54 || ld8(t + 4) != 4 {
+        return Err(stat::PASS_NO_TEMPLATE);
+    }
+    if selecting && ld32(t + 5) != vol(&s.server_id) as u32 {
+        // Another server's, or the control plane's to judge.
+        return Err(stat::PASS_SELECTING);
+    }
     // Interfaces without the fast path are not in the map.
     let iface: &IfaceInfo = XDHCP_IFACES
         .get(ifindex)
@@ -400,6 +434,11 @@ pub fn try_answer(ctx: &XdpContext, frame: &Frame) -> Result<u32, u32> {
         return Err(stat::PASS_OTHER_ADDRESS);
     }
     layout(s, tmpl)?;
+    if vol(&s.offer) != 0 {
+        // An OFFER binds nothing: no event, the end stays.
+        rewrite_frame(ctx, s, tmpl, iface)?;
+        return Ok(stat::FP_OFFER);
+    }
     let expires = now + lease.lease_secs as u64 * 1_000_000_000;
     // The event is queued before the frame is touched: a renewal the store
     // may never hear of is not answered here (the control plane answers it
@@ -504,14 +543,33 @@ fn classify(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
     if ld32(p + BOOTP_FIXED) != u32::from_be(0x6382_5363) {
         return Err(stat::PASS_MALFORMED);
     }
+    let ciaddr = ld32(p + 12);
+    let has_requested = vol(&s.has_requested) != 0;
+    if vol(&s.msg_type) == 1 {
+        // DISCOVER: the OFFER is the ACK's template with another message
+        // type, and the control plane's OFFER has ciaddr zero (the reply
+        // keeps the request's). Its address is the binding's (set once
+        // the binding is found).
+        if ciaddr != 0 || vol(&s.has_server_id) != 0 {
+            return Err(stat::PASS_UNUSUAL);
+        }
+        s.offer = 1;
+        s.state = stat::FP_OFFER;
+        return Ok(());
+    }
     if vol(&s.msg_type) != 3 {
         return Err(stat::PASS_NOT_REQUEST);
     }
     if vol(&s.has_server_id) != 0 {
-        return Err(stat::PASS_SELECTING);
+        // SELECTING, for the binding's address (checked with the lease)
+        // from our server identifier (checked with the template).
+        if ciaddr != 0 || !has_requested {
+            return Err(stat::PASS_SELECTING);
+        }
+        s.ip = vol(&s.requested) as u32;
+        s.state = stat::FP_ACK_SELECTING;
+        return Ok(());
     }
-    let ciaddr = ld32(p + 12);
-    let has_requested = vol(&s.has_requested) != 0;
     if ciaddr != 0 && !has_requested {
         s.ip = ciaddr;
     } else if ciaddr == 0 && has_requested {
@@ -895,6 +953,13 @@ fn rewrite_frame(
     // cookie, the template's precomputed sum, the tail's (odd when it
     // starts at an odd offset: its bytes then sit in the other half).
     let mut sum: u64 = tmpl.sum as u64 + ld32(p + BOOTP_FIXED) as u64;
+    let offer = vol(&s.offer) != 0;
+    if offer {
+        // Message type 2 for the template's 5, at payload offset 242
+        // (even: the low byte of a memory-order half): the sum moves by
+        // 2 - 5, added as its ones' complement.
+        sum += 0xffff - 3;
+    }
     let mut i = 0;
     while i < 6 {
         sum += halves(ld64(p + 8 * i));
@@ -914,6 +979,14 @@ fn rewrite_frame(
         tmpl.options.as_ptr() as usize,
         tlen & 0x1ff,
     )?;
+    if offer {
+        let mt = b + OPTIONS_START + 2;
+        let q = at(ctx, mt & M);
+        if !fits(q, 1, ctx.data_end()) {
+            return Err(stat::PASS_TOO_BIG | DROP);
+        }
+        st8(q, 2);
+    }
     let tail = s.tail.as_ptr() as usize;
     copy_to_frame::<1024>(
         ctx,

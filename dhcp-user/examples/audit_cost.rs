@@ -129,6 +129,7 @@ fn main() -> Result<()> {
         config.server.server_id,
     )?;
     let fast = Arc::new(FastReply {
+        offerable: false,
         iface: "lo".into(),
         outer_vlan: 0,
         inner_vlan: 0,

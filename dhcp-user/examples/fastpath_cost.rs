@@ -137,6 +137,7 @@ fn main() -> Result<()> {
         SERVER_ID,
     )?;
     let fast = Arc::new(FastReply {
+        offerable: false,
         iface: "lo".into(),
         outer_vlan: 0,
         inner_vlan: 0,

@@ -219,6 +219,7 @@ mod tests {
             lease_secs: 100,
             fast: fast.then(|| {
                 Arc::new(FastReply {
+                    offerable: false,
                     iface: "eth0".into(),
                     outer_vlan: 0,
                     inner_vlan: 0,

@@ -1109,6 +1109,7 @@ mod tests {
 
     fn fast() -> StdArc<FastReply> {
         StdArc::new(FastReply {
+            offerable: false,
             iface: "eth0".into(),
             outer_vlan: 0,
             inner_vlan: 0,

@@ -587,7 +587,12 @@ impl FastMaps {
             max_message_size: f.max_message_size,
             client_id_len: f.client_id_len,
             relay_info_len: f.relay_info_len,
-            flags: lease_flags::FASTPATH,
+            flags: lease_flags::FASTPATH
+                | if f.offerable {
+                    lease_flags::OFFERABLE
+                } else {
+                    0
+                },
         };
         Some((key, value))
     }

@@ -158,8 +158,14 @@ pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 
 /// Counters summed over every CPU, indexed like `dhcp_common::stat`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct XdpStats(pub [u64; stat::COUNT as usize]);
+
+impl Default for XdpStats {
+    fn default() -> Self {
+        XdpStats([0; stat::COUNT as usize])
+    }
+}
 
 impl XdpStats {
     pub fn get(&self, index: u32) -> u64 {

@@ -114,11 +114,15 @@ pub struct FastReply {
     pub max_message_size: u16,
     pub client_id_len: u8,
     pub relay_info_len: u8,
+    /// The control plane would OFFER this binding to a DISCOVER of the
+    /// same shape (no reservation of the client's elsewhere): the kernel
+    /// may then answer the DISCOVER, and the SELECTING REQUEST after it.
+    pub offerable: bool,
     pub template: Arc<[u8]>,
 }
 
 impl FastReply {
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
 
     /// Store encoding: version, fixed fields (big endian), interface name
     /// length and bytes, template bytes.
@@ -133,20 +137,28 @@ impl FastReply {
         v.extend_from_slice(&self.max_message_size.to_be_bytes());
         v.push(self.client_id_len);
         v.push(self.relay_info_len);
+        v.push(u8::from(self.offerable));
         v.push(self.iface.len() as u8);
         v.extend_from_slice(self.iface.as_bytes());
         v.extend_from_slice(&self.template);
         v
     }
 
+    /// Version 1 (before `offerable`) decodes as not offerable.
     pub fn decode(v: &[u8]) -> Option<FastReply> {
-        if v.len() < 20 || v[0] != Self::VERSION {
+        let (offerable, at) = match v.first()? {
+            1 => (false, 19),
+            2 => (*v.get(19)? == 1, 20),
+            _ => return None,
+        };
+        if v.len() < at + 1 {
             return None;
         }
         let be16 = |i: usize| u16::from_be_bytes([v[i], v[i + 1]]);
-        let n = usize::from(v[19]);
-        let iface = std::str::from_utf8(v.get(20..20 + n)?).ok()?;
+        let n = usize::from(v[at]);
+        let iface = std::str::from_utf8(v.get(at + 1..at + 1 + n)?).ok()?;
         Some(FastReply {
+            offerable,
             outer_vlan: be16(1),
             inner_vlan: be16(3),
             giaddr: Ipv4Addr::new(v[5], v[6], v[7], v[8]),
@@ -156,7 +168,7 @@ impl FastReply {
             client_id_len: v[17],
             relay_info_len: v[18],
             iface: iface.into(),
-            template: v[20 + n..].into(),
+            template: v[at + 1 + n..].into(),
         })
     }
 }

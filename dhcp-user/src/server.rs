@@ -658,6 +658,9 @@ impl Server {
         let resolved = self.resolved_for(sn, req, ip).clone();
         let (payload, mark) =
             self.build_marked(req, msg::ACK, req.ciaddr, ip, Some(&resolved), rapid);
+        // A DISCOVER gets this binding back unless a reservation of the
+        // client's points elsewhere (`discover` tries reservations first).
+        let offerable = self.reservation(sn, req).is_none_or(|r| r.ip == ip);
         let fast = (!rapid)
             .then(|| {
                 self.fast_reply(
@@ -665,6 +668,7 @@ impl Server {
                     arrival,
                     &key,
                     &payload[wire::BOOTP_FIXED_LEN + 4..mark],
+                    offerable,
                 )
             })
             .flatten();
@@ -701,6 +705,7 @@ impl Server {
         arrival: &Arrival<'_>,
         key: &[u8],
         template: &[u8],
+        offerable: bool,
     ) -> Option<Arc<FastReply>> {
         if key.len() > 1 + dhcp_common::MAX_ID_LEN
             || template.len() > dhcp_common::TEMPLATE_OPTIONS_MAX
@@ -730,6 +735,7 @@ impl Server {
             max_message_size: req.max_message_size.unwrap_or(0),
             client_id_len: req.client_id.map_or(0, |c| c.len() as u8),
             relay_info_len: rai.len() as u8,
+            offerable,
             template,
         }))
     }

@@ -562,6 +562,7 @@ mod tests {
             lease_secs: 3600,
             fast: (n == 1).then(|| {
                 std::sync::Arc::new(FastReply {
+                    offerable: false,
                     iface: "eth0".into(),
                     outer_vlan: 100,
                     inner_vlan: 4094,

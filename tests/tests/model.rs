@@ -20,7 +20,7 @@ use std::{
     net::Ipv4Addr,
     path::PathBuf,
     sync::{
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
         Arc,
     },
 };
@@ -482,15 +482,20 @@ impl<'k> World<'k> {
 
     /// The frame goes to the XDP program; what it passes, to the control
     /// plane.
-    fn kernel_first(&mut self, frame: Vec<u8>) {
+    /// Returns the kernel's reply payload, if it answered.
+    fn kernel_first(&mut self, frame: Vec<u8>) -> Option<Vec<u8>> {
         let out = self.fp.test_run_on(&frame, IFINDEX, 1).unwrap();
         match out.verdict {
             XDP_TX => {
                 let f = wire::parse_frame(&out.frame, None, true).unwrap();
                 let p = f.payload.to_vec();
                 self.deliver_payload(&p, "kernel", u64::MAX);
+                Some(p)
             }
-            XDP_PASS => self.control(&frame),
+            XDP_PASS => {
+                self.control(&frame);
+                None
+            }
             v => panic!("verdict {v}"),
         }
     }
@@ -596,12 +601,23 @@ impl<'k> World<'k> {
         self.log.push(format!("{op:?}"));
         match *op {
             Op::Dora(c) => {
+                // A known client's DISCOVER and SELECTING REQUEST go to
+                // the kernel first, as on the wire: it offers and ACKs
+                // bindings it holds.
                 let d = self.msg(c, 1);
                 let f = self.frame(c, d, false);
-                self.control(&f);
+                let from_kernel = self.kernel_first(f);
+                if from_kernel.is_some() {
+                    KERNEL_OFFERS.fetch_add(1, Ordering::Relaxed);
+                }
                 // The OFFER (once written, when it came with store changes).
                 self.flush();
-                let Some(offered) = self.last_offer(c) else {
+                let Some(offered) = from_kernel
+                    .filter(|p| options(p).get(&53).map(|v| v[0]) == Some(2))
+                    .map(|p| Ipv4Addr::new(p[16], p[17], p[18], p[19]))
+                    .or_else(|| self.last_offer(c))
+                    .or_else(|| self.bound_to(c))
+                else {
                     return;
                 };
                 let r = self
@@ -609,7 +625,9 @@ impl<'k> World<'k> {
                     .opt(50, &offered.octets())
                     .opt(54, &SERVER_ID.octets());
                 let f = self.frame(c, r, false);
-                self.control(&f);
+                if self.kernel_first(f).is_some() {
+                    KERNEL_SELECTING_ACKS.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Op::Renew(c) | Op::RenewTwice(c, _) | Op::Rebind(c) => {
                 let Some(ip) = self.beliefs[c as usize].ip else {
@@ -723,6 +741,19 @@ impl<'k> World<'k> {
                 self.start(v);
             }
         }
+    }
+
+    /// The address the control plane holds bound to client `c`, which
+    /// it offers that client again (no offer hold is made for it).
+    fn bound_to(&self, c: u8) -> Option<Ipv4Addr> {
+        let key = xdhcp::leases::hw_key(1, &mac(c));
+        let now = unix_now();
+        self.engine
+            .server
+            .leases
+            .iter()
+            .find(|l| l.state == LeaseState::Bound && l.is_client(&key) && l.expires > now)
+            .map(|l| l.ip)
     }
 
     fn last_offer(&self, c: u8) -> Option<Ipv4Addr> {
@@ -914,6 +945,11 @@ fn cases() -> u32 {
         .unwrap_or(2000)
 }
 
+/// Known clients' DISCOVERs and SELECTING REQUESTs the kernel answered:
+/// the sequences must exercise them.
+static KERNEL_OFFERS: AtomicU64 = AtomicU64::new(0);
+static KERNEL_SELECTING_ACKS: AtomicU64 = AtomicU64::new(0);
+
 #[test]
 fn the_kernel_and_the_store_never_disagree() {
     let config = ProptestConfig {
@@ -922,7 +958,7 @@ fn the_kernel_and_the_store_never_disagree() {
         failure_persistence: None,
         ..ProptestConfig::default()
     };
-    let counter = std::sync::atomic::AtomicU64::new(0);
+    let counter = AtomicU64::new(0);
     let t0 = std::time::Instant::now();
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let kernel = std::cell::RefCell::new(Kernel::load());
@@ -932,10 +968,18 @@ fn the_kernel_and_the_store_never_disagree() {
             prop_assert!(false, "{}", e);
         }
     });
+    let (offers, acks) = (
+        KERNEL_OFFERS.load(Ordering::Relaxed),
+        KERNEL_SELECTING_ACKS.load(Ordering::Relaxed),
+    );
     println!(
-        "model: {} sequences checked in {:.1} s",
+        "model: {} sequences checked in {:.1} s; the kernel offered {offers} times and ACKed {acks} SELECTING requests",
         counter.load(Ordering::SeqCst),
         t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        offers > 0 && acks > 0,
+        "no DISCOVER or SELECTING answered in the kernel"
     );
 }
 

@@ -432,7 +432,7 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
     let mut rig = Rig::new();
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     let mut failures = Vec::new();
-    let mut answered = [0u64; 3];
+    let mut answered = std::collections::BTreeMap::<u32, u64>::new();
     let mut path_passes = 0;
     let (mut answered_relayed, mut relayed_renewing) = (0, 0);
     let cases = 300;
@@ -440,10 +440,14 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
         let mut c = Client::random(&mut rng, n);
         obtain(&mut rig, &mut c, n * 16);
         let mut last_relayed = c.relayed(Kind::Selecting);
+        // A known client that DISCOVERs (it lost its lease, or rebooted
+        // without a memory) is offered its binding and ACKed in the kernel.
         for (i, kind) in [
             Kind::Renewing,
             Kind::Rebinding,
             Kind::InitReboot,
+            Kind::Discover,
+            Kind::Selecting,
             Kind::Renewing,
         ]
         .into_iter()
@@ -485,12 +489,14 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
                 Kind::Rebinding if relayed => stat::FP_ACK_RENEWING,
                 Kind::Renewing => stat::FP_ACK_RENEWING,
                 Kind::Rebinding => stat::FP_ACK_REBINDING,
-                _ => stat::FP_ACK_INIT_REBOOT,
+                Kind::Discover => stat::FP_OFFER,
+                Kind::Selecting => stat::FP_ACK_SELECTING,
+                Kind::InitReboot => stat::FP_ACK_INIT_REBOOT,
             };
             if delta.get(state) != 1 {
                 failures.push(format!("{name}: counters {delta}"));
             }
-            answered[(state - stat::FP_ACK_RENEWING) as usize] += 1;
+            *answered.entry(state).or_default() += 1;
             match cp {
                 Some(cp) => {
                     if let Err(e) = compare(&name, &out, &cp) {
@@ -524,7 +530,7 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
         failures.is_empty(),
         "{} of {} renewals differ:\n{}",
         failures.len(),
-        cases * 4,
+        cases * 6,
         failures[..failures.len().min(5)].join("\n\n")
     );
     assert!(path_passes > 0, "the generator made no relayed client");
@@ -532,8 +538,11 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
         answered_relayed > 50 && relayed_renewing > 10,
         "relayed answers {answered_relayed}, relayed RENEWING {relayed_renewing}"
     );
-    assert!(answered.iter().all(|n| *n > 100), "{answered:?}");
-    eprintln!("answered in the kernel (renewing, rebinding, init-reboot): {answered:?}, relayed {answered_relayed} (RENEWING {relayed_renewing}); relayed clients changing path, passed: {path_passes}");
+    assert!(
+        answered.len() == 5 && answered.values().all(|n| *n > 100),
+        "{answered:?}"
+    );
+    eprintln!("answered in the kernel (by state counter): {answered:?}, relayed {answered_relayed} (RENEWING {relayed_renewing}); relayed clients changing path, passed: {path_passes}");
 }
 
 struct Case {
@@ -567,6 +576,19 @@ fn requests_it_must_not_answer_pass_unchanged_with_their_reason() {
             src_mac: c.mac,
             src_ip: c.ip.octets(),
             dst_ip: SERVER_ID,
+            payload: p,
+            ..Default::default()
+        }
+        .build()
+    };
+    let with_kind = |kind: Kind, f: &mut dyn FnMut(&mut Vec<u8>)| {
+        let mut p = c.payload(kind, 7);
+        f(&mut p);
+        FrameSpec {
+            dst_mac: [0xff; 6],
+            src_mac: c.mac,
+            src_ip: [0; 4],
+            dst_ip: [255; 4],
             payload: p,
             ..Default::default()
         }
@@ -667,14 +689,50 @@ fn requests_it_must_not_answer_pass_unchanged_with_their_reason() {
             reason: stat::PASS_UNUSUAL,
         },
         Case {
-            name: "SELECTING (server identifier)",
-            frame: c.frame(Kind::Selecting, 7),
+            name: "SELECTING another server's offer",
+            frame: with_kind(Kind::Selecting, &mut |p| {
+                let i = opt_at(p, 54);
+                p[i + 5] ^= 1;
+            }),
             reason: stat::PASS_SELECTING,
         },
         Case {
-            name: "DISCOVER",
-            frame: c.frame(Kind::Discover, 7),
-            reason: stat::PASS_NOT_REQUEST,
+            name: "SELECTING another address",
+            frame: with_kind(Kind::Selecting, &mut |p| {
+                let i = opt_at(p, 50);
+                p[i + 5] ^= 1;
+            }),
+            reason: stat::PASS_WRONG_ADDRESS,
+        },
+        Case {
+            name: "SELECTING with ciaddr",
+            frame: with_kind(Kind::Selecting, &mut |p| {
+                p[12..16].copy_from_slice(&[198, 18, 0, 9]);
+            }),
+            reason: stat::PASS_SELECTING,
+        },
+        Case {
+            name: "DISCOVER with rapid commit (the control plane's)",
+            frame: with_kind(Kind::Discover, &mut |p| {
+                let end = p.iter().rposition(|b| *b == 255).unwrap();
+                p.splice(end..end, [80, 0]);
+            }),
+            reason: stat::PASS_UNUSUAL,
+        },
+        Case {
+            name: "DISCOVER with ciaddr",
+            frame: with_kind(Kind::Discover, &mut |p| {
+                p[12..16].copy_from_slice(&c.ip.octets());
+            }),
+            reason: stat::PASS_UNUSUAL,
+        },
+        Case {
+            name: "DISCOVER naming a server",
+            frame: with_kind(Kind::Discover, &mut |p| {
+                let end = p.iter().rposition(|b| *b == 255).unwrap();
+                p.splice(end..end, [54, 4, 198, 18, 0, 1]);
+            }),
+            reason: stat::PASS_UNUSUAL,
         },
         Case {
             name: "options without END",

@@ -890,6 +890,7 @@ fn never_the_same_address_to_two_clients() {
 
 fn fast_reply() -> Arc<FastReply> {
     Arc::new(FastReply {
+        offerable: false,
         iface: "srv0".into(),
         outer_vlan: 0,
         inner_vlan: 0,
@@ -1223,4 +1224,39 @@ fn a_grant_before_the_release_stays_released_one_after_it_comes_back() {
             comes_back
         );
     }
+}
+
+/// The kernel may answer a DISCOVER only with what the control plane
+/// would offer: a client whose reservation points elsewhere than its
+/// binding is offered the reservation, so its binding is not offerable.
+#[test]
+fn a_binding_is_offerable_unless_the_clients_reservation_is_elsewhere() {
+    let c = Config::parse(CONFIG, "test").unwrap();
+    // Client ..:99 bound on .100 before its reservation (.50) was made.
+    let mut old = stored_lease(100, LeaseState::Bound, NOW + 100, false);
+    old.client = Some(hw_key(1, &[2, 0, 0, 0, 0, 0x99]));
+    old.hw = Box::new([1, 2, 0, 0, 0, 0, 0x99]);
+    let mut s = Server::new(&c, vec![old]);
+    let fast_of = |o: &Outcome| match &o.store[..] {
+        [StoreOp::Put(l), ..] => l.fast.clone().expect("mapped"),
+        other => panic!("{other:?}"),
+    };
+    let o = handle(&mut s, &req(msg::REQUEST, 0x99).ciaddr([198, 18, 0, 100]));
+    assert_eq!(msg_type(&o), v4::MessageType::Ack);
+    assert!(!fast_of(&o).offerable);
+    let o = handle(&mut s, &req(msg::DISCOVER, 0x99));
+    assert_eq!(decode(&o).yiaddr(), Ipv4Addr::new(198, 18, 0, 50));
+    // Anyone else's binding is.
+    dora(&mut s, 1);
+    let o = handle(&mut s, &req(msg::REQUEST, 1).ciaddr([198, 18, 0, 101]));
+    let f = fast_of(&o);
+    assert!(f.offerable);
+    // And it survives the store's encoding; version 1 reads as not.
+    let back = FastReply::decode(&f.encode()).unwrap();
+    assert!(back.offerable && back.template == f.template && back.iface == f.iface);
+    let mut v1 = f.encode();
+    v1[0] = 1;
+    v1.remove(19);
+    let old = FastReply::decode(&v1).unwrap();
+    assert!(!old.offerable && old.template == f.template && old.iface == f.iface);
 }
