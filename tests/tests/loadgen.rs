@@ -87,6 +87,70 @@ fn dora_then_renewals_are_matched_checked_and_attributed_to_the_path_that_answer
     }
 }
 
+/// After an outage every subscriber comes back at once, half with a
+/// DISCOVER, half INIT-REBOOT: each gets its own address back, and a
+/// known client's whole reconnect (OFFER and ACK) is the kernel's.
+#[test]
+fn a_mass_reconnect_gets_every_client_its_address_back_from_the_kernel() {
+    let mut lab = DaemonLab::new("lgrec", CONFIG, None).unwrap();
+    lab.start().unwrap();
+    let r = loadgen(
+        &lab,
+        &[
+            "--clients",
+            "200",
+            "--rate",
+            "4000",
+            "--phase",
+            "dora",
+            "--phase",
+            "reconnect",
+        ],
+    );
+    let rec = &r[1];
+    assert_eq!(rec["phase"], "reconnect", "{rec}");
+    assert_eq!(
+        (n(rec, "sent"), n(rec, "ok"), n(rec, "wrong"), n(rec, "nak")),
+        (200, 200, 0, 0),
+        "{rec}"
+    );
+    assert!(rec["all_back_secs"].as_f64().unwrap() > 0.0, "{rec}");
+    let sv = &rec["server"];
+    assert_eq!(n(sv, "fast_path_offers"), 100, "{rec}");
+    assert_eq!(n(sv, "fast_path_acks"), 200, "{rec}");
+    assert_eq!(
+        n(sv, "control_plane_acks") + n(sv, "control_plane_offers"),
+        0,
+        "{rec}"
+    );
+    // With no server, unanswered clients ask again until the phase's
+    // time is up, and the report says they are not all back.
+    assert!(lab.stop(15).unwrap().0.success());
+    let r = loadgen(
+        &lab,
+        &[
+            "--clients",
+            "20",
+            "--synthetic",
+            "198.18.0.10",
+            "--server",
+            "198.18.0.1",
+            "--phase",
+            "reconnect",
+            "--duration",
+            "1.5",
+        ],
+    );
+    let rec = &r[0];
+    assert_eq!(
+        (n(rec, "sent"), n(rec, "ok"), n(rec, "lost")),
+        (20, 0, 20),
+        "{rec}"
+    );
+    assert!(n(rec, "retries") >= 20, "{rec}");
+    assert!(rec.get("all_back_secs").is_none(), "{rec}");
+}
+
 #[test]
 fn losses_and_refusals_are_counted_and_runs_stop_by_themselves() {
     let mut lab = DaemonLab::new("lgloss", CONFIG, None).unwrap();

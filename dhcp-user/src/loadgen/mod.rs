@@ -52,6 +52,10 @@ pub enum Phase {
     Release,
     /// Every leased client declines its address (no reply expected).
     Decline,
+    /// Every leased client comes back at once, as after an outage: even
+    /// clients DISCOVER then REQUEST, odd ones INIT-REBOOT. Each must get
+    /// its own address back (another one counts wrong).
+    Reconnect,
 }
 
 impl Phase {
@@ -64,6 +68,7 @@ impl Phase {
             Phase::Discover => "discover",
             Phase::Release => "release",
             Phase::Decline => "decline",
+            Phase::Reconnect => "reconnect",
         }
     }
 
@@ -179,6 +184,8 @@ pub struct Args {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ServerDelta {
     pub fast_path_acks: u64,
+    /// OFFERs the XDP program made (known clients' DISCOVERs).
+    pub fast_path_offers: u64,
     pub control_plane_acks: u64,
     pub control_plane_naks: u64,
     pub control_plane_offers: u64,
@@ -212,6 +219,11 @@ pub struct PhaseReport {
     /// DORA: addresses handed to more than one client.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate_addresses: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u64>,
+    /// Reconnect: when the last client had its address back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub all_back_secs: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerDelta>,
     /// The step's place in a ramp (--rates, --ramp-from).
@@ -315,6 +327,12 @@ pub struct Counts {
     pub latency: Latency,
     pub expects_reply: bool,
     pub duplicate_addresses: Option<u64>,
+    /// Reconnect: requests sent again to clients still unanswered after
+    /// `--timeout-ms` (real clients retransmit), not counted in `sent`.
+    pub retries: Option<u64>,
+    /// Reconnect: seconds from the phase's start until the last client
+    /// had its address back; none if some never did.
+    pub all_back_secs: Option<f64>,
 }
 
 impl Counts {
@@ -350,6 +368,8 @@ impl Counts {
             latency_us_p99: self.latency.quantile_us(0.99),
             latency_us_p999: self.latency.quantile_us(0.999),
             duplicate_addresses: self.duplicate_addresses,
+            retries: self.retries,
+            all_back_secs: self.all_back_secs,
             server: None,
             ramp: None,
         }
@@ -467,6 +487,7 @@ fn delta(before: &Value, after: &Value) -> ServerDelta {
     };
     ServerDelta {
         fast_path_acks: ds("xdp", &|k| k.starts_with("fp_ack_")),
+        fast_path_offers: ds("xdp", &|k| k == "fp_offer"),
         control_plane_acks: d(&["sent", "ACK"]),
         control_plane_naks: d(&["sent", "NAK"]),
         control_plane_offers: d(&["sent", "OFFER"]),
@@ -697,8 +718,9 @@ pub fn render(reports: &[PhaseReport]) -> String {
     for r in reports {
         let path = r.server.as_ref().map_or("-".to_string(), |s| {
             format!(
-                "xdp {} / control plane {} ack {} nak {} offer",
+                "xdp {} ack {} offer / control plane {} ack {} nak {} offer",
                 s.fast_path_acks,
+                s.fast_path_offers,
                 s.control_plane_acks,
                 s.control_plane_naks,
                 s.control_plane_offers
@@ -707,6 +729,12 @@ pub fn render(reports: &[PhaseReport]) -> String {
         let mut extra = String::new();
         if let Some(d) = r.duplicate_addresses {
             extra = format!("  (duplicate addresses: {d})");
+        }
+        if let Some(n) = r.retries {
+            extra += &match r.all_back_secs {
+                Some(t) => format!("  (all back in {t:.3} s, {n} retransmissions)"),
+                None => format!("  (NOT all back; {n} retransmissions)"),
+            };
         }
         let _ = writeln!(
             t,

@@ -210,7 +210,7 @@ impl PacketEngine {
         };
         let total: u64 = match phase {
             Phase::Dora => n as u64,
-            Phase::Release | Phase::Decline => bound.len() as u64,
+            Phase::Release | Phase::Decline | Phase::Reconnect => bound.len() as u64,
             _ => args.count.unwrap_or(n as u64),
         };
         let server = bindings.server;
@@ -255,6 +255,11 @@ impl PacketEngine {
         let mut failed_sends = 0u64;
         let mut learned_server: Option<ServerInfo> = server;
         let mut acked: Vec<(u32, Ipv4Addr)> = Vec::new();
+        let reconnect = phase == Phase::Reconnect;
+        if reconnect {
+            c.retries = Some(0);
+        }
+        let (mut back, mut last_back_ns, mut next_scan) = (0u64, 0u64, timeout);
         loop {
             let now = Instant::now();
             let elapsed = now - start;
@@ -281,11 +286,9 @@ impl PacketEngine {
                             outstanding -= 1;
                         }
                         sent_at[s] = start.elapsed().as_nanos() as u64 + 1;
-                        waiting[s] = if matches!(phase, Phase::Dora | Phase::Discover) {
-                            Wait::Offer
-                        } else {
-                            Wait::Ack
-                        };
+                        let discovers = matches!(phase, Phase::Dora | Phase::Discover)
+                            || (phase == Phase::Reconnect && i.is_multiple_of(2));
+                        waiting[s] = if discovers { Wait::Offer } else { Wait::Ack };
                         outstanding += 1;
                     }
                 }
@@ -314,9 +317,14 @@ impl PacketEngine {
                     continue;
                 }
                 let mac_ok = r.chaddr == client_mac(i);
-                if waiting[s] == Wait::Offer && phase == Phase::Dora && r.msg_type == 2 {
-                    // OFFER: answer with a SELECTING REQUEST, same xid.
-                    let Some(sid) = r.server_id.filter(|_| mac_ok) else {
+                if waiting[s] == Wait::Offer
+                    && matches!(phase, Phase::Dora | Phase::Reconnect)
+                    && r.msg_type == 2
+                {
+                    // OFFER: answer with a SELECTING REQUEST, same xid. A
+                    // returning client must be offered its own address.
+                    let moved = phase == Phase::Reconnect && ip_of(i) != Some(r.yiaddr);
+                    let Some(sid) = r.server_id.filter(|_| mac_ok && !moved) else {
                         c.wrong += 1;
                         waiting[s] = Wait::None;
                         outstanding -= 1;
@@ -353,6 +361,7 @@ impl PacketEngine {
                 }
                 let expected_ip = match phase {
                     Phase::Dora => offered.get(&i).map(|o| o.0),
+                    Phase::Reconnect => ip_of(i).or(Some(Ipv4Addr::BROADCAST)),
                     Phase::Discover => None,
                     _ => ip_of(i),
                 };
@@ -375,13 +384,46 @@ impl PacketEngine {
                     if phase == Phase::Dora {
                         acked.push((i, r.yiaddr));
                     }
+                    if reconnect {
+                        back += 1;
+                        last_back_ns = t;
+                    }
                 } else {
                     c.wrong += 1;
                 }
                 pb.set_position(c.ok + c.nak + c.wrong);
             }
+            if reconnect && send_end.is_some() && start.elapsed() >= next_scan {
+                // Real clients retransmit (RFC 2131 §4.1): whoever is still
+                // unanswered after the reply timeout asks again, from the
+                // start of its exchange, until every one is back or the
+                // phase's time is up.
+                next_scan = start.elapsed() + timeout / 4;
+                let now_ns = start.elapsed().as_nanos() as u64 + 1;
+                for &(i, _) in &bound {
+                    let s = i as usize;
+                    if waiting[s] == Wait::None
+                        || now_ns.saturating_sub(sent_at[s]) < timeout.as_nanos() as u64
+                    {
+                        continue;
+                    }
+                    let frame = self.request_frame(phase, epoch, i, ip_of(i), learned_server);
+                    if !self.send(&frame) {
+                        break;
+                    }
+                    sent_at[s] = now_ns;
+                    waiting[s] = if i.is_multiple_of(2) {
+                        Wait::Offer
+                    } else {
+                        Wait::Ack
+                    };
+                    *c.retries.get_or_insert(0) += 1;
+                }
+            }
             if let Some(end) = send_end {
-                let drain = if expects_reply {
+                let drain = if reconnect {
+                    max_send.max(timeout * 2)
+                } else if expects_reply {
                     timeout * 2
                 } else {
                     Duration::from_millis(200)
@@ -407,6 +449,9 @@ impl PacketEngine {
             }
         }
         pb.finish_and_clear();
+        if reconnect && back >= total {
+            c.all_back_secs = Some(last_back_ns as f64 / 1e9);
+        }
         if failed_sends > 0 {
             tracing::debug!("{failed_sends} sends deferred (socket buffer full)");
         }
@@ -440,7 +485,10 @@ impl PacketEngine {
         let ip = ip.unwrap_or(zero);
         let (sip, smac) = server.map_or((zero, BROADCAST_MAC), |s| (s.ip, s.mac));
         let spec = match phase {
-            Phase::Dora | Phase::Discover => RequestSpec {
+            Phase::Reconnect if i % 2 == 1 => {
+                request_spec(Phase::InitReboot, epoch, i, ip, sip, smac)
+            }
+            Phase::Dora | Phase::Discover | Phase::Reconnect => RequestSpec {
                 msg_type: 1,
                 xid: xid(epoch, i),
                 mac: client_mac(i),
