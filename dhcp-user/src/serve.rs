@@ -280,8 +280,9 @@ pub async fn run(
             old_bindings = old_entries,
             events = read,
             extending = ops.len(),
-            "converted the fast path pinned with the previous layout ({}): program replaced atomically, renewals never stopped; its renewals stored, its maps unpinned",
-            dhcp_common::prev::LAYOUT
+            "converted the fast path pinned with the previous layout (no layout record, lease key {} B) to {}: program replaced atomically, renewals never stopped; its renewals stored, its maps unpinned",
+            dhcp_common::prev::LAYOUT.lease_key,
+            dhcp_common::Layout::CURRENT
         );
     }
     // The auditor's own handle on the lease map, taken before the maps go
