@@ -42,7 +42,11 @@ pub const MAP_BARE_LEASES: &str = "XDHCP_BARE_LEASES";
 /// DUID-UUID ones (23) are left out. It makes the key 24 bytes, so a map
 /// element (48-byte kernel header, key, 56-byte value) is exactly two
 /// cache lines.
+#[cfg(not(feature = "layout-prev"))]
 pub const MAX_ID_LEN: usize = 20;
+/// The previous layout's (`prev`), for the test object built with it.
+#[cfg(feature = "layout-prev")]
+pub const MAX_ID_LEN: usize = prev::MAX_ID_LEN;
 
 /// What [`LeaseKey::id`] holds.
 pub mod id_kind {
@@ -54,6 +58,7 @@ pub mod id_kind {
 
 /// Key of the lease map: the client's identity, zero-padded so that equal
 /// identities hash equally whatever was in the packet past `len`.
+#[cfg(not(feature = "layout-prev"))]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LeaseKey {
@@ -63,6 +68,7 @@ pub struct LeaseKey {
     pub id: [u8; MAX_ID_LEN],
 }
 
+#[cfg(not(feature = "layout-prev"))]
 impl LeaseKey {
     pub const fn zeroed() -> Self {
         Self {
@@ -73,6 +79,9 @@ impl LeaseKey {
         }
     }
 }
+
+#[cfg(feature = "layout-prev")]
+pub use prev::{LeaseKey, RenewEvent};
 
 /// Value of the lease map: one active binding, and the request it was
 /// last answered for. The XDP program answers only requests of the same
@@ -227,6 +236,7 @@ pub fn options_sum(bytes: &[u8]) -> u32 {
 
 /// Record the fast path pushes to userspace (ring buffer) for every renewal
 /// it answered, so the lease store can persist the new expiry.
+#[cfg(not(feature = "layout-prev"))]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RenewEvent {
@@ -487,6 +497,62 @@ impl core::fmt::Display for Layout {
     }
 }
 
+/// The layout this build converts pinned maps from: the one releases
+/// before layout records pinned (no `MAP_LAYOUT`; a 36-byte key, so a
+/// 56-byte renewal event). Values, templates and interface entries were
+/// as now. Only this one: older layouts are refused. dhcp-ebpf's
+/// `layout-prev` feature builds the program with these types (the
+/// upgrade test's old fast path).
+pub mod prev {
+    use super::{IfaceInfo, Layout, LeaseValue, ReplyTemplate};
+
+    pub const MAX_ID_LEN: usize = 32;
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct LeaseKey {
+        pub kind: u8,
+        pub len: u8,
+        pub _pad: [u8; 2],
+        pub id: [u8; MAX_ID_LEN],
+    }
+
+    impl LeaseKey {
+        pub const fn zeroed() -> Self {
+            Self {
+                kind: 0,
+                len: 0,
+                _pad: [0; 2],
+                id: [0; MAX_ID_LEN],
+            }
+        }
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct RenewEvent {
+        pub key: LeaseKey,
+        pub ip: u32,
+        pub expires_mono_ns: u64,
+        pub ifindex: u32,
+        pub outer_vlan: u16,
+        pub inner_vlan: u16,
+    }
+
+    /// What a record of it would say (none was ever written: version 0).
+    /// Its counters are not compared: they are not carried over.
+    pub const LAYOUT: Layout = Layout {
+        version: 0,
+        lease_key: core::mem::size_of::<LeaseKey>() as u32,
+        lease_value: core::mem::size_of::<LeaseValue>() as u32,
+        template: core::mem::size_of::<ReplyTemplate>() as u32,
+        iface: core::mem::size_of::<IfaceInfo>() as u32,
+        renew_event: core::mem::size_of::<RenewEvent>() as u32,
+        stats: 0,
+        _reserved: 0,
+    };
+}
+
 /// Human names of the stats, indexed like [`stat`].
 pub const STAT_NAMES: [&str; stat::COUNT as usize] = [
     "rx_frames",
@@ -678,6 +744,15 @@ mod pod {
     unsafe impl aya::Pod for ReplyTemplate {}
     unsafe impl aya::Pod for RenewEvent {}
     unsafe impl aya::Pod for Layout {}
+    #[cfg(not(feature = "layout-prev"))]
+    mod prev_pod {
+        use crate::prev::{LeaseKey, RenewEvent};
+        unsafe impl bytemuck::Zeroable for LeaseKey {}
+        unsafe impl bytemuck::Pod for LeaseKey {}
+        unsafe impl bytemuck::Zeroable for RenewEvent {}
+        unsafe impl bytemuck::Pod for RenewEvent {}
+        unsafe impl aya::Pod for LeaseKey {}
+    }
     unsafe impl bytemuck::Zeroable for gen::GenConfig {}
     unsafe impl bytemuck::Pod for gen::GenConfig {}
     unsafe impl aya::Pod for gen::GenConfig {}
@@ -821,6 +896,20 @@ mod layout {
         assert_eq!(offset_of!(RenewEvent, inner_vlan), 46);
         no_hidden_padding!(RenewEvent, key: LeaseKey, ip: u32, _pad: u32, expires_mono_ns: u64,
             ifindex: u32, outer_vlan: u16, inner_vlan: u16);
+    }
+
+    #[test]
+    fn previous_layout() {
+        use prev::{LeaseKey as K, RenewEvent as E};
+        assert_eq!(size_of::<K>(), 36);
+        assert_eq!(size_of::<E>(), 56);
+        assert_eq!(offset_of!(E, ip), 36);
+        assert_eq!(offset_of!(E, expires_mono_ns), 40);
+        assert_eq!(offset_of!(E, ifindex), 48);
+        no_hidden_padding!(K, kind: u8, len: u8, _pad: [u8; 2], id: [u8; prev::MAX_ID_LEN]);
+        no_hidden_padding!(E, key: K, ip: u32, expires_mono_ns: u64, ifindex: u32,
+            outer_vlan: u16, inner_vlan: u16);
+        assert_ne!(prev::LAYOUT.lease_key, Layout::CURRENT.lease_key);
     }
 
     #[test]

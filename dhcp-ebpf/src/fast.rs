@@ -581,6 +581,11 @@ fn classify(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
     Ok(())
 }
 
+/// Identities `build_key` reads whole (three words, masked); longer ones
+/// are the control plane's, whatever `MAX_ID_LEN` (the previous layout's
+/// is 32).
+const KEYED_ID_LEN: usize = if MAX_ID_LEN < 20 { MAX_ID_LEN } else { 20 };
+
 /// The client's identity, as the control plane keys it: the client
 /// identifier when sent, else htype + chaddr; unused bytes zero. Built a
 /// word at a time from the identity's first 24 bytes (`MAX_ID_LEN` is 20),
@@ -589,7 +594,7 @@ fn classify(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
 fn build_key(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
     let cid_len = vol(&s.cid_len);
     let (kind, len, w) = if cid_len > 0 {
-        if !(2..=MAX_ID_LEN).contains(&cid_len) {
+        if !(2..=KEYED_ID_LEN).contains(&cid_len) {
             return Err(stat::PASS_UNUSUAL);
         }
         let from = vol(&s.cid_off) & M;

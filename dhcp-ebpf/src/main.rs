@@ -134,12 +134,13 @@ fn bare(ctx: &XdpContext) -> u32 {
     // Built a word at a time, as the fast path builds its keys (a zeroed
     // `LeaseKey` would become a bytewise `memset` call).
     let (lo, hi) = (fast::ld32(chaddr) as u64, fast::ld16(chaddr + 4) as u64);
-    let key: [u64; 3] = [
-        dhcp_common::id_kind::HWADDR as u64 | 7 << 8 | 1 << 32 | lo << 40,
-        lo >> 24 | hi << 8,
-        0,
-    ];
-    const _: () = assert!(core::mem::size_of::<LeaseKey>() == 24);
+    let w0 = dhcp_common::id_kind::HWADDR as u64 | 7 << 8 | 1 << 32 | lo << 40;
+    #[cfg(not(feature = "layout-prev"))]
+    let key: [u64; 3] = [w0, lo >> 24 | hi << 8, 0];
+    // The upgrade test's old object: a 36-byte key.
+    #[cfg(feature = "layout-prev")]
+    let key: [u64; 5] = [w0, lo >> 24 | hi << 8, 0, 0, 0];
+    const _: () = assert!(core::mem::size_of::<LeaseKey>() <= 8 * if cfg!(feature = "layout-prev") { 5 } else { 3 });
     let key = unsafe { &*(key.as_ptr() as *const LeaseKey) };
     if unsafe { XDHCP_BARE_LEASES.get(key) }.is_none() {
         return xdp_action::XDP_PASS;

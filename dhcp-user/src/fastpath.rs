@@ -89,6 +89,13 @@ enum LinkHold {
 /// per-CPU working memory).
 pub const PINNED_MAPS: &[&str] = &[MAP_LEASES, MAP_TEMPLATES, MAP_IFACES, MAP_EVENTS, MAP_STATS];
 
+/// Where map `name` of a pin directory is pinned.
+type MapPin = fn(&Path, &str) -> PathBuf;
+
+fn map_pin(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
 fn link_pin(dir: &Path, ifname: &str) -> PathBuf {
     dir.join(format!("link_{ifname}"))
 }
@@ -237,11 +244,45 @@ impl Fastpath {
         std::fs::create_dir_all(pin_dir)
             .with_context(|| format!("creating {}", pin_dir.display()))?;
         let layout = crate::pins::check_layout(pin_dir)?;
-        let mut fp = Self::load_with(debug_logs, lease_entries, &[], Some(pin_dir))?;
+        if layout == crate::pins::PinnedLayout::Previous {
+            bail!(
+                "the fast path pinned in {} has the previous layout: it is converted by serve (crate::upgrade), not adopted",
+                pin_dir.display()
+            );
+        }
+        let mut fp = Self::load_with(debug_logs, lease_entries, &[], Some((pin_dir, map_pin)))?;
         fp.mounted_bpffs = mounted;
         if layout != crate::pins::PinnedLayout::Recorded {
             crate::pins::record_layout(pin_dir, &dhcp_common::Layout::CURRENT)?;
         }
+        Ok(fp)
+    }
+
+    /// For a conversion from the previous layout (`crate::upgrade`): this
+    /// build's program with new maps, pinned beside the old ones under
+    /// staging names (`upgrade::staging_pin`) until the old ones are
+    /// drained; the links pinned in `pin_dir` are swapped by `attach`.
+    pub fn load_converting(
+        debug_logs: bool,
+        lease_entries: u32,
+        pin_dir: &Path,
+    ) -> Result<Fastpath> {
+        let mounted = ensure_bpffs(pin_dir)?;
+        // Left by a conversion that died halfway: never reused, they may
+        // hold entries the store no longer backs.
+        for m in PINNED_MAPS {
+            let p = crate::upgrade::staging_pin(pin_dir, m);
+            if p.exists() {
+                std::fs::remove_file(&p).with_context(|| format!("unpinning {}", p.display()))?;
+            }
+        }
+        let mut fp = Self::load_with(
+            debug_logs,
+            lease_entries,
+            &[],
+            Some((pin_dir, crate::upgrade::staging_pin)),
+        )?;
+        fp.mounted_bpffs = mounted;
         Ok(fp)
     }
 
@@ -255,7 +296,7 @@ impl Fastpath {
         debug_logs: bool,
         lease_entries: u32,
         extra: &[&str],
-        pin_dir: Option<&Path>,
+        pins: Option<(&Path, MapPin)>,
     ) -> Result<Fastpath> {
         raise_memlock_limit();
         let level: u8 = if debug_logs {
@@ -264,9 +305,9 @@ impl Fastpath {
             aya_log::Level::Info as u8
         };
         let mut loader = EbpfLoader::new();
-        if let Some(dir) = pin_dir {
+        if let Some((dir, pin)) = pins {
             for m in PINNED_MAPS {
-                loader.map_pin_path(m, dir.join(m));
+                loader.map_pin_path(m, pin(dir, m));
             }
         }
         let mut ebpf = loader
@@ -303,7 +344,7 @@ impl Fastpath {
         }
         Ok(Fastpath {
             attachments: Vec::new(),
-            pin_dir: pin_dir.map(Path::to_path_buf),
+            pin_dir: pins.map(|(d, _)| d.to_path_buf()),
             kept: false,
             mounted_bpffs: false,
             logger,

@@ -23,4 +23,5 @@ pub mod pins;
 pub mod serve;
 pub mod server;
 pub mod store;
+pub mod upgrade;
 pub mod wire;

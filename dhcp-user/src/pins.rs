@@ -13,7 +13,7 @@ use std::{os::unix::fs::MetadataExt, path::Path};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{Array, Map, MapData, MapInfo};
-use dhcp_common::{Layout, LAYOUT_VERSION, MAP_LAYOUT, MAP_LEASES, MAP_STATS, MAP_TEMPLATES};
+use dhcp_common::{prev, Layout, LAYOUT_VERSION, MAP_LAYOUT, MAP_LEASES, MAP_STATS, MAP_TEMPLATES};
 
 use crate::fastpath::PINNED_MAPS;
 
@@ -105,11 +105,15 @@ pub enum PinnedLayout {
     /// build's sizes while this build is still at version 1: the layout
     /// those daemons had. Adopted; the record is written after loading.
     Unrecorded,
+    /// The previous layout (`dhcp_common::prev`: no record, a 36-byte
+    /// key): converted (`crate::upgrade`).
+    Previous,
 }
 
-/// Checks that the maps pinned in `dir` are this build's layout; refuses
-/// (with what to do) when they are not. Reads only: nothing is changed,
-/// the program pinned there keeps answering.
+/// Checks that the maps pinned in `dir` are this build's layout or the
+/// one before it (`dhcp_common::prev`, converted); refuses any other,
+/// naming it and what to do. Reads only: nothing is changed, the program
+/// pinned there keeps answering. `serve` asks before it opens the store.
 pub fn check_layout(dir: &Path) -> Result<PinnedLayout> {
     let record = dir.join(MAP_LAYOUT);
     let found = if record.exists() {
@@ -132,15 +136,23 @@ pub fn check_layout(dir: &Path) -> Result<PinnedLayout> {
         if LAYOUT_VERSION == 1 && sizes_match(&sizes, &Layout::CURRENT) {
             return Ok(PinnedLayout::Unrecorded);
         }
+        // Its key size is the only one that tells; counters are not
+        // carried over, so theirs is not asked.
+        if sizes.lease_key == prev::LAYOUT.lease_key
+            && sizes_match(&Layout { stats: 0, ..sizes }, &prev::LAYOUT)
+        {
+            return Ok(PinnedLayout::Previous);
+        }
         format!(
             "no layout record (a daemon from before layout versions; its sizes: {})",
             sizes
         )
     };
     bail!(
-        "the fast path pinned in {dir} was left by a daemon with {found}; this xdhcp has {current}, and converting pinned maps from another layout is not implemented: nothing was changed (the old program keeps answering renewals). Run `xdhcp detach --pin-dir {dir}` (renewals go to the control plane from then on) and start again",
+        "the fast path pinned in {dir} was left by a daemon with {found}; this xdhcp has {current}, and converts pinned maps only from the layout before it (no layout record, lease key {prev_key} B): nothing was changed (the old program keeps answering renewals). Run `xdhcp detach --pin-dir {dir}` (renewals go to the control plane from then on) and start again",
         dir = dir.display(),
         current = Layout::CURRENT,
+        prev_key = prev::LAYOUT.lease_key,
     )
 }
 
@@ -228,5 +240,13 @@ mod tests {
         assert!(!sizes_match(&found, &Layout::CURRENT));
         found.stats = 0;
         assert!(sizes_match(&found, &Layout::CURRENT), "not pinned");
+        // The previous layout is told by its key, never taken for this one.
+        assert!(!sizes_match(
+            &Layout {
+                stats: 0,
+                ..prev::LAYOUT
+            },
+            &Layout::CURRENT
+        ));
     }
 }

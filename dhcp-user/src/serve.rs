@@ -34,8 +34,10 @@ use crate::{
     fastmap::{FastIface, FastMaps, MapReport},
     fastpath::Fastpath,
     packet::{self, PacketSocket},
+    pins::{self, PinnedLayout},
     server::{Arrival, Server},
     store::{LeaseStore, SqliteStore, StoreOp},
+    upgrade::OldFastPath,
     wire::{self, msg},
 };
 
@@ -142,20 +144,10 @@ fn send_repair(engine: &mut Engine, commit_tx: &mpsc::Sender<Commit<Wire>>, fix:
     }
 }
 
-pub async fn run(
-    config: Config,
-    config_path: Option<std::path::PathBuf>,
-    overrides: Overrides,
-    debug_xdp_logs: bool,
-) -> Result<()> {
-    let mut store = SqliteStore::open(&config.server.lease_db, config.server.lease_db_sync)?;
-    let mut engine = Engine::start(&mut store, config, config_path, overrides, unix_now())?;
-    let config = engine.config.clone();
-
-    let mut fastpath = match &config.server.pin_dir {
-        Some(dir) => Fastpath::load_pinned(debug_xdp_logs, config.server.lease_map_entries, dir)?,
-        None => Fastpath::load_sized(debug_xdp_logs, config.server.lease_map_entries)?,
-    };
+/// Attaches (or, over a pinned link, swaps in) the program on every
+/// interface with XDP on, then drops pinned links of the others; says
+/// whether it adopted a running fast path.
+fn attach_all(fastpath: &mut Fastpath, config: &Config) -> Result<bool> {
     let mut adopted = false;
     for iface in &config.interfaces {
         if iface.xdp == XdpSetting::Off {
@@ -189,6 +181,42 @@ pub async fn run(
             ),
         }
     }
+    Ok(adopted)
+}
+
+pub async fn run(
+    config: Config,
+    config_path: Option<std::path::PathBuf>,
+    overrides: Overrides,
+    debug_xdp_logs: bool,
+) -> Result<()> {
+    // Before the store is opened or recovered: pins this build cannot use
+    // are refused while nothing, there or in the store, has changed.
+    let pinned = match &config.server.pin_dir {
+        Some(dir) => Some(pins::check_layout(dir)?),
+        None => None,
+    };
+    let mut store = SqliteStore::open(&config.server.lease_db, config.server.lease_db_sync)?;
+    let mut engine = Engine::start(&mut store, config, config_path, overrides, unix_now())?;
+    let config = engine.config.clone();
+
+    let mut old = None;
+    let mut fastpath = match (&config.server.pin_dir, pinned) {
+        (Some(dir), Some(PinnedLayout::Previous)) => {
+            old = Some(OldFastPath::open(dir)?);
+            Fastpath::load_converting(debug_xdp_logs, config.server.lease_map_entries, dir)?
+        }
+        (Some(dir), _) => {
+            Fastpath::load_pinned(debug_xdp_logs, config.server.lease_map_entries, dir)?
+        }
+        (None, _) => Fastpath::load_sized(debug_xdp_logs, config.server.lease_map_entries)?,
+    };
+    // Converting, the new program goes in only once its map is written.
+    let adopted = if old.is_none() {
+        attach_all(&mut fastpath, &config)?
+    } else {
+        false
+    };
     let mut events = RingBuf::try_from(fastpath.take_map(MAP_EVENTS)?)?;
 
     let mut sockets = Vec::new();
@@ -237,6 +265,26 @@ pub async fn run(
         ms = t0.elapsed().as_millis() as u64,
         "XDP lease map loaded"
     );
+    if let (Some(mut old), Some(dir)) = (old, &config.server.pin_dir) {
+        let old_entries = old.len();
+        attach_all(&mut fastpath, &config)?;
+        std::thread::sleep(crate::upgrade::SWAP_GRACE);
+        let (read, grants) = old.drain();
+        let ops = engine.kernel_tick(grants, unix_now());
+        store
+            .apply(&ops)
+            .context("storing the renewals the previous layout's program answered")?;
+        drop(old);
+        crate::upgrade::finish(dir)?;
+        tracing::info!(
+            old_bindings = old_entries,
+            events = read,
+            extending = ops.len(),
+            "converted the fast path pinned with the previous layout (no layout record, lease key {} B) to {}: program replaced atomically, renewals never stopped; its renewals stored, its maps unpinned",
+            dhcp_common::prev::LAYOUT.lease_key,
+            dhcp_common::Layout::CURRENT
+        );
+    }
     // The auditor's own handle on the lease map, taken before the maps go
     // to the committer, the only writer.
     let lease_reader = Arc::new(maps.reader()?);

@@ -102,9 +102,9 @@ fn a_hitless_stop_is_refused_when_the_pins_would_vanish_with_the_daemon() {
 }
 
 /// Pins left by a daemon whose maps hold another layout are refused at
-/// the next start, before anything is detached or replaced: the old
-/// program keeps answering renewals, and the message names the old
-/// layout and `xdhcp detach`. Pins from before layout records (none
+/// the next start, before anything is detached or replaced and before the
+/// store is recovered: the old program keeps answering renewals, and the
+/// message names the old layout and `xdhcp detach`. Pins from before layout records (none
 /// pinned) with this build's sizes are adopted and recorded.
 #[test]
 fn pins_of_another_layout_are_refused_before_anything_is_detached() {
@@ -139,6 +139,10 @@ fn pins_of_another_layout_are_refused_before_anything_is_detached() {
     };
     xdhcp::pins::record_layout(&pin_dir, &other).unwrap();
     let pins_before = pins(&pin_dir);
+    let store_before = stored(&lab);
+    // The stop kept the fast path, so the store is unclean: a start that
+    // got as far as recovery would move every end to now + lease time.
+    std::thread::sleep(Duration::from_millis(1100));
     let (status, lines) = lab.start_refused().unwrap();
     assert!(!status.success(), "{lines:?}");
     let all = lines.join("\n");
@@ -148,12 +152,14 @@ fn pins_of_another_layout_are_refused_before_anything_is_detached() {
             LAYOUT_VERSION + 1
         ),
         format!("this xdhcp has layout version {LAYOUT_VERSION}"),
-        "not implemented".into(),
+        "converts pinned maps only from the layout before it".into(),
         "xdhcp detach --pin-dir".into(),
     ] {
         assert!(all.contains(&needle), "{needle:?} missing: {all}");
     }
-    // Nothing was touched: same pins, still attached, still answering.
+    // Nothing was touched: the store not even recovered, same pins,
+    // still attached, still answering.
+    assert_eq!(stored(&lab), store_before, "refused before recovery");
     assert_eq!(pins(&pin_dir), pins_before);
     assert_eq!(lab.srv.xdp_mode("srv0").unwrap().as_deref(), Some("xdp"));
     let renew = renewal_answered(&lab, &client);
@@ -176,6 +182,18 @@ fn pins_of_another_layout_are_refused_before_anything_is_detached() {
     assert!(pin_dir.join(MAP_LAYOUT).exists());
     lab.stop(15).unwrap();
     drop(client);
+}
+
+/// Every lease row, as the store holds it.
+fn stored(lab: &DaemonLab) -> Vec<(i64, i64, i64)> {
+    let c = rusqlite::Connection::open(lab.db()).unwrap();
+    let mut q = c
+        .prepare("SELECT ip, state, expires FROM leases ORDER BY ip")
+        .unwrap();
+    let rows = q
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap();
+    rows.map(|r| r.unwrap()).collect()
 }
 
 fn pins(dir: &std::path::Path) -> Vec<String> {
