@@ -244,9 +244,9 @@ impl Fastpath {
         std::fs::create_dir_all(pin_dir)
             .with_context(|| format!("creating {}", pin_dir.display()))?;
         let layout = crate::pins::check_layout(pin_dir)?;
-        if layout == crate::pins::PinnedLayout::Previous {
+        if layout.converted() {
             bail!(
-                "the fast path pinned in {} has the previous layout: it is converted by serve (crate::upgrade), not adopted",
+                "the fast path pinned in {} has another layout: it is converted by serve (crate::upgrade), not adopted",
                 pin_dir.display()
             );
         }

@@ -108,6 +108,17 @@ pub enum PinnedLayout {
     /// The previous layout (`dhcp_common::prev`: no record, a 36-byte
     /// key): converted (`crate::upgrade`).
     Previous,
+    /// A record that differs from this build's in the counters' size
+    /// only (counters added or removed): converted like `Previous`, with
+    /// this build's key and event types (counters start again at zero).
+    OtherCounters,
+}
+
+impl PinnedLayout {
+    /// Taken over by `crate::upgrade` (new maps, link swap, drain).
+    pub fn converted(self) -> bool {
+        matches!(self, PinnedLayout::Previous | PinnedLayout::OtherCounters)
+    }
 }
 
 /// Checks that the maps pinned in `dir` are this build's layout or the
@@ -126,6 +137,13 @@ pub fn check_layout(dir: &Path) -> Result<PinnedLayout> {
             .with_context(|| format!("reading the layout record {}", record.display()))?;
         if found == Layout::CURRENT {
             return Ok(PinnedLayout::Recorded);
+        }
+        let same_but_counters = Layout {
+            stats: Layout::CURRENT.stats,
+            ..found
+        } == Layout::CURRENT;
+        if same_but_counters {
+            return Ok(PinnedLayout::OtherCounters);
         }
         found.to_string()
     } else {
@@ -149,7 +167,7 @@ pub fn check_layout(dir: &Path) -> Result<PinnedLayout> {
         )
     };
     bail!(
-        "the fast path pinned in {dir} was left by a daemon with {found}; this xdhcp has {current}, and converts pinned maps only from the layout before it (no layout record, lease key {prev_key} B): nothing was changed (the old program keeps answering renewals). Run `xdhcp detach --pin-dir {dir}` (renewals go to the control plane from then on) and start again",
+        "the fast path pinned in {dir} was left by a daemon with {found}; this xdhcp has {current}, and converts pinned maps only from the layout before it (no layout record, lease key {prev_key} B) and from this layout with other counters: nothing was changed (the old program keeps answering renewals). Run `xdhcp detach --pin-dir {dir}` (renewals go to the control plane from then on) and start again",
         dir = dir.display(),
         current = Layout::CURRENT,
         prev_key = prev::LAYOUT.lease_key,

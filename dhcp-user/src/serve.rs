@@ -202,8 +202,8 @@ pub async fn run(
 
     let mut old = None;
     let mut fastpath = match (&config.server.pin_dir, pinned) {
-        (Some(dir), Some(PinnedLayout::Previous)) => {
-            old = Some(OldFastPath::open(dir)?);
+        (Some(dir), Some(layout)) if layout.converted() => {
+            old = Some(OldFastPath::open(dir, layout == PinnedLayout::Previous)?);
             Fastpath::load_converting(debug_xdp_logs, config.server.lease_map_entries, dir)?
         }
         (Some(dir), _) => {
@@ -266,6 +266,7 @@ pub async fn run(
         "XDP lease map loaded"
     );
     if let (Some(mut old), Some(dir)) = (old, &config.server.pin_dir) {
+        let old_prev = old.is_previous();
         let old_entries = old.len();
         attach_all(&mut fastpath, &config)?;
         std::thread::sleep(crate::upgrade::SWAP_GRACE);
@@ -276,12 +277,19 @@ pub async fn run(
             .context("storing the renewals the previous layout's program answered")?;
         drop(old);
         crate::upgrade::finish(dir)?;
+        let from = if old_prev {
+            format!(
+                "the previous layout (no layout record, lease key {} B)",
+                dhcp_common::prev::LAYOUT.lease_key
+            )
+        } else {
+            "this layout with other counters".to_string()
+        };
         tracing::info!(
             old_bindings = old_entries,
             events = read,
             extending = ops.len(),
-            "converted the fast path pinned with the previous layout (no layout record, lease key {} B) to {}: program replaced atomically, renewals never stopped; its renewals stored, its maps unpinned",
-            dhcp_common::prev::LAYOUT.lease_key,
+            "converted the fast path pinned with {from} to {}: program replaced atomically, renewals never stopped; its renewals stored, its maps unpinned",
             dhcp_common::Layout::CURRENT
         );
     }

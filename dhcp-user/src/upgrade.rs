@@ -52,19 +52,32 @@ pub fn staging_pin(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("staging_{name}"))
 }
 
-/// The previous layout's lease map and renewal ring, opened from the pins.
+/// The old lease map, by the key type it was pinned with.
+enum OldLeases {
+    Previous(BpfHashMap<MapData, prev::LeaseKey, LeaseValue>),
+    /// This build's keys (only the counters differ).
+    Current(BpfHashMap<MapData, dhcp_common::LeaseKey, LeaseValue>),
+}
+
+/// The old fast path's lease map and renewal ring, opened from the pins.
 pub struct OldFastPath {
-    leases: BpfHashMap<MapData, prev::LeaseKey, LeaseValue>,
+    leases: OldLeases,
     events: Option<RingBuf<MapData>>,
 }
 
 impl OldFastPath {
-    pub fn open(dir: &Path) -> Result<OldFastPath> {
+    /// `previous`: pinned with `dhcp_common::prev`'s types; otherwise with
+    /// this build's (a layout that differs in its counters only).
+    pub fn open(dir: &Path, previous: bool) -> Result<OldFastPath> {
         let path = dir.join(MAP_LEASES);
         let data = MapData::from_pin(&path)
             .with_context(|| format!("opening the old lease map {}", path.display()))?;
-        let leases = BpfHashMap::try_from(Map::HashMap(data))
-            .with_context(|| format!("reading {} with the previous layout", path.display()))?;
+        let ctx = || format!("reading {} with the old layout", path.display());
+        let leases = if previous {
+            OldLeases::Previous(BpfHashMap::try_from(Map::HashMap(data)).with_context(ctx)?)
+        } else {
+            OldLeases::Current(BpfHashMap::try_from(Map::HashMap(data)).with_context(ctx)?)
+        };
         let path = dir.join(MAP_EVENTS);
         let events = if path.exists() {
             let data = MapData::from_pin(&path)
@@ -83,42 +96,71 @@ impl OldFastPath {
     /// store holds no binding for them.
     pub fn drain(&mut self) -> (usize, Vec<KernelGrant>) {
         let mut out = Vec::new();
+        let grant = |client, ip: u32, expires_mono_ns, lease_secs| KernelGrant {
+            client,
+            ip: Ipv4Addr::from(ip.to_ne_bytes()),
+            expires: mono_ns_to_unix_ceil(expires_mono_ns),
+            expires_ns: mono_ns_to_unix_ns(expires_mono_ns),
+            lease_secs,
+        };
+        let previous = self.is_previous();
         if let Some(ring) = self.events.as_mut() {
             while let Some(item) = ring.next() {
-                let size = std::mem::size_of::<prev::RenewEvent>();
-                if item.len() < size {
-                    continue;
-                }
-                let ev: prev::RenewEvent = bytemuck::pod_read_unaligned(&item[..size]);
-                if let Some(client) = client_key(&ev.key) {
-                    out.push(KernelGrant {
-                        client,
-                        ip: Ipv4Addr::from(ev.ip.to_ne_bytes()),
-                        expires: mono_ns_to_unix_ceil(ev.expires_mono_ns),
-                        expires_ns: mono_ns_to_unix_ns(ev.expires_mono_ns),
-                        lease_secs: 0,
-                    });
+                let (client, ip, expires) = if previous {
+                    let size = std::mem::size_of::<prev::RenewEvent>();
+                    if item.len() < size {
+                        continue;
+                    }
+                    let ev: prev::RenewEvent = bytemuck::pod_read_unaligned(&item[..size]);
+                    (client_key(&ev.key), ev.ip, ev.expires_mono_ns)
+                } else {
+                    let size = std::mem::size_of::<dhcp_common::RenewEvent>();
+                    if item.len() < size {
+                        continue;
+                    }
+                    let ev: dhcp_common::RenewEvent = bytemuck::pod_read_unaligned(&item[..size]);
+                    (
+                        crate::fastmap::client_key(&ev.key),
+                        ev.ip,
+                        ev.expires_mono_ns,
+                    )
+                };
+                if let Some(client) = client {
+                    out.push(grant(client, ip, expires, 0));
                 }
             }
         }
         let events = out.len();
-        for (k, v) in self.leases.iter().filter_map(|r| r.ok()) {
-            if let Some(client) = client_key(&k) {
-                out.push(KernelGrant {
-                    client,
-                    ip: Ipv4Addr::from(v.ip.to_ne_bytes()),
-                    expires: mono_ns_to_unix_ceil(v.expires_mono_ns),
-                    expires_ns: mono_ns_to_unix_ns(v.expires_mono_ns),
-                    lease_secs: v.lease_secs,
-                });
+        let entries: Vec<(Option<Box<[u8]>>, LeaseValue)> = match &self.leases {
+            OldLeases::Previous(m) => m
+                .iter()
+                .filter_map(|r| r.ok())
+                .map(|(k, v)| (client_key(&k), v))
+                .collect(),
+            OldLeases::Current(m) => m
+                .iter()
+                .filter_map(|r| r.ok())
+                .map(|(k, v)| (crate::fastmap::client_key(&k), v))
+                .collect(),
+        };
+        for (client, v) in entries {
+            if let Some(client) = client {
+                out.push(grant(client, v.ip, v.expires_mono_ns, v.lease_secs));
             }
         }
         (events, out)
     }
 
+    pub fn is_previous(&self) -> bool {
+        matches!(self.leases, OldLeases::Previous(_))
+    }
+
     /// Bindings in the old lease map (for the log).
     pub fn len(&self) -> usize {
-        self.leases.keys().filter(|k| k.is_ok()).count()
+        match &self.leases {
+            OldLeases::Previous(m) => m.keys().filter(|k| k.is_ok()).count(),
+            OldLeases::Current(m) => m.keys().filter(|k| k.is_ok()).count(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -129,6 +129,28 @@ fn pins_of_another_layout_are_refused_before_anything_is_detached() {
         .unwrap();
     assert!(pin_dir.join(MAP_LAYOUT).exists(), "layout recorded again");
 
+    // A daemon with other counters (a release that added some) left
+    // these: converted, the renewals still answered by the kernel.
+    let (code, out) = lab.cli(&["stop", "--keep-fast-path"]).unwrap();
+    assert_eq!(code, 0, "{out}");
+    lab.wait_stopped().unwrap();
+    let fewer_counters = Layout {
+        stats: Layout::CURRENT.stats - 8,
+        ..Layout::CURRENT
+    };
+    xdhcp::pins::record_layout(&pin_dir, &fewer_counters).unwrap();
+    lab.start().unwrap();
+    lab.daemon()
+        .wait_for("this layout with other counters", Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        xdhcp::pins::check_layout(&pin_dir).unwrap(),
+        xdhcp::pins::PinnedLayout::Recorded,
+        "this build's record after the conversion"
+    );
+    let renew = renewal_answered(&lab, &client);
+    assert!(renew.contains(&ip), "the new program answers: {renew}");
+
     // A daemon with another layout left these.
     let (code, out) = lab.cli(&["stop", "--keep-fast-path"]).unwrap();
     assert_eq!(code, 0, "{out}");

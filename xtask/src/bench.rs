@@ -30,6 +30,8 @@ use xdhcp_ramp::{
 
 use crate::{cargo, root_dir, run};
 
+mod reconnect;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum System {
     Xdhcp,
@@ -1382,6 +1384,7 @@ pub fn bench(quick: bool) -> Result<()> {
             curves.push(Curve::new(key, ramp));
         }
     }
+    mass_reconnect(&lab, &bin, quick)?;
     let _ = std::fs::remove_dir_all(&lab.dir);
 
     let machine = Machine {
@@ -1430,6 +1433,43 @@ pub fn bench(quick: bool) -> Result<()> {
     }
     Ok(())
 }
+/// Section 7, mass reconnect, xdhcp and Kea: prints the table and writes
+/// `bench/reconnect.json` (`reconnect-quick.json` with --quick).
+fn mass_reconnect(lab: &BenchLab, bin: &Path, quick: bool) -> Result<()> {
+    let n = if quick { 20_000 } else { MAX_NEW_CLIENTS };
+    eprintln!("== 7. mass reconnect: {n} bound subscribers come back at once (half DISCOVER+REQUEST, half INIT-REBOOT)");
+    // DORA first at rates each server takes without loss, so all are bound.
+    let rs = vec![
+        reconnect::run(lab, bin, System::Xdhcp, n, 10_000)?,
+        reconnect::run(lab, bin, System::Kea, n, 3_000)?,
+    ];
+    println!("\n{}", reconnect::table(&rs));
+    let name = if quick {
+        "reconnect-quick.json"
+    } else {
+        "reconnect.json"
+    };
+    let path = root_dir().join("bench").join(name);
+    std::fs::write(&path, serde_json::to_string_pretty(&reconnect::json(&rs))?)?;
+    eprintln!("reconnect report: {}", path.display());
+    Ok(())
+}
+
+/// `cargo xtask bench --reconnect-only`: section 7 on its own lab.
+pub fn reconnect_only(quick: bool) -> Result<()> {
+    ensure_peer_packages()?;
+    let _rmem = RmemGuard::raise();
+    run(cargo().args(["build", "--release", "-p", "xdhcp", "--bins"]))?;
+    let bin = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root_dir().join("target"))
+        .join("release/xdhcp");
+    let lab = lab()?;
+    let r = mass_reconnect(&lab, &bin, quick);
+    let _ = std::fs::remove_dir_all(&lab.dir);
+    r
+}
+
 /// The machine's state around the run.
 struct Machine {
     cpus: usize,

@@ -48,6 +48,10 @@ enum Task {
         /// its JSON report (bench/answered-vs-offered*.json).
         #[arg(long, value_name = "JSON", conflicts_with = "quick")]
         replot: Option<PathBuf>,
+        /// Only the mass-reconnect comparison (with --quick: fewer
+        /// subscribers).
+        #[arg(long, conflicts_with = "replot")]
+        reconnect_only: bool,
     },
     /// Set up, then run the libFuzzer targets (fuzz/): 25 s each, or an
     /// hour each with --long, which also grows fuzz/corpus/.
@@ -165,6 +169,11 @@ fn main() -> ExitCode {
         Task::Bench {
             replot: Some(json), ..
         } => bench::replot(&json),
+        Task::Bench {
+            quick,
+            reconnect_only: true,
+            ..
+        } => setup::setup().and_then(|()| bench::reconnect_only(quick)),
         Task::Bench { quick, .. } => setup::setup().and_then(|()| bench::bench(quick)),
         Task::LabClean => {
             for ns in xdhcp_lab::cleanup_stale() {

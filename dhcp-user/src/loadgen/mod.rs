@@ -54,7 +54,10 @@ pub enum Phase {
     Decline,
     /// Every leased client comes back at once, as after an outage: even
     /// clients DISCOVER then REQUEST, odd ones INIT-REBOOT. Each must get
-    /// its own address back (another one counts wrong).
+    /// its own address back (another one counts wrong). Sent as fast as
+    /// the engine goes (`--rate` does not apply); clients still
+    /// unanswered after `--timeout-ms` ask again until `--duration` has
+    /// passed after the last first request.
     Reconnect,
 }
 

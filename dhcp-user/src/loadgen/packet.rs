@@ -264,7 +264,8 @@ impl PacketEngine {
             let now = Instant::now();
             let elapsed = now - start;
             if send_end.is_none() {
-                let due = if args.rate > 0 {
+                // A reconnect is everyone at once: as fast as the engine goes.
+                let due = if args.rate > 0 && phase != Phase::Reconnect {
                     ((elapsed.as_secs_f64() * args.rate as f64) as u64 + 1).min(total)
                 } else {
                     (c.sent + 64).min(total)
