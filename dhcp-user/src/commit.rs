@@ -10,7 +10,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         mpsc, Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -74,6 +74,49 @@ pub struct Committer {
     pub maps: Option<FastMaps>,
     pub sync: Arc<Mutex<SyncStats>>,
     pub health: Arc<Mutex<StoreHealth>>,
+    /// Commits handed over and not yet written (or abandoned): senders add
+    /// one per commit, the committer takes them off once their batch is
+    /// done, so a failing store shows as a full queue (`CommitQueue`).
+    pub queued: Arc<AtomicUsize>,
+}
+
+/// The sending side of the committer's queue, with its bound: requests
+/// are handled only while `has_room`, so while the store is slow or down
+/// the queue stops growing and requests wait in the bounded backlog
+/// instead (the kernel drops what does not fit there).
+pub struct CommitQueue<W> {
+    tx: mpsc::Sender<Commit<W>>,
+    queued: Arc<AtomicUsize>,
+    cap: usize,
+}
+
+impl<W> CommitQueue<W> {
+    pub fn new(tx: mpsc::Sender<Commit<W>>, queued: Arc<AtomicUsize>, cap: usize) -> Self {
+        CommitQueue { tx, queued, cap }
+    }
+
+    pub fn send(&self, c: Commit<W>) {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send(c).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) < self.cap
+    }
+
+    pub fn len(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn set_cap(&mut self, cap: usize) {
+        self.cap = cap;
+    }
 }
 
 impl Committer {
@@ -86,6 +129,7 @@ impl Committer {
             maps,
             sync,
             health: Arc::default(),
+            queued: Arc::default(),
         }
     }
 
@@ -163,8 +207,10 @@ impl Committer {
             let mut replies = first.replies;
             let mut done: Vec<_> = first.done.into_iter().collect();
             let mut unmap = first.unmap;
+            let mut taken = 1;
             while ops.len() < 4096 {
                 let Ok(more) = rx.try_recv() else { break };
+                taken += 1;
                 seq = seq.max(more.seq);
                 ops.extend(more.ops);
                 replies.extend(more.replies);
@@ -235,6 +281,12 @@ impl Committer {
                 h.failing_since = None;
                 h.withheld_replies = 0;
             }
+            // Done with, either way: its senders may queue more.
+            let _ = self
+                .queued
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                    Some(v.saturating_sub(taken))
+                });
             if !written {
                 all_written = false;
                 if let Some(m) = self.maps.as_ref() {
