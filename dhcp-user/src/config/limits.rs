@@ -134,3 +134,56 @@ pub fn check(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, ConfigError};
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            &format!(
+                "[server]\nserver_id = \"198.18.0.1\"\n{extra}[[interface]]\nname = \"srv0\"\n[[subnet]]\nid = 1\nsubnet = \"198.18.0.0/24\"\ninterface = \"srv0\"\n[subnet.limits]\nleases_per_line = 1\ndeclines_per_line = 0\n"
+            ),
+            "x.toml",
+        )
+    }
+
+    #[test]
+    fn bad_limits_are_refused_with_file_line_and_reason() {
+        let e = parse("request_queue = 0\n").unwrap_err();
+        assert_eq!((e.source_name.as_str(), e.line), ("x.toml", 3), "{e}");
+        assert!(e.reason.contains("request_queue 0 must be"), "{e}");
+        let twice = "[[relay]]\naddress = \"198.18.1.2\"\n[[relay]]\naddress = \"198.18.1.2\"\n";
+        let e = parse(twice).unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.reason.contains("listed twice"), "{e}");
+        let e = parse("[[relay]]\naddress = \"255.255.255.255\"\n").unwrap_err();
+        assert!(e.reason.contains("not a unicast"), "{e}");
+        let e = parse("[limits]\nleases_per_port = 1\n").unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.reason.contains("unknown field"), "{e}");
+        let e = parse("relay_trust = \"some\"\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+    }
+
+    #[test]
+    fn subnet_limits_override_global_ones_key_by_key() {
+        let c = parse("[limits]\nleases_per_line = 3\nleases_per_mac = 2\n").unwrap();
+        let caps = Caps::resolve(&c.limits, &c.subnets[0].limits);
+        assert_eq!(
+            caps,
+            Caps {
+                per_mac: 2,
+                per_circuit_id: 0,
+                per_remote_id: 0,
+                per_line: 1,
+                declines_per_client: DEFAULT_DECLINES_PER_CLIENT,
+                declines_per_line: 0,
+            }
+        );
+        assert_eq!(c.server.request_queue, 4096);
+        assert_eq!(c.server.commit_queue, 1024);
+        assert_eq!(c.server.relay_trust, RelayTrust::Auto);
+    }
+}

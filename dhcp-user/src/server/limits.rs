@@ -3,7 +3,8 @@
 //! have in DECLINE quarantine.
 //!
 //! Each capped key indexes the addresses recorded against it, so a check
-//! costs O(cap), never a scan of the lease table. Entries are checked
+//! costs O(1) below the cap and O(cap) at it, never a scan of the lease
+//! table. Entries are checked
 //! against the lease table when counted (the address still held by the
 //! recorded client, the quarantine still the recorded one), so no path
 //! that ends a lease (release, reclaim, reload, the kernel's grants) has
@@ -151,6 +152,11 @@ impl<V: Clone> Holders<V> {
             let Some(set) = self.sets.get_mut(k) else {
                 continue;
             };
+            // Fewer entries than the cap, live or stale: under it, at O(1).
+            // Only a key at its cap is checked entry by entry.
+            if set.len() < *cap as usize {
+                continue;
+            }
             let mut gone = Vec::new();
             set.retain(|ip, v| {
                 let keep = live(*ip, v);
