@@ -405,6 +405,49 @@ mod tests {
         assert_eq!(got, vec![lease(1).ip, lease(2).ip]);
     }
 
+    /// Issue 14: while the store refuses writes the queue stays full (so
+    /// the daemon handles no more requests and memory does not grow),
+    /// and it drains once the store takes the batch.
+    #[test]
+    fn the_commit_queue_stays_full_while_the_store_fails_and_drains_after() {
+        let fail = Arc::new(AtomicU32::new(4));
+        let store = FlakyStore {
+            inner: MemoryStore::default(),
+            fail: fail.clone(),
+        };
+        let mut c = Committer::new(Box::new(store), None);
+        let (tx, rx) = mpsc::channel::<Commit<u8>>();
+        let q = CommitQueue::new(tx, c.queued.clone(), 2);
+        for n in 1..=2 {
+            assert!(q.has_room());
+            q.send(Commit {
+                seq: u64::from(n),
+                ops: vec![StoreOp::Put(lease(n))],
+                replies: vec![n],
+                done: None,
+                unmap: Vec::new(),
+            });
+        }
+        assert!(!q.has_room());
+        let t = std::thread::spawn(move || {
+            let stopping = AtomicBool::new(false);
+            c.run(rx, |_| {}, |_| {}, &stopping, Duration::from_secs(10))
+        });
+        let t0 = Instant::now();
+        while fail.load(Ordering::SeqCst) > 0 {
+            assert!(!q.has_room(), "room while the store still fails");
+            assert!(t0.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        while !q.has_room() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "never drained");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(q.is_empty());
+        drop(q);
+        assert!(t.join().unwrap());
+    }
+
     /// At shutdown, a store that keeps failing is given up on and the run
     /// says so: the caller then leaves the store unclean.
     #[test]
