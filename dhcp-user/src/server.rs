@@ -19,7 +19,7 @@ use crate::{
 mod limits;
 mod offers;
 mod trust;
-use limits::{CapIndex, Keys, Origin};
+use limits::{CapIndex, Keys};
 use offers::Offers;
 pub use offers::{LineId, SubnetOffers};
 pub use trust::{Trust, Verdict};
@@ -488,88 +488,6 @@ impl Server {
             .find(|p| ip_in(p, ip))
             .and_then(|p| p.resolved.as_ref())
             .unwrap_or(&sn.resolved)
-    }
-
-    /// The request as its source may make it: Err when a relayed request
-    /// comes from no trusted relay, or a selector its source is not trusted
-    /// with would move it to another subnet; Ok(Some) without the selectors
-    /// that are ignored.
-    fn trusted_view<'r>(
-        &self,
-        req: &DhcpRequest<'r>,
-        arrival: &Arrival<'_>,
-    ) -> Result<Option<DhcpRequest<'r>>, &'static str> {
-        let (subnet_ok, link_ok) = match self.trust.check(req.giaddr, arrival.src_ip) {
-            Verdict::UntrustedRelay => return Err("untrusted_relay"),
-            Verdict::Accept {
-                subnet_selection,
-                link_selection,
-            } => (subnet_selection, link_selection),
-        };
-        let strip_subnet = !subnet_ok && req.subnet_selection.is_some();
-        let strip_link = !link_ok && req.link_selection.is_some();
-        if !strip_subnet && !strip_link {
-            return Ok(None);
-        }
-        let mut plain = req.clone();
-        if strip_subnet {
-            plain.subnet_selection = None;
-        }
-        if strip_link {
-            plain.link_selection = None;
-        }
-        let own = self.subnet_for_link(&plain, arrival);
-        let named = [
-            req.subnet_selection.filter(|_| strip_subnet),
-            req.link_selection.filter(|_| strip_link),
-        ];
-        if named
-            .into_iter()
-            .flatten()
-            .any(|sel| self.subnet_containing(sel) != own)
-        {
-            return Err("untrusted_selector");
-        }
-        Ok(Some(plain))
-    }
-
-    /// The caps `req` counts against in subnet `si`; none for a client
-    /// with a reservation there (the operator's word beats a cap).
-    fn cap_keys(&self, si: usize, req: &DhcpRequest<'_>, arrival: &Arrival<'_>) -> Keys {
-        let sn = &self.subnets[si];
-        if !sn.caps.any_lease_cap() || self.reservation(sn, req).is_some() {
-            return Keys::default();
-        }
-        let hw = hw_of(req);
-        let rai = req.relay_info.unwrap_or(&[]);
-        let (circuit, remote) = relay_ids(rai);
-        Keys::leases(
-            sn.id,
-            &sn.caps,
-            &Origin {
-                hw: &hw,
-                relay: (!req.giaddr.is_unspecified()).then_some((req.giaddr, circuit, remote)),
-                line: Self::line_of(req, arrival),
-            },
-        )
-    }
-
-    /// The reason `key` may not take one more address in `si`, counted.
-    fn cap_refusal(
-        &mut self,
-        si: usize,
-        req: &DhcpRequest<'_>,
-        arrival: &Arrival<'_>,
-        key: &[u8],
-        now: u64,
-    ) -> Option<&'static str> {
-        let keys = self.cap_keys(si, req, arrival);
-        let why = self
-            .caps
-            .lease_refused(&keys, key, &self.leases, now)?
-            .reason();
-        *self.counters.limited.entry(why).or_default() += 1;
-        Some(why)
     }
 
     /// Whether `req` comes from a client the lease table knows at the

@@ -24,7 +24,8 @@ use crate::{
     leases::{ClientKey, LeaseState, LeaseTable},
 };
 
-use super::LineId;
+use super::{hw_of, relay_ids, Arrival, LineId, Server};
+use crate::wire::DhcpRequest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -276,6 +277,47 @@ impl CapIndex {
     /// Addresses indexed (leases, quarantines).
     pub fn sizes(&self) -> (usize, usize) {
         (self.held.len(), self.declined.len())
+    }
+}
+
+impl Server {
+    /// The caps `req` counts against in subnet `si`; none for a client
+    /// with a reservation there (the operator's word beats a cap).
+    pub(super) fn cap_keys(&self, si: usize, req: &DhcpRequest<'_>, arrival: &Arrival<'_>) -> Keys {
+        let sn = &self.subnets[si];
+        if !sn.caps.any_lease_cap() || self.reservation(sn, req).is_some() {
+            return Keys::default();
+        }
+        let hw = hw_of(req);
+        let rai = req.relay_info.unwrap_or(&[]);
+        let (circuit, remote) = relay_ids(rai);
+        Keys::leases(
+            sn.id,
+            &sn.caps,
+            &Origin {
+                hw: &hw,
+                relay: (!req.giaddr.is_unspecified()).then_some((req.giaddr, circuit, remote)),
+                line: Self::line_of(req, arrival),
+            },
+        )
+    }
+
+    /// The reason `key` may not take one more address in `si`, counted.
+    pub(super) fn cap_refusal(
+        &mut self,
+        si: usize,
+        req: &DhcpRequest<'_>,
+        arrival: &Arrival<'_>,
+        key: &[u8],
+        now: u64,
+    ) -> Option<&'static str> {
+        let keys = self.cap_keys(si, req, arrival);
+        let why = self
+            .caps
+            .lease_refused(&keys, key, &self.leases, now)?
+            .reason();
+        *self.counters.limited.entry(why).or_default() += 1;
+        Some(why)
     }
 }
 

@@ -6,7 +6,12 @@
 
 use std::{collections::HashMap, net::Ipv4Addr};
 
-use crate::config::{Config, RelayTrust};
+use crate::{
+    config::{Config, RelayTrust},
+    wire::DhcpRequest,
+};
+
+use super::{Arrival, Server};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Grants {
@@ -94,6 +99,51 @@ impl Trust {
     /// giaddr, so giaddr itself must be a trusted relay.
     pub fn fast_path_ok(&self, giaddr: Ipv4Addr) -> bool {
         giaddr.is_unspecified() || self.relays.as_ref().is_none_or(|r| r.contains_key(&giaddr))
+    }
+}
+
+impl Server {
+    /// The request as its source may make it: Err when a relayed request
+    /// comes from no trusted relay, or a selector its source is not trusted
+    /// with would move it to another subnet; Ok(Some) without the selectors
+    /// that are ignored.
+    pub(super) fn trusted_view<'r>(
+        &self,
+        req: &DhcpRequest<'r>,
+        arrival: &Arrival<'_>,
+    ) -> Result<Option<DhcpRequest<'r>>, &'static str> {
+        let (subnet_ok, link_ok) = match self.trust.check(req.giaddr, arrival.src_ip) {
+            Verdict::UntrustedRelay => return Err("untrusted_relay"),
+            Verdict::Accept {
+                subnet_selection,
+                link_selection,
+            } => (subnet_selection, link_selection),
+        };
+        let strip_subnet = !subnet_ok && req.subnet_selection.is_some();
+        let strip_link = !link_ok && req.link_selection.is_some();
+        if !strip_subnet && !strip_link {
+            return Ok(None);
+        }
+        let mut plain = req.clone();
+        if strip_subnet {
+            plain.subnet_selection = None;
+        }
+        if strip_link {
+            plain.link_selection = None;
+        }
+        let own = self.subnet_for_link(&plain, arrival);
+        let named = [
+            req.subnet_selection.filter(|_| strip_subnet),
+            req.link_selection.filter(|_| strip_link),
+        ];
+        if named
+            .into_iter()
+            .flatten()
+            .any(|sel| self.subnet_containing(sel) != own)
+        {
+            return Err("untrusted_selector");
+        }
+        Ok(Some(plain))
     }
 }
 
