@@ -409,6 +409,7 @@ pub fn try_answer(ctx: &XdpContext, frame: &Frame) -> Result<u32, u32> {
         s.ip = lease.ip;
     }
     let now = check_lease(ctx, s, lease, ifindex)?;
+    crate::relay::from_its_relay(ctx, frame, lease.giaddr)?;
     check_shape(ctx, s, lease)?;
     let tmpl = XDHCP_TEMPLATES
         .get(lease.template_id)

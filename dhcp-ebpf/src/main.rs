@@ -10,6 +10,7 @@ mod bench;
 mod fast;
 mod gen;
 mod parse;
+mod relay;
 
 use aya_ebpf::{
     bindings::xdp_action,

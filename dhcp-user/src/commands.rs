@@ -298,6 +298,11 @@ pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) 
                         "received": by_type(&c.received),
                         "sent": by_type(&c.sent),
                         "dropped": c.dropped,
+                        "limited": c.limited,
+                        "cap-index": {
+                            "leases": cx.server.cap_index_sizes().0,
+                            "declines": cx.server.cap_index_sizes().1,
+                        },
                         "malformed": c.malformed.iter().map(|(k, v)| (k.name().to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
                         "fast-path-renewals-stored": c.fast_renewals,
                         "subnets": subnets,

@@ -10,7 +10,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         mpsc, Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -74,6 +74,49 @@ pub struct Committer {
     pub maps: Option<FastMaps>,
     pub sync: Arc<Mutex<SyncStats>>,
     pub health: Arc<Mutex<StoreHealth>>,
+    /// Commits handed over and not yet written (or abandoned): senders add
+    /// one per commit, the committer takes them off once their batch is
+    /// done, so a failing store shows as a full queue (`CommitQueue`).
+    pub queued: Arc<AtomicUsize>,
+}
+
+/// The sending side of the committer's queue, with its bound: requests
+/// are handled only while `has_room`, so while the store is slow or down
+/// the queue stops growing and requests wait in the bounded backlog
+/// instead (the kernel drops what does not fit there).
+pub struct CommitQueue<W> {
+    tx: mpsc::Sender<Commit<W>>,
+    queued: Arc<AtomicUsize>,
+    cap: usize,
+}
+
+impl<W> CommitQueue<W> {
+    pub fn new(tx: mpsc::Sender<Commit<W>>, queued: Arc<AtomicUsize>, cap: usize) -> Self {
+        CommitQueue { tx, queued, cap }
+    }
+
+    pub fn send(&self, c: Commit<W>) {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send(c).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) < self.cap
+    }
+
+    pub fn len(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn set_cap(&mut self, cap: usize) {
+        self.cap = cap;
+    }
 }
 
 impl Committer {
@@ -86,6 +129,7 @@ impl Committer {
             maps,
             sync,
             health: Arc::default(),
+            queued: Arc::default(),
         }
     }
 
@@ -163,8 +207,10 @@ impl Committer {
             let mut replies = first.replies;
             let mut done: Vec<_> = first.done.into_iter().collect();
             let mut unmap = first.unmap;
+            let mut taken = 1;
             while ops.len() < 4096 {
                 let Ok(more) = rx.try_recv() else { break };
+                taken += 1;
                 seq = seq.max(more.seq);
                 ops.extend(more.ops);
                 replies.extend(more.replies);
@@ -235,6 +281,12 @@ impl Committer {
                 h.failing_since = None;
                 h.withheld_replies = 0;
             }
+            // Done with, either way: its senders may queue more.
+            let _ = self
+                .queued
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                    Some(v.saturating_sub(taken))
+                });
             if !written {
                 all_written = false;
                 if let Some(m) = self.maps.as_ref() {
@@ -351,6 +403,49 @@ mod tests {
         let mut got: Vec<_> = c.store.load().unwrap().into_iter().map(|l| l.ip).collect();
         got.sort();
         assert_eq!(got, vec![lease(1).ip, lease(2).ip]);
+    }
+
+    /// Issue 14: while the store refuses writes the queue stays full (so
+    /// the daemon handles no more requests and memory does not grow),
+    /// and it drains once the store takes the batch.
+    #[test]
+    fn the_commit_queue_stays_full_while_the_store_fails_and_drains_after() {
+        let fail = Arc::new(AtomicU32::new(4));
+        let store = FlakyStore {
+            inner: MemoryStore::default(),
+            fail: fail.clone(),
+        };
+        let mut c = Committer::new(Box::new(store), None);
+        let (tx, rx) = mpsc::channel::<Commit<u8>>();
+        let q = CommitQueue::new(tx, c.queued.clone(), 2);
+        for n in 1..=2 {
+            assert!(q.has_room());
+            q.send(Commit {
+                seq: u64::from(n),
+                ops: vec![StoreOp::Put(lease(n))],
+                replies: vec![n],
+                done: None,
+                unmap: Vec::new(),
+            });
+        }
+        assert!(!q.has_room());
+        let t = std::thread::spawn(move || {
+            let stopping = AtomicBool::new(false);
+            c.run(rx, |_| {}, |_| {}, &stopping, Duration::from_secs(10))
+        });
+        let t0 = Instant::now();
+        while fail.load(Ordering::SeqCst) > 0 {
+            assert!(!q.has_room(), "room while the store still fails");
+            assert!(t0.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        while !q.has_room() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "never drained");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(q.is_empty());
+        drop(q);
+        assert!(t.join().unwrap());
     }
 
     /// At shutdown, a store that keeps failing is given up on and the run

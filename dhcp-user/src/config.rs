@@ -10,6 +10,11 @@ use std::{
 
 use serde::Deserialize;
 
+mod limits;
+pub use limits::{
+    Caps, Limits, Relay, RelayTrust, DEFAULT_DECLINES_PER_CLIENT, DEFAULT_DECLINES_PER_LINE,
+};
+
 /// The embedded default: the demo lab's server side (interface `srv0`,
 /// addresses from the benchmarking range 198.18.0.0/15).
 pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
@@ -27,6 +32,12 @@ pub struct Config {
     pub options: OptionSet,
     #[serde(default, rename = "subnet")]
     pub subnets: Vec<Subnet>,
+    /// Caps every subnet inherits (`limits`).
+    #[serde(default)]
+    pub limits: Limits,
+    /// Trusted relay agents.
+    #[serde(default, rename = "relay")]
+    pub relays: Vec<Relay>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -89,6 +100,17 @@ pub struct Server {
     /// request then goes to the control plane, which decides).
     #[serde(default = "default_true")]
     pub audit_repair: bool,
+    /// Which relayed requests are served (`RelayTrust`).
+    #[serde(default)]
+    pub relay_trust: RelayTrust,
+    /// Requests waiting for the state machine; beyond it the oldest
+    /// DISCOVER is dropped first.
+    #[serde(default = "limits::default_request_queue")]
+    pub request_queue: u32,
+    /// Commits waiting for the lease store; while it is full no new
+    /// request is handled (they wait in `request_queue`).
+    #[serde(default = "limits::default_commit_queue")]
+    pub commit_queue: u32,
 }
 
 fn default_audit_interval() -> u32 {
@@ -211,6 +233,9 @@ pub struct Subnet {
     /// Answer DISCOVER with option 80 straight with an ACK (RFC 4039).
     #[serde(default)]
     pub rapid_commit: bool,
+    /// Caps over the global `[limits]`, key by key.
+    #[serde(default)]
+    pub limits: Limits,
     #[serde(default, rename = "pool")]
     pub pools: Vec<Pool>,
     #[serde(default, rename = "reservation")]
@@ -737,6 +762,14 @@ impl Config {
                 "offer_hold_secs must be positive".into(),
             ));
         }
+        limits::check(
+            &self.relays,
+            self.server.request_queue,
+            self.server.commit_queue,
+            |i| table_line(text, "relay", i),
+            global_line,
+        )
+        .map_err(|(line, r)| err(line, r))?;
         check_options(&self.options)
             .and_then(|()| check_timers(&[("[options]", &self.options)]))
             .map_err(|r| err(global_line("[options]"), r))?;

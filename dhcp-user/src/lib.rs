@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auditor;
+pub mod backlog;
 pub mod clock;
 pub mod commands;
 pub mod commit;

@@ -65,6 +65,13 @@ pub fn render(stats: &Value) -> String {
     );
     counters(
         &mut reg,
+        "limited_requests",
+        "Requests a lease or DECLINE cap refused, by reason",
+        "reason",
+        &stats["limited"],
+    );
+    counters(
+        &mut reg,
         "malformed_messages",
         "Malformed frames counted and dropped, by reason",
         "reason",

@@ -25,8 +25,9 @@ use dhcp_common::MAP_EVENTS;
 
 use crate::{
     auditor::{self, Auditor, Repair},
+    backlog::{self, Backlog, Queued},
     commands,
-    commit::{Commit, Committer, Written},
+    commit::{Commit, CommitQueue, Committer, Written},
     config::{Config, XdpSetting},
     control::{self, Pending},
     egress::Egress,
@@ -118,13 +119,13 @@ fn log_counters(server: &Server) {
 /// and that it is retried.
 fn reply_after_commit(
     engine: &mut Engine,
-    commit_tx: &mpsc::Sender<Commit<Wire>>,
+    commit_tx: &CommitQueue<Wire>,
     ops: Vec<StoreOp>,
     response: control::Response,
     reply: tokio::sync::oneshot::Sender<control::Response>,
 ) {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let _ = commit_tx.send(engine.commit(ops, Vec::new(), Some(done_tx)));
+    commit_tx.send(engine.commit(ops, Vec::new(), Some(done_tx)));
     tokio::spawn(async move {
         let r = match done_rx.await {
             Ok(Written::Durable) => response,
@@ -138,9 +139,61 @@ fn reply_after_commit(
 }
 
 /// The auditor's repairs, to the committer (`FastMaps::unmap`).
-fn send_repair(engine: &mut Engine, commit_tx: &mpsc::Sender<Commit<Wire>>, fix: Option<Repair>) {
+fn send_repair(engine: &mut Engine, commit_tx: &CommitQueue<Wire>, fix: Option<Repair>) {
     if let Some(f) = fix {
-        let _ = commit_tx.send(engine.repair(f.ops, f.unmap));
+        commit_tx.send(engine.repair(f.ops, f.unmap));
+    }
+}
+
+/// Frames read per socket wake-up before the others get a turn.
+const READ_BUDGET: usize = 1024;
+/// Requests handled per turn of the loop.
+const HANDLE_BUDGET: usize = 64;
+
+/// Where a handled request's answer goes.
+struct Out<'a> {
+    sockets: &'a [Arc<PacketSocket>],
+    names: &'a [String],
+    tx: &'a Transmitter,
+    commits: &'a CommitQueue<Wire>,
+}
+
+/// Runs one queued request through the state machine: its reply leaves
+/// now, or after its lease changes are durable.
+fn handle_queued(q: Queued, engine: &mut Engine, egress: &mut Egress, out: &Out<'_>) {
+    let i = q.iface;
+    let server = &mut engine.server;
+    let frame = match wire::parse_frame(&q.frame, q.stripped_tag, q.check_udp) {
+        Ok(f) => f,
+        Err(m) => return server.count_malformed(m),
+    };
+    let req = match wire::parse_dhcp(frame.payload) {
+        Ok(r) => r,
+        Err(m) => return server.count_malformed(m),
+    };
+    let arrival = Arrival {
+        iface: &out.names[i],
+        tags: &frame.tags,
+        src_mac: frame.src_mac,
+        src_ip: frame.src_ip,
+    };
+    let o = server.handle(&req, &arrival, unix_now());
+    tracing::debug!(
+        interface = %out.names[i], xid = format_args!("{:#010x}", req.xid),
+        "{} -> {}", msg::name(req.msg_type),
+        o.reply.as_ref().map_or(o.dropped.unwrap_or("-"), |r| msg::name(r.msg_type))
+    );
+    let mac = out.sockets[i].mac;
+    let wire = o
+        .reply
+        .map(|r| egress.frame_for(&r.dest, &frame, mac, r.payload, i));
+    if o.store.is_empty() {
+        if let Some(w) = &wire {
+            out.tx.send(w);
+        }
+    } else {
+        out.commits
+            .send(engine.commit(o.store, wire.into_iter().collect(), None));
     }
 }
 
@@ -313,6 +366,14 @@ pub async fn run(
     let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel::<MapReport>();
     let stopping = Arc::new(AtomicBool::new(false));
     let mut committer = Committer::new(Box::new(store), Some(maps));
+    let mut commit_tx = CommitQueue::new(
+        commit_tx,
+        committer.queued.clone(),
+        config.server.commit_queue as usize,
+    );
+    let mut backlog = Backlog::new(config.server.request_queue as usize);
+    // Sockets whose last read stopped at its budget, not at empty.
+    let mut unread = vec![false; sockets.len()];
     let sync_stats = committer.sync.clone();
     let store_health = committer.health.clone();
     let committer_thread = {
@@ -388,6 +449,9 @@ pub async fn run(
     let mut keep_fast_path = false;
     let lease_db = config.server.lease_db.display().to_string();
     tracing::info!(server_id = %config.server.server_id, "xdhcp serving");
+    if engine.server.relays_open() {
+        tracing::warn!("no relay listed (subnet relays or [[relay]]): relayed requests, options 118 and 82.5 are trusted from any source; list the relays to serve only theirs");
+    }
     let mut buf = vec![0u8; 65536];
     let mut egress = Egress::new(config.server.server_id);
     loop {
@@ -396,52 +460,35 @@ pub async fn run(
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             Some(i) = ready_rx.recv() => {
-                let sock = &sockets[i];
-                // Drain: many requests per wake-up under load.
-                loop {
-                    let meta = match sock.recv(&mut buf) {
-                        Ok(m) => m,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) => { tracing::warn!(interface = %names[i], "recv: {e}"); break; }
-                    };
-                    let server = &mut engine.server;
-                    if !meta.for_us {
-                        server.count_not_for_us();
-                        continue;
-                    }
-                    let frame = match wire::parse_frame(&buf[..meta.len], meta.stripped_tag, meta.check_udp) {
-                        Ok(f) => f,
-                        Err(m) => { server.count_malformed(m); continue; }
-                    };
-                    let req = match wire::parse_dhcp(frame.payload) {
-                        Ok(r) => r,
-                        Err(m) => { server.count_malformed(m); continue; }
-                    };
-                    let arrival = Arrival { iface: &names[i], tags: &frame.tags, src_mac: frame.src_mac };
-                    let now = unix_now();
-                    let out = server.handle(&req, &arrival, now);
-                    tracing::debug!(
-                        interface = %names[i], xid = format_args!("{:#010x}", req.xid),
-                        "{} -> {}", msg::name(req.msg_type),
-                        out.reply.as_ref().map_or(out.dropped.unwrap_or("-"), |r| msg::name(r.msg_type))
-                    );
-                    let wire = out.reply.map(|r| egress.frame_for(&r.dest, &frame, sock.mac, r.payload, i));
-                    if out.store.is_empty() {
-                        if let Some(w) = &wire {
-                            tx.send(w);
-                        }
-                    } else {
-                        let _ = commit_tx.send(engine.commit(out.store, wire.into_iter().collect(), None));
-                    }
+                unread[i] = backlog::read(&sockets[i], i, &names[i], &mut buf, &mut engine.server, &mut backlog, READ_BUDGET);
+            }
+            _ = std::future::ready(()), if unread.contains(&true) => {
+                for (i, more) in unread.iter_mut().enumerate().filter(|(_, m)| **m) {
+                    *more = backlog::read(&sockets[i], i, &names[i], &mut buf, &mut engine.server, &mut backlog, READ_BUDGET);
                 }
             }
+            // Requests wait while the store has a full queue of commits:
+            // the backlog, not memory, takes the pressure.
+            _ = std::future::ready(()), if !backlog.is_empty() && commit_tx.has_room() => {
+                let out = Out { sockets: &sockets, names: &names, tx: &tx, commits: &commit_tx };
+                for _ in 0..HANDLE_BUDGET {
+                    if !out.commits.has_room() {
+                        break;
+                    }
+                    let Some(q) = backlog.pop() else { break };
+                    handle_queued(q, &mut engine, &mut egress, &out);
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(5)), if !backlog.is_empty() && !commit_tx.has_room() => {}
             _ = sighup.recv() => {
                 match engine.reload() {
                     Ok((text, ops)) => {
                         tracing::info!("SIGHUP: {text}");
                         auditor.set_settings(auditor::Settings::from_config(&engine.config.server));
+                        backlog.set_cap(engine.config.server.request_queue as usize);
+                        commit_tx.set_cap(engine.config.server.commit_queue as usize);
                         if !ops.is_empty() {
-                            let _ = commit_tx.send(engine.commit(ops, Vec::new(), None));
+                            commit_tx.send(engine.commit(ops, Vec::new(), None));
                         }
                     }
                     Err(e) => tracing::error!("SIGHUP: {e}"),
@@ -497,6 +544,8 @@ pub async fn run(
                         Ok((text, ops)) => {
                             tracing::info!("{text}");
                             auditor.set_settings(auditor::Settings::from_config(&engine.config.server));
+                            backlog.set_cap(engine.config.server.request_queue as usize);
+                            commit_tx.set_cap(engine.config.server.commit_queue as usize);
                             let response = control::Response::ok(text, serde_json::Value::Null);
                             reply_after_commit(&mut engine, &commit_tx, ops, response, p.reply);
                         }
@@ -551,14 +600,14 @@ pub async fn run(
                 let ops = engine.reclaim(read_ring(&mut events), now);
                 if !ops.is_empty() {
                     tracing::debug!(ops = ops.len(), "renewals stored, leases reclaimed");
-                    let _ = commit_tx.send(engine.commit(ops, Vec::new(), None));
+                    commit_tx.send(engine.commit(ops, Vec::new(), None));
                 }
             }
             _ = event_poll.tick() => {
                 let now = unix_now();
                 let ops = engine.kernel_tick(read_ring(&mut events), now);
                 if !ops.is_empty() {
-                    let _ = commit_tx.send(engine.commit(ops, Vec::new(), None));
+                    commit_tx.send(engine.commit(ops, Vec::new(), None));
                 }
                 let fix = auditor.poll(&mut engine);
                 send_repair(&mut engine, &commit_tx, fix);
@@ -589,7 +638,7 @@ pub async fn run(
     let now = unix_now();
     let ops = engine.kernel_tick(read_ring(&mut events), now);
     if !ops.is_empty() {
-        let _ = commit_tx.send(engine.commit(ops, Vec::new(), None));
+        commit_tx.send(engine.commit(ops, Vec::new(), None));
     }
     // Every change handed to the committer is written before we exit (or,
     // with the store failing, given up on after a while).

@@ -9,19 +9,25 @@ use std::{
 };
 
 use crate::{
-    config::{Config, Ipv4Net, OptionSet},
+    config::{Caps, Config, Ipv4Net, OptionSet},
     fastmap::KernelGrant,
     leases::{client_id_key, hw_key, ClientKey, EndKind, FastReply, Lease, LeaseState, LeaseTable},
     store::StoreOp,
     wire::{self, msg, opt, DhcpRequest, Malformed, Reply, Tag},
 };
 
+mod limits;
 mod offers;
+mod trust;
+use limits::{CapIndex, Keys};
 use offers::Offers;
 pub use offers::{LineId, SubnetOffers};
+pub use trust::{Trust, Verdict};
 
 pub const DEFAULT_LEASE_SECS: u32 = 3600;
 const MAX_SHARED_TEMPLATES: usize = 65_536;
+/// At most one "pool exhausted" line per subnet this often.
+const EXHAUSTED_LOG_SECS: u64 = 10;
 /// How far before an end a kernel grant still counts as after it. The
 /// XDP program stamps renewals with `bpf_ktime_get_coarse_ns`, which lags
 /// by up to a jiffy (10 ms at HZ=100), and the clock conversion adds
@@ -36,6 +42,8 @@ pub struct Arrival<'a> {
     /// Outermost first.
     pub tags: &'a [Tag],
     pub src_mac: [u8; 6],
+    /// The IPv4 source: a relay's address for relayed requests.
+    pub src_ip: Ipv4Addr,
 }
 
 /// Where a reply goes (RFC 2131 §4.1).
@@ -179,6 +187,7 @@ struct SubnetRt {
     vlan: (u16, u16),
     relays: Vec<Ipv4Addr>,
     rapid_commit: bool,
+    caps: Caps,
     pools: Vec<PoolRt>,
     resolved: Resolved,
     reservations: HashMap<ClientKey, ReservationRt>,
@@ -194,18 +203,24 @@ pub struct Counters {
     pub malformed: BTreeMap<Malformed, u64>,
     /// Renewals the XDP program answered and the control plane recorded.
     pub fast_renewals: u64,
+    /// Requests refused by a cap (no OFFER, a NAK, or a DECLINE that
+    /// quarantined nothing), by reason.
+    pub limited: BTreeMap<&'static str, u64>,
 }
 
 pub struct Server {
     server_id: Ipv4Addr,
     offers: Offers,
-    /// Per subnet, when "pool exhausted" was last logged.
-    exhausted_logged: HashMap<u32, u64>,
+    /// Per subnet, when "pool exhausted" was last logged and the
+    /// DISCOVERs refused since.
+    exhausted_logged: HashMap<u32, (u64, u64)>,
     probation: u64,
     subnets: Vec<SubnetRt>,
     last_exhausted_reclaim: u64,
     /// Reply templates, shared by every lease that uses the same one.
     templates: HashSet<Arc<[u8]>>,
+    trust: Trust,
+    caps: CapIndex,
     pub leases: LeaseTable,
     pub counters: Counters,
 }
@@ -252,6 +267,7 @@ impl Server {
                 vlan: (s.vlan.unwrap_or(0), s.inner_vlan.unwrap_or(0)),
                 relays: s.relays.clone(),
                 rapid_commit: s.rapid_commit,
+                caps: Caps::resolve(&config.limits, &s.limits),
                 pools: s
                     .pools
                     .iter()
@@ -308,6 +324,8 @@ impl Server {
             subnets,
             last_exhausted_reclaim: 0,
             templates,
+            trust: Trust::new(config),
+            caps: CapIndex::default(),
             leases,
             counters: Counters::default(),
         }
@@ -320,6 +338,16 @@ impl Server {
 
     pub fn server_id(&self) -> Ipv4Addr {
         self.server_id
+    }
+
+    /// Whether every relay is trusted (none listed, `relay_trust` auto).
+    pub fn relays_open(&self) -> bool {
+        self.trust.open()
+    }
+
+    /// Addresses the caps index (leases, quarantines).
+    pub fn cap_index_sizes(&self) -> (usize, usize) {
+        self.caps.sizes()
     }
 
     pub fn count_not_for_us(&mut self) {
@@ -462,6 +490,19 @@ impl Server {
             .unwrap_or(&sn.resolved)
     }
 
+    /// Whether `req` comes from a client the lease table knows at the
+    /// address it names (a renewal, a REQUEST for its offer or binding,
+    /// its RELEASE, DECLINE or INFORM): under overload those go first
+    /// (`backlog`).
+    pub fn from_bound_client(&self, req: &DhcpRequest<'_>, _arrival: &Arrival<'_>) -> bool {
+        if req.msg_type == msg::DISCOVER {
+            return false;
+        }
+        let key = Self::identity(req);
+        let holds = |ip: Ipv4Addr| self.leases.get(ip).is_some_and(|l| l.is_client(&key));
+        (!req.ciaddr.is_unspecified() && holds(req.ciaddr)) || req.requested_ip.is_some_and(holds)
+    }
+
     /// May `key` have `ip` in `sn` at `now`?
     fn acceptable(
         &self,
@@ -491,6 +532,18 @@ impl Server {
 
     pub fn handle(&mut self, req: &DhcpRequest<'_>, arrival: &Arrival<'_>, now: u64) -> Outcome {
         self.counters.received[usize::from(req.msg_type.min(8))] += 1;
+        let plain;
+        let req = match self.trusted_view(req, arrival) {
+            Ok(Some(p)) => {
+                plain = p;
+                &plain
+            }
+            Ok(None) => req,
+            Err(why) => {
+                *self.counters.dropped.entry(why).or_default() += 1;
+                return Outcome::drop(why);
+            }
+        };
         let out = match req.msg_type {
             msg::DISCOVER => self.discover(req, arrival, now),
             msg::REQUEST => self.request(req, arrival, now),
@@ -513,6 +566,9 @@ impl Server {
             return Outcome::drop("no_subnet");
         };
         let key = Self::identity(req);
+        if let Some(why) = self.cap_refusal(si, req, arrival, &key, now) {
+            return Outcome::drop(why);
+        }
         let sn = &self.subnets[si];
         let sid = sn.id;
         let mut reclaimed = Vec::new();
@@ -560,17 +616,19 @@ impl Server {
             match got {
                 Some(ip) => ip,
                 None => {
-                    let last = self.exhausted_logged.entry(sid).or_insert(0);
-                    if now > *last {
+                    // A flood of DISCOVERs into a full pool writes one line
+                    // per interval, not one per DISCOVER.
+                    let (last, refused) = self.exhausted_logged.entry(sid).or_insert((0, 0));
+                    *refused += 1;
+                    if *last == 0 || now >= *last + EXHAUSTED_LOG_SECS {
+                        let n_refused = std::mem::take(refused);
                         *last = now;
-                        match self.offers.top_decliner() {
-                            Some((line, n)) => {
-                                tracing::warn!(subnet = %sn.net, "pool exhausted: no address to offer (most declines: {line}, {n})")
-                            }
-                            None => {
-                                tracing::warn!(subnet = %sn.net, "pool exhausted: no address to offer")
-                            }
-                        }
+                        let decliner = self
+                            .offers
+                            .top_decliner()
+                            .map(|(line, n)| format!(" (most declines: {line}, {n})"))
+                            .unwrap_or_default();
+                        tracing::warn!(subnet = %sn.net, refused = n_refused, "pool exhausted: no address to offer{decliner}");
                     }
                     let mut o = Outcome::drop("pool_exhausted");
                     o.store = reclaimed;
@@ -603,6 +661,8 @@ impl Server {
             reclaimed.extend(displaced.map(StoreOp::Put));
             let size = self.pool_size(sid);
             let client = Self::identity(req);
+            let keys = self.cap_keys(si, req, arrival);
+            self.caps.leased(&keys, ip, &client);
             let place = offers::Place {
                 subnet: sid,
                 pool_size: size,
@@ -682,6 +742,10 @@ impl Server {
             lease_secs: resolved.lease_secs,
             fast,
         };
+        let keys = self.cap_keys(si, req, arrival);
+        if let Some(k) = &lease.client {
+            self.caps.leased(&keys, ip, k);
+        }
         let mut store = vec![StoreOp::Put(lease.clone())];
         if let Some(moved_from) = self.leases.put(lease) {
             store.push(StoreOp::Put(moved_from));
@@ -709,6 +773,7 @@ impl Server {
     ) -> Option<Arc<FastReply>> {
         if key.len() > 1 + dhcp_common::MAX_ID_LEN
             || template.len() > dhcp_common::TEMPLATE_OPTIONS_MAX
+            || !self.trust.fast_path_ok(req.giaddr)
         {
             return None;
         }
@@ -923,6 +988,9 @@ impl Server {
                 self.leases.remove(ip);
                 *self.counters.dropped.entry("offer_taken_back").or_default() += 1;
             }
+            if let Some(why) = self.cap_refusal(si, req, arrival, &key, now) {
+                return self.nak(req, arrival, why);
+            }
             if self.acceptable(&self.subnets[si], req, &key, ip, now) {
                 return self.bind(si, req, arrival, key, ip, now, false);
             }
@@ -936,6 +1004,9 @@ impl Server {
             let Some(si) = self.subnet_for_link(req, arrival) else {
                 return Outcome::drop("no_subnet");
             };
+            if let Some(why) = self.cap_refusal(si, req, arrival, &key, now) {
+                return self.nak(req, arrival, why);
+            }
             let sn = &self.subnets[si];
             if !sn.net.contains(ip) {
                 return self.nak(req, arrival, "address not on the client's network");
@@ -996,8 +1067,21 @@ impl Server {
         match self.leases.get(ip) {
             Some(l) if l.is_client(&key) => {
                 let mut d = l.clone();
-                tracing::warn!(%ip, "address declined by its client (in use elsewhere?): quarantined");
                 let subnet = l.subnet_id;
+                let caps = self
+                    .subnets
+                    .iter()
+                    .find(|s| s.id == subnet)
+                    .map_or_else(Caps::default, |s| s.caps);
+                let keys = Keys::declines(subnet, &caps, &key, Self::line_of(req, arrival));
+                if let Some(kind) = self.caps.decline_refused(&keys, &self.leases) {
+                    // The address is not quarantined: the client's hold
+                    // lapses as an unrequested offer would.
+                    let why = kind.reason();
+                    *self.counters.limited.entry(why).or_default() += 1;
+                    return Outcome::drop(why);
+                }
+                tracing::warn!(%ip, "address declined by its client (in use elsewhere?): quarantined");
                 self.offers.gone(ip);
                 self.offers.declined(
                     subnet,
@@ -1008,6 +1092,7 @@ impl Server {
                 d.client = None;
                 d.state = LeaseState::Declined;
                 d.expires = now + self.probation;
+                self.caps.declined(&keys, ip, d.expires);
                 self.leases.put(d.clone());
                 Outcome {
                     store: vec![StoreOp::Put(d)],

@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
             iface: iface(rec.sel),
             tags: &tags,
             src_mac,
+            src_ip: req.giaddr,
         };
         let out = server.handle(&req, &arrival, now);
         if let Some(r) = &out.reply {

@@ -472,6 +472,7 @@ impl<'k> World<'k> {
             iface: "lo",
             tags: &f.tags,
             src_mac: f.src_mac,
+            src_ip: f.src_ip,
         };
         let out = self.engine.server.handle(&req, &arrival, unix_now());
         let reply = out

@@ -130,6 +130,7 @@ impl Rig {
             iface: "lo",
             tags: &f.tags,
             src_mac: f.src_mac,
+            src_ip: f.src_ip,
         };
         let out = self.server.handle(&req, &arrival, unix_now());
         let mut report = xdhcp::fastmap::MapReport::new(0);
@@ -1204,6 +1205,11 @@ fn write_fuzz_seeds(dir: &std::path::Path, acked: &[Vec<u8>]) {
                 iface: "lo",
                 tags: &tags,
                 src_mac: c.mac,
+                src_ip: if req.giaddr.is_unspecified() {
+                    req.ciaddr
+                } else {
+                    req.giaddr
+                },
             };
             server.handle(&req, &arrival, now).reply
         };

@@ -155,6 +155,11 @@ fn handle_on(s: &mut Server, r: &Req, tags: &[Tag], now: u64) -> Outcome {
         iface: "srv0",
         tags,
         src_mac: r.mac,
+        src_ip: if parsed.giaddr.is_unspecified() {
+            parsed.ciaddr
+        } else {
+            parsed.giaddr
+        },
     };
     s.handle(&parsed, &arrival, now)
 }
@@ -1109,6 +1114,7 @@ fn unparsable_reservation_id_is_not_an_empty_one() {
         iface: "srv0",
         tags: UNTAGGED,
         src_mac: [2, 0, 0, 0, 0, 7],
+        src_ip: Ipv4Addr::UNSPECIFIED,
     };
     let o = s.handle(&parsed, &arrival, NOW);
     assert_ne!(yiaddr(&o), Ipv4Addr::new(198, 18, 0, 50));
@@ -1259,4 +1265,225 @@ fn a_binding_is_offerable_unless_the_clients_reservation_is_elsewhere() {
     v1.remove(19);
     let old = FastReply::decode(&v1).unwrap();
     assert!(!old.offerable && old.template == f.template && old.iface == f.iface);
+}
+
+fn server_with(edit: impl Fn(&str) -> String) -> Server {
+    let c = Config::parse(&edit(CONFIG), "test").unwrap();
+    Server::new(&c, Vec::new())
+}
+
+fn handle_from(s: &mut Server, r: &Req, src: [u8; 4]) -> Outcome {
+    let raw = r.raw();
+    let parsed = wire::parse_dhcp(&raw).unwrap();
+    let arrival = Arrival {
+        iface: "srv0",
+        tags: UNTAGGED,
+        src_mac: r.mac,
+        src_ip: src.into(),
+    };
+    s.handle(&parsed, &arrival, NOW)
+}
+
+const LINE_CAP: &str = "options = { routers = [\"198.18.0.1\"] }\n";
+
+#[test]
+fn a_line_cap_refuses_a_second_client_while_other_lines_are_served() {
+    let mut s = server_with(|c| {
+        c.replace(
+            LINE_CAP,
+            &format!("{LINE_CAP}[subnet.limits]\nleases_per_line = 1\n"),
+        )
+    });
+    let ip = dora(&mut s, 1);
+    let second = handle(&mut s, &req(msg::DISCOVER, 2));
+    assert_eq!(second.dropped, Some("cap_line"));
+    // A REQUEST for an address nobody offered it: NAK.
+    let r = handle(
+        &mut s,
+        &req(msg::REQUEST, 2)
+            .requested([198, 18, 0, 101])
+            .server_id([198, 18, 0, 1]),
+    );
+    assert_eq!(msg_type(&r), v4::MessageType::Nak);
+    assert!(r.store.is_empty());
+    // Another line (VLAN 100) serves it.
+    let o = handle_on(&mut s, &req(msg::DISCOVER, 2), VLAN100, NOW);
+    assert_eq!(msg_type(&o), v4::MessageType::Offer);
+    // The line's own client renews and comes back.
+    let renew = handle(&mut s, &req(msg::REQUEST, 1).ciaddr(ip.octets()));
+    assert_eq!(msg_type(&renew), v4::MessageType::Ack);
+    assert_eq!(yiaddr(&handle(&mut s, &req(msg::DISCOVER, 1))), ip);
+    // A reserved client is the operator's choice: not capped.
+    let r = handle(&mut s, &req(msg::DISCOVER, 0x99));
+    assert_eq!(yiaddr(&r), Ipv4Addr::new(198, 18, 0, 50));
+    assert_eq!(s.counters.limited.get("cap_line"), Some(&2));
+    // Its client releases: the line takes a new one.
+    let rel = handle(
+        &mut s,
+        &req(msg::RELEASE, 1)
+            .ciaddr(ip.octets())
+            .server_id([198, 18, 0, 1]),
+    );
+    assert!(rel.dropped.is_none());
+    assert_eq!(
+        msg_type(&handle(&mut s, &req(msg::DISCOVER, 3))),
+        v4::MessageType::Offer
+    );
+}
+
+#[test]
+fn a_decline_flood_from_one_client_quarantines_at_most_its_cap() {
+    let mut s = server_with(|c| {
+        c.replace(
+            "start = \"198.18.0.100\"\nend = \"198.18.0.102\"",
+            "start = \"198.18.0.100\"\nend = \"198.18.0.199\"",
+        )
+    });
+    for _ in 0..50 {
+        let ip = yiaddr(&handle(&mut s, &req(msg::DISCOVER, 1)));
+        handle(
+            &mut s,
+            &req(msg::DECLINE, 1)
+                .requested(ip.octets())
+                .server_id([198, 18, 0, 1]),
+        );
+    }
+    let quarantined = s
+        .leases
+        .iter()
+        .filter(|l| l.state == LeaseState::Declined)
+        .count();
+    assert_eq!(
+        quarantined,
+        crate::config::DEFAULT_DECLINES_PER_CLIENT as usize,
+        "declines_per_client"
+    );
+    assert!(s.counters.limited.get("decline_cap_client").copied() >= Some(40));
+    // Many clients on one line: the line's cap.
+    let mut s = server_with(|c| {
+        c.replace(
+            "start = \"198.18.0.100\"\nend = \"198.18.0.102\"",
+            "start = \"198.18.0.100\"\nend = \"198.18.0.199\"",
+        )
+        .replace(
+            LINE_CAP,
+            &format!("{LINE_CAP}[subnet.limits]\ndeclines_per_line = 5\n"),
+        )
+    });
+    for n in 1..=20 {
+        let ip = yiaddr(&handle(&mut s, &req(msg::DISCOVER, n)));
+        handle(
+            &mut s,
+            &req(msg::DECLINE, n)
+                .requested(ip.octets())
+                .server_id([198, 18, 0, 1]),
+        );
+    }
+    let quarantined = s
+        .leases
+        .iter()
+        .filter(|l| l.state == LeaseState::Declined)
+        .count();
+    assert_eq!(quarantined, 5);
+    assert_eq!(s.counters.limited.get("decline_cap_line"), Some(&15));
+}
+
+const RELAY_LISTED: &str = "[options]\n";
+
+fn trusting(extra: &str) -> Server {
+    server_with(|c| c.replacen(RELAY_LISTED, &format!("{extra}{RELAY_LISTED}"), 1))
+}
+
+#[test]
+fn relayed_requests_only_from_listed_relays_and_selectors_only_if_trusted() {
+    let mut s = trusting("[[relay]]\naddress = \"198.18.9.1\"\n");
+    let d = || req(msg::DISCOVER, 1).giaddr([198, 18, 9, 1]);
+    let ok = handle_from(&mut s, &d(), [198, 18, 9, 1]);
+    assert_eq!(yiaddr(&ok).octets()[..3], [198, 18, 3]);
+    // The same giaddr from a host on an access port.
+    let spoof = handle_from(&mut s, &d(), [198, 18, 0, 77]);
+    assert_eq!(spoof.dropped, Some("untrusted_relay"));
+    assert!(spoof.reply.is_none() && spoof.store.is_empty());
+    // A renewal, a RELEASE: the same.
+    let r = handle_from(
+        &mut s,
+        &req(msg::REQUEST, 1)
+            .giaddr([198, 18, 9, 1])
+            .ciaddr([198, 18, 3, 10]),
+        [198, 18, 0, 77],
+    );
+    assert_eq!(r.dropped, Some("untrusted_relay"));
+    // 118 from a relay not trusted with it, naming another subnet: dropped;
+    // naming the relay's own: served without it.
+    let sel = handle_from(
+        &mut s,
+        &d().opt(opt::SUBNET_SELECTION, &[198, 18, 0, 0]),
+        [198, 18, 9, 1],
+    );
+    assert_eq!(sel.dropped, Some("untrusted_selector"));
+    let same = handle_from(
+        &mut s,
+        &d().opt(opt::SUBNET_SELECTION, &[198, 18, 3, 0]),
+        [198, 18, 9, 1],
+    );
+    assert_eq!(yiaddr(&same).octets()[..3], [198, 18, 3]);
+    // A direct client naming another subnet.
+    let direct = handle_from(
+        &mut s,
+        &req(msg::DISCOVER, 2).opt(opt::SUBNET_SELECTION, &[198, 18, 3, 0]),
+        [0, 0, 0, 0],
+    );
+    assert_eq!(direct.dropped, Some("untrusted_selector"));
+    assert_eq!(s.counters.dropped.get("untrusted_relay"), Some(&2));
+    assert_eq!(s.counters.dropped.get("untrusted_selector"), Some(&2));
+
+    // Trusted with 118, the relay chooses.
+    let mut s = trusting("[[relay]]\naddress = \"198.18.9.1\"\ntrust_subnet_selection = true\n");
+    let o = handle_from(
+        &mut s,
+        &d().opt(opt::SUBNET_SELECTION, &[198, 18, 0, 0]),
+        [198, 18, 9, 1],
+    );
+    assert_eq!(yiaddr(&o).octets()[..3], [198, 18, 0]);
+}
+
+#[test]
+fn without_a_listed_relay_every_relay_is_trusted_as_before() {
+    let mut s = server();
+    assert!(s.relays_open());
+    let o = handle_from(
+        &mut s,
+        &req(msg::DISCOVER, 1)
+            .giaddr([198, 18, 9, 1])
+            .opt(opt::SUBNET_SELECTION, &[198, 18, 0, 0]),
+        [198, 18, 0, 77],
+    );
+    assert_eq!(yiaddr(&o).octets()[..3], [198, 18, 0]);
+}
+
+#[test]
+fn bound_clients_are_told_apart_from_new_ones() {
+    let mut s = server();
+    let ip = dora(&mut s, 1);
+    let raw = |r: &Req| r.raw();
+    let arrival = Arrival {
+        iface: "srv0",
+        tags: UNTAGGED,
+        src_mac: [2, 0, 0, 0, 0, 1],
+        src_ip: Ipv4Addr::UNSPECIFIED,
+    };
+    let bound = |s: &Server, r: &Req| {
+        let b = raw(r);
+        s.from_bound_client(&wire::parse_dhcp(&b).unwrap(), &arrival)
+    };
+    assert!(bound(&s, &req(msg::REQUEST, 1).ciaddr(ip.octets())));
+    assert!(bound(&s, &req(msg::REQUEST, 1).requested(ip.octets())));
+    assert!(!bound(&s, &req(msg::DISCOVER, 1)));
+    assert!(!bound(&s, &req(msg::REQUEST, 2).ciaddr(ip.octets())));
+    assert!(!bound(
+        &s,
+        &req(msg::REQUEST, 3)
+            .requested([198, 18, 0, 102])
+            .server_id([198, 18, 0, 1])
+    ));
 }

@@ -1,0 +1,502 @@
+//! Lease and DECLINE caps: how many addresses one MAC, circuit-id,
+//! remote-id or direct line may hold, and how many one client or line may
+//! have in DECLINE quarantine.
+//!
+//! Each capped key indexes the addresses recorded against it, so a check
+//! costs O(1) below the cap and O(cap) at it, never a scan of the lease
+//! table. Entries are checked
+//! against the lease table when counted (the address still held by the
+//! recorded client, the quarantine still the recorded one), so no path
+//! that ends a lease (release, reclaim, reload, the kernel's grants) has
+//! to tell the index: a stale entry is dropped when next counted, and
+//! each address sits under one set of keys at a time, so the index never
+//! outgrows the pools.
+//!
+//! Not persisted: after a restart, leases count against their MAC again
+//! as their clients come back to the control plane; circuit-ids, remote-ids
+//! and lines are learnt afresh from requests (bindings the XDP program
+//! renews count from their next request that reaches the control plane).
+
+use std::{collections::HashMap, net::Ipv4Addr};
+
+use crate::{
+    config::Caps,
+    leases::{ClientKey, LeaseState, LeaseTable},
+};
+
+use super::{hw_of, relay_ids, Arrival, LineId, Server};
+use crate::wire::DhcpRequest;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Mac,
+    CircuitId,
+    RemoteId,
+    Line,
+    DeclineClient,
+    DeclineLine,
+}
+
+impl Kind {
+    /// The counted reason a request is refused for.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Kind::Mac => "cap_mac",
+            Kind::CircuitId => "cap_circuit_id",
+            Kind::RemoteId => "cap_remote_id",
+            Kind::Line => "cap_line",
+            Kind::DeclineClient => "decline_cap_client",
+            Kind::DeclineLine => "decline_cap_line",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CapKey {
+    subnet: u32,
+    kind: Kind,
+    id: u64,
+}
+
+/// The keys a request counts against, each with its cap (none at 0).
+#[derive(Debug, Default)]
+pub struct Keys(Vec<(CapKey, u32)>);
+
+/// Where a request came from, as the caps see it.
+pub struct Origin<'a> {
+    pub hw: &'a [u8],
+    /// For relayed requests: giaddr, circuit-id, remote-id.
+    pub relay: Option<(Ipv4Addr, &'a [u8], &'a [u8])>,
+    /// The line (`Server::line_of`).
+    pub line: LineId,
+}
+
+impl Keys {
+    pub fn leases(subnet: u32, caps: &Caps, o: &Origin<'_>) -> Keys {
+        let mut k = Vec::new();
+        let mut add = |kind, cap: u32, id: u64| {
+            if cap > 0 {
+                k.push((CapKey { subnet, kind, id }, cap));
+            }
+        };
+        add(Kind::Mac, caps.per_mac, LineId::of(&[b"mac", o.hw]).0);
+        match o.relay {
+            Some((giaddr, circuit, remote)) => {
+                // Circuit-ids name a port of one relay ("1/1/3"); remote-ids
+                // (a modem's serial) are unique across relays.
+                if !circuit.is_empty() {
+                    let id = LineId::of(&[b"circuit", &giaddr.octets(), circuit]).0;
+                    add(Kind::CircuitId, caps.per_circuit_id, id);
+                }
+                if !remote.is_empty() {
+                    add(
+                        Kind::RemoteId,
+                        caps.per_remote_id,
+                        LineId::of(&[b"remote", remote]).0,
+                    );
+                }
+            }
+            None => add(Kind::Line, caps.per_line, o.line.0),
+        }
+        Keys(k)
+    }
+
+    pub fn declines(subnet: u32, caps: &Caps, client: &[u8], line: LineId) -> Keys {
+        let mut k = Vec::new();
+        for (kind, cap, id) in [
+            (
+                Kind::DeclineClient,
+                caps.declines_per_client,
+                LineId::of(&[b"client", client]).0,
+            ),
+            (Kind::DeclineLine, caps.declines_per_line, line.0),
+        ] {
+            if cap > 0 {
+                k.push((CapKey { subnet, kind, id }, cap));
+            }
+        }
+        Keys(k)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Addresses recorded per key, each with what makes its entry still
+/// count (`V`).
+#[derive(Debug)]
+struct Holders<V> {
+    sets: HashMap<CapKey, HashMap<Ipv4Addr, V>>,
+    by_ip: HashMap<Ipv4Addr, Vec<CapKey>>,
+}
+
+impl<V> Default for Holders<V> {
+    fn default() -> Self {
+        Holders {
+            sets: HashMap::new(),
+            by_ip: HashMap::new(),
+        }
+    }
+}
+
+impl<V: Clone> Holders<V> {
+    /// The first key whose live entries, other than those `mine` accepts,
+    /// reach its cap. Entries `live` refuses are dropped.
+    fn over(
+        &mut self,
+        keys: &Keys,
+        live: impl Fn(Ipv4Addr, &V) -> bool,
+        mine: impl Fn(&V) -> bool,
+    ) -> Option<Kind> {
+        for (k, cap) in &keys.0 {
+            let Some(set) = self.sets.get_mut(k) else {
+                continue;
+            };
+            // Fewer entries than the cap, live or stale: under it, at O(1).
+            // Only a key at its cap is checked entry by entry.
+            if set.len() < *cap as usize {
+                continue;
+            }
+            let mut gone = Vec::new();
+            set.retain(|ip, v| {
+                let keep = live(*ip, v);
+                if !keep {
+                    gone.push(*ip);
+                }
+                keep
+            });
+            let others = set.values().filter(|v| !mine(v)).count();
+            if set.is_empty() {
+                self.sets.remove(k);
+            }
+            for ip in gone {
+                if let Some(ks) = self.by_ip.get_mut(&ip) {
+                    ks.retain(|x| x != k);
+                    if ks.is_empty() {
+                        self.by_ip.remove(&ip);
+                    }
+                }
+            }
+            if others >= *cap as usize {
+                return Some(k.kind);
+            }
+        }
+        None
+    }
+
+    fn record(&mut self, keys: &Keys, ip: Ipv4Addr, v: V) {
+        if let Some(old) = self.by_ip.remove(&ip) {
+            for k in old {
+                if let Some(set) = self.sets.get_mut(&k) {
+                    set.remove(&ip);
+                    if set.is_empty() {
+                        self.sets.remove(&k);
+                    }
+                }
+            }
+        }
+        if keys.is_empty() {
+            return;
+        }
+        for (k, _) in &keys.0 {
+            self.sets.entry(*k).or_default().insert(ip, v.clone());
+        }
+        self.by_ip
+            .insert(ip, keys.0.iter().map(|(k, _)| *k).collect());
+    }
+
+    fn len(&self) -> usize {
+        self.by_ip.len()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct CapIndex {
+    held: Holders<ClientKey>,
+    /// The end of the quarantine each DECLINE started.
+    declined: Holders<u64>,
+}
+
+impl CapIndex {
+    /// Whether `client` may take one more address under `keys`: the cap
+    /// reached, if not. Its own addresses do not count (a client renewing
+    /// or coming back is never refused).
+    pub fn lease_refused(
+        &mut self,
+        keys: &Keys,
+        client: &[u8],
+        leases: &LeaseTable,
+        now: u64,
+    ) -> Option<Kind> {
+        if keys.is_empty() {
+            return None;
+        }
+        self.held.over(
+            keys,
+            |ip, c| {
+                leases.get(ip).is_some_and(|l| {
+                    l.is_client(c)
+                        && matches!(l.state, LeaseState::Offered | LeaseState::Bound)
+                        && l.expires > now
+                })
+            },
+            |c| c[..] == *client,
+        )
+    }
+
+    /// `client` was offered or bound `ip` under `keys`.
+    pub fn leased(&mut self, keys: &Keys, ip: Ipv4Addr, client: &ClientKey) {
+        if keys.is_empty() && !self.held.by_ip.contains_key(&ip) {
+            return;
+        }
+        self.held.record(keys, ip, client.clone());
+    }
+
+    /// Whether one more DECLINE under `keys` may quarantine an address.
+    pub fn decline_refused(&mut self, keys: &Keys, leases: &LeaseTable) -> Option<Kind> {
+        if keys.is_empty() {
+            return None;
+        }
+        self.declined.over(
+            keys,
+            |ip, until| {
+                leases
+                    .get(ip)
+                    .is_some_and(|l| l.state == LeaseState::Declined && l.expires == *until)
+            },
+            |_| false,
+        )
+    }
+
+    /// `ip` is quarantined until `until` by a DECLINE under `keys`.
+    pub fn declined(&mut self, keys: &Keys, ip: Ipv4Addr, until: u64) {
+        self.declined.record(keys, ip, until);
+    }
+
+    /// Addresses indexed (leases, quarantines).
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.held.len(), self.declined.len())
+    }
+}
+
+impl Server {
+    /// The caps `req` counts against in subnet `si`; none for a client
+    /// with a reservation there (the operator's word beats a cap).
+    pub(super) fn cap_keys(&self, si: usize, req: &DhcpRequest<'_>, arrival: &Arrival<'_>) -> Keys {
+        let sn = &self.subnets[si];
+        if !sn.caps.any_lease_cap() || self.reservation(sn, req).is_some() {
+            return Keys::default();
+        }
+        let hw = hw_of(req);
+        let rai = req.relay_info.unwrap_or(&[]);
+        let (circuit, remote) = relay_ids(rai);
+        Keys::leases(
+            sn.id,
+            &sn.caps,
+            &Origin {
+                hw: &hw,
+                relay: (!req.giaddr.is_unspecified()).then_some((req.giaddr, circuit, remote)),
+                line: Self::line_of(req, arrival),
+            },
+        )
+    }
+
+    /// The reason `key` may not take one more address in `si`, counted.
+    pub(super) fn cap_refusal(
+        &mut self,
+        si: usize,
+        req: &DhcpRequest<'_>,
+        arrival: &Arrival<'_>,
+        key: &[u8],
+        now: u64,
+    ) -> Option<&'static str> {
+        let keys = self.cap_keys(si, req, arrival);
+        let why = self
+            .caps
+            .lease_refused(&keys, key, &self.leases, now)?
+            .reason();
+        *self.counters.limited.entry(why).or_default() += 1;
+        Some(why)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leases::{hw_key, Lease};
+
+    fn caps(per_line: u32, per_mac: u32) -> Caps {
+        Caps {
+            per_line,
+            per_mac,
+            per_circuit_id: 1,
+            per_remote_id: 2,
+            declines_per_client: 2,
+            declines_per_line: 3,
+        }
+    }
+
+    fn lease(ip: Ipv4Addr, client: &ClientKey, state: LeaseState, expires: u64) -> Lease {
+        Lease {
+            ip,
+            client: Some(client.clone()),
+            hw: client[1..].into(),
+            subnet_id: 1,
+            state,
+            expires,
+            lease_secs: 600,
+            fast: None,
+        }
+    }
+
+    fn ip(n: u8) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, 0, n)
+    }
+
+    fn mac(n: u8) -> ClientKey {
+        hw_key(1, &[2, 0, 0, 0, 0, n])
+    }
+
+    fn direct<'a>(hw: &'a [u8], line: u64) -> Origin<'a> {
+        Origin {
+            hw,
+            relay: None,
+            line: LineId(line),
+        }
+    }
+
+    #[test]
+    fn a_line_at_its_cap_refuses_others_but_not_its_own_client() {
+        let mut leases = LeaseTable::new();
+        let mut idx = CapIndex::default();
+        let c = caps(1, 0);
+        let (a, b) = (mac(1), mac(2));
+        let keys_a = Keys::leases(1, &c, &direct(&a[1..], 7));
+        let keys_b = Keys::leases(1, &c, &direct(&b[1..], 7));
+        assert_eq!(idx.lease_refused(&keys_a, &a, &leases, 100), None);
+        leases.put(lease(ip(10), &a, LeaseState::Offered, 130));
+        idx.leased(&keys_a, ip(10), &a);
+        assert_eq!(
+            idx.lease_refused(&keys_b, &b, &leases, 100),
+            Some(Kind::Line)
+        );
+        assert_eq!(idx.lease_refused(&keys_a, &a, &leases, 100), None);
+        // Another line is served.
+        let keys_other = Keys::leases(1, &c, &direct(&b[1..], 8));
+        assert_eq!(idx.lease_refused(&keys_other, &b, &leases, 100), None);
+        // The hold lapses: the line is free again, and the stale entry goes.
+        assert_eq!(idx.lease_refused(&keys_b, &b, &leases, 131), None);
+        assert_eq!(idx.held.sets.len(), 0);
+    }
+
+    #[test]
+    fn released_or_moved_addresses_stop_counting() {
+        let mut leases = LeaseTable::new();
+        let mut idx = CapIndex::default();
+        let c = caps(2, 0);
+        let (a, b, x) = (mac(1), mac(2), mac(3));
+        let k = |m: &ClientKey| Keys::leases(1, &c, &direct(&m[1..], 7));
+        for (m, n) in [(&a, 10), (&b, 11)] {
+            leases.put(lease(ip(n), m, LeaseState::Bound, 1000));
+            idx.leased(&k(m), ip(n), m);
+        }
+        assert_eq!(
+            idx.lease_refused(&k(&x), &x, &leases, 100),
+            Some(Kind::Line)
+        );
+        leases.set_state(ip(11), LeaseState::Released, 100, 100);
+        assert_eq!(idx.lease_refused(&k(&x), &x, &leases, 100), None);
+        // An address re-recorded under other keys leaves the old ones.
+        idx.leased(&k(&a), ip(10), &a);
+        let elsewhere = Keys::leases(1, &c, &direct(&a[1..], 9));
+        idx.leased(&elsewhere, ip(10), &a);
+        assert_eq!(idx.held.sets.get(&k(&x).0[0].0).map(|s| s.len()), None);
+        assert_eq!(idx.sizes().0, 1);
+    }
+
+    #[test]
+    fn mac_circuit_and_remote_caps() {
+        let mut leases = LeaseTable::new();
+        let mut idx = CapIndex::default();
+        let c = caps(0, 1);
+        let g = Ipv4Addr::new(198, 18, 2, 1);
+        let relayed = |hw: &'static [u8], circuit: &'static [u8], remote: &'static [u8]| {
+            Keys::leases(
+                1,
+                &c,
+                &Origin {
+                    hw,
+                    relay: Some((g, circuit, remote)),
+                    line: LineId(0),
+                },
+            )
+        };
+        let a = mac(1);
+        leases.put(lease(ip(10), &a, LeaseState::Bound, 1000));
+        idx.leased(
+            &relayed(&[1, 2, 0, 0, 0, 0, 1], b"1/1/1", b"onu-1"),
+            ip(10),
+            &a,
+        );
+        // Same circuit, other client: refused on the circuit (cap 1).
+        let b = mac(2);
+        let k = relayed(&[1, 2, 0, 0, 0, 0, 2], b"1/1/1", b"onu-2");
+        assert_eq!(
+            idx.lease_refused(&k, &b, &leases, 100),
+            Some(Kind::CircuitId)
+        );
+        // Other circuit, same remote-id: allowed (cap 2), then refused.
+        let k = relayed(&[1, 2, 0, 0, 0, 0, 2], b"1/1/2", b"onu-1");
+        assert_eq!(idx.lease_refused(&k, &b, &leases, 100), None);
+        leases.put(lease(ip(11), &b, LeaseState::Bound, 1000));
+        idx.leased(&k, ip(11), &b);
+        let x = mac(3);
+        let k = relayed(&[1, 2, 0, 0, 0, 0, 3], b"1/1/3", b"onu-1");
+        assert_eq!(
+            idx.lease_refused(&k, &x, &leases, 100),
+            Some(Kind::RemoteId)
+        );
+        // The same hardware address under another client identifier.
+        let other_id: ClientKey = vec![0u8, 9, 9].into();
+        let k = relayed(&[1, 2, 0, 0, 0, 0, 1], b"1/1/4", b"onu-4");
+        assert_eq!(
+            idx.lease_refused(&k, &other_id, &leases, 100),
+            Some(Kind::Mac)
+        );
+    }
+
+    #[test]
+    fn declines_are_capped_per_client_and_line() {
+        let mut leases = LeaseTable::new();
+        let mut idx = CapIndex::default();
+        let c = caps(0, 0);
+        let a = mac(1);
+        let mut quarantined = 0;
+        for n in 10..20 {
+            let k = Keys::declines(1, &c, &a, LineId(7));
+            if idx.decline_refused(&k, &leases).is_none() {
+                let mut l = lease(ip(n), &a, LeaseState::Declined, 5000 + u64::from(n));
+                l.client = None;
+                leases.put(l);
+                idx.declined(&k, ip(n), 5000 + u64::from(n));
+                quarantined += 1;
+            }
+        }
+        assert_eq!(quarantined, 2, "per client");
+        // Other clients on the line: the line's cap (3) is one more.
+        let b = mac(2);
+        let k = Keys::declines(1, &c, &b, LineId(7));
+        assert_eq!(idx.decline_refused(&k, &leases), None);
+        let mut l = lease(ip(30), &b, LeaseState::Declined, 6000);
+        l.client = None;
+        leases.put(l);
+        idx.declined(&k, ip(30), 6000);
+        let x = mac(3);
+        let k = Keys::declines(1, &c, &x, LineId(7));
+        assert_eq!(idx.decline_refused(&k, &leases), Some(Kind::DeclineLine));
+        // A quarantine that ended (here: the address re-leased) frees it.
+        leases.put(lease(ip(30), &b, LeaseState::Bound, 9000));
+        assert_eq!(idx.decline_refused(&k, &leases), None);
+    }
+}
