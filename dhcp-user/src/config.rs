@@ -27,6 +27,9 @@ pub struct Config {
     pub options: OptionSet,
     #[serde(default, rename = "subnet")]
     pub subnets: Vec<Subnet>,
+    /// The XDP program's rate limits (`ratelimit.rs`).
+    #[serde(default)]
+    pub rate_limits: crate::ratelimit::RateLimits,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -217,6 +220,9 @@ pub struct Subnet {
     pub reservations: Vec<Reservation>,
     #[serde(default)]
     pub options: OptionSet,
+    /// Overrides `[rate_limits]` key by key where this subnet's requests
+    /// arrive.
+    pub rate_limits: Option<crate::ratelimit::RateLimits>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -678,6 +684,13 @@ impl Config {
                     self.server.audit_interval_secs
                 ),
             ));
+        }
+        if let Err((subnet, reason)) = crate::ratelimit::validate(self) {
+            let line = match subnet {
+                None => key_line("[rate_limits]"),
+                Some(i) => table_line(text, "subnet", i),
+            };
+            return Err(err(line, reason));
         }
         if let Some(level) = &self.logging.level {
             check_log_level(level).map_err(|r| {

@@ -209,6 +209,14 @@ pub async fn run(
             mac: s.mac,
         })
         .collect();
+    let rate_ifaces: std::collections::HashMap<String, u32> = fast_ifaces
+        .iter()
+        .map(|i| (i.name.clone(), i.ifindex))
+        .collect();
+    let mut rate_maps = crate::ratelimit::RateMaps::take(&mut fastpath)?;
+    rate_maps
+        .apply(&config, &rate_ifaces)
+        .context("writing the rate limits")?;
     let mut maps = FastMaps::new(&mut fastpath, &fast_ifaces, config.server.server_id)?;
     let t0 = std::time::Instant::now();
     if adopted {
@@ -383,6 +391,9 @@ pub async fn run(
                 match engine.reload() {
                     Ok((text, ops)) => {
                         tracing::info!("SIGHUP: {text}");
+                        if let Err(e) = rate_maps.apply(&engine.config, &rate_ifaces) {
+                            tracing::error!("SIGHUP: rate limits kept as they were: {e:#}");
+                        }
                         auditor.set_settings(auditor::Settings::from_config(&engine.config.server));
                         if !ops.is_empty() {
                             let _ = commit_tx.send(engine.commit(ops, Vec::new(), None));
@@ -440,6 +451,9 @@ pub async fn run(
                     match engine.reload() {
                         Ok((text, ops)) => {
                             tracing::info!("{text}");
+                            if let Err(e) = rate_maps.apply(&engine.config, &rate_ifaces) {
+                                tracing::error!("reload: rate limits kept as they were: {e:#}");
+                            }
                             auditor.set_settings(auditor::Settings::from_config(&engine.config.server));
                             let response = control::Response::ok(text, serde_json::Value::Null);
                             reply_after_commit(&mut engine, &commit_tx, ops, response, p.reply);

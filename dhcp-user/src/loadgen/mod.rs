@@ -16,6 +16,7 @@
 //!   Its leases come from a `packet` DORA phase of the same run (or
 //!   `--synthetic`).
 
+pub mod flood;
 pub mod packet;
 pub mod xdp;
 
@@ -52,6 +53,10 @@ pub enum Phase {
     Release,
     /// Every leased client declines its address (no reply expected).
     Decline,
+    /// SELECTING REQUESTs and DISCOVERs from random MACs, relayed through
+    /// one line (--flood-giaddr, --flood-circuit), by the xdp engine; no
+    /// reply expected. Requested addresses are the clients' (--synthetic).
+    Flood,
 }
 
 impl Phase {
@@ -64,6 +69,7 @@ impl Phase {
             Phase::Discover => "discover",
             Phase::Release => "release",
             Phase::Decline => "decline",
+            Phase::Flood => "flood",
         }
     }
 
@@ -173,6 +179,12 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The flood's relay address (giaddr and IPv4 source).
+    #[arg(long)]
+    pub flood_giaddr: Option<Ipv4Addr>,
+    /// The flood's option 82 circuit-id.
+    #[arg(long, default_value = "flood")]
+    pub flood_circuit: String,
 }
 
 /// What the server said it did during a phase (its counters' deltas).
@@ -184,6 +196,8 @@ pub struct ServerDelta {
     pub control_plane_offers: u64,
     pub control_plane_received: u64,
     pub xdp_passed: u64,
+    /// Dropped by the XDP program's rate limits.
+    pub xdp_rate_limited: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -472,6 +486,7 @@ fn delta(before: &Value, after: &Value) -> ServerDelta {
         control_plane_offers: d(&["sent", "OFFER"]),
         control_plane_received: ds("received", &|_| true),
         xdp_passed: ds("xdp", &|k| k.starts_with("pass_")),
+        xdp_rate_limited: ds("xdp", &|k| k.starts_with("rate_limited_")),
     }
 }
 
@@ -547,7 +562,8 @@ pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
         // Each step its own epoch: a previous step's late replies are strays.
         let phase_epoch = (epoch + step) % 255 + 1;
         step += 1;
-        let mut report = if phase.is_renewal() && args.engine == Engine::Xdp {
+        let xdp = (phase.is_renewal() && args.engine == Engine::Xdp) || phase == Phase::Flood;
+        let mut report = if xdp {
             drop(engine.take());
             let r = xdp::run_phase(&a, phase, phase_epoch, &bindings);
             engine = Some(packet::PacketEngine::open(&args.iface)?);
