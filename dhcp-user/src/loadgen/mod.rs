@@ -179,6 +179,10 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Client i's MAC is that of client i + this (packet engine): a second
+    /// generator on the same link emulates other clients.
+    #[arg(long, default_value_t = 0)]
+    pub mac_offset: u32,
     /// The flood's relay address (giaddr and IPv4 source).
     #[arg(long)]
     pub flood_giaddr: Option<Ipv4Addr>,
@@ -372,6 +376,15 @@ impl Counts {
 
 pub use dhcp_common::gen::client_mac;
 
+/// `--mac-offset`, set once per run.
+static MAC_OFFSET: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Client `i`'s MAC in the packet engine: `client_mac(i + --mac-offset)`,
+/// so a second generator's clients are other clients (xids still carry `i`).
+pub fn mac_of(i: u32) -> [u8; 6] {
+    client_mac(i.wrapping_add(MAC_OFFSET.load(std::sync::atomic::Ordering::Relaxed)))
+}
+
 pub fn xid(epoch: u32, i: u32) -> u32 {
     (epoch << 24) | (i & (MAX_CLIENTS - 1))
 }
@@ -507,6 +520,10 @@ impl Bindings {
 }
 
 pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
+    if args.mac_offset != 0 && args.engine == Engine::Xdp {
+        bail!("--mac-offset is for the packet engine only");
+    }
+    MAC_OFFSET.store(args.mac_offset, std::sync::atomic::Ordering::Relaxed);
     if args.clients == 0 || args.clients > MAX_CLIENTS {
         bail!("--clients must be 1..={MAX_CLIENTS}");
     }
