@@ -285,3 +285,76 @@ fn a_flooding_line_is_stopped_in_the_driver_and_subscribers_are_still_served() {
         "{off:?} vs {on:?}"
     );
 }
+
+/// A broken CPE: one MAC sending REQUESTs for an address it does not hold
+/// as fast as the generator can, while 100 new clients join on the same
+/// line. Its MAC's bucket is all it costs.
+#[test]
+fn a_looping_client_costs_its_own_bucket_not_the_server() {
+    let config = CONFIG
+        .replace("@LIMITS@", LIMITS.0)
+        .replace("@SUBNET_LIMITS@", "");
+    let mut lab = DaemonLab::new("floodloop", &config, None).unwrap();
+    lab.rust_log = Some("info".into());
+    let (srv, cli) = (lab.srv.clone(), lab.cli.clone());
+    lab.lab
+        .veth(&srv, "srv1", None, &cli, "cli1", None)
+        .unwrap();
+    lab.start().unwrap();
+    let (looping, fresh) = thread::scope(|s| {
+        let looping = s.spawn(|| {
+            loadgen(
+                &lab,
+                "cli0",
+                &args(&[
+                    "--clients",
+                    "1",
+                    "--synthetic",
+                    "198.18.5.5",
+                    "--server",
+                    "198.18.0.1",
+                    "--phase",
+                    "renew",
+                    "--count",
+                    "2000000",
+                    "--duration",
+                    "4",
+                ]),
+            )
+        });
+        thread::sleep(Duration::from_millis(500));
+        let fresh = loadgen(
+            &lab,
+            "cli0",
+            &args(&[
+                "--clients",
+                "100",
+                "--rate",
+                "100",
+                "--mac-offset",
+                "100000",
+                "--phase",
+                "dora",
+            ]),
+        );
+        (looping.join().unwrap(), fresh)
+    });
+    let l = &looping[0];
+    eprintln!(
+        "looping client: sent {} ({:.0}/s), dropped in XDP {}, control plane received {}; new clients bound {}",
+        n(l, "sent"),
+        l["offered_per_s"].as_f64().unwrap(),
+        n(&l["server"], "xdp_rate_limited"),
+        n(&l["server"], "control_plane_received"),
+        n(&fresh[0], "ok")
+    );
+    assert_eq!(n(&fresh[0], "ok"), 100, "{}", fresh[0]);
+    // Its burst (10) and 2/s over the run, and the new clients' frames,
+    // reached the control plane; the rest was dropped in the driver.
+    assert!(n(l, "sent") > 10_000, "{l}");
+    assert!(
+        n(&l["server"], "xdp_rate_limited") >= n(l, "sent") - 10 - 2 * 8,
+        "{l}"
+    );
+    assert!(n(&l["server"], "control_plane_received") < 1000, "{l}");
+}
