@@ -7,6 +7,8 @@
 //! offsets: a change that moves a field breaks them before it breaks a map.
 #![no_std]
 
+pub mod rate;
+
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
@@ -440,7 +442,12 @@ pub mod stat {
     /// offer it (a reservation of the client's elsewhere, or a binding
     /// stored by an older version).
     pub const PASS_NOT_OFFERABLE: u32 = 32;
-    pub const COUNT: u32 = 33;
+    /// Dropped in the driver: the client MAC's bucket was empty
+    /// ([`crate::rate`]).
+    pub const RATE_LIMITED_MAC: u32 = 33;
+    /// Dropped in the driver: the subscriber line's bucket was empty.
+    pub const RATE_LIMITED_LINE: u32 = 34;
+    pub const COUNT: u32 = 35;
 }
 
 /// The per-CPU value of `MAP_STATS` (its only entry): every counter,
@@ -588,6 +595,8 @@ pub const STAT_NAMES: [&str; stat::COUNT as usize] = [
     "fp_offer",
     "fp_ack_selecting",
     "pass_not_offerable",
+    "rate_limited_mac",
+    "rate_limited_line",
 ];
 
 /// The load generator's XDP side (`xdhcp loadgen --engine xdp`): a sender
@@ -709,7 +718,11 @@ pub mod gen {
         pub server_ip: u32,
         /// The request with every per-client field zero.
         pub frame: [u8; FRAME_LEN + 2],
-        pub _pad: [u8; 4],
+        /// [`kind::FLOOD`]: offsets in `frame` of option 53's value and of
+        /// option 54, which every other frame turns into a DISCOVER (53 =
+        /// 1, 54 padded out).
+        pub msg_type_off: u16,
+        pub server_id_off: u16,
     }
 
     pub mod kind {
@@ -719,6 +732,9 @@ pub mod gen {
         pub const REBINDING: u32 = 1;
         /// Broadcast, ciaddr 0, option 50.
         pub const INIT_REBOOT: u32 = 2;
+        /// A flood from random MACs: SELECTING REQUESTs (50 = the client's
+        /// address, 54 the server) and DISCOVERs, alternately.
+        pub const FLOOD: u32 = 3;
     }
 }
 
@@ -753,6 +769,11 @@ mod pod {
         unsafe impl bytemuck::Pod for RenewEvent {}
         unsafe impl aya::Pod for LeaseKey {}
     }
+    unsafe impl aya::Pod for rate::RateConf {}
+    unsafe impl aya::Pod for rate::ScopeKey {}
+    unsafe impl aya::Pod for rate::MacKey {}
+    unsafe impl aya::Pod for rate::LineKey {}
+    unsafe impl aya::Pod for rate::Bucket {}
     unsafe impl bytemuck::Zeroable for gen::GenConfig {}
     unsafe impl bytemuck::Pod for gen::GenConfig {}
     unsafe impl aya::Pod for gen::GenConfig {}
@@ -810,7 +831,7 @@ mod layout {
         assert_eq!(size_of::<GenConfig>(), 384);
         no_hidden_padding!(GenConfig, timeout_ns: u64, clients: u32, stride: u32, epoch: u32,
             kind: u32, expect: u32, requested_ip_off: u32, server_ip: u32,
-            frame: [u8; FRAME_LEN + 2], _pad: [u8; 4]);
+            frame: [u8; FRAME_LEN + 2], msg_type_off: u16, server_id_off: u16);
     }
 
     #[test]

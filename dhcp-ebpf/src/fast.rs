@@ -96,18 +96,29 @@ pub struct Scratch {
     pub server_id: u32,
     /// 1: a DISCOVER, answered with an OFFER (no event, no new end).
     pub offer: u32,
+    // For the rate limits (`limits.rs`), read after `try_answer`.
+    /// The lease map holds a binding for the client's key.
+    pub known: u32,
+    pub sub_off: u32,
+    pub sub_end: u32,
+    pub cir_off: u32,
+    pub cir_len: u32,
+    pub rem_off: u32,
+    pub rem_len: u32,
+    /// The pass reason, counted by the limits program if it passes.
+    pub reason: u32,
 }
 
 /// A fresh read of a scratch field: LLVM must not reuse a register copy,
 /// whose range the verifier would have narrowed on some path and so tell
 /// paths apart that are the same.
 #[inline(always)]
-fn vol(v: &u32) -> usize {
+pub(crate) fn vol(v: &u32) -> usize {
     unsafe { core::ptr::read_volatile(v) as usize }
 }
 
 #[inline(always)]
-fn set(v: &mut u32, x: usize) {
+pub(crate) fn set(v: &mut u32, x: usize) {
     unsafe { core::ptr::write_volatile(v, x as u32) }
 }
 
@@ -116,7 +127,7 @@ fn set(v: &mut u32, x: usize) {
 /// differences) and the verifier would see no bound. The volatile read
 /// hides the constant from LLVM; the verifier still knows it exactly.
 #[inline(always)]
-fn fits(p: usize, size: usize, end: usize) -> bool {
+pub(crate) fn fits(p: usize, size: usize, end: usize) -> bool {
     opaque(p) + opaque(size) <= end
 }
 
@@ -178,7 +189,7 @@ fn at(ctx: &XdpContext, off: usize) -> usize {
 
 /// The frame's byte at `off`.
 #[inline(always)]
-fn pk8(ctx: &XdpContext, off: usize) -> Result<u8, u32> {
+pub(crate) fn pk8(ctx: &XdpContext, off: usize) -> Result<u8, u32> {
     let p = at(ctx, off);
     if !fits(p, 1, ctx.data_end()) {
         return Err(stat::PASS_MALFORMED);
@@ -315,7 +326,12 @@ fn walk_options(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
 /// `dhcp_common::shape_hash_more` over `len` bytes of the frame at `off`,
 /// continuing `s.hash`: a word per step.
 #[inline(always)]
-fn hash_more(ctx: &XdpContext, s: &mut Scratch, off: usize, len: usize) -> Result<(), u32> {
+pub(crate) fn hash_more(
+    ctx: &XdpContext,
+    s: &mut Scratch,
+    off: usize,
+    len: usize,
+) -> Result<(), u32> {
     let mut h = unsafe { core::ptr::read_volatile(&s.hash) };
     let mut i = 0;
     while i < 256 / 8 {
@@ -379,14 +395,18 @@ fn low_bytes(w: u64, n: usize) -> u64 {
 /// and the verifier would walk the rest of the program once per range.
 #[inline(always)]
 pub fn try_answer(ctx: &XdpContext, frame: &Frame) -> Result<u32, u32> {
-    if frame.ip_options {
-        return Err(stat::PASS_UNUSUAL);
-    }
     let s = XDHCP_SCRATCH.get_ptr_mut(0).ok_or(stat::PASS_UNUSUAL)?;
     let s = unsafe { &mut *s };
+    // What the rate limits read must be this frame's, however early the
+    // answer gives up.
+    s.known = 0;
+    s.rai_len = 0;
     s.b = (frame.l3_off + 28) as u32;
     s.outer_vlan = frame.outer_vlan as u32;
     s.inner_vlan = frame.inner_vlan as u32;
+    if frame.ip_options {
+        return Err(stat::PASS_UNUSUAL);
+    }
     check_request(ctx, s)?;
     walk_options(ctx, s)?;
     classify(ctx, s)?;
@@ -395,6 +415,7 @@ pub fn try_answer(ctx: &XdpContext, frame: &Frame) -> Result<u32, u32> {
     let v: *mut LeaseValue = XDHCP_LEASES
         .get_ptr_mut(&s.key)
         .ok_or(stat::PASS_UNKNOWN_CLIENT)?;
+    s.known = 1;
     let lease = unsafe { &mut *v };
     let offer = vol(&s.offer) != 0;
     let selecting = vol(&s.state) as u32 == stat::FP_ACK_SELECTING;

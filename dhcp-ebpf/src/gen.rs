@@ -14,7 +14,9 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_xdp_store_bytes},
+    helpers::{
+        bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_xdp_store_bytes,
+    },
     macros::{map, xdp},
     maps::{Array, PerCpuArray},
     programs::XdpContext,
@@ -95,15 +97,34 @@ fn send(ctx: &XdpContext) -> Option<()> {
     if data + FRAME_LEN > ctx.data_end() {
         return None;
     }
-    let mac = client_mac(i);
+    let kind = cfg.kind;
+    let mac = if kind == kind::FLOOD {
+        let r = unsafe { bpf_get_prandom_u32() }.to_ne_bytes();
+        [0x02, 0x46, r[0], r[1], r[2], r[3]]
+    } else {
+        client_mac(i)
+    };
     let xid = ((cfg.epoch << 24) | (i & (MAX_CLIENTS - 1))).to_be();
     let p = data as *mut u8;
-    let kind = cfg.kind;
+    if kind == kind::FLOOD && k & 1 == 1 {
+        let t = data + (cfg.msg_type_off as usize & 0x1ff);
+        let sid = data + (cfg.server_id_off as usize & 0x1ff);
+        // `t + 1 > end` would become `t >= end`, whose bound the verifier
+        // does not learn; option 53's value is never the frame's last word.
+        if t + 4 > ctx.data_end() || sid + 6 > ctx.data_end() {
+            return None;
+        }
+        unsafe {
+            (t as *mut u8).write(1);
+            (sid as *mut u32).write_unaligned(0);
+            ((sid + 4) as *mut u16).write_unaligned(0);
+        }
+    }
     unsafe {
         core::ptr::copy_nonoverlapping(mac.as_ptr(), p.add(6), 6);
         core::ptr::copy_nonoverlapping(mac.as_ptr(), p.add(42 + 28), 6);
         (p.add(42 + 4) as *mut u32).write_unaligned(xid);
-        if kind == kind::INIT_REBOOT {
+        if kind == kind::INIT_REBOOT || kind == kind::FLOOD {
             // A variable offset needs its own bound for the verifier.
             let q = data + (cfg.requested_ip_off as usize & 0x1ff);
             if q + 4 > ctx.data_end() {

@@ -9,13 +9,14 @@
 mod bench;
 mod fast;
 mod gen;
+mod limits;
 mod parse;
 mod relay;
 
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
@@ -100,8 +101,43 @@ fn run(ctx: &XdpContext) -> u32 {
             xdp_action::XDP_DROP
         }
         Err(reason) => {
-            c.count(reason);
             debug!(ctx, "dhcp request passed: reason {}", reason);
+            if let Some(s) = XDHCP_SCRATCH.get_ptr_mut(0) {
+                unsafe { (*s).reason = reason };
+                // The limits are their own program, verified on their own:
+                // inlined here, they would be walked once for every way
+                // `try_answer` can give up. No return: it counts the frame.
+                unsafe { XDHCP_PROGS.tail_call(ctx, limits::SLOT) };
+            }
+            // No limits program (or no scratch): pass, as before.
+            c.count(reason);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+/// The programs `run` hands frames on to (`limits::SLOT`).
+#[map(name = "XDHCP_PROGS")]
+static XDHCP_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// The rate limits, for frames the fast path passes (`limits.rs`).
+#[xdp]
+pub fn xdhcp_limits(ctx: XdpContext) -> u32 {
+    let Some(stats) = XDHCP_STATS.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let c = Counters(stats);
+    let Some(s) = XDHCP_SCRATCH.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let s = unsafe { &mut *s };
+    match limits::over(&ctx, s) {
+        Some(limited) => {
+            c.count(limited);
+            xdp_action::XDP_DROP
+        }
+        None => {
+            c.count(fast::vol(&s.reason) as u32);
             xdp_action::XDP_PASS
         }
     }

@@ -38,6 +38,9 @@ pub struct Config {
     /// Trusted relay agents.
     #[serde(default, rename = "relay")]
     pub relays: Vec<Relay>,
+    /// The XDP program's rate limits (`ratelimit.rs`).
+    #[serde(default)]
+    pub rate_limits: crate::ratelimit::RateLimits,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -242,6 +245,9 @@ pub struct Subnet {
     pub reservations: Vec<Reservation>,
     #[serde(default)]
     pub options: OptionSet,
+    /// Overrides `[rate_limits]` key by key where this subnet's requests
+    /// arrive.
+    pub rate_limits: Option<crate::ratelimit::RateLimits>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -703,6 +709,13 @@ impl Config {
                     self.server.audit_interval_secs
                 ),
             ));
+        }
+        if let Err((subnet, reason)) = crate::ratelimit::validate(self) {
+            let line = match subnet {
+                None => key_line("[rate_limits]"),
+                Some(i) => table_line(text, "subnet", i),
+            };
+            return Err(err(line, reason));
         }
         if let Some(level) = &self.logging.level {
             check_log_level(level).map_err(|r| {

@@ -335,6 +335,7 @@ impl Fastpath {
             .ok_or_else(|| anyhow!("program {PROGRAM_NAME} missing from the XDP object"))?
             .try_into()?;
         prog.load().map_err(verifier_error)?;
+        load_limits(&mut ebpf)?;
         for name in extra {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
@@ -713,6 +714,27 @@ pub fn attach_bare(ifname: &str, clients: u32) -> Result<PeerProgram> {
     prog.attach_to_if_index(ifindex(ifname)?, XdpMode::Driver)
         .with_context(|| format!("attaching the bounce program to {ifname}"))?;
     Ok(PeerProgram { _ebpf: ebpf })
+}
+
+/// The rate-limits program, in the slot the main one tail-calls
+/// (`dhcp_common::rate`). Without it frames the fast path passes go on
+/// unlimited, so a failure here is an error, not a warning.
+fn load_limits(ebpf: &mut Ebpf) -> Result<()> {
+    use dhcp_common::rate::{MAP_PROGRAMS, PROGRAM};
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROGRAM)
+        .ok_or_else(|| anyhow!("program {PROGRAM} missing from the XDP object"))?
+        .try_into()?;
+    prog.load().map_err(verifier_error)?;
+    let fd = prog.fd()?.try_clone()?;
+    let mut progs = aya::maps::ProgramArray::try_from(
+        ebpf.map_mut(MAP_PROGRAMS)
+            .ok_or_else(|| anyhow!("map {MAP_PROGRAMS} missing"))?,
+    )?;
+    progs
+        .set(0, &fd, 0)
+        .context("installing the rate-limits program")?;
+    Ok(())
 }
 
 fn verifier_error(e: ProgramError) -> anyhow::Error {

@@ -21,6 +21,7 @@ pub mod logging;
 pub mod metrics;
 pub mod packet;
 pub mod pins;
+pub mod ratelimit;
 pub mod serve;
 pub mod server;
 pub mod store;

@@ -290,6 +290,14 @@ pub async fn run(
             mac: s.mac,
         })
         .collect();
+    let rate_ifaces: std::collections::HashMap<String, u32> = fast_ifaces
+        .iter()
+        .map(|i| (i.name.clone(), i.ifindex))
+        .collect();
+    let mut rate_maps = crate::ratelimit::RateMaps::take(&mut fastpath)?;
+    rate_maps
+        .apply(&config, &rate_ifaces)
+        .context("writing the rate limits")?;
     let mut maps = FastMaps::new(&mut fastpath, &fast_ifaces, config.server.server_id)?;
     let t0 = std::time::Instant::now();
     if adopted {
@@ -484,6 +492,9 @@ pub async fn run(
                 match engine.reload() {
                     Ok((text, ops)) => {
                         tracing::info!("SIGHUP: {text}");
+                        if let Err(e) = rate_maps.apply(&engine.config, &rate_ifaces) {
+                            tracing::error!("SIGHUP: rate limits kept as they were: {e:#}");
+                        }
                         auditor.set_settings(auditor::Settings::from_config(&engine.config.server));
                         backlog.set_cap(engine.config.server.request_queue as usize);
                         commit_tx.set_cap(engine.config.server.commit_queue as usize);
@@ -543,6 +554,9 @@ pub async fn run(
                     match engine.reload() {
                         Ok((text, ops)) => {
                             tracing::info!("{text}");
+                            if let Err(e) = rate_maps.apply(&engine.config, &rate_ifaces) {
+                                tracing::error!("reload: rate limits kept as they were: {e:#}");
+                            }
                             auditor.set_settings(auditor::Settings::from_config(&engine.config.server));
                             backlog.set_cap(engine.config.server.request_queue as usize);
                             commit_tx.set_cap(engine.config.server.commit_queue as usize);

@@ -30,6 +30,9 @@ pub struct DaemonLab {
     /// Descriptor limit the daemon starts with (`prlimit --nofile`), as a
     /// unit without LimitNOFILE would give it (1,024).
     pub nofile: Option<u32>,
+    /// RUST_LOG of the daemon (default `info,xdhcp=debug`): a flood test
+    /// wants no per-frame lines.
+    pub rust_log: Option<String>,
     // Dropped last: namespaces outlive the processes inside them.
     pub lab: Lab,
 }
@@ -73,6 +76,7 @@ impl DaemonLab {
             peer: Some(peer),
             history: Vec::new(),
             nofile: None,
+            rust_log: None,
             lab,
         })
     }
@@ -161,7 +165,10 @@ impl DaemonLab {
                     .iter()
                     .flat_map(|d| [std::ffi::OsStr::new("--pin-dir"), d.as_os_str()]),
             )
-            .env("RUST_LOG", "info,xdhcp=debug");
+            .env(
+                "RUST_LOG",
+                self.rust_log.as_deref().unwrap_or("info,xdhcp=debug"),
+            );
         cmd
     }
 

@@ -16,6 +16,7 @@
 //!   Its leases come from a `packet` DORA phase of the same run (or
 //!   `--synthetic`).
 
+pub mod flood;
 pub mod packet;
 pub mod xdp;
 
@@ -59,6 +60,10 @@ pub enum Phase {
     /// unanswered after `--timeout-ms` ask again until `--duration` has
     /// passed after the last first request.
     Reconnect,
+    /// SELECTING REQUESTs and DISCOVERs from random MACs, relayed through
+    /// one line (--flood-giaddr, --flood-circuit), by the xdp engine; no
+    /// reply expected. Requested addresses are the clients' (--synthetic).
+    Flood,
 }
 
 impl Phase {
@@ -72,6 +77,7 @@ impl Phase {
             Phase::Release => "release",
             Phase::Decline => "decline",
             Phase::Reconnect => "reconnect",
+            Phase::Flood => "flood",
         }
     }
 
@@ -181,6 +187,16 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Client i's MAC is that of client i + this (packet engine): a second
+    /// generator on the same link emulates other clients.
+    #[arg(long, default_value_t = 0)]
+    pub mac_offset: u32,
+    /// The flood's relay address (giaddr and IPv4 source).
+    #[arg(long)]
+    pub flood_giaddr: Option<Ipv4Addr>,
+    /// The flood's option 82 circuit-id.
+    #[arg(long, default_value = "flood")]
+    pub flood_circuit: String,
 }
 
 /// What the server said it did during a phase (its counters' deltas).
@@ -194,6 +210,8 @@ pub struct ServerDelta {
     pub control_plane_offers: u64,
     pub control_plane_received: u64,
     pub xdp_passed: u64,
+    /// Dropped by the XDP program's rate limits.
+    pub xdp_rate_limited: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -381,6 +399,15 @@ impl Counts {
 
 pub use dhcp_common::gen::client_mac;
 
+/// `--mac-offset`, set once per run.
+static MAC_OFFSET: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Client `i`'s MAC in the packet engine: `client_mac(i + --mac-offset)`,
+/// so a second generator's clients are other clients (xids still carry `i`).
+pub fn mac_of(i: u32) -> [u8; 6] {
+    client_mac(i.wrapping_add(MAC_OFFSET.load(std::sync::atomic::Ordering::Relaxed)))
+}
+
 pub fn xid(epoch: u32, i: u32) -> u32 {
     (epoch << 24) | (i & (MAX_CLIENTS - 1))
 }
@@ -496,6 +523,7 @@ fn delta(before: &Value, after: &Value) -> ServerDelta {
         control_plane_offers: d(&["sent", "OFFER"]),
         control_plane_received: ds("received", &|_| true),
         xdp_passed: ds("xdp", &|k| k.starts_with("pass_")),
+        xdp_rate_limited: ds("xdp", &|k| k.starts_with("rate_limited_")),
     }
 }
 
@@ -516,6 +544,10 @@ impl Bindings {
 }
 
 pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
+    if args.mac_offset != 0 && args.engine == Engine::Xdp {
+        bail!("--mac-offset is for the packet engine only");
+    }
+    MAC_OFFSET.store(args.mac_offset, std::sync::atomic::Ordering::Relaxed);
     if args.clients == 0 || args.clients > MAX_CLIENTS {
         bail!("--clients must be 1..={MAX_CLIENTS}");
     }
@@ -571,7 +603,8 @@ pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
         // Each step its own epoch: a previous step's late replies are strays.
         let phase_epoch = (epoch + step) % 255 + 1;
         step += 1;
-        let mut report = if phase.is_renewal() && args.engine == Engine::Xdp {
+        let xdp = (phase.is_renewal() && args.engine == Engine::Xdp) || phase == Phase::Flood;
+        let mut report = if xdp {
             drop(engine.take());
             let r = xdp::run_phase(&a, phase, phase_epoch, &bindings);
             engine = Some(packet::PacketEngine::open(&args.iface)?);

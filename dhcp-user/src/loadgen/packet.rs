@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Result};
 
 use super::{
-    build_request, client_mac, progress_bar, xid, Args, Bindings, Counts, PhaseReport, RequestSpec,
+    build_request, mac_of, progress_bar, xid, Args, Bindings, Counts, PhaseReport, RequestSpec,
     ServerInfo, BROADCAST_MAC,
 };
 use crate::{fastpath, loadgen::Phase};
@@ -317,7 +317,7 @@ impl PacketEngine {
                     c.duplicate += 1;
                     continue;
                 }
-                let mac_ok = r.chaddr == client_mac(i);
+                let mac_ok = r.chaddr == mac_of(i);
                 if waiting[s] == Wait::Offer
                     && matches!(phase, Phase::Dora | Phase::Reconnect)
                     && r.msg_type == 2
@@ -341,7 +341,7 @@ impl PacketEngine {
                     let (frame, _) = build_request(&RequestSpec {
                         msg_type: 3,
                         xid: xid(epoch, i),
-                        mac: client_mac(i),
+                        mac: mac_of(i),
                         ciaddr: Ipv4Addr::UNSPECIFIED,
                         requested: Some(r.yiaddr),
                         server_id: Some(sid),
@@ -492,7 +492,7 @@ impl PacketEngine {
             Phase::Dora | Phase::Discover | Phase::Reconnect => RequestSpec {
                 msg_type: 1,
                 xid: xid(epoch, i),
-                mac: client_mac(i),
+                mac: mac_of(i),
                 ciaddr: zero,
                 requested: None,
                 server_id: None,
@@ -519,7 +519,7 @@ pub fn request_spec(
     let base = RequestSpec {
         msg_type: 3,
         xid: xid(epoch, i),
-        mac: client_mac(i),
+        mac: mac_of(i),
         ciaddr: ip,
         requested: None,
         server_id: None,
@@ -567,7 +567,7 @@ mod tests {
         b[0] = 2;
         b[4..8].copy_from_slice(&0x0500_0007u32.to_be_bytes());
         b[16..20].copy_from_slice(&[198, 18, 1, 7]);
-        b[28..34].copy_from_slice(&client_mac(7));
+        b[28..34].copy_from_slice(&crate::loadgen::client_mac(7));
         b.extend_from_slice(&[
             99, 130, 83, 99, 0, 1, 4, 255, 255, 0, 0, 51, 4, 0, 0, 14, 16,
         ]);
@@ -575,7 +575,7 @@ mod tests {
         let f = crate::wire::build_frame(
             &crate::wire::FrameHeader {
                 src_mac: [2, 0, 0, 0, 0, 1],
-                dst_mac: client_mac(7),
+                dst_mac: crate::loadgen::client_mac(7),
                 tags: Vec::new(),
                 src_ip: Ipv4Addr::new(198, 18, 0, 1),
                 dst_ip: Ipv4Addr::new(198, 18, 1, 7),

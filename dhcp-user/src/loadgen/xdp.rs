@@ -63,6 +63,7 @@ pub fn run_phase(
             Phase::Renew => kind::RENEWING,
             Phase::Rebind => kind::REBINDING,
             Phase::InitReboot => kind::INIT_REBOOT,
+            Phase::Flood => kind::FLOOD,
             other => bail!("the xdp engine sends renewals only, not {}", other.name()),
         };
         // The template: every per-client field zero, UDP checksum 0 ("not
@@ -73,7 +74,15 @@ pub fn run_phase(
             xid: 0,
             ..spec
         };
-        let (mut frame, req_off) = build_request(&spec);
+        let (mut frame, req_off, type_off, sid_off) = if phase == Phase::Flood {
+            let giaddr = args
+                .flood_giaddr
+                .ok_or_else(|| anyhow!("--phase flood needs --flood-giaddr"))?;
+            super::flood::template(server, giaddr, args.flood_circuit.as_bytes())?
+        } else {
+            let (f, r) = build_request(&spec);
+            (f, r, 0, 0)
+        };
         if frame.len() != FRAME_LEN {
             bail!("template is {} bytes, not {FRAME_LEN}", frame.len());
         }
@@ -89,11 +98,13 @@ pub fn run_phase(
             Expect::Ack => expect::ACK,
             Expect::Bounce => expect::BOUNCE,
         };
-        cfg.requested_ip_off = if spec_kind == kind::INIT_REBOOT {
+        cfg.requested_ip_off = if spec_kind == kind::INIT_REBOOT || spec_kind == kind::FLOOD {
             req_off as u32
         } else {
             0
         };
+        cfg.msg_type_off = type_off as u16;
+        cfg.server_id_off = sid_off as u16;
         cfg.server_ip = u32::from_ne_bytes(server.ip.octets());
         cfg.frame[..FRAME_LEN].copy_from_slice(&frame);
         let mut m: Array<_, GenConfig> =
@@ -221,7 +232,13 @@ pub fn run_phase(
         return Err(e);
     }
     // Stragglers: until every request is answered or twice the timeout.
-    let drain_until = Instant::now() + Duration::from_millis(args.timeout_ms * 2);
+    // A flood expects no reply.
+    let drain_ms = if phase == Phase::Flood {
+        0
+    } else {
+        args.timeout_ms * 2
+    };
+    let drain_until = Instant::now() + Duration::from_millis(drain_ms);
     loop {
         let sent = sum_percpu(&stats, stat::SENT);
         let answered: u64 = [stat::OK, stat::NAK, stat::WRONG]
@@ -243,7 +260,7 @@ pub fn run_phase(
         stray: sum_percpu(&stats, stat::STRAY),
         late: sum_percpu(&stats, stat::LATE),
         send_secs,
-        expects_reply: true,
+        expects_reply: phase != Phase::Flood,
         ..Default::default()
     };
     let send_failed = sum_percpu(&stats, stat::SEND_FAILED);
