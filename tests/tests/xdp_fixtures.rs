@@ -27,11 +27,11 @@ fn pass(name: &str, frame: Vec<u8>) -> Fixture {
 fn dhcp_requests_are_counted_and_passed_in_every_encapsulation() {
     let fp = load();
     // Every DHCP request reaches the fast path, which passes a DISCOVER
-    // with its reason.
+    // from a client it holds no binding for with that reason.
     let dhcp = |name: &str, frame: Vec<u8>| {
         pass(name, frame)
             .counts(stat::DHCP_REQUESTS, 1)
-            .counts(stat::PASS_NOT_REQUEST, 1)
+            .counts(stat::PASS_UNKNOWN_CLIENT, 1)
     };
     let mut fixtures = vec![dhcp("untagged", discover().build())];
     for (name, tpid) in [
@@ -144,7 +144,7 @@ fn everything_else_is_classified_and_passed_unchanged() {
         pass("later fragment (offset)", offset.build()).counts(stat::FRAGMENT, 1),
         pass("DF is not a fragment", df.build())
             .counts(stat::DHCP_REQUESTS, 1)
-            .counts(stat::PASS_NOT_REQUEST, 1),
+            .counts(stat::PASS_UNKNOWN_CLIENT, 1),
     ];
     check_all(&fp, &fixtures).unwrap();
 }
