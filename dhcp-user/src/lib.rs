@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auditor;
+pub mod classes;
 pub mod clock;
 pub mod commands;
 pub mod commit;
