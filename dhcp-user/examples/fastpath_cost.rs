@@ -166,6 +166,7 @@ fn main() -> Result<()> {
                 expires,
                 lease_secs: 3600,
                 fast: Some(fast.clone()),
+                relay: None,
             }
         })
         .collect();

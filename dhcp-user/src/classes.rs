@@ -28,6 +28,24 @@
 
 use std::{fmt, net::Ipv4Addr};
 
+use serde::Deserialize;
+
+use crate::config::OptionSet;
+
+/// A `[[class]]` table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientClass {
+    pub name: String,
+    /// The match expression (see the module docs).
+    #[serde(rename = "match")]
+    pub test: String,
+    /// Options for the class's clients: over the pool's, under a
+    /// reservation's.
+    #[serde(default)]
+    pub options: OptionSet,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
     VendorClass,
@@ -163,6 +181,20 @@ impl Expr {
             Expr::And(a, b) => a.eval(f) && b.eval(f),
             Expr::Or(a, b) => a.eval(f) || b.eval(f),
             Expr::Test { field, op, value } => test(*field, *op, value, f),
+        }
+    }
+
+    /// Whether a test reads options 60, 77 or 93.
+    pub fn reads_client_options(&self) -> bool {
+        match self {
+            Expr::Not(e) => e.reads_client_options(),
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                a.reads_client_options() || b.reads_client_options()
+            }
+            Expr::Test { field, .. } => matches!(
+                field,
+                Field::VendorClass | Field::UserClass | Field::ClientArch
+            ),
         }
     }
 
@@ -489,12 +521,10 @@ impl Parser {
                     .ok_or_else(|| bad(format!("{s:?} is not three bytes \"aa:bb:cc\"")))?
             }
             (Field::HwOui, Tok::Hex(v)) if v.len() == 3 => v.clone(),
-            (f, Tok::Str(v) | Tok::Hex(v))
-                if matches!(
-                    f,
-                    Field::VendorClass | Field::UserClass | Field::Agent(_) | Field::Interface
-                ) =>
-            {
+            (
+                Field::VendorClass | Field::UserClass | Field::Agent(_) | Field::Interface,
+                Tok::Str(v) | Tok::Hex(v),
+            ) => {
                 if v.is_empty() && op == Op::Eq {
                     return Err(bad("an empty value never matches '=='".into()));
                 }

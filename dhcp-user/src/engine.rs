@@ -330,11 +330,12 @@ pub fn read_ring(events: &mut RingBuf<MapData>) -> Vec<KernelGrant> {
     out
 }
 
-/// What the replies depend on: server identifier, options, subnets.
+/// What the replies depend on: server identifier, options, subnets,
+/// classes.
 pub fn reply_config_fingerprint(config: &Config) -> i64 {
     let text = format!(
-        "{:?}|{:?}|{:?}",
-        config.server.server_id, config.options, config.subnets
+        "{:?}|{:?}|{:?}|{:?}",
+        config.server.server_id, config.options, config.subnets, config.classes
     );
     i64::from(dhcp_common::fnv1a(text.as_bytes()))
 }
@@ -349,6 +350,10 @@ pub fn with_reservations(file: &Config, extras: &[ApiReservation]) -> Config {
             sn.reservations.push(crate::config::Reservation {
                 hw_address: r.hw_address.clone(),
                 client_id: r.client_id.clone(),
+                circuit_id: None,
+                remote_id: None,
+                subscriber_id: None,
+                giaddr: None,
                 ip: r.ip,
                 options: Default::default(),
             });

@@ -24,4 +24,5 @@ pub mod pins;
 pub mod serve;
 pub mod server;
 pub mod store;
+pub mod subscriber;
 pub mod wire;

@@ -97,7 +97,8 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS leases (
         state INTEGER NOT NULL,
         expires INTEGER NOT NULL,
         lease_secs INTEGER NOT NULL,
-        fast BLOB
+        fast BLOB,
+        relay BLOB
     );
     CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS reservations (
@@ -205,6 +206,13 @@ impl SqliteStore {
         if !has_fast {
             conn.execute_batch("ALTER TABLE leases ADD COLUMN fast BLOB;")?;
         }
+        // And those from before stashed relay information this one.
+        let has_relay: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('leases') WHERE name = 'relay'")?
+            .exists([])?;
+        if !has_relay {
+            conn.execute_batch("ALTER TABLE leases ADD COLUMN relay BLOB;")?;
+        }
         Ok(SqliteStore { conn })
     }
 
@@ -230,8 +238,8 @@ impl SqliteStore {
         let tx = self.conn.transaction()?;
         {
             let mut put = tx.prepare_cached(
-                "INSERT OR REPLACE INTO leases (ip, client, hw, subnet_id, state, expires, lease_secs, fast)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR REPLACE INTO leases (ip, client, hw, subnet_id, state, expires, lease_secs, fast, relay)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             let mut del = tx.prepare_cached("DELETE FROM leases WHERE ip = ?1")?;
             for op in ops {
@@ -246,6 +254,7 @@ impl SqliteStore {
                             l.expires as i64,
                             i64::from(l.lease_secs),
                             l.fast.as_ref().map(|f| f.encode()),
+                            l.relay.as_deref(),
                         ])?;
                     }
                     StoreOp::Delete(ip) => {
@@ -379,7 +388,7 @@ fn check_existing(path: &Path) -> Result<Connection> {
 impl LeaseStore for SqliteStore {
     fn load(&mut self) -> Result<Vec<Lease>> {
         let mut st = self.conn.prepare(
-            "SELECT ip, client, hw, subnet_id, state, expires, lease_secs, fast FROM leases",
+            "SELECT ip, client, hw, subnet_id, state, expires, lease_secs, fast, relay FROM leases",
         )?;
         let rows = st.query_map([], |r| {
             Ok((
@@ -391,11 +400,12 @@ impl LeaseStore for SqliteStore {
                 r.get::<_, i64>(5)?,
                 r.get::<_, i64>(6)?,
                 r.get::<_, Option<Vec<u8>>>(7)?,
+                r.get::<_, Option<Vec<u8>>>(8)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (ip, client, hw, subnet_id, state, expires, lease_secs, fast) = row?;
+            let (ip, client, hw, subnet_id, state, expires, lease_secs, fast, relay) = row?;
             let state = LeaseState::from_code(state)
                 .ok_or_else(|| anyhow!("lease {ip}: unknown state {state}"))?;
             out.push(Lease {
@@ -411,6 +421,7 @@ impl LeaseStore for SqliteStore {
                 fast: fast
                     .and_then(|b| FastReply::decode(&b))
                     .map(std::sync::Arc::new),
+                relay: relay.map(Vec::into_boxed_slice),
             });
         }
         Ok(out)
@@ -553,6 +564,7 @@ mod tests {
 
     fn lease(n: u8, state: LeaseState) -> Lease {
         Lease {
+            relay: None,
             ip: Ipv4Addr::new(198, 18, 0, n),
             client: Some(client_id_key(&[1, n])),
             hw: Box::new([1, 2, 0, 0, 0, 0, n]),

@@ -526,6 +526,27 @@ impl Reply {
         self.buf.extend_from_slice(value);
     }
 
+    /// siaddr, sname and file of a network boot (NUL-terminated, checked
+    /// to fit at load).
+    pub fn set_boot(&mut self, b: &crate::subscriber::Boot) {
+        if let Some(a) = b.siaddr {
+            self.buf[20..24].copy_from_slice(&a.octets());
+        }
+        if let Some(n) = &b.sname {
+            let n = &n[..n.len().min(63)];
+            self.buf[44..44 + n.len()].copy_from_slice(n);
+        }
+        if let Some(f) = &b.file {
+            let f = &f[..f.len().min(127)];
+            self.buf[108..108 + f.len()].copy_from_slice(f);
+        }
+    }
+
+    /// Writes `bytes` into the fixed part at `at` (option overload).
+    pub fn set_fixed(&mut self, at: usize, bytes: &[u8]) {
+        self.buf[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+
     /// RFC 2131 §4.3.2: a NAK through a relay asks it to broadcast.
     pub fn set_broadcast(&mut self) {
         self.buf[10] |= 0x80;

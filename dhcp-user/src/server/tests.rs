@@ -913,6 +913,7 @@ fn stored_lease(last: u8, state: LeaseState, expires: u64, fast: bool) -> Lease 
         expires,
         lease_secs: 1000,
         fast: fast.then(fast_reply),
+        relay: None,
     }
 }
 
@@ -1224,3 +1225,5 @@ fn a_grant_before_the_release_stays_released_one_after_it_comes_back() {
         );
     }
 }
+
+mod subscriber;
