@@ -926,6 +926,28 @@ mod tests {
     }
 
     #[test]
+    fn embedded_default_has_a_relay_reservation_and_valid_commented_classes() {
+        let c = Config::default_config();
+        assert!(c.subnets.iter().any(|s| s
+            .reservations
+            .iter()
+            .any(|r| r.circuit_id.as_deref() == Some("olt1/1/3"))));
+        let (head, rest) = DEFAULT_CONFIG.split_once("# BEGIN CLASSES\n").unwrap();
+        let (block, _) = rest.split_once("# END CLASSES").unwrap();
+        let uncommented: String = block
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = Config::parse(&format!("{head}{uncommented}"), "default").unwrap();
+        assert_eq!(c.classes.len(), 4);
+        assert_eq!(
+            c.classes[1].options.boot_file_name.as_deref(),
+            Some("uefi/grubx64.efi")
+        );
+    }
+
+    #[test]
     fn syntax_error_names_line() {
         let text = "[server]\nserver_id = \"198.18.0.1\"\n[[interface]]\nname = srv0\n";
         let e = Config::parse(text, "x.toml").unwrap_err();

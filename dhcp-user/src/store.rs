@@ -47,6 +47,29 @@ pub struct ApiReservation {
     pub ip: Ipv4Addr,
     pub hw_address: Option<String>,
     pub client_id: Option<String>,
+    /// A relay identity instead (`crate::subscriber`).
+    pub relay: Option<ApiRelayId>,
+}
+
+/// A relay identity of an API reservation, stored as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApiRelayId {
+    #[serde(
+        rename = "circuit-id",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub circuit_id: Option<String>,
+    #[serde(rename = "remote-id", skip_serializing_if = "Option::is_none", default)]
+    pub remote_id: Option<String>,
+    #[serde(
+        rename = "subscriber-id",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub subscriber_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub giaddr: Option<Ipv4Addr>,
 }
 
 impl StoreOp {
@@ -106,6 +129,7 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS leases (
         ip INTEGER NOT NULL,
         hw TEXT,
         cid TEXT,
+        relay TEXT,
         PRIMARY KEY (subnet_id, ip)
     );";
 
@@ -213,6 +237,12 @@ impl SqliteStore {
         if !has_relay {
             conn.execute_batch("ALTER TABLE leases ADD COLUMN relay BLOB;")?;
         }
+        let has_relay_id: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('reservations') WHERE name = 'relay'")?
+            .exists([])?;
+        if !has_relay_id {
+            conn.execute_batch("ALTER TABLE reservations ADD COLUMN relay TEXT;")?;
+        }
         Ok(SqliteStore { conn })
     }
 
@@ -268,12 +298,13 @@ impl SqliteStore {
                     }
                     StoreOp::PutReservation(r) => {
                         tx.execute(
-                            "INSERT OR REPLACE INTO reservations (subnet_id, ip, hw, cid) VALUES (?1, ?2, ?3, ?4)",
+                            "INSERT OR REPLACE INTO reservations (subnet_id, ip, hw, cid, relay) VALUES (?1, ?2, ?3, ?4, ?5)",
                             params![
                                 i64::from(r.subnet_id),
                                 i64::from(u32::from(r.ip)),
                                 r.hw_address,
-                                r.client_id
+                                r.client_id,
+                                r.relay.as_ref().and_then(|x| serde_json::to_string(x).ok())
                             ],
                         )?;
                     }
@@ -432,15 +463,18 @@ impl LeaseStore for SqliteStore {
     }
 
     fn reservations(&mut self) -> Result<Vec<ApiReservation>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT subnet_id, ip, hw, cid FROM reservations ORDER BY subnet_id, ip")?;
+        let mut st = self.conn.prepare(
+            "SELECT subnet_id, ip, hw, cid, relay FROM reservations ORDER BY subnet_id, ip",
+        )?;
         let rows = st.query_map([], |r| {
             Ok(ApiReservation {
                 subnet_id: r.get::<_, i64>(0)? as u32,
                 ip: Ipv4Addr::from(r.get::<_, i64>(1)? as u32),
                 hw_address: r.get(2)?,
                 client_id: r.get(3)?,
+                relay: r
+                    .get::<_, Option<String>>(4)?
+                    .and_then(|j| serde_json::from_str(&j).ok()),
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -114,6 +114,31 @@ pub fn relay_identities(giaddr: Ipv4Addr, rai: &[u8]) -> Vec<ReservationId> {
     out
 }
 
+/// The relay identity of a reservation-add (`circuit-id`, `remote-id`,
+/// `subscriber-id`, with `giaddr` for a circuit-id), if it names one.
+pub fn api_relay_id(a: &serde_json::Value) -> Result<Option<crate::store::ApiRelayId>, String> {
+    let text = |k: &str| {
+        a.get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+    };
+    let id = crate::store::ApiRelayId {
+        circuit_id: text("circuit-id"),
+        remote_id: text("remote-id"),
+        subscriber_id: text("subscriber-id"),
+        giaddr: text("giaddr")
+            .map(|g| g.parse().map_err(|e| format!("giaddr {g:?}: {e}")))
+            .transpose()?,
+    };
+    if id == crate::store::ApiRelayId::default() {
+        return Ok(None);
+    }
+    if text("hw-address").is_some() || text("client-id").is_some() {
+        return Err("name either a client or a relay identity".into());
+    }
+    Ok(Some(id))
+}
+
 /// RFC 1035 labels of a domain list (option 119, uncompressed).
 pub fn encode_domain_list(names: &[String]) -> Result<Vec<u8>, String> {
     let mut v = Vec::new();
