@@ -224,6 +224,10 @@ pub struct Subnet {
     /// inside it.
     #[serde(default)]
     pub relays: Vec<Ipv4Addr>,
+    /// Subnets with the same name share their link (interface and VLAN,
+    /// or relay): a new client gets an address from the first one with a
+    /// free address, in the order written; a known one keeps its subnet.
+    pub shared_network: Option<String>,
     /// Answer DISCOVER with option 80 straight with an ACK (RFC 4039).
     #[serde(default)]
     pub rapid_commit: bool,
@@ -823,6 +827,7 @@ impl Config {
                     o.interface == sn.interface
                         && o.vlan == sn.vlan
                         && o.inner_vlan == sn.inner_vlan
+                        && (o.shared_network.is_none() || o.shared_network != sn.shared_network)
                 })
             {
                 return Err(e(

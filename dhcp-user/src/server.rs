@@ -224,6 +224,8 @@ struct SubnetRt {
     reserved_ips: HashMap<Ipv4Addr, ClientKey>,
     /// Global and subnet options merged.
     opts: OptionSet,
+    /// The shared network it belongs to.
+    shared: Option<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -331,6 +333,7 @@ impl Server {
                 relay_reservations,
                 reserved_ips,
                 opts: base.clone(),
+                shared: s.shared_network.clone(),
             });
         }
         let mut leases = LeaseTable::new();
@@ -588,13 +591,16 @@ impl Server {
     }
 
     fn discover(&mut self, req: &DhcpRequest<'_>, arrival: &Arrival<'_>, now: u64) -> Outcome {
-        let Some(si) = self.subnet_for_link(req, arrival) else {
+        let Some(mut si) = self
+            .subnet_for_link(req, arrival)
+            .map(|si| self.shared_home(si, req))
+        else {
             return Outcome::drop("no_subnet");
         };
         let key = Self::identity(req);
         let mut reclaimed = self.hand_over(si, req, &key, now);
         let sn = &self.subnets[si];
-        let sid = sn.id;
+        let mut sid = sn.id;
         let ip = if let Some(r) = self.reservation(sn, req) {
             if !self.leases.available_to(r.ip, &key, now) {
                 tracing::warn!(ip = %r.ip, "reserved address held by another client; no offer");
@@ -621,6 +627,14 @@ impl Server {
                 self.last_exhausted_reclaim = now;
                 reclaimed = self.reclaim(now);
                 got = self.leases.allocate_in(sid, now, &open);
+            }
+            if got.is_none() {
+                // A shared network's next subnets, in order.
+                if let Some((other, a)) = self.allocate_shared(si, now) {
+                    si = other;
+                    sid = self.subnets[si].id;
+                    got = Some(a);
+                }
             }
             if got.is_none() {
                 // Held offers beyond the protected share yield, oldest first.
@@ -969,7 +983,9 @@ impl Server {
         let key = Self::identity(req);
         if let Some(sid) = req.server_id {
             // SELECTING.
-            let si = self.subnet_for_link(req, arrival);
+            let si = self
+                .subnet_for_link(req, arrival)
+                .map(|si| self.shared_containing(si, req.requested_ip));
             if sid != self.server_id {
                 // The client took another server's offer: ours is free again.
                 if let Some(si) = si {
@@ -1011,7 +1027,10 @@ impl Server {
         }
         if let (Some(ip), true) = (req.requested_ip, req.ciaddr.is_unspecified()) {
             // INIT-REBOOT.
-            let Some(si) = self.subnet_for_link(req, arrival) else {
+            let Some(si) = self
+                .subnet_for_link(req, arrival)
+                .map(|si| self.shared_containing(si, Some(ip)))
+            else {
                 return Outcome::drop("no_subnet");
             };
             let sn = &self.subnets[si];

@@ -73,6 +73,11 @@ impl Server {
             return 0;
         }
         let relay = self.relay_of(req);
+        // The arrival is a relayed client's link only as far as its relay
+        // goes, and the XDP program does not compare it for relayed
+        // bindings: interface and VLAN tests see directly connected
+        // clients only.
+        let direct = relay.is_none() && req.giaddr.is_unspecified();
         let f = Facts {
             vendor_class: req.vendor_class,
             user_class: req.user_class,
@@ -80,9 +85,17 @@ impl Server {
             relay_info: relay.map(|r| r.1),
             htype: req.htype,
             chaddr: req.chaddr(),
-            iface: arrival.iface,
-            vlan: arrival.tags.first().map_or(0, Tag::vid),
-            inner_vlan: arrival.tags.get(1).map_or(0, Tag::vid),
+            iface: if direct { arrival.iface } else { "" },
+            vlan: if direct {
+                arrival.tags.first().map_or(0, Tag::vid)
+            } else {
+                0
+            },
+            inner_vlan: if direct {
+                arrival.tags.get(1).map_or(0, Tag::vid)
+            } else {
+                0
+            },
             giaddr: relay.map_or(req.giaddr, |r| r.0),
         };
         self.subs.classify(&f)
@@ -201,5 +214,60 @@ impl Server {
         res.boot.is_empty()
             && !(self.subs.reads_chaddr && req.client_id.is_some())
             && !self.subs.reads_unhashed
+    }
+
+    /// The subnets of `si`'s shared network, in order (`si` alone if none).
+    fn shared_with(&self, si: usize) -> Vec<usize> {
+        match &self.subnets[si].shared {
+            None => vec![si],
+            Some(name) => (0..self.subnets.len())
+                .filter(|&i| self.subnets[i].shared.as_ref() == Some(name))
+                .collect(),
+        }
+    }
+
+    /// Where a DISCOVER is served in a shared network: the subnet the
+    /// client is known in (a binding or offer, or a reservation), else the
+    /// first.
+    pub(super) fn shared_home(&self, si: usize, req: &DhcpRequest<'_>) -> usize {
+        if self.subnets[si].shared.is_none() {
+            return si;
+        }
+        let key = Self::identity(req);
+        let all = self.shared_with(si);
+        all.iter()
+            .copied()
+            .find(|&c| {
+                let sn = &self.subnets[c];
+                self.reservation(sn, req).is_some()
+                    || self
+                        .leases
+                        .by_client(sn.id, &key)
+                        .is_some_and(|l| l.state != LeaseState::Declined)
+            })
+            .unwrap_or(all[0])
+    }
+
+    /// The subnet of `si`'s shared network that holds `ip`, else `si`.
+    pub(super) fn shared_containing(&self, si: usize, ip: Option<Ipv4Addr>) -> usize {
+        let Some(ip) = ip.filter(|_| self.subnets[si].shared.is_some()) else {
+            return si;
+        };
+        self.shared_with(si)
+            .into_iter()
+            .find(|&c| self.subnets[c].net.contains(ip))
+            .unwrap_or(si)
+    }
+
+    /// A free address in the subnets of `si`'s shared network after `si`.
+    pub(super) fn allocate_shared(&mut self, si: usize, now: u64) -> Option<(usize, Ipv4Addr)> {
+        for c in self.shared_with(si).into_iter().filter(|&c| c != si) {
+            let open = self.open_pools(c);
+            let id = self.subnets[c].id;
+            if let Some(a) = self.leases.allocate_in(id, now, &open) {
+                return Some((c, a));
+            }
+        }
+        None
     }
 }

@@ -336,3 +336,72 @@ fn class_and_relay_reservation_config_errors_name_their_line() {
     let e = bad("[options]\n[[options.option]]\ncode = 67\ntype = \"string\"\nvalue = \"x\"\n");
     assert!(e.reason.contains("boot_file_name"), "{e}");
 }
+
+const SHARED: &str = r#"
+[server]
+server_id = "198.18.0.1"
+
+[[interface]]
+name = "srv0"
+
+[[subnet]]
+id = 1
+subnet = "198.18.0.0/24"
+interface = "srv0"
+shared_network = "campus"
+[[subnet.pool]]
+start = "198.18.0.100"
+end = "198.18.0.100"
+
+[[subnet]]
+id = 2
+subnet = "198.18.1.0/24"
+interface = "srv0"
+shared_network = "campus"
+options = { routers = ["198.18.1.1"] }
+[[subnet.pool]]
+start = "198.18.1.10"
+end = "198.18.1.11"
+"#;
+
+#[test]
+fn a_shared_network_overflows_in_order_and_known_clients_keep_their_subnet() {
+    let mut s = Server::new(&Config::parse(SHARED, "shared").unwrap(), Vec::new());
+    let a = dora_with(&mut s, 1, [0; 4], &[]);
+    assert_eq!(yiaddr(&a), Ipv4Addr::new(198, 18, 0, 100));
+    let b = dora_with(&mut s, 2, [0; 4], &[]);
+    assert_eq!(
+        yiaddr(&b),
+        Ipv4Addr::new(198, 18, 1, 10),
+        "overflow to the next subnet"
+    );
+    assert_eq!(
+        raw_option(&b, opt::ROUTER),
+        Some(vec![198, 18, 1, 1]),
+        "its subnet's options"
+    );
+    assert_eq!(
+        raw_option(&b, opt::SUBNET_MASK),
+        Some(vec![255, 255, 255, 0])
+    );
+    // Known clients keep their subnets (and addresses) when they come back.
+    assert_eq!(
+        yiaddr(&dora_with(&mut s, 2, [0; 4], &[])),
+        Ipv4Addr::new(198, 18, 1, 10)
+    );
+    assert_eq!(
+        yiaddr(&dora_with(&mut s, 1, [0; 4], &[])),
+        Ipv4Addr::new(198, 18, 0, 100)
+    );
+    // INIT-REBOOT in the second subnet.
+    let r = handle(&mut s, &req(msg::REQUEST, 2).requested([198, 18, 1, 10]));
+    assert_eq!(msg_type(&r), v4::MessageType::Ack);
+    dora_with(&mut s, 3, [0; 4], &[]);
+    assert_eq!(
+        handle(&mut s, &req(msg::DISCOVER, 4)).dropped,
+        Some("pool_exhausted")
+    );
+    // Two subnets on one link without a shared network are still refused.
+    let e = Config::parse(&SHARED.replace("shared_network = \"campus\"\n", ""), "x").unwrap_err();
+    assert!(e.reason.contains("already serves this interface"), "{e}");
+}
