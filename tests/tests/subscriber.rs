@@ -216,6 +216,16 @@ fn vendor_class_clients_get_their_class_pool_and_options() {
     drop(client);
     assert!(bound[1].starts_with("198.18.0.12"), "open pool: {bound:?}");
     assert_eq!(bound[2], ".", "{bound:?}");
+    // A reload that changes the class: its clients get the new options.
+    let text = std::fs::read_to_string(&lab.config).unwrap();
+    std::fs::write(&lab.config, text.replace("\"acme.test\"", "\"acme2.test\"")).unwrap();
+    let (code, out) = lab.cli(&["reload"]).unwrap();
+    assert_eq!(code, 0, "{out}");
+    std::fs::remove_file(lab.dir.join("events")).unwrap();
+    let client = udhcpc(&lab, "$domain", &["-V", "acme-router"]);
+    let bound = event(&lab, "bound");
+    drop(client);
+    assert_eq!(bound[2..], ["acme2.test"], "{bound:?}");
 }
 
 #[test]
