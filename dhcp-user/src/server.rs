@@ -755,16 +755,18 @@ impl Server {
         let resolved = self.resolved_for(sn, req, ip).into_owned();
         let (payload, mark) =
             self.build_marked(req, msg::ACK, req.ciaddr, ip, Some(&resolved), rapid);
-        let fast = (!rapid && self.kernel_can_answer(req, &resolved))
-            .then(|| {
-                self.fast_reply(
-                    req,
-                    arrival,
-                    &key,
-                    &payload[wire::BOOTP_FIXED_LEN + 4..mark],
-                )
-            })
-            .flatten();
+        let fast = (!rapid
+            && self.kernel_can_answer(req, &resolved)
+            && subscriber::fixed_fields_clear(&payload))
+        .then(|| {
+            self.fast_reply(
+                req,
+                arrival,
+                &key,
+                &payload[wire::BOOTP_FIXED_LEN + 4..mark],
+            )
+        })
+        .flatten();
         let lease = Lease {
             ip,
             client: Some(key),
@@ -1234,12 +1236,16 @@ impl Server {
         let echo_len = req.client_id.map_or(0, |v| 2 + v.len())
             + if rapid { 2 } else { 0 }
             + req.relay_info.map_or(0, |v| 2 + v.len());
+        let mut left = Vec::new();
         for (code, value) in &res.options {
             let wanted = *code == opt::SUBNET_MASK || req.prl.is_none() || req.requested(*code);
             if wanted && r.len_with_end() + 2 + value.len() + echo_len <= limit {
                 r.push(*code, value);
+            } else if wanted {
+                left.push((*code, &value[..]));
             }
         }
+        subscriber::overload(r, &left, &res.boot, limit, echo_len);
     }
 }
 

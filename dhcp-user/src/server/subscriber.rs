@@ -29,6 +29,56 @@ pub(super) fn resolve_more(o: &OptionSet, options: &mut BTreeMap<u8, Vec<u8>>) {
     }
 }
 
+/// Options that did not fit go to the file and then the sname field, where
+/// no boot field uses them, with option 52 saying which (RFC 2132 9.3),
+/// each field ending with END. Options that fit nowhere are left out, as
+/// before.
+pub(super) fn overload(
+    r: &mut Reply,
+    left: &[(u8, &[u8])],
+    boot: &Boot,
+    limit: usize,
+    echo_len: usize,
+) {
+    if left.is_empty() || r.len_with_end() + 3 + echo_len > limit {
+        return;
+    }
+    let mut fields = Vec::new();
+    if boot.file.is_none() {
+        fields.push((108usize, 128usize, 1u8));
+    }
+    if boot.sname.is_none() {
+        fields.push((44, 64, 2));
+    }
+    let mut which = 0u8;
+    let mut rest = left.iter().peekable();
+    for (at, size, bit) in fields {
+        let mut buf = Vec::new();
+        while let Some((code, v)) = rest.peek() {
+            if buf.len() + 2 + v.len() + 1 > size {
+                break;
+            }
+            buf.push(*code);
+            buf.push(v.len() as u8);
+            buf.extend_from_slice(v);
+            rest.next();
+        }
+        if !buf.is_empty() {
+            buf.push(opt::END);
+            r.set_fixed(at, &buf);
+            which |= bit;
+        }
+    }
+    if which != 0 {
+        r.push(opt::OVERLOAD, &[which]);
+    }
+}
+
+/// The XDP program writes siaddr, sname and file as zeros.
+pub(super) fn fixed_fields_clear(payload: &[u8]) -> bool {
+    payload[20..24] == [0; 4] && payload[44..wire::BOOTP_FIXED_LEN].iter().all(|b| *b == 0)
+}
+
 /// A class's options over `base`. A class that sets the lease time brings
 /// its own T1 and T2 (or their defaults): inherited ones could exceed it.
 fn class_overlay(base: &OptionSet, class: &OptionSet) -> OptionSet {

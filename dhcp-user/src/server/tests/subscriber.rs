@@ -405,3 +405,37 @@ fn a_shared_network_overflows_in_order_and_known_clients_keep_their_subnet() {
     let e = Config::parse(&SHARED.replace("shared_network = \"campus\"\n", ""), "x").unwrap_err();
     assert!(e.reason.contains("already serves this interface"), "{e}");
 }
+
+#[test]
+fn options_that_do_not_fit_overload_the_file_field_and_stay_out_of_the_kernel() {
+    let text = SUB.replace(
+        "[[class]]\nname = \"ipxe\"",
+        "[[class]]\nname = \"big\"\nmatch = 'agent.circuit_id == \"big\"'\n\
+         options = { hostname = \"HOST\", \
+         option = [{ code = 43, type = \"hex\", value = \"PAYLOAD\" }] }\n\n[[class]]\nname = \"ipxe\"",
+    )
+    .replace("PAYLOAD", &"ab".repeat(60))
+    .replace("HOST", &"h".repeat(250));
+    let mut s = Server::new(&Config::parse(&text, "big").unwrap(), Vec::new());
+    let info = rai(&[(1, b"big")]);
+    let ack = dora_with(
+        &mut s,
+        1,
+        RELAY,
+        &[(82, info), (57, 576u16.to_be_bytes().to_vec())],
+    );
+    let p = &ack.reply.as_ref().unwrap().payload;
+    assert!(p.len() <= 576 - 28, "{}", p.len());
+    assert_eq!(
+        raw_option(&ack, opt::OVERLOAD),
+        Some(vec![1]),
+        "{:?}",
+        option_codes(&ack)
+    );
+    assert_eq!(raw_option(&ack, opt::HOSTNAME).map(|v| v.len()), Some(250));
+    assert_eq!(raw_option(&ack, 43), None, "not in the options field");
+    assert_eq!((p[108], p[109]), (43, 60), "in the file field");
+    assert_eq!(p[110..170], [0xab; 60]);
+    assert_eq!(p[170], opt::END);
+    assert!(ack.store[0].lease().unwrap().fast.is_none());
+}
