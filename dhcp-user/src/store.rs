@@ -598,7 +598,8 @@ mod tests {
 
     fn lease(n: u8, state: LeaseState) -> Lease {
         Lease {
-            relay: None,
+            // Stashed relay information: giaddr and option 82.
+            relay: (n == 1).then(|| Box::from(&[198, 18, 9, 1, 1, 3, b'c', b'/', b'1'][..])),
             ip: Ipv4Addr::new(198, 18, 0, n),
             client: Some(client_id_key(&[1, n])),
             hw: Box::new([1, 2, 0, 0, 0, 0, n]),
@@ -733,6 +734,17 @@ mod tests {
             s.apply(&[
                 StoreOp::Put(lease(1, LeaseState::Bound)),
                 StoreOp::Put(lease(2, LeaseState::Bound)),
+                StoreOp::PutReservation(ApiReservation {
+                    subnet_id: 7,
+                    ip: Ipv4Addr::new(198, 18, 0, 9),
+                    hw_address: None,
+                    client_id: None,
+                    relay: Some(ApiRelayId {
+                        circuit_id: Some("olt1/1/3".into()),
+                        giaddr: Some(Ipv4Addr::new(198, 18, 9, 1)),
+                        ..Default::default()
+                    }),
+                }),
             ])
             .unwrap();
             let mut declined = lease(3, LeaseState::Declined);
@@ -753,6 +765,16 @@ mod tests {
         got.sort_by_key(|l| l.ip);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0], lease(1, LeaseState::Bound));
+        assert!(got[0].relay.is_some(), "the stash survives a reopen");
+        let r = s.reservations().unwrap();
+        assert_eq!(
+            r[0].relay.as_ref().unwrap().circuit_id.as_deref(),
+            Some("olt1/1/3")
+        );
+        assert_eq!(
+            r[0].relay.as_ref().unwrap().giaddr,
+            Some(Ipv4Addr::new(198, 18, 9, 1))
+        );
         assert_eq!(got[1].state, LeaseState::Declined);
         assert_eq!(got[1].client, None);
         let _ = std::fs::remove_dir_all(&dir);
