@@ -159,6 +159,7 @@ fn main() -> Result<()> {
             expires,
             lease_secs: 3600,
             fast: Some(fast.clone()),
+            relay: None,
         };
         store.leases.insert(l.ip, l);
     }

@@ -167,6 +167,7 @@ fn main() -> Result<()> {
                 expires,
                 lease_secs: 3600,
                 fast: Some(fast.clone()),
+                relay: None,
             }
         })
         .collect();

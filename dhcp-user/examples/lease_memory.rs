@@ -38,6 +38,7 @@ fn main() {
             expires: 2_000_000_000,
             lease_secs: 3600,
             fast: None,
+            relay: None,
         });
     }
     let after = rss_bytes();

@@ -210,6 +210,7 @@ mod tests {
 
     fn lease(i: u8, state: LeaseState, fast: bool) -> Lease {
         Lease {
+            relay: None,
             ip: Ipv4Addr::new(198, 18, 0, i),
             client: Some(hw_key(1, &[2, 0, 0, 0, 0, i])),
             hw: vec![1, 2, 0, 0, 0, 0, i].into(),

@@ -1133,6 +1133,7 @@ mod tests {
             expires: unix_now() + 100,
             lease_secs: 100,
             fast: Some(fast()),
+            relay: None,
         }
     }
 

@@ -47,8 +47,14 @@ pub fn who(s: &str) -> Value {
     }
 }
 
-/// `hw-address` for 6 hex bytes, else `client-id`.
+/// `hw-address` for 6 hex bytes, else `client-id`; or a relay identity
+/// written `circuit-id=olt1/1/3`, `remote-id=...`, `subscriber-id=...`.
 pub fn client_arg(s: &str) -> Value {
+    for k in ["circuit-id", "remote-id", "subscriber-id"] {
+        if let Some(v) = s.strip_prefix(k).and_then(|r| r.strip_prefix('=')) {
+            return json!({ k: v });
+        }
+    }
     let bytes = s.chars().filter(char::is_ascii_hexdigit).count() / 2;
     if bytes == 6 {
         json!({ "hw-address": s })
@@ -68,11 +74,24 @@ pub fn print_reservations(r: &Response) {
             s(&x["subnet-id"]),
             s(&x["ip-address"]),
             s(&x["hw-address"]),
-            s(&x["client-id"]),
+            relay_or_client_id(x),
             s(&x["source"])
         );
     }
     println!("({})", r.text);
+}
+
+/// A reservation's client identifier, or its relay identity.
+fn relay_or_client_id(x: &Value) -> String {
+    for k in ["circuit-id", "remote-id", "subscriber-id"] {
+        if let Some(v) = x[k].as_str() {
+            return match x["giaddr"].as_str() {
+                Some(g) => format!("{k}={v}@{g}"),
+                None => format!("{k}={v}"),
+            };
+        }
+    }
+    s(&x["client-id"])
 }
 
 pub fn print_text(r: &Response) {

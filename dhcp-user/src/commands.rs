@@ -430,6 +430,7 @@ fn add_lease(cx: &mut Context<'_>, a: &Value) -> Result<(Lease, Option<Lease>), 
         expires: cx.now + u64::from(secs),
         lease_secs: secs,
         fast: None,
+        relay: None,
     };
     let displaced = cx.server.leases.put(lease.clone());
     if let Some(d) = &displaced {

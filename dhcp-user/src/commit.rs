@@ -339,6 +339,7 @@ mod tests {
             expires: 1_000,
             lease_secs: 600,
             fast: None,
+            relay: None,
         }
     }
 

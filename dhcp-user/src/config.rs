@@ -41,6 +41,10 @@ pub struct Config {
     /// The XDP program's rate limits (`ratelimit.rs`).
     #[serde(default)]
     pub rate_limits: crate::ratelimit::RateLimits,
+    /// Client classes, in order of precedence (the first one a client
+    /// matches wins an option several set).
+    #[serde(default, rename = "class")]
+    pub classes: Vec<crate::classes::ClientClass>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -182,6 +186,18 @@ pub struct OptionSet {
     pub domain_name: Option<String>,
     /// Option 121 (RFC 3442).
     pub classless_routes: Option<Vec<Route>>,
+    /// Option 12.
+    pub hostname: Option<String>,
+    /// Option 119 (RFC 3397), e.g. ["lab.example", "example"].
+    pub domain_search: Option<Vec<String>>,
+    /// siaddr: the server a network boot loads from (TFTP).
+    pub next_server: Option<Ipv4Addr>,
+    /// sname, and option 66 (the TFTP server's name or address).
+    pub server_hostname: Option<String>,
+    /// The file field and option 67.
+    pub boot_file_name: Option<String>,
+    /// Option 66 alone, when it differs from server_hostname.
+    pub tftp_server: Option<String>,
     /// Any other option by code.
     #[serde(default, rename = "option")]
     pub custom: Vec<CustomOption>,
@@ -233,6 +249,10 @@ pub struct Subnet {
     /// inside it.
     #[serde(default)]
     pub relays: Vec<Ipv4Addr>,
+    /// Subnets with the same name share their link (interface and VLAN,
+    /// or relay): a new client gets an address from the first one with a
+    /// free address, in the order written; a known one keeps its subnet.
+    pub shared_network: Option<String>,
     /// Answer DISCOVER with option 80 straight with an ACK (RFC 4039).
     #[serde(default)]
     pub rapid_commit: bool,
@@ -255,6 +275,9 @@ pub struct Subnet {
 pub struct Pool {
     pub start: Ipv4Addr,
     pub end: Ipv4Addr,
+    /// Open only to clients of one of these classes (empty: to all).
+    #[serde(default)]
+    pub client_classes: Vec<String>,
     #[serde(default)]
     pub options: OptionSet,
 }
@@ -264,8 +287,17 @@ pub struct Pool {
 pub struct Reservation {
     /// Client hardware address "aa:bb:cc:dd:ee:ff"...
     pub hw_address: Option<String>,
-    /// ...or client identifier (option 61) as hex "01:aa:bb:...".
+    /// ...or client identifier (option 61) as hex "01:aa:bb:..."...
     pub client_id: Option<String>,
+    /// ...or the relay's circuit-id (82.1), with `giaddr` the one relay's
+    /// only...
+    pub circuit_id: Option<String>,
+    /// ...or remote-id (82.2)...
+    pub remote_id: Option<String>,
+    /// ...or subscriber-id (82.6). Relay identifiers are text, or hex
+    /// after "0x".
+    pub subscriber_id: Option<String>,
+    pub giaddr: Option<Ipv4Addr>,
     pub ip: Ipv4Addr,
     #[serde(default)]
     pub options: OptionSet,
@@ -452,7 +484,11 @@ fn nested_line(
 const NAMED: &[(u8, &str)] = &[
     (3, "routers"),
     (6, "dns_servers"),
+    (12, "hostname"),
     (15, "domain_name"),
+    (66, "tftp_server or server_hostname"),
+    (67, "boot_file_name"),
+    (119, "domain_search"),
     (121, "classless_routes"),
 ];
 
@@ -501,6 +537,7 @@ fn check_options(o: &OptionSet) -> Result<(), String> {
             return Err("domain_name must be 1-255 bytes".into());
         }
     }
+    crate::subscriber::check_options(o)?;
     for r in o.classless_routes.iter().flatten() {
         if u32::from(r.destination.addr) != r.destination.network() {
             return Err(format!(
@@ -562,6 +599,16 @@ fn check_options(o: &OptionSet) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A class's options: its timers stand on their own (a class that sets
+/// T1 or T2 sets the lease time too), as it applies across subnets.
+pub(crate) fn check_class_options(o: &OptionSet) -> Result<(), String> {
+    check_options(o)?;
+    if (o.renewal_time.is_some() || o.rebinding_time.is_some()) && o.lease_time.is_none() {
+        return Err("renewal_time and rebinding_time need lease_time in a class".into());
+    }
+    check_timers(&[("the class", o)])
 }
 
 /// The lease time, T1 and T2 a level resolves to, each with the level it
@@ -786,6 +833,7 @@ impl Config {
         check_options(&self.options)
             .and_then(|()| check_timers(&[("[options]", &self.options)]))
             .map_err(|r| err(global_line("[options]"), r))?;
+        crate::subscriber::check_classes(self, text).map_err(|(l, r)| err(l, r))?;
         let mut pools: Vec<(u32, u32, usize)> = Vec::new();
         let mut reserved_ips: Vec<Ipv4Addr> = Vec::new();
         for (i, sn) in self.subnets.iter().enumerate() {
@@ -825,6 +873,7 @@ impl Config {
                     o.interface == sn.interface
                         && o.vlan == sn.vlan
                         && o.inner_vlan == sn.inner_vlan
+                        && (o.shared_network.is_none() || o.shared_network != sn.shared_network)
                 })
             {
                 return Err(e(
@@ -860,6 +909,13 @@ impl Config {
                 if let Some((_, _, l)) = pools.iter().find(|(s, t, _)| a <= *t && *s <= b) {
                     return Err(pe(format!("overlaps the pool at line {l}")));
                 }
+                if let Some(c) = p
+                    .client_classes
+                    .iter()
+                    .find(|c| !self.classes.iter().any(|k| &k.name == *c))
+                {
+                    return Err(pe(format!("client class {c:?} is not a [[class]]")));
+                }
                 check_options(&p.options)
                     .and_then(|()| {
                         check_timers(&[
@@ -871,27 +927,11 @@ impl Config {
                     .map_err(pe)?;
                 pools.push((a, b, pline));
             }
-            let mut ids: Vec<(bool, Vec<u8>)> = Vec::new();
+            let mut ids: Vec<crate::subscriber::ReservationId> = Vec::new();
             for (j, r) in sn.reservations.iter().enumerate() {
                 let rline = nested_line(text, "subnet", i, "subnet.reservation", j).unwrap_or(line);
                 let re = |m: String| err(rline, format!("reservation {}: {m}", r.ip));
-                let id = match (&r.hw_address, &r.client_id) {
-                    (Some(hw), None) => {
-                        let b = parse_hex(hw).map_err(re)?;
-                        if b.is_empty() || b.len() > 16 {
-                            return Err(re(format!("hw_address {hw:?} must be 1-16 bytes")));
-                        }
-                        (false, b)
-                    }
-                    (None, Some(cid)) => {
-                        let b = parse_hex(cid).map_err(re)?;
-                        if b.len() < 2 {
-                            return Err(re("client_id must be at least 2 bytes".into()));
-                        }
-                        (true, b)
-                    }
-                    _ => return Err(re("set exactly one of hw_address and client_id".into())),
-                };
+                let id = crate::subscriber::reservation_identity(r).map_err(re)?;
                 if !sn.subnet.contains(r.ip)
                     || u32::from(r.ip) == sn.subnet.network()
                     || u32::from(r.ip) == sn.subnet.broadcast()
@@ -934,6 +974,28 @@ mod tests {
         let c = Config::default_config();
         assert_eq!(c.interfaces[0].name, "srv0");
         assert_eq!(c.interfaces[0].xdp, XdpSetting::Native);
+    }
+
+    #[test]
+    fn embedded_default_has_a_relay_reservation_and_valid_commented_classes() {
+        let c = Config::default_config();
+        assert!(c.subnets.iter().any(|s| s
+            .reservations
+            .iter()
+            .any(|r| r.circuit_id.as_deref() == Some("olt1/1/3"))));
+        let (head, rest) = DEFAULT_CONFIG.split_once("# BEGIN CLASSES\n").unwrap();
+        let (block, _) = rest.split_once("# END CLASSES").unwrap();
+        let uncommented: String = block
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = Config::parse(&format!("{head}{uncommented}"), "default").unwrap();
+        assert_eq!(c.classes.len(), 4);
+        assert_eq!(
+            c.classes[1].options.boot_file_name.as_deref(),
+            Some("uefi/grubx64.efi")
+        );
     }
 
     #[test]
@@ -1056,6 +1118,10 @@ mod tests {
         c.subnets[0].reservations.push(Reservation {
             hw_address: Some("02:00:00:00:00:01".into()),
             client_id: None,
+            circuit_id: None,
+            remote_id: None,
+            subscriber_id: None,
+            giaddr: None,
             ip: Ipv4Addr::new(198, 18, 0, 1),
             options: OptionSet::default(),
         });

@@ -330,7 +330,8 @@ pub fn read_ring(events: &mut RingBuf<MapData>) -> Vec<KernelGrant> {
     out
 }
 
-/// What the replies depend on: server identifier, options, subnets.
+/// What the replies depend on: server identifier, options, subnets,
+/// classes.
 pub fn reply_config_fingerprint(config: &Config) -> i64 {
     // Caps change no reply: a reload that changes them leaves bindings in
     // the kernel's hands.
@@ -344,8 +345,8 @@ pub fn reply_config_fingerprint(config: &Config) -> i64 {
         })
         .collect();
     let mut text = format!(
-        "{:?}|{:?}|{:?}",
-        config.server.server_id, config.options, subnets
+        "{:?}|{:?}|{:?}|{:?}",
+        config.server.server_id, config.options, subnets, config.classes
     );
     // Which relayed bindings the kernel may renew follows relay trust
     // (`server::trust`). Only when set, so configurations without it keep
@@ -366,6 +367,10 @@ pub fn with_reservations(file: &Config, extras: &[ApiReservation]) -> Config {
             sn.reservations.push(crate::config::Reservation {
                 hw_address: r.hw_address.clone(),
                 client_id: r.client_id.clone(),
+                circuit_id: r.relay.as_ref().and_then(|x| x.circuit_id.clone()),
+                remote_id: r.relay.as_ref().and_then(|x| x.remote_id.clone()),
+                subscriber_id: r.relay.as_ref().and_then(|x| x.subscriber_id.clone()),
+                giaddr: r.relay.as_ref().and_then(|x| x.giaddr),
                 ip: r.ip,
                 options: Default::default(),
             });
@@ -406,6 +411,10 @@ fn reservation_command(
                         "ip-address": r.ip.to_string(),
                         "hw-address": r.hw_address,
                         "client-id": r.client_id,
+                        "circuit-id": r.circuit_id,
+                        "remote-id": r.remote_id,
+                        "subscriber-id": r.subscriber_id,
+                        "giaddr": r.giaddr.map(|g| g.to_string()),
                         "source": if api { "api" } else { "config" },
                     }));
                 }
@@ -428,7 +437,11 @@ fn reservation_command(
             let subnet_id = server
                 .subnet_of(ip)
                 .ok_or_else(|| format!("{ip} is in no configured subnet"))?;
-            let (key, _) = commands::client_of(a)?;
+            let relay = crate::subscriber::api_relay_id(a)?;
+            let key = match &relay {
+                Some(_) => None,
+                None => Some(commands::client_of(a)?.0),
+            };
             let sn = running
                 .subnets
                 .iter()
@@ -437,8 +450,8 @@ fn reservation_command(
             if sn.reservations.iter().any(|r| r.ip == ip) {
                 return Err(format!("{ip} is already reserved"));
             }
-            if let Some(l) = server.leases.get(ip) {
-                if !server.leases.available_to(ip, &key, now) && !l.is_client(&key) {
+            if let (Some(l), Some(key)) = (server.leases.get(ip), &key) {
+                if !server.leases.available_to(ip, key, now) && !l.is_client(key) {
                     return Err(format!(
                         "{ip} is leased to another client; delete that lease first"
                     ));
@@ -455,6 +468,7 @@ fn reservation_command(
                     .get("client-id")
                     .and_then(Value::as_str)
                     .map(str::to_string),
+                relay,
             };
             let mut next = extras.clone();
             next.push(r.clone());

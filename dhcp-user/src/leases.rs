@@ -93,6 +93,10 @@ pub struct Lease {
     /// How the XDP program may renew this binding; None = never in the
     /// kernel (not bound by an ACK, or a shape it cannot reproduce).
     pub fast: Option<Arc<FastReply>>,
+    /// giaddr and option 82 of the last relayed exchange that bound it,
+    /// for classifying unicast renewals, which carry neither (stashed
+    /// relay information).
+    pub relay: Option<Box<[u8]>>,
 }
 
 /// What the XDP program needs to renew a binding exactly as the control
@@ -340,8 +344,17 @@ impl LeaseTable {
 
     /// Pops a free address from the subnet's pools.
     pub fn allocate(&mut self, subnet_id: u32, now: u64) -> Option<Ipv4Addr> {
+        self.allocate_in(subnet_id, now, &[])
+    }
+
+    /// Pops a free address from the subnet's pools in order, skipping
+    /// those `open` says no to (by position; past its end: open).
+    pub fn allocate_in(&mut self, subnet_id: u32, now: u64, open: &[bool]) -> Option<Ipv4Addr> {
         let pools = self.pools.get_mut(&subnet_id)?;
-        for pool in pools.iter_mut() {
+        for (i, pool) in pools.iter_mut().enumerate() {
+            if !open.get(i).copied().unwrap_or(true) {
+                continue;
+            }
             while let Some(a) = pool.pop() {
                 let ip = Ipv4Addr::from(a);
                 // A held address comes back when its hold ends.
@@ -616,6 +629,7 @@ mod tests {
             expires,
             lease_secs: 100,
             fast: None,
+            relay: None,
         }
     }
 
@@ -735,6 +749,7 @@ mod free_list {
                 expires: 100,
                 lease_secs: 0,
                 fast: None,
+                relay: None,
             });
             t.remove(a);
         }

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod auditor;
 pub mod backlog;
+pub mod classes;
 pub mod clock;
 pub mod commands;
 pub mod commit;
@@ -25,5 +26,6 @@ pub mod ratelimit;
 pub mod serve;
 pub mod server;
 pub mod store;
+pub mod subscriber;
 pub mod upgrade;
 pub mod wire;

@@ -165,9 +165,17 @@ enum LeasesCommand {
 enum ReservationsCommand {
     /// Every reservation, with where it comes from (config or api).
     List,
-    /// Reserves IP for a client (MAC or client identifier in hex); the
-    /// subnet is the one holding IP. Refused if another client holds IP.
-    Add { ip: String, client: String },
+    /// Reserves IP for a client (MAC or client identifier in hex) or a
+    /// relayed line (circuit-id=TEXT, remote-id=TEXT, subscriber-id=TEXT;
+    /// hex after 0x); the subnet is the one holding IP. Refused if another
+    /// client holds IP.
+    Add {
+        ip: String,
+        client: String,
+        /// With circuit-id: that relay's circuit only.
+        #[arg(long)]
+        giaddr: Option<String>,
+    },
     /// Deletes a reservation added here (file ones: edit the file, reload).
     Delete { ip: String },
 }
@@ -278,9 +286,16 @@ fn main() -> ExitCode {
                 serde_json::Value::Null,
                 cli::print_reservations,
             ),
-            ReservationsCommand::Add { ip, client: id } => {
+            ReservationsCommand::Add {
+                ip,
+                client: id,
+                giaddr,
+            } => {
                 let mut a = cli::client_arg(&id);
                 a["ip-address"] = ip.into();
+                if let Some(g) = giaddr {
+                    a["giaddr"] = g.into();
+                }
                 cli::run(
                     &client.socket,
                     client.json,

@@ -3,6 +3,7 @@
 //! persist come out. The caller persists before it sends an ACK.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap, HashSet},
     net::Ipv4Addr,
     sync::Arc,
@@ -13,6 +14,7 @@ use crate::{
     fastmap::KernelGrant,
     leases::{client_id_key, hw_key, ClientKey, EndKind, FastReply, Lease, LeaseState, LeaseTable},
     store::StoreOp,
+    subscriber::{Boot, ReservationId, Subscribers},
     wire::{self, msg, opt, DhcpRequest, Malformed, Reply, Tag},
 };
 
@@ -20,6 +22,7 @@ mod limits;
 mod offers;
 mod trust;
 use limits::{CapIndex, Keys};
+mod subscriber;
 use offers::Offers;
 pub use offers::{LineId, SubnetOffers};
 pub use trust::{Trust, Verdict};
@@ -93,6 +96,8 @@ pub struct Resolved {
     pub t1: u32,
     pub t2: u32,
     pub options: Vec<(u8, Vec<u8>)>,
+    /// siaddr, sname and file (network boot).
+    pub boot: Boot,
 }
 
 fn overlay(base: &OptionSet, over: &OptionSet) -> OptionSet {
@@ -118,6 +123,24 @@ fn overlay(base: &OptionSet, over: &OptionSet) -> OptionSet {
             .classless_routes
             .clone()
             .or_else(|| base.classless_routes.clone()),
+        hostname: over.hostname.clone().or_else(|| base.hostname.clone()),
+        domain_search: over
+            .domain_search
+            .clone()
+            .or_else(|| base.domain_search.clone()),
+        next_server: over.next_server.or(base.next_server),
+        server_hostname: over
+            .server_hostname
+            .clone()
+            .or_else(|| base.server_hostname.clone()),
+        boot_file_name: over
+            .boot_file_name
+            .clone()
+            .or_else(|| base.boot_file_name.clone()),
+        tftp_server: over
+            .tftp_server
+            .clone()
+            .or_else(|| base.tftp_server.clone()),
         custom,
     }
 }
@@ -130,8 +153,14 @@ fn resolve(o: &OptionSet, net: &Ipv4Net) -> Resolved {
     let t2 = o.rebinding_time.unwrap_or_else(|| {
         ((u64::from(lease_secs) * 7 / 8) as u32).max(o.renewal_time.unwrap_or(0))
     });
+    // A reservation's own T1/T2 under a class's shorter lease is the one
+    // mix the load checks cannot see: kept in order here.
+    let t2 = if t2 >= lease_secs {
+        (u64::from(lease_secs) * 7 / 8) as u32
+    } else {
+        t2
+    };
     let t1 = o.renewal_time.unwrap_or(lease_secs / 2).min(t2);
-    debug_assert!(t1 <= t2 && t2 < lease_secs, "unvalidated timers {o:?}");
     let mut options: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
     options.insert(opt::SUBNET_MASK, net.mask().to_be_bytes().to_vec());
     if let Some(r) = &o.routers {
@@ -153,6 +182,7 @@ fn resolve(o: &OptionSet, net: &Ipv4Net) -> Resolved {
         }
         options.insert(opt::CLASSLESS_ROUTES, v);
     }
+    crate::server::subscriber::resolve_more(o, &mut options);
     for c in &o.custom {
         // Validated at config load.
         if let Ok(v) = wire::encode_option_value(&c.value) {
@@ -165,12 +195,15 @@ fn resolve(o: &OptionSet, net: &Ipv4Net) -> Resolved {
         t1,
         t2,
         options: options.into_iter().collect(),
+        boot: Boot::of(o),
     }
 }
 
 struct ReservationRt {
     ip: Ipv4Addr,
     resolved: Resolved,
+    /// The reservation's own options (over a class's).
+    own: OptionSet,
 }
 
 struct PoolRt {
@@ -178,6 +211,10 @@ struct PoolRt {
     end: u32,
     /// Only when the pool overrides something.
     resolved: Option<Resolved>,
+    /// Global, subnet and pool options merged.
+    opts: OptionSet,
+    /// Classes the pool is open to (bit per class); 0: open to all.
+    classes: u64,
 }
 
 struct SubnetRt {
@@ -191,7 +228,13 @@ struct SubnetRt {
     pools: Vec<PoolRt>,
     resolved: Resolved,
     reservations: HashMap<ClientKey, ReservationRt>,
+    /// Reservations by relay information (option 82).
+    relay_reservations: HashMap<ReservationId, ReservationRt>,
     reserved_ips: HashMap<Ipv4Addr, ClientKey>,
+    /// Global and subnet options merged.
+    opts: OptionSet,
+    /// The shared network it belongs to.
+    shared: Option<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -223,6 +266,9 @@ pub struct Server {
     caps: CapIndex,
     pub leases: LeaseTable,
     pub counters: Counters,
+    subs: Subscribers,
+    /// The classes of the request being handled (`Subscribers::classify`).
+    cls: u64,
 }
 
 fn ip_in(p: &PoolRt, ip: Ipv4Addr) -> bool {
@@ -233,12 +279,29 @@ fn ip_in(p: &PoolRt, ip: Ipv4Addr) -> bool {
 impl Server {
     /// Builds the runtime view of `config` around the stored leases.
     pub fn new(config: &Config, stored: Vec<Lease>) -> Server {
+        let subs = Subscribers::new(config);
         let mut subnets = Vec::new();
         for s in &config.subnets {
             let base = overlay(&config.options, &s.options);
             let mut reservations = HashMap::new();
+            let mut relay_reservations = HashMap::new();
             let mut reserved_ips = HashMap::new();
             for r in &s.reservations {
+                if let Ok(id) = crate::subscriber::reservation_identity(r) {
+                    if id.is_relay() {
+                        let key: ClientKey = format!("{id:?}").into_bytes().into();
+                        reserved_ips.insert(r.ip, key);
+                        relay_reservations.insert(
+                            id,
+                            ReservationRt {
+                                ip: r.ip,
+                                resolved: resolve(&overlay(&base, &r.options), &s.subnet),
+                                own: r.options.clone(),
+                            },
+                        );
+                        continue;
+                    }
+                }
                 // Validated at load; an identifier that does not parse is
                 // left out, never keyed as empty (a client with hlen 0
                 // would match that).
@@ -257,6 +320,7 @@ impl Server {
                     ReservationRt {
                         ip: r.ip,
                         resolved: resolve(&overlay(&base, &r.options), &s.subnet),
+                        own: r.options.clone(),
                     },
                 );
             }
@@ -276,11 +340,16 @@ impl Server {
                         end: u32::from(p.end),
                         resolved: (p.options != OptionSet::default())
                             .then(|| resolve(&overlay(&base, &p.options), &s.subnet)),
+                        opts: overlay(&base, &p.options),
+                        classes: subs.mask(&p.client_classes),
                     })
                     .collect(),
                 resolved: resolve(&base, &s.subnet),
                 reservations,
+                relay_reservations,
                 reserved_ips,
+                opts: base.clone(),
+                shared: s.shared_network.clone(),
             });
         }
         let mut leases = LeaseTable::new();
@@ -328,6 +397,8 @@ impl Server {
             caps: CapIndex::default(),
             leases,
             counters: Counters::default(),
+            subs,
+            cls: 0,
         }
     }
 
@@ -472,6 +543,7 @@ impl Server {
         req.client_id
             .and_then(|id| sn.reservations.get(&client_id_key(id)))
             .or_else(|| sn.reservations.get(&hw_key(req.htype, req.chaddr())))
+            .or_else(|| self.relay_reservation(sn, req))
     }
 
     fn resolved_for<'s>(
@@ -479,15 +551,21 @@ impl Server {
         sn: &'s SubnetRt,
         req: &DhcpRequest<'_>,
         ip: Ipv4Addr,
-    ) -> &'s Resolved {
-        if let Some(r) = self.reservation(sn, req).filter(|r| r.ip == ip) {
-            return &r.resolved;
+    ) -> Cow<'s, Resolved> {
+        let reserved = self.reservation(sn, req).filter(|r| r.ip == ip);
+        if self.cls != 0 {
+            return Cow::Owned(self.resolved_with_classes(sn, reserved, ip));
         }
-        sn.pools
-            .iter()
-            .find(|p| ip_in(p, ip))
-            .and_then(|p| p.resolved.as_ref())
-            .unwrap_or(&sn.resolved)
+        if let Some(r) = reserved {
+            return Cow::Borrowed(&r.resolved);
+        }
+        Cow::Borrowed(
+            sn.pools
+                .iter()
+                .find(|p| ip_in(p, ip))
+                .and_then(|p| p.resolved.as_ref())
+                .unwrap_or(&sn.resolved),
+        )
     }
 
     /// Whether `req` comes from a client the lease table knows at the
@@ -523,6 +601,9 @@ impl Server {
         if sn.reserved_ips.contains_key(&ip) {
             return false;
         }
+        if sn.pools.iter().any(|p| ip_in(p, ip) && !self.pool_open(p)) {
+            return false;
+        }
         let ours = self
             .leases
             .get(ip)
@@ -544,6 +625,7 @@ impl Server {
                 return Outcome::drop(why);
             }
         };
+        self.cls = self.classify(req, arrival);
         let out = match req.msg_type {
             msg::DISCOVER => self.discover(req, arrival, now),
             msg::REQUEST => self.request(req, arrival, now),
@@ -562,20 +644,25 @@ impl Server {
     }
 
     fn discover(&mut self, req: &DhcpRequest<'_>, arrival: &Arrival<'_>, now: u64) -> Outcome {
-        let Some(si) = self.subnet_for_link(req, arrival) else {
+        let Some(mut si) = self
+            .subnet_for_link(req, arrival)
+            .map(|si| self.shared_home(si, req))
+        else {
             return Outcome::drop("no_subnet");
         };
         let key = Self::identity(req);
         if let Some(why) = self.cap_refusal(si, req, arrival, &key, now) {
             return Outcome::drop(why);
         }
+        let mut reclaimed = self.hand_over(si, req, &key, now);
         let sn = &self.subnets[si];
-        let sid = sn.id;
-        let mut reclaimed = Vec::new();
+        let mut sid = sn.id;
         let ip = if let Some(r) = self.reservation(sn, req) {
             if !self.leases.available_to(r.ip, &key, now) {
                 tracing::warn!(ip = %r.ip, "reserved address held by another client; no offer");
-                return Outcome::drop("reservation_conflict");
+                let mut o = Outcome::drop("reservation_conflict");
+                o.store = reclaimed;
+                return o;
             }
             r.ip
         } else if let Some(l) = self.leases.by_client(sid, &key).filter(|l| {
@@ -587,14 +674,23 @@ impl Server {
         }) {
             r
         } else {
-            let mut got = self.leases.allocate(sid, now);
+            let open = self.open_pools(si);
+            let mut got = self.leases.allocate_in(sid, now, &open);
             // Offer holds and leases that ran out since the last background
             // reclaim are only returned to the pool by a reclaim; do one now
             // (at most once a second, the scan is O(leases)).
             if got.is_none() && now > self.last_exhausted_reclaim {
                 self.last_exhausted_reclaim = now;
                 reclaimed = self.reclaim(now);
-                got = self.leases.allocate(sid, now);
+                got = self.leases.allocate_in(sid, now, &open);
+            }
+            if got.is_none() {
+                // A shared network's next subnets, in order.
+                if let Some((other, a)) = self.allocate_shared(si, now) {
+                    si = other;
+                    sid = self.subnets[si].id;
+                    got = Some(a);
+                }
             }
             if got.is_none() {
                 // Held offers beyond the protected share yield, oldest first.
@@ -657,6 +753,7 @@ impl Server {
                 expires: now + self.offers.hold_secs(line),
                 lease_secs: 0,
                 fast: None,
+                relay: None,
             });
             reclaimed.extend(displaced.map(StoreOp::Put));
             let size = self.pool_size(sid);
@@ -678,7 +775,7 @@ impl Server {
             msg::OFFER,
             Ipv4Addr::UNSPECIFIED,
             ip,
-            Some(resolved),
+            Some(&resolved),
             false,
         );
         Outcome {
@@ -715,23 +812,25 @@ impl Server {
         }
         self.end_other_offer(subnet_id, &key, ip);
         let sn = &self.subnets[si];
-        let resolved = self.resolved_for(sn, req, ip).clone();
+        let resolved = self.resolved_for(sn, req, ip).into_owned();
         let (payload, mark) =
             self.build_marked(req, msg::ACK, req.ciaddr, ip, Some(&resolved), rapid);
         // A DISCOVER gets this binding back unless a reservation of the
         // client's points elsewhere (`discover` tries reservations first).
         let offerable = self.reservation(sn, req).is_none_or(|r| r.ip == ip);
-        let fast = (!rapid)
-            .then(|| {
-                self.fast_reply(
-                    req,
-                    arrival,
-                    &key,
-                    &payload[wire::BOOTP_FIXED_LEN + 4..mark],
-                    offerable,
-                )
-            })
-            .flatten();
+        let fast = (!rapid
+            && self.kernel_can_answer(req, &resolved)
+            && subscriber::fixed_fields_clear(&payload))
+        .then(|| {
+            self.fast_reply(
+                req,
+                arrival,
+                &key,
+                &payload[wire::BOOTP_FIXED_LEN + 4..mark],
+                offerable,
+            )
+        })
+        .flatten();
         let lease = Lease {
             ip,
             client: Some(key),
@@ -741,6 +840,7 @@ impl Server {
             expires: now + u64::from(resolved.lease_secs),
             lease_secs: resolved.lease_secs,
             fast,
+            relay: self.stash_of(req),
         };
         let keys = self.cap_keys(si, req, arrival);
         if let Some(k) = &lease.client {
@@ -956,7 +1056,9 @@ impl Server {
         let key = Self::identity(req);
         if let Some(sid) = req.server_id {
             // SELECTING.
-            let si = self.subnet_for_link(req, arrival);
+            let si = self
+                .subnet_for_link(req, arrival)
+                .map(|si| self.shared_containing(si, req.requested_ip));
             if sid != self.server_id {
                 // The client took another server's offer: ours is free again.
                 if let Some(si) = si {
@@ -1001,7 +1103,10 @@ impl Server {
         }
         if let (Some(ip), true) = (req.requested_ip, req.ciaddr.is_unspecified()) {
             // INIT-REBOOT.
-            let Some(si) = self.subnet_for_link(req, arrival) else {
+            let Some(si) = self
+                .subnet_for_link(req, arrival)
+                .map(|si| self.shared_containing(si, Some(ip)))
+            else {
                 return Outcome::drop("no_subnet");
             };
             if let Some(why) = self.cap_refusal(si, req, arrival, &key, now) {
@@ -1135,7 +1240,7 @@ impl Server {
             return Outcome::drop("no_subnet");
         };
         let sn = &self.subnets[si];
-        let resolved = self.resolved_for(sn, req, req.ciaddr).clone();
+        let resolved = self.resolved_for(sn, req, req.ciaddr).into_owned();
         let mut payload = Reply::new(
             req,
             msg::ACK,
@@ -1143,6 +1248,7 @@ impl Server {
             Ipv4Addr::UNSPECIFIED,
             Ipv4Addr::UNSPECIFIED,
         );
+        payload.set_boot(&resolved.boot);
         payload.push(opt::SERVER_ID, &self.server_id.octets());
         self.push_options(&mut payload, req, &resolved, false);
         self.push_echoes(&mut payload, req, false);
@@ -1187,6 +1293,9 @@ impl Server {
             r.set_broadcast();
         }
         r.push(opt::SERVER_ID, &self.server_id.octets());
+        if let Some(res) = resolved.filter(|_| msg_type != msg::NAK) {
+            r.set_boot(&res.boot);
+        }
         if let Some(res) = resolved {
             r.push(opt::LEASE_TIME, &res.lease_secs.to_be_bytes());
             r.push(opt::RENEWAL_TIME, &res.t1.to_be_bytes());
@@ -1218,12 +1327,16 @@ impl Server {
         let echo_len = req.client_id.map_or(0, |v| 2 + v.len())
             + if rapid { 2 } else { 0 }
             + req.relay_info.map_or(0, |v| 2 + v.len());
+        let mut left = Vec::new();
         for (code, value) in &res.options {
             let wanted = *code == opt::SUBNET_MASK || req.prl.is_none() || req.requested(*code);
             if wanted && r.len_with_end() + 2 + value.len() + echo_len <= limit {
                 r.push(*code, value);
+            } else if wanted {
+                left.push((*code, &value[..]));
             }
         }
+        subscriber::overload(r, &left, &res.boot, limit, echo_len);
     }
 }
 

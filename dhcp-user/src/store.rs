@@ -47,6 +47,29 @@ pub struct ApiReservation {
     pub ip: Ipv4Addr,
     pub hw_address: Option<String>,
     pub client_id: Option<String>,
+    /// A relay identity instead (`crate::subscriber`).
+    pub relay: Option<ApiRelayId>,
+}
+
+/// A relay identity of an API reservation, stored as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApiRelayId {
+    #[serde(
+        rename = "circuit-id",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub circuit_id: Option<String>,
+    #[serde(rename = "remote-id", skip_serializing_if = "Option::is_none", default)]
+    pub remote_id: Option<String>,
+    #[serde(
+        rename = "subscriber-id",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub subscriber_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub giaddr: Option<Ipv4Addr>,
 }
 
 impl StoreOp {
@@ -97,7 +120,8 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS leases (
         state INTEGER NOT NULL,
         expires INTEGER NOT NULL,
         lease_secs INTEGER NOT NULL,
-        fast BLOB
+        fast BLOB,
+        relay BLOB
     );
     CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS reservations (
@@ -105,6 +129,7 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS leases (
         ip INTEGER NOT NULL,
         hw TEXT,
         cid TEXT,
+        relay TEXT,
         PRIMARY KEY (subnet_id, ip)
     );";
 
@@ -205,6 +230,19 @@ impl SqliteStore {
         if !has_fast {
             conn.execute_batch("ALTER TABLE leases ADD COLUMN fast BLOB;")?;
         }
+        // And those from before stashed relay information this one.
+        let has_relay: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('leases') WHERE name = 'relay'")?
+            .exists([])?;
+        if !has_relay {
+            conn.execute_batch("ALTER TABLE leases ADD COLUMN relay BLOB;")?;
+        }
+        let has_relay_id: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('reservations') WHERE name = 'relay'")?
+            .exists([])?;
+        if !has_relay_id {
+            conn.execute_batch("ALTER TABLE reservations ADD COLUMN relay TEXT;")?;
+        }
         Ok(SqliteStore { conn })
     }
 
@@ -230,8 +268,8 @@ impl SqliteStore {
         let tx = self.conn.transaction()?;
         {
             let mut put = tx.prepare_cached(
-                "INSERT OR REPLACE INTO leases (ip, client, hw, subnet_id, state, expires, lease_secs, fast)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR REPLACE INTO leases (ip, client, hw, subnet_id, state, expires, lease_secs, fast, relay)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             let mut del = tx.prepare_cached("DELETE FROM leases WHERE ip = ?1")?;
             for op in ops {
@@ -246,6 +284,7 @@ impl SqliteStore {
                             l.expires as i64,
                             i64::from(l.lease_secs),
                             l.fast.as_ref().map(|f| f.encode()),
+                            l.relay.as_deref(),
                         ])?;
                     }
                     StoreOp::Delete(ip) => {
@@ -259,12 +298,13 @@ impl SqliteStore {
                     }
                     StoreOp::PutReservation(r) => {
                         tx.execute(
-                            "INSERT OR REPLACE INTO reservations (subnet_id, ip, hw, cid) VALUES (?1, ?2, ?3, ?4)",
+                            "INSERT OR REPLACE INTO reservations (subnet_id, ip, hw, cid, relay) VALUES (?1, ?2, ?3, ?4, ?5)",
                             params![
                                 i64::from(r.subnet_id),
                                 i64::from(u32::from(r.ip)),
                                 r.hw_address,
-                                r.client_id
+                                r.client_id,
+                                r.relay.as_ref().and_then(|x| serde_json::to_string(x).ok())
                             ],
                         )?;
                     }
@@ -379,7 +419,7 @@ fn check_existing(path: &Path) -> Result<Connection> {
 impl LeaseStore for SqliteStore {
     fn load(&mut self) -> Result<Vec<Lease>> {
         let mut st = self.conn.prepare(
-            "SELECT ip, client, hw, subnet_id, state, expires, lease_secs, fast FROM leases",
+            "SELECT ip, client, hw, subnet_id, state, expires, lease_secs, fast, relay FROM leases",
         )?;
         let rows = st.query_map([], |r| {
             Ok((
@@ -391,11 +431,12 @@ impl LeaseStore for SqliteStore {
                 r.get::<_, i64>(5)?,
                 r.get::<_, i64>(6)?,
                 r.get::<_, Option<Vec<u8>>>(7)?,
+                r.get::<_, Option<Vec<u8>>>(8)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (ip, client, hw, subnet_id, state, expires, lease_secs, fast) = row?;
+            let (ip, client, hw, subnet_id, state, expires, lease_secs, fast, relay) = row?;
             let state = LeaseState::from_code(state)
                 .ok_or_else(|| anyhow!("lease {ip}: unknown state {state}"))?;
             out.push(Lease {
@@ -411,6 +452,7 @@ impl LeaseStore for SqliteStore {
                 fast: fast
                     .and_then(|b| FastReply::decode(&b))
                     .map(std::sync::Arc::new),
+                relay: relay.map(Vec::into_boxed_slice),
             });
         }
         Ok(out)
@@ -421,15 +463,18 @@ impl LeaseStore for SqliteStore {
     }
 
     fn reservations(&mut self) -> Result<Vec<ApiReservation>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT subnet_id, ip, hw, cid FROM reservations ORDER BY subnet_id, ip")?;
+        let mut st = self.conn.prepare(
+            "SELECT subnet_id, ip, hw, cid, relay FROM reservations ORDER BY subnet_id, ip",
+        )?;
         let rows = st.query_map([], |r| {
             Ok(ApiReservation {
                 subnet_id: r.get::<_, i64>(0)? as u32,
                 ip: Ipv4Addr::from(r.get::<_, i64>(1)? as u32),
                 hw_address: r.get(2)?,
                 client_id: r.get(3)?,
+                relay: r
+                    .get::<_, Option<String>>(4)?
+                    .and_then(|j| serde_json::from_str(&j).ok()),
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -553,6 +598,8 @@ mod tests {
 
     fn lease(n: u8, state: LeaseState) -> Lease {
         Lease {
+            // Stashed relay information: giaddr and option 82.
+            relay: (n == 1).then(|| Box::from(&[198, 18, 9, 1, 1, 3, b'c', b'/', b'1'][..])),
             ip: Ipv4Addr::new(198, 18, 0, n),
             client: Some(client_id_key(&[1, n])),
             hw: Box::new([1, 2, 0, 0, 0, 0, n]),
@@ -688,6 +735,17 @@ mod tests {
             s.apply(&[
                 StoreOp::Put(lease(1, LeaseState::Bound)),
                 StoreOp::Put(lease(2, LeaseState::Bound)),
+                StoreOp::PutReservation(ApiReservation {
+                    subnet_id: 7,
+                    ip: Ipv4Addr::new(198, 18, 0, 9),
+                    hw_address: None,
+                    client_id: None,
+                    relay: Some(ApiRelayId {
+                        circuit_id: Some("olt1/1/3".into()),
+                        giaddr: Some(Ipv4Addr::new(198, 18, 9, 1)),
+                        ..Default::default()
+                    }),
+                }),
             ])
             .unwrap();
             let mut declined = lease(3, LeaseState::Declined);
@@ -708,6 +766,16 @@ mod tests {
         got.sort_by_key(|l| l.ip);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0], lease(1, LeaseState::Bound));
+        assert!(got[0].relay.is_some(), "the stash survives a reopen");
+        let r = s.reservations().unwrap();
+        assert_eq!(
+            r[0].relay.as_ref().unwrap().circuit_id.as_deref(),
+            Some("olt1/1/3")
+        );
+        assert_eq!(
+            r[0].relay.as_ref().unwrap().giaddr,
+            Some(Ipv4Addr::new(198, 18, 9, 1))
+        );
         assert_eq!(got[1].state, LeaseState::Declined);
         assert_eq!(got[1].client, None);
         let _ = std::fs::remove_dir_all(&dir);

@@ -61,7 +61,13 @@ pub mod opt {
     pub const MAX_MESSAGE_SIZE: u8 = 57;
     pub const RENEWAL_TIME: u8 = 58;
     pub const REBINDING_TIME: u8 = 59;
+    pub const VENDOR_CLASS: u8 = 60;
     pub const CLIENT_ID: u8 = 61;
+    pub const TFTP_SERVER: u8 = 66;
+    pub const BOOTFILE: u8 = 67;
+    pub const USER_CLASS: u8 = 77;
+    pub const CLIENT_ARCH: u8 = 93;
+    pub const DOMAIN_SEARCH: u8 = 119;
     pub const RAPID_COMMIT: u8 = 80;
     pub const RELAY_AGENT_INFO: u8 = 82;
     pub const SUBNET_SELECTION: u8 = 118;
@@ -289,6 +295,11 @@ pub struct DhcpRequest<'a> {
     /// Option 118 (RFC 3011).
     pub subnet_selection: Option<Ipv4Addr>,
     pub hostname: Option<&'a [u8]>,
+    /// Options 60 (vendor class), 77 (user class) and 93 (client system
+    /// architectures), raw: client classes match on them.
+    pub vendor_class: Option<&'a [u8]>,
+    pub user_class: Option<&'a [u8]>,
+    pub client_arch: Option<&'a [u8]>,
 }
 
 impl DhcpRequest<'_> {
@@ -349,6 +360,9 @@ pub fn parse_dhcp(raw: &[u8]) -> Result<DhcpRequest<'_>, Malformed> {
         link_selection: None,
         subnet_selection: None,
         hostname: None,
+        vendor_class: None,
+        user_class: None,
+        client_arch: None,
     };
     let mut i = BOOTP_FIXED_LEN + 4;
     // Each step advances by at least one byte: the walk always ends.
@@ -420,6 +434,9 @@ pub fn parse_dhcp(raw: &[u8]) -> Result<DhcpRequest<'_>, Malformed> {
                 r.subnet_selection = Some(ip4(v));
             }
             opt::HOSTNAME if r.hostname.is_none() => r.hostname = Some(v),
+            opt::VENDOR_CLASS if r.vendor_class.is_none() => r.vendor_class = Some(v),
+            opt::USER_CLASS if r.user_class.is_none() => r.user_class = Some(v),
+            opt::CLIENT_ARCH if r.client_arch.is_none() => r.client_arch = Some(v),
             opt::OVERLOAD => return Err(Malformed::OptionOverload),
             _ => {}
         }
@@ -507,6 +524,27 @@ impl Reply {
         self.buf.push(code);
         self.buf.push(value.len() as u8);
         self.buf.extend_from_slice(value);
+    }
+
+    /// siaddr, sname and file of a network boot (NUL-terminated, checked
+    /// to fit at load).
+    pub fn set_boot(&mut self, b: &crate::subscriber::Boot) {
+        if let Some(a) = b.siaddr {
+            self.buf[20..24].copy_from_slice(&a.octets());
+        }
+        if let Some(n) = &b.sname {
+            let n = &n[..n.len().min(63)];
+            self.buf[44..44 + n.len()].copy_from_slice(n);
+        }
+        if let Some(f) = &b.file {
+            let f = &f[..f.len().min(127)];
+            self.buf[108..108 + f.len()].copy_from_slice(f);
+        }
+    }
+
+    /// Writes `bytes` into the fixed part at `at` (option overload).
+    pub fn set_fixed(&mut self, at: usize, bytes: &[u8]) {
+        self.buf[at..at + bytes.len()].copy_from_slice(bytes);
     }
 
     /// RFC 2131 §4.3.2: a NAK through a relay asks it to broadcast.

@@ -81,6 +81,39 @@ start = "198.19.10.20"
 end = "198.19.10.220"
 "#;
 
+/// CONFIG with client classes on what the kernel compares (option 82,
+/// the arrival's VLANs), relay-identity reservations and a boot class
+/// (whose bindings the kernel must leave to the control plane).
+const SUBSCRIBER: &str = r#"
+[[subnet.reservation]]
+circuit_id = "eth0/7"
+ip = "198.19.10.7"
+options = { hostname = "line-7" }
+[[subnet.reservation]]
+circuit_id = "eth0/8"
+giaddr = "198.19.10.1"
+ip = "198.19.10.8"
+
+[[class]]
+name = "gold"
+match = 'agent.circuit_id starts_with "eth0/1"'
+options = { domain_name = "gold.xdhcp.test", hostname = "gold", domain_search = ["gold.xdhcp.test", "xdhcp.test"] }
+
+[[class]]
+name = "tagged"
+match = "vlan == 100 and not inner_vlan == 200"
+options = { dns_servers = ["198.18.100.53"] }
+
+[[class]]
+name = "boot"
+match = 'agent.circuit_id == "eth0/4" or inner_vlan == 200 and agent.circuit_id == "none"'
+options = { next_server = "198.18.0.1", boot_file_name = "pxelinux.0" }
+"#;
+
+fn subscriber_config() -> String {
+    format!("{CONFIG}{SUBSCRIBER}")
+}
+
 /// The control plane and the XDP program side by side, the maps synced
 /// as serve's committer does.
 struct Rig {
@@ -92,8 +125,12 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
+        Rig::with_config(CONFIG)
+    }
+
+    fn with_config(text: &str) -> Rig {
         xdhcp_lab::require_lab();
-        let config = Config::parse(CONFIG, "test config").unwrap();
+        let config = Config::parse(text, "test config").unwrap();
         let mut fp = Fastpath::load_sized(false, 4096)
             .expect("loading the XDP program (needs root and BPF)");
         let maps = FastMaps::new(
@@ -544,6 +581,143 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
         "{answered:?}"
     );
     eprintln!("answered in the kernel (by state counter): {answered:?}, relayed {answered_relayed} (RENEWING {relayed_renewing}); relayed clients changing path, passed: {path_passes}");
+}
+
+/// Classes on relay information and VLANs, relay-identity reservations,
+/// boot fields and stashed option 82 on both planes: every renewal the
+/// kernel answers is the control plane's ACK byte for byte; a boot-class
+/// binding is never the kernel's; a unicast renewal without option 82 is
+/// ACKed by the control plane with the options of its relayed ACK.
+#[test]
+fn classes_relay_reservations_boot_fields_and_stashed_relay_information_on_both_planes() {
+    let mut rig = Rig::with_config(&subscriber_config());
+    let mut rng = Rng(0x5eed_0016_abcd_ef01);
+    let mut failures = Vec::new();
+    let (mut gold_tx, mut reserved_tx, mut tagged_tx, mut boot, mut stashed) = (0, 0, 0, 0, 0);
+    let cases = 240;
+    let option = |w: &Wire, code: u8| {
+        let f = wire::parse_frame(wire_bytes(w), None, true).unwrap();
+        let p = f.payload;
+        let mut i = 240;
+        while i + 1 < p.len() && p[i] != 255 {
+            let n = usize::from(p[i + 1]);
+            if p[i] == code {
+                return Some(p[i + 2..i + 2 + n].to_vec());
+            }
+            i += 2 + n;
+        }
+        None
+    };
+    let siaddr = |w: &Wire| {
+        let f = wire::parse_frame(wire_bytes(w), None, true).unwrap();
+        f.payload[20..24].to_vec()
+    };
+    for n in 0..cases {
+        let mut c = Client::random(&mut rng, n);
+        // Some relayed clients on the reserved lines, in turn (each one
+        // takes its line over from the one before).
+        // And some on the boot line.
+        if let Some(r) = c.relay_info.as_mut().filter(|_| n % 4 == 1 || n % 8 == 3) {
+            let rest = r[2 + usize::from(r[1])..].to_vec();
+            let line: &[u8] = match n % 8 {
+                1 => b"eth0/7",
+                3 => b"eth0/4",
+                _ => b"eth0/8",
+            };
+            *r = [&[1, 6][..], line, &rest].concat();
+        }
+        let circuit = c
+            .relay_info
+            .as_ref()
+            .map(|r| r[2..2 + usize::from(r[1])].to_vec());
+        let is = |p: &str| {
+            circuit
+                .as_deref()
+                .is_some_and(|x| x.starts_with(p.as_bytes()))
+        };
+        let gold = is("eth0/1");
+        let booting = circuit.as_deref() == Some(b"eth0/4");
+        let reserved =
+            circuit.as_deref() == Some(b"eth0/7") || circuit.as_deref() == Some(b"eth0/8");
+        let tagged = c.tags.len() == 1;
+        let offer = rig
+            .control(&c.frame(Kind::Discover, n * 16))
+            .unwrap_or_else(|| {
+                panic!(
+                    "client {n} {c:?}: no OFFER: {:?}",
+                    rig.server.counters.dropped
+                )
+            });
+        let f = wire::parse_frame(wire_bytes(&offer), None, true).unwrap();
+        c.ip = Ipv4Addr::new(f.payload[16], f.payload[17], f.payload[18], f.payload[19]);
+        let ack = rig
+            .control(&c.frame(Kind::Selecting, n * 16 + 1))
+            .expect("an ACK");
+        let domain = option(&ack, 15);
+        if reserved && !c.ip.octets().starts_with(&[198, 19, 10]) {
+            failures.push(format!("client {n}: reserved line got {}", c.ip));
+        }
+        if booting {
+            boot += 1;
+            if siaddr(&ack) != [198, 18, 0, 1] {
+                failures.push(format!("client {n}: boot class ACK without next-server"));
+            }
+        }
+        for (i, kind) in [
+            Kind::Renewing,
+            Kind::Rebinding,
+            Kind::Renewing,
+            Kind::Renewing,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let name = format!("client {n} {kind:?} #{i} {c:?}");
+            let req = c.frame(kind, n * 16 + 2 + i as u32);
+            let (verdict, out, delta) = rig.xdp(&req);
+            let cp = rig.control(&req);
+            let Some(cp) = cp else {
+                failures.push(format!("{name}: no control-plane reply"));
+                continue;
+            };
+            if c.relay_info.is_some() && !c.relayed(kind) {
+                // Unicast, no option 82: the stash classifies it.
+                stashed += 1;
+                if option(&cp, 53) != Some(vec![5]) || option(&cp, 15) != domain {
+                    failures.push(format!(
+                        "{name}: stashed renewal got {:?} domain {:?}, want ACK with {domain:?}",
+                        option(&cp, 53),
+                        option(&cp, 15)
+                    ));
+                }
+            }
+            if verdict == XDP_TX {
+                if booting {
+                    failures.push(format!("{name}: the kernel answered a boot binding"));
+                }
+                if let Err(e) = compare(&name, &out, &cp) {
+                    failures.push(e);
+                }
+                gold_tx += u32::from(gold);
+                reserved_tx += u32::from(reserved);
+                tagged_tx += u32::from(tagged);
+            } else if verdict != XDP_PASS {
+                failures.push(format!("{name}: verdict {} {delta}", verdict_name(verdict)));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures[..failures.len().min(5)].join("\n\n")
+    );
+    eprintln!("kernel ACKs: gold class {gold_tx}, reserved lines {reserved_tx}, tagged class {tagged_tx}; boot bindings {boot}; stashed renewals {stashed}");
+    assert!(
+        gold_tx > 10 && tagged_tx > 10 && reserved_tx > 0,
+        "coverage"
+    );
+    assert!(boot > 0 && stashed > 20, "coverage");
 }
 
 struct Case {
@@ -1020,7 +1194,9 @@ fn mutated_frames_the_kernel_answers_get_the_same_reply_from_the_control_plane()
     let seed: u64 = env("XDHCP_FUZZ_SEED").map_or(0x0f0f_1234_5678_9abc, |v| {
         v.parse().expect("XDHCP_FUZZ_SEED")
     });
-    let mut rig = Rig::new();
+    // With classes, relay-identity reservations and a boot class: whatever
+    // the kernel answers, the control plane answers alike.
+    let mut rig = Rig::with_config(&subscriber_config());
     let mut events: RingBuf<MapData> =
         RingBuf::try_from(rig.fp.take_map(MAP_EVENTS).unwrap()).unwrap();
     let mut rng = Rng(seed | 1);

@@ -29,6 +29,9 @@ const PACKAGES: &[&str] = &[
     "e2fsprogs",
     "mount",
     "util-linux",
+    // The PXE test: a TFTP server in the lab and a real TFTP client.
+    "tftpd-hpa",
+    "tftp-hpa",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -347,6 +347,7 @@ mod tests {
             expires,
             lease_secs: 600,
             fast: None,
+            relay: None,
         }
     }
 

@@ -919,6 +919,7 @@ fn stored_lease(last: u8, state: LeaseState, expires: u64, fast: bool) -> Lease 
         expires,
         lease_secs: 1000,
         fast: fast.then(fast_reply),
+        relay: None,
     }
 }
 
@@ -1487,3 +1488,5 @@ fn bound_clients_are_told_apart_from_new_ones() {
             .server_id([198, 18, 0, 1])
     ));
 }
+
+mod subscriber;
