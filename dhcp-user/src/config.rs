@@ -27,6 +27,9 @@ pub struct Config {
     pub options: OptionSet,
     #[serde(default, rename = "subnet")]
     pub subnets: Vec<Subnet>,
+    /// Leases in a shared PostgreSQL database instead of `server.lease_db`.
+    #[serde(default)]
+    pub database: Option<crate::store::postgres::DatabaseConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

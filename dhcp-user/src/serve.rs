@@ -35,7 +35,7 @@ use crate::{
     fastpath::Fastpath,
     packet::{self, PacketSocket},
     server::{Arrival, Server},
-    store::{LeaseStore, SqliteStore, StoreOp},
+    store::StoreOp,
     wire::{self, msg},
 };
 
@@ -148,8 +148,8 @@ pub async fn run(
     overrides: Overrides,
     debug_xdp_logs: bool,
 ) -> Result<()> {
-    let mut store = SqliteStore::open(&config.server.lease_db, config.server.lease_db_sync)?;
-    let mut engine = Engine::start(&mut store, config, config_path, overrides, unix_now())?;
+    let mut store = crate::store::open(&config)?;
+    let mut engine = Engine::start(&mut *store, config, config_path, overrides, unix_now())?;
     let config = engine.config.clone();
 
     let mut fastpath = match &config.server.pin_dir {
@@ -256,7 +256,7 @@ pub async fn run(
     let (commit_tx, commit_rx) = mpsc::channel::<Commit<Wire>>();
     let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel::<MapReport>();
     let stopping = Arc::new(AtomicBool::new(false));
-    let mut committer = Committer::new(Box::new(store), Some(maps));
+    let mut committer = Committer::new(store, Some(maps));
     let sync_stats = committer.sync.clone();
     let store_health = committer.health.clone();
     let committer_thread = {

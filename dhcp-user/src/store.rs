@@ -16,9 +16,24 @@ use anyhow::{anyhow, Context, Result};
 use rusqlite::{params, Connection, OpenFlags};
 
 use crate::{
-    config::DbSync,
+    config::{Config, DbSync},
     leases::{FastReply, Lease, LeaseState},
 };
+
+pub mod pg_schema;
+pub mod postgres;
+
+/// The store the configuration names: PostgreSQL with a `[database]`
+/// table, else the SQLite file `server.lease_db`.
+pub fn open(config: &Config) -> Result<Box<dyn LeaseStore>> {
+    Ok(match &config.database {
+        Some(db) => Box::new(postgres::PgStore::open(db)?),
+        None => Box::new(SqliteStore::open(
+            &config.server.lease_db,
+            config.server.lease_db_sync,
+        )?),
+    })
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreOp {

@@ -29,6 +29,11 @@ const PACKAGES: &[&str] = &[
     "e2fsprogs",
     "mount",
     "util-linux",
+    // The shared lease store's server for the multi-node tests and
+    // benchmark, and the TLS library its client links.
+    "postgresql-15",
+    "libssl-dev",
+    "pkg-config",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
