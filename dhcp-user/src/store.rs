@@ -81,6 +81,14 @@ pub trait LeaseStore: Send {
     /// Reservations added through the control API.
     fn reservations(&mut self) -> Result<Vec<ApiReservation>>;
 
+    /// The claims the last `apply` lost: a store shared by several nodes
+    /// writes a lease only where the address is free, expired past the
+    /// MCLT, or already the same client's; elsewhere it keeps the other
+    /// node's lease, returned here. Nothing of that lease was written.
+    fn take_lost(&mut self) -> Vec<Lease> {
+        Vec::new()
+    }
+
     /// A small integer the daemon keeps beside the leases.
     fn meta(&mut self, key: &str) -> Result<Option<i64>>;
     fn set_meta(&mut self, key: &str, value: i64) -> Result<()>;

@@ -164,6 +164,76 @@ fn a_batch_is_one_round_trip_and_reads_back_as_applied_in_order() {
     assert_eq!(b.reservations().unwrap().len(), 1);
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Issue 15: the database is the arbiter of an address between nodes.
+#[test]
+fn a_claim_on_an_address_another_nodes_client_holds_is_lost_until_its_end_plus_mclt() {
+    let pg = PgCluster::start(None).unwrap();
+    assert!(xdhcp_db(&pg, "init").0);
+    let mut cfg_a = db(&pg, "a");
+    cfg_a.mclt_secs = 100;
+    let mut cfg_b = db(&pg, "b");
+    cfg_b.mclt_secs = 100;
+    let mut a = PgStore::open(&cfg_a).unwrap();
+    let mut b = PgStore::open(&cfg_b).unwrap();
+    let now = unix_now();
+    let other = |n: u32, ip_of: u32, expires: u64| {
+        let mut l = lease(n, expires);
+        l.ip = lease(ip_of, 0).ip;
+        l
+    };
+    // a's clients 1 (bound), 2 (ended 50 s ago: within the MCLT), 3
+    // (ended 200 s ago), 4 (released).
+    let mut released = lease(4, now + 600);
+    released.state = LeaseState::Released;
+    a.apply(&[
+        StoreOp::Put(lease(1, now + 600)),
+        StoreOp::Put(lease(2, now - 50)),
+        StoreOp::Put(lease(3, now - 200)),
+        StoreOp::Put(released),
+    ])
+    .unwrap();
+    assert!(a.take_lost().is_empty());
+    // b's clients 11..14 claim the same four addresses, and 15 a free one.
+    b.apply(&[
+        StoreOp::Put(other(11, 1, now + 600)),
+        StoreOp::Put(other(12, 2, now + 600)),
+        StoreOp::Put(other(13, 3, now + 600)),
+        StoreOp::Put(other(14, 4, now + 600)),
+        StoreOp::Put(lease(15, now + 600)),
+    ])
+    .unwrap();
+    let mut lost = b.take_lost();
+    lost.sort_by_key(|l| l.ip);
+    assert_eq!(lost, vec![lease(1, now + 600), lease(2, now - 50)]);
+    assert!(b.take_lost().is_empty(), "taken once");
+    let holders = pg
+        .psql("SELECT string_agg((ip - 3323068416) || '=' || node, ',' ORDER BY ip) FROM xdhcp_leases")
+        .unwrap();
+    assert_eq!(holders, "1=a,2=a,3=b,4=b,15=b");
+    // The holder itself, through another node (a REBINDING answered by
+    // b), may always extend its binding.
+    b.apply(&[StoreOp::Renewed(lease(1, now + 900))]).unwrap();
+    assert!(b.take_lost().is_empty());
+    assert_eq!(
+        pg.psql("SELECT node || ' ' || expires FROM xdhcp_leases WHERE ip = 3323068417")
+            .unwrap(),
+        format!("b {}", now + 900)
+    );
+    assert_eq!(
+        b.stats
+            .lost_claims
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}
+
 #[test]
 fn every_change_is_numbered_and_announced_at_commit() {
     let pg = PgCluster::start(None).unwrap();
@@ -289,4 +359,35 @@ fn the_daemon_serves_from_postgres_and_a_restart_rebuilds_from_it() {
     let (code, list) = lab.cli(&["leases", "list"]).unwrap();
     assert_eq!(code, 0, "{list}");
     assert_eq!(list.matches("bound").count(), 100, "{list}");
+}
+
+/// Issue 15 in the lab: two daemons (fast path on) on one database, each
+/// with a client of its own, the same pool, neither knowing the other's
+/// leases (no follower yet). The second node offers the address the
+/// first one bound; its claim is lost in the database, no ACK leaves, and
+/// its client ends up with another address.
+#[test]
+fn two_nodes_on_one_database_never_bind_one_address_twice() {
+    let pg = PgCluster::start(None).unwrap();
+    assert!(xdhcp_db(&pg, "init").0);
+    let config = |node: &str| CONFIG.replace("@URL@", &pg.url()).replace("lab-node", node);
+    let mut a = DaemonLab::new("pgnodea", &config("node-a"), None).unwrap();
+    let mut b = DaemonLab::new("pgnodeb", &config("node-b"), None).unwrap();
+    a.start().unwrap();
+    b.start().unwrap();
+    let bound_ip = |lab: &DaemonLab| -> Ipv4Addr {
+        let bound = lab.wait_event("bound ", 0, Duration::from_secs(30));
+        bound.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let _ca = a.udhcpc("").unwrap();
+    let ip_a = bound_ip(&a);
+    let _cb = b.udhcpc("").unwrap();
+    let ip_b = bound_ip(&b);
+    assert_ne!(ip_a, ip_b, "one address bound to two clients");
+    let log = b.daemon().lines().join("\n");
+    assert!(log.contains("claims lost to other nodes"), "{log}");
+    let holders = pg
+        .psql("SELECT string_agg(node, ',' ORDER BY node) FROM xdhcp_leases WHERE state = 1")
+        .unwrap();
+    assert_eq!(holders, "node-a,node-b");
 }

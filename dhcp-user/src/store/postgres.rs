@@ -39,7 +39,7 @@ use crate::leases::{FastReply, Lease, LeaseState};
 pub const URL_ENV: &str = "XDHCP_DATABASE_URL";
 
 /// `[database]`: present, the leases are kept in PostgreSQL.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `postgresql://user:password@host:port/dbname?sslmode=require` or
@@ -58,10 +58,31 @@ pub struct DatabaseConfig {
     /// Bound on connecting and on each statement, in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u32,
+    /// Maximum client lead time: another node's binding is taken over only
+    /// once its stored end plus this has passed (the kernel of a node that
+    /// died may have renewed it that far without storing it).
+    #[serde(default = "default_mclt")]
+    pub mclt_secs: u32,
 }
 
 fn default_timeout() -> u32 {
     5
+}
+
+fn default_mclt() -> u32 {
+    3600
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> DatabaseConfig {
+        DatabaseConfig {
+            url: None,
+            tls_ca_file: None,
+            node: None,
+            timeout_secs: default_timeout(),
+            mclt_secs: default_mclt(),
+        }
+    }
 }
 
 impl DatabaseConfig {
@@ -142,19 +163,26 @@ pub struct PgStats {
     pub rows: AtomicU64,
     pub round_trips: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Bindings refused because another node's client held the address.
+    pub lost_claims: AtomicU64,
 }
 
 struct Conn {
     config: postgres::Config,
     tls: MakeTlsConnector,
     node: String,
+    mclt: i64,
     client: Option<(Client, Statement)>,
     stats: Arc<PgStats>,
 }
 
 /// Every lease change of a batch as one statement: deletions first, then
 /// upserts (the batch is reduced to each address's last change, so no
-/// address is in both).
+/// address is in both). The upsert is the claim, and the primary key on
+/// the address the arbiter between nodes: a row is overwritten only when
+/// it is the same client's, holds nothing (offered, released, expired),
+/// or ended longer than the MCLT ago by the database's clock. The
+/// addresses written come back; the others are claims lost.
 const APPLY: &str = "WITH gone AS (DELETE FROM xdhcp_leases WHERE ip = ANY($9::bigint[]))
     INSERT INTO xdhcp_leases (ip, client, hw, subnet_id, state, expires, lease_secs, fast, node)
     SELECT u.*, $10::text FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::bigint[],
@@ -162,7 +190,14 @@ const APPLY: &str = "WITH gone AS (DELETE FROM xdhcp_leases WHERE ip = ANY($9::b
     ON CONFLICT (ip) DO UPDATE SET client = EXCLUDED.client, hw = EXCLUDED.hw,
         subnet_id = EXCLUDED.subnet_id, state = EXCLUDED.state, expires = EXCLUDED.expires,
         lease_secs = EXCLUDED.lease_secs, fast = EXCLUDED.fast, node = EXCLUDED.node,
-        updated = now()";
+        updated = now()
+    WHERE xdhcp_leases.client IS NOT DISTINCT FROM EXCLUDED.client
+        OR xdhcp_leases.state IN (0, 2, 3)
+        OR xdhcp_leases.expires + $11::bigint <= extract(epoch FROM now())::bigint
+    RETURNING ip";
+
+const SELECT: &str =
+    "SELECT ip, client, hw, subnet_id, state, expires, lease_secs, fast FROM xdhcp_leases";
 
 impl Conn {
     fn client(&mut self) -> Result<&mut (Client, Statement)> {
@@ -183,15 +218,24 @@ impl Conn {
 
     /// Runs `f` on a live connection; a connection an error left broken
     /// is dropped, so the next call makes a new one.
-    fn with<R>(&mut self, f: impl FnOnce(&mut Client, &Statement, &str) -> Result<R>) -> Result<R> {
-        let node = self.node.clone();
+    fn with<R>(&mut self, f: impl FnOnce(&mut Client, &Statement, &Ctx) -> Result<R>) -> Result<R> {
+        let ctx = Ctx {
+            node: self.node.clone(),
+            mclt: self.mclt,
+        };
         let (c, st) = self.client()?;
-        let r = f(c, st, &node);
+        let r = f(c, st, &ctx);
         if r.is_err() && self.client.as_ref().is_some_and(|(c, _)| c.is_closed()) {
             self.client = None;
         }
         r
     }
+}
+
+/// What every statement may need besides its own arguments.
+struct Ctx {
+    node: String,
+    mclt: i64,
 }
 
 type Job = Box<dyn FnOnce(&mut Conn) + Send>;
@@ -201,6 +245,7 @@ pub struct PgStore {
     thread: Option<std::thread::JoinHandle<()>>,
     pub stats: Arc<PgStats>,
     pub node: String,
+    lost: Vec<Lease>,
 }
 
 impl PgStore {
@@ -212,6 +257,7 @@ impl PgStore {
             config: cfg.pg_config()?,
             tls: cfg.tls()?,
             node: cfg.node_name(),
+            mclt: i64::from(cfg.mclt_secs),
             client: None,
             stats: stats.clone(),
         };
@@ -235,12 +281,13 @@ impl PgStore {
             thread: Some(thread),
             stats,
             node,
+            lost: Vec::new(),
         })
     }
 
     fn call<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Client, &Statement, &str) -> Result<R> + Send + 'static,
+        f: impl FnOnce(&mut Client, &Statement, &Ctx) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.jobs
@@ -311,32 +358,35 @@ fn columns(ops: &[StoreOp]) -> Columns {
     c
 }
 
+/// Writes the batch; returns the leases of the claims it lost.
 fn apply(
     client: &mut Client,
     st: &Statement,
-    node: &str,
+    ctx: &Ctx,
     ops: &[StoreOp],
     stats: &PgStats,
-) -> Result<()> {
+) -> Result<Vec<Lease>> {
+    let node = &ctx.node;
     let c = columns(ops);
     let rows = (c.ip.len() + c.deleted.len()) as u64;
-    let params: [&(dyn postgres::types::ToSql + Sync); 10] = [
+    let params: [&(dyn postgres::types::ToSql + Sync); 11] = [
         &c.ip, &c.client, &c.hw, &c.subnet, &c.state, &c.expires, &c.secs, &c.fast, &c.deleted,
-        &node,
+        node, &ctx.mclt,
     ];
     let rest: Vec<&StoreOp> = ops
         .iter()
         .filter(|o| o.lease().is_none() && !matches!(o, StoreOp::Delete(_)))
         .collect();
+    let mut written = Vec::new();
     if rest.is_empty() {
         if rows > 0 {
-            client.execute(st, &params)?;
+            written = client.query(st, &params)?;
             stats.round_trips.fetch_add(1, Ordering::Relaxed);
         }
     } else {
         let mut tx = client.transaction()?;
         if rows > 0 {
-            tx.execute(st, &params)?;
+            written = tx.query(st, &params)?;
         }
         let mut trips = 2 + u64::from(rows > 0);
         for op in rest {
@@ -375,46 +425,64 @@ fn apply(
     }
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.rows.fetch_add(rows, Ordering::Relaxed);
-    Ok(())
+    if written.len() == c.ip.len() {
+        return Ok(Vec::new());
+    }
+    let won: std::collections::HashSet<i64> = written.iter().map(|r| r.get(0)).collect();
+    let lost: Vec<i64> =
+        c.ip.iter()
+            .copied()
+            .filter(|ip| !won.contains(ip))
+            .collect();
+    stats
+        .lost_claims
+        .fetch_add(lost.len() as u64, Ordering::Relaxed);
+    stats.round_trips.fetch_add(1, Ordering::Relaxed);
+    client
+        .query(&format!("{SELECT} WHERE ip = ANY($1)"), &[&lost])?
+        .iter()
+        .map(row_lease)
+        .collect()
+}
+
+fn row_lease(r: &postgres::Row) -> Result<Lease> {
+    let ip: i64 = r.get(0);
+    let state: i16 = r.get(4);
+    Ok(Lease {
+        ip: Ipv4Addr::from(ip as u32),
+        client: r.get::<_, Option<Vec<u8>>>(1).map(Vec::into_boxed_slice),
+        hw: r.get::<_, Vec<u8>>(2).into_boxed_slice(),
+        subnet_id: r.get::<_, i64>(3) as u32,
+        state: LeaseState::from_code(i64::from(state))
+            .ok_or_else(|| anyhow!("lease {ip}: unknown state {state}"))?,
+        expires: r.get::<_, i64>(5) as u64,
+        lease_secs: r.get::<_, i64>(6) as u32,
+        // As in SQLite: an undecodable blob costs only the fast path for
+        // this lease until its next ACK.
+        fast: r
+            .get::<_, Option<Vec<u8>>>(7)
+            .and_then(|b| FastReply::decode(&b))
+            .map(Arc::new),
+    })
 }
 
 impl LeaseStore for PgStore {
     fn load(&mut self) -> Result<Vec<Lease>> {
-        let rows = self.call(|c, _, _| {
-            Ok(c.query(
-                "SELECT ip, client, hw, subnet_id, state, expires, lease_secs, fast FROM xdhcp_leases",
-                &[],
-            )?)
-        })?;
-        rows.iter()
-            .map(|r| {
-                let ip: i64 = r.get(0);
-                let state: i16 = r.get(4);
-                Ok(Lease {
-                    ip: Ipv4Addr::from(ip as u32),
-                    client: r.get::<_, Option<Vec<u8>>>(1).map(Vec::into_boxed_slice),
-                    hw: r.get::<_, Vec<u8>>(2).into_boxed_slice(),
-                    subnet_id: r.get::<_, i64>(3) as u32,
-                    state: LeaseState::from_code(i64::from(state))
-                        .ok_or_else(|| anyhow!("lease {ip}: unknown state {state}"))?,
-                    expires: r.get::<_, i64>(5) as u64,
-                    lease_secs: r.get::<_, i64>(6) as u32,
-                    // As in SQLite: an undecodable blob costs only the fast
-                    // path for this lease until its next ACK.
-                    fast: r
-                        .get::<_, Option<Vec<u8>>>(7)
-                        .and_then(|b| FastReply::decode(&b))
-                        .map(Arc::new),
-                })
-            })
-            .collect()
+        let rows = self.call(|c, _, _| Ok(c.query(SELECT, &[])?))?;
+        rows.iter().map(row_lease).collect()
     }
 
     fn apply(&mut self, ops: &[StoreOp]) -> Result<()> {
         let ops = ops.to_vec();
         let stats = self.stats.clone();
-        self.call(move |c, st, node| apply(c, st, node, &ops, &stats))
-            .context("PostgreSQL lease store")
+        self.lost = self
+            .call(move |c, st, ctx| apply(c, st, ctx, &ops, &stats))
+            .context("PostgreSQL lease store")?;
+        Ok(())
+    }
+
+    fn take_lost(&mut self) -> Vec<Lease> {
+        std::mem::take(&mut self.lost)
     }
 
     fn reservations(&mut self) -> Result<Vec<ApiReservation>> {
@@ -437,10 +505,10 @@ impl LeaseStore for PgStore {
 
     fn meta(&mut self, key: &str) -> Result<Option<i64>> {
         let key = key.to_string();
-        self.call(move |c, _, node| {
+        self.call(move |c, _, ctx| {
             Ok(c.query_opt(
                 "SELECT v FROM xdhcp_meta WHERE node = $1 AND k = $2",
-                &[&node, &key],
+                &[&ctx.node, &key],
             )?
             .map(|r| r.get(0)))
         })
@@ -448,11 +516,11 @@ impl LeaseStore for PgStore {
 
     fn set_meta(&mut self, key: &str, value: i64) -> Result<()> {
         let key = key.to_string();
-        self.call(move |c, _, node| {
+        self.call(move |c, _, ctx| {
             c.execute(
                 "INSERT INTO xdhcp_meta (node, k, v) VALUES ($1, $2, $3)
                  ON CONFLICT (node, k) DO UPDATE SET v = EXCLUDED.v",
-                &[&node, &key, &value],
+                &[&ctx.node, &key, &value],
             )?;
             Ok(())
         })
