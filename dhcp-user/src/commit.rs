@@ -46,6 +46,8 @@ pub struct StoreHealth {
     /// Bindings a shared store refused: another node's client held the
     /// address (their ACKs were not sent).
     pub lost_claims: u64,
+    /// A shared store's own account (`LeaseStore::describe`).
+    pub database: Option<serde_json::Value>,
 }
 
 /// The addresses a commit binds (its ACK's claim).
@@ -129,11 +131,13 @@ impl Committer {
         let mut h = self.health.lock().unwrap();
         match &r {
             Ok(()) => {
+                h.database = self.store.describe();
                 h.batches += 1;
                 h.last_write = unix_now();
                 h.last_error = None;
             }
             Err(e) => {
+                h.database = self.store.describe();
                 h.failed_writes += 1;
                 h.last_error = Some(format!("{e:#}"));
             }

@@ -89,6 +89,12 @@ pub trait LeaseStore: Send {
         Vec::new()
     }
 
+    /// What `status` and the metrics show of a shared store (None: an
+    /// embedded one, described by its path).
+    fn describe(&self) -> Option<serde_json::Value> {
+        None
+    }
+
     /// A small integer the daemon keeps beside the leases.
     fn meta(&mut self, key: &str) -> Result<Option<i64>>;
     fn set_meta(&mut self, key: &str, value: i64) -> Result<()>;

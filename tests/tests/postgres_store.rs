@@ -342,6 +342,12 @@ fn the_daemon_serves_from_postgres_and_a_restart_rebuilds_from_it() {
         .psql("SELECT count(*) FROM xdhcp_leases WHERE state = 1 AND node = 'lab-node'")
         .unwrap();
     assert_eq!(bound, "100", "every ACK's lease is in PostgreSQL");
+    let (code, status) = lab.cli(&["status"]).unwrap();
+    assert_eq!(code, 0, "{status}");
+    assert!(
+        status.contains("database      postgres at host ") && status.contains("as node lab-node"),
+        "{status}"
+    );
     assert!(lab.stop(15).unwrap().0.success());
     assert_eq!(
         pg.psql("SELECT v FROM xdhcp_meta WHERE node = 'lab-node' AND k = 'clean'")

@@ -245,6 +245,8 @@ pub struct PgStore {
     thread: Option<std::thread::JoinHandle<()>>,
     pub stats: Arc<PgStats>,
     pub node: String,
+    /// Where it connects, without the password.
+    target: String,
     lost: Vec<Lease>,
 }
 
@@ -262,6 +264,7 @@ impl PgStore {
             stats: stats.clone(),
         };
         let node = conn.node.clone();
+        let target = describe(&conn.config);
         let (tx, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
@@ -281,6 +284,7 @@ impl PgStore {
             thread: Some(thread),
             stats,
             node,
+            target,
             lost: Vec::new(),
         })
     }
@@ -483,6 +487,21 @@ impl LeaseStore for PgStore {
 
     fn take_lost(&mut self) -> Vec<Lease> {
         std::mem::take(&mut self.lost)
+    }
+
+    fn describe(&self) -> Option<serde_json::Value> {
+        let s = &self.stats;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Some(serde_json::json!({
+            "backend": "postgres",
+            "node": self.node,
+            "where": self.target,
+            "batches": n(&s.batches),
+            "rows": n(&s.rows),
+            "round-trips": n(&s.round_trips),
+            "reconnects": n(&s.reconnects),
+            "lost-claims": n(&s.lost_claims),
+        }))
     }
 
     fn reservations(&mut self) -> Result<Vec<ApiReservation>> {
