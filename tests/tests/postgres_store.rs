@@ -397,3 +397,58 @@ fn two_nodes_on_one_database_never_bind_one_address_twice() {
         .unwrap();
     assert_eq!(holders, "node-a,node-b");
 }
+
+/// Issue 15, database outage: PostgreSQL stopped for 12 s under a DORA
+/// burst and a renewal. The kernel goes on answering the bound client;
+/// nobody new gets an ACK; status says FAILING; when the database is
+/// back the withheld batch lands, the kernel's renewal with it.
+#[test]
+fn a_database_outage_keeps_renewals_answered_and_loses_nothing() {
+    let mut pg = PgCluster::start(None).unwrap();
+    assert!(xdhcp_db(&pg, "init").0);
+    let config = CONFIG
+        .replace("@URL@", &pg.url())
+        .replace("lease_time = 600", "lease_time = 30");
+    let mut lab = DaemonLab::new("pgoutage", &config, None).unwrap();
+    lab.start().unwrap();
+    let client = lab.udhcpc("").unwrap();
+    let bound = lab.wait_event("bound ", 0, Duration::from_secs(30));
+    let ip: Ipv4Addr = bound.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let row = format!(
+        "SELECT expires FROM xdhcp_leases WHERE ip = {} AND state = 1",
+        u32::from(ip)
+    );
+    let stored_before: u64 = pg.psql(&row).unwrap().parse().unwrap();
+    // Past lease/8, so the kernel reports the renewal for the store.
+    std::thread::sleep(Duration::from_secs(5));
+
+    pg.stop().unwrap();
+    let down = Instant::now();
+    let n = lab.events().len();
+    client.signal(10);
+    let renew = lab.wait_event("renew ", n, Duration::from_secs(10));
+    assert!(renew.contains(&ip.to_string()), "{renew}");
+    let r = lab.loadgen(&["--clients", "50", "--rate", "500", "--phase", "dora"]);
+    assert_eq!(r[0]["ok"], 0, "no ACK while the database is down: {}", r[0]);
+    let (_, status) = lab.cli(&["status"]).unwrap();
+    assert!(status.contains("FAILING"), "{status}");
+
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(down.elapsed()));
+    pg.start_again().unwrap();
+    let healthy = xdhcp_lab::daemon::wait_until(Duration::from_secs(15), || {
+        let (_, s) = lab.cli(&["status"]).ok()?;
+        (!s.contains("FAILING")).then_some(())
+    });
+    assert!(healthy.is_some(), "{:?}", lab.cli(&["status"]));
+    let stored_after: u64 = pg.psql(&row).unwrap().parse().unwrap();
+    assert!(
+        stored_after > stored_before,
+        "the kernel's renewal during the outage reached the database: {stored_before} -> {stored_after}"
+    );
+    let bound: u64 = pg
+        .psql("SELECT count(*) FROM xdhcp_leases WHERE state = 1")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(bound >= 1, "{bound}");
+}
