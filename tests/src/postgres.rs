@@ -16,12 +16,17 @@ use crate::Netns;
 
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
+/// Lab clients over TCP (`enable_tls` makes it TLS only).
+const HBA_LAB: &str = "host all all 198.18.0.0/15 trust\n";
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 pub struct PgCluster {
     pub dir: PathBuf,
     ns: Option<String>,
     listen: Option<String>,
+    /// More server options (`-c name=value ...`), from the next start.
+    pub extra: String,
     running: bool,
 }
 
@@ -56,6 +61,7 @@ impl PgCluster {
             dir,
             ns: at.map(|(ns, _)| ns.name().to_string()),
             listen: at.map(|(_, a)| a.to_string()),
+            extra: String::new(),
             running: false,
         };
         run(Command::new("runuser")
@@ -64,6 +70,14 @@ impl PgCluster {
             .args(["-A", "trust", "-U", "postgres", "--no-instructions", "-D"])
             .arg(c.data()))
         .context("initdb")?;
+        if c.listen.is_some() {
+            // initdb trusts only loopback over TCP.
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(c.data().join("pg_hba.conf"))?
+                .write_all(HBA_LAB.as_bytes())?;
+        }
         c.start_again()?;
         Ok(c)
     }
@@ -113,9 +127,10 @@ impl PgCluster {
     /// Starts the (stopped) server and waits until it takes connections.
     pub fn start_again(&mut self) -> Result<()> {
         let opts = format!(
-            "-k {} -c listen_addresses='{}'",
+            "-k {} -c listen_addresses='{}' {}",
             self.socket_dir().display(),
-            self.listen.as_deref().unwrap_or("")
+            self.listen.as_deref().unwrap_or(""),
+            self.extra
         );
         let log = self.dir.join("postgres.log");
         run(&mut self.pg_ctl(&[
@@ -138,6 +153,44 @@ impl PgCluster {
         run(&mut self.pg_ctl(&["-w", "-m", "fast", "stop"]))?;
         self.running = false;
         Ok(())
+    }
+
+    /// A self-signed certificate for the listen address (IP name), the
+    /// server switched to TLS with it at its next start; returns the
+    /// certificate's path, the CA file for clients.
+    pub fn enable_tls(&mut self) -> Result<PathBuf> {
+        let addr = self
+            .listen
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("TLS needs a TCP listen address"))?;
+        let (crt, key) = (self.dir.join("server.crt"), self.dir.join("server.key"));
+        run(Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", &format!("/CN={addr}")])
+            .args(["-addext", &format!("subjectAltName=IP:{addr}")])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&crt))?;
+        run(Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(&crt)
+            .arg(&key))?;
+        run(Command::new("chmod").arg("600").arg(&key))?;
+        let hba = self.data().join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba)?;
+        std::fs::write(
+            &hba,
+            text.replace(HBA_LAB, &format!("hostssl{}", &HBA_LAB[4..])),
+        )?;
+        self.extra = format!(
+            "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            crt.display(),
+            key.display()
+        );
+        Ok(crt)
     }
 
     /// Runs SQL with psql, returning unaligned, tuples-only output.

@@ -452,3 +452,76 @@ fn a_database_outage_keeps_renewals_answered_and_loses_nothing() {
         .unwrap();
     assert!(bound >= 1, "{bound}");
 }
+
+/// `sslmode=require` with `tls_ca_file`: the connection is TLS (the
+/// server takes no other from the lab), and the server's certificate is
+/// verified (another CA is refused).
+#[test]
+fn tls_connections_verify_the_server_against_the_configured_ca() {
+    let mut lab = xdhcp_lab::Lab::new("pgtls").unwrap();
+    let ns = lab.netns("db").unwrap();
+    ns.run(["ip", "addr", "add", "198.18.0.1/32", "dev", "lo"])
+        .unwrap();
+    let mut pg = PgCluster::start(Some((&ns, "198.18.0.1"))).unwrap();
+    let ca = pg.enable_tls().unwrap();
+    pg.stop().unwrap();
+    pg.start_again().unwrap();
+    let dir = pg.dir.clone();
+    let status = |sslmode: &str, ca: &std::path::Path| {
+        let cfg = dir.join(format!("tls-{sslmode}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[server]\nserver_id = \"198.18.0.1\"\n\n[[interface]]\nname = \"lo\"\n\n[database]\nurl = \"{}\"\ntls_ca_file = \"{}\"\n",
+                pg.tcp_url().unwrap() + " sslmode=" + sslmode,
+                ca.display()
+            ),
+        )
+        .unwrap();
+        let out = ns
+            .command_from(
+                Command::new(xdhcp_bin())
+                    .args(["db", "status", "--config"])
+                    .arg(&cfg),
+            )
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, said) = status("require", &ca);
+    assert!(ok && said.contains("no xdhcp schema"), "{said}");
+    let (ok, said) = status("disable", &ca);
+    assert!(
+        !ok && said.contains("pg_hba.conf"),
+        "plain TCP must be refused: {said}"
+    );
+    // A CA that did not sign the server's certificate.
+    let other = dir.join("other.crt");
+    let key = dir.join("other.key");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let (ok, said) = status("require", &other);
+    assert!(!ok && said.contains("certificate verify failed"), "{said}");
+    drop(pg);
+}

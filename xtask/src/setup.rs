@@ -34,6 +34,8 @@ const PACKAGES: &[&str] = &[
     "postgresql-15",
     "libssl-dev",
     "pkg-config",
+    // Certificates for the TLS test.
+    "openssl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

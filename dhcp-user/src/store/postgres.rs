@@ -133,9 +133,31 @@ impl DatabaseConfig {
     /// A connection, for the `xdhcp db` commands.
     pub fn connect(&self) -> Result<Client> {
         let c = self.pg_config()?;
-        c.connect(self.tls()?)
-            .map_err(|e| anyhow!("connecting to PostgreSQL ({}): {e}", describe(&c)))
+        c.connect(self.tls()?).map_err(|e| {
+            anyhow!(
+                "connecting to PostgreSQL ({}): {}",
+                describe(&c),
+                explain(&e)
+            )
+        })
     }
+}
+
+/// A client error with what the server or the TLS layer said (the
+/// error's own text is often only "db error" or "error performing TLS
+/// handshake").
+pub fn explain(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
 }
 
 /// Where a connection goes, without its password.
@@ -206,7 +228,11 @@ impl Conn {
         }
         if self.client.is_none() {
             let mut c = self.config.connect(self.tls.clone()).map_err(|e| {
-                anyhow!("connecting to PostgreSQL ({}): {e}", describe(&self.config))
+                anyhow!(
+                    "connecting to PostgreSQL ({}): {}",
+                    describe(&self.config),
+                    explain(&e)
+                )
             })?;
             pg_schema::check(pg_schema::version(&mut c)?)?;
             let st = c.prepare(APPLY)?;
