@@ -205,6 +205,19 @@ pub fn print_status(r: &Response) {
             .as_str()
             .map_or(String::new(), |e| format!("; last error: {e}"))
     );
+    let db = &st["database"];
+    if db.is_object() {
+        println!(
+            "database      {} at {} as node {}: {} rows in {} round trips, {} connections, {} claims lost to other nodes",
+            s(&db["backend"]),
+            s(&db["where"]),
+            s(&db["node"]),
+            s(&db["rows"]),
+            s(&db["round-trips"]),
+            s(&db["reconnects"]),
+            s(&db["lost-claims"])
+        );
+    }
     if let Some(since) = st["failing-since"].as_u64() {
         println!(
             "              failing since {since} (unix): {} replies withheld, {} write attempts failed in all",

@@ -80,9 +80,18 @@ pub fn store_json(h: &StoreHealth, path: Option<&str>) -> Value {
         "last-write": h.last_write,
         "failing-since": h.failing_since,
         "withheld-replies": h.withheld_replies,
+        "lost-claims": h.lost_claims,
     });
     if let Some(p) = path {
         v["path"] = json!(p);
+    }
+    if let Some(d) = &h.database {
+        v["path"] = json!(format!(
+            "{} ({})",
+            d["backend"].as_str().unwrap_or("?"),
+            d["where"].as_str().unwrap_or("?")
+        ));
+        v["database"] = d.clone();
     }
     v
 }

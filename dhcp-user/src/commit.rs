@@ -43,6 +43,20 @@ pub struct StoreHealth {
     pub failing_since: Option<u64>,
     /// Replies (ACKs) held back by the batch being retried.
     pub withheld_replies: u64,
+    /// Bindings a shared store refused: another node's client held the
+    /// address (their ACKs were not sent).
+    pub lost_claims: u64,
+    /// A shared store's own account (`LeaseStore::describe`).
+    pub database: Option<serde_json::Value>,
+}
+
+/// The addresses a commit binds (its ACK's claim).
+fn claims(ops: &[StoreOp]) -> Vec<std::net::Ipv4Addr> {
+    ops.iter()
+        .filter_map(StoreOp::lease)
+        .filter(|l| l.state == crate::leases::LeaseState::Bound)
+        .map(|l| l.ip)
+        .collect()
 }
 
 /// Told how the batch holding a change went.
@@ -161,11 +175,13 @@ impl Committer {
         let mut h = self.health.lock().unwrap();
         match &r {
             Ok(()) => {
+                h.database = self.store.describe();
                 h.batches += 1;
                 h.last_write = unix_now();
                 h.last_error = None;
             }
             Err(e) => {
+                h.database = self.store.describe();
                 h.failed_writes += 1;
                 h.last_error = Some(format!("{e:#}"));
             }
@@ -204,7 +220,9 @@ impl Committer {
         while let Ok(first) = rx.recv() {
             let mut seq = first.seq;
             let mut ops = first.ops;
-            let mut replies = first.replies;
+            // Each commit's replies with the addresses it binds: a reply
+            // whose claim the store refused does not leave.
+            let mut replies = vec![(claims(&ops), first.replies)];
             let mut done: Vec<_> = first.done.into_iter().collect();
             let mut unmap = first.unmap;
             let mut taken = 1;
@@ -212,8 +230,8 @@ impl Committer {
                 let Ok(more) = rx.try_recv() else { break };
                 taken += 1;
                 seq = seq.max(more.seq);
+                replies.push((claims(&more.ops), more.replies));
                 ops.extend(more.ops);
-                replies.extend(more.replies);
                 done.extend(more.done);
                 unmap.extend(more.unmap);
             }
@@ -238,7 +256,8 @@ impl Committer {
                                 let mut h = self.health.lock().unwrap();
                                 h.failed_batches += 1;
                                 h.failing_since = Some(unix_now());
-                                h.withheld_replies = replies.len() as u64;
+                                h.withheld_replies =
+                                    replies.iter().map(|(_, r)| r.len() as u64).sum();
                             }
                             tracing::error!(
                                 ops = ops.len(),
@@ -302,7 +321,25 @@ impl Committer {
                     "lease store write succeeded after retrying: batch durable"
                 );
             }
-            self.finish(&ops, &mut report);
+            let lost = self.store.take_lost();
+            if lost.is_empty() {
+                self.finish(&ops, &mut report);
+            } else {
+                let gone: std::collections::HashSet<_> = lost.iter().map(|l| l.ip).collect();
+                self.health.lock().unwrap().lost_claims += lost.len() as u64;
+                tracing::info!(
+                    lost = lost.len(),
+                    "claims lost to other nodes in the shared store: no ACK, not mapped"
+                );
+                let kept: Vec<StoreOp> = ops
+                    .iter()
+                    .filter(|o| o.lease().is_none_or(|l| !gone.contains(&l.ip)))
+                    .cloned()
+                    .collect();
+                replies.retain(|(c, _)| !c.iter().any(|ip| gone.contains(ip)));
+                self.finish(&kept, &mut report);
+                report.lost = lost;
+            }
             reports(report);
             for d in done {
                 let _ = d.send(Written::Durable);
@@ -310,7 +347,7 @@ impl Committer {
             // A reply withheld for long is no answer any more: the client
             // has retransmitted, and its retransmission is answered.
             if started.elapsed() < Duration::from_secs(4) {
-                for r in &replies {
+                for r in replies.iter().flat_map(|(_, r)| r) {
                     send(r);
                 }
             }
@@ -482,5 +519,86 @@ mod tests {
             sent.lock().unwrap().is_empty(),
             "no reply for what is not durable"
         );
+    }
+
+    /// A shared store in which another node's client holds one address.
+    struct Contested {
+        inner: MemoryStore,
+        holder: Lease,
+        lost: Vec<Lease>,
+    }
+
+    impl LeaseStore for Contested {
+        fn load(&mut self) -> Result<Vec<Lease>> {
+            self.inner.load()
+        }
+        fn apply(&mut self, ops: &[StoreOp]) -> Result<()> {
+            let (lost, kept): (Vec<_>, Vec<_>) = ops
+                .iter()
+                .cloned()
+                .partition(|o| o.lease().is_some_and(|l| l.ip == self.holder.ip));
+            if !lost.is_empty() {
+                self.lost.push(self.holder.clone());
+            }
+            self.inner.apply(&kept)
+        }
+        fn take_lost(&mut self) -> Vec<Lease> {
+            std::mem::take(&mut self.lost)
+        }
+        fn reservations(&mut self) -> Result<Vec<crate::store::ApiReservation>> {
+            Ok(Vec::new())
+        }
+        fn meta(&mut self, _: &str) -> Result<Option<i64>> {
+            Ok(None)
+        }
+        fn set_meta(&mut self, _: &str, _: i64) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Issue 15: an ACK whose claim the shared store refused never leaves,
+    /// and the engine hears whose the address is; the rest of the batch
+    /// is answered.
+    #[test]
+    fn a_lost_claim_withholds_only_its_own_reply_and_is_reported() {
+        let mut holder = lease(2);
+        holder.client = Some(client_id_key(&[9, 9]));
+        let store = Contested {
+            inner: MemoryStore::default(),
+            holder: holder.clone(),
+            lost: Vec::new(),
+        };
+        let mut c = Committer::new(Box::new(store), None);
+        let (tx, rx) = mpsc::channel::<Commit<u8>>();
+        for (seq, n) in [(1, 1), (2, 2), (3, 3)] {
+            tx.send(Commit {
+                seq,
+                ops: vec![StoreOp::Put(lease(n))],
+                replies: vec![n],
+                done: None,
+                unmap: Vec::new(),
+            })
+            .unwrap();
+        }
+        drop(tx);
+        let sent = Mutex::new(Vec::new());
+        let reports = Mutex::new(Vec::new());
+        let stopping = AtomicBool::new(false);
+        assert!(c.run(
+            rx,
+            |r| reports.lock().unwrap().push(r),
+            |w| sent.lock().unwrap().push(*w),
+            &stopping,
+            Duration::from_secs(1),
+        ));
+        assert_eq!(*sent.lock().unwrap(), vec![1, 3]);
+        let lost: Vec<_> = reports
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.lost.clone())
+            .collect();
+        assert_eq!(lost, vec![holder]);
+        assert_eq!(c.health.lock().unwrap().lost_claims, 1);
     }
 }

@@ -45,6 +45,9 @@ pub struct Config {
     /// matches wins an option several set).
     #[serde(default, rename = "class")]
     pub classes: Vec<crate::classes::ClientClass>,
+    /// Leases in a shared PostgreSQL database instead of `server.lease_db`.
+    #[serde(default)]
+    pub database: Option<crate::store::postgres::DatabaseConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -215,8 +215,17 @@ impl Engine {
     }
 
     /// A batch's map report, from the committer.
-    pub fn map_report(&mut self, report: MapReport) {
+    pub fn map_report(&mut self, mut report: MapReport) {
         self.reported = self.reported.max(report.seq);
+        // Another node's client holds these: this node's binding ends
+        // (never mapped, no ACK sent) and the holder's lease takes its
+        // place, so the address is not offered again here.
+        let now = crate::clock::unix_ns_now();
+        for mut l in std::mem::take(&mut report.lost) {
+            self.server.leases.hold_ended(l.ip, now, EndKind::Ended);
+            l.fast = None;
+            self.server.leases.put(l);
+        }
         self.fresh.push(report);
     }
 

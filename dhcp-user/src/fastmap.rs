@@ -119,6 +119,9 @@ pub struct MapReport {
     /// Addresses the batch touched that the map holds no entry for now.
     pub gone: Vec<Ipv4Addr>,
     pub grants: Vec<KernelGrant>,
+    /// Claims the shared store refused (another node's client holds the
+    /// address): the holder's lease, as the store has it.
+    pub lost: Vec<Lease>,
     touched: HashSet<Ipv4Addr>,
 }
 

@@ -103,6 +103,16 @@ enum Command {
     /// Prints a shell completion script, e.g.
     /// `xdhcp completions bash > /etc/bash_completion.d/xdhcp`.
     Completions { shell: clap_complete::Shell },
+    /// The PostgreSQL lease database (`[database]`): make its schema,
+    /// upgrade it, or show its version. Run once, not on every node.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+        /// Configuration file with the `[database]` table; without it,
+        /// $XDHCP_DATABASE_URL.
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -178,6 +188,16 @@ enum ReservationsCommand {
     },
     /// Deletes a reservation added here (file ones: edit the file, reload).
     Delete { ip: String },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum DbCommand {
+    /// Makes the xdhcp schema in an empty database.
+    Init,
+    /// Applies the schema steps this xdhcp has and the database lacks.
+    Upgrade,
+    /// The schema version and the number of leases.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -426,6 +446,23 @@ fn main() -> ExitCode {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "xdhcp", &mut std::io::stdout());
             ExitCode::SUCCESS
+        }
+        Command::Db { command, config } => {
+            let cmd = match command {
+                DbCommand::Init => "init",
+                DbCommand::Upgrade => "upgrade",
+                DbCommand::Status => "status",
+            };
+            match xdhcp::store::pg_schema::command(cmd, config.as_deref()) {
+                Ok(said) => {
+                    println!("{said}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("xdhcp db {cmd}: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Config { command } => match command {
             ConfigCommand::Check { file } => match Config::from_file(&file) {

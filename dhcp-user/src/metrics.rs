@@ -133,10 +133,38 @@ pub fn render(stats: &Value) -> String {
             "recovered-batches",
             "Batches written after one or more retries",
         ),
+        (
+            "lease_store_lost_claims",
+            "lost-claims",
+            "Bindings a shared store refused because another node's client held the address (no ACK sent)",
+        ),
     ] {
         let c = Counter::<u64>::default();
         c.inc_by(st[key].as_u64().unwrap_or(0));
         reg.register(name, help, c);
+    }
+    for (name, key, help) in [
+        (
+            "database_round_trips",
+            "round-trips",
+            "Round trips to the shared database for lease batches",
+        ),
+        (
+            "database_rows",
+            "rows",
+            "Lease rows written or deleted in the shared database",
+        ),
+        (
+            "database_reconnects",
+            "reconnects",
+            "Connections made to the shared database",
+        ),
+    ] {
+        if let Some(v) = st["database"][key].as_u64() {
+            let c = Counter::<u64>::default();
+            c.inc_by(v);
+            reg.register(name, help, c);
+        }
     }
     gauge(
         &mut reg,

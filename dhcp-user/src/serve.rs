@@ -37,7 +37,7 @@ use crate::{
     packet::{self, PacketSocket},
     pins::{self, PinnedLayout},
     server::{Arrival, Server},
-    store::{LeaseStore, SqliteStore, StoreOp},
+    store::StoreOp,
     upgrade::OldFastPath,
     wire::{self, msg},
 };
@@ -249,8 +249,8 @@ pub async fn run(
         Some(dir) => Some(pins::check_layout(dir)?),
         None => None,
     };
-    let mut store = SqliteStore::open(&config.server.lease_db, config.server.lease_db_sync)?;
-    let mut engine = Engine::start(&mut store, config, config_path, overrides, unix_now())?;
+    let mut store = crate::store::open(&config)?;
+    let mut engine = Engine::start(&mut *store, config, config_path, overrides, unix_now())?;
     let config = engine.config.clone();
 
     let mut old = None;
@@ -373,7 +373,7 @@ pub async fn run(
     let (commit_tx, commit_rx) = mpsc::channel::<Commit<Wire>>();
     let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel::<MapReport>();
     let stopping = Arc::new(AtomicBool::new(false));
-    let mut committer = Committer::new(Box::new(store), Some(maps));
+    let mut committer = Committer::new(store, Some(maps));
     let mut commit_tx = CommitQueue::new(
         commit_tx,
         committer.queued.clone(),

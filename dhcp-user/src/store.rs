@@ -16,9 +16,24 @@ use anyhow::{anyhow, Context, Result};
 use rusqlite::{params, Connection, OpenFlags};
 
 use crate::{
-    config::DbSync,
+    config::{Config, DbSync},
     leases::{FastReply, Lease, LeaseState},
 };
+
+pub mod pg_schema;
+pub mod postgres;
+
+/// The store the configuration names: PostgreSQL with a `[database]`
+/// table, else the SQLite file `server.lease_db`.
+pub fn open(config: &Config) -> Result<Box<dyn LeaseStore>> {
+    Ok(match &config.database {
+        Some(db) => Box::new(postgres::PgStore::open(db)?),
+        None => Box::new(SqliteStore::open(
+            &config.server.lease_db,
+            config.server.lease_db_sync,
+        )?),
+    })
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreOp {
@@ -88,6 +103,20 @@ pub trait LeaseStore: Send {
     fn apply(&mut self, ops: &[StoreOp]) -> Result<()>;
     /// Reservations added through the control API.
     fn reservations(&mut self) -> Result<Vec<ApiReservation>>;
+
+    /// The claims the last `apply` lost: a store shared by several nodes
+    /// writes a lease only where the address is free, expired past the
+    /// MCLT, or already the same client's; elsewhere it keeps the other
+    /// node's lease, returned here. Nothing of that lease was written.
+    fn take_lost(&mut self) -> Vec<Lease> {
+        Vec::new()
+    }
+
+    /// What `status` and the metrics show of a shared store (None: an
+    /// embedded one, described by its path).
+    fn describe(&self) -> Option<serde_json::Value> {
+        None
+    }
 
     /// A small integer the daemon keeps beside the leases.
     fn meta(&mut self, key: &str) -> Result<Option<i64>>;

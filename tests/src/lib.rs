@@ -12,6 +12,7 @@ pub mod faultfs;
 pub mod frame;
 pub mod mounts;
 pub mod mutate;
+pub mod postgres;
 pub mod proc;
 pub mod raw;
 pub mod relay;

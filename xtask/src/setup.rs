@@ -32,6 +32,13 @@ const PACKAGES: &[&str] = &[
     // The PXE test: a TFTP server in the lab and a real TFTP client.
     "tftpd-hpa",
     "tftp-hpa",
+    // The shared lease store's server for the multi-node tests and
+    // benchmark, and the TLS library its client links.
+    "postgresql-15",
+    "libssl-dev",
+    "pkg-config",
+    // Certificates for the TLS test.
+    "openssl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
