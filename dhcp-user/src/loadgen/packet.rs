@@ -232,6 +232,14 @@ impl PacketEngine {
             n as usize
         };
         let mut sent_at = vec![0u64; slots];
+        // Reconnect: each client's last send (its exchange's latest step)
+        // and retransmissions so far, for an RFC 2131 §4.1 backoff.
+        let reconnect = phase == Phase::Reconnect;
+        let (mut last_try, mut tries) = if reconnect {
+            (vec![0u64; slots], vec![0u8; slots])
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let mut waiting = vec![Wait::None; slots];
         let mut offered: HashMap<u32, (Ipv4Addr, Ipv4Addr)> = HashMap::new();
         let slot = |i: u32| -> usize {
@@ -255,7 +263,6 @@ impl PacketEngine {
         let mut failed_sends = 0u64;
         let mut learned_server: Option<ServerInfo> = server;
         let mut acked: Vec<(u32, Ipv4Addr)> = Vec::new();
-        let reconnect = phase == Phase::Reconnect;
         if reconnect {
             c.retries = Some(0);
         }
@@ -287,6 +294,9 @@ impl PacketEngine {
                             outstanding -= 1;
                         }
                         sent_at[s] = start.elapsed().as_nanos() as u64 + 1;
+                        if reconnect {
+                            last_try[s] = sent_at[s];
+                        }
                         let discovers = matches!(phase, Phase::Dora | Phase::Discover)
                             || (phase == Phase::Reconnect && i.is_multiple_of(2));
                         waiting[s] = if discovers { Wait::Offer } else { Wait::Ack };
@@ -350,6 +360,9 @@ impl PacketEngine {
                     });
                     if self.send(&frame) {
                         waiting[s] = Wait::Ack;
+                        if reconnect {
+                            last_try[s] = t;
+                        }
                     }
                     continue;
                 }
@@ -395,17 +408,17 @@ impl PacketEngine {
                 pb.set_position(c.ok + c.nak + c.wrong);
             }
             if reconnect && send_end.is_some() && start.elapsed() >= next_scan {
-                // Real clients retransmit (RFC 2131 §4.1): whoever is still
-                // unanswered after the reply timeout asks again, from the
-                // start of its exchange, until every one is back or the
-                // phase's time is up.
+                // Real clients retransmit (RFC 2131 §4.1: after 4 s, then
+                // doubling to 64 s; here the reply timeout, doubling to 16
+                // times it): whoever is still unanswered asks again, from
+                // the start of its exchange, until every one is back or
+                // the phase's time is up.
                 next_scan = start.elapsed() + timeout / 4;
                 let now_ns = start.elapsed().as_nanos() as u64 + 1;
                 for &(i, _) in &bound {
                     let s = i as usize;
-                    if waiting[s] == Wait::None
-                        || now_ns.saturating_sub(sent_at[s]) < timeout.as_nanos() as u64
-                    {
+                    let wait = (timeout.as_nanos() as u64) << tries[s].min(4);
+                    if waiting[s] == Wait::None || now_ns.saturating_sub(last_try[s]) < wait {
                         continue;
                     }
                     let frame = self.request_frame(phase, epoch, i, ip_of(i), learned_server);
@@ -413,6 +426,8 @@ impl PacketEngine {
                         break;
                     }
                     sent_at[s] = now_ns;
+                    last_try[s] = now_ns;
+                    tries[s] = tries[s].saturating_add(1);
                     waiting[s] = if i.is_multiple_of(2) {
                         Wait::Offer
                     } else {

@@ -57,7 +57,8 @@ pub(super) fn run(
         s("--phase"),
         s("reconnect"),
         s("--duration"),
-        s(clients / dora_rate.max(1) + 30),
+        // Long enough for the backoff to reach its 16 s step twice.
+        s(clients / dora_rate.max(1) + 60),
     ];
     if system == System::Xdhcp {
         args.push(s("--server-socket"));
@@ -92,7 +93,7 @@ pub(super) fn table(rs: &[Reconnect]) -> String {
         let pair = |p: Option<(u64, u64)>| p.map_or("-".into(), |(a, b)| format!("{a}/{b}"));
         t += &format!(
             "{:<35} {:>7}   {:>11}   {:>6}  {:>5}   {:>15}   {:>16}   {:>23}\n",
-            r.system.name(),
+            label(r.system),
             r.clients,
             r.all_back_secs
                 .map_or("NOT ALL".into(), |s| format!("{s:.3} s")),
@@ -116,6 +117,13 @@ pub(super) fn table(rs: &[Reconnect]) -> String {
     t
 }
 
+fn label(s: System) -> &'static str {
+    match s {
+        System::Xdhcp => "xdhcp (fast path on, SQLite fsync)",
+        System::Kea => s.name(),
+    }
+}
+
 /// Kea's time over xdhcp's, when both got everyone back.
 fn speedup(rs: &[Reconnect]) -> Option<f64> {
     let t = |sys| {
@@ -129,7 +137,7 @@ fn speedup(rs: &[Reconnect]) -> Option<f64> {
 pub(super) fn json(rs: &[Reconnect]) -> Value {
     json!({
         "systems": rs.iter().map(|r| json!({
-            "system": r.system.name(),
+            "system": label(r.system),
             "clients": r.clients,
             "all_back_secs": r.all_back_secs,
             "back": r.back,
