@@ -883,8 +883,7 @@ fn copy_to_frame<const N: usize>(
 #[inline(always)]
 fn grow_at_head(ctx: &XdpContext, delta: u32, len: usize) -> Result<(), u32> {
     const CHUNK: usize = 64;
-    if delta as usize > MAX_REPLY || unsafe { bpf_xdp_adjust_head(ctx.ctx, -(delta as i32)) } != 0
-    {
+    if delta as usize > MAX_REPLY || unsafe { bpf_xdp_adjust_head(ctx.ctx, -(delta as i32)) } != 0 {
         return Err(stat::PASS_NO_ROOM);
     }
     let mut buf = [0u8; CHUNK];

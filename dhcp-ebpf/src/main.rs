@@ -177,7 +177,9 @@ fn bare(ctx: &XdpContext) -> u32 {
     // The upgrade test's old object: a 36-byte key.
     #[cfg(feature = "layout-prev")]
     let key: [u64; 5] = [w0, lo >> 24 | hi << 8, 0, 0, 0];
-    const _: () = assert!(core::mem::size_of::<LeaseKey>() <= 8 * if cfg!(feature = "layout-prev") { 5 } else { 3 });
+    const _: () = assert!(
+        core::mem::size_of::<LeaseKey>() <= 8 * if cfg!(feature = "layout-prev") { 5 } else { 3 }
+    );
     let key = unsafe { &*(key.as_ptr() as *const LeaseKey) };
     if unsafe { XDHCP_BARE_LEASES.get(key) }.is_none() {
         return xdp_action::XDP_PASS;

@@ -18,8 +18,8 @@ pub fn from_its_relay(ctx: &XdpContext, frame: &Frame, giaddr: u32) -> Result<()
     if giaddr == 0 {
         return Ok(());
     }
-    let ip = ptr_at::<Ipv4Hdr>(ctx.data(), ctx.data_end(), frame.l3_off)
-        .ok_or(stat::PASS_MALFORMED)?;
+    let ip =
+        ptr_at::<Ipv4Hdr>(ctx.data(), ctx.data_end(), frame.l3_off).ok_or(stat::PASS_MALFORMED)?;
     if unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*ip).saddr)) } != giaddr {
         return Err(stat::PASS_WRONG_SCOPE);
     }

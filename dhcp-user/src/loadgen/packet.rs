@@ -417,7 +417,14 @@ impl PacketEngine {
                 let now_ns = start.elapsed().as_nanos() as u64 + 1;
                 for &(i, _) in &bound {
                     let s = i as usize;
-                    let wait = (timeout.as_nanos() as u64) << tries[s].min(4);
+                    // Spread like real clients' randomised retries (±1 s in
+                    // RFC 2131): up to one more timeout, by client and try,
+                    // so a wave of them is not one burst.
+                    let t0 = timeout.as_nanos() as u64;
+                    let jitter = (u64::from(i) << 8 | u64::from(tries[s]))
+                        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                        % t0.max(1);
+                    let wait = (t0 << tries[s].min(4)) + jitter;
                     if waiting[s] == Wait::None || now_ns.saturating_sub(last_try[s]) < wait {
                         continue;
                     }
