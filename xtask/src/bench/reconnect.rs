@@ -29,6 +29,8 @@ pub(super) struct Reconnect {
     pub kernel: Option<(u64, u64)>,
     /// xdhcp: OFFERs and ACKs the control plane made.
     pub control_plane: Option<(u64, u64)>,
+    /// How long after its first requests the phase waited for the rest.
+    pub window_secs: f64,
 }
 
 /// Binds `clients` by DORA at `dora_rate` (within what the server takes
@@ -47,6 +49,8 @@ pub(super) fn run(
         "off"
     };
     let d = start_with(lab, system, bin, xdp, &kea_raw_config())?;
+    // Long enough for the backoff to reach its 16 s step twice.
+    let window = clients / dora_rate.max(1) + 60;
     let mut args = vec![
         s("--clients"),
         s(clients),
@@ -57,8 +61,7 @@ pub(super) fn run(
         s("--phase"),
         s("reconnect"),
         s("--duration"),
-        // Long enough for the backoff to reach its 16 s step twice.
-        s(clients / dora_rate.max(1) + 60),
+        s(window),
     ];
     if system == System::Xdhcp {
         args.push(s("--server-socket"));
@@ -81,6 +84,7 @@ pub(super) fn run(
         retries: n(rec, "retries"),
         kernel: server.map(|s| (n(s, "fast_path_offers"), n(s, "fast_path_acks"))),
         control_plane: server.map(|s| (n(s, "control_plane_offers"), n(s, "control_plane_acks"))),
+        window_secs: window as f64,
     })
 }
 
@@ -104,13 +108,15 @@ pub(super) fn table(rs: &[Reconnect]) -> String {
             pair(r.control_plane),
         );
     }
-    if let Some(ratio) = speedup(rs) {
-        t += &format!(
-            "xdhcp brings every subscriber back {ratio:.1}x faster than Kea (target 100x)\n"
-        );
-    } else {
-        t += "no ratio: a system did not get every subscriber back\n";
-    }
+    t += &match speedup(rs) {
+        Some(Speed::Measured(r)) => {
+            format!("xdhcp brings every subscriber back {r:.1}x faster than Kea (target 100x)\n")
+        }
+        Some(Speed::AtLeast(r)) => format!(
+            "xdhcp brings every subscriber back at least {r:.0}x faster than Kea (a bound: Kea had not got every one back when the window ended; target 100x)\n"
+        ),
+        None => "no ratio: xdhcp did not get every subscriber back\n".into(),
+    };
     t += &format!(
         "(at most {MAX_NEW_CLIENTS} subscribers: the lab's 198.18.0.0/15 leaves a /16 pool; the issue's 1,000,000 cannot be leased here)\n"
     );
@@ -124,14 +130,24 @@ fn label(s: System) -> &'static str {
     }
 }
 
-/// Kea's time over xdhcp's, when both got everyone back.
-fn speedup(rs: &[Reconnect]) -> Option<f64> {
-    let t = |sys| {
-        rs.iter()
-            .find(|r| r.system == sys && r.wrong == 0)?
-            .all_back_secs
-    };
-    Some(t(System::Kea)? / t(System::Xdhcp)?.max(1e-6))
+enum Speed {
+    Measured(f64),
+    /// Kea was not done when its window closed: its time is longer.
+    AtLeast(f64),
+}
+
+/// Kea's time over xdhcp's (when xdhcp got everyone back, none moved).
+fn speedup(rs: &[Reconnect]) -> Option<Speed> {
+    let of = |sys| rs.iter().find(|r| r.system == sys);
+    let x = of(System::Xdhcp)
+        .filter(|r| r.wrong == 0)?
+        .all_back_secs?
+        .max(1e-6);
+    let k = of(System::Kea)?;
+    Some(match k.all_back_secs {
+        Some(t) if k.wrong == 0 => Speed::Measured(t / x),
+        _ => Speed::AtLeast(k.window_secs / x),
+    })
 }
 
 pub(super) fn json(rs: &[Reconnect]) -> Value {
@@ -143,10 +159,15 @@ pub(super) fn json(rs: &[Reconnect]) -> Value {
             "back": r.back,
             "wrong": r.wrong,
             "retransmissions": r.retries,
+            "window_secs": r.window_secs,
             "kernel_offers_acks": r.kernel,
             "control_plane_offers_acks": r.control_plane,
         })).collect::<Vec<_>>(),
-        "kea_over_xdhcp": speedup(rs),
+        "kea_over_xdhcp": match speedup(rs) {
+            Some(Speed::Measured(r)) => json!({ "measured": r }),
+            Some(Speed::AtLeast(r)) => json!({ "at_least": r }),
+            None => Value::Null,
+        },
         "target": 100.0,
     })
 }
