@@ -243,13 +243,13 @@ impl DaemonLab {
     }
 
     /// busybox udhcpc in the foreground on `cli0`. Its hook configures the
-    /// address and appends `$1 $ip FIELDS` (e.g. `$lease`, `$dns`) to the
-    /// events file.
+    /// address, then appends `$1 $ip FIELDS` (e.g. `$lease`, `$dns`) to the
+    /// events file: an event seen means the address is in place.
     pub fn udhcpc(&self, fields: &str) -> Result<Logged> {
         let script = self.script(
             "udhcpc.sh",
             &format!(
-                "#!/bin/sh\necho \"$1 $ip {fields}\" >> {ev}\ncase \"$1\" in\n bound|renew) ip addr flush dev $interface; ip addr add $ip/$subnet dev $interface ;;\n deconfig) ip addr flush dev $interface ;;\nesac\n",
+                "#!/bin/sh\ncase \"$1\" in\n bound|renew) ip addr flush dev $interface; ip addr add $ip/$subnet dev $interface ;;\n deconfig) ip addr flush dev $interface ;;\nesac\necho \"$1 $ip {fields}\" >> {ev}\n",
                 ev = self.dir.join("events").display()
             ),
         )?;
