@@ -242,6 +242,13 @@ impl DaemonLab {
         })
     }
 
+    /// The daemon's `stats --json` answer (it must answer).
+    pub fn stats(&self) -> serde_json::Value {
+        let (code, out) = self.cli(&["stats", "--json"]).unwrap();
+        assert_eq!(code, 0, "{out}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
     /// busybox udhcpc in the foreground on `cli0`. Its hook configures the
     /// address, then appends `$1 $ip FIELDS` (e.g. `$lease`, `$dns`) to the
     /// events file: an event seen means the address is in place.

@@ -102,12 +102,6 @@ fn relay(lab: &DaemonLab) -> RelayClient {
         .unwrap()
 }
 
-fn stats(lab: &DaemonLab) -> Value {
-    let (code, out) = lab.cli(&["stats", "--json"]).unwrap();
-    assert_eq!(code, 0, "{out}");
-    serde_json::from_str(&out).unwrap()
-}
-
 fn count(v: &Value, table: &str, reason: &str) -> u64 {
     v["arguments"][table][reason]
         .as_u64()
@@ -195,7 +189,7 @@ fn spoofed_relay_traffic_gets_no_reply_from_either_plane_and_is_counted() {
         .unwrap();
     assert!(no_reply(&relay, 0x1406));
 
-    let s = stats(&lab);
+    let s = lab.stats();
     assert_eq!(count(&s, "dropped", "untrusted_relay"), 3, "{s}");
     assert_eq!(count(&s, "dropped", "untrusted_selector"), 1, "{s}");
 }
@@ -238,7 +232,7 @@ fn a_circuit_cap_refuses_a_second_lease_on_a_line_while_others_are_served() {
     relay.send(&again).unwrap();
     let o = relay.recv(0x1417, WAIT).unwrap().expect("its OFFER");
     assert_eq!((o.msg_type(), o.yiaddr()), (Some(OFFER), ack.yiaddr()));
-    let s = stats(&lab);
+    let s = lab.stats();
     assert_eq!(count(&s, "limited", "cap_circuit_id"), 2, "{s}");
 }
 
@@ -270,6 +264,6 @@ fn a_decline_flood_from_one_client_quarantines_at_most_the_cap() {
     assert_eq!(code, 0, "{out}");
     let quarantined = declined_leases(&serde_json::from_str(&out).unwrap());
     assert_eq!(quarantined, 4, "declines_per_client (default 4): {out}");
-    let s = stats(&lab);
+    let s = lab.stats();
     assert_eq!(count(&s, "limited", "decline_cap_client"), 26, "{s}");
 }

@@ -61,12 +61,6 @@ fn storm(lab: &DaemonLab, clients: &str, rate: &str, secs: &str) -> std::process
         .unwrap()
 }
 
-fn stats(lab: &DaemonLab) -> Value {
-    let (code, out) = lab.cli(&["stats", "--json"]).unwrap();
-    assert_eq!(code, 0, "{out}");
-    serde_json::from_str(&out).unwrap()
-}
-
 /// The time from a udhcpc's start to its "bound" event.
 fn join(lab: &DaemonLab) -> Duration {
     let n = lab.events().len();
@@ -93,7 +87,7 @@ fn a_discover_storm_from_random_macs_does_not_keep_new_clients_out() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let sent = report[0]["sent"].as_u64().unwrap();
     assert!(sent >= 10_000, "the storm sent {sent} DISCOVERs");
-    let st = stats(&lab);
+    let st = lab.stats();
     let sn = &st["arguments"]["subnets"][0];
     eprintln!("storm: {sent} DISCOVERs; client bound in {took:?}; subnet {sn}");
     assert!(
@@ -130,7 +124,7 @@ fn offers_held_by_a_trickle_yield_to_a_new_client() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let sn = &stats(&lab)["arguments"]["subnets"][0];
+    let sn = &lab.stats()["arguments"]["subnets"][0];
     assert!(
         sn["offers-taken-back"].as_u64().unwrap() > 0,
         "the pool ran out of free addresses: {sn}"

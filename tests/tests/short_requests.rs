@@ -65,10 +65,8 @@ fn reply(sock: &RawSocket, xid: u32) -> Option<ReplyView> {
 }
 
 fn xdp_counter(lab: &DaemonLab, name: &str) -> u64 {
-    let (code, out) = lab.cli(&["stats", "--json"]).unwrap();
-    assert_eq!(code, 0, "{out}");
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    find(&v, name).unwrap_or_else(|| panic!("no counter {name} in {out}"))
+    let v = lab.stats();
+    find(&v, name).unwrap_or_else(|| panic!("no counter {name} in {v}"))
 }
 
 fn find(v: &Value, name: &str) -> Option<u64> {

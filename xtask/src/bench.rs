@@ -1254,11 +1254,7 @@ pub fn bench(quick: bool) -> Result<()> {
     let load_before = load_average();
     ensure_peer_packages()?;
     let _rmem = RmemGuard::raise();
-    run(cargo().args(["build", "--release", "-p", "xdhcp", "--bins"]))?;
-    let bin = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root_dir().join("target"))
-        .join("release/xdhcp");
+    let bin = release_bin()?;
     let lab = lab()?;
     let plan = if quick {
         BenchPlan::quick()
@@ -1455,15 +1451,20 @@ fn mass_reconnect(lab: &BenchLab, bin: &Path, quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// Builds the release binaries; the daemon's path.
+fn release_bin() -> Result<PathBuf> {
+    run(cargo().args(["build", "--release", "-p", "xdhcp", "--bins"]))?;
+    Ok(std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root_dir().join("target"))
+        .join("release/xdhcp"))
+}
+
 /// `cargo xtask bench --reconnect-only`: section 7 on its own lab.
 pub fn reconnect_only(quick: bool) -> Result<()> {
     ensure_peer_packages()?;
     let _rmem = RmemGuard::raise();
-    run(cargo().args(["build", "--release", "-p", "xdhcp", "--bins"]))?;
-    let bin = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root_dir().join("target"))
-        .join("release/xdhcp");
+    let bin = release_bin()?;
     let lab = lab()?;
     let r = mass_reconnect(&lab, &bin, quick);
     let _ = std::fs::remove_dir_all(&lab.dir);
