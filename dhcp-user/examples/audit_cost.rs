@@ -1,5 +1,5 @@
 //! What `xdhcp leases audit` costs on N bindings (default 1,000,000): the
-//! daemon's own auditor (`xdhcp::auditor`), its reader thread on a second
+//! daemon's own auditor (`xdhcp::audit::auditor`), its reader thread on a second
 //! handle of a real XDP lease map holding N entries, and the main-task
 //! side run the way `serve` runs it (a chunk per wake-up of a
 //! current-thread runtime), against the control plane's leases in an
@@ -26,15 +26,15 @@ use anyhow::{ensure, Result};
 use dhcp_common::{LeaseKey, LeaseValue};
 use serde_json::Value;
 use xdhcp::{
-    auditor::{Auditor, Reading, Settings},
+    api::control::Response,
+    audit::auditor::{Auditor, Reading, Settings},
     config::Config,
-    control::Response,
-    engine::{reply_config_fingerprint, Engine, Overrides},
-    fastmap::{lease_key, unix_to_mono_ns, FastIface, FastMaps},
-    fastpath::Fastpath,
-    leases::{hw_key, FastReply, Lease, LeaseState},
-    serve::unix_now,
+    daemon::engine::{reply_config_fingerprint, Engine, Overrides},
+    daemon::serve::unix_now,
+    dhcp::leases::{hw_key, FastReply, Lease, LeaseState},
     store::{LeaseStore, MemoryStore, StoreOp},
+    xdp::loader::Fastpath,
+    xdp::map_sync::{lease_key, unix_to_mono_ns, FastIface, FastMaps},
 };
 
 fn mac(i: u32) -> [u8; 6] {
@@ -217,7 +217,7 @@ fn main() -> Result<()> {
         "the whole map read once (leases list)",
         t0.elapsed().as_secs_f64(),
         all.len(),
-        xdhcp::fastmap::READ_CHUNK
+        xdhcp::xdp::map_sync::READ_CHUNK
     );
     ensure!(all.len() == n as usize);
     drop(all);

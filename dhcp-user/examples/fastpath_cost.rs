@@ -26,11 +26,11 @@ use std::{
 use anyhow::{ensure, Result};
 use dhcp_common::{shape_hash, stat, LeaseKey, LeaseValue, MAP_BARE_LEASES};
 use xdhcp::{
-    fastmap::{lease_key, FastIface, FastMaps},
-    fastpath::{Fastpath, XDP_TX},
-    leases::{hw_key, FastReply, Lease, LeaseState},
-    serve::unix_now,
-    wire,
+    daemon::serve::unix_now,
+    dhcp::leases::{hw_key, FastReply, Lease, LeaseState},
+    proto::message,
+    xdp::loader::{Fastpath, XDP_TX},
+    xdp::map_sync::{lease_key, FastIface, FastMaps},
 };
 
 const SERVER_ID: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -65,7 +65,7 @@ fn renewal(i: u32) -> Vec<u8> {
     p.extend_from_slice(&PRL);
     p.push(255);
     p.resize(300, 0);
-    let h = wire::FrameHeader {
+    let h = message::FrameHeader {
         src_mac: mac(i),
         dst_mac: SERVER_MAC,
         tags: Vec::new(),
@@ -74,7 +74,7 @@ fn renewal(i: u32) -> Vec<u8> {
         src_port: 68,
         dst_port: 67,
     };
-    wire::build_frame(&h, &p)
+    message::build_frame(&h, &p)
 }
 
 fn template() -> Arc<[u8]> {

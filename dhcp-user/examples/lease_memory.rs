@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use xdhcp::leases::{hw_key, Lease, LeaseState, LeaseTable};
+use xdhcp::dhcp::leases::{hw_key, Lease, LeaseState, LeaseTable};
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();

@@ -40,11 +40,11 @@ pub struct Config {
     pub relays: Vec<Relay>,
     /// The XDP program's rate limits (`ratelimit.rs`).
     #[serde(default)]
-    pub rate_limits: crate::ratelimit::RateLimits,
+    pub rate_limits: crate::xdp::rate_limits::RateLimits,
     /// Client classes, in order of precedence (the first one a client
     /// matches wins an option several set).
     #[serde(default, rename = "class")]
-    pub classes: Vec<crate::classes::ClientClass>,
+    pub classes: Vec<crate::dhcp::classes::ClientClass>,
     /// Leases in a shared PostgreSQL database instead of `server.lease_db`.
     #[serde(default)]
     pub database: Option<crate::store::postgres::DatabaseConfig>,
@@ -270,7 +270,7 @@ pub struct Subnet {
     pub options: OptionSet,
     /// Overrides `[rate_limits]` key by key where this subnet's requests
     /// arrive.
-    pub rate_limits: Option<crate::ratelimit::RateLimits>,
+    pub rate_limits: Option<crate::xdp::rate_limits::RateLimits>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -540,7 +540,7 @@ fn check_options(o: &OptionSet) -> Result<(), String> {
             return Err("domain_name must be 1-255 bytes".into());
         }
     }
-    crate::subscriber::check_options(o)?;
+    crate::dhcp::subscriber::check_options(o)?;
     for r in o.classless_routes.iter().flatten() {
         if u32::from(r.destination.addr) != r.destination.network() {
             return Err(format!(
@@ -591,7 +591,7 @@ fn check_options(o: &OptionSet) -> Result<(), String> {
                 c.code
             ));
         }
-        let len = crate::wire::encode_option_value(&c.value)
+        let len = crate::proto::message::encode_option_value(&c.value)
             .map_err(|e| format!("option {}: {e}", c.code))?
             .len();
         if len > 255 {
@@ -633,7 +633,7 @@ fn check_timers(levels: &[(&str, &OptionSet)]) -> Result<(), String> {
     };
     let (lease, lease_desc) = pick(|o| o.lease_time).map_or_else(
         || {
-            let d = crate::server::DEFAULT_LEASE_SECS;
+            let d = crate::dhcp::server::DEFAULT_LEASE_SECS;
             (d, format!("the default lease_time {d}"))
         },
         |(v, d)| (v, format!("lease_time {d}")),
@@ -760,7 +760,7 @@ impl Config {
                 ),
             ));
         }
-        if let Err((subnet, reason)) = crate::ratelimit::validate(self) {
+        if let Err((subnet, reason)) = crate::xdp::rate_limits::validate(self) {
             let line = match subnet {
                 None => key_line("[rate_limits]"),
                 Some(i) => table_line(text, "subnet", i),
@@ -836,7 +836,7 @@ impl Config {
         check_options(&self.options)
             .and_then(|()| check_timers(&[("[options]", &self.options)]))
             .map_err(|r| err(global_line("[options]"), r))?;
-        crate::subscriber::check_classes(self, text).map_err(|(l, r)| err(l, r))?;
+        crate::dhcp::subscriber::check_classes(self, text).map_err(|(l, r)| err(l, r))?;
         let mut pools: Vec<(u32, u32, usize)> = Vec::new();
         let mut reserved_ips: Vec<Ipv4Addr> = Vec::new();
         for (i, sn) in self.subnets.iter().enumerate() {
@@ -930,11 +930,11 @@ impl Config {
                     .map_err(pe)?;
                 pools.push((a, b, pline));
             }
-            let mut ids: Vec<crate::subscriber::ReservationId> = Vec::new();
+            let mut ids: Vec<crate::dhcp::subscriber::ReservationId> = Vec::new();
             for (j, r) in sn.reservations.iter().enumerate() {
                 let rline = nested_line(text, "subnet", i, "subnet.reservation", j).unwrap_or(line);
                 let re = |m: String| err(rline, format!("reservation {}: {m}", r.ip));
-                let id = crate::subscriber::reservation_identity(r).map_err(re)?;
+                let id = crate::dhcp::subscriber::reservation_identity(r).map_err(re)?;
                 if !sn.subnet.contains(r.ip)
                     || u32::from(r.ip) == sn.subnet.network()
                     || u32::from(r.ip) == sn.subnet.broadcast()

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use anyhow::{bail, Result};
 use dhcp_common::{stat, STAT_NAMES};
 
-use crate::fastpath::{Fastpath, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX};
+use crate::xdp::loader::{Fastpath, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX};
 
 #[derive(Debug, Clone)]
 pub struct Fixture {

@@ -2,7 +2,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
-mod cli;
+use xdhcp::api::cli;
 use xdhcp::config::Config;
 
 /// xdhcp: DHCPv4 server with an XDP fast path for renewals.
@@ -123,7 +123,7 @@ enum Command {
 #[derive(clap::Args, Clone)]
 struct ClientArgs {
     /// Control socket of the daemon.
-    #[arg(long, global = true, default_value = xdhcp::control::DEFAULT_SOCKET)]
+    #[arg(long, global = true, default_value = xdhcp::api::control::DEFAULT_SOCKET)]
     socket: PathBuf,
     /// Print the daemon's JSON answer instead of a table.
     #[arg(long, global = true)]
@@ -229,13 +229,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let overrides = xdhcp::serve::Overrides {
+            let overrides = xdhcp::daemon::serve::Overrides {
                 lease_db,
                 control_socket,
                 pin_dir,
             };
             overrides.apply(&mut config);
-            xdhcp::logging::init(config.logging.format, config.logging.level.as_deref());
+            xdhcp::daemon::logging::init(config.logging.format, config.logging.level.as_deref());
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -243,8 +243,13 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let debug = xdhcp::logging::debug_enabled();
-            match rt.block_on(xdhcp::serve::run(config, config_path, overrides, debug)) {
+            let debug = xdhcp::daemon::logging::debug_enabled();
+            match rt.block_on(xdhcp::daemon::serve::run(
+                config,
+                config_path,
+                overrides,
+                debug,
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -288,7 +293,7 @@ fn main() -> ExitCode {
             serde_json::json!({ "keep-fast-path": keep_fast_path }),
             cli::print_text,
         ),
-        Command::Detach { pin_dir } => match xdhcp::fastpath::remove_pins(&pin_dir) {
+        Command::Detach { pin_dir } => match xdhcp::xdp::loader::remove_pins(&pin_dir) {
             Ok(()) => {
                 println!("{}: unpinned; the fast path is detached", pin_dir.display());
                 ExitCode::SUCCESS
@@ -419,7 +424,7 @@ fn main() -> ExitCode {
             }
         },
         Command::LabBounce { iface, clients } => {
-            let _bounce = match xdhcp::fastpath::attach_bare(&iface, clients) {
+            let _bounce = match xdhcp::xdp::loader::attach_bare(&iface, clients) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("xdhcp: {e:#}");
@@ -431,7 +436,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::LabPeer { iface } => {
-            let _peer = match xdhcp::fastpath::attach_peer(&iface) {
+            let _peer = match xdhcp::xdp::loader::attach_peer(&iface) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("xdhcp: {e:#}");

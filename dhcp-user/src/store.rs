@@ -17,7 +17,7 @@ use rusqlite::{params, Connection, OpenFlags};
 
 use crate::{
     config::{Config, DbSync},
-    leases::{FastReply, Lease, LeaseState},
+    dhcp::leases::{FastReply, Lease, LeaseState},
 };
 
 pub mod pg_schema;
@@ -62,7 +62,7 @@ pub struct ApiReservation {
     pub ip: Ipv4Addr,
     pub hw_address: Option<String>,
     pub client_id: Option<String>,
-    /// A relay identity instead (`crate::subscriber`).
+    /// A relay identity instead (`crate::dhcp::subscriber`).
     pub relay: Option<ApiRelayId>,
 }
 
@@ -623,7 +623,7 @@ impl LeaseStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::leases::client_id_key;
+    use crate::dhcp::leases::client_id_key;
 
     fn lease(n: u8, state: LeaseState) -> Lease {
         Lease {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xdhcp::{commands::client_of, control::parse_request};
+use xdhcp::{api::commands::client_of, api::control::parse_request};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(req) = parse_request(data) else {

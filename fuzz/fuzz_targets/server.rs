@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use xdhcp::{
-    server::{Arrival, Server},
-    wire::parse_dhcp,
+    dhcp::server::{Arrival, Server},
+    proto::message::parse_dhcp,
 };
 use xdhcp_fuzz::{advance, check_reply, iface, records, server_config, tags, START};
 

@@ -1,4 +1,4 @@
-//! The model-based test of the one invariant (see `xdhcp::engine`): random
+//! The model-based test of the one invariant (see `xdhcp::daemon::engine`): random
 //! sequences of operations drive the real engine (state machine, lease
 //! table, kernel holds), committer, SQLite store and map sync, and the
 //! real XDP program answers renewals from the real lease map through
@@ -29,20 +29,20 @@ use aya::maps::{MapData, RingBuf};
 use proptest::prelude::*;
 use serde_json::json;
 use xdhcp::{
+    api::commands,
+    api::control::Request,
     audit,
-    clock::{self, unix_now},
-    commands,
-    commit::{Commit, Committer},
     config::Config,
-    control::Request,
-    egress::{Egress, Wire},
-    engine::{read_ring, Engine, Overrides},
-    fastmap::{FastIface, FastMaps, KernelGrant, MapReport},
-    fastpath::{Fastpath, XDP_PASS, XDP_TX},
-    leases::{Lease, LeaseState},
-    server::Arrival,
+    daemon::commit::{Commit, Committer},
+    daemon::engine::{read_ring, Engine, Overrides},
+    daemon::transmit::{Egress, Wire},
+    dhcp::leases::{Lease, LeaseState},
+    dhcp::server::Arrival,
+    proto::message,
     store::{FlakyStore, LeaseStore, SqliteStore, StoreOp},
-    wire,
+    xdp::clock::{self, unix_now},
+    xdp::loader::{Fastpath, XDP_PASS, XDP_TX},
+    xdp::map_sync::{FastIface, FastMaps, KernelGrant, MapReport},
 };
 use xdhcp_lab::{dhcp::Msg, frame::FrameSpec};
 
@@ -391,7 +391,7 @@ impl<'k> World<'k> {
     /// A reply reaches its client.
     fn deliver(&mut self, w: &Wire, seq: u64) {
         let payload = match w {
-            Wire::Frame { bytes, .. } => wire::parse_frame(bytes, None, true)
+            Wire::Frame { bytes, .. } => message::parse_frame(bytes, None, true)
                 .unwrap()
                 .payload
                 .to_vec(),
@@ -466,8 +466,8 @@ impl<'k> World<'k> {
 
     /// The control plane's answer to `frame`, as serve gives it.
     fn control(&mut self, frame: &[u8]) {
-        let f = wire::parse_frame(frame, None, true).unwrap();
-        let req = wire::parse_dhcp(f.payload).unwrap();
+        let f = message::parse_frame(frame, None, true).unwrap();
+        let req = message::parse_dhcp(f.payload).unwrap();
         let arrival = Arrival {
             iface: "lo",
             tags: &f.tags,
@@ -488,7 +488,7 @@ impl<'k> World<'k> {
         let out = self.fp.test_run_on(&frame, IFINDEX, 1).unwrap();
         match out.verdict {
             XDP_TX => {
-                let f = wire::parse_frame(&out.frame, None, true).unwrap();
+                let f = message::parse_frame(&out.frame, None, true).unwrap();
                 let p = f.payload.to_vec();
                 self.deliver_payload(&p, "kernel", u64::MAX);
                 Some(p)
@@ -747,7 +747,7 @@ impl<'k> World<'k> {
     /// The address the control plane holds bound to client `c`, which
     /// it offers that client again (no offer hold is made for it).
     fn bound_to(&self, c: u8) -> Option<Ipv4Addr> {
-        let key = xdhcp::leases::hw_key(1, &mac(c));
+        let key = xdhcp::dhcp::leases::hw_key(1, &mac(c));
         let now = unix_now();
         self.engine
             .server
@@ -758,7 +758,7 @@ impl<'k> World<'k> {
     }
 
     fn last_offer(&self, c: u8) -> Option<Ipv4Addr> {
-        let key = xdhcp::leases::hw_key(1, &mac(c));
+        let key = xdhcp::dhcp::leases::hw_key(1, &mac(c));
         self.engine
             .server
             .leases

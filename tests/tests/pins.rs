@@ -138,14 +138,14 @@ fn pins_of_another_layout_are_refused_before_anything_is_detached() {
         stats: Layout::CURRENT.stats - 8,
         ..Layout::CURRENT
     };
-    xdhcp::pins::record_layout(&pin_dir, &fewer_counters).unwrap();
+    xdhcp::xdp::pins::record_layout(&pin_dir, &fewer_counters).unwrap();
     lab.start().unwrap();
     lab.daemon()
         .wait_for("this layout with other counters", Duration::from_secs(10))
         .unwrap();
     assert_eq!(
-        xdhcp::pins::check_layout(&pin_dir).unwrap(),
-        xdhcp::pins::PinnedLayout::Recorded,
+        xdhcp::xdp::pins::check_layout(&pin_dir).unwrap(),
+        xdhcp::xdp::pins::PinnedLayout::Recorded,
         "this build's record after the conversion"
     );
     let renew = renewal_answered(&lab, &client);
@@ -159,7 +159,7 @@ fn pins_of_another_layout_are_refused_before_anything_is_detached() {
         version: LAYOUT_VERSION + 1,
         ..Layout::CURRENT
     };
-    xdhcp::pins::record_layout(&pin_dir, &other).unwrap();
+    xdhcp::xdp::pins::record_layout(&pin_dir, &other).unwrap();
     let pins_before = pins(&pin_dir);
     let store_before = stored(&lab);
     // The stop kept the fast path, so the store is unclean: a start that

@@ -14,9 +14,9 @@ use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use dhcp_common::{LeaseKey, LeaseValue};
 use serde_json::Value;
 use xdhcp::{
-    clock::{unix_now, unix_to_mono_ns},
-    fastmap::lease_key,
-    leases::{client_id_key, hw_key},
+    dhcp::leases::{client_id_key, hw_key},
+    xdp::clock::{unix_now, unix_to_mono_ns},
+    xdp::map_sync::lease_key,
 };
 use xdhcp_lab::daemon::{wait_until, DaemonLab};
 
@@ -249,7 +249,7 @@ fn planted_disagreements_are_named_counted_logged_once_and_repaired() {
     );
     let metrics = {
         let (_, st) = json(&lab, &["stats"]);
-        xdhcp::metrics::render(&st["arguments"])
+        xdhcp::api::metrics::render(&st["arguments"])
     };
     assert!(
         metrics.contains("xdhcp_plane_disagreements_total{kind=\"beyond_recovery\"} 1")

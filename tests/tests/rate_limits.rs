@@ -10,8 +10,8 @@ use aya::maps::HashMap;
 use dhcp_common::{id_kind, lease_flags, stat, LeaseKey, LeaseValue, MAP_LEASES};
 use xdhcp::{
     config::Config,
-    fastpath::{Fastpath, XDP_PASS},
-    ratelimit::RateMaps,
+    xdp::loader::{Fastpath, XDP_PASS},
+    xdp::rate_limits::RateMaps,
 };
 use xdhcp_lab::{
     dhcp::Msg,
@@ -234,7 +234,7 @@ fn bound_clients_are_never_limited() {
 #[test]
 fn a_subnets_limits_apply_where_its_requests_arrive() {
     let mut c = config("");
-    c.subnets[1].rate_limits = Some(xdhcp::ratelimit::RateLimits {
+    c.subnets[1].rate_limits = Some(xdhcp::xdp::rate_limits::RateLimits {
         line_per_sec: Some(1),
         line_burst: Some(3),
         ..Default::default()

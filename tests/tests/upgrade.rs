@@ -28,7 +28,7 @@ use dhcp_common::{
     TEMPLATE_SLOTS,
 };
 use serde_json::Value;
-use xdhcp::fastpath::PINNED_MAPS;
+use xdhcp::xdp::loader::PINNED_MAPS;
 use xdhcp_lab::{daemon::DaemonLab, proc::xdhcp_bin};
 
 static PREV_OBJECT: &[u8] =
@@ -346,7 +346,7 @@ fn a_fast_path_of_the_previous_layout_is_converted_under_renewal_load() {
         ("new", new_entries.iter().map(|(_, v)| *v).collect()),
     ] {
         for v in ends {
-            let granted = xdhcp::clock::mono_ns_to_unix_ceil(v.expires_mono_ns);
+            let granted = xdhcp::xdp::clock::mono_ns_to_unix_ceil(v.expires_mono_ns);
             let held = stored.get(&ip_key(v.ip)).copied().unwrap_or(0);
             assert!(
                 held >= granted,

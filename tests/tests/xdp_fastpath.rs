@@ -13,13 +13,13 @@ use std::net::Ipv4Addr;
 use dhcp_common::stat;
 use xdhcp::{
     config::Config,
-    egress::{Egress, Wire},
-    fastmap::{lease_key, unix_to_mono_ns, FastIface, FastMaps},
-    fastpath::{Fastpath, XdpStats, XDP_PASS, XDP_TX},
+    daemon::serve::unix_now,
+    daemon::transmit::{Egress, Wire},
+    dhcp::server::{Arrival, Server},
     fixture::verdict_name,
-    serve::unix_now,
-    server::{Arrival, Server},
-    wire,
+    proto::message,
+    xdp::loader::{Fastpath, XdpStats, XDP_PASS, XDP_TX},
+    xdp::map_sync::{lease_key, unix_to_mono_ns, FastIface, FastMaps},
 };
 use xdhcp_lab::frame::{FrameSpec, TPID_8021AD, TPID_8021Q};
 
@@ -161,8 +161,8 @@ impl Rig {
 
     /// `control` for frames that may not parse: why, when one does not.
     fn try_control(&mut self, frame: &[u8], check_udp: bool) -> Result<Option<Wire>, String> {
-        let f = wire::parse_frame(frame, None, check_udp).map_err(|e| e.name().to_string())?;
-        let req = wire::parse_dhcp(f.payload).map_err(|e| e.name().to_string())?;
+        let f = message::parse_frame(frame, None, check_udp).map_err(|e| e.name().to_string())?;
+        let req = message::parse_dhcp(f.payload).map_err(|e| e.name().to_string())?;
         let arrival = Arrival {
             iface: "lo",
             tags: &f.tags,
@@ -170,7 +170,7 @@ impl Rig {
             src_ip: f.src_ip,
         };
         let out = self.server.handle(&req, &arrival, unix_now());
-        let mut report = xdhcp::fastmap::MapReport::new(0);
+        let mut report = xdhcp::xdp::map_sync::MapReport::new(0);
         self.maps.before_commit(&out.store, &mut report);
         self.maps.after_commit(&out.store, &mut report);
         Ok(out
@@ -428,7 +428,7 @@ fn obtain(rig: &mut Rig, c: &mut Client, xid: u32) {
     let offer = rig
         .control(&c.frame(Kind::Discover, xid))
         .expect("an OFFER");
-    let f = wire::parse_frame(wire_bytes(&offer), None, true).unwrap();
+    let f = message::parse_frame(wire_bytes(&offer), None, true).unwrap();
     let payload = f.payload.to_vec();
     c.ip = Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]);
     assert!(!c.ip.is_unspecified());
@@ -454,7 +454,7 @@ fn compare(name: &str, xdp: &[u8], cp: &Wire) -> Result<(), String> {
 /// The reply's IPv4 header is the shared definition's, independently of
 /// either plane's code: TOS 0, DF clear, TTL 64, id from the xid.
 fn check_ip_header(name: &str, frame: &[u8]) -> Result<(), String> {
-    let f = wire::parse_frame(frame, None, true).map_err(|e| format!("{name}: {e:?}"))?;
+    let f = message::parse_frame(frame, None, true).map_err(|e| format!("{name}: {e:?}"))?;
     let l3 = frame.len() - f.payload.len() - 28;
     let ip = &frame[l3..l3 + 20];
     let xid = u32::from_be_bytes(f.payload[4..8].try_into().unwrap());
@@ -544,7 +544,7 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
                         answered_relayed += 1;
                         // From the server identifier, to the relay through
                         // the neighbour that sent the request.
-                        let f = wire::parse_frame(&out, None, true).unwrap();
+                        let f = message::parse_frame(&out, None, true).unwrap();
                         if f.src_ip != Ipv4Addr::from(SERVER_ID)
                             || f.dst_ip != Ipv4Addr::from(GIADDR)
                             || (f.src_port, f.dst_port) != (67, 67)
@@ -596,7 +596,7 @@ fn classes_relay_reservations_boot_fields_and_stashed_relay_information_on_both_
     let (mut gold_tx, mut reserved_tx, mut tagged_tx, mut boot, mut stashed) = (0, 0, 0, 0, 0);
     let cases = 240;
     let option = |w: &Wire, code: u8| {
-        let f = wire::parse_frame(wire_bytes(w), None, true).unwrap();
+        let f = message::parse_frame(wire_bytes(w), None, true).unwrap();
         let p = f.payload;
         let mut i = 240;
         while i + 1 < p.len() && p[i] != 255 {
@@ -609,7 +609,7 @@ fn classes_relay_reservations_boot_fields_and_stashed_relay_information_on_both_
         None
     };
     let siaddr = |w: &Wire| {
-        let f = wire::parse_frame(wire_bytes(w), None, true).unwrap();
+        let f = message::parse_frame(wire_bytes(w), None, true).unwrap();
         f.payload[20..24].to_vec()
     };
     for n in 0..cases {
@@ -648,7 +648,7 @@ fn classes_relay_reservations_boot_fields_and_stashed_relay_information_on_both_
                     rig.server.counters.dropped
                 )
             });
-        let f = wire::parse_frame(wire_bytes(&offer), None, true).unwrap();
+        let f = message::parse_frame(wire_bytes(&offer), None, true).unwrap();
         c.ip = Ipv4Addr::new(f.payload[16], f.payload[17], f.payload[18], f.payload[19]);
         let ack = rig
             .control(&c.frame(Kind::Selecting, n * 16 + 1))
@@ -1059,7 +1059,7 @@ fn requests_it_must_not_answer_pass_unchanged_with_their_reason() {
     // identifier (the lab test covers another local address).
     for dst in [[198, 18, 0, 2], [255; 4]] {
         let cp = rig.control(&to(Kind::Renewing, dst)).expect("an ACK");
-        let f = wire::parse_frame(wire_bytes(&cp), None, true).unwrap();
+        let f = message::parse_frame(wire_bytes(&cp), None, true).unwrap();
         assert_eq!(f.src_ip, Ipv4Addr::from(SERVER_ID), "{dst:?}");
         assert_eq!(f.dst_ip, Ipv4Addr::from(GIADDR), "{dst:?}");
     }
@@ -1371,11 +1371,11 @@ fn write_fuzz_seeds(dir: &std::path::Path, acked: &[Vec<u8>]) {
             mangle(&mut p);
             now += u64::from(k) * u64::from(k) * 4;
             seq.extend(record(sel | k << 3, &p));
-            let req = wire::parse_dhcp(&p).unwrap();
-            let tags: Vec<wire::Tag> = c
+            let req = message::parse_dhcp(&p).unwrap();
+            let tags: Vec<message::Tag> = c
                 .tags
                 .iter()
-                .map(|&(tpid, tci)| wire::Tag { tpid, tci })
+                .map(|&(tpid, tci)| message::Tag { tpid, tci })
                 .collect();
             let arrival = Arrival {
                 iface: "lo",

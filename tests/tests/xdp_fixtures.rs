@@ -3,8 +3,8 @@
 
 use dhcp_common::stat;
 use xdhcp::{
-    fastpath::{Fastpath, XDP_PASS},
     fixture::{check_all, Fixture},
+    xdp::loader::{Fastpath, XDP_PASS},
 };
 use xdhcp_lab::frame::{FrameSpec, ETH_P_ARP, ETH_P_IPV6, TPID_8021AD, TPID_8021Q};
 

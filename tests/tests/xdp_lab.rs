@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use dhcp_common::stat;
 use xdhcp::{
     config::XdpSetting,
-    fastpath::{AttachedMode, Fastpath},
+    xdp::loader::{AttachedMode, Fastpath},
 };
 use xdhcp_lab::{
     frame::{FrameSpec, ETH_P_ARP, TPID_8021AD, TPID_8021Q},

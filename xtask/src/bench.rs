@@ -227,7 +227,7 @@ fn start_with(
                     .arg(&cfg)
                     .arg("--control-socket")
                     .arg(lab.dir.join("control.sock"))
-                    .env("RUST_LOG", "warn,xdhcp::serve=info"),
+                    .env("RUST_LOG", "warn,xdhcp::daemon::serve=info"),
                 None,
             )?;
             d.wait_for("xdhcp serving", Duration::from_secs(30))?;

@@ -14,13 +14,13 @@ use super::{
     build_request, mac_of, progress_bar, xid, Args, Bindings, Counts, PhaseReport, RequestSpec,
     ServerInfo, BROADCAST_MAC,
 };
-use crate::{fastpath, loadgen::Phase};
+use crate::{loadgen::Phase, xdp::loader};
 
 pub struct PacketEngine {
     fd: OwnedFd,
     /// XDP_PASS on the interface: a veth delivers frames the far end sent
     /// with XDP_TX (fast-path ACKs) only to a peer running XDP.
-    _peer: Option<fastpath::PeerProgram>,
+    _peer: Option<loader::PeerProgram>,
 }
 
 /// A reply's fields the checks need.
@@ -89,7 +89,7 @@ enum Wait {
 
 impl PacketEngine {
     pub fn open(iface: &str) -> Result<PacketEngine> {
-        let ifindex = fastpath::ifindex(iface)?;
+        let ifindex = loader::ifindex(iface)?;
         let proto = (libc::ETH_P_IP as u16).to_be() as i32;
         // SAFETY: plain socket calls on a fresh descriptor we own.
         let fd =
@@ -139,7 +139,7 @@ impl PacketEngine {
                 4,
             )
         };
-        let peer = match fastpath::attach_peer(iface) {
+        let peer = match loader::attach_peer(iface) {
             Ok(p) => Some(p),
             Err(e) => {
                 tracing::debug!("no XDP_PASS program on {iface} ({e:#}); one is already attached?");
@@ -594,8 +594,8 @@ mod tests {
             99, 130, 83, 99, 0, 1, 4, 255, 255, 0, 0, 51, 4, 0, 0, 14, 16,
         ]);
         b.extend_from_slice(&[54, 4, 198, 18, 0, 1, 53, 1, 5, 255]);
-        let f = crate::wire::build_frame(
-            &crate::wire::FrameHeader {
+        let f = crate::proto::message::build_frame(
+            &crate::proto::message::FrameHeader {
                 src_mac: [2, 0, 0, 0, 0, 1],
                 dst_mac: crate::loadgen::client_mac(7),
                 tags: Vec::new(),

@@ -17,8 +17,8 @@ use dhcp_common::gen::{self, expect, kind, stat, GenConfig, FRAME_LEN, LATENCY_B
 
 use super::{packet::request_spec, progress_bar, Args, Bindings, Counts, Expect, PhaseReport};
 use crate::{
-    fastpath::{self, XdpMd, XDP_OBJECT},
     loadgen::{build_request, Phase},
+    xdp::loader::{self, XdpMd, XDP_OBJECT},
 };
 
 /// Frames per BPF_PROG_TEST_RUN call when sending flat out: each call
@@ -49,7 +49,7 @@ pub fn run_phase(
         )
     })?;
     let n = args.clients;
-    let ifindex = fastpath::ifindex(&args.iface)?;
+    let ifindex = loader::ifindex(&args.iface)?;
     let threads = args.threads.max(1);
     let total = args.count.unwrap_or(n as u64);
 

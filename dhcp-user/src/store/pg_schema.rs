@@ -92,7 +92,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (
         // Stashed relay information (giaddr and option 82 of the last
-        // relayed exchange, `crate::subscriber`) with the lease, and
+        // relayed exchange, `crate::dhcp::subscriber`) with the lease, and
         // reservations by relay identity (JSON, as in SQLite).
         3,
         "ALTER TABLE xdhcp_leases ADD COLUMN relay bytea;

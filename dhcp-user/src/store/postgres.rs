@@ -32,7 +32,7 @@ use postgres_openssl::MakeTlsConnector;
 use serde::Deserialize;
 
 use super::{pg_schema, ApiReservation, LeaseStore, StoreOp};
-use crate::leases::{FastReply, Lease, LeaseState};
+use crate::dhcp::leases::{FastReply, Lease, LeaseState};
 
 /// The environment variable read when `database.url` is not set (keeps a
 /// password out of the configuration file).

@@ -20,7 +20,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::control::{Pending, Request};
+use crate::api::control::{Pending, Request};
 
 type Labels = Vec<(String, String)>;
 
@@ -184,7 +184,7 @@ pub fn render(stats: &Value) -> String {
         "Unix time of the last successful lease store write",
         &st["last-write"],
     );
-    // Both planes (the auditor's passes, `crate::auditor`).
+    // Both planes (the auditor's passes, `crate::audit::auditor`).
     let audit = &stats["plane-audit"];
     if audit.is_object() {
         counters(
@@ -315,8 +315,8 @@ pub async fn serve(
         .await
         .with_context(|| format!("binding the metrics address {addr}"))?;
     Ok(tokio::spawn(async move {
-        let mut backoff = crate::control::AcceptBackoff::default();
-        let mut live = crate::control::Connections::default();
+        let mut backoff = crate::api::control::AcceptBackoff::default();
+        let mut live = crate::api::control::Connections::default();
         loop {
             let conn = match listener.accept().await {
                 Ok((conn, _)) => conn,

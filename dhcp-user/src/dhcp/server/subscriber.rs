@@ -1,12 +1,12 @@
-//! The state machine's subscriber-aware parts (see `crate::subscriber`):
+//! The state machine's subscriber-aware parts (see `crate::dhcp::subscriber`):
 //! classification, relay-identity reservations and their hand-over to a
 //! replaced CPE, class options and pools, boot fields, and which bindings
 //! the XDP program may renew.
 
 use super::*;
 use crate::{
-    classes::Facts,
-    subscriber::{encode_domain_list, relay_identities},
+    dhcp::classes::Facts,
+    dhcp::subscriber::{encode_domain_list, relay_identities},
 };
 
 /// Options 12, 66, 67 and 119 of a resolved level.
@@ -76,7 +76,10 @@ pub(super) fn overload(
 
 /// The XDP program writes siaddr, sname and file as zeros.
 pub(super) fn fixed_fields_clear(payload: &[u8]) -> bool {
-    payload[20..24] == [0; 4] && payload[44..wire::BOOTP_FIXED_LEN].iter().all(|b| *b == 0)
+    payload[20..24] == [0; 4]
+        && payload[44..message::BOOTP_FIXED_LEN]
+            .iter()
+            .all(|b| *b == 0)
 }
 
 /// A class's options over `base`. A class that sets the lease time brings

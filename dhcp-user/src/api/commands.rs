@@ -11,19 +11,19 @@ use serde_json::{json, Value};
 use dhcp_common::{LeaseKey, LeaseValue};
 
 use crate::{
-    auditor::Auditor,
-    clock::mono_ns_to_unix_ceil,
+    api::control::{Request, Response},
+    audit::auditor::Auditor,
     config::Ipv4Net,
-    control::{Request, Response},
-    fastmap::{key_text, lease_key, LeaseReader, SyncStats},
-    fastpath::Fastpath,
-    leases::{Lease, LeaseState, KIND_CLIENT_ID, KIND_HW},
-    server::Server,
+    dhcp::leases::{Lease, LeaseState, KIND_CLIENT_ID, KIND_HW},
+    dhcp::server::Server,
+    proto::message::msg,
     store::StoreOp,
-    wire::msg,
+    xdp::clock::mono_ns_to_unix_ceil,
+    xdp::loader::Fastpath,
+    xdp::map_sync::{key_text, lease_key, LeaseReader, SyncStats},
 };
 
-pub use crate::commit::StoreHealth;
+pub use crate::daemon::commit::StoreHealth;
 
 /// What the commands may look at besides the state machine.
 pub struct Context<'a> {
@@ -455,7 +455,7 @@ fn add_lease(cx: &mut Context<'_>, a: &Value) -> Result<(Lease, Option<Lease>), 
 /// default.
 fn valid_lft(a: &Value) -> Result<u32, String> {
     match a.get("valid-lft") {
-        None | Some(Value::Null) => Ok(crate::server::DEFAULT_LEASE_SECS),
+        None | Some(Value::Null) => Ok(crate::dhcp::server::DEFAULT_LEASE_SECS),
         Some(v) => v
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
@@ -470,7 +470,7 @@ fn valid_lft(a: &Value) -> Result<u32, String> {
 }
 
 /// A client key and its hardware bytes (htype + chaddr, for operators).
-pub type ClientAndHw = (crate::leases::ClientKey, Box<[u8]>);
+pub type ClientAndHw = (crate::dhcp::leases::ClientKey, Box<[u8]>);
 
 /// The client key and hardware bytes named by `hw-address` or `client-id`.
 pub fn client_of(a: &Value) -> Result<ClientAndHw, String> {
@@ -481,7 +481,7 @@ pub fn client_of(a: &Value) -> Result<ClientAndHw, String> {
         }
         let mut h = vec![1u8];
         h.extend_from_slice(&mac);
-        return Ok((crate::leases::hw_key(1, &mac), h.into_boxed_slice()));
+        return Ok((crate::dhcp::leases::hw_key(1, &mac), h.into_boxed_slice()));
     }
     if let Some(cid) = a.get("client-id").and_then(Value::as_str) {
         let id = parse_hex_id(cid).ok_or_else(|| format!("client-id {cid:?}: not hex bytes"))?;
@@ -489,7 +489,7 @@ pub fn client_of(a: &Value) -> Result<ClientAndHw, String> {
             return Err(format!("client-id {cid:?}: at least 2 bytes"));
         }
         return Ok((
-            crate::leases::client_id_key(&id),
+            crate::dhcp::leases::client_id_key(&id),
             vec![1u8].into_boxed_slice(),
         ));
     }
@@ -544,10 +544,13 @@ mod tests {
 
     #[test]
     fn valid_lft_is_a_lease_time_or_refused() {
-        assert_eq!(valid_lft(&json!({})), Ok(crate::server::DEFAULT_LEASE_SECS));
+        assert_eq!(
+            valid_lft(&json!({})),
+            Ok(crate::dhcp::server::DEFAULT_LEASE_SECS)
+        );
         assert_eq!(
             valid_lft(&json!({"valid-lft": null})),
-            Ok(crate::server::DEFAULT_LEASE_SECS)
+            Ok(crate::dhcp::server::DEFAULT_LEASE_SECS)
         );
         assert_eq!(valid_lft(&json!({"valid-lft": 600})), Ok(600));
         assert_eq!(valid_lft(&json!({"valid-lft": u32::MAX})), Ok(u32::MAX));

@@ -21,9 +21,9 @@ use anyhow::Result;
 use dhcp_common::{LeaseKey, LeaseValue};
 
 use crate::{
-    clock::unix_now,
-    fastmap::{FastMaps, MapReport, SyncStats},
     store::{LeaseStore, StoreOp},
+    xdp::clock::unix_now,
+    xdp::map_sync::{FastMaps, MapReport, SyncStats},
 };
 
 /// What the committer reports about the lease store.
@@ -54,7 +54,7 @@ pub struct StoreHealth {
 fn claims(ops: &[StoreOp]) -> Vec<std::net::Ipv4Addr> {
     ops.iter()
         .filter_map(StoreOp::lease)
-        .filter(|l| l.state == crate::leases::LeaseState::Bound)
+        .filter(|l| l.state == crate::dhcp::leases::LeaseState::Bound)
         .map(|l| l.ip)
         .collect()
 }
@@ -360,7 +360,7 @@ impl Committer {
 mod tests {
     use super::*;
     use crate::{
-        leases::{client_id_key, Lease, LeaseState},
+        dhcp::leases::{client_id_key, Lease, LeaseState},
         store::{FlakyStore, MemoryStore},
     };
     use std::net::Ipv4Addr;

@@ -150,7 +150,7 @@ pub struct RateMaps {
 }
 
 impl RateMaps {
-    pub fn take(fp: &mut crate::fastpath::Fastpath) -> Result<RateMaps> {
+    pub fn take(fp: &mut crate::xdp::loader::Fastpath) -> Result<RateMaps> {
         let mut take = |name: &str| -> Result<Map> { fp.take_map(name) };
         Ok(RateMaps {
             global: Array::try_from(take(MAP_RATE_GLOBAL)?)?,

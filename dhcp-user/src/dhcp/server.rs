@@ -11,11 +11,13 @@ use std::{
 
 use crate::{
     config::{Caps, Config, Ipv4Net, OptionSet},
-    fastmap::KernelGrant,
-    leases::{client_id_key, hw_key, ClientKey, EndKind, FastReply, Lease, LeaseState, LeaseTable},
+    dhcp::leases::{
+        client_id_key, hw_key, ClientKey, EndKind, FastReply, Lease, LeaseState, LeaseTable,
+    },
+    dhcp::subscriber::{Boot, ReservationId, Subscribers},
+    proto::message::{self, msg, opt, DhcpRequest, Malformed, Reply, Tag},
     store::StoreOp,
-    subscriber::{Boot, ReservationId, Subscribers},
-    wire::{self, msg, opt, DhcpRequest, Malformed, Reply, Tag},
+    xdp::map_sync::KernelGrant,
 };
 
 mod limits;
@@ -182,10 +184,10 @@ fn resolve(o: &OptionSet, net: &Ipv4Net) -> Resolved {
         }
         options.insert(opt::CLASSLESS_ROUTES, v);
     }
-    crate::server::subscriber::resolve_more(o, &mut options);
+    crate::dhcp::server::subscriber::resolve_more(o, &mut options);
     for c in &o.custom {
         // Validated at config load.
-        if let Ok(v) = wire::encode_option_value(&c.value) {
+        if let Ok(v) = message::encode_option_value(&c.value) {
             options.insert(c.code, v);
         }
     }
@@ -287,7 +289,7 @@ impl Server {
             let mut relay_reservations = HashMap::new();
             let mut reserved_ips = HashMap::new();
             for r in &s.reservations {
-                if let Ok(id) = crate::subscriber::reservation_identity(r) {
+                if let Ok(id) = crate::dhcp::subscriber::reservation_identity(r) {
                     if id.is_relay() {
                         let key: ClientKey = format!("{id:?}").into_bytes().into();
                         reserved_ips.insert(r.ip, key);
@@ -826,7 +828,7 @@ impl Server {
                 req,
                 arrival,
                 &key,
-                &payload[wire::BOOTP_FIXED_LEN + 4..mark],
+                &payload[message::BOOTP_FIXED_LEN + 4..mark],
                 offerable,
             )
         })
@@ -1323,7 +1325,8 @@ impl Server {
     /// parameter request list; the subnet mask always), within its maximum
     /// message size.
     fn push_options(&self, r: &mut Reply, req: &DhcpRequest<'_>, res: &Resolved, rapid: bool) {
-        let limit = usize::from(req.max_message_size.unwrap_or(0)).max(wire::MIN_MAX_MESSAGE) - 28;
+        let limit =
+            usize::from(req.max_message_size.unwrap_or(0)).max(message::MIN_MAX_MESSAGE) - 28;
         let echo_len = req.client_id.map_or(0, |v| 2 + v.len())
             + if rapid { 2 } else { 0 }
             + req.relay_info.map_or(0, |v| 2 + v.len());

@@ -120,7 +120,7 @@ impl Req {
         p[12..16].copy_from_slice(&self.ciaddr.octets());
         p[24..28].copy_from_slice(&self.giaddr.octets());
         p[28..34].copy_from_slice(&self.mac);
-        p.extend_from_slice(&wire::MAGIC_COOKIE);
+        p.extend_from_slice(&message::MAGIC_COOKIE);
         p.extend_from_slice(&[53, 1, self.msg_type]);
         for (c, v) in &self.opts {
             p.push(*c);
@@ -150,7 +150,7 @@ const QINQ: &[Tag] = &[
 
 fn handle_on(s: &mut Server, r: &Req, tags: &[Tag], now: u64) -> Outcome {
     let raw = r.raw();
-    let parsed = wire::parse_dhcp(&raw).unwrap();
+    let parsed = message::parse_dhcp(&raw).unwrap();
     let arrival = Arrival {
         iface: "srv0",
         tags,
@@ -1110,7 +1110,7 @@ fn unparsable_reservation_id_is_not_an_empty_one() {
     let mut s = Server::new(&c, Vec::new());
     let mut raw = req(msg::DISCOVER, 7).raw();
     raw[2] = 0;
-    let parsed = wire::parse_dhcp(&raw).unwrap();
+    let parsed = message::parse_dhcp(&raw).unwrap();
     let arrival = Arrival {
         iface: "srv0",
         tags: UNTAGGED,
@@ -1175,8 +1175,8 @@ fn a_client_whose_offer_a_storm_took_is_bound_at_its_request() {
     assert_eq!(msg_type(&ack), v4::MessageType::Ack);
 }
 
-fn grant(key: &[u8], ip: Ipv4Addr, expires: u64) -> crate::fastmap::KernelGrant {
-    crate::fastmap::KernelGrant {
+fn grant(key: &[u8], ip: Ipv4Addr, expires: u64) -> crate::xdp::map_sync::KernelGrant {
+    crate::xdp::map_sync::KernelGrant {
         client: key.into(),
         ip,
         expires,
@@ -1196,7 +1196,7 @@ fn a_grant_before_the_release_stays_released_one_after_it_comes_back() {
     let bound = stored_lease(100, LeaseState::Bound, NOW + 1000, true);
     let key = bound.client.clone().unwrap();
     let ended_ns = NOW * 1_000_000_000 + 300_000_000;
-    let grant_at = |acked_ns: u64| crate::fastmap::KernelGrant {
+    let grant_at = |acked_ns: u64| crate::xdp::map_sync::KernelGrant {
         client: key.to_vec().into(),
         ip: bound.ip,
         expires: (acked_ns + 1000 * 1_000_000_000).div_ceil(1_000_000_000),
@@ -1275,7 +1275,7 @@ fn server_with(edit: impl Fn(&str) -> String) -> Server {
 
 fn handle_from(s: &mut Server, r: &Req, src: [u8; 4]) -> Outcome {
     let raw = r.raw();
-    let parsed = wire::parse_dhcp(&raw).unwrap();
+    let parsed = message::parse_dhcp(&raw).unwrap();
     let arrival = Arrival {
         iface: "srv0",
         tags: UNTAGGED,
@@ -1475,7 +1475,7 @@ fn bound_clients_are_told_apart_from_new_ones() {
     };
     let bound = |s: &Server, r: &Req| {
         let b = raw(r);
-        s.from_bound_client(&wire::parse_dhcp(&b).unwrap(), &arrival)
+        s.from_bound_client(&message::parse_dhcp(&b).unwrap(), &arrival)
     };
     assert!(bound(&s, &req(msg::REQUEST, 1).ciaddr(ip.octets())));
     assert!(bound(&s, &req(msg::REQUEST, 1).requested(ip.octets())));

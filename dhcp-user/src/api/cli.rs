@@ -2,8 +2,8 @@
 
 use std::{path::Path, process::ExitCode};
 
+use crate::api::control::{self, Response, ERROR};
 use serde_json::{json, Value};
-use xdhcp::control::{self, Response, ERROR};
 
 /// Calls `command`; prints the JSON answer or `render`s it. Exit 0 when
 /// done, 1 on an error, 3 when nothing was found, 4 when `leases audit`
@@ -328,7 +328,7 @@ fn when(v: &Value) -> String {
     let Some(t) = v.as_u64() else {
         return "-".into();
     };
-    let now = xdhcp::clock::unix_now();
+    let now = crate::xdp::clock::unix_now();
     if t >= now {
         format!("{t} (+{}s)", t - now)
     } else {

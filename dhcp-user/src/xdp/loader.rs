@@ -102,7 +102,7 @@ fn link_pin(dir: &Path, ifname: &str) -> PathBuf {
 
 /// Mounts bpffs on /sys/fs/bpf when `dir` lies under it and it is not;
 /// says whether it did (in a private mount namespace, what this process
-/// mounted goes with it: `crate::pins::survival`).
+/// mounted goes with it: `crate::xdp::pins::survival`).
 pub fn ensure_bpffs(dir: &Path) -> Result<bool> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     let root = Path::new("/sys/fs/bpf");
@@ -243,22 +243,22 @@ impl Fastpath {
         let mounted = ensure_bpffs(pin_dir)?;
         std::fs::create_dir_all(pin_dir)
             .with_context(|| format!("creating {}", pin_dir.display()))?;
-        let layout = crate::pins::check_layout(pin_dir)?;
+        let layout = crate::xdp::pins::check_layout(pin_dir)?;
         if layout.converted() {
             bail!(
-                "the fast path pinned in {} has another layout: it is converted by serve (crate::upgrade), not adopted",
+                "the fast path pinned in {} has another layout: it is converted by serve (crate::xdp::upgrade), not adopted",
                 pin_dir.display()
             );
         }
         let mut fp = Self::load_with(debug_logs, lease_entries, &[], Some((pin_dir, map_pin)))?;
         fp.mounted_bpffs = mounted;
-        if layout != crate::pins::PinnedLayout::Recorded {
-            crate::pins::record_layout(pin_dir, &dhcp_common::Layout::CURRENT)?;
+        if layout != crate::xdp::pins::PinnedLayout::Recorded {
+            crate::xdp::pins::record_layout(pin_dir, &dhcp_common::Layout::CURRENT)?;
         }
         Ok(fp)
     }
 
-    /// For a conversion from the previous layout (`crate::upgrade`): this
+    /// For a conversion from the previous layout (`crate::xdp::upgrade`): this
     /// build's program with new maps, pinned beside the old ones under
     /// staging names (`upgrade::staging_pin`) until the old ones are
     /// drained; the links pinned in `pin_dir` are swapped by `attach`.
@@ -271,7 +271,7 @@ impl Fastpath {
         // Left by a conversion that died halfway: never reused, they may
         // hold entries the store no longer backs.
         for m in PINNED_MAPS {
-            let p = crate::upgrade::staging_pin(pin_dir, m);
+            let p = crate::xdp::upgrade::staging_pin(pin_dir, m);
             if p.exists() {
                 std::fs::remove_file(&p).with_context(|| format!("unpinning {}", p.display()))?;
             }
@@ -280,7 +280,7 @@ impl Fastpath {
             debug_logs,
             lease_entries,
             &[],
-            Some((pin_dir, crate::upgrade::staging_pin)),
+            Some((pin_dir, crate::xdp::upgrade::staging_pin)),
         )?;
         fp.mounted_bpffs = mounted;
         Ok(fp)
@@ -482,8 +482,8 @@ impl Fastpath {
         let Some(dir) = &self.pin_dir else {
             return Err("no pin_dir configured: the fast path cannot outlive the daemon (set server.pin_dir or --pin-dir)".into());
         };
-        crate::pins::survival(dir, self.mounted_bpffs)
-            .map_err(|why| format!("{why}; to fix it, {}", crate::pins::SURVIVAL_FIX))
+        crate::xdp::pins::survival(dir, self.mounted_bpffs)
+            .map_err(|why| format!("{why}; to fix it, {}", crate::xdp::pins::SURVIVAL_FIX))
     }
 
     pub fn attachments(&self) -> &[Attachment] {

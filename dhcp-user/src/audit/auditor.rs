@@ -62,14 +62,14 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    api::commands::kernel_json,
+    api::control::{self, Response},
     audit::{self, Disagreement, Kind},
-    clock::unix_now,
-    commands::kernel_json,
-    control::{self, Response},
-    engine::Engine,
-    fastmap::{is_client_key, key_text, lease_key, Eligibility, LeaseReader, ReadCursor},
-    leases::{Lease, LeaseState, LeaseTable},
+    daemon::engine::Engine,
+    dhcp::leases::{Lease, LeaseState, LeaseTable},
     store::StoreOp,
+    xdp::clock::unix_now,
+    xdp::map_sync::{is_client_key, key_text, lease_key, Eligibility, LeaseReader, ReadCursor},
 };
 
 /// How long a pass waits for the committer to write what was pending.
@@ -880,7 +880,7 @@ enum Walk {
 }
 
 impl Walk {
-    fn over(server: &crate::server::Server) -> Walk {
+    fn over(server: &crate::dhcp::server::Server) -> Walk {
         if server.leases.len() <= LIST_MAX {
             Walk::List {
                 ips: server
@@ -1104,7 +1104,7 @@ fn read_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::leases::{hw_key, FastReply};
+    use crate::dhcp::leases::{hw_key, FastReply};
     use std::sync::Arc as StdArc;
 
     fn fast() -> StdArc<FastReply> {
@@ -1142,7 +1142,7 @@ mod tests {
         v.ip = u32::from_ne_bytes(l.ip.octets());
         v.subnet_id = l.subnet_id;
         v.lease_secs = l.lease_secs;
-        v.expires_mono_ns = crate::clock::unix_to_mono_ns(l.expires);
+        v.expires_mono_ns = crate::xdp::clock::unix_to_mono_ns(l.expires);
         v.reported_mono_ns = v.expires_mono_ns;
         (lease_key(l.client.as_deref().unwrap()).unwrap(), v)
     }
@@ -1168,8 +1168,8 @@ mod tests {
         assert_eq!(p.candidates.len(), 1, "no hold ended yet: a candidate");
         t.hold_ended(
             l.ip,
-            crate::clock::unix_ns_now(),
-            crate::leases::EndKind::Ended,
+            crate::xdp::clock::unix_ns_now(),
+            crate::dhcp::leases::EndKind::Ended,
         );
         let mut p = pass();
         check_chunk(&mut p, &[e], &t, unix_now());

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::wire::Tag;
+use crate::proto::message::Tag;
 
 const ETH_P_ALL: u16 = 0x0003;
 const PACKET_AUXDATA: i32 = 8;
@@ -154,7 +154,7 @@ impl PacketSocket {
     /// A non-blocking packet socket on `ifname` that receives DHCP requests
     /// (and only those) and sends frames.
     pub fn open(ifname: &str) -> Result<PacketSocket> {
-        let ifindex = crate::fastpath::ifindex(ifname)?;
+        let ifindex = crate::xdp::loader::ifindex(ifname)?;
         // SAFETY: plain socket(2), owned right away.
         let raw = unsafe {
             libc::socket(

@@ -36,10 +36,10 @@ use aya::maps::{HashMap as BpfHashMap, Map, MapData, RingBuf};
 use dhcp_common::{id_kind, prev, LeaseValue, MAP_EVENTS, MAP_LEASES};
 
 use crate::{
-    clock::{mono_ns_to_unix_ceil, mono_ns_to_unix_ns},
-    fastmap::KernelGrant,
-    fastpath::PINNED_MAPS,
-    leases::{KIND_CLIENT_ID, KIND_HW},
+    dhcp::leases::{KIND_CLIENT_ID, KIND_HW},
+    xdp::clock::{mono_ns_to_unix_ceil, mono_ns_to_unix_ns},
+    xdp::loader::PINNED_MAPS,
+    xdp::map_sync::KernelGrant,
 };
 
 /// How long after the swap an old program may still be running on another
@@ -120,7 +120,7 @@ impl OldFastPath {
                     }
                     let ev: dhcp_common::RenewEvent = bytemuck::pod_read_unaligned(&item[..size]);
                     (
-                        crate::fastmap::client_key(&ev.key),
+                        crate::xdp::map_sync::client_key(&ev.key),
                         ev.ip,
                         ev.expires_mono_ns,
                     )
@@ -140,7 +140,7 @@ impl OldFastPath {
             OldLeases::Current(m) => m
                 .iter()
                 .filter_map(|r| r.ok())
-                .map(|(k, v)| (crate::fastmap::client_key(&k), v))
+                .map(|(k, v)| (crate::xdp::map_sync::client_key(&k), v))
                 .collect(),
         };
         for (client, v) in entries {
@@ -194,7 +194,7 @@ pub fn finish(dir: &Path) -> Result<()> {
         std::fs::rename(&staged, &old)
             .with_context(|| format!("renaming {} to {}", staged.display(), old.display()))?;
     }
-    crate::pins::record_layout(dir, &dhcp_common::Layout::CURRENT)
+    crate::xdp::pins::record_layout(dir, &dhcp_common::Layout::CURRENT)
 }
 
 #[cfg(test)]

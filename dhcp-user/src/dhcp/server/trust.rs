@@ -8,7 +8,7 @@ use std::{collections::HashMap, net::Ipv4Addr};
 
 use crate::{
     config::{Config, RelayTrust},
-    wire::DhcpRequest,
+    proto::message::DhcpRequest,
 };
 
 use super::{Arrival, Server};

@@ -1,5 +1,5 @@
 //! The invariant between the two planes, as a check over what each one
-//! holds (see `crate::engine` for the statement and how it is kept).
+//! holds (see `crate::daemon::engine` for the statement and how it is kept).
 //!
 //! Given every entry of the XDP lease map and the lease store's view of
 //! the addresses they name, it lists each disagreement:
@@ -15,14 +15,16 @@
 //! One definition, used by the model-based test, `xdhcp leases audit` and
 //! the daemon's background auditor.
 
+pub mod auditor;
+
 use std::{collections::HashSet, net::Ipv4Addr};
 
 use dhcp_common::{LeaseKey, LeaseValue};
 
-pub use crate::clock::Clocks;
+pub use crate::xdp::clock::Clocks;
 use crate::{
-    fastmap::{is_client_key, lease_key},
-    leases::{Lease, LeaseState},
+    dhcp::leases::{Lease, LeaseState},
+    xdp::map_sync::{is_client_key, lease_key},
 };
 
 /// Seconds of rounding allowed between the kernel's monotonic ends and the
@@ -203,8 +205,8 @@ pub fn recovered_end(l: &Lease, now: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::{
-        clock::{unix_now, unix_to_mono_ns},
-        leases::{hw_key, FastReply},
+        dhcp::leases::{hw_key, FastReply},
+        xdp::clock::{unix_now, unix_to_mono_ns},
     };
     use std::{collections::HashMap, sync::Arc};
 

@@ -528,7 +528,7 @@ impl Reply {
 
     /// siaddr, sname and file of a network boot (NUL-terminated, checked
     /// to fit at load).
-    pub fn set_boot(&mut self, b: &crate::subscriber::Boot) {
+    pub fn set_boot(&mut self, b: &crate::dhcp::subscriber::Boot) {
         if let Some(a) = b.siaddr {
             self.buf[20..24].copy_from_slice(&a.octets());
         }

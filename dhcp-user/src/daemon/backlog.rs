@@ -10,9 +10,9 @@
 use std::collections::VecDeque;
 
 use crate::{
-    packet::PacketSocket,
-    server::{Arrival, Server},
-    wire::{self, Tag},
+    daemon::sockets::PacketSocket,
+    dhcp::server::{Arrival, Server},
+    proto::message::{self, Tag},
 };
 
 /// One received frame, as the packet socket gave it.
@@ -116,12 +116,12 @@ pub fn read(
             continue;
         }
         let frame = &buf[..meta.len];
-        let bound = match wire::parse_frame(frame, meta.stripped_tag, meta.check_udp) {
+        let bound = match message::parse_frame(frame, meta.stripped_tag, meta.check_udp) {
             Err(m) => {
                 server.count_malformed(m);
                 continue;
             }
-            Ok(f) => match wire::parse_dhcp(f.payload) {
+            Ok(f) => match message::parse_dhcp(f.payload) {
                 Err(m) => {
                     server.count_malformed(m);
                     continue;

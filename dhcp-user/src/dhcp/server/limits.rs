@@ -21,11 +21,11 @@ use std::{collections::HashMap, net::Ipv4Addr};
 
 use crate::{
     config::Caps,
-    leases::{ClientKey, LeaseState, LeaseTable},
+    dhcp::leases::{ClientKey, LeaseState, LeaseTable},
 };
 
 use super::{hw_of, relay_ids, Arrival, LineId, Server};
-use crate::wire::DhcpRequest;
+use crate::proto::message::DhcpRequest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -324,7 +324,7 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::leases::{hw_key, Lease};
+    use crate::dhcp::leases::{hw_key, Lease};
 
     fn caps(per_line: u32, per_mac: u32) -> Caps {
         Caps {

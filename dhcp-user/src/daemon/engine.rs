@@ -13,7 +13,7 @@
 //! in which the kernel may still renew it. (`crate::audit` checks it.)
 //!
 //! How it is kept:
-//! - the map follows the store's changes in commit order (`crate::commit`):
+//! - the map follows the store's changes in commit order (`crate::daemon::commit`):
 //!   removed before a batch that ends a binding is written, written after a
 //!   batch that makes one is durable;
 //! - an address handed to the map stays its client's (a `KernelHold`) until
@@ -33,15 +33,15 @@ use aya::maps::{MapData, RingBuf};
 use dhcp_common::RenewEvent;
 
 use crate::{
-    clock::mono_ns_to_unix_ceil,
-    commands,
-    commit::{Commit, Written},
+    api::commands,
+    api::control,
     config::Config,
-    control,
-    fastmap::{client_key, lease_key, FastMaps, KernelGrant, MapReport},
-    leases::{EndKind, LeaseState},
-    server::Server,
+    daemon::commit::{Commit, Written},
+    dhcp::leases::{EndKind, LeaseState},
+    dhcp::server::Server,
     store::{ApiReservation, LeaseStore, StoreOp},
+    xdp::clock::mono_ns_to_unix_ceil,
+    xdp::map_sync::{client_key, lease_key, FastMaps, KernelGrant, MapReport},
 };
 
 pub struct Engine {
@@ -161,7 +161,7 @@ impl Engine {
         self.seq += 1;
         // The instant, not the second: a grant the kernel makes just
         // before or just after this end is told apart by it.
-        let now = crate::clock::unix_ns_now();
+        let now = crate::xdp::clock::unix_ns_now();
         let leases = &mut self.server.leases;
         for op in &ops {
             match op {
@@ -220,7 +220,7 @@ impl Engine {
         // Another node's client holds these: this node's binding ends
         // (never mapped, no ACK sent) and the holder's lease takes its
         // place, so the address is not offered again here.
-        let now = crate::clock::unix_ns_now();
+        let now = crate::xdp::clock::unix_ns_now();
         for mut l in std::mem::take(&mut report.lost) {
             self.server.leases.hold_ended(l.ip, now, EndKind::Ended);
             l.fast = None;
@@ -332,7 +332,7 @@ pub fn read_ring(events: &mut RingBuf<MapData>) -> Vec<KernelGrant> {
             client,
             ip: Ipv4Addr::from(ev.ip.to_ne_bytes()),
             expires: mono_ns_to_unix_ceil(ev.expires_mono_ns),
-            expires_ns: crate::clock::mono_ns_to_unix_ns(ev.expires_mono_ns),
+            expires_ns: crate::xdp::clock::mono_ns_to_unix_ns(ev.expires_mono_ns),
             lease_secs: 0,
         });
     }
@@ -446,7 +446,7 @@ fn reservation_command(
             let subnet_id = server
                 .subnet_of(ip)
                 .ok_or_else(|| format!("{ip} is in no configured subnet"))?;
-            let relay = crate::subscriber::api_relay_id(a)?;
+            let relay = crate::dhcp::subscriber::api_relay_id(a)?;
             let key = match &relay {
                 Some(_) => None,
                 None => Some(commands::client_of(a)?.0),
@@ -537,7 +537,7 @@ fn reservation_command(
 /// `leases`, keeping the counters.
 fn rebuild(
     candidate: Config,
-    leases: Vec<crate::leases::Lease>,
+    leases: Vec<crate::dhcp::leases::Lease>,
     running: &mut Config,
     server: &mut Server,
 ) {
@@ -549,7 +549,7 @@ fn rebuild(
     *running = candidate;
 }
 
-fn current_leases(server: &Server) -> Vec<crate::leases::Lease> {
+fn current_leases(server: &Server) -> Vec<crate::dhcp::leases::Lease> {
     server.leases.iter().cloned().collect()
 }
 

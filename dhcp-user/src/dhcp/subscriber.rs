@@ -14,8 +14,8 @@
 use std::net::Ipv4Addr;
 
 use crate::{
-    classes::{agent_sub, Expr, Facts},
     config::{parse_hex, Config, OptionSet, Reservation},
+    dhcp::classes::{agent_sub, Expr, Facts},
 };
 
 /// What a reservation is keyed by.

@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{Array, Map, MapData, MapInfo};
 use dhcp_common::{prev, Layout, LAYOUT_VERSION, MAP_LAYOUT, MAP_LEASES, MAP_STATS, MAP_TEMPLATES};
 
-use crate::fastpath::PINNED_MAPS;
+use crate::xdp::loader::PINNED_MAPS;
 
 /// How to get pins that outlive the daemon.
 pub const SURVIVAL_FIX: &str = "mount a bpffs in the host's mount namespace (e.g. `mkdir -p /run/xdhcp-bpf && mount -t bpf bpf /run/xdhcp-bpf`, outside any `ip netns exec`) and point pin_dir (or --pin-dir) under it, or run xdhcp under its systemd unit (dist/xdhcp.service), which pins in the host's /sys/fs/bpf";
@@ -106,7 +106,7 @@ pub enum PinnedLayout {
     /// those daemons had. Adopted; the record is written after loading.
     Unrecorded,
     /// The previous layout (`dhcp_common::prev`: no record, a 36-byte
-    /// key): converted (`crate::upgrade`).
+    /// key): converted (`crate::xdp::upgrade`).
     Previous,
     /// A record that differs from this build's in the counters' size
     /// only (counters added or removed): converted like `Previous`, with
@@ -115,7 +115,7 @@ pub enum PinnedLayout {
 }
 
 impl PinnedLayout {
-    /// Taken over by `crate::upgrade` (new maps, link swap, drain).
+    /// Taken over by `crate::xdp::upgrade` (new maps, link swap, drain).
     pub fn converted(self) -> bool {
         matches!(self, PinnedLayout::Previous | PinnedLayout::OtherCounters)
     }

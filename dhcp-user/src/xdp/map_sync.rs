@@ -11,7 +11,7 @@
 //! heard of (renewals it did not report, `expires > reported`) comes back
 //! in the batch's [`MapReport`], with every address the map no longer
 //! answers for, so the control plane can honour the one and release the
-//! other. Clocks: see `crate::clock`.
+//! other. Clocks: see `crate::xdp::clock`.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -29,12 +29,12 @@ use dhcp_common::{
 };
 
 use crate::{
-    fastpath::Fastpath,
-    leases::{FastReply, Lease, LeaseState, KIND_CLIENT_ID, KIND_HW},
+    dhcp::leases::{FastReply, Lease, LeaseState, KIND_CLIENT_ID, KIND_HW},
     store::StoreOp,
+    xdp::loader::Fastpath,
 };
 
-pub use crate::clock::{mono_ns_now, mono_ns_to_unix, unix_to_mono_ns};
+pub use crate::xdp::clock::{mono_ns_now, mono_ns_to_unix, unix_to_mono_ns};
 
 /// The lease-map key of a control-plane client key, if it fits.
 pub fn lease_key(client: &[u8]) -> Option<LeaseKey> {
@@ -152,8 +152,8 @@ fn grant_of(k: &LeaseKey, v: &LeaseValue) -> Option<KernelGrant> {
     Some(KernelGrant {
         client: client_key(k)?,
         ip: Ipv4Addr::from(v.ip.to_ne_bytes()),
-        expires: crate::clock::mono_ns_to_unix_ceil(v.expires_mono_ns),
-        expires_ns: crate::clock::mono_ns_to_unix_ns(v.expires_mono_ns),
+        expires: crate::xdp::clock::mono_ns_to_unix_ceil(v.expires_mono_ns),
+        expires_ns: crate::xdp::clock::mono_ns_to_unix_ns(v.expires_mono_ns),
         lease_secs: v.lease_secs,
     })
 }
@@ -712,7 +712,7 @@ impl FastMaps {
         if !same_binding(&now_v, seen) {
             return false;
         }
-        let cap = crate::clock::mono_ns_to_unix_ceil(
+        let cap = crate::xdp::clock::mono_ns_to_unix_ceil(
             mono_ns_now() + u64::from(now_v.lease_secs) * 1_000_000_000,
         );
         if let Some(&ip) = self.by_key.get(key) {
@@ -799,7 +799,7 @@ impl FastMaps {
     }
 
     /// Tests: the kernel's clock moves `secs` forward, as the model test's
-    /// wall clock does (`crate::clock::advance_for_tests`).
+    /// wall clock does (`crate::xdp::clock::advance_for_tests`).
     pub fn shift_clock_for_tests(&mut self, secs: u64) {
         let d = secs * 1_000_000_000;
         for (k, mut v) in self.entries() {
@@ -853,7 +853,7 @@ impl FastMaps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::leases::{client_id_key, hw_key};
+    use crate::dhcp::leases::{client_id_key, hw_key};
 
     #[test]
     fn keys_round_trip_and_match_what_the_program_builds() {

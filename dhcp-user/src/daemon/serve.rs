@@ -24,31 +24,31 @@ use aya::maps::RingBuf;
 use dhcp_common::MAP_EVENTS;
 
 use crate::{
-    auditor::{self, Auditor, Repair},
-    backlog::{self, Backlog, Queued},
-    commands,
-    commit::{Commit, CommitQueue, Committer, Written},
+    api::commands,
+    api::control::{self, Pending},
+    audit::auditor::{self, Auditor, Repair},
     config::{Config, XdpSetting},
-    control::{self, Pending},
-    egress::Egress,
-    engine::{read_ring, Engine},
-    fastmap::{FastIface, FastMaps, MapReport},
-    fastpath::Fastpath,
-    packet::{self, PacketSocket},
-    pins::{self, PinnedLayout},
-    server::{Arrival, Server},
+    daemon::backlog::{self, Backlog, Queued},
+    daemon::commit::{Commit, CommitQueue, Committer, Written},
+    daemon::engine::{read_ring, Engine},
+    daemon::sockets::{self, PacketSocket},
+    daemon::transmit::Egress,
+    dhcp::server::{Arrival, Server},
+    proto::message::{self, msg},
     store::StoreOp,
-    upgrade::OldFastPath,
-    wire::{self, msg},
+    xdp::loader::Fastpath,
+    xdp::map_sync::{FastIface, FastMaps, MapReport},
+    xdp::pins::{self, PinnedLayout},
+    xdp::upgrade::OldFastPath,
 };
 
-pub use crate::egress::Wire;
+pub use crate::daemon::transmit::Wire;
 
 /// How often renewals answered by the XDP program are collected.
 pub const EVENT_POLL: Duration = Duration::from_millis(100);
 
-pub use crate::clock::unix_now;
-pub use crate::engine::Overrides;
+pub use crate::daemon::engine::Overrides;
+pub use crate::xdp::clock::unix_now;
 
 /// One UDP socket on port 67 that keeps the port open, so unicast requests
 /// never draw an ICMP port-unreachable. It sends and receives nothing: the
@@ -56,7 +56,7 @@ pub use crate::engine::Overrides;
 pub fn port_67_socket() -> Result<UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
-    packet::attach_filter(s.as_raw_fd(), &mut packet::drop_all_filter())
+    sockets::attach_filter(s.as_raw_fd(), &mut sockets::drop_all_filter())
         .context("filter on the UDP socket")?;
     let addr = SocketAddr::V4(SocketAddrV4::new(
         Ipv4Addr::UNSPECIFIED,
@@ -163,11 +163,11 @@ struct Out<'a> {
 fn handle_queued(q: Queued, engine: &mut Engine, egress: &mut Egress, out: &Out<'_>) {
     let i = q.iface;
     let server = &mut engine.server;
-    let frame = match wire::parse_frame(&q.frame, q.stripped_tag, q.check_udp) {
+    let frame = match message::parse_frame(&q.frame, q.stripped_tag, q.check_udp) {
         Ok(f) => f,
         Err(m) => return server.count_malformed(m),
     };
-    let req = match wire::parse_dhcp(frame.payload) {
+    let req = match message::parse_dhcp(frame.payload) {
         Ok(r) => r,
         Err(m) => return server.count_malformed(m),
     };
@@ -208,7 +208,7 @@ fn attach_all(fastpath: &mut Fastpath, config: &Config) -> Result<bool> {
             continue;
         }
         let mode = fastpath.attach(&iface.name, iface.xdp)?;
-        if mode == crate::fastpath::AttachedMode::Adopted {
+        if mode == crate::xdp::loader::AttachedMode::Adopted {
             adopted = true;
             tracing::info!(interface = %iface.name, "adopted the running XDP fast path: program replaced atomically, renewals never stopped");
         } else {
@@ -294,7 +294,7 @@ pub async fn run(
         .iter()
         .map(|i| (i.name.clone(), i.ifindex))
         .collect();
-    let mut rate_maps = crate::ratelimit::RateMaps::take(&mut fastpath)?;
+    let mut rate_maps = crate::xdp::rate_limits::RateMaps::take(&mut fastpath)?;
     rate_maps
         .apply(&config, &rate_ifaces)
         .context("writing the rate limits")?;
@@ -330,14 +330,14 @@ pub async fn run(
         let old_prev = old.is_previous();
         let old_entries = old.len();
         attach_all(&mut fastpath, &config)?;
-        std::thread::sleep(crate::upgrade::SWAP_GRACE);
+        std::thread::sleep(crate::xdp::upgrade::SWAP_GRACE);
         let (read, grants) = old.drain();
         let ops = engine.kernel_tick(grants, unix_now());
         store
             .apply(&ops)
             .context("storing the renewals the previous layout's program answered")?;
         drop(old);
-        crate::upgrade::finish(dir)?;
+        crate::xdp::upgrade::finish(dir)?;
         let from = if old_prev {
             format!(
                 "the previous layout (no layout record, lease key {} B)",
@@ -446,7 +446,7 @@ pub async fn run(
             let addr: std::net::SocketAddr = a
                 .parse()
                 .with_context(|| format!("server.metrics_address {a:?}"))?;
-            let t = crate::metrics::serve(addr, control_tx.clone()).await?;
+            let t = crate::api::metrics::serve(addr, control_tx.clone()).await?;
             tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
             Some(t)
         }
