@@ -209,6 +209,45 @@ fn parse_hex_id(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Where a control command is carried out. Most need only the state
+/// machine and what it reports (`execute`); these need the daemon's loop
+/// (its committer, auditor, reload or a blocking read of the map).
+pub enum Route {
+    Shutdown {
+        keep_fast_path: bool,
+    },
+    /// `reservation-*`: changes the running configuration.
+    Reservation,
+    Audit {
+        repair: bool,
+    },
+    /// `lease4-get-all`: reads the whole map, off the main task.
+    LeaseList,
+    Reload,
+    Here,
+}
+
+pub fn route(req: &Request) -> Route {
+    let flag = |name: &str| {
+        req.arguments
+            .get(name)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    };
+    match req.command.as_str() {
+        "shutdown" => Route::Shutdown {
+            keep_fast_path: flag("keep-fast-path"),
+        },
+        c if c.starts_with("reservation-") => Route::Reservation,
+        "lease4-audit" => Route::Audit {
+            repair: flag("repair"),
+        },
+        "lease4-get-all" => Route::LeaseList,
+        "config-reload" => Route::Reload,
+        _ => Route::Here,
+    }
+}
+
 /// Runs one command; returns the answer and the lease changes to commit.
 pub fn execute(req: &Request, cx: &mut Context<'_>) -> (Response, Vec<StoreOp>) {
     let a = &req.arguments;
