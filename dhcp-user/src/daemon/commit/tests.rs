@@ -1,0 +1,243 @@
+use super::*;
+use crate::{
+    dhcp::leases::{client_id_key, Lease, LeaseState},
+    store::{FlakyStore, MemoryStore},
+};
+use std::net::Ipv4Addr;
+use std::sync::atomic::AtomicU32;
+
+fn lease(n: u8) -> Lease {
+    Lease {
+        ip: Ipv4Addr::new(198, 18, 0, n),
+        client: Some(client_id_key(&[1, n])),
+        hw: Box::new([1, 2, 0, 0, 0, 0, n]),
+        subnet_id: 1,
+        state: LeaseState::Bound,
+        expires: 1_000,
+        lease_secs: 600,
+        fast: None,
+        relay: None,
+    }
+}
+
+/// Issue 12, items 6 and 7: a refused batch was dropped (the renewals
+/// in it lost, a later clean stop still clean) and the API was told
+/// nothing changed on disk while memory and map had changed.
+#[test]
+fn a_refused_batch_is_retried_in_order_and_its_replies_wait_for_it() {
+    let fail = Arc::new(AtomicU32::new(3));
+    let store = FlakyStore {
+        inner: MemoryStore::default(),
+        fail: fail.clone(),
+    };
+    let mut c = Committer::new(Box::new(store), None);
+    let (tx, rx) = mpsc::channel::<Commit<u8>>();
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    tx.send(Commit {
+        seq: 1,
+        ops: vec![StoreOp::Renewed(lease(1))],
+        replies: vec![1],
+        done: Some(done_tx),
+        unmap: Vec::new(),
+    })
+    .unwrap();
+    tx.send(Commit {
+        seq: 2,
+        ops: vec![StoreOp::Put(lease(2))],
+        replies: vec![2],
+        done: None,
+        unmap: Vec::new(),
+    })
+    .unwrap();
+    drop(tx);
+    let sent = Mutex::new(Vec::new());
+    let reports = Mutex::new(Vec::new());
+    let stopping = AtomicBool::new(false);
+    let all = c.run(
+        rx,
+        |r| reports.lock().unwrap().push(r.seq),
+        |w| sent.lock().unwrap().push(*w),
+        &stopping,
+        Duration::from_secs(10),
+    );
+    assert!(all, "everything was written in the end");
+    assert_eq!(
+        fail.load(Ordering::SeqCst),
+        0,
+        "retried through every failure"
+    );
+    match done_rx.try_recv() {
+        Ok(Written::Retrying(e)) => assert!(e.contains("disk full"), "{e}"),
+        other => panic!("the waiter must hear that the write is retried: {other:?}"),
+    }
+    let h = c.health.lock().unwrap().clone();
+    assert_eq!(
+        (h.failed_batches, h.failed_writes, h.recovered_batches),
+        (1, 3, 1)
+    );
+    assert!(h.last_error.is_none());
+    // Both replies left, after their batches, in order.
+    assert_eq!(*sent.lock().unwrap(), vec![1, 2]);
+    let mut got: Vec<_> = c.store.load().unwrap().into_iter().map(|l| l.ip).collect();
+    got.sort();
+    assert_eq!(got, vec![lease(1).ip, lease(2).ip]);
+}
+
+/// Issue 14: while the store refuses writes the queue stays full (so
+/// the daemon handles no more requests and memory does not grow),
+/// and it drains once the store takes the batch.
+#[test]
+fn the_commit_queue_stays_full_while_the_store_fails_and_drains_after() {
+    let fail = Arc::new(AtomicU32::new(4));
+    let store = FlakyStore {
+        inner: MemoryStore::default(),
+        fail: fail.clone(),
+    };
+    let mut c = Committer::new(Box::new(store), None);
+    let (tx, rx) = mpsc::channel::<Commit<u8>>();
+    let q = CommitQueue::new(tx, c.queued.clone(), 2);
+    for n in 1..=2 {
+        assert!(q.has_room());
+        q.send(Commit {
+            seq: u64::from(n),
+            ops: vec![StoreOp::Put(lease(n))],
+            replies: vec![n],
+            done: None,
+            unmap: Vec::new(),
+        });
+    }
+    assert!(!q.has_room());
+    let t = std::thread::spawn(move || {
+        let stopping = AtomicBool::new(false);
+        c.run(rx, |_| {}, |_| {}, &stopping, Duration::from_secs(10))
+    });
+    let t0 = Instant::now();
+    while fail.load(Ordering::SeqCst) > 0 {
+        assert!(!q.has_room(), "room while the store still fails");
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    while !q.has_room() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never drained");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(q.is_empty());
+    drop(q);
+    assert!(t.join().unwrap());
+}
+
+/// At shutdown, a store that keeps failing is given up on and the run
+/// says so: the caller then leaves the store unclean.
+#[test]
+fn a_store_failing_at_shutdown_is_reported_not_written() {
+    let store = FlakyStore {
+        inner: MemoryStore::default(),
+        fail: Arc::new(AtomicU32::new(u32::MAX)),
+    };
+    let mut c = Committer::new(Box::new(store), None);
+    let (tx, rx) = mpsc::channel::<Commit<u8>>();
+    tx.send(Commit {
+        seq: 1,
+        ops: vec![StoreOp::Put(lease(1))],
+        replies: vec![1],
+        done: None,
+        unmap: Vec::new(),
+    })
+    .unwrap();
+    drop(tx);
+    let sent = Mutex::new(Vec::new());
+    let stopping = AtomicBool::new(true);
+    let all = c.run(
+        rx,
+        |_| {},
+        |w| sent.lock().unwrap().push(*w),
+        &stopping,
+        Duration::from_millis(200),
+    );
+    assert!(!all);
+    assert!(
+        sent.lock().unwrap().is_empty(),
+        "no reply for what is not durable"
+    );
+}
+
+/// A shared store in which another node's client holds one address.
+struct Contested {
+    inner: MemoryStore,
+    holder: Lease,
+    lost: Vec<Lease>,
+}
+
+impl LeaseStore for Contested {
+    fn load(&mut self) -> Result<Vec<Lease>> {
+        self.inner.load()
+    }
+    fn apply(&mut self, ops: &[StoreOp]) -> Result<()> {
+        let (lost, kept): (Vec<_>, Vec<_>) = ops
+            .iter()
+            .cloned()
+            .partition(|o| o.lease().is_some_and(|l| l.ip == self.holder.ip));
+        if !lost.is_empty() {
+            self.lost.push(self.holder.clone());
+        }
+        self.inner.apply(&kept)
+    }
+    fn take_lost(&mut self) -> Vec<Lease> {
+        std::mem::take(&mut self.lost)
+    }
+    fn reservations(&mut self) -> Result<Vec<crate::store::ApiReservation>> {
+        Ok(Vec::new())
+    }
+    fn meta(&mut self, _: &str) -> Result<Option<i64>> {
+        Ok(None)
+    }
+    fn set_meta(&mut self, _: &str, _: i64) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Issue 15: an ACK whose claim the shared store refused never leaves,
+/// and the engine hears whose the address is; the rest of the batch
+/// is answered.
+#[test]
+fn a_lost_claim_withholds_only_its_own_reply_and_is_reported() {
+    let mut holder = lease(2);
+    holder.client = Some(client_id_key(&[9, 9]));
+    let store = Contested {
+        inner: MemoryStore::default(),
+        holder: holder.clone(),
+        lost: Vec::new(),
+    };
+    let mut c = Committer::new(Box::new(store), None);
+    let (tx, rx) = mpsc::channel::<Commit<u8>>();
+    for (seq, n) in [(1, 1), (2, 2), (3, 3)] {
+        tx.send(Commit {
+            seq,
+            ops: vec![StoreOp::Put(lease(n))],
+            replies: vec![n],
+            done: None,
+            unmap: Vec::new(),
+        })
+        .unwrap();
+    }
+    drop(tx);
+    let sent = Mutex::new(Vec::new());
+    let reports = Mutex::new(Vec::new());
+    let stopping = AtomicBool::new(false);
+    assert!(c.run(
+        rx,
+        |r| reports.lock().unwrap().push(r),
+        |w| sent.lock().unwrap().push(*w),
+        &stopping,
+        Duration::from_secs(1),
+    ));
+    assert_eq!(*sent.lock().unwrap(), vec![1, 3]);
+    let lost: Vec<_> = reports
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.lost.clone())
+        .collect();
+    assert_eq!(lost, vec![holder]);
+    assert_eq!(c.health.lock().unwrap().lost_claims, 1);
+}

@@ -1,0 +1,200 @@
+//! Reservations the control API adds and removes (`reservation-*`): kept
+//! in the store, merged into the file's configuration, and applied by
+//! rebuilding the state machine as a reload does.
+
+use std::net::Ipv4Addr;
+
+use super::reload::reply_config_fingerprint;
+use crate::{
+    api::{commands, control},
+    config::Config,
+    dhcp::server::Server,
+    store::{ApiReservation, StoreOp},
+};
+
+/// The file's configuration with the API's reservations added to their
+/// subnets (those of subnets no longer configured are kept in the store,
+/// unused).
+pub fn with_reservations(file: &Config, extras: &[ApiReservation]) -> Config {
+    let mut c = file.clone();
+    for r in extras {
+        if let Some(sn) = c.subnets.iter_mut().find(|s| s.id == r.subnet_id) {
+            sn.reservations.push(crate::config::Reservation {
+                hw_address: r.hw_address.clone(),
+                client_id: r.client_id.clone(),
+                circuit_id: r.relay.as_ref().and_then(|x| x.circuit_id.clone()),
+                remote_id: r.relay.as_ref().and_then(|x| x.remote_id.clone()),
+                subscriber_id: r.relay.as_ref().and_then(|x| x.subscriber_id.clone()),
+                giaddr: r.relay.as_ref().and_then(|x| x.giaddr),
+                ip: r.ip,
+                options: Default::default(),
+            });
+        }
+    }
+    c
+}
+
+/// reservation-get-all / reservation-add / reservation-del. A change
+/// rebuilds the state machine on the new reservation set (as a reload
+/// does) and is answered once stored. Other clients' replies do not
+/// change, so their bindings stay in the XDP map.
+pub(super) fn reservation_command(
+    req: &control::Request,
+    file_config: &Config,
+    extras: &mut Vec<ApiReservation>,
+    running: &mut Config,
+    server: &mut Server,
+    now: u64,
+) -> std::result::Result<(control::Response, Vec<StoreOp>), String> {
+    use serde_json::{json, Value};
+    let a = &req.arguments;
+    let ip_arg = || -> std::result::Result<Ipv4Addr, String> {
+        a.get("ip-address")
+            .and_then(Value::as_str)
+            .ok_or("ip-address is required")?
+            .parse()
+            .map_err(|e| format!("ip-address: {e}"))
+    };
+    match req.command.as_str() {
+        "reservation-get-all" => {
+            let mut list = Vec::new();
+            for sn in &running.subnets {
+                for r in &sn.reservations {
+                    let api = extras.iter().any(|e| e.subnet_id == sn.id && e.ip == r.ip);
+                    list.push(json!({
+                        "subnet-id": sn.id,
+                        "ip-address": r.ip.to_string(),
+                        "hw-address": r.hw_address,
+                        "client-id": r.client_id,
+                        "circuit-id": r.circuit_id,
+                        "remote-id": r.remote_id,
+                        "subscriber-id": r.subscriber_id,
+                        "giaddr": r.giaddr.map(|g| g.to_string()),
+                        "source": if api { "api" } else { "config" },
+                    }));
+                }
+            }
+            let n = list.len();
+            Ok((
+                if n == 0 {
+                    control::Response::empty("0 reservations")
+                } else {
+                    control::Response::ok(
+                        format!("{n} reservations"),
+                        json!({ "reservations": list }),
+                    )
+                },
+                Vec::new(),
+            ))
+        }
+        "reservation-add" => {
+            let ip = ip_arg()?;
+            let subnet_id = server
+                .subnet_of(ip)
+                .ok_or_else(|| format!("{ip} is in no configured subnet"))?;
+            let relay = crate::dhcp::subscriber::api_relay_id(a)?;
+            let key = match &relay {
+                Some(_) => None,
+                None => Some(commands::client_of(a)?.0),
+            };
+            let sn = running
+                .subnets
+                .iter()
+                .find(|s| s.id == subnet_id)
+                .expect("subnet_of");
+            if sn.reservations.iter().any(|r| r.ip == ip) {
+                return Err(format!("{ip} is already reserved"));
+            }
+            if let (Some(l), Some(key)) = (server.leases.get(ip), &key) {
+                if !server.leases.available_to(ip, key, now) && !l.is_client(key) {
+                    return Err(format!(
+                        "{ip} is leased to another client; delete that lease first"
+                    ));
+                }
+            }
+            let r = ApiReservation {
+                subnet_id,
+                ip,
+                hw_address: a
+                    .get("hw-address")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                client_id: a
+                    .get("client-id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                relay,
+            };
+            let mut next = extras.clone();
+            next.push(r.clone());
+            let candidate = with_reservations(file_config, &next);
+            // The same checks as a file's reservations (format, duplicates).
+            candidate
+                .validate_reservations()
+                .map_err(|e| format!("refused: {e}"))?;
+            *extras = next;
+            rebuild(candidate, current_leases(server), running, server);
+            tracing::info!(%ip, subnet_id, "reservation added by the control API");
+            Ok((
+                control::Response::ok(format!("{ip} reserved in subnet {subnet_id}"), Value::Null),
+                vec![
+                    StoreOp::PutReservation(r),
+                    StoreOp::Meta("reply_config", reply_config_fingerprint(running)),
+                ],
+            ))
+        }
+        "reservation-del" => {
+            let ip = ip_arg()?;
+            let Some(pos) = extras.iter().position(|e| e.ip == ip) else {
+                if running
+                    .subnets
+                    .iter()
+                    .any(|s| s.reservations.iter().any(|r| r.ip == ip))
+                {
+                    return Err(format!(
+                        "{ip} is reserved in the configuration file: edit it and reload"
+                    ));
+                }
+                return Ok((
+                    control::Response::empty(format!("{ip} is not reserved")),
+                    Vec::new(),
+                ));
+            };
+            let r = extras.remove(pos);
+            let candidate = with_reservations(file_config, extras);
+            rebuild(candidate, current_leases(server), running, server);
+            tracing::info!(%ip, "reservation deleted by the control API");
+            Ok((
+                control::Response::ok(format!("reservation of {ip} deleted"), Value::Null),
+                vec![
+                    StoreOp::DeleteReservation {
+                        subnet_id: r.subnet_id,
+                        ip,
+                    },
+                    StoreOp::Meta("reply_config", reply_config_fingerprint(running)),
+                ],
+            ))
+        }
+        other => Err(format!("unknown command {other:?}")),
+    }
+}
+
+/// Replaces the state machine with one built on `candidate` around
+/// `leases`, keeping the counters.
+pub(super) fn rebuild(
+    candidate: Config,
+    leases: Vec<crate::dhcp::leases::Lease>,
+    running: &mut Config,
+    server: &mut Server,
+) {
+    let counters = std::mem::take(&mut server.counters);
+    let holds = server.leases.take_holds();
+    *server = Server::new(&candidate, leases);
+    server.counters = counters;
+    server.leases.set_holds(holds);
+    *running = candidate;
+}
+
+pub(super) fn current_leases(server: &Server) -> Vec<crate::dhcp::leases::Lease> {
+    server.leases.iter().cloned().collect()
+}
