@@ -38,7 +38,7 @@ const EXHAUSTED_LOG_SECS: u64 = 10;
 /// by up to a jiffy (10 ms at HZ=100), and the clock conversion adds
 /// microseconds: a grant this close is honoured, the safe side (the
 /// address stays its client's until that grant ends).
-const GRANT_ORDER_SLACK_NS: u64 = 25_000_000;
+pub const GRANT_ORDER_SLACK_NS: u64 = 25_000_000;
 
 /// Where a request arrived.
 #[derive(Debug, Clone)]

@@ -119,6 +119,11 @@ pub struct MapReport {
     /// Addresses the batch touched that the map holds no entry for now.
     pub gone: Vec<Ipv4Addr>,
     pub grants: Vec<KernelGrant>,
+    /// What every entry this batch removed had granted, reported or not:
+    /// the committer writes a grant that outlives the batch's end of the
+    /// binding in the same write (`commit::keep_kernel_grants`), since a
+    /// reported renewal may still wait unread in the ring.
+    pub removed: Vec<KernelGrant>,
     /// Claims the shared store refused (another node's client holds the
     /// address): the holder's lease, as the store has it.
     pub lost: Vec<Lease>,
@@ -659,12 +664,15 @@ impl FastMaps {
         if self.by_key.get(&key) == Some(&ip) {
             self.by_key.remove(&key);
             if let Ok(v) = self.leases.get(&key, 0) {
-                if let Some(mut g) = unreported_grant(&key, &v) {
+                if let Some(mut g) = grant_of(&key, &v) {
                     g.ip = ip;
                     if let Some(m) = max_end {
                         g.expires = g.expires.min(m);
                     }
-                    report.grants.push(g);
+                    if v.expires_mono_ns > v.reported_mono_ns {
+                        report.grants.push(g.clone());
+                    }
+                    report.removed.push(g);
                 }
             }
             if let Err(e) = self.leases.remove(&key) {

@@ -21,9 +21,11 @@ use anyhow::Result;
 use dhcp_common::{LeaseKey, LeaseValue};
 
 use crate::{
+    dhcp::leases::LeaseState,
+    dhcp::server::GRANT_ORDER_SLACK_NS,
     store::{LeaseStore, StoreOp},
     xdp::clock::unix_now,
-    xdp::map_sync::{FastMaps, MapReport, SyncStats},
+    xdp::map_sync::{FastMaps, KernelGrant, MapReport, SyncStats},
 };
 
 /// What the committer reports about the lease store.
@@ -59,6 +61,62 @@ fn claims(ops: &[StoreOp]) -> Vec<std::net::Ipv4Addr> {
         .collect()
 }
 
+/// A binding the batch ends whose map entry, read as it left, shows the
+/// kernel granted it beyond that end (the client renewed in the kernel
+/// just before or as the control plane ended it) is written as the
+/// grant, bound until the kernel's end, in the same write. The engine
+/// learns the grant from the batch's report or the ring and restores the
+/// binding (`Server::kernel_granted`, the same rule), but only in a later
+/// batch: a crash between the two writes would leave the store ending a
+/// binding the client holds an ACK for. Written without fast-path data, so
+/// the map keeps no entry until the engine's own write. Returns how many
+/// were kept.
+pub fn keep_kernel_grants(
+    ops: &mut [StoreOp],
+    op_ns: &[u64],
+    removed: &[KernelGrant],
+    now: u64,
+) -> usize {
+    let mut kept = 0;
+    for g in removed.iter().filter(|g| g.expires > now) {
+        let Some(i) = ops.iter().rposition(|op| match op {
+            StoreOp::Delete(ip) => *ip == g.ip,
+            op => op.lease().is_some_and(|l| l.ip == g.ip),
+        }) else {
+            continue;
+        };
+        // A deleted lease keeps no record to write the grant into; the
+        // engine's hold still keeps the address from anyone else.
+        let Some(l) = ops[i].lease().filter(|l| l.is_client(&g.client)) else {
+            continue;
+        };
+        let mut l = l.clone();
+        match l.state {
+            LeaseState::Bound if g.expires <= l.expires => continue,
+            LeaseState::Bound => {}
+            // Ran out while the kernel renewed it: the later end wins.
+            LeaseState::Expired => {}
+            // Released or declined: only a grant made after that end.
+            _ => {
+                let acked_at_ns = g
+                    .expires_ns
+                    .saturating_sub(u64::from(l.lease_secs) * 1_000_000_000);
+                if acked_at_ns + GRANT_ORDER_SLACK_NS < op_ns[i] {
+                    continue;
+                }
+            }
+        }
+        if l.state != LeaseState::Bound {
+            l.fast = None;
+            l.state = LeaseState::Bound;
+        }
+        l.expires = g.expires;
+        ops[i] = StoreOp::Put(l);
+        kept += 1;
+    }
+    kept
+}
+
 /// Told how the batch holding a change went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {
@@ -80,6 +138,10 @@ pub struct Commit<W> {
     /// value it confirmed), before the batch is written
     /// (`FastMaps::unmap`).
     pub unmap: Vec<(LeaseKey, LeaseValue)>,
+    /// When (Unix nanoseconds) the control plane made these changes: a
+    /// grant found in an entry the batch removes is weighed against it
+    /// (`keep_kernel_grants`).
+    pub at_ns: u64,
 }
 
 /// The store and the map, written in step.
@@ -219,6 +281,7 @@ impl Committer {
         let mut stop_seen: Option<Instant> = None;
         while let Ok(first) = rx.recv() {
             let mut seq = first.seq;
+            let mut op_ns = vec![first.at_ns; first.ops.len()];
             let mut ops = first.ops;
             // Each commit's replies with the addresses it binds: a reply
             // whose claim the store refused does not leave.
@@ -231,6 +294,7 @@ impl Committer {
                 taken += 1;
                 seq = seq.max(more.seq);
                 replies.push((claims(&more.ops), more.replies));
+                op_ns.extend(std::iter::repeat_n(more.at_ns, more.ops.len()));
                 ops.extend(more.ops);
                 done.extend(more.done);
                 unmap.extend(more.unmap);
@@ -242,6 +306,13 @@ impl Committer {
             // binding) look at it.
             self.unmap(&unmap, &mut report);
             self.prepare(&ops, &mut report);
+            let kept = keep_kernel_grants(&mut ops, &op_ns, &report.removed, unix_now());
+            if kept > 0 {
+                tracing::info!(
+                    bindings = kept,
+                    "the kernel renewed bindings this batch ends: written bound until the kernel's grant"
+                );
+            }
             let mut backoff = Duration::from_millis(50);
             let mut failures = 0u32;
             let mut logged: Option<(String, Instant)> = None;

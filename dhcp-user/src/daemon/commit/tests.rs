@@ -39,6 +39,7 @@ fn a_refused_batch_is_retried_in_order_and_its_replies_wait_for_it() {
         replies: vec![1],
         done: Some(done_tx),
         unmap: Vec::new(),
+        at_ns: 0,
     })
     .unwrap();
     tx.send(Commit {
@@ -47,6 +48,7 @@ fn a_refused_batch_is_retried_in_order_and_its_replies_wait_for_it() {
         replies: vec![2],
         done: None,
         unmap: Vec::new(),
+        at_ns: 0,
     })
     .unwrap();
     drop(tx);
@@ -104,6 +106,7 @@ fn the_commit_queue_stays_full_while_the_store_fails_and_drains_after() {
             replies: vec![n],
             done: None,
             unmap: Vec::new(),
+            at_ns: 0,
         });
     }
     assert!(!q.has_room());
@@ -142,6 +145,7 @@ fn a_store_failing_at_shutdown_is_reported_not_written() {
         replies: vec![1],
         done: None,
         unmap: Vec::new(),
+        at_ns: 0,
     })
     .unwrap();
     drop(tx);
@@ -217,6 +221,7 @@ fn a_lost_claim_withholds_only_its_own_reply_and_is_reported() {
             replies: vec![n],
             done: None,
             unmap: Vec::new(),
+            at_ns: 0,
         })
         .unwrap();
     }
@@ -240,4 +245,77 @@ fn a_lost_claim_withholds_only_its_own_reply_and_is_reported() {
         .collect();
     assert_eq!(lost, vec![holder]);
     assert_eq!(c.health.lock().unwrap().lost_claims, 1);
+}
+
+/// The kill -9 loop found it: reclaim ended a binding whose client had
+/// just been ACKed by the kernel, the end was written, and the engine's
+/// restore of the grant (a batch later) never was. The grant now goes
+/// into the write that ends the binding.
+#[test]
+fn a_grant_read_from_a_removed_entry_is_written_with_the_end_it_outlives() {
+    let grant = |l: &Lease, expires: u64, acked_at_ns: u64| KernelGrant {
+        client: l.client.clone().unwrap(),
+        ip: l.ip,
+        expires,
+        expires_ns: acked_at_ns + u64::from(l.lease_secs) * 1_000_000_000,
+        lease_secs: l.lease_secs,
+    };
+    let ended = |n: u8, state: LeaseState| {
+        let mut l = lease(n);
+        l.state = state;
+        l.fast = Some(Arc::new(crate::dhcp::leases::FastReply {
+            offerable: false,
+            iface: "srv0".into(),
+            outer_vlan: 0,
+            inner_vlan: 0,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            prl_len: 0,
+            shape_hash: 0,
+            max_message_size: 0,
+            client_id_len: 0,
+            relay_info_len: 0,
+            template: vec![53, 1, 5].into(),
+        }));
+        l
+    };
+    let (lapsed, released, early_release) = (
+        ended(1, LeaseState::Expired),
+        ended(2, LeaseState::Released),
+        ended(3, LeaseState::Released),
+    );
+    let other = lease(4);
+    let end_ns = 5_000_000_000_000;
+    let mut ops = vec![
+        StoreOp::Put(lapsed.clone()),
+        StoreOp::Put(released.clone()),
+        StoreOp::Put(early_release.clone()),
+        StoreOp::Put(other.clone()),
+    ];
+    let removed = vec![
+        // Lapsed while the kernel renewed it: kept, whenever it was granted.
+        grant(&lapsed, 2_000, 0),
+        // Renewed after its release: kept.
+        grant(&released, 2_000, end_ns + 1_000_000),
+        // Renewed a second before its release: stays released.
+        grant(&early_release, 2_000, end_ns - 1_000_000_000),
+        // Another client's key on this address: not its grant.
+        KernelGrant {
+            client: client_id_key(&[9, 9]),
+            ..grant(&other, 2_000, end_ns)
+        },
+        // Ended already when read: nothing to keep.
+        grant(&lease(5), 900, end_ns),
+    ];
+    let kept = keep_kernel_grants(&mut ops, &[end_ns; 4], &removed, 1_000);
+    assert_eq!(kept, 2);
+    for (i, want_bound) in [(0, true), (1, true), (2, false)] {
+        let l = ops[i].lease().unwrap();
+        assert_eq!(l.state == LeaseState::Bound, want_bound, "op {i}: {l:?}");
+        if want_bound {
+            assert_eq!(l.expires, 2_000);
+            // No map entry until the engine's own write.
+            assert!(l.fast.is_none());
+        }
+    }
+    assert_eq!(ops[3], StoreOp::Put(other));
 }

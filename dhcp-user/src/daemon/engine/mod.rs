@@ -204,6 +204,7 @@ impl Engine {
             replies,
             done,
             unmap: Vec::new(),
+            at_ns: now,
         }
     }
 
