@@ -63,6 +63,20 @@ fn installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Installs those of the Debian `packages` that are not installed yet.
+pub fn install_missing(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if !missing.is_empty() {
+        eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing))?;
+    }
+    Ok(())
+}
+
 fn cargo_bin_dir() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -99,15 +113,7 @@ pub fn setup() -> Result<()> {
         bail!("xdhcp's setup and tests need root (apt-get, BPF, network namespaces); run as root");
     }
 
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
-    if !missing.is_empty() {
-        eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
-        run(Command::new("apt-get").args(["update", "-qq"]))?;
-        run(Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing))?;
-    }
+    install_missing(PACKAGES)?;
     for (path, why) in [
         ("/usr/bin/rustc", "Debian's rustc (rustc-web)"),
         ("/usr/bin/cargo", "Debian's cargo (cargo-web)"),

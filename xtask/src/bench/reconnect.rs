@@ -13,10 +13,37 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use super::{kea_raw_config, loadgen, s, start_with, BenchLab, System, MAX_NEW_CLIENTS};
+use super::{
+    lab::BenchLab,
+    loadgen::{loadgen, s},
+    servers::{kea_raw_config, start_with, System, MAX_NEW_CLIENTS},
+};
+use crate::root_dir;
+
+/// Section 7, mass reconnect, xdhcp and Kea: prints the table and writes
+/// `bench/reconnect.json` (`reconnect-quick.json` with --quick).
+pub(super) fn mass_reconnect(lab: &BenchLab, bin: &Path, quick: bool) -> Result<()> {
+    let n = if quick { 20_000 } else { MAX_NEW_CLIENTS };
+    eprintln!("== 7. mass reconnect: {n} bound subscribers come back at once (half DISCOVER+REQUEST, half INIT-REBOOT)");
+    // DORA first at rates each server takes without loss, so all are bound.
+    let rs = vec![
+        run(lab, bin, System::Xdhcp, n, 10_000)?,
+        run(lab, bin, System::Kea, n, 3_000)?,
+    ];
+    println!("\n{}", table(&rs));
+    let name = if quick {
+        "reconnect-quick.json"
+    } else {
+        "reconnect.json"
+    };
+    let path = root_dir().join("bench").join(name);
+    std::fs::write(&path, serde_json::to_string_pretty(&json(&rs))?)?;
+    eprintln!("reconnect report: {}", path.display());
+    Ok(())
+}
 
 /// What one system did.
-pub(super) struct Reconnect {
+struct Reconnect {
     pub system: System,
     /// Subscribers bound by the DORA phase, who then came back.
     pub clients: u64,
@@ -35,7 +62,7 @@ pub(super) struct Reconnect {
 
 /// Binds `clients` by DORA at `dora_rate` (within what the server takes
 /// without loss, so that all are bound), then brings them all back.
-pub(super) fn run(
+fn run(
     lab: &BenchLab,
     bin: &Path,
     system: System,
@@ -65,7 +92,7 @@ pub(super) fn run(
     ];
     if system == System::Xdhcp {
         args.push(s("--server-socket"));
-        args.push(lab.dir.join("control.sock").display().to_string());
+        args.push(lab.control_socket().display().to_string());
     }
     let r = loadgen(lab, bin, &args)?;
     drop(d);
@@ -88,7 +115,7 @@ pub(super) fn run(
     })
 }
 
-pub(super) fn table(rs: &[Reconnect]) -> String {
+fn table(rs: &[Reconnect]) -> String {
     let mut t = String::from(
         "mass reconnect (half DISCOVER+REQUEST, half INIT-REBOOT, all at once)\n\
          system                              clients   all back in   back    wrong   retransmissions   kernel OFFER/ACK   control plane OFFER/ACK\n",
@@ -150,7 +177,7 @@ fn speedup(rs: &[Reconnect]) -> Option<Speed> {
     })
 }
 
-pub(super) fn json(rs: &[Reconnect]) -> Value {
+fn json(rs: &[Reconnect]) -> Value {
     json!({
         "systems": rs.iter().map(|r| json!({
             "system": label(r.system),
