@@ -15,7 +15,6 @@ pub mod egress;
 pub mod engine;
 pub mod fastmap;
 pub mod fastpath;
-pub mod fixture;
 pub mod leases;
 pub mod loadgen;
 pub mod logging;
