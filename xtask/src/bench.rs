@@ -1409,7 +1409,7 @@ pub fn bench(quick: bool) -> Result<()> {
         "run",
         "--release",
         "-p",
-        "xdhcp",
+        "xdhcp-tests",
         "--example",
         "fastpath_cost",
         "--",
