@@ -9,6 +9,8 @@ pub mod churn;
 pub mod daemon;
 pub mod dhcp;
 pub mod faultfs;
+#[cfg(feature = "fixture")]
+pub mod fixture;
 pub mod frame;
 pub mod mounts;
 pub mod mutate;

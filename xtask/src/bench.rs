@@ -247,7 +247,7 @@ fn fastpath_cost_command(quick: bool) -> Command {
     } else {
         ("1000000", "50000")
     };
-    release_example("xdhcp", "fastpath_cost", &[bindings, runs])
+    release_example("xdhcp-tests", "fastpath_cost", &[bindings, runs])
 }
 
 /// The control plane's lease table memory at 1,000,000 leases.

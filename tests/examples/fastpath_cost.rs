@@ -11,85 +11,139 @@
 //! is far larger than the CPU caches); the kernel's per-call timing covers
 //! the run alone, not the syscall.
 //!
-//! The synthetic leases use 100.64.0.0/10 (RFC 6598, where ISP subscribers
-//! live): 1,000,000 addresses do not fit 198.18.0.0/15. They never leave
-//! BPF_PROG_TEST_RUN: no frame reaches any interface.
+//! The renewal, its binding and its reply are the fixture
+//! tests/fixtures/bench.toml (checked by tests/xdp_fixtures.rs): client 0
+//! of the N, the others the same with their own MAC and address, as the
+//! harness restores them. Its leases use 100.64.0.0/10 (RFC 6598, where
+//! ISP subscribers live): 1,000,000 addresses do not fit 198.18.0.0/15.
+//! No frame leaves BPF_PROG_TEST_RUN: none reaches any interface.
 //!
-//! `cargo run --release -p xdhcp --example fastpath_cost -- [N] [runs per call]`
+//! Then every fixture's frame is timed on its own state (one run per call,
+//! the kernel's time for it), verdict checked: what each path through the
+//! program costs.
+//!
+//! `cargo run --release -p xdhcp-tests --example fastpath_cost -- [N] [runs per call] [rounds]`
 
 use std::{
     net::Ipv4Addr,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use anyhow::{ensure, Result};
-use dhcp_common::{shape_hash, stat, LeaseKey, LeaseValue, MAP_BARE_LEASES};
+use anyhow::{anyhow, ensure, Result};
+use dhcp_common::{internet_checksum, stat, LeaseKey, LeaseValue, MAP_BARE_LEASES};
 use xdhcp::{
-    daemon::serve::unix_now,
-    dhcp::leases::{hw_key, FastReply, Lease, LeaseState},
-    proto::message,
+    xdp::map_sync::{lease_key, FastMaps},
     xdp::loader::{Fastpath, XDP_TX},
-    xdp::map_sync::{lease_key, FastIface, FastMaps},
+    dhcp::leases::{hw_key, Lease},
 };
+use xdhcp_lab::fixture::{self, verdict_name, Binding, Case, Group, State};
 
-const SERVER_ID: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-const SERVER_MAC: [u8; 6] = [0x02, 0, 0x5e, 0, 0, 1];
-const PRL: [u8; 5] = [1, 3, 6, 15, 28];
-
+/// Client `i` of the harness (dhcp-ebpf/src/bench.rs): MAC 02:20 then
+/// `i`, address 100.64.0.0 + `i`.
 fn mac(i: u32) -> [u8; 6] {
-    [
-        0x02,
-        0x20,
-        (i >> 24) as u8,
-        (i >> 16) as u8,
-        (i >> 8) as u8,
-        i as u8,
-    ]
+    let b = i.to_be_bytes();
+    [0x02, 0x20, b[0], b[1], b[2], b[3]]
 }
 
 fn ip(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + i)
 }
 
-/// A renewal (RENEWING, unicast) as udhcpc sends it.
-fn renewal(i: u32) -> Vec<u8> {
-    let mut p = vec![0u8; 236];
-    p[0] = 1;
-    p[1] = 1;
-    p[2] = 6;
-    p[4..8].copy_from_slice(&i.to_be_bytes());
-    p[12..16].copy_from_slice(&ip(i).octets());
-    p[28..34].copy_from_slice(&mac(i));
-    p.extend_from_slice(&[99, 130, 83, 99, 53, 1, 3, 55, PRL.len() as u8]);
-    p.extend_from_slice(&PRL);
-    p.push(255);
-    p.resize(300, 0);
-    let h = message::FrameHeader {
-        src_mac: mac(i),
-        dst_mac: SERVER_MAC,
-        tags: Vec::new(),
-        src_ip: ip(i),
-        dst_ip: SERVER_ID,
-        src_port: 68,
-        dst_port: 67,
-    };
-    message::build_frame(&h, &p)
+/// The fixture's renewal and binding, which must be client 0's for the
+/// harness to restore the others from it.
+struct Renewal {
+    frame: Vec<u8>,
+    binding: Binding,
+    state: State,
 }
 
-fn template() -> Arc<[u8]> {
-    let mut t = vec![53, 1, 5, 54, 4];
-    t.extend_from_slice(&SERVER_ID.octets());
-    for (code, v) in [(51u8, 3600u32), (58, 1800), (59, 3150)] {
-        t.extend_from_slice(&[code, 4]);
-        t.extend_from_slice(&v.to_be_bytes());
+impl Renewal {
+    fn from_fixtures(groups: &[Group]) -> Result<Renewal> {
+        let g = groups
+            .iter()
+            .find(|g| g.name == "bench")
+            .ok_or_else(|| anyhow!("no tests/fixtures/bench.toml"))?;
+        let case: &Case = g
+            .cases
+            .iter()
+            .find(|c| c.verdict == XDP_TX)
+            .ok_or_else(|| anyhow!("bench.toml: no case answered with XDP_TX"))?;
+        ensure!(g.state.bindings.len() == 1, "bench.toml: one binding");
+        let binding = g.state.bindings[0].clone();
+        let frame = case.input.clone();
+        ensure!(frame.len() == 342, "bench frame is {} bytes", frame.len());
+        ensure!(
+            frame[6..12] == mac(0)
+                && frame[70..76] == mac(0)
+                && frame[26..30] == ip(0).octets()
+                && frame[54..58] == ip(0).octets(),
+            "bench.toml's renewal is not client 0's, where the harness restores clients"
+        );
+        ensure!(
+            binding.ip == ip(0) && *binding.hw == [&[1u8][..], &mac(0)].concat()[..],
+            "bench.toml's binding is not client 0's"
+        );
+        Ok(Renewal {
+            frame,
+            binding,
+            state: g.state.clone(),
+        })
     }
-    t.extend_from_slice(&[
-        1, 4, 255, 192, 0, 0, 3, 4, 100, 64, 0, 1, 6, 8, 198, 18, 0, 53, 198, 18, 0, 54,
-    ]);
-    t.extend_from_slice(&[15, 14]);
-    t.extend_from_slice(b"isp.xdhcp.test");
-    t.into()
+
+    /// Client `i`'s request, checksums and all.
+    fn frame(&self, i: u32) -> Vec<u8> {
+        let mut f = self.frame.clone();
+        f[6..12].copy_from_slice(&mac(i));
+        f[70..76].copy_from_slice(&mac(i));
+        f[26..30].copy_from_slice(&ip(i).octets());
+        f[54..58].copy_from_slice(&ip(i).octets());
+        f[24..26].fill(0);
+        let c = internet_checksum(&[&f[14..34]]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f[40..42].fill(0);
+        let pseudo = [&f[26..34], &[0, 17], &f[38..40]].concat();
+        let c = match internet_checksum(&[&pseudo, &f[34..]]) {
+            0 => 0xffff,
+            c => c,
+        };
+        f[40..42].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    /// Client `i`'s binding, ending as the fixture's does.
+    fn lease(&self, i: u32, now_unix: u64) -> Lease {
+        let mut l = self.binding.lease(now_unix);
+        l.ip = ip(i);
+        l.client = Some(hw_key(1, &mac(i)));
+        l.hw = [&[1u8][..], &mac(i)].concat().into();
+        l
+    }
+}
+
+/// Every fixture's frame on its own state: the kernel's time for one run,
+/// median of `calls` calls, each checked for the fixture's verdict.
+fn fixture_costs(groups: &[Group], calls: u32) -> Result<Vec<(String, u32, Duration)>> {
+    let mut rows = Vec::new();
+    for g in groups {
+        let (fp, _maps) = g.state.load()?;
+        for c in &g.cases {
+            let mut t = Vec::new();
+            for _ in 0..calls {
+                let out = fp.test_run_on(&c.input, g.state.ifindex, 1)?;
+                ensure!(
+                    out.verdict == c.verdict,
+                    "{}: {:?}: {} instead of {}",
+                    g.name,
+                    c.name,
+                    verdict_name(out.verdict),
+                    verdict_name(c.verdict)
+                );
+                t.push(out.duration);
+            }
+            rows.push((format!("{}: {}", g.name, c.name), c.verdict, median(t)));
+        }
+    }
+    Ok(rows)
 }
 
 /// The harnesses (see dhcp-ebpf/src/bench.rs): restore the request, then
@@ -125,52 +179,36 @@ fn main() -> Result<()> {
         repeat <= 60_000,
         "at most 60,000 runs per call (the ring buffer holds 65,536 events)"
     );
+    let groups = fixture::load_dir(&fixture::fixtures_dir())?;
+    let renewal = Renewal::from_fixtures(&groups)?;
+    // Before the harnesses load: a failure there leaves these standing.
+    let calls = 101;
+    let costs = fixture_costs(&groups, calls)?;
+    let bench = harness_costs(&renewal, n, repeat, rounds);
+    println!("| fixture (tests/fixtures) | verdict | median of {calls} runs |");
+    println!("|---|---|---|");
+    for (name, verdict, t) in costs {
+        println!(
+            "| {name} | {} | {} ns |",
+            verdict_name(verdict),
+            t.as_nanos()
+        );
+    }
+    bench
+}
 
+/// The fast path next to the yardstick through the harnesses, on `n`
+/// bindings: prints the bulk load and the table.
+fn harness_costs(renewal: &Renewal, n: u32, repeat: u32, rounds: u32) -> Result<()> {
     let mut fp = Fastpath::load_bench(n)?;
-    let mut maps = FastMaps::new(
-        &mut fp,
-        &[FastIface {
-            name: "lo".into(),
-            ifindex: 1,
-            mac: SERVER_MAC,
-        }],
-        SERVER_ID,
-    )?;
-    let fast = Arc::new(FastReply {
-        offerable: false,
-        iface: "lo".into(),
-        outer_vlan: 0,
-        inner_vlan: 0,
-        giaddr: Ipv4Addr::UNSPECIFIED,
-        prl_len: PRL.len() as u16 + 1,
-        shape_hash: shape_hash(&PRL, &[]),
-        max_message_size: 0,
-        client_id_len: 0,
-        relay_info_len: 0,
-        template: template(),
-    });
-    // Half the lease left, as at T1: each client's first renewal moves the
-    // stored end by half a lease, so it is reported (a ring record), as
-    // every real T1 renewal is. A client renewed again within lease/8 of
-    // that is not reported again: the hot case pays the record once.
-    let expires = unix_now() + 1800;
-    let leases: Vec<Lease> = (0..n)
-        .map(|i| {
-            let mut hw = vec![1u8];
-            hw.extend_from_slice(&mac(i));
-            Lease {
-                ip: ip(i),
-                client: Some(hw_key(1, &mac(i))),
-                hw: hw.into_boxed_slice(),
-                subnet_id: 1,
-                state: LeaseState::Bound,
-                expires,
-                lease_secs: 3600,
-                fast: Some(fast.clone()),
-                relay: None,
-            }
-        })
-        .collect();
+    let mut maps = FastMaps::new(&mut fp, &renewal.state.ifaces, renewal.state.server_id)?;
+    // Half the lease left, as at T1 (the fixture's): each client's first
+    // renewal moves the stored end by half a lease, so it is reported (a
+    // ring record), as every real T1 renewal is. A client renewed again
+    // within lease/8 of that is not reported again: the hot case pays the
+    // record once.
+    let now = fixture::unix_now();
+    let leases: Vec<Lease> = (0..n).map(|i| renewal.lease(i, now)).collect();
     let t0 = Instant::now();
     let loaded = maps.load(leases.iter());
     let load_time = t0.elapsed();
@@ -196,7 +234,7 @@ fn main() -> Result<()> {
     let mut drain = || while events.next().is_some() {};
 
     // Both answer the plain request.
-    let probe = renewal(7);
+    let probe = renewal.frame(7 % n);
     let f = fp.test_run_on(&probe, 1, 1)?;
     let b = fp.test_run_program("xdhcp_bare", &probe, 1)?;
     ensure!(
@@ -207,8 +245,7 @@ fn main() -> Result<()> {
     );
     drain();
 
-    let base = renewal(0);
-    ensure!(base.len() == 342, "bench frame is {} bytes", base.len());
+    let base = renewal.frame(0);
     let mut rows = Vec::new();
     for (case, clients, first) in [
         ("hot key (one client)", 1u32, 12_345 % n),
