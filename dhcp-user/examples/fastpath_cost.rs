@@ -24,7 +24,11 @@ use std::{
 };
 
 use anyhow::{ensure, Result};
-use dhcp_common::{shape_hash, stat, LeaseKey, LeaseValue, MAP_BARE_LEASES};
+use dhcp_common::{
+    bench::{self, BenchFrame},
+    layout::{bootp, msg, opt},
+    shape_hash, stat, LeaseKey, LeaseValue, MAP_BARE_LEASES,
+};
 use xdhcp::{
     fastmap::{lease_key, FastIface, FastMaps},
     fastpath::{Fastpath, XDP_TX},
@@ -54,17 +58,19 @@ fn ip(i: u32) -> Ipv4Addr {
 
 /// A renewal (RENEWING, unicast) as udhcpc sends it.
 fn renewal(i: u32) -> Vec<u8> {
-    let mut p = vec![0u8; 236];
-    p[0] = 1;
-    p[1] = 1;
-    p[2] = 6;
-    p[4..8].copy_from_slice(&i.to_be_bytes());
-    p[12..16].copy_from_slice(&ip(i).octets());
-    p[28..34].copy_from_slice(&mac(i));
-    p.extend_from_slice(&[99, 130, 83, 99, 53, 1, 3, 55, PRL.len() as u8]);
+    let mut p = vec![0u8; bootp::FIXED_LEN];
+    p[bootp::OP] = bootp::BOOTREQUEST;
+    p[bootp::HTYPE] = bootp::HTYPE_ETHERNET;
+    p[bootp::HLEN] = 6;
+    p[bootp::XID].copy_from_slice(&i.to_be_bytes());
+    p[bootp::CIADDR].copy_from_slice(&ip(i).octets());
+    p[bootp::CHADDR][..6].copy_from_slice(&mac(i));
+    p.extend_from_slice(&bootp::MAGIC_COOKIE);
+    p.extend_from_slice(&[opt::MESSAGE_TYPE, 1, msg::REQUEST]);
+    p.extend_from_slice(&[opt::PARAMETER_REQUEST_LIST, PRL.len() as u8]);
     p.extend_from_slice(&PRL);
-    p.push(255);
-    p.resize(300, 0);
+    p.push(opt::END);
+    p.resize(bootp::MIN_LEN, 0);
     let h = wire::FrameHeader {
         src_mac: mac(i),
         dst_mac: SERVER_MAC,
@@ -78,9 +84,13 @@ fn renewal(i: u32) -> Vec<u8> {
 }
 
 fn template() -> Arc<[u8]> {
-    let mut t = vec![53, 1, 5, 54, 4];
+    let mut t = vec![opt::MESSAGE_TYPE, 1, msg::ACK, opt::SERVER_ID, 4];
     t.extend_from_slice(&SERVER_ID.octets());
-    for (code, v) in [(51u8, 3600u32), (58, 1800), (59, 3150)] {
+    for (code, v) in [
+        (opt::LEASE_TIME, 3600u32),
+        (opt::RENEWAL_TIME, 1800),
+        (opt::REBINDING_TIME, 3150),
+    ] {
         t.extend_from_slice(&[code, 4]);
         t.extend_from_slice(&v.to_be_bytes());
     }
@@ -99,17 +109,6 @@ const HARNESS: [&str; 3] = [
     "xdhcp_bench_bare",
     "xdhcp_bench_restore",
 ];
-
-/// dhcp-ebpf's `BenchFrame`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct BenchFrame {
-    clients: u32,
-    first: u32,
-    data: [u8; 344],
-}
-// SAFETY: plain integers and bytes, no padding.
-unsafe impl aya::Pod for BenchFrame {}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -208,7 +207,11 @@ fn main() -> Result<()> {
     drain();
 
     let base = renewal(0);
-    ensure!(base.len() == 342, "bench frame is {} bytes", base.len());
+    ensure!(
+        base.len() == bench::FRAME_LEN,
+        "bench frame is {} bytes",
+        base.len()
+    );
     let mut rows = Vec::new();
     for (case, clients, first) in [
         ("hot key (one client)", 1u32, 12_345 % n),
@@ -216,9 +219,9 @@ fn main() -> Result<()> {
     ] {
         {
             let mut arr: aya::maps::Array<_, BenchFrame> =
-                aya::maps::Array::try_from(fp.map_mut("XDHCP_BENCH_BASE").expect("bench map"))?;
-            let mut data = [0u8; 344];
-            data[..342].copy_from_slice(&base);
+                aya::maps::Array::try_from(fp.map_mut(bench::MAP_BASE).expect("bench map"))?;
+            let mut data = [0u8; bench::FRAME_LEN + 2];
+            data[..bench::FRAME_LEN].copy_from_slice(&base);
             arr.set(
                 0,
                 BenchFrame {
