@@ -10,6 +10,13 @@ pub const FRAME_LEN: usize = MIN_FRAME_LEN;
 /// The harnesses' base map.
 pub const MAP_BASE: &str = "XDHCP_BENCH_BASE";
 
+/// Client `i`'s hardware address, which the harnesses write into the
+/// restored request.
+#[inline(always)]
+pub const fn client_mac(i: u32) -> [u8; 6] {
+    crate::layout::eth::numbered_mac(0x20, i)
+}
+
 /// Value of [`MAP_BASE`] (its only entry).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -57,14 +57,7 @@ pub const STAT_NAMES: [&str; stat::COUNT as usize] = [
 /// Client `i`'s hardware address (sender, receiver and userspace).
 #[inline(always)]
 pub fn client_mac(i: u32) -> [u8; 6] {
-    [
-        0x02,
-        0x44,
-        (i >> 24) as u8,
-        (i >> 16) as u8,
-        (i >> 8) as u8,
-        i as u8,
-    ]
+    crate::layout::eth::numbered_mac(0x44, i)
 }
 
 /// Latency histogram: exact below 8 ns, then four buckets per power of

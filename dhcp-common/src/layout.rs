@@ -35,6 +35,20 @@ pub mod eth {
     /// One 802.1Q / 802.1ad tag: TCI, then the next ethertype.
     pub const VLAN_TAG_LEN: usize = 4;
     pub const BROADCAST: [u8; 6] = [0xff; 6];
+
+    /// The `i`th of a family of made-up client addresses (locally
+    /// administered, unicast; `family` tells generators apart).
+    #[inline(always)]
+    pub const fn numbered_mac(family: u8, i: u32) -> [u8; 6] {
+        [
+            0x02,
+            family,
+            (i >> 24) as u8,
+            (i >> 16) as u8,
+            (i >> 8) as u8,
+            i as u8,
+        ]
+    }
 }
 
 pub mod ipv4 {

@@ -33,32 +33,35 @@ pub const MAX_ID_LEN: usize = 20;
 #[cfg(feature = "layout-prev")]
 pub const MAX_ID_LEN: usize = crate::prev::MAX_ID_LEN;
 
-/// Key of the lease map: the client's identity, zero-padded so that equal
-/// identities hash equally whatever was in the packet past `len`.
-#[cfg(not(feature = "layout-prev"))]
+/// A client's identity of up to `N` bytes, zero-padded so that equal
+/// identities hash equally whatever was in the packet past `len`. One
+/// definition for this layout's key and the previous one's
+/// ([`crate::prev::LeaseKey`]), which differ only in `N`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct LeaseKey {
+pub struct IdKey<const N: usize> {
     pub kind: u8,
     pub len: u8,
     pub _pad: [u8; 2],
-    pub id: [u8; MAX_ID_LEN],
+    pub id: [u8; N],
 }
 
-#[cfg(not(feature = "layout-prev"))]
-impl LeaseKey {
+impl<const N: usize> IdKey<N> {
     pub const fn zeroed() -> Self {
         Self {
             kind: 0,
             len: 0,
             _pad: [0; 2],
-            id: [0; MAX_ID_LEN],
+            id: [0; N],
         }
     }
 }
 
+/// Key of the lease map.
+pub type LeaseKey = IdKey<MAX_ID_LEN>;
+
 #[cfg(feature = "layout-prev")]
-pub use crate::prev::{LeaseKey, RenewEvent};
+pub use crate::prev::RenewEvent;
 
 /// Value of the lease map: one active binding, and the request it was
 /// last answered for. The XDP program answers only requests of the same

@@ -64,25 +64,7 @@ pub mod prev {
 
     pub const MAX_ID_LEN: usize = 32;
 
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-    pub struct LeaseKey {
-        pub kind: u8,
-        pub len: u8,
-        pub _pad: [u8; 2],
-        pub id: [u8; MAX_ID_LEN],
-    }
-
-    impl LeaseKey {
-        pub const fn zeroed() -> Self {
-            Self {
-                kind: 0,
-                len: 0,
-                _pad: [0; 2],
-                id: [0; MAX_ID_LEN],
-            }
-        }
-    }
+    pub type LeaseKey = crate::IdKey<MAX_ID_LEN>;
 
     #[repr(C)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]

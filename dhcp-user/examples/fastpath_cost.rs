@@ -41,17 +41,6 @@ const SERVER_ID: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const SERVER_MAC: [u8; 6] = [0x02, 0, 0x5e, 0, 0, 1];
 const PRL: [u8; 5] = [1, 3, 6, 15, 28];
 
-fn mac(i: u32) -> [u8; 6] {
-    [
-        0x02,
-        0x20,
-        (i >> 24) as u8,
-        (i >> 16) as u8,
-        (i >> 8) as u8,
-        i as u8,
-    ]
-}
-
 fn ip(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + i)
 }
@@ -64,7 +53,7 @@ fn renewal(i: u32) -> Vec<u8> {
     p[bootp::HLEN] = 6;
     p[bootp::XID].copy_from_slice(&i.to_be_bytes());
     p[bootp::CIADDR].copy_from_slice(&ip(i).octets());
-    p[bootp::CHADDR][..6].copy_from_slice(&mac(i));
+    p[bootp::CHADDR][..6].copy_from_slice(&bench::client_mac(i));
     p.extend_from_slice(&bootp::MAGIC_COOKIE);
     p.extend_from_slice(&[opt::MESSAGE_TYPE, 1, msg::REQUEST]);
     p.extend_from_slice(&[opt::PARAMETER_REQUEST_LIST, PRL.len() as u8]);
@@ -72,7 +61,7 @@ fn renewal(i: u32) -> Vec<u8> {
     p.push(opt::END);
     p.resize(bootp::MIN_LEN, 0);
     let h = wire::FrameHeader {
-        src_mac: mac(i),
+        src_mac: bench::client_mac(i),
         dst_mac: SERVER_MAC,
         tags: Vec::new(),
         src_ip: ip(i),
@@ -156,10 +145,10 @@ fn main() -> Result<()> {
     let leases: Vec<Lease> = (0..n)
         .map(|i| {
             let mut hw = vec![1u8];
-            hw.extend_from_slice(&mac(i));
+            hw.extend_from_slice(&bench::client_mac(i));
             Lease {
                 ip: ip(i),
-                client: Some(hw_key(1, &mac(i))),
+                client: Some(hw_key(1, &bench::client_mac(i))),
                 hw: hw.into_boxed_slice(),
                 subnet_id: 1,
                 state: LeaseState::Bound,
