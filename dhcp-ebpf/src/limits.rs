@@ -21,6 +21,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use dhcp_common::{
+    layout::{bootp, eth, opt},
     rate::{admit, line_kind, Bucket, LineKey, MacKey, RateConf, ScopeKey, BUCKETS, SCOPES},
     stat, SHAPE_OFFSET,
 };
@@ -61,13 +62,13 @@ pub fn over(ctx: &XdpContext, s: &mut Scratch) -> Option<u32> {
     let p = data + (vol(&s.b) & 0x3f);
     // giaddr and chaddr; a frame too short for them is malformed and
     // counted as a direct client's (its Ethernet source).
-    let (giaddr, chaddr) = if fits(p, 34, end) {
-        let g = unsafe { ((p + 24) as *const u32).read_unaligned() };
-        (g, p + 28)
+    let (giaddr, chaddr) = if fits(p, bootp::CHADDR.start + 6, end) {
+        let g = unsafe { ((p + bootp::GIADDR.start) as *const u32).read_unaligned() };
+        (g, p + bootp::CHADDR.start)
     } else {
-        (0, data + 6)
+        (0, data + eth::SRC.start)
     };
-    if !fits(data, 12, end) {
+    if !fits(data, eth::SRC.end, end) {
         return None;
     }
     let ifindex = ctx.ingress_ifindex() as u32;
@@ -93,7 +94,11 @@ pub fn over(ctx: &XdpContext, s: &mut Scratch) -> Option<u32> {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if mac_i != 0 {
         // The relay's own MAC is the Ethernet source of a relayed frame.
-        let src = if giaddr != 0 { chaddr } else { data + 6 };
+        let src = if giaddr != 0 {
+            chaddr
+        } else {
+            data + eth::SRC.start
+        };
         if !fits(src, 6, end) {
             return None;
         }
@@ -191,10 +196,10 @@ fn circuit(ctx: &XdpContext, s: &mut Scratch) -> Option<u64> {
         if off + 2 + len > end {
             return None;
         }
-        if code == 1 && vol(&s.cir_len) == 0 {
+        if code == opt::RAI_CIRCUIT_ID && vol(&s.cir_len) == 0 {
             set(&mut s.cir_off, off + 2);
             set(&mut s.cir_len, len);
-        } else if code == 2 && vol(&s.rem_len) == 0 {
+        } else if code == opt::RAI_REMOTE_ID && vol(&s.rem_len) == 0 {
             set(&mut s.rem_off, off + 2);
             set(&mut s.rem_len, len);
         }

@@ -5,13 +5,10 @@
 
 use core::mem::size_of;
 
-use dhcp_common::{stat, DHCP_SERVER_PORT, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_QINQ_9100};
-
-pub const ETH_HLEN: usize = 14;
-pub const VLAN_HLEN: usize = 4;
-pub const IPV4_MIN_HLEN: usize = 20;
-pub const UDP_HLEN: usize = 8;
-pub const IPPROTO_UDP: u8 = 17;
+use dhcp_common::{
+    layout::{eth, ipv4, udp},
+    stat, DHCP_SERVER_PORT, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_QINQ_9100,
+};
 
 #[repr(C)]
 pub struct EthHdr {
@@ -47,6 +44,16 @@ pub struct UdpHdr {
     pub len: u16,
     pub check: u16,
 }
+
+// The typed views are the layout's headers, byte for byte.
+const _: () = {
+    assert!(size_of::<EthHdr>() == eth::HEADER_LEN);
+    assert!(size_of::<VlanHdr>() == eth::VLAN_TAG_LEN);
+    assert!(size_of::<Ipv4Hdr>() == ipv4::MIN_HEADER_LEN);
+    assert!(core::mem::offset_of!(Ipv4Hdr, saddr) == ipv4::SRC.start);
+    assert!(size_of::<UdpHdr>() == udp::HEADER_LEN);
+    assert!(core::mem::offset_of!(UdpHdr, dest) == udp::DST_PORT.start);
+};
 
 /// A pointer to a `T` at `off` bytes into the frame, if the frame holds it.
 #[inline(always)]
@@ -104,7 +111,7 @@ fn parse_into(data: usize, data_end: usize, frame: &mut Frame) -> u32 {
         return stat::TRUNCATED;
     };
     let mut ethertype = u16::from_be(unsafe { (*eth).ether_type });
-    let mut off = ETH_HLEN;
+    let mut off = eth::HEADER_LEN;
 
     if is_vlan_tpid(ethertype) {
         let Some(tag) = ptr_at::<VlanHdr>(data, data_end, off) else {
@@ -113,7 +120,7 @@ fn parse_into(data: usize, data_end: usize, frame: &mut Frame) -> u32 {
         frame.tags = 1;
         frame.outer_vlan = u16::from_be(unsafe { (*tag).tci }) & 0x0fff;
         ethertype = u16::from_be(unsafe { (*tag).ether_type });
-        off += VLAN_HLEN;
+        off += eth::VLAN_TAG_LEN;
         if is_vlan_tpid(ethertype) {
             let Some(tag) = ptr_at::<VlanHdr>(data, data_end, off) else {
                 return stat::TRUNCATED;
@@ -121,7 +128,7 @@ fn parse_into(data: usize, data_end: usize, frame: &mut Frame) -> u32 {
             frame.tags = 2;
             frame.inner_vlan = u16::from_be(unsafe { (*tag).tci }) & 0x0fff;
             ethertype = u16::from_be(unsafe { (*tag).ether_type });
-            off += VLAN_HLEN;
+            off += eth::VLAN_TAG_LEN;
         }
     }
     // A third tag (or anything not IPv4) is not ours to parse.
@@ -135,7 +142,7 @@ fn parse_into(data: usize, data_end: usize, frame: &mut Frame) -> u32 {
     };
     let vihl = unsafe { (*ip).vihl };
     let ihl = (vihl & 0x0f) as usize * 4;
-    if vihl >> 4 != 4 || ihl < IPV4_MIN_HLEN {
+    if vihl >> 4 != 4 || ihl < ipv4::MIN_HEADER_LEN {
         return stat::BAD_IPV4;
     }
     let tot_len = u16::from_be(unsafe { (*ip).tot_len }) as usize;
@@ -147,10 +154,10 @@ fn parse_into(data: usize, data_end: usize, frame: &mut Frame) -> u32 {
     if u16::from_be(unsafe { (*ip).frag_off }) & 0x3fff != 0 {
         return stat::FRAGMENT;
     }
-    if unsafe { (*ip).proto } != IPPROTO_UDP {
+    if unsafe { (*ip).proto } != ipv4::PROTO_UDP {
         return stat::NOT_UDP;
     }
-    frame.ip_options = ihl > IPV4_MIN_HLEN;
+    frame.ip_options = ihl > ipv4::MIN_HEADER_LEN;
     // Compared as packet pointers: the verifier refuses `data_end - data`
     // from unprivileged-but-CAP_BPF loaders.
     if data + off + tot_len > data_end {
@@ -162,7 +169,7 @@ fn parse_into(data: usize, data_end: usize, frame: &mut Frame) -> u32 {
     let Some(udp) = ptr_at::<UdpHdr>(data, data_end, off) else {
         return stat::TRUNCATED;
     };
-    if tot_len < ihl + UDP_HLEN {
+    if tot_len < ihl + udp::HEADER_LEN {
         return stat::BAD_IPV4;
     }
     if u16::from_be(unsafe { (*udp).dest }) != DHCP_SERVER_PORT {

@@ -363,22 +363,14 @@ impl<'de> Deserialize<'de> for Ipv4Net {
     }
 }
 
-/// Parses "aa:bb:cc", "aa-bb-cc" or "aabbcc" into bytes. Works on bytes,
-/// not string slices: a multi-byte character is refused, never sliced
-/// through (which panicked), and a sign is not a digit.
+/// Parses "aa:bb:cc", "aa-bb-cc" or "aabbcc" into bytes
+/// ([`dhcp_common::hex`]).
 pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
-    let digits: Vec<u8> = s.bytes().filter(|b| !matches!(b, b':' | b'-')).collect();
-    if !digits.iter().all(u8::is_ascii_hexdigit) {
-        return Err(format!("{s:?} is not hex"));
-    }
-    if digits.is_empty() || !digits.len().is_multiple_of(2) {
-        return Err(format!("{s:?} is not an even number of hex digits"));
-    }
-    let nibble = |d: u8| (d as char).to_digit(16).unwrap_or(0) as u8;
-    Ok(digits
-        .chunks(2)
-        .map(|p| (nibble(p[0]) << 4) | nibble(p[1]))
-        .collect())
+    use dhcp_common::hex::{decode, HexError, SEPARATORS};
+    decode(s, SEPARATORS).map_err(|e| match e {
+        HexError::NotHex => format!("{s:?} is not hex"),
+        HexError::OddOrEmpty => format!("{s:?} is not an even number of hex digits"),
+    })
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

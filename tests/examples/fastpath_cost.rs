@@ -30,19 +30,19 @@ use std::{
 };
 
 use anyhow::{anyhow, ensure, Result};
-use dhcp_common::{internet_checksum, stat, LeaseKey, LeaseValue, MAP_BARE_LEASES};
+use dhcp_common::{
+    bench::BenchFrame, internet_checksum, stat, LeaseKey, LeaseValue, MAP_BARE_LEASES,
+};
 use xdhcp::{
-    xdp::map_sync::{lease_key, FastMaps},
-    xdp::loader::{Fastpath, XDP_TX},
     dhcp::leases::{hw_key, Lease},
+    xdp::loader::{Fastpath, XDP_TX},
+    xdp::map_sync::{lease_key, FastMaps},
 };
 use xdhcp_lab::fixture::{self, verdict_name, Binding, Case, Group, State};
 
-/// Client `i` of the harness (dhcp-ebpf/src/bench.rs): MAC 02:20 then
-/// `i`, address 100.64.0.0 + `i`.
+/// Client `i` of the harness (dhcp-ebpf/src/bench.rs).
 fn mac(i: u32) -> [u8; 6] {
-    let b = i.to_be_bytes();
-    [0x02, 0x20, b[0], b[1], b[2], b[3]]
+    dhcp_common::bench::client_mac(i)
 }
 
 fn ip(i: u32) -> Ipv4Addr {
@@ -154,17 +154,6 @@ const HARNESS: [&str; 3] = [
     "xdhcp_bench_restore",
 ];
 
-/// dhcp-ebpf's `BenchFrame`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct BenchFrame {
-    clients: u32,
-    first: u32,
-    data: [u8; 344],
-}
-// SAFETY: plain integers and bytes, no padding.
-unsafe impl aya::Pod for BenchFrame {}
-
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -252,8 +241,9 @@ fn harness_costs(renewal: &Renewal, n: u32, repeat: u32, rounds: u32) -> Result<
         ("keys spread over every binding", n, 0),
     ] {
         {
-            let mut arr: aya::maps::Array<_, BenchFrame> =
-                aya::maps::Array::try_from(fp.map_mut("XDHCP_BENCH_BASE").expect("bench map"))?;
+            let mut arr: aya::maps::Array<_, BenchFrame> = aya::maps::Array::try_from(
+                fp.map_mut(dhcp_common::bench::MAP_BASE).expect("bench map"),
+            )?;
             let mut data = [0u8; 344];
             data[..342].copy_from_slice(&base);
             arr.set(

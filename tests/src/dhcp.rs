@@ -1,6 +1,7 @@
 //! Client-side DHCP messages for tests: build requests (as a client or as
 //! a relay would forward them) and read replies. Independent of xdhcp's own
-//! codec on purpose.
+//! codec on purpose; only the field offsets and codes are shared
+//! (`dhcp_common::layout`).
 
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
@@ -8,14 +9,9 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use dhcp_common::layout::{bootp, opt};
 
-pub const DISCOVER: u8 = 1;
-pub const OFFER: u8 = 2;
-pub const REQUEST: u8 = 3;
-pub const ACK: u8 = 5;
-pub const NAK: u8 = 6;
-pub const RELEASE: u8 = 7;
-pub const INFORM: u8 = 8;
+pub use dhcp_common::layout::msg::{ACK, DECLINE, DISCOVER, INFORM, NAK, OFFER, RELEASE, REQUEST};
 
 #[derive(Clone, Debug)]
 pub struct Msg {
@@ -43,7 +39,7 @@ impl Msg {
             flags: 0,
             msg_type,
             options: Vec::new(),
-            pad_to: 300,
+            pad_to: bootp::MIN_LEN,
         }
     }
 
@@ -53,23 +49,24 @@ impl Msg {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut p = vec![0u8; 236];
-        p[0] = 1;
-        p[1] = 1;
-        p[2] = 6;
-        p[3] = self.hops;
-        p[4..8].copy_from_slice(&self.xid.to_be_bytes());
-        p[10..12].copy_from_slice(&self.flags.to_be_bytes());
-        p[12..16].copy_from_slice(&self.ciaddr.octets());
-        p[24..28].copy_from_slice(&self.giaddr.octets());
-        p[28..34].copy_from_slice(&self.mac);
-        p.extend_from_slice(&[99, 130, 83, 99, 53, 1, self.msg_type]);
+        let mut p = vec![0u8; bootp::FIXED_LEN];
+        p[bootp::OP] = bootp::BOOTREQUEST;
+        p[bootp::HTYPE] = bootp::HTYPE_ETHERNET;
+        p[bootp::HLEN] = 6;
+        p[bootp::HOPS] = self.hops;
+        p[bootp::XID].copy_from_slice(&self.xid.to_be_bytes());
+        p[bootp::FLAGS].copy_from_slice(&self.flags.to_be_bytes());
+        p[bootp::CIADDR].copy_from_slice(&self.ciaddr.octets());
+        p[bootp::GIADDR].copy_from_slice(&self.giaddr.octets());
+        p[bootp::CHADDR][..6].copy_from_slice(&self.mac);
+        p.extend_from_slice(&bootp::MAGIC_COOKIE);
+        p.extend_from_slice(&[opt::MESSAGE_TYPE, 1, self.msg_type]);
         for (c, v) in &self.options {
             p.push(*c);
             p.push(v.len() as u8);
             p.extend_from_slice(v);
         }
-        p.push(255);
+        p.push(opt::END);
         if p.len() < self.pad_to {
             p.resize(self.pad_to, 0);
         }
@@ -85,7 +82,10 @@ pub struct ReplyView {
 
 impl ReplyView {
     pub fn parse(raw: &[u8]) -> Result<ReplyView> {
-        if raw.len() < 240 || raw[0] != 2 || raw[236..240] != [99, 130, 83, 99] {
+        if raw.len() < bootp::OPTIONS
+            || raw[bootp::OP] != bootp::BOOTREPLY
+            || raw[bootp::COOKIE] != bootp::MAGIC_COOKIE
+        {
             bail!("not a BOOTREPLY with DHCP cookie");
         }
         let v = ReplyView { raw: raw.to_vec() };
@@ -93,26 +93,30 @@ impl ReplyView {
         Ok(v)
     }
     pub fn xid(&self) -> u32 {
-        u32::from_be_bytes(self.raw[4..8].try_into().unwrap())
+        u32::from_be_bytes(self.raw[bootp::XID].try_into().unwrap())
     }
     pub fn flags(&self) -> u16 {
-        u16::from_be_bytes([self.raw[10], self.raw[11]])
+        u16::from_be_bytes(self.raw[bootp::FLAGS].try_into().unwrap())
     }
     pub fn yiaddr(&self) -> Ipv4Addr {
-        Ipv4Addr::new(self.raw[16], self.raw[17], self.raw[18], self.raw[19])
+        <[u8; 4]>::try_from(&self.raw[bootp::YIADDR])
+            .unwrap()
+            .into()
     }
     pub fn giaddr(&self) -> Ipv4Addr {
-        Ipv4Addr::new(self.raw[24], self.raw[25], self.raw[26], self.raw[27])
+        <[u8; 4]>::try_from(&self.raw[bootp::GIADDR])
+            .unwrap()
+            .into()
     }
     pub fn chaddr(&self) -> [u8; 6] {
-        self.raw[28..34].try_into().unwrap()
+        self.raw[bootp::CHADDR][..6].try_into().unwrap()
     }
     /// Options in order: (code, value).
     pub fn options(&self) -> Vec<(u8, Vec<u8>)> {
         let mut out = Vec::new();
-        let mut i = 240;
-        while i < self.raw.len() && self.raw[i] != 255 {
-            if self.raw[i] == 0 {
+        let mut i = bootp::OPTIONS;
+        while i < self.raw.len() && self.raw[i] != opt::END {
+            if self.raw[i] == opt::PAD {
                 i += 1;
                 continue;
             }
@@ -130,7 +134,8 @@ impl ReplyView {
             .map(|(_, v)| v)
     }
     pub fn msg_type(&self) -> Option<u8> {
-        self.option(53).and_then(|v| v.first().copied())
+        self.option(opt::MESSAGE_TYPE)
+            .and_then(|v| v.first().copied())
     }
 }
 
@@ -221,8 +226,11 @@ impl RelayClient {
             return Ok(None);
         }
         let mut r = Msg::new(REQUEST, mac, xid)
-            .opt(50, &offer.yiaddr().octets())
-            .opt(54, &offer.option(54).unwrap_or_default());
+            .opt(opt::REQUESTED_IP, &offer.yiaddr().octets())
+            .opt(
+                opt::SERVER_ID,
+                &offer.option(opt::SERVER_ID).unwrap_or_default(),
+            );
         r.options.extend(extra.iter().cloned());
         self.send(&r)?;
         match self.recv(xid, timeout)? {

@@ -3,26 +3,16 @@
 //! BOOTP/DHCP request payload. Checksums are computed, so what leaves here
 //! is what a real client would send unless a test breaks it on purpose.
 
-use anyhow::{bail, Result};
+use anyhow::{Context, Result};
+use dhcp_common::layout::{ipv4, udp};
 
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_ARP: u16 = 0x0806;
-pub const ETH_P_IPV6: u16 = 0x86dd;
-pub const TPID_8021Q: u16 = 0x8100;
-pub const TPID_8021AD: u16 = 0x88a8;
-
-pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
+pub use dhcp_common::layout::{
+    eth::BROADCAST as BROADCAST_MAC, ETH_P_8021AD as TPID_8021AD, ETH_P_8021Q as TPID_8021Q,
+    ETH_P_ARP, ETH_P_IP, ETH_P_IPV6,
+};
 
 pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let parts: Vec<_> = s.split(':').collect();
-    if parts.len() != 6 {
-        bail!("bad MAC {s:?}");
-    }
-    let mut mac = [0u8; 6];
-    for (m, p) in mac.iter_mut().zip(parts) {
-        *m = u8::from_str_radix(p, 16)?;
-    }
-    Ok(mac)
+    dhcp_common::hex::parse_mac(s).with_context(|| format!("bad MAC {s:?}"))
 }
 
 pub use dhcp_common::internet_checksum as checksum;
@@ -59,9 +49,9 @@ impl Default for FrameSpec {
             dst_ip: [255, 255, 255, 255],
             ip_options: Vec::new(),
             frag: 0,
-            proto: 17,
-            src_port: 68,
-            dst_port: 67,
+            proto: ipv4::PROTO_UDP,
+            src_port: dhcp_common::DHCP_CLIENT_PORT,
+            dst_port: dhcp_common::DHCP_SERVER_PORT,
             payload: Vec::new(),
         }
     }
@@ -94,10 +84,10 @@ impl FrameSpec {
         while !opts.len().is_multiple_of(4) {
             opts.push(0);
         }
-        let ihl = 20 + opts.len();
-        let l4 = if self.proto == 17 {
-            let mut u = Vec::with_capacity(8 + self.payload.len());
-            let len = (8 + self.payload.len()) as u16;
+        let ihl = ipv4::MIN_HEADER_LEN + opts.len();
+        let l4 = if self.proto == ipv4::PROTO_UDP {
+            let mut u = Vec::with_capacity(udp::HEADER_LEN + self.payload.len());
+            let len = (udp::HEADER_LEN + self.payload.len()) as u16;
             u.extend_from_slice(&self.src_port.to_be_bytes());
             u.extend_from_slice(&self.dst_port.to_be_bytes());
             u.extend_from_slice(&len.to_be_bytes());
@@ -106,7 +96,7 @@ impl FrameSpec {
             let pseudo = [
                 &self.src_ip[..],
                 &self.dst_ip[..],
-                &[0, 17],
+                &[0, ipv4::PROTO_UDP],
                 &len.to_be_bytes()[..],
             ]
             .concat();
@@ -114,7 +104,7 @@ impl FrameSpec {
             if c == 0 {
                 c = 0xffff;
             }
-            u[6..8].copy_from_slice(&c.to_be_bytes());
+            u[udp::CHECKSUM].copy_from_slice(&c.to_be_bytes());
             u
         } else {
             self.payload.clone()
@@ -133,7 +123,7 @@ impl FrameSpec {
         ip.extend_from_slice(&self.dst_ip);
         ip.extend_from_slice(&opts);
         let c = checksum(&[&ip]);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        ip[ipv4::CHECKSUM].copy_from_slice(&c.to_be_bytes());
         f.extend_from_slice(&ip);
         f.extend_from_slice(&l4);
         f
@@ -141,22 +131,13 @@ impl FrameSpec {
 }
 
 /// A BOOTREQUEST with the magic cookie, option 53 and end, padded to the
-/// 300-byte BOOTP minimum as real clients do.
+/// 300-byte BOOTP minimum as real clients do, with the broadcast flag.
 pub fn bootp_request(mac: [u8; 6], xid: u32, msg_type: u8) -> Vec<u8> {
-    let mut p = vec![0u8; 236];
-    p[0] = 1; // BOOTREQUEST
-    p[1] = 1; // Ethernet
-    p[2] = 6;
-    p[4..8].copy_from_slice(&xid.to_be_bytes());
-    p[10] = 0x80; // broadcast flag
-    p[28..34].copy_from_slice(&mac);
-    p.extend_from_slice(&[99, 130, 83, 99]);
-    p.extend_from_slice(&[53, 1, msg_type]);
-    p.push(255);
-    if p.len() < 300 {
-        p.resize(300, 0);
+    crate::dhcp::Msg {
+        flags: dhcp_common::layout::bootp::FLAG_BROADCAST,
+        ..crate::dhcp::Msg::new(msg_type, mac, xid)
     }
-    p
+    .encode()
 }
 
 #[cfg(test)]
@@ -203,6 +184,20 @@ mod tests {
         assert_eq!(&f[20..22], &ETH_P_IP.to_be_bytes());
         assert_eq!(f[22], 0x46);
         assert_eq!(f.len(), 14 + 8 + 24 + 8 + 300);
+    }
+
+    #[test]
+    fn bootp_request_is_a_broadcast_bootrequest() {
+        let mac = [2, 0, 0x5e, 0x10, 0, 1];
+        let p = bootp_request(mac, 0x0102_0304, 3);
+        let mut want = vec![0u8; 236];
+        want[..4].copy_from_slice(&[1, 1, 6, 0]);
+        want[4..8].copy_from_slice(&[1, 2, 3, 4]);
+        want[10] = 0x80;
+        want[28..34].copy_from_slice(&mac);
+        want.extend_from_slice(&[99, 130, 83, 99, 53, 1, 3, 255]);
+        want.resize(300, 0);
+        assert_eq!(p, want);
     }
 
     #[test]

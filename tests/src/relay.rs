@@ -22,6 +22,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use dhcp_common::layout::bootp;
 
 use crate::{frame::FrameSpec, raw::RawSocket, Netns};
 
@@ -161,14 +162,17 @@ impl Agent {
         }
         let udp_len = usize::from(u16::from_be_bytes([f[l4 + 4], f[l4 + 5]]));
         let p = &f[l4 + 8..(l4 + udp_len).min(f.len())];
-        if p.len() < 240 || p[0] != 1 || p[236..240] != [99, 130, 83, 99] {
+        if p.len() < bootp::OPTIONS
+            || p[bootp::OP] != bootp::BOOTREQUEST
+            || p[bootp::COOKIE] != bootp::MAGIC_COOKIE
+        {
             return Ok(());
         }
         let end = end_of_options(p);
         let mut out = p[..end].to_vec();
-        out[3] = out[3].saturating_add(1);
-        if out[24..28] == [0; 4] {
-            out[24..28].copy_from_slice(&self.giaddr.octets());
+        out[bootp::HOPS] = out[bootp::HOPS].saturating_add(1);
+        if out[bootp::GIADDR] == [0; 4] {
+            out[bootp::GIADDR].copy_from_slice(&self.giaddr.octets());
         }
         out.extend_from_slice(&[82, 2 + self.circuit_id.len() as u8, 1]);
         out.push(self.circuit_id.len() as u8);
@@ -190,13 +194,13 @@ impl Agent {
             self.stats.lock().unwrap().refused.push(*from.ip());
             return Ok(());
         }
-        if p.len() < 240 || p[0] != 2 {
+        if p.len() < bootp::OPTIONS || p[bootp::OP] != bootp::BOOTREPLY {
             return Ok(());
         }
         // Option 82 is for the relay only (RFC 3046 §2.2).
         let end = end_of_options(p);
-        let mut out = p[..240].to_vec();
-        let mut i = 240;
+        let mut out = p[..bootp::OPTIONS].to_vec();
+        let mut i = bootp::OPTIONS;
         while i < end {
             if p[i] == 0 {
                 i += 1;
@@ -212,8 +216,8 @@ impl Agent {
         if out.len() < 300 {
             out.resize(300, 0);
         }
-        let ciaddr: [u8; 4] = p[12..16].try_into().unwrap();
-        let chaddr: [u8; 6] = p[28..34].try_into().unwrap();
+        let ciaddr: [u8; 4] = p[bootp::CIADDR].try_into().unwrap();
+        let chaddr: [u8; 6] = p[bootp::CHADDR][..6].try_into().unwrap();
         let (dst_mac, dst_ip) = if ciaddr != [0; 4] {
             (chaddr, ciaddr)
         } else {

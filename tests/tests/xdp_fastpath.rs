@@ -13,12 +13,12 @@ use std::net::Ipv4Addr;
 use dhcp_common::stat;
 use xdhcp::{
     config::Config,
-    daemon::transmit::{Egress, Wire},
-    xdp::map_sync::{lease_key, unix_to_mono_ns, FastIface, FastMaps},
-    xdp::loader::{Fastpath, XdpStats, XDP_PASS, XDP_TX},
     daemon::serve::unix_now,
+    daemon::transmit::{Egress, Wire},
     dhcp::server::{Arrival, Server},
     proto::message,
+    xdp::loader::{Fastpath, XdpStats, XDP_PASS, XDP_TX},
+    xdp::map_sync::{lease_key, unix_to_mono_ns, FastIface, FastMaps},
 };
 use xdhcp_lab::{
     fixture::verdict_name,

@@ -304,12 +304,7 @@ fn lex(text: &str) -> Result<Vec<Spanned>, ExprError> {
                                 Some(b'"') => v.push(b'"'),
                                 Some(b'\\') => v.push(b'\\'),
                                 Some(b'x') => {
-                                    let h = text.get(i + 2..i + 4).and_then(|h| {
-                                        h.bytes()
-                                            .all(|d| d.is_ascii_hexdigit())
-                                            .then(|| u8::from_str_radix(h, 16).ok())
-                                            .flatten()
-                                    });
+                                    let h = b.get(i + 2..i + 4).and_then(dhcp_common::hex::byte);
                                     let Some(h) = h else {
                                         return Err(err(i, "\\x needs two hex digits".into()));
                                     };

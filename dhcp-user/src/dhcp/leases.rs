@@ -13,11 +13,12 @@ use std::{
     sync::Arc,
 };
 
-/// Client identity: `[kind, bytes...]`, kind 1 = htype+chaddr, 2 = option 61.
+/// Client identity: `[kind, bytes...]`, kind `KIND_HW` = htype+chaddr,
+/// `KIND_CLIENT_ID` = option 61: the lease map's `id_kind`s, so a store
+/// key and a map key name a client alike.
 pub type ClientKey = Box<[u8]>;
 
-pub const KIND_HW: u8 = 1;
-pub const KIND_CLIENT_ID: u8 = 2;
+pub use dhcp_common::id_kind::{CLIENT_ID as KIND_CLIENT_ID, HWADDR as KIND_HW};
 
 pub fn hw_key(htype: u8, chaddr: &[u8]) -> ClientKey {
     let mut k = Vec::with_capacity(2 + chaddr.len());

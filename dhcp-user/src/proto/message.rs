@@ -12,70 +12,13 @@ use dhcp_common::{internet_checksum, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_
 
 use crate::config::OptionValue;
 
-pub const BOOTP_FIXED_LEN: usize = 236;
-pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
-/// RFC 2131: every DHCP message must be accepted up to this size, and the
-/// smallest a client may ask replies to fit.
-pub const MIN_MAX_MESSAGE: usize = 576;
-pub const BOOTP_MIN_PAYLOAD: usize = 300;
-
-pub mod msg {
-    pub const DISCOVER: u8 = 1;
-    pub const OFFER: u8 = 2;
-    pub const REQUEST: u8 = 3;
-    pub const DECLINE: u8 = 4;
-    pub const ACK: u8 = 5;
-    pub const NAK: u8 = 6;
-    pub const RELEASE: u8 = 7;
-    pub const INFORM: u8 = 8;
-
-    pub fn name(t: u8) -> &'static str {
-        match t {
-            DISCOVER => "DISCOVER",
-            OFFER => "OFFER",
-            REQUEST => "REQUEST",
-            DECLINE => "DECLINE",
-            ACK => "ACK",
-            NAK => "NAK",
-            RELEASE => "RELEASE",
-            INFORM => "INFORM",
-            _ => "UNKNOWN",
-        }
-    }
-}
-
-pub mod opt {
-    pub const PAD: u8 = 0;
-    pub const SUBNET_MASK: u8 = 1;
-    pub const ROUTER: u8 = 3;
-    pub const DNS: u8 = 6;
-    pub const HOSTNAME: u8 = 12;
-    pub const DOMAIN_NAME: u8 = 15;
-    pub const REQUESTED_IP: u8 = 50;
-    pub const LEASE_TIME: u8 = 51;
-    pub const OVERLOAD: u8 = 52;
-    pub const MESSAGE_TYPE: u8 = 53;
-    pub const SERVER_ID: u8 = 54;
-    pub const PARAMETER_REQUEST_LIST: u8 = 55;
-    pub const MESSAGE: u8 = 56;
-    pub const MAX_MESSAGE_SIZE: u8 = 57;
-    pub const RENEWAL_TIME: u8 = 58;
-    pub const REBINDING_TIME: u8 = 59;
-    pub const VENDOR_CLASS: u8 = 60;
-    pub const CLIENT_ID: u8 = 61;
-    pub const TFTP_SERVER: u8 = 66;
-    pub const BOOTFILE: u8 = 67;
-    pub const USER_CLASS: u8 = 77;
-    pub const CLIENT_ARCH: u8 = 93;
-    pub const DOMAIN_SEARCH: u8 = 119;
-    pub const RAPID_COMMIT: u8 = 80;
-    pub const RELAY_AGENT_INFO: u8 = 82;
-    pub const SUBNET_SELECTION: u8 = 118;
-    pub const CLASSLESS_ROUTES: u8 = 121;
-    pub const END: u8 = 255;
-    /// Option 82 sub-option 5, link selection (RFC 3527).
-    pub const RAI_LINK_SELECTION: u8 = 5;
-}
+use dhcp_common::layout::{bootp, eth, ipv4, udp};
+pub use dhcp_common::layout::{
+    bootp::{
+        FIXED_LEN as BOOTP_FIXED_LEN, MAGIC_COOKIE, MIN_LEN as BOOTP_MIN_PAYLOAD, MIN_MAX_MESSAGE,
+    },
+    msg, opt,
+};
 
 /// Why a received frame or message was dropped. Each is a counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -184,39 +127,39 @@ pub fn parse_frame(
     stripped: Option<Tag>,
     check_udp: bool,
 ) -> Result<RxFrame<'_>, Malformed> {
-    if buf.len() < 14 {
+    if buf.len() < eth::HEADER_LEN {
         return Err(Malformed::Truncated);
     }
     let mut tags: Vec<Tag> = stripped.into_iter().collect();
-    let mut off = 12;
+    let mut off = eth::ETHERTYPE.start;
     let mut ethertype = be16(buf, off);
     while is_tpid(ethertype) {
         if tags.len() == 2 {
             return Err(Malformed::NotIpv4);
         }
-        if buf.len() < off + 6 {
+        if buf.len() < off + 2 + eth::VLAN_TAG_LEN {
             return Err(Malformed::Truncated);
         }
         tags.push(Tag {
             tpid: ethertype,
             tci: be16(buf, off + 2),
         });
-        off += 4;
+        off += eth::VLAN_TAG_LEN;
         ethertype = be16(buf, off);
     }
     if ethertype != ETH_P_IP {
         return Err(Malformed::NotIpv4);
     }
     let ip = off + 2;
-    if buf.len() < ip + 20 {
+    if buf.len() < ip + ipv4::MIN_HEADER_LEN {
         return Err(Malformed::Truncated);
     }
-    let ihl = usize::from(buf[ip] & 0x0f) * 4;
-    if buf[ip] >> 4 != 4 || ihl < 20 {
+    let ihl = usize::from(buf[ip + ipv4::VERSION_IHL] & 0x0f) * 4;
+    if buf[ip + ipv4::VERSION_IHL] >> 4 != 4 || ihl < ipv4::MIN_HEADER_LEN {
         return Err(Malformed::BadIpHeader);
     }
-    let tot_len = usize::from(be16(buf, ip + 2));
-    if tot_len < ihl + 8 {
+    let tot_len = usize::from(be16(buf, ip + ipv4::TOTAL_LEN.start));
+    if tot_len < ihl + udp::HEADER_LEN {
         return Err(Malformed::BadIpHeader);
     }
     if buf.len() < ip + tot_len {
@@ -225,24 +168,24 @@ pub fn parse_frame(
     if internet_checksum(&[&buf[ip..ip + ihl]]) != 0 {
         return Err(Malformed::BadChecksum);
     }
-    if be16(buf, ip + 6) & 0x3fff != 0 {
+    if be16(buf, ip + ipv4::FLAGS_FRAGMENT.start) & 0x3fff != 0 {
         return Err(Malformed::Fragment);
     }
-    if buf[ip + 9] != 17 {
+    if buf[ip + ipv4::PROTOCOL] != ipv4::PROTO_UDP {
         return Err(Malformed::NotUdp);
     }
     let udp = ip + ihl;
-    let udp_len = usize::from(be16(buf, udp + 4));
-    if udp_len < 8 || udp + udp_len > ip + tot_len {
+    let udp_len = usize::from(be16(buf, udp + udp::LEN.start));
+    if udp_len < udp::HEADER_LEN || udp + udp_len > ip + tot_len {
         return Err(Malformed::BadUdpLength);
     }
-    let src_ip = Ipv4Addr::new(buf[ip + 12], buf[ip + 13], buf[ip + 14], buf[ip + 15]);
-    let dst_ip = Ipv4Addr::new(buf[ip + 16], buf[ip + 17], buf[ip + 18], buf[ip + 19]);
-    if check_udp && be16(buf, udp + 6) != 0 {
+    let src_ip = ip4(&buf[ip + ipv4::SRC.start..]);
+    let dst_ip = ip4(&buf[ip + ipv4::DST.start..]);
+    if check_udp && be16(buf, udp + udp::CHECKSUM.start) != 0 {
         let pseudo = [
             &src_ip.octets()[..],
             &dst_ip.octets()[..],
-            &[0, 17],
+            &[0, ipv4::PROTO_UDP],
             &(udp_len as u16).to_be_bytes()[..],
         ]
         .concat();
@@ -252,17 +195,17 @@ pub fn parse_frame(
     }
     let mut dst_mac = [0u8; 6];
     let mut src_mac = [0u8; 6];
-    dst_mac.copy_from_slice(&buf[0..6]);
-    src_mac.copy_from_slice(&buf[6..12]);
+    dst_mac.copy_from_slice(&buf[eth::DST]);
+    src_mac.copy_from_slice(&buf[eth::SRC]);
     Ok(RxFrame {
         dst_mac,
         src_mac,
         tags,
         src_ip,
         dst_ip,
-        src_port: be16(buf, udp),
-        dst_port: be16(buf, udp + 2),
-        payload: &buf[udp + 8..udp + udp_len],
+        src_port: be16(buf, udp + udp::SRC_PORT.start),
+        dst_port: be16(buf, udp + udp::DST_PORT.start),
+        payload: &buf[udp + udp::HEADER_LEN..udp + udp_len],
     })
 }
 
@@ -304,11 +247,11 @@ pub struct DhcpRequest<'a> {
 
 impl DhcpRequest<'_> {
     pub fn broadcast_flag(&self) -> bool {
-        self.flags & 0x8000 != 0
+        self.flags & bootp::FLAG_BROADCAST != 0
     }
 
     pub fn chaddr(&self) -> &[u8] {
-        &self.chaddr[..usize::from(self.hlen.min(16))]
+        &self.chaddr[..usize::from(self.hlen.min(bootp::MAX_HLEN))]
     }
 
     pub fn requested(&self, code: u8) -> bool {
@@ -323,30 +266,30 @@ fn ip4(b: &[u8]) -> Ipv4Addr {
 /// Parses a BOOTREQUEST carrying DHCP options. Unknown options are skipped;
 /// known ones with an impossible length make the message malformed.
 pub fn parse_dhcp(raw: &[u8]) -> Result<DhcpRequest<'_>, Malformed> {
-    if raw.len() < BOOTP_FIXED_LEN + 4 {
+    if raw.len() < bootp::OPTIONS {
         return Err(Malformed::TooShort);
     }
-    if raw[0] != 1 {
+    if raw[bootp::OP] != bootp::BOOTREQUEST {
         return Err(Malformed::NotBootRequest);
     }
-    if raw[2] > 16 {
+    if raw[bootp::HLEN] > bootp::MAX_HLEN {
         return Err(Malformed::BadHardwareLength);
     }
-    if raw[BOOTP_FIXED_LEN..BOOTP_FIXED_LEN + 4] != MAGIC_COOKIE {
+    if raw[bootp::COOKIE] != MAGIC_COOKIE {
         return Err(Malformed::NoMagicCookie);
     }
     let mut chaddr = [0u8; 16];
-    chaddr.copy_from_slice(&raw[28..44]);
+    chaddr.copy_from_slice(&raw[bootp::CHADDR]);
     let mut r = DhcpRequest {
         raw,
-        htype: raw[1],
-        hlen: raw[2],
-        hops: raw[3],
-        xid: u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]),
-        secs: be16(raw, 8),
-        flags: be16(raw, 10),
-        ciaddr: ip4(&raw[12..16]),
-        giaddr: ip4(&raw[24..28]),
+        htype: raw[bootp::HTYPE],
+        hlen: raw[bootp::HLEN],
+        hops: raw[bootp::HOPS],
+        xid: xid_of(raw),
+        secs: be16(raw, bootp::SECS.start),
+        flags: be16(raw, bootp::FLAGS.start),
+        ciaddr: ip4(&raw[bootp::CIADDR]),
+        giaddr: ip4(&raw[bootp::GIADDR]),
         chaddr,
         msg_type: 0,
         requested_ip: None,
@@ -364,7 +307,7 @@ pub fn parse_dhcp(raw: &[u8]) -> Result<DhcpRequest<'_>, Malformed> {
         user_class: None,
         client_arch: None,
     };
-    let mut i = BOOTP_FIXED_LEN + 4;
+    let mut i = bootp::OPTIONS;
     // Each step advances by at least one byte: the walk always ends.
     while i < raw.len() {
         let code = raw[i];
@@ -503,16 +446,16 @@ impl Reply {
     ) -> Reply {
         let mut buf = Vec::with_capacity(BOOTP_MIN_PAYLOAD + 64);
         buf.resize(BOOTP_FIXED_LEN, 0);
-        buf[0] = 2;
-        buf[1] = req.htype;
-        buf[2] = req.hlen;
-        buf[4..8].copy_from_slice(&req.xid.to_be_bytes());
-        buf[10..12].copy_from_slice(&req.flags.to_be_bytes());
-        buf[12..16].copy_from_slice(&ciaddr.octets());
-        buf[16..20].copy_from_slice(&yiaddr.octets());
-        buf[20..24].copy_from_slice(&siaddr.octets());
-        buf[24..28].copy_from_slice(&req.giaddr.octets());
-        buf[28..44].copy_from_slice(&req.chaddr);
+        buf[bootp::OP] = bootp::BOOTREPLY;
+        buf[bootp::HTYPE] = req.htype;
+        buf[bootp::HLEN] = req.hlen;
+        buf[bootp::XID].copy_from_slice(&req.xid.to_be_bytes());
+        buf[bootp::FLAGS].copy_from_slice(&req.flags.to_be_bytes());
+        buf[bootp::CIADDR].copy_from_slice(&ciaddr.octets());
+        buf[bootp::YIADDR].copy_from_slice(&yiaddr.octets());
+        buf[bootp::SIADDR].copy_from_slice(&siaddr.octets());
+        buf[bootp::GIADDR].copy_from_slice(&req.giaddr.octets());
+        buf[bootp::CHADDR].copy_from_slice(&req.chaddr);
         buf.extend_from_slice(&MAGIC_COOKIE);
         let mut r = Reply { buf };
         r.push(opt::MESSAGE_TYPE, &[msg_type]);
@@ -530,15 +473,15 @@ impl Reply {
     /// to fit at load).
     pub fn set_boot(&mut self, b: &crate::dhcp::subscriber::Boot) {
         if let Some(a) = b.siaddr {
-            self.buf[20..24].copy_from_slice(&a.octets());
+            self.buf[bootp::SIADDR].copy_from_slice(&a.octets());
         }
         if let Some(n) = &b.sname {
-            let n = &n[..n.len().min(63)];
-            self.buf[44..44 + n.len()].copy_from_slice(n);
+            let n = &n[..n.len().min(bootp::SNAME.len() - 1)];
+            self.buf[bootp::SNAME.start..][..n.len()].copy_from_slice(n);
         }
         if let Some(f) = &b.file {
-            let f = &f[..f.len().min(127)];
-            self.buf[108..108 + f.len()].copy_from_slice(f);
+            let f = &f[..f.len().min(bootp::FILE.len() - 1)];
+            self.buf[bootp::FILE.start..][..f.len()].copy_from_slice(f);
         }
     }
 
@@ -549,7 +492,7 @@ impl Reply {
 
     /// RFC 2131 §4.3.2: a NAK through a relay asks it to broadcast.
     pub fn set_broadcast(&mut self) {
-        self.buf[10] |= 0x80;
+        self.buf[bootp::FLAGS.start] |= (bootp::FLAG_BROADCAST >> 8) as u8;
     }
 
     /// Bytes so far (header, cookie, options).
@@ -588,7 +531,7 @@ pub struct FrameHeader {
 /// The BOOTP xid of a payload (0 when too short to hold one).
 fn xid_of(payload: &[u8]) -> u32 {
     payload
-        .get(4..8)
+        .get(bootp::XID)
         .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
@@ -596,7 +539,13 @@ fn xid_of(payload: &[u8]) -> u32 {
 /// The IPv4 header is [`dhcp_common::reply_ip::header`], the one the XDP
 /// program writes too (its id derives from the payload's xid).
 pub fn build_frame(h: &FrameHeader, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(14 + 4 * h.tags.len() + 28 + payload.len());
+    let mut f = Vec::with_capacity(
+        eth::HEADER_LEN
+            + eth::VLAN_TAG_LEN * h.tags.len()
+            + ipv4::MIN_HEADER_LEN
+            + udp::HEADER_LEN
+            + payload.len(),
+    );
     f.extend_from_slice(&h.dst_mac);
     f.extend_from_slice(&h.src_mac);
     for t in &h.tags {
@@ -604,7 +553,7 @@ pub fn build_frame(h: &FrameHeader, payload: &[u8]) -> Vec<u8> {
         f.extend_from_slice(&t.tci.to_be_bytes());
     }
     f.extend_from_slice(&ETH_P_IP.to_be_bytes());
-    let udp_len = (8 + payload.len()) as u16;
+    let udp_len = (udp::HEADER_LEN + payload.len()) as u16;
     f.extend_from_slice(&dhcp_common::reply_ip::header(
         h.src_ip.octets(),
         h.dst_ip.octets(),
@@ -620,7 +569,7 @@ pub fn build_frame(h: &FrameHeader, payload: &[u8]) -> Vec<u8> {
     let pseudo = [
         &h.src_ip.octets()[..],
         &h.dst_ip.octets()[..],
-        &[0, 17],
+        &[0, ipv4::PROTO_UDP],
         &udp_len.to_be_bytes()[..],
     ]
     .concat();
@@ -628,7 +577,7 @@ pub fn build_frame(h: &FrameHeader, payload: &[u8]) -> Vec<u8> {
     if c == 0 {
         c = 0xffff;
     }
-    f[udp + 6..udp + 8].copy_from_slice(&c.to_be_bytes());
+    f[udp + udp::CHECKSUM.start..][..2].copy_from_slice(&c.to_be_bytes());
     f
 }
 

@@ -135,19 +135,9 @@ pub fn lease_list(rows: LeaseRows, kernel: Option<&LeaseReader>) -> Response {
     Response::ok(format!("{n} leases"), json!({ "leases": list }))
 }
 
-/// Parses "aa:bb:cc:dd:ee:ff" (also with '-' or no separators).
+/// Parses "aa:bb:cc:dd:ee:ff" (also with '-', '.' or no separators).
 fn parse_hex_id(s: &str) -> Option<Vec<u8>> {
-    let clean: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    if !clean.len().is_multiple_of(2)
-        || clean.is_empty()
-        || clean.len() != s.chars().filter(|c| !matches!(c, ':' | '-' | '.')).count()
-    {
-        return None;
-    }
-    (0..clean.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&clean[i..i + 2], 16).ok())
-        .collect()
+    dhcp_common::hex::decode(s, b":-.").ok()
 }
 
 /// A bound lease made by the operator: `ip-address` and `hw-address` or
