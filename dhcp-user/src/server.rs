@@ -27,7 +27,7 @@ use offers::Offers;
 pub use offers::{LineId, SubnetOffers};
 pub use trust::{Trust, Verdict};
 
-pub const DEFAULT_LEASE_SECS: u32 = 3600;
+pub use crate::config::DEFAULT_LEASE_SECS;
 const MAX_SHARED_TEMPLATES: usize = 65_536;
 /// At most one "pool exhausted" line per subnet this often.
 const EXHAUSTED_LOG_SECS: u64 = 10;
