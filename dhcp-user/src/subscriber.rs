@@ -86,10 +86,10 @@ impl Subscribers {
             .classes
             .iter()
             .filter_map(|k| {
-                // Validated at load.
+                // Refused at load when it does not parse.
                 Some(ClassRt {
                     name: k.name.clone(),
-                    expr: Expr::parse(&k.test).ok()?,
+                    expr: k.expr().ok()?.clone(),
                     options: k.options.clone(),
                 })
             })

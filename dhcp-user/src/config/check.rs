@@ -7,7 +7,7 @@ use super::{
     error::{key_line, nested_line, table_line},
     options::{check_class_options, check_log_level, check_options, check_timers},
     rate_limits::check_rate_limits,
-    reservation_identity, Config, ConfigError, Expr, ReservationId,
+    Config, ConfigError, ReservationId,
 };
 
 impl Config {
@@ -208,7 +208,7 @@ impl Config {
             for (j, r) in sn.reservations.iter().enumerate() {
                 let rline = nested_line(text, "subnet", i, "subnet.reservation", j).unwrap_or(line);
                 let re = |m: String| err(rline, format!("reservation {}: {m}", r.ip));
-                let id = reservation_identity(r).map_err(re)?;
+                let id = r.id().map_err(|m| re(m.into()))?.clone();
                 if !sn.subnet.contains(r.ip)
                     || u32::from(r.ip) == sn.subnet.network()
                     || u32::from(r.ip) == sn.subnet.broadcast()
@@ -271,7 +271,7 @@ fn check_classes(c: &Config, text: &str) -> Result<(), (usize, String)> {
         if c.classes[..i].iter().any(|o| o.name == k.name) {
             return Err(e(header, "defined twice".into()));
         }
-        Expr::parse(&k.test).map_err(|x| e(match_line, format!("match: {x}")))?;
+        k.expr().map_err(|x| e(match_line, format!("match: {x}")))?;
         check_class_options(&k.options).map_err(|r| e(header, r))?;
     }
     Ok(())

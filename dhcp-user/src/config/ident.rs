@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{parse_hex, Reservation};
+use super::{parse_hex, Identity};
 
 /// What a reservation is keyed by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -35,8 +35,11 @@ pub fn relay_bytes(s: &str) -> Result<Vec<u8>, String> {
     Ok(b)
 }
 
+const ONE_OF: &str =
+    "set exactly one of hw_address, client_id, circuit_id, remote_id and subscriber_id";
+
 /// The one identity a reservation names.
-pub fn reservation_identity(r: &Reservation) -> Result<ReservationId, String> {
+pub fn reservation_identity(r: &Identity) -> Result<ReservationId, String> {
     let set = [
         r.hw_address.is_some(),
         r.client_id.is_some(),
@@ -45,10 +48,7 @@ pub fn reservation_identity(r: &Reservation) -> Result<ReservationId, String> {
         r.subscriber_id.is_some(),
     ];
     if set.iter().filter(|s| **s).count() != 1 {
-        return Err(
-            "set exactly one of hw_address, client_id, circuit_id, remote_id and subscriber_id"
-                .into(),
-        );
+        return Err(ONE_OF.into());
     }
     if r.giaddr.is_some() && r.circuit_id.is_none() {
         return Err("giaddr goes with circuit_id only".into());
@@ -78,6 +78,8 @@ pub fn reservation_identity(r: &Reservation) -> Result<ReservationId, String> {
     if let Some(v) = &r.remote_id {
         return Ok(ReservationId::Remote(named("remote_id", v)?));
     }
-    let v = r.subscriber_id.as_deref().unwrap_or_default();
-    Ok(ReservationId::Subscriber(named("subscriber_id", v)?))
+    match &r.subscriber_id {
+        Some(v) => Ok(ReservationId::Subscriber(named("subscriber_id", v)?)),
+        None => Err(ONE_OF.into()),
+    }
 }

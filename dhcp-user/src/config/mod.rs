@@ -1,15 +1,17 @@
 //! Configuration: TOML, validated up front, rejected with file, line and
 //! reason.
 //!
-//! `raw` holds the tables as written; `check` what they must satisfy
-//! beyond their types; `values`, `ident` and `expr` the one parser of each
-//! value written as text (prefixes, hex, option payloads, reservation
-//! identities, class expressions). Nothing here imports the server, the
+//! `raw` holds the tables as written; `checked` the leaves written as text
+//! that the server uses parsed (reservation identities, custom option
+//! values, class expressions), each parsed once as it is read; `check`
+//! what the whole must satisfy beyond its types; `values`, `ident` and
+//! `expr` the one parser of each value written as text. Nothing here imports the server, the
 //! stores or the wire code: they import what they need from here.
 
 use std::path::Path;
 
 mod check;
+mod checked;
 mod database;
 mod error;
 mod expr;
@@ -20,6 +22,10 @@ mod rate_limits;
 mod raw;
 mod values;
 
+pub use checked::{
+    ClassTable, ClientClass, CustomOption, CustomOptionTable, Identity, Reservation,
+    ReservationTable,
+};
 pub use database::DatabaseConfig;
 pub use error::ConfigError;
 pub use expr::{Expr, ExprError, Field, Op};

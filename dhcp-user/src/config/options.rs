@@ -1,7 +1,7 @@
 //! The checks of an option set (`[options]`, a subnet's, a pool's, a
 //! reservation's, a class's) and of the timers the levels resolve to.
 
-use super::{encode_domain_list, encode_option_value, OptionSet};
+use super::{encode_domain_list, OptionSet};
 
 /// The lease time when no level sets one.
 pub const DEFAULT_LEASE_SECS: u32 = 3600;
@@ -115,7 +115,8 @@ pub(super) fn check_options(o: &OptionSet) -> Result<(), String> {
                 c.code
             ));
         }
-        let len = encode_option_value(&c.value)
+        let len = c
+            .encoded()
             .map_err(|e| format!("option {}: {e}", c.code))?
             .len();
         if len > 255 {

@@ -1,12 +1,18 @@
-//! The configuration as the TOML is written: serde types only, each table
+//! The configuration as the TOML is written: serde types, each table
 //! denying unknown keys so a typo never silently falls back to a default.
-//! What the values must satisfy beyond their types is `check`'s.
+//! The leaves written as text the server needs parsed (reservation
+//! identities, custom option values, class expressions) are `checked`'s,
+//! each parsed once as it is read. What the values must satisfy beyond
+//! their types is `check`'s.
 
 use std::{net::Ipv4Addr, path::PathBuf};
 
 use serde::Deserialize;
 
-use super::{DatabaseConfig, Ipv4Net, Limits, RateLimits, Relay, RelayTrust};
+use super::{
+    ClientClass, CustomOption, DatabaseConfig, Ipv4Net, Limits, RateLimits, Relay, RelayTrust,
+    Reservation,
+};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -202,15 +208,6 @@ pub struct Route {
     pub gateway: Ipv4Addr,
 }
 
-/// An option by code with a typed value.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CustomOption {
-    pub code: u8,
-    #[serde(flatten)]
-    pub value: OptionValue,
-}
-
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "type", content = "value", rename_all = "lowercase")]
 pub enum OptionValue {
@@ -276,27 +273,6 @@ pub struct Pool {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Reservation {
-    /// Client hardware address "aa:bb:cc:dd:ee:ff"...
-    pub hw_address: Option<String>,
-    /// ...or client identifier (option 61) as hex "01:aa:bb:..."...
-    pub client_id: Option<String>,
-    /// ...or the relay's circuit-id (82.1), with `giaddr` the one relay's
-    /// only...
-    pub circuit_id: Option<String>,
-    /// ...or remote-id (82.2)...
-    pub remote_id: Option<String>,
-    /// ...or subscriber-id (82.6). Relay identifiers are text, or hex
-    /// after "0x".
-    pub subscriber_id: Option<String>,
-    pub giaddr: Option<Ipv4Addr>,
-    pub ip: Ipv4Addr,
-    #[serde(default)]
-    pub options: OptionSet,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct Interface {
     pub name: String,
     /// Where the XDP program runs on this interface.
@@ -332,18 +308,4 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
-}
-
-/// A `[[class]]` table.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ClientClass {
-    pub name: String,
-    /// The match expression (see `classes`).
-    #[serde(rename = "match")]
-    pub test: String,
-    /// Options for the class's clients: over the pool's, under a
-    /// reservation's.
-    #[serde(default)]
-    pub options: OptionSet,
 }

@@ -12,10 +12,11 @@ fn embedded_default_parses() {
 #[test]
 fn embedded_default_has_a_relay_reservation_and_valid_commented_classes() {
     let c = Config::default_config();
-    assert!(c.subnets.iter().any(|s| s
-        .reservations
-        .iter()
-        .any(|r| r.circuit_id.as_deref() == Some("olt1/1/3"))));
+    assert!(c.subnets.iter().any(|s| s.reservations.iter().any(|r| r
+        .written()
+        .circuit_id
+        .as_deref()
+        == Some("olt1/1/3"))));
     let (head, rest) = DEFAULT_CONFIG.split_once("# BEGIN CLASSES\n").unwrap();
     let (block, _) = rest.split_once("# END CLASSES").unwrap();
     let uncommented: String = block
@@ -148,16 +149,15 @@ fn reservation_of_the_server_id_is_refused() {
     // The same check for one added through the control API.
     let text = format!("{HEAD}[[subnet]]\nid = 1\nsubnet = \"198.18.0.0/24\"\n");
     let mut c = Config::parse(&text, "x.toml").unwrap();
-    c.subnets[0].reservations.push(Reservation {
+    let written = Identity {
         hw_address: Some("02:00:00:00:00:01".into()),
-        client_id: None,
-        circuit_id: None,
-        remote_id: None,
-        subscriber_id: None,
-        giaddr: None,
-        ip: Ipv4Addr::new(198, 18, 0, 1),
-        options: OptionSet::default(),
-    });
+        ..Identity::default()
+    };
+    c.subnets[0].reservations.push(Reservation::new(
+        written,
+        Ipv4Addr::new(198, 18, 0, 1),
+        OptionSet::default(),
+    ));
     let e = c.validate_reservations().unwrap_err();
     assert!(e.contains("server_id"), "{e}");
 }
@@ -318,4 +318,46 @@ fn logging_level_typos_are_refused() {
         assert_eq!(e.line, 6, "{bad}: {e}");
         assert!(e.reason.contains("logging.level"), "{e}");
     }
+}
+
+/// The reply fingerprint stored with the leases is computed over the
+/// configuration's `Debug`: parsing a leaf once must leave what it shows
+/// as the table it was written as, or an upgrade would see every reply
+/// changed.
+#[test]
+fn checked_leaves_show_what_was_written() {
+    let text = format!(
+        "{HEAD}[[class]]\nname = \"k\"\nmatch = \"vlan == 7\"\n\
+         [[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\n\
+         options = {{ option = [{{ code = 43, type = \"hex\", value = \"0a:0b\" }}] }}\n\
+         [[subnet.reservation]]\ncircuit_id = \"c/1\"\ngiaddr = \"198.18.1.1\"\nip = \"198.18.1.5\"\n"
+    );
+    let c = Config::parse(&text, "x.toml").unwrap();
+    assert_eq!(
+        format!("{:?}", c.subnets[0].reservations[0]),
+        "Reservation { hw_address: None, client_id: None, circuit_id: Some(\"c/1\"), \
+         remote_id: None, subscriber_id: None, giaddr: Some(198.18.1.1), ip: 198.18.1.5, \
+         options: OptionSet { lease_time: None, renewal_time: None, rebinding_time: None, \
+         routers: None, dns_servers: None, domain_name: None, classless_routes: None, \
+         hostname: None, domain_search: None, next_server: None, server_hostname: None, \
+         boot_file_name: None, tftp_server: None, custom: [] } }"
+    );
+    assert_eq!(
+        format!("{:?}", c.subnets[0].options.custom),
+        "[CustomOption { code: 43, value: Hex(\"0a:0b\") }]"
+    );
+    assert_eq!(
+        format!("{:?}", c.classes[0]).split(", options").next(),
+        Some("ClientClass { name: \"k\", test: \"vlan == 7\"")
+    );
+    // And what they parse to.
+    assert_eq!(
+        c.subnets[0].reservations[0].id(),
+        Ok(&ReservationId::RelayCircuit(
+            Ipv4Addr::new(198, 18, 1, 1),
+            b"c/1".to_vec()
+        ))
+    );
+    assert_eq!(c.subnets[0].options.custom[0].encoded(), Ok(&[10, 11][..]));
+    assert!(c.classes[0].expr().is_ok());
 }
