@@ -28,7 +28,7 @@
 
 use std::net::Ipv4Addr;
 
-pub use crate::config::{ClientClass, Expr, ExprError, Field, Op};
+pub use crate::config::{Expr, ExprError, Field, Op};
 
 /// What a request offers to classification.
 #[derive(Debug, Clone, Copy)]

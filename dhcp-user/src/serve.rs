@@ -28,7 +28,7 @@ use crate::{
     backlog::{self, Backlog, Queued},
     commands,
     commit::{Commit, CommitQueue, Committer, Written},
-    config::{Config, XdpSetting},
+    config::{Config, MetricsAddress, XdpSetting},
     control::{self, Pending},
     egress::Egress,
     engine::{read_ring, Engine},
@@ -440,12 +440,9 @@ pub async fn run(
     )));
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<Pending>(64);
     let socket_path = control::socket_path(config.server.control_socket.clone());
-    let metrics_task = match config.server.metrics_address.as_str() {
-        "off" => None,
-        a => {
-            let addr: std::net::SocketAddr = a
-                .parse()
-                .with_context(|| format!("server.metrics_address {a:?}"))?;
+    let metrics_task = match config.server.metrics_address {
+        MetricsAddress::Off => None,
+        MetricsAddress::At(addr) => {
             let t = crate::metrics::serve(addr, control_tx.clone()).await?;
             tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
             Some(t)

@@ -13,7 +13,7 @@
 
 use std::net::Ipv4Addr;
 
-pub use crate::config::{encode_domain_list, relay_bytes, reservation_identity, ReservationId};
+pub use crate::config::ReservationId;
 use crate::{
     classes::{agent_sub, Expr, Facts},
     config::{Config, OptionSet},
@@ -163,6 +163,7 @@ impl Boot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{encode_domain_list, relay_bytes};
 
     #[test]
     fn domain_lists_encode_as_labels() {

@@ -10,8 +10,6 @@ use std::net::Ipv4Addr;
 
 use dhcp_common::{internet_checksum, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_QINQ_9100};
 
-pub use crate::config::encode_option_value;
-
 pub const BOOTP_FIXED_LEN: usize = 236;
 pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 /// RFC 2131: every DHCP message must be accepted up to this size, and the

@@ -21,14 +21,6 @@ impl Config {
         if self.interfaces.is_empty() {
             return Err(err(0, "no [[interface]]: nothing to serve".into()));
         }
-        let m = &self.server.metrics_address;
-        if m != "off" && m.parse::<std::net::SocketAddr>().is_err() {
-            let line = key_line(text, "metrics_address");
-            return Err(err(
-                line,
-                format!("metrics_address {m:?} is not an address:port (or \"off\")"),
-            ));
-        }
         let line_of = |key: &str| key_line(text, key);
         if self.server.audit_entries_per_sec == 0 {
             return Err(err(

@@ -36,7 +36,9 @@ pub use limits::{
 pub use options::DEFAULT_LEASE_SECS;
 pub use rate_limits::{RateLimits, DEFAULT_BURST_LINE, DEFAULT_BURST_MAC, MAX_BURST, MAX_PER_SEC};
 pub use raw::*;
-pub use values::{encode_domain_list, encode_option_value, parse_hex, Ipv4Net};
+pub use values::{
+    encode_domain_list, encode_option_value, parse_hex, DomainList, Ipv4Net, MetricsAddress,
+};
 
 /// The embedded default: the demo lab's server side (interface `srv0`,
 /// addresses from the benchmarking range 198.18.0.0/15).

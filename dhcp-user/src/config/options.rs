@@ -1,7 +1,7 @@
 //! The checks of an option set (`[options]`, a subnet's, a pool's, a
 //! reservation's, a class's) and of the timers the levels resolve to.
 
-use super::{encode_domain_list, OptionSet};
+use super::OptionSet;
 
 /// The lease time when no level sets one.
 pub const DEFAULT_LEASE_SECS: u32 = 3600;
@@ -196,8 +196,8 @@ fn check_subscriber_options(o: &OptionSet) -> Result<(), String> {
     text("boot_file_name", &o.boot_file_name, 127)?;
     text("tftp_server", &o.tftp_server, 255)?;
     if let Some(d) = &o.domain_search {
-        let n = encode_domain_list(d)?.len();
-        if d.is_empty() || n > 255 {
+        let n = d.encoded()?.len();
+        if d.names().is_empty() || n > 255 {
             return Err(format!(
                 "domain_search is {n} bytes encoded; 1-255 bytes in one option"
             ));

@@ -10,8 +10,8 @@ use std::{net::Ipv4Addr, path::PathBuf};
 use serde::Deserialize;
 
 use super::{
-    ClientClass, CustomOption, DatabaseConfig, Ipv4Net, Limits, RateLimits, Relay, RelayTrust,
-    Reservation,
+    ClientClass, CustomOption, DatabaseConfig, DomainList, Ipv4Net, Limits, MetricsAddress,
+    RateLimits, Relay, RelayTrust, Reservation,
 };
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -76,7 +76,7 @@ pub struct Server {
     /// Prometheus metrics (`GET /metrics`) on this address; "off" to
     /// disable. Default: loopback only.
     #[serde(default = "default_metrics")]
-    pub metrics_address: String,
+    pub metrics_address: MetricsAddress,
     /// bpffs directory where the XDP program's link and maps are pinned,
     /// so a daemon can stop with the fast path still answering and the
     /// next one adopt it (hitless restart). Unset: nothing outlives the
@@ -130,8 +130,8 @@ fn default_true() -> bool {
     true
 }
 
-fn default_metrics() -> String {
-    "127.0.0.1:9167".into()
+fn default_metrics() -> MetricsAddress {
+    MetricsAddress::At(([127, 0, 0, 1], 9167).into())
 }
 
 fn default_lease_map_entries() -> u32 {
@@ -187,7 +187,7 @@ pub struct OptionSet {
     /// Option 12.
     pub hostname: Option<String>,
     /// Option 119 (RFC 3397), e.g. ["lab.example", "example"].
-    pub domain_search: Option<Vec<String>>,
+    pub domain_search: Option<DomainList>,
     /// siaddr: the server a network boot loads from (TFTP).
     pub next_server: Option<Ipv4Addr>,
     /// sname, and option 66 (the TFTP server's name or address).

@@ -361,3 +361,51 @@ fn checked_leaves_show_what_was_written() {
     assert_eq!(c.subnets[0].options.custom[0].encoded(), Ok(&[10, 11][..]));
     assert!(c.classes[0].expr().is_ok());
 }
+
+#[test]
+fn metrics_address_is_parsed_where_it_is_read() {
+    let with = |v: &str| {
+        format!("[server]\nserver_id = \"198.18.0.1\"\nmetrics_address = \"{v}\"\n[[interface]]\nname = \"srv0\"\n")
+    };
+    let c = Config::parse(HEAD, "x.toml").unwrap();
+    assert_eq!(
+        c.server.metrics_address,
+        MetricsAddress::At("127.0.0.1:9167".parse().unwrap())
+    );
+    let c = Config::parse(&with("off"), "x.toml").unwrap();
+    assert_eq!(c.server.metrics_address, MetricsAddress::Off);
+    let c = Config::parse(&with("[::1]:9000"), "x.toml").unwrap();
+    assert_eq!(
+        c.server.metrics_address,
+        MetricsAddress::At("[::1]:9000".parse().unwrap())
+    );
+    for bad in ["9167", "localhost:9167", "Off", ""] {
+        let e = Config::parse(&with(bad), "x.toml").unwrap_err();
+        assert_eq!(e.line, 3, "{bad}: {e}");
+        assert!(
+            e.reason.contains("metrics_address") && e.reason.contains("address:port"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn domain_search_is_encoded_once_and_refused_with_its_reason() {
+    let c = Config::parse(
+        &format!("{HEAD}[options]\ndomain_search = [\"lab.example\", \"example.\"]\n"),
+        "x.toml",
+    )
+    .unwrap();
+    let d = c.options.domain_search.as_ref().unwrap();
+    assert_eq!(d.names(), ["lab.example", "example."]);
+    assert_eq!(
+        d.encoded(),
+        Ok(&b"\x03lab\x07example\x00\x07example\x00"[..])
+    );
+    assert_eq!(format!("{d:?}"), "[\"lab.example\", \"example.\"]");
+    let e = refused("[options]\ndomain_search = [\"a..b\"]\n");
+    assert_eq!(e.line, 5, "{e}");
+    assert!(e.reason.contains("labels must be 1-63 bytes"), "{e}");
+    let e = refused("[options]\ndomain_search = []\n");
+    assert!(e.reason.contains("1-255 bytes in one option"), "{e}");
+}

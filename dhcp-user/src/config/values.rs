@@ -2,7 +2,10 @@
 //! prefixes, hex, option payloads. One parser each, used by the checks and
 //! by whoever reads the checked configuration.
 
-use std::{fmt, net::Ipv4Addr};
+use std::{
+    fmt,
+    net::{Ipv4Addr, SocketAddr},
+};
 
 use serde::Deserialize;
 
@@ -121,4 +124,64 @@ pub fn encode_domain_list(names: &[String]) -> Result<Vec<u8>, String> {
         v.push(0);
     }
     Ok(v)
+}
+
+/// `server.metrics_address`: where Prometheus metrics are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAddress {
+    /// "off"
+    Off,
+    At(SocketAddr),
+}
+
+impl<'de> Deserialize<'de> for MetricsAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "off" {
+            return Ok(MetricsAddress::Off);
+        }
+        s.parse().map(MetricsAddress::At).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "metrics_address {s:?} is not an address:port (or \"off\")"
+            ))
+        })
+    }
+}
+
+/// `domain_search`: names as written, with their option 119 encoding.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(from = "Vec<String>")]
+pub struct DomainList {
+    names: Vec<String>,
+    encoded: Result<Vec<u8>, String>,
+}
+
+impl DomainList {
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The option's payload, or why a name does not encode.
+    pub fn encoded(&self) -> Result<&[u8], &str> {
+        self.encoded
+            .as_ref()
+            .map(Vec::as_slice)
+            .map_err(String::as_str)
+    }
+}
+
+impl From<Vec<String>> for DomainList {
+    fn from(names: Vec<String>) -> DomainList {
+        DomainList {
+            encoded: encode_domain_list(&names),
+            names,
+        }
+    }
+}
+
+/// As written: the reply fingerprint is computed over it (`checked`).
+impl fmt::Debug for DomainList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.names.fmt(f)
+    }
 }
