@@ -1,6 +1,7 @@
 //! Client classes: the match expressions of `[[class]]` tables, parsed at
-//! load (a bad one is refused with its reason and column, which the
-//! configuration turns into file and line) and evaluated per request.
+//! load by `config` (a bad one is refused with its reason and column,
+//! which the configuration turns into file and line) and evaluated here,
+//! per request.
 //!
 //! ```text
 //! expr    := and ("or" and)*

@@ -9,14 +9,15 @@
 
 use std::{collections::HashMap as StdHashMap, net::Ipv4Addr};
 
-use crate::config::{Config, Subnet};
-pub use crate::config::{
-    RateLimits, DEFAULT_BURST_LINE, DEFAULT_BURST_MAC, MAX_BURST, MAX_PER_SEC,
-};
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData};
 use dhcp_common::rate::{
     RateConf, ScopeKey, MAP_RATE_DIRECT, MAP_RATE_GLOBAL, MAP_RATE_RELAYED, SCOPES,
+};
+
+use crate::config::{Config, Subnet};
+pub use crate::config::{
+    RateLimits, DEFAULT_BURST_LINE, DEFAULT_BURST_MAC, MAX_BURST, MAX_PER_SEC,
 };
 
 /// Every scope's limits: (global, direct scopes, relayed prefixes).

@@ -15,7 +15,10 @@ use std::{fmt, net::Ipv4Addr};
 
 use serde::Deserialize;
 
-use super::{encode_option_value, reservation_identity, Expr, ExprError, OptionSet, OptionValue};
+use super::{
+    encode_option_value, reservation_identity, Expr, ExprError, OptionSet, OptionValue,
+    ReservationId,
+};
 
 /// The keys that name a reservation's client, as written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,8 +62,6 @@ pub struct Reservation {
     pub ip: Ipv4Addr,
     pub options: OptionSet,
 }
-
-use super::ReservationId;
 
 impl Reservation {
     pub fn new(written: Identity, ip: Ipv4Addr, options: OptionSet) -> Reservation {
