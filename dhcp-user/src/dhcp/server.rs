@@ -29,7 +29,7 @@ use offers::Offers;
 pub use offers::{LineId, SubnetOffers};
 pub use trust::{Trust, Verdict};
 
-pub const DEFAULT_LEASE_SECS: u32 = 3600;
+pub use crate::config::DEFAULT_LEASE_SECS;
 const MAX_SHARED_TEMPLATES: usize = 65_536;
 /// At most one "pool exhausted" line per subnet this often.
 const EXHAUSTED_LOG_SECS: u64 = 10;
@@ -186,9 +186,9 @@ fn resolve(o: &OptionSet, net: &Ipv4Net) -> Resolved {
     }
     crate::dhcp::server::subscriber::resolve_more(o, &mut options);
     for c in &o.custom {
-        // Validated at config load.
-        if let Ok(v) = message::encode_option_value(&c.value) {
-            options.insert(c.code, v);
+        // Refused at config load when it does not encode.
+        if let Ok(v) = c.encoded() {
+            options.insert(c.code, v.to_vec());
         }
     }
     options.retain(|_, v| !v.is_empty() && v.len() <= 255);
@@ -289,42 +289,31 @@ impl Server {
             let mut relay_reservations = HashMap::new();
             let mut reserved_ips = HashMap::new();
             for r in &s.reservations {
-                if let Ok(id) = crate::dhcp::subscriber::reservation_identity(r) {
-                    if id.is_relay() {
-                        let key: ClientKey = format!("{id:?}").into_bytes().into();
-                        reserved_ips.insert(r.ip, key);
-                        relay_reservations.insert(
-                            id,
-                            ReservationRt {
-                                ip: r.ip,
-                                resolved: resolve(&overlay(&base, &r.options), &s.subnet),
-                                own: r.options.clone(),
-                            },
-                        );
-                        continue;
-                    }
-                }
-                // Validated at load; an identifier that does not parse is
+                let resolved = resolve(&overlay(&base, &r.options), &s.subnet);
+                let rt = ReservationRt {
+                    ip: r.ip,
+                    resolved,
+                    own: r.options.clone(),
+                };
+                // Refused at load; one that is not a valid identity is
                 // left out, never keyed as empty (a client with hlen 0
                 // would match that).
-                let key = match (&r.hw_address, &r.client_id) {
-                    (Some(hw), _) => crate::config::parse_hex(hw).map(|b| hw_key(1, &b)),
-                    (_, Some(cid)) => crate::config::parse_hex(cid).map(|b| client_id_key(&b)),
-                    _ => continue,
-                };
-                let Ok(key) = key else {
-                    tracing::warn!(ip = %r.ip, "reservation with an unparsable identifier ignored");
-                    continue;
+                let key = match r.id() {
+                    Ok(id) if id.is_relay() => {
+                        let key: ClientKey = format!("{id:?}").into_bytes().into();
+                        reserved_ips.insert(r.ip, key);
+                        relay_reservations.insert(id.clone(), rt);
+                        continue;
+                    }
+                    Ok(ReservationId::Hw(b)) => hw_key(1, b),
+                    Ok(ReservationId::ClientId(b)) => client_id_key(b),
+                    Ok(_) | Err(_) => {
+                        tracing::warn!(ip = %r.ip, "reservation with an unparsable identifier ignored");
+                        continue;
+                    }
                 };
                 reserved_ips.insert(r.ip, key.clone());
-                reservations.insert(
-                    key,
-                    ReservationRt {
-                        ip: r.ip,
-                        resolved: resolve(&overlay(&base, &r.options), &s.subnet),
-                        own: r.options.clone(),
-                    },
-                );
+                reservations.insert(key, rt);
             }
             subnets.push(SubnetRt {
                 id: s.id,

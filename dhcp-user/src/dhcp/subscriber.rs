@@ -1,7 +1,7 @@
 //! Subscriber-aware serving: reservations by relay information, client
-//! classes, network boot fields and per-client names. The configuration
-//! checks for them live here, and so does what the state machine needs at
-//! run time (`Subscribers`).
+//! classes, network boot fields and per-client names: what the state
+//! machine needs at run time (`Subscribers`). Their configuration checks
+//! are `config`'s.
 //!
 //! # Precedence
 //!
@@ -13,87 +13,11 @@
 
 use std::net::Ipv4Addr;
 
+pub use crate::config::ReservationId;
 use crate::{
-    config::{parse_hex, Config, OptionSet, Reservation},
+    config::{Config, OptionSet},
     dhcp::classes::{agent_sub, Expr, Facts},
 };
-
-/// What a reservation is keyed by.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ReservationId {
-    Hw(Vec<u8>),
-    ClientId(Vec<u8>),
-    /// (giaddr, circuit-id): the circuit of one relay.
-    RelayCircuit(Ipv4Addr, Vec<u8>),
-    Circuit(Vec<u8>),
-    Remote(Vec<u8>),
-    Subscriber(Vec<u8>),
-}
-
-impl ReservationId {
-    pub fn is_relay(&self) -> bool {
-        !matches!(self, ReservationId::Hw(_) | ReservationId::ClientId(_))
-    }
-}
-
-/// A relay identifier from the file: text, or hex after "0x".
-pub fn relay_bytes(s: &str) -> Result<Vec<u8>, String> {
-    let b = match s.strip_prefix("0x") {
-        Some(h) => parse_hex(h)?,
-        None => s.as_bytes().to_vec(),
-    };
-    if b.is_empty() || b.len() > 255 {
-        return Err(format!("{s:?} must be 1-255 bytes"));
-    }
-    Ok(b)
-}
-
-/// The one identity a reservation names.
-pub fn reservation_identity(r: &Reservation) -> Result<ReservationId, String> {
-    let set = [
-        r.hw_address.is_some(),
-        r.client_id.is_some(),
-        r.circuit_id.is_some(),
-        r.remote_id.is_some(),
-        r.subscriber_id.is_some(),
-    ];
-    if set.iter().filter(|s| **s).count() != 1 {
-        return Err(
-            "set exactly one of hw_address, client_id, circuit_id, remote_id and subscriber_id"
-                .into(),
-        );
-    }
-    if r.giaddr.is_some() && r.circuit_id.is_none() {
-        return Err("giaddr goes with circuit_id only".into());
-    }
-    if let Some(hw) = &r.hw_address {
-        let b = parse_hex(hw)?;
-        if b.is_empty() || b.len() > 16 {
-            return Err(format!("hw_address {hw:?} must be 1-16 bytes"));
-        }
-        return Ok(ReservationId::Hw(b));
-    }
-    if let Some(cid) = &r.client_id {
-        let b = parse_hex(cid)?;
-        if b.len() < 2 {
-            return Err("client_id must be at least 2 bytes".into());
-        }
-        return Ok(ReservationId::ClientId(b));
-    }
-    let named = |n: &str, v: &str| relay_bytes(v).map_err(|e| format!("{n}: {e}"));
-    if let Some(c) = &r.circuit_id {
-        let b = named("circuit_id", c)?;
-        return Ok(match r.giaddr {
-            Some(g) => ReservationId::RelayCircuit(g, b),
-            None => ReservationId::Circuit(b),
-        });
-    }
-    if let Some(v) = &r.remote_id {
-        return Ok(ReservationId::Remote(named("remote_id", v)?));
-    }
-    let v = r.subscriber_id.as_deref().unwrap_or_default();
-    Ok(ReservationId::Subscriber(named("subscriber_id", v)?))
-}
 
 /// The relay identities a request's option 82 carries, most specific
 /// first (the order reservations are looked up in).
@@ -139,100 +63,6 @@ pub fn api_relay_id(a: &serde_json::Value) -> Result<Option<crate::store::ApiRel
     Ok(Some(id))
 }
 
-/// RFC 1035 labels of a domain list (option 119, uncompressed).
-pub fn encode_domain_list(names: &[String]) -> Result<Vec<u8>, String> {
-    let mut v = Vec::new();
-    for n in names {
-        let n = n.strip_suffix('.').unwrap_or(n);
-        if n.is_empty() {
-            return Err("domain_search has an empty name".into());
-        }
-        for label in n.split('.') {
-            if label.is_empty() || label.len() > 63 {
-                return Err(format!("domain_search {n:?}: labels must be 1-63 bytes"));
-            }
-            if !label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(format!("domain_search {n:?}: not a domain name"));
-            }
-            v.push(label.len() as u8);
-            v.extend_from_slice(label.as_bytes());
-        }
-        v.push(0);
-    }
-    Ok(v)
-}
-
-/// The checks of the options this module adds (part of every level's).
-pub fn check_options(o: &OptionSet) -> Result<(), String> {
-    let text = |name: &str, v: &Option<String>, max: usize| match v {
-        Some(s) if s.is_empty() || s.len() > max || s.contains('\0') => {
-            Err(format!("{name} must be 1-{max} bytes without NUL"))
-        }
-        _ => Ok(()),
-    };
-    text("hostname", &o.hostname, 255)?;
-    // sname holds 64 bytes and file 128, each NUL-terminated.
-    text("server_hostname", &o.server_hostname, 63)?;
-    text("boot_file_name", &o.boot_file_name, 127)?;
-    text("tftp_server", &o.tftp_server, 255)?;
-    if let Some(d) = &o.domain_search {
-        let n = encode_domain_list(d)?.len();
-        if d.is_empty() || n > 255 {
-            return Err(format!(
-                "domain_search is {n} bytes encoded; 1-255 bytes in one option"
-            ));
-        }
-    }
-    if let Some(n) = o.next_server {
-        if n.is_unspecified() || n.is_broadcast() || n.is_multicast() {
-            return Err(format!("next_server {n} is not a unicast address"));
-        }
-    }
-    Ok(())
-}
-
-/// Names unique, expressions that parse, each refused at its table's line.
-pub fn check_classes(c: &Config, text: &str) -> Result<(), (usize, String)> {
-    let header_lines: Vec<usize> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.trim_start().starts_with("[[class]]"))
-        .map(|(n, _)| n + 1)
-        .collect();
-    for (i, k) in c.classes.iter().enumerate() {
-        let header = header_lines.get(i).copied().unwrap_or(0);
-        // The line of this table's `match` key, when it can be found.
-        let match_line = text
-            .lines()
-            .enumerate()
-            .skip(header)
-            .take_while(|(_, l)| !l.trim_start().starts_with('['))
-            .find(|(_, l)| l.trim_start().starts_with("match"))
-            .map_or(header, |(n, _)| n + 1);
-        let e = |line: usize, r: String| (line, format!("class {:?}: {r}", k.name));
-        if k.name.is_empty()
-            || !k
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(e(header, "name must be letters, digits, '-' or '_'".into()));
-        }
-        if i >= 64 {
-            return Err(e(header, "more than 64 classes".into()));
-        }
-        if c.classes[..i].iter().any(|o| o.name == k.name) {
-            return Err(e(header, "defined twice".into()));
-        }
-        Expr::parse(&k.test).map_err(|x| e(match_line, format!("match: {x}")))?;
-        crate::config::check_class_options(&k.options).map_err(|r| e(header, r))?;
-    }
-    Ok(())
-}
-
 /// A class at run time.
 pub struct ClassRt {
     pub name: String,
@@ -256,10 +86,10 @@ impl Subscribers {
             .classes
             .iter()
             .filter_map(|k| {
-                // Validated at load.
+                // Refused at load when it does not parse.
                 Some(ClassRt {
                     name: k.name.clone(),
-                    expr: Expr::parse(&k.test).ok()?,
+                    expr: k.expr().ok()?.clone(),
                     options: k.options.clone(),
                 })
             })
@@ -333,6 +163,7 @@ impl Boot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{encode_domain_list, relay_bytes};
 
     #[test]
     fn domain_lists_encode_as_labels() {

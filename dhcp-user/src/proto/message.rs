@@ -10,8 +10,6 @@ use std::net::Ipv4Addr;
 
 use dhcp_common::{internet_checksum, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_QINQ_9100};
 
-use crate::config::OptionValue;
-
 use dhcp_common::layout::{bootp, eth, ipv4, udp};
 pub use dhcp_common::layout::{
     bootp::{
@@ -412,20 +410,6 @@ fn rai_link_selection(v: &[u8]) -> Result<Option<Ipv4Addr>, Malformed> {
         i += 2 + len;
     }
     Ok(found)
-}
-
-/// Encodes a configured option's value (its payload, without code/length).
-pub fn encode_option_value(v: &OptionValue) -> Result<Vec<u8>, String> {
-    Ok(match v {
-        OptionValue::String(s) => s.as_bytes().to_vec(),
-        OptionValue::Ip(ip) => ip.octets().to_vec(),
-        OptionValue::Ips(ips) => ips.iter().flat_map(|i| i.octets()).collect(),
-        OptionValue::U8(n) => vec![*n],
-        OptionValue::U16(n) => n.to_be_bytes().to_vec(),
-        OptionValue::U32(n) => n.to_be_bytes().to_vec(),
-        OptionValue::Bool(b) => vec![u8::from(*b)],
-        OptionValue::Hex(h) => crate::config::parse_hex(h)?,
-    })
 }
 
 /// A BOOTREPLY being assembled: fixed header from the request, then options

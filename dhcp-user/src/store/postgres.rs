@@ -17,7 +17,6 @@
 use std::{
     collections::HashMap,
     net::Ipv4Addr,
-    path::PathBuf,
     str::FromStr,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -29,71 +28,16 @@ use std::{
 use anyhow::{anyhow, Context, Result};
 use postgres::{Client, Statement};
 use postgres_openssl::MakeTlsConnector;
-use serde::Deserialize;
 
 use super::{pg_schema, ApiReservation, LeaseStore, StoreOp};
+pub use crate::config::DatabaseConfig;
 use crate::dhcp::leases::{FastReply, Lease, LeaseState};
 
 /// The environment variable read when `database.url` is not set (keeps a
 /// password out of the configuration file).
 pub const URL_ENV: &str = "XDHCP_DATABASE_URL";
 
-/// `[database]`: present, the leases are kept in PostgreSQL.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DatabaseConfig {
-    /// `postgresql://user:password@host:port/dbname?sslmode=require` or
-    /// `host=... dbname=...`; unset: `$XDHCP_DATABASE_URL`. `sslmode`
-    /// (disable, prefer, require) chooses TLS; the server's certificate
-    /// and name are verified against the system's CAs or `tls_ca_file`.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// PEM file of the CA that signed the server's certificate.
-    #[serde(default)]
-    pub tls_ca_file: Option<PathBuf>,
-    /// This node's name, stored with each lease it grants and with its
-    /// own daemon facts. Default: the host name. Unique per node.
-    #[serde(default)]
-    pub node: Option<String>,
-    /// Bound on connecting and on each statement, in seconds.
-    #[serde(default = "default_timeout")]
-    pub timeout_secs: u32,
-    /// Maximum client lead time: another node's binding is taken over only
-    /// once its stored end plus this has passed (the kernel of a node that
-    /// died may have renewed it that far without storing it).
-    #[serde(default = "default_mclt")]
-    pub mclt_secs: u32,
-}
-
-fn default_timeout() -> u32 {
-    5
-}
-
-fn default_mclt() -> u32 {
-    3600
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> DatabaseConfig {
-        DatabaseConfig {
-            url: None,
-            tls_ca_file: None,
-            node: None,
-            timeout_secs: default_timeout(),
-            mclt_secs: default_mclt(),
-        }
-    }
-}
-
 impl DatabaseConfig {
-    pub fn node_name(&self) -> String {
-        self.node.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "xdhcp".into())
-        })
-    }
-
     /// The connection settings: the URL from the file or the environment,
     /// with the timeouts that keep a lost database from hanging a batch.
     pub fn pg_config(&self) -> Result<postgres::Config> {

@@ -19,16 +19,19 @@ pub fn with_reservations(file: &Config, extras: &[ApiReservation]) -> Config {
     let mut c = file.clone();
     for r in extras {
         if let Some(sn) = c.subnets.iter_mut().find(|s| s.id == r.subnet_id) {
-            sn.reservations.push(crate::config::Reservation {
+            let written = crate::config::Identity {
                 hw_address: r.hw_address.clone(),
                 client_id: r.client_id.clone(),
                 circuit_id: r.relay.as_ref().and_then(|x| x.circuit_id.clone()),
                 remote_id: r.relay.as_ref().and_then(|x| x.remote_id.clone()),
                 subscriber_id: r.relay.as_ref().and_then(|x| x.subscriber_id.clone()),
                 giaddr: r.relay.as_ref().and_then(|x| x.giaddr),
-                ip: r.ip,
-                options: Default::default(),
-            });
+            };
+            sn.reservations.push(crate::config::Reservation::new(
+                written,
+                r.ip,
+                Default::default(),
+            ));
         }
     }
     c
@@ -61,15 +64,16 @@ pub(super) fn reservation_command(
             for sn in &running.subnets {
                 for r in &sn.reservations {
                     let api = extras.iter().any(|e| e.subnet_id == sn.id && e.ip == r.ip);
+                    let w = r.written();
                     list.push(json!({
                         "subnet-id": sn.id,
                         "ip-address": r.ip.to_string(),
-                        "hw-address": r.hw_address,
-                        "client-id": r.client_id,
-                        "circuit-id": r.circuit_id,
-                        "remote-id": r.remote_id,
-                        "subscriber-id": r.subscriber_id,
-                        "giaddr": r.giaddr.map(|g| g.to_string()),
+                        "hw-address": w.hw_address,
+                        "client-id": w.client_id,
+                        "circuit-id": w.circuit_id,
+                        "remote-id": w.remote_id,
+                        "subscriber-id": w.subscriber_id,
+                        "giaddr": w.giaddr.map(|g| g.to_string()),
                         "source": if api { "api" } else { "config" },
                     }));
                 }

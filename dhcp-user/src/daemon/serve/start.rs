@@ -23,7 +23,7 @@ use super::{port_67_socket, unix_now, Daemon, Transmitter, Wake, Wire, EVENT_POL
 use crate::{
     api::control::{self, Pending},
     audit::auditor::{self, Auditor},
-    config::{Config, XdpSetting},
+    config::{Config, MetricsAddress, XdpSetting},
     daemon::backlog::Backlog,
     daemon::commit::{Commit, CommitQueue, Committer},
     daemon::engine::{read_ring, Engine, Overrides},
@@ -349,12 +349,9 @@ async fn start_metrics(
     config: &Config,
     control_tx: &mpsc::Sender<Pending>,
 ) -> Result<Option<JoinHandle<()>>> {
-    match config.server.metrics_address.as_str() {
-        "off" => Ok(None),
-        a => {
-            let addr: std::net::SocketAddr = a
-                .parse()
-                .with_context(|| format!("server.metrics_address {a:?}"))?;
+    match config.server.metrics_address {
+        MetricsAddress::Off => Ok(None),
+        MetricsAddress::At(addr) => {
             let t = crate::api::metrics::serve(addr, control_tx.clone()).await?;
             tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
             Ok(Some(t))

@@ -4,22 +4,15 @@
 //! the XDP program may renew.
 
 use super::*;
-use crate::{
-    dhcp::classes::Facts,
-    dhcp::subscriber::{encode_domain_list, relay_identities},
-};
+use crate::{dhcp::classes::Facts, dhcp::subscriber::relay_identities};
 
 /// Options 12, 66, 67 and 119 of a resolved level.
 pub(super) fn resolve_more(o: &OptionSet, options: &mut BTreeMap<u8, Vec<u8>>) {
     if let Some(h) = &o.hostname {
         options.insert(opt::HOSTNAME, h.as_bytes().to_vec());
     }
-    if let Some(v) = o
-        .domain_search
-        .as_ref()
-        .and_then(|d| encode_domain_list(d).ok())
-    {
-        options.insert(opt::DOMAIN_SEARCH, v);
+    if let Some(v) = o.domain_search.as_ref().and_then(|d| d.encoded().ok()) {
+        options.insert(opt::DOMAIN_SEARCH, v.to_vec());
     }
     if let Some(t) = &o.tftp_server {
         options.insert(opt::TFTP_SERVER, t.as_bytes().to_vec());

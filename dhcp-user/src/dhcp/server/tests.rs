@@ -666,9 +666,9 @@ fn parameter_request_list_and_option_order() {
 fn maximum_message_size_is_respected() {
     let mut c = Config::parse(CONFIG, "t").unwrap();
     c.options.custom = (200..=230)
-        .map(|code| crate::config::CustomOption {
-            code,
-            value: crate::config::OptionValue::String("x".repeat(40)),
+        .map(|code| {
+            let value = crate::config::OptionValue::String("x".repeat(40));
+            crate::config::CustomOption::new(code, value)
         })
         .collect();
     let mut s = Server::new(&c, Vec::new());
@@ -1106,7 +1106,12 @@ ip = "198.18.0.50"
 #[test]
 fn unparsable_reservation_id_is_not_an_empty_one() {
     let mut c = Config::parse(CONFIG, "t").unwrap();
-    c.subnets[0].reservations[0].hw_address = Some("zz".into());
+    let r = &mut c.subnets[0].reservations[0];
+    let written = crate::config::Identity {
+        hw_address: Some("zz".into()),
+        ..r.written().clone()
+    };
+    *r = crate::config::Reservation::new(written, r.ip, r.options.clone());
     let mut s = Server::new(&c, Vec::new());
     let mut raw = req(msg::DISCOVER, 7).raw();
     raw[2] = 0;
