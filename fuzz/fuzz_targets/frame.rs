@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xdhcp::proto::message::{build_frame, parse_dhcp, parse_frame, FrameHeader, Tag};
+use xdhcp::proto::{build_frame, parse_dhcp, parse_frame, FrameHeader, Tag};
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_frame(data, None, true);

@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use xdhcp::{
     dhcp::server::{Arrival, Server},
-    proto::message::parse_dhcp,
+    proto::parse_dhcp,
 };
 use xdhcp_fuzz::{advance, check_reply, iface, records, server_config, tags, START};
 

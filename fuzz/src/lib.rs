@@ -8,7 +8,7 @@ use std::{net::Ipv4Addr, sync::OnceLock};
 use xdhcp::{
     config::Config,
     dhcp::server::{Dest, Outgoing},
-    proto::message::{self, DhcpRequest, Tag},
+    proto::{self, DhcpRequest, Tag},
 };
 
 /// fuzz/server.toml.
@@ -86,20 +86,20 @@ pub fn advance(sel: u8) -> u64 {
 pub fn check_reply(req: &DhcpRequest<'_>, r: &Outgoing, tags: &[Tag]) {
     let p = &r.payload;
     assert!(
-        p.len() >= message::BOOTP_MIN_PAYLOAD,
+        p.len() >= proto::BOOTP_MIN_PAYLOAD,
         "reply of {} bytes",
         p.len()
     );
-    let limit = usize::from(req.max_message_size.unwrap_or(0)).max(message::MIN_MAX_MESSAGE) - 28;
+    let limit = usize::from(req.max_message_size.unwrap_or(0)).max(proto::MIN_MAX_MESSAGE) - 28;
     assert!(
-        p.len() <= limit.max(message::BOOTP_MIN_PAYLOAD),
+        p.len() <= limit.max(proto::BOOTP_MIN_PAYLOAD),
         "reply of {} bytes over {limit}",
         p.len()
     );
     assert_eq!(p[0], 2, "not a BOOTREPLY");
     assert_eq!(&p[4..8], &req.xid.to_be_bytes(), "xid");
     assert_eq!(&p[28..44], &req.chaddr, "chaddr");
-    assert_eq!(&p[236..240], &message::MAGIC_COOKIE, "cookie");
+    assert_eq!(&p[236..240], &proto::MAGIC_COOKIE, "cookie");
     let mut i = 240;
     let mut msg_type = None;
     loop {
@@ -123,22 +123,20 @@ pub fn check_reply(req: &DhcpRequest<'_>, r: &Outgoing, tags: &[Tag]) {
     assert!(
         matches!(
             (req.msg_type, t),
-            (
-                message::msg::DISCOVER,
-                message::msg::OFFER | message::msg::ACK
-            ) | (message::msg::REQUEST, message::msg::ACK | message::msg::NAK)
-                | (message::msg::INFORM, message::msg::ACK)
+            (proto::msg::DISCOVER, proto::msg::OFFER | proto::msg::ACK)
+                | (proto::msg::REQUEST, proto::msg::ACK | proto::msg::NAK)
+                | (proto::msg::INFORM, proto::msg::ACK)
         ),
         "{} answered with {}",
-        message::msg::name(req.msg_type),
-        message::msg::name(t)
+        proto::msg::name(req.msg_type),
+        proto::msg::name(t)
     );
     assert_eq!(t, r.msg_type);
     let server_id = server_config().server.server_id;
     // The request as it arrived: to the server identifier (relayed) or
     // broadcast, from a relay or the client.
     let relayed = matches!(r.dest, Dest::Relay(_));
-    let request = message::RxFrame {
+    let request = proto::RxFrame {
         dst_mac: [2, 0, 0x5e, 0, 0, 1],
         src_mac: [2, 0, 0x5e, 0, 0, 0xfe],
         tags: tags.to_vec(),
@@ -156,7 +154,7 @@ pub fn check_reply(req: &DhcpRequest<'_>, r: &Outgoing, tags: &[Tag]) {
         xdhcp::daemon::transmit::Egress::with_locality(server_id, move |a| a == server_id);
     let xdhcp::daemon::transmit::Wire::Frame { bytes, .. } =
         egress.frame_for(&r.dest, &request, [2, 0, 0x5e, 0, 0, 1], p.clone(), 0);
-    let f = message::parse_frame(&bytes, None, true).expect("the reply's frame parses");
+    let f = proto::parse_frame(&bytes, None, true).expect("the reply's frame parses");
     assert_eq!(f.payload, &p[..]);
     assert_eq!(f.tags, tags);
     assert_eq!(f.src_ip, server_id);

@@ -38,7 +38,7 @@ use xdhcp::{
     daemon::transmit::{Egress, Wire},
     dhcp::leases::{Lease, LeaseState},
     dhcp::server::Arrival,
-    proto::message,
+    proto,
     store::{FlakyStore, LeaseStore, SqliteStore, StoreOp},
     xdp::clock::{self, unix_now},
     xdp::loader::{Fastpath, XDP_PASS, XDP_TX},
@@ -391,7 +391,7 @@ impl<'k> World<'k> {
     /// A reply reaches its client.
     fn deliver(&mut self, w: &Wire, seq: u64) {
         let payload = match w {
-            Wire::Frame { bytes, .. } => message::parse_frame(bytes, None, true)
+            Wire::Frame { bytes, .. } => proto::parse_frame(bytes, None, true)
                 .unwrap()
                 .payload
                 .to_vec(),
@@ -466,8 +466,8 @@ impl<'k> World<'k> {
 
     /// The control plane's answer to `frame`, as serve gives it.
     fn control(&mut self, frame: &[u8]) {
-        let f = message::parse_frame(frame, None, true).unwrap();
-        let req = message::parse_dhcp(f.payload).unwrap();
+        let f = proto::parse_frame(frame, None, true).unwrap();
+        let req = proto::parse_dhcp(f.payload).unwrap();
         let arrival = Arrival {
             iface: "lo",
             tags: &f.tags,
@@ -488,7 +488,7 @@ impl<'k> World<'k> {
         let out = self.fp.test_run_on(&frame, IFINDEX, 1).unwrap();
         match out.verdict {
             XDP_TX => {
-                let f = message::parse_frame(&out.frame, None, true).unwrap();
+                let f = proto::parse_frame(&out.frame, None, true).unwrap();
                 let p = f.payload.to_vec();
                 self.deliver_payload(&p, "kernel", u64::MAX);
                 Some(p)

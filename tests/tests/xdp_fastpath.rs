@@ -16,7 +16,7 @@ use xdhcp::{
     daemon::serve::unix_now,
     daemon::transmit::{Egress, Wire},
     dhcp::server::{Arrival, Server},
-    proto::message,
+    proto,
     xdp::loader::{Fastpath, XdpStats, XDP_PASS, XDP_TX},
     xdp::map_sync::{lease_key, unix_to_mono_ns, FastIface, FastMaps},
 };
@@ -163,8 +163,8 @@ impl Rig {
 
     /// `control` for frames that may not parse: why, when one does not.
     fn try_control(&mut self, frame: &[u8], check_udp: bool) -> Result<Option<Wire>, String> {
-        let f = message::parse_frame(frame, None, check_udp).map_err(|e| e.name().to_string())?;
-        let req = message::parse_dhcp(f.payload).map_err(|e| e.name().to_string())?;
+        let f = proto::parse_frame(frame, None, check_udp).map_err(|e| e.name().to_string())?;
+        let req = proto::parse_dhcp(f.payload).map_err(|e| e.name().to_string())?;
         let arrival = Arrival {
             iface: "lo",
             tags: &f.tags,
@@ -430,7 +430,7 @@ fn obtain(rig: &mut Rig, c: &mut Client, xid: u32) {
     let offer = rig
         .control(&c.frame(Kind::Discover, xid))
         .expect("an OFFER");
-    let f = message::parse_frame(wire_bytes(&offer), None, true).unwrap();
+    let f = proto::parse_frame(wire_bytes(&offer), None, true).unwrap();
     let payload = f.payload.to_vec();
     c.ip = Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]);
     assert!(!c.ip.is_unspecified());
@@ -456,7 +456,7 @@ fn compare(name: &str, xdp: &[u8], cp: &Wire) -> Result<(), String> {
 /// The reply's IPv4 header is the shared definition's, independently of
 /// either plane's code: TOS 0, DF clear, TTL 64, id from the xid.
 fn check_ip_header(name: &str, frame: &[u8]) -> Result<(), String> {
-    let f = message::parse_frame(frame, None, true).map_err(|e| format!("{name}: {e:?}"))?;
+    let f = proto::parse_frame(frame, None, true).map_err(|e| format!("{name}: {e:?}"))?;
     let l3 = frame.len() - f.payload.len() - 28;
     let ip = &frame[l3..l3 + 20];
     let xid = u32::from_be_bytes(f.payload[4..8].try_into().unwrap());
@@ -546,7 +546,7 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
                         answered_relayed += 1;
                         // From the server identifier, to the relay through
                         // the neighbour that sent the request.
-                        let f = message::parse_frame(&out, None, true).unwrap();
+                        let f = proto::parse_frame(&out, None, true).unwrap();
                         if f.src_ip != Ipv4Addr::from(SERVER_ID)
                             || f.dst_ip != Ipv4Addr::from(GIADDR)
                             || (f.src_port, f.dst_port) != (67, 67)
@@ -598,7 +598,7 @@ fn classes_relay_reservations_boot_fields_and_stashed_relay_information_on_both_
     let (mut gold_tx, mut reserved_tx, mut tagged_tx, mut boot, mut stashed) = (0, 0, 0, 0, 0);
     let cases = 240;
     let option = |w: &Wire, code: u8| {
-        let f = message::parse_frame(wire_bytes(w), None, true).unwrap();
+        let f = proto::parse_frame(wire_bytes(w), None, true).unwrap();
         let p = f.payload;
         let mut i = 240;
         while i + 1 < p.len() && p[i] != 255 {
@@ -611,7 +611,7 @@ fn classes_relay_reservations_boot_fields_and_stashed_relay_information_on_both_
         None
     };
     let siaddr = |w: &Wire| {
-        let f = message::parse_frame(wire_bytes(w), None, true).unwrap();
+        let f = proto::parse_frame(wire_bytes(w), None, true).unwrap();
         f.payload[20..24].to_vec()
     };
     for n in 0..cases {
@@ -650,7 +650,7 @@ fn classes_relay_reservations_boot_fields_and_stashed_relay_information_on_both_
                     rig.server.counters.dropped
                 )
             });
-        let f = message::parse_frame(wire_bytes(&offer), None, true).unwrap();
+        let f = proto::parse_frame(wire_bytes(&offer), None, true).unwrap();
         c.ip = Ipv4Addr::new(f.payload[16], f.payload[17], f.payload[18], f.payload[19]);
         let ack = rig
             .control(&c.frame(Kind::Selecting, n * 16 + 1))
@@ -772,7 +772,7 @@ fn requests_it_must_not_answer_once_the_map_changes_pass_with_their_reason() {
     // identifier (the lab test covers another local address).
     for dst in [[198, 18, 0, 2], [255; 4]] {
         let cp = rig.control(&to(Kind::Renewing, dst)).expect("an ACK");
-        let f = message::parse_frame(wire_bytes(&cp), None, true).unwrap();
+        let f = proto::parse_frame(wire_bytes(&cp), None, true).unwrap();
         assert_eq!(f.src_ip, Ipv4Addr::from(SERVER_ID), "{dst:?}");
         assert_eq!(f.dst_ip, Ipv4Addr::from(GIADDR), "{dst:?}");
     }
@@ -1084,11 +1084,11 @@ fn write_fuzz_seeds(dir: &std::path::Path, acked: &[Vec<u8>]) {
             mangle(&mut p);
             now += u64::from(k) * u64::from(k) * 4;
             seq.extend(record(sel | k << 3, &p));
-            let req = message::parse_dhcp(&p).unwrap();
-            let tags: Vec<message::Tag> = c
+            let req = proto::parse_dhcp(&p).unwrap();
+            let tags: Vec<proto::Tag> = c
                 .tags
                 .iter()
-                .map(|&(tpid, tci)| message::Tag { tpid, tci })
+                .map(|&(tpid, tci)| proto::Tag { tpid, tci })
                 .collect();
             let arrival = Arrival {
                 iface: "lo",

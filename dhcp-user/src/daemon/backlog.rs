@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use crate::{
     daemon::sockets::PacketSocket,
     dhcp::server::{Arrival, Server},
-    proto::message::{self, Tag},
+    proto::{self, Tag},
 };
 
 /// One received frame, as the packet socket gave it.
@@ -116,12 +116,12 @@ pub fn read(
             continue;
         }
         let frame = &buf[..meta.len];
-        let bound = match message::parse_frame(frame, meta.stripped_tag, meta.check_udp) {
+        let bound = match proto::parse_frame(frame, meta.stripped_tag, meta.check_udp) {
             Err(m) => {
                 server.count_malformed(m);
                 continue;
             }
-            Ok(f) => match message::parse_dhcp(f.payload) {
+            Ok(f) => match proto::parse_dhcp(f.payload) {
                 Err(m) => {
                     server.count_malformed(m);
                     continue;

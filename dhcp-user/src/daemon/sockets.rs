@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::proto::message::Tag;
+use crate::proto::Tag;
 
 const ETH_P_ALL: u16 = 0x0003;
 const PACKET_AUXDATA: i32 = 8;

@@ -24,7 +24,7 @@ use dhcp_common::reply_ip::{reply_source, Source};
 
 use crate::{
     dhcp::server::Dest,
-    proto::message::{self, FrameHeader, RxFrame},
+    proto::{self, FrameHeader, RxFrame},
 };
 
 /// A reply ready for the wire: a frame for the packet socket of interface
@@ -125,7 +125,7 @@ impl Egress {
         };
         Wire::Frame {
             iface,
-            bytes: message::build_frame(&h, &payload),
+            bytes: proto::build_frame(&h, &payload),
         }
     }
 }
@@ -182,7 +182,7 @@ fn read_local_addrs() -> std::io::Result<HashSet<Ipv4Addr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::message::Tag;
+    use crate::proto::Tag;
 
     const SID: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
     const OTHER: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
@@ -252,7 +252,7 @@ mod tests {
             3,
         );
         assert_eq!(iface, 3);
-        let f = message::parse_frame(&bytes, None, true).unwrap();
+        let f = proto::parse_frame(&bytes, None, true).unwrap();
         assert_eq!((f.src_mac, f.dst_mac), (OUR_MAC, RELAY_MAC));
         assert_eq!(f.tags, tags);
         assert_eq!((f.src_ip, f.dst_ip), (OTHER, GIADDR));

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use dhcp_common::gen::FRAME_LEN;
 
 use super::{ServerInfo, PRL};
-use crate::proto::message;
+use crate::proto;
 
 /// The template and its offsets: (frame, option 50's value, option 53's
 /// value, option 54).
@@ -45,7 +45,7 @@ pub fn template(
     p.extend_from_slice(circuit);
     p.push(255);
     p.resize(300, 0);
-    let h = message::FrameHeader {
+    let h = proto::FrameHeader {
         src_mac: [0; 6],
         dst_mac: server.mac,
         tags: Vec::new(),
@@ -54,7 +54,7 @@ pub fn template(
         src_port: 67,
         dst_port: 67,
     };
-    let frame = message::build_frame(&h, &p);
+    let frame = proto::build_frame(&h, &p);
     if frame.len() != FRAME_LEN {
         bail!("flood template is {} bytes, not {FRAME_LEN}", frame.len());
     }

@@ -32,7 +32,7 @@ use dhcp_common::gen::{bucket_floor_ns, bucket_of, LATENCY_BUCKETS, MAX_CLIENTS}
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{api::control, proto::message};
+use crate::{api::control, proto};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -456,7 +456,7 @@ pub fn build_request(r: &RequestSpec) -> (Vec<u8>, usize) {
     }
     p.push(255);
     p.resize(300, 0);
-    let h = message::FrameHeader {
+    let h = proto::FrameHeader {
         src_mac: r.mac,
         dst_mac: r.dst_mac,
         tags: Vec::new(),
@@ -465,7 +465,7 @@ pub fn build_request(r: &RequestSpec) -> (Vec<u8>, usize) {
         src_port: 68,
         dst_port: 67,
     };
-    (message::build_frame(&h, &p), 42 + requested_off)
+    (proto::build_frame(&h, &p), 42 + requested_off)
 }
 
 /// Who the clients talk to, learned in DORA or given.
@@ -885,8 +885,8 @@ mod tests {
         });
         assert_eq!(f.len(), 342);
         assert_eq!(&f[off..off + 4], &[198, 18, 1, 9]);
-        let rx = message::parse_frame(&f, None, true).unwrap();
-        let req = message::parse_dhcp(rx.payload).unwrap();
+        let rx = proto::parse_frame(&f, None, true).unwrap();
+        let req = proto::parse_dhcp(rx.payload).unwrap();
         assert_eq!(req.msg_type, 3);
         assert_eq!(req.chaddr(), &client_mac(42));
         assert_eq!(

@@ -594,8 +594,8 @@ mod tests {
             99, 130, 83, 99, 0, 1, 4, 255, 255, 0, 0, 51, 4, 0, 0, 14, 16,
         ]);
         b.extend_from_slice(&[54, 4, 198, 18, 0, 1, 53, 1, 5, 255]);
-        let f = crate::proto::message::build_frame(
-            &crate::proto::message::FrameHeader {
+        let f = crate::proto::build_frame(
+            &crate::proto::FrameHeader {
                 src_mac: [2, 0, 0, 0, 0, 1],
                 dst_mac: crate::loadgen::client_mac(7),
                 tags: Vec::new(),

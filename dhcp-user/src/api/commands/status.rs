@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use super::{json::store_json, Context};
-use crate::{api::control::Response, audit::auditor::Auditor, proto::message::msg};
+use crate::{api::control::Response, audit::auditor::Auditor, proto::msg};
 
 pub(super) fn status(cx: &Context<'_>) -> Response {
     let sync = *cx.sync.lock().unwrap();

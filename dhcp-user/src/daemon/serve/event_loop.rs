@@ -19,7 +19,7 @@ use crate::{
     daemon::sockets::PacketSocket,
     daemon::transmit::Egress,
     dhcp::server::Arrival,
-    proto::message::{self, msg},
+    proto::{self, msg},
 };
 
 /// Why a control command did not stop the loop.
@@ -285,11 +285,11 @@ struct Out<'a> {
 fn handle_queued(q: Queued, engine: &mut Engine, egress: &mut Egress, out: &Out<'_>) {
     let i = q.iface;
     let server = &mut engine.server;
-    let frame = match message::parse_frame(&q.frame, q.stripped_tag, q.check_udp) {
+    let frame = match proto::parse_frame(&q.frame, q.stripped_tag, q.check_udp) {
         Ok(f) => f,
         Err(m) => return server.count_malformed(m),
     };
-    let req = match message::parse_dhcp(frame.payload) {
+    let req = match proto::parse_dhcp(frame.payload) {
         Ok(r) => r,
         Err(m) => return server.count_malformed(m),
     };

@@ -6,7 +6,7 @@ use anyhow::Result;
 use std::sync::atomic::Ordering;
 
 use super::{unix_now, Daemon, Wake};
-use crate::{dhcp::server::Server, proto::message::msg};
+use crate::{dhcp::server::Server, proto::msg};
 
 impl Daemon {
     pub(super) fn stop(mut self, wake: Wake, keep_fast_path: bool) -> Result<()> {

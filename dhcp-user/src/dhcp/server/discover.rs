@@ -193,7 +193,7 @@ impl Server {
                 req,
                 arrival,
                 &key,
-                &payload[message::BOOTP_FIXED_LEN + 4..mark],
+                &payload[proto::BOOTP_FIXED_LEN + 4..mark],
                 offerable,
             )
         })

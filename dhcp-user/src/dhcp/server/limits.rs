@@ -25,7 +25,7 @@ use crate::{
 };
 
 use super::{hw_of, relay_ids, Arrival, LineId, Server};
-use crate::proto::message::DhcpRequest;
+use crate::proto::DhcpRequest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {

@@ -15,7 +15,7 @@ use crate::{
         client_id_key, hw_key, ClientKey, EndKind, FastReply, Lease, LeaseState, LeaseTable,
     },
     dhcp::subscriber::{Boot, ReservationId, Subscribers},
-    proto::message::{self, msg, opt, DhcpRequest, Malformed, Reply, Tag},
+    proto::{self, msg, opt, DhcpRequest, Malformed, Reply, Tag},
     store::StoreOp,
     xdp::map_sync::KernelGrant,
 };

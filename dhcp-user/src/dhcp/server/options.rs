@@ -207,8 +207,7 @@ impl Server {
         res: &Resolved,
         rapid: bool,
     ) {
-        let limit =
-            usize::from(req.max_message_size.unwrap_or(0)).max(message::MIN_MAX_MESSAGE) - 28;
+        let limit = usize::from(req.max_message_size.unwrap_or(0)).max(proto::MIN_MAX_MESSAGE) - 28;
         let echo_len = req.client_id.map_or(0, |v| 2 + v.len())
             + if rapid { 2 } else { 0 }
             + req.relay_info.map_or(0, |v| 2 + v.len());

@@ -69,10 +69,7 @@ pub(super) fn overload(
 
 /// The XDP program writes siaddr, sname and file as zeros.
 pub(super) fn fixed_fields_clear(payload: &[u8]) -> bool {
-    payload[20..24] == [0; 4]
-        && payload[44..message::BOOTP_FIXED_LEN]
-            .iter()
-            .all(|b| *b == 0)
+    payload[20..24] == [0; 4] && payload[44..proto::BOOTP_FIXED_LEN].iter().all(|b| *b == 0)
 }
 
 /// A class's options over `base`. A class that sets the lease time brings

@@ -120,7 +120,7 @@ impl Req {
         p[12..16].copy_from_slice(&self.ciaddr.octets());
         p[24..28].copy_from_slice(&self.giaddr.octets());
         p[28..34].copy_from_slice(&self.mac);
-        p.extend_from_slice(&message::MAGIC_COOKIE);
+        p.extend_from_slice(&proto::MAGIC_COOKIE);
         p.extend_from_slice(&[53, 1, self.msg_type]);
         for (c, v) in &self.opts {
             p.push(*c);
@@ -150,7 +150,7 @@ const QINQ: &[Tag] = &[
 
 fn handle_on(s: &mut Server, r: &Req, tags: &[Tag], now: u64) -> Outcome {
     let raw = r.raw();
-    let parsed = message::parse_dhcp(&raw).unwrap();
+    let parsed = proto::parse_dhcp(&raw).unwrap();
     let arrival = Arrival {
         iface: "srv0",
         tags,
@@ -1115,7 +1115,7 @@ fn unparsable_reservation_id_is_not_an_empty_one() {
     let mut s = Server::new(&c, Vec::new());
     let mut raw = req(msg::DISCOVER, 7).raw();
     raw[2] = 0;
-    let parsed = message::parse_dhcp(&raw).unwrap();
+    let parsed = proto::parse_dhcp(&raw).unwrap();
     let arrival = Arrival {
         iface: "srv0",
         tags: UNTAGGED,
@@ -1280,7 +1280,7 @@ fn server_with(edit: impl Fn(&str) -> String) -> Server {
 
 fn handle_from(s: &mut Server, r: &Req, src: [u8; 4]) -> Outcome {
     let raw = r.raw();
-    let parsed = message::parse_dhcp(&raw).unwrap();
+    let parsed = proto::parse_dhcp(&raw).unwrap();
     let arrival = Arrival {
         iface: "srv0",
         tags: UNTAGGED,
@@ -1480,7 +1480,7 @@ fn bound_clients_are_told_apart_from_new_ones() {
     };
     let bound = |s: &Server, r: &Req| {
         let b = raw(r);
-        s.from_bound_client(&message::parse_dhcp(&b).unwrap(), &arrival)
+        s.from_bound_client(&proto::parse_dhcp(&b).unwrap(), &arrival)
     };
     assert!(bound(&s, &req(msg::REQUEST, 1).ciaddr(ip.octets())));
     assert!(bound(&s, &req(msg::REQUEST, 1).requested(ip.octets())));

@@ -8,7 +8,7 @@ use std::{collections::HashMap, net::Ipv4Addr};
 
 use crate::{
     config::{Config, RelayTrust},
-    proto::message::DhcpRequest,
+    proto::DhcpRequest,
 };
 
 use super::{Arrival, Server};
