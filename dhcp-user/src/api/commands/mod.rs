@@ -2,7 +2,7 @@
 //! command is named here: `route` says which ones the daemon's loop carries
 //! out itself, `execute` runs the others.
 
-mod json;
+pub mod json;
 mod leases;
 mod status;
 

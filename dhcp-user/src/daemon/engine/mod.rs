@@ -35,7 +35,7 @@ use dhcp_common::RenewEvent;
 mod reload;
 mod reservations;
 
-pub use reload::{reload, reply_config_fingerprint, Overrides};
+pub use reload::{reload, Overrides};
 use reservations::reservation_command;
 pub use reservations::with_reservations;
 
@@ -344,4 +344,31 @@ pub fn read_ring(events: &mut RingBuf<MapData>) -> Vec<KernelGrant> {
         });
     }
     out
+}
+
+/// What the replies depend on: server identifier, options, subnets,
+/// classes.
+pub fn reply_config_fingerprint(config: &Config) -> i64 {
+    // Caps change no reply: a reload that changes them leaves bindings in
+    // the kernel's hands.
+    let subnets: Vec<_> = config
+        .subnets
+        .iter()
+        .cloned()
+        .map(|mut s| {
+            s.limits = Default::default();
+            s
+        })
+        .collect();
+    let mut text = format!(
+        "{:?}|{:?}|{:?}|{:?}",
+        config.server.server_id, config.options, subnets, config.classes
+    );
+    // Which relayed bindings the kernel may renew follows relay trust
+    // (`server::trust`). Only when set, so configurations without it keep
+    // the fingerprint they had (an upgrade strips nothing).
+    if !config.relays.is_empty() || config.server.relay_trust != crate::config::RelayTrust::Auto {
+        text += &format!("|{:?}|{:?}", config.relays, config.server.relay_trust);
+    }
+    i64::from(dhcp_common::fnv1a(text.as_bytes()))
 }

@@ -1,39 +1,15 @@
 //! `config-reload` and SIGHUP: a new configuration file applied to the
 //! running server, or refused with the running one kept.
 
-use super::reservations::{current_leases, rebuild, with_reservations};
+use super::{
+    reply_config_fingerprint,
+    reservations::{current_leases, rebuild, with_reservations},
+};
 use crate::{
     config::Config,
     dhcp::server::Server,
     store::{ApiReservation, StoreOp},
 };
-
-/// What the replies depend on: server identifier, options, subnets,
-/// classes.
-pub fn reply_config_fingerprint(config: &Config) -> i64 {
-    // Caps change no reply: a reload that changes them leaves bindings in
-    // the kernel's hands.
-    let subnets: Vec<_> = config
-        .subnets
-        .iter()
-        .cloned()
-        .map(|mut s| {
-            s.limits = Default::default();
-            s
-        })
-        .collect();
-    let mut text = format!(
-        "{:?}|{:?}|{:?}|{:?}",
-        config.server.server_id, config.options, subnets, config.classes
-    );
-    // Which relayed bindings the kernel may renew follows relay trust
-    // (`server::trust`). Only when set, so configurations without it keep
-    // the fingerprint they had (an upgrade strips nothing).
-    if !config.relays.is_empty() || config.server.relay_trust != crate::config::RelayTrust::Auto {
-        text += &format!("|{:?}|{:?}", config.relays, config.server.relay_trust);
-    }
-    i64::from(dhcp_common::fnv1a(text.as_bytes()))
-}
 
 /// What the command line sets over the configuration file; applied to
 /// every reading of it (start and reload), so a reload never mistakes a

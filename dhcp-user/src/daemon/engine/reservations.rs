@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::reload::reply_config_fingerprint;
+use super::reply_config_fingerprint;
 use crate::{
     api::{commands, control},
     config::Config,
