@@ -1,3 +1,6 @@
+//! A pass's checks: map chunks against the leases, the store's side,
+//! what pending changes explain, and the re-check (rules 1 and 2).
+
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use dhcp_common::{LeaseKey, LeaseValue};

@@ -1,3 +1,6 @@
+//! Ending a pass: the repairs it hands the committer, what it logs and
+//! counts, and the answer to whoever asked.
+
 use std::{collections::HashSet, time::Instant};
 
 use dhcp_common::{LeaseKey, LeaseValue};

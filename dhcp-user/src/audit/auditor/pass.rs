@@ -1,3 +1,5 @@
+//! One pass's state, and the cost of its steps on the main task.
+
 use std::time::{Duration, Instant};
 
 use dhcp_common::LeaseValue;

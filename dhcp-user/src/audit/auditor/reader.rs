@@ -1,3 +1,5 @@
+//! The reader thread: the map, read in paced chunks off the main task.
+
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},

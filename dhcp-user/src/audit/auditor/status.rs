@@ -1,3 +1,6 @@
+//! What passes found, for `status`, `statistic-get-all` and the
+//! control API's answers.
+
 use std::{net::Ipv4Addr, time::Duration};
 
 use dhcp_common::{LeaseKey, LeaseValue};

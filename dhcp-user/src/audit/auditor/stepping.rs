@@ -1,3 +1,6 @@
+//! A pass's phases: scanning the map, the store's side, draining the
+//! committer, re-checking; each step driven from the main task.
+
 use std::{sync::atomic::Ordering, time::Instant};
 
 use super::{

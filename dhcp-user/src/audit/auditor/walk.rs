@@ -1,3 +1,6 @@
+//! Which addresses the store's side of a pass looks at, and which
+//! addresses the map's side found covered.
+
 use std::{collections::HashSet, net::Ipv4Addr};
 
 use super::STEP;

@@ -1,3 +1,6 @@
+//! Client keys: how the table names a client, by hardware address or
+//! by option 61.
+
 /// Client identity: `[kind, bytes...]`, kind 1 = htype+chaddr, 2 = option 61.
 pub type ClientKey = Box<[u8]>;
 

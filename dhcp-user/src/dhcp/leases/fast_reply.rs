@@ -1,3 +1,6 @@
+//! What the XDP program needs to renew a binding, and its encoding in
+//! the store (a blob any backend keeps as is).
+
 use std::{net::Ipv4Addr, sync::Arc};
 
 /// What the XDP program needs to renew a binding exactly as the control

@@ -1,3 +1,6 @@
+//! Kernel holds: an address stays its client's while the XDP program may
+//! still answer for it.
+
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use super::{Lease, LeaseTable};

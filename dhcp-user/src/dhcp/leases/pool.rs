@@ -1,3 +1,5 @@
+//! Pools: each one's free list, and allocation from them.
+
 use std::{collections::VecDeque, net::Ipv4Addr};
 
 use super::LeaseTable;

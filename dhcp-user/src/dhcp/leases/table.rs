@@ -1,3 +1,6 @@
+//! The table's indexes (by address, by subnet and client) and the
+//! changes that keep them right.
+
 use std::net::Ipv4Addr;
 
 use super::{Lease, LeaseState, LeaseTable};

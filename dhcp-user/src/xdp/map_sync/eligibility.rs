@@ -1,3 +1,5 @@
+//! Which leases the map answers for.
+
 use std::{
     collections::{HashMap, HashSet},
     net::Ipv4Addr,

@@ -1,3 +1,6 @@
+//! Lease-map keys and the control plane's client keys, each from the
+//! other.
+
 use dhcp_common::{id_kind, LeaseKey, MAX_ID_LEN};
 
 use crate::dhcp::leases::{KIND_CLIENT_ID, KIND_HW};

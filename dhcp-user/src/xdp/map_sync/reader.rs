@@ -1,3 +1,5 @@
+//! Reading the lease map from threads other than the committer's.
+
 use std::{
     os::fd::{AsFd, AsRawFd},
     path::Path,

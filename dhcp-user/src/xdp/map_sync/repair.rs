@@ -1,3 +1,5 @@
+//! The auditor's repair of a stray entry.
+
 use dhcp_common::{LeaseKey, LeaseValue};
 
 use super::{mono_ns_now, report::unreported_grant, FastMaps, MapReport};

@@ -1,3 +1,6 @@
+//! What a batch did to the lease map, for the control plane: addresses
+//! gone and renewals the kernel granted unreported.
+
 use std::{
     collections::{HashMap, HashSet},
     net::Ipv4Addr,

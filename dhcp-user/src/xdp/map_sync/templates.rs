@@ -1,3 +1,5 @@
+//! Reply template slots, shared by every entry with the same options.
+
 use std::sync::Arc;
 
 use dhcp_common::{ReplyTemplate, TEMPLATE_OPTIONS_MAX};

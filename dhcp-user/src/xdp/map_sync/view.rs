@@ -1,3 +1,6 @@
+//! The map as a whole: its rule for other threads, reading, emptying,
+//! and what tests and status look at.
+
 use std::{
     net::Ipv4Addr,
     os::fd::{AsFd, AsRawFd},

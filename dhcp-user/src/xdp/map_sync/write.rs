@@ -1,3 +1,5 @@
+//! Writing the lease map around each commit.
+
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use dhcp_common::{lease_flags, LeaseKey, LeaseValue};
