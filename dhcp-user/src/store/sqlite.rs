@@ -15,7 +15,7 @@ mod file;
 #[cfg(test)]
 mod tests;
 
-use file::{check_existing, create, refuse, sidecar, SCHEMA};
+use file::{add_missing_columns, check_existing, create, refuse, sidecar, SCHEMA};
 
 pub struct SqliteStore {
     conn: Connection,
@@ -86,26 +86,7 @@ impl SqliteStore {
             DbSync::Normal => "PRAGMA synchronous=NORMAL;",
         })?;
         conn.execute_batch(SCHEMA)?;
-        // Databases from before the fast path lack the column.
-        let has_fast: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('leases') WHERE name = 'fast'")?
-            .exists([])?;
-        if !has_fast {
-            conn.execute_batch("ALTER TABLE leases ADD COLUMN fast BLOB;")?;
-        }
-        // And those from before stashed relay information this one.
-        let has_relay: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('leases') WHERE name = 'relay'")?
-            .exists([])?;
-        if !has_relay {
-            conn.execute_batch("ALTER TABLE leases ADD COLUMN relay BLOB;")?;
-        }
-        let has_relay_id: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('reservations') WHERE name = 'relay'")?
-            .exists([])?;
-        if !has_relay_id {
-            conn.execute_batch("ALTER TABLE reservations ADD COLUMN relay TEXT;")?;
-        }
+        add_missing_columns(&conn)?;
         Ok(SqliteStore { conn })
     }
 

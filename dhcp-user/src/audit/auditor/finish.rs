@@ -7,7 +7,7 @@ use dhcp_common::{LeaseKey, LeaseValue};
 
 use super::{
     status::{summary_json, summary_of},
-    Auditor, Finding, MAX_CANDIDATES,
+    Auditor, Finding, Summary, MAX_CANDIDATES,
 };
 use crate::{
     api::control::{self, Response},
@@ -60,34 +60,34 @@ impl Auditor {
         let p = self.pass.take()?;
         self.passes += 1;
         let repair = self.settings.repair || p.waiters.iter().any(|w| w.repair);
-        let mut fix = Repair::default();
-        for f in &mut confirmed {
-            if !repair || !f.d.kind.is_stray() {
-                continue;
-            }
-            let (Some(key), Some(value)) = (f.d.key, f.kernel) else {
-                continue;
-            };
-            fix.unmap.push((key, value));
-            f.repair = true;
-            // The entry was the lease's own client's (another subnet, or an
-            // end beyond recovery): its fast path goes too, so the control
-            // plane's next ACK rebuilds it and the lease is not left
-            // Bound with a template and no entry.
-            if let Some(l) = engine.server.leases.get(f.d.ip) {
-                if l.state == LeaseState::Bound
-                    && l.fast.is_some()
-                    && l.client.as_deref().and_then(lease_key) == Some(key)
-                {
-                    let mut l = l.clone();
-                    l.fast = None;
-                    engine.server.leases.put(l.clone());
-                    fix.ops.push(StoreOp::Put(l));
-                }
-            }
+        let fix = if repair {
+            repairs(&mut confirmed, engine)
+        } else {
+            Repair::default()
+        };
+        self.note_findings(&confirmed);
+        let summary = summary_of(&p, confirmed, None);
+        let (result, text) = outcome(&summary, &fix);
+        for w in p.waiters {
+            let _ = w.reply.send(Response {
+                result,
+                text: text.clone(),
+                arguments: summary_json(&summary),
+            });
         }
+        self.last = Some(summary);
+        self.schedule();
+        if !self.waiting.is_empty() {
+            let more = self.start(true, engine);
+            debug_assert!(more.is_none());
+        }
+        (!fix.is_empty()).then_some(fix)
+    }
+
+    /// Logs and counts what the last conclusive pass had not confirmed.
+    fn note_findings(&mut self, confirmed: &[Finding]) {
         let ids: HashSet<_> = confirmed.iter().map(Finding::id).collect();
-        for f in &confirmed {
+        for f in confirmed {
             if self.known.contains(&f.id()) {
                 continue;
             }
@@ -106,57 +106,78 @@ impl Auditor {
             );
         }
         self.known = ids;
-        let summary = summary_of(&p, confirmed, None);
-        let n = summary.findings.len();
-        let more = if summary.beyond_cap > 0 {
+    }
+}
+
+/// The repairs of the stray entries among `confirmed` (each marked as
+/// repaired).
+fn repairs(confirmed: &mut [Finding], engine: &mut Engine) -> Repair {
+    let mut fix = Repair::default();
+    for f in confirmed {
+        if !f.d.kind.is_stray() {
+            continue;
+        }
+        let (Some(key), Some(value)) = (f.d.key, f.kernel) else {
+            continue;
+        };
+        fix.unmap.push((key, value));
+        f.repair = true;
+        // The entry was the lease's own client's (another subnet, or an
+        // end beyond recovery): its fast path goes too, so the control
+        // plane's next ACK rebuilds it and the lease is not left
+        // Bound with a template and no entry.
+        if let Some(l) = engine.server.leases.get(f.d.ip) {
+            if l.state == LeaseState::Bound
+                && l.fast.is_some()
+                && l.client.as_deref().and_then(lease_key) == Some(key)
+            {
+                let mut l = l.clone();
+                l.fast = None;
+                engine.server.leases.put(l.clone());
+                fix.ops.push(StoreOp::Put(l));
+            }
+        }
+    }
+    fix
+}
+
+/// The answer's result code and text.
+fn outcome(summary: &Summary, fix: &Repair) -> (u8, String) {
+    let n = summary.findings.len();
+    let more = if summary.beyond_cap > 0 {
+        format!(
+            "; {} more candidates beyond the {MAX_CANDIDATES} a pass re-checks",
+            summary.beyond_cap
+        )
+    } else {
+        String::new()
+    };
+    if n > 0 {
+        (
+            control::CONFLICT,
             format!(
-                "; {} more candidates beyond the {MAX_CANDIDATES} a pass re-checks",
-                summary.beyond_cap
-            )
-        } else {
-            String::new()
-        };
-        let (result, text) = if n > 0 {
-            (
-                control::CONFLICT,
-                format!(
-                    "{n} disagreements between the XDP lease map ({} entries) and the lease store ({} bound fast-path leases){}{more}",
-                    summary.entries,
-                    summary.bound_fast,
-                    if fix.unmap.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; {} stray entries being removed", fix.unmap.len())
-                    }
-                ),
-            )
-        } else if summary.beyond_cap > 0 {
-            (
-                control::ERROR,
-                format!("audit inconclusive: the candidates re-checked were all in flight{more}"),
-            )
-        } else {
-            (
-                control::OK,
-                format!(
-                    "audit clean: {} map entries and {} bound fast-path leases agree",
-                    summary.entries, summary.bound_fast
-                ),
-            )
-        };
-        for w in p.waiters {
-            let _ = w.reply.send(Response {
-                result,
-                text: text.clone(),
-                arguments: summary_json(&summary),
-            });
-        }
-        self.last = Some(summary);
-        self.schedule();
-        if !self.waiting.is_empty() {
-            let more = self.start(true, engine);
-            debug_assert!(more.is_none());
-        }
-        (!fix.is_empty()).then_some(fix)
+                "{n} disagreements between the XDP lease map ({} entries) and the lease store ({} bound fast-path leases){}{more}",
+                summary.entries,
+                summary.bound_fast,
+                if fix.unmap.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} stray entries being removed", fix.unmap.len())
+                }
+            ),
+        )
+    } else if summary.beyond_cap > 0 {
+        (
+            control::ERROR,
+            format!("audit inconclusive: the candidates re-checked were all in flight{more}"),
+        )
+    } else {
+        (
+            control::OK,
+            format!(
+                "audit clean: {} map entries and {} bound fast-path leases agree",
+                summary.entries, summary.bound_fast
+            ),
+        )
     }
 }

@@ -48,45 +48,8 @@ pub(super) fn read_loop(
     while let Ok(req) = requests.recv() {
         match req {
             ReadRequest::Scan { pass, rate } => {
-                let chunk = rate.map_or(SCAN_CHUNK, |r| (r as usize / 100).clamp(16, SCAN_CHUNK));
-                let started = Instant::now();
-                let mut read = 0u64;
-                let mut cursor = ReadCursor::Start;
-                loop {
-                    if current.load(Ordering::SeqCst) != pass {
-                        break;
-                    }
-                    let entries = match reader.read(&mut cursor, chunk) {
-                        Ok(e) => e,
-                        Err(e) => {
-                            let _ = tx.blocking_send(Reading::Failed {
-                                pass,
-                                error: format!("{e:#}"),
-                            });
-                            break;
-                        }
-                    };
-                    read += entries.len() as u64;
-                    let last = cursor == ReadCursor::Done;
-                    if tx
-                        .blocking_send(Reading::Chunk {
-                            pass,
-                            entries,
-                            last,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                    if last {
-                        break;
-                    }
-                    if let Some(r) = rate {
-                        let due = Duration::from_secs_f64(read as f64 / f64::from(r.max(1)));
-                        if let Some(wait) = due.checked_sub(started.elapsed()) {
-                            std::thread::sleep(wait);
-                        }
-                    }
+                if !scan(reader, pass, rate, &tx, current) {
+                    return;
                 }
             }
             ReadRequest::Get { pass, keys } => {
@@ -97,4 +60,57 @@ pub(super) fn read_loop(
             }
         }
     }
+}
+
+/// One pass's scan of the map, in chunks, paced to `rate` entries a second
+/// when given, until it is read, fails or is superseded; false when the
+/// main task is gone.
+fn scan(
+    reader: &LeaseReader,
+    pass: u64,
+    rate: Option<u32>,
+    tx: &mpsc::Sender<Reading>,
+    current: &AtomicU64,
+) -> bool {
+    let chunk = rate.map_or(SCAN_CHUNK, |r| (r as usize / 100).clamp(16, SCAN_CHUNK));
+    let started = Instant::now();
+    let mut read = 0u64;
+    let mut cursor = ReadCursor::Start;
+    loop {
+        if current.load(Ordering::SeqCst) != pass {
+            break;
+        }
+        let entries = match reader.read(&mut cursor, chunk) {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = tx.blocking_send(Reading::Failed {
+                    pass,
+                    error: format!("{e:#}"),
+                });
+                break;
+            }
+        };
+        read += entries.len() as u64;
+        let last = cursor == ReadCursor::Done;
+        if tx
+            .blocking_send(Reading::Chunk {
+                pass,
+                entries,
+                last,
+            })
+            .is_err()
+        {
+            return false;
+        }
+        if last {
+            break;
+        }
+        if let Some(r) = rate {
+            let due = Duration::from_secs_f64(read as f64 / f64::from(r.max(1)));
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    true
 }

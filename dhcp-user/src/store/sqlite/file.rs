@@ -29,6 +29,31 @@ pub(super) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS leases (
         PRIMARY KEY (subnet_id, ip)
     );";
 
+/// Adds the columns a store made by an older xdhcp lacks.
+pub(super) fn add_missing_columns(conn: &Connection) -> Result<()> {
+    // Databases from before the fast path lack the column.
+    let has_fast: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('leases') WHERE name = 'fast'")?
+        .exists([])?;
+    if !has_fast {
+        conn.execute_batch("ALTER TABLE leases ADD COLUMN fast BLOB;")?;
+    }
+    // And those from before stashed relay information this one.
+    let has_relay: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('leases') WHERE name = 'relay'")?
+        .exists([])?;
+    if !has_relay {
+        conn.execute_batch("ALTER TABLE leases ADD COLUMN relay BLOB;")?;
+    }
+    let has_relay_id: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('reservations') WHERE name = 'relay'")?
+        .exists([])?;
+    if !has_relay_id {
+        conn.execute_batch("ALTER TABLE reservations ADD COLUMN relay TEXT;")?;
+    }
+    Ok(())
+}
+
 /// Columns every xdhcp lease table has had.
 const LEASE_COLUMNS: [&str; 7] = [
     "ip",
