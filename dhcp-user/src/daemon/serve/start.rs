@@ -113,14 +113,21 @@ pub(super) async fn start(
     let metrics_task = start_metrics(&config, &control_tx).await?;
     let control_task = control::listen(&socket_path, control_tx)?;
     tracing::info!(socket = %socket_path.display(), "control API listening");
+    // Before "serving": a signal that follows it must find the handlers
+    // in place, not the default action (death by SIGTERM, no clean stop).
+    let (sigint, sigterm, sighup) = (
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::hangup())?,
+    );
     tracing::info!(server_id = %config.server.server_id, "xdhcp serving");
     if engine.server.relays_open() {
         tracing::warn!("no relay listed (subnet relays or [[relay]]): relayed requests, options 118 and 82.5 are trusted from any source; list the relays to serve only theirs");
     }
     let wake = Wake {
-        sigint: signal(SignalKind::interrupt())?,
-        sigterm: signal(SignalKind::terminate())?,
-        sighup: signal(SignalKind::hangup())?,
+        sigint,
+        sigterm,
+        sighup,
         ready_rx,
         watchers,
         control_rx,

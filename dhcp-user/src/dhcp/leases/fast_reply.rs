@@ -1,0 +1,82 @@
+//! What the XDP program needs to renew a binding, and its encoding in
+//! the store (a blob any backend keeps as is).
+
+use std::{net::Ipv4Addr, sync::Arc};
+
+/// What the XDP program needs to renew a binding exactly as the control
+/// plane would: where the request came from, its shape, and the ACK's
+/// options before the echoed 61/82. Kept with the lease (and in the store)
+/// so the lease map can be rebuilt at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FastReply {
+    /// Arrival interface (directly connected clients).
+    pub iface: Box<str>,
+    pub outer_vlan: u16,
+    pub inner_vlan: u16,
+    /// Relay, unspecified for directly connected clients.
+    pub giaddr: Ipv4Addr,
+    /// Parameter request list length + 1 (0 = none).
+    pub prl_len: u16,
+    /// `dhcp_common::shape_hash` of PRL and relay agent information.
+    pub shape_hash: u32,
+    pub max_message_size: u16,
+    pub client_id_len: u8,
+    pub relay_info_len: u8,
+    /// The control plane would OFFER this binding to a DISCOVER of the
+    /// same shape (no reservation of the client's elsewhere): the kernel
+    /// may then answer the DISCOVER, and the SELECTING REQUEST after it.
+    pub offerable: bool,
+    pub template: Arc<[u8]>,
+}
+
+impl FastReply {
+    const VERSION: u8 = 2;
+
+    /// Store encoding: version, fixed fields (big endian), interface name
+    /// length and bytes, template bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(24 + self.iface.len() + self.template.len());
+        v.push(Self::VERSION);
+        v.extend_from_slice(&self.outer_vlan.to_be_bytes());
+        v.extend_from_slice(&self.inner_vlan.to_be_bytes());
+        v.extend_from_slice(&self.giaddr.octets());
+        v.extend_from_slice(&self.prl_len.to_be_bytes());
+        v.extend_from_slice(&self.shape_hash.to_be_bytes());
+        v.extend_from_slice(&self.max_message_size.to_be_bytes());
+        v.push(self.client_id_len);
+        v.push(self.relay_info_len);
+        v.push(u8::from(self.offerable));
+        v.push(self.iface.len() as u8);
+        v.extend_from_slice(self.iface.as_bytes());
+        v.extend_from_slice(&self.template);
+        v
+    }
+
+    /// Version 1 (before `offerable`) decodes as not offerable.
+    pub fn decode(v: &[u8]) -> Option<FastReply> {
+        let (offerable, at) = match v.first()? {
+            1 => (false, 19),
+            2 => (*v.get(19)? == 1, 20),
+            _ => return None,
+        };
+        if v.len() < at + 1 {
+            return None;
+        }
+        let be16 = |i: usize| u16::from_be_bytes([v[i], v[i + 1]]);
+        let n = usize::from(v[at]);
+        let iface = std::str::from_utf8(v.get(at + 1..at + 1 + n)?).ok()?;
+        Some(FastReply {
+            offerable,
+            outer_vlan: be16(1),
+            inner_vlan: be16(3),
+            giaddr: Ipv4Addr::new(v[5], v[6], v[7], v[8]),
+            prl_len: be16(9),
+            shape_hash: u32::from_be_bytes([v[11], v[12], v[13], v[14]]),
+            max_message_size: be16(15),
+            client_id_len: v[17],
+            relay_info_len: v[18],
+            iface: iface.into(),
+            template: v[at + 1 + n..].into(),
+        })
+    }
+}
