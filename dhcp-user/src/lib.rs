@@ -17,7 +17,6 @@ pub mod fastmap;
 pub mod fastpath;
 pub mod fixture;
 pub mod leases;
-pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod packet;

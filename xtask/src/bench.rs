@@ -2,7 +2,7 @@
 //!
 //! Control plane: xdhcp with the fast path off (durable leases: SQLite WAL,
 //! fsync per group commit) and ISC Kea (Debian's kea-dhcp4-server, memfile,
-//! two threads), both driven by the same generators (`xdhcp loadgen`, and
+//! two threads), both driven by the same generators (`xdhcp-loadgen`, and
 //! perfdhcp acting as a relay); fast path and the bare XDP ceiling by
 //! loadgen's XDP engine. Every ramp is adaptive (`xdhcp_ramp`): the rate
 //! rises geometrically until a step loses more than 1% or the generator's
@@ -573,11 +573,11 @@ fn loadgen_outcome(reports: &[Value], phase: &str) -> Result<Outcome> {
     })
 }
 
-/// Runs `xdhcp loadgen ARGS --json` in the client namespace.
+/// Runs `xdhcp-loadgen ARGS --json` (beside the daemon's `bin`) in the
+/// client namespace.
 fn loadgen(lab: &BenchLab, bin: &Path, args: &[String]) -> Result<Vec<Value>> {
-    let mut cmd = Command::new(bin);
-    cmd.args(["loadgen", "--iface", "cli0", "--json"])
-        .args(args);
+    let mut cmd = Command::new(bin.with_file_name("xdhcp-loadgen"));
+    cmd.args(["--iface", "cli0", "--json"]).args(args);
     let out = lab.cli.command_from(&cmd).output().context("loadgen")?;
     if !out.status.success() {
         bail!(
@@ -1267,7 +1267,7 @@ pub fn bench(quick: bool) -> Result<()> {
     // lookup in a map of all clients' keys, swap, XDP_TX).
     eprintln!("== 1. ceiling: bare XDP bounce (parse + lookup + swap + XDP_TX), xdp engine, {ncpu} sending threads");
     {
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new(bin.with_file_name("xdhcp-loadgen"));
         cmd.args(["lab-bounce", "srv0", "--clients", &plan.clients.to_string()]);
         let b = Logged::spawn(&lab.srv, &cmd, None)?;
         b.wait_for("bounce program attached", Duration::from_secs(60))?;
@@ -1409,7 +1409,7 @@ pub fn bench(quick: bool) -> Result<()> {
         "run",
         "--release",
         "-p",
-        "xdhcp",
+        "xdhcp-loadgen",
         "--example",
         "fastpath_cost",
         "--",
@@ -1451,9 +1451,18 @@ fn mass_reconnect(lab: &BenchLab, bin: &Path, quick: bool) -> Result<()> {
     Ok(())
 }
 
-/// Builds the release binaries; the daemon's path.
+/// Builds the release binaries (the daemon's and the load generator's,
+/// which sits beside it); the daemon's path.
 fn release_bin() -> Result<PathBuf> {
-    run(cargo().args(["build", "--release", "-p", "xdhcp", "--bins"]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "xdhcp",
+        "-p",
+        "xdhcp-loadgen",
+        "--bins",
+    ]))?;
     Ok(std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root_dir().join("target"))

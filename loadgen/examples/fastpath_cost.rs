@@ -15,7 +15,7 @@
 //! live): 1,000,000 addresses do not fit 198.18.0.0/15. They never leave
 //! BPF_PROG_TEST_RUN: no frame reaches any interface.
 //!
-//! `cargo run --release -p xdhcp --example fastpath_cost -- [N] [runs per call]`
+//! `cargo run --release -p xdhcp-loadgen --example fastpath_cost -- [N] [runs per call]`
 
 use std::{
     net::Ipv4Addr,
@@ -27,7 +27,7 @@ use anyhow::{ensure, Result};
 use dhcp_common::{shape_hash, stat, LeaseKey, LeaseValue, MAP_BARE_LEASES};
 use xdhcp::{
     fastmap::{lease_key, FastIface, FastMaps},
-    fastpath::{Fastpath, XDP_TX},
+    fastpath::XDP_TX,
     leases::{hw_key, FastReply, Lease, LeaseState},
     serve::unix_now,
     wire,
@@ -92,7 +92,7 @@ fn template() -> Arc<[u8]> {
     t.into()
 }
 
-/// The harnesses (see dhcp-ebpf/src/bench.rs): restore the request, then
+/// The harnesses (see dhcp-ebpf/src/bin/bench.rs): restore the request, then
 /// run the fast path, the yardstick, or nothing.
 const HARNESS: [&str; 3] = [
     "xdhcp_bench_fast",
@@ -126,7 +126,7 @@ fn main() -> Result<()> {
         "at most 60,000 runs per call (the ring buffer holds 65,536 events)"
     );
 
-    let mut fp = Fastpath::load_bench(n)?;
+    let mut fp = xdhcp_loadgen::programs::load_bench(n)?;
     let mut maps = FastMaps::new(
         &mut fp,
         &[FastIface {
