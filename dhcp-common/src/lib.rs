@@ -599,7 +599,7 @@ pub const STAT_NAMES: [&str; stat::COUNT as usize] = [
     "rate_limited_line",
 ];
 
-/// The load generator's XDP side (`xdhcp loadgen --engine xdp`): a sender
+/// The load generator's XDP side (`xdhcp-loadgen --engine xdp`): a sender
 /// run by `BPF_PROG_TEST_RUN` in live-frames mode, and a receiver attached
 /// to the generator's interface that matches and checks every reply.
 pub mod gen {
