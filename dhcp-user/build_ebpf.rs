@@ -1,12 +1,21 @@
-// Included by dhcp-user/build.rs and tests/build.rs (the previous-layout
-// object of the upgrade test): one way to build the XDP object.
+// Included by dhcp-user/build.rs (the server's object), loadgen/build.rs
+// (the generator's and the benchmark's) and tests/build.rs (the
+// previous-layout server object of the upgrade test): one way to build
+// an XDP object.
 
 const SETUP_HINT: &str = "run `cargo xtask setup` (installs rustc-web, cargo-web, rust-web-src, llvm-22-dev and bpf-linker)";
 
-/// Builds `dhcp-ebpf` with `features` into `target/<bpf_dir>` and copies
-/// the object to `OUT_DIR/<object_name>`; `prebuilt_var` names the
-/// variable that supplies a prebuilt object instead.
-pub fn build_ebpf_object(features: &[&str], bpf_dir: &str, object_name: &str, prebuilt_var: &str) {
+/// Builds binary `bin` of `dhcp-ebpf` (one object per role) with
+/// `features` into `target/<bpf_dir>` and copies the object to
+/// `OUT_DIR/<object_name>`; `prebuilt_var` names the variable that
+/// supplies a prebuilt object instead.
+pub fn build_ebpf_object(
+    features: &[&str],
+    bpf_dir: &str,
+    bin: &str,
+    object_name: &str,
+    prebuilt_var: &str,
+) {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap().to_path_buf();
     let ebpf_dir = root.join("dhcp-ebpf");
@@ -104,6 +113,8 @@ pub fn build_ebpf_object(features: &[&str], bpf_dir: &str, object_name: &str, pr
             "bpfel-unknown-none",
             "-Z",
             "build-std=core",
+            "--bin",
+            bin,
             "--target-dir",
         ])
         .arg(&target_dir);
@@ -117,7 +128,7 @@ pub fn build_ebpf_object(features: &[&str], bpf_dir: &str, object_name: &str, pr
         let stderr = String::from_utf8_lossy(&output.stderr);
         panic!("\n\nxdhcp: building the XDP program failed:\n{stderr}\n");
     }
-    let built = target_dir.join("bpfel-unknown-none/release/dhcp-ebpf");
+    let built = target_dir.join("bpfel-unknown-none/release").join(bin);
     std::fs::copy(&built, &object)
         .unwrap_or_else(|e| panic!("copy {} -> {}: {e}", built.display(), object.display()));
 }

@@ -14,6 +14,7 @@ fn main() {
     build_ebpf_object(
         &["layout-prev"],
         "bpf-layout-prev",
+        "server",
         "dhcp-ebpf-layout-prev.o",
         "XDHCP_EBPF_PREV_OBJECT",
     );

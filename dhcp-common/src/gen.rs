@@ -1,4 +1,4 @@
-//! The load generator's XDP side (`xdhcp loadgen --engine xdp`): a sender
+//! The load generator's XDP side (`xdhcp-loadgen --engine xdp`): a sender
 //! run by `BPF_PROG_TEST_RUN` in live-frames mode, and a receiver attached
 //! to the generator's interface that matches and checks every reply.
 

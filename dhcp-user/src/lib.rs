@@ -7,7 +7,6 @@ pub mod audit;
 pub mod config;
 pub mod daemon;
 pub mod dhcp;
-pub mod loadgen;
 pub mod proto;
 pub mod store;
 pub mod xdp;

@@ -82,24 +82,6 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Load generator: emulates up to 16M DHCP clients on an interface
-    /// (DORA, renewals, rebinding, INIT-REBOOT, DISCOVER storms, RELEASE,
-    /// DECLINE), bounded in count and time, and reports rates, loss and
-    /// latency, and which path of the server answered.
-    Loadgen(xdhcp::loadgen::Args),
-    /// Lab helper: hold the benchmark's bare bounce program (parse, one
-    /// lookup in a map of the loadgen's CLIENTS clients, swap, XDP_TX) on
-    /// IFACE until SIGINT/SIGTERM.
-    #[command(hide = true)]
-    LabBounce {
-        iface: String,
-        #[arg(long)]
-        clients: u32,
-    },
-    /// Lab helper: hold an XDP_PASS program on IFACE until SIGINT/SIGTERM
-    /// (a veth delivers XDP_TX replies only to a peer running XDP).
-    #[command(hide = true)]
-    LabPeer { iface: String },
     /// Prints a shell completion script, e.g.
     /// `xdhcp completions bash > /etc/bash_completion.d/xdhcp`.
     Completions { shell: clap_complete::Shell },
@@ -406,47 +388,6 @@ fn main() -> ExitCode {
                 )
             }
         },
-        Command::Loadgen(args) => match xdhcp::loadgen::run(&args) {
-            Ok(reports) => {
-                if args.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&reports).unwrap_or_default()
-                    );
-                } else {
-                    print!("{}", xdhcp::loadgen::render(&reports));
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("xdhcp loadgen: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::LabBounce { iface, clients } => {
-            let _bounce = match xdhcp::xdp::loader::attach_bare(&iface, clients) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("xdhcp: {e:#}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            eprintln!("bounce program attached to {iface}");
-            wait_for_signal();
-            ExitCode::SUCCESS
-        }
-        Command::LabPeer { iface } => {
-            let _peer = match xdhcp::xdp::loader::attach_peer(&iface) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("xdhcp: {e:#}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            eprintln!("peer program attached to {iface}");
-            wait_for_signal();
-            ExitCode::SUCCESS
-        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "xdhcp", &mut std::io::stdout());
@@ -485,18 +426,5 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         },
-    }
-}
-
-fn wait_for_signal() {
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    let mut sig = 0;
-    // SAFETY: plain signal-mask calls on a local set.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        libc::sigwait(&set, &mut sig);
     }
 }

@@ -12,7 +12,7 @@
 //! ramp ended ([`End`]), and [`ratio`] turns two figures into the claim
 //! their quotient supports: a measurement, a bound, or neither.
 //!
-//! `xdhcp loadgen --ramp-from` and `cargo xtask bench` (for the ramps it
+//! `xdhcp-loadgen --ramp-from` and `cargo xtask bench` (for the ramps it
 //! drives itself: a fresh server per DORA step, perfdhcp) both use it, so
 //! every ramp of a report ends by the same rule.
 

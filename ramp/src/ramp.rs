@@ -75,7 +75,7 @@ pub enum Plan {
         refine: u32,
     },
     /// These targets in order, ending at the first loss or a plateau, with
-    /// no refinement (`xdhcp loadgen --rates a,b,c`).
+    /// no refinement (`xdhcp-loadgen --rates a,b,c`).
     Fixed(Vec<u64>),
 }
 

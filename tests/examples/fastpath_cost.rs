@@ -35,7 +35,7 @@ use dhcp_common::{
 };
 use xdhcp::{
     dhcp::leases::{hw_key, Lease},
-    xdp::loader::{Fastpath, XDP_TX},
+    xdp::loader::XDP_TX,
     xdp::map_sync::{lease_key, FastMaps},
 };
 use xdhcp_lab::fixture::{self, verdict_name, Binding, Case, Group, State};
@@ -146,7 +146,7 @@ fn fixture_costs(groups: &[Group], calls: u32) -> Result<Vec<(String, u32, Durat
     Ok(rows)
 }
 
-/// The harnesses (see dhcp-ebpf/src/bench.rs): restore the request, then
+/// The harnesses (see dhcp-ebpf/src/bin/bench.rs): restore the request, then
 /// run the fast path, the yardstick, or nothing.
 const HARNESS: [&str; 3] = [
     "xdhcp_bench_fast",
@@ -189,7 +189,7 @@ fn main() -> Result<()> {
 /// The fast path next to the yardstick through the harnesses, on `n`
 /// bindings: prints the bulk load and the table.
 fn harness_costs(renewal: &Renewal, n: u32, repeat: u32, rounds: u32) -> Result<()> {
-    let mut fp = Fastpath::load_bench(n)?;
+    let mut fp = xdhcp_loadgen::programs::load_bench(n)?;
     let mut maps = FastMaps::new(&mut fp, &renewal.state.ifaces, renewal.state.server_id)?;
     // Half the lease left, as at T1 (the fixture's): each client's first
     // renewal moves the stored end by half a lease, so it is reported (a

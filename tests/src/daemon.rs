@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Result};
 
 use crate::{
-    proc::{xdhcp_bin, Logged},
+    proc::{loadgen_bin, xdhcp_bin, Logged},
     Lab, Netns,
 };
 
@@ -62,7 +62,7 @@ impl DaemonLab {
             &config_path,
             config.replace("@DB@", &db.display().to_string()),
         )?;
-        let mut peer = Command::new(xdhcp_bin());
+        let mut peer = Command::new(loadgen_bin());
         peer.args(["lab-peer", "cli0"]);
         let peer = Logged::spawn(&cli, &peer, None)?;
         peer.wait_for("peer program attached", Duration::from_secs(20))?;
@@ -269,21 +269,14 @@ impl DaemonLab {
         )
     }
 
-    /// Runs `xdhcp loadgen` on `cli0` in the client namespace, with the
+    /// Runs `xdhcp-loadgen` on `cli0` in the client namespace, with the
     /// daemon's control socket for its counters; its JSON report, by phase.
     pub fn loadgen(&self, args: &[&str]) -> Vec<serde_json::Value> {
-        let mut cmd = Command::new(xdhcp_bin());
-        cmd.args([
-            "loadgen",
-            "--iface",
-            "cli0",
-            "--json",
-            "--timeout-ms",
-            "500",
-        ])
-        .arg("--server-socket")
-        .arg(self.socket())
-        .args(args);
+        let mut cmd = Command::new(loadgen_bin());
+        cmd.args(["--iface", "cli0", "--json", "--timeout-ms", "500"])
+            .arg("--server-socket")
+            .arg(self.socket())
+            .args(args);
         let out = self.cli.command_from(&cmd).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(

@@ -17,7 +17,17 @@ use crate::Netns;
 /// The `xdhcp` binary next to the running test or task (target/<profile>/),
 /// or `XDHCP_BIN`.
 pub fn xdhcp_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("XDHCP_BIN") {
+    built_bin("XDHCP_BIN", "xdhcp", "xdhcp")
+}
+
+/// The `xdhcp-loadgen` binary (the load generator and the lab's XDP
+/// programs), found like `xdhcp_bin`, or `XDHCP_LOADGEN_BIN`.
+pub fn loadgen_bin() -> PathBuf {
+    built_bin("XDHCP_LOADGEN_BIN", "xdhcp-loadgen", "xdhcp-loadgen")
+}
+
+fn built_bin(var: &str, name: &str, package: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(var) {
         return p.into();
     }
     let exe = std::env::current_exe().expect("current_exe");
@@ -25,10 +35,10 @@ pub fn xdhcp_bin() -> PathBuf {
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let bin = dir.join("xdhcp");
+    let bin = dir.join(name);
     assert!(
         bin.is_file(),
-        "{} not built: run `cargo build -p xdhcp --bins` (cargo xtask test does)",
+        "{} not built: run `cargo build -p {package} --bins` (cargo xtask test does)",
         bin.display()
     );
     bin

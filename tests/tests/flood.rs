@@ -14,7 +14,7 @@ use std::{
 };
 
 use serde_json::Value;
-use xdhcp_lab::{daemon::DaemonLab, proc::xdhcp_bin};
+use xdhcp_lab::{daemon::DaemonLab, proc::loadgen_bin};
 
 /// Two subnets: the subscribers' on srv0 and, behind the flooding
 /// relay, its own (3,584 addresses each; the flood requests them all in
@@ -66,8 +66,8 @@ fn n(v: &Value, k: &str) -> u64 {
 }
 
 fn loadgen(lab: &DaemonLab, iface: &str, args: &[String]) -> Vec<Value> {
-    let mut cmd = Command::new(xdhcp_bin());
-    cmd.args(["loadgen", "--iface", iface, "--json", "--timeout-ms", "500"])
+    let mut cmd = Command::new(loadgen_bin());
+    cmd.args(["--iface", iface, "--json", "--timeout-ms", "500"])
         .arg("--server-socket")
         .arg(lab.socket())
         .args(args);

@@ -1,4 +1,4 @@
-//! `xdhcp loadgen` against the real daemon (and the benchmark's bounce
+//! `xdhcp-loadgen` against the real daemon (and the benchmark's bounce
 //! program) in the netns lab: replies matched and checked, losses and
 //! refusals counted where they happen, runs bounded in count and time.
 
@@ -10,7 +10,7 @@ use std::{
 use serde_json::Value;
 use xdhcp_lab::{
     daemon::DaemonLab,
-    proc::{xdhcp_bin, Logged},
+    proc::{loadgen_bin, Logged},
 };
 
 const CONFIG: &str = r#"
@@ -307,7 +307,7 @@ fn replies_that_fail_the_checks_are_counted_wrong() {
     // for addresses, which is no DHCPACK.
     let mut lab = DaemonLab::new("lgwrong", CONFIG, None).unwrap();
     lab.drop_peer().unwrap();
-    let mut bounce = Command::new(xdhcp_bin());
+    let mut bounce = Command::new(loadgen_bin());
     bounce.args(["lab-bounce", "srv0", "--clients", "100"]);
     let b = Logged::spawn(&lab.srv, &bounce, None).unwrap();
     b.wait_for("bounce program attached", Duration::from_secs(20))
@@ -346,7 +346,7 @@ fn adaptive_ramps_report_how_they_ended() {
     // (loss, with no step within the threshold).
     let mut lab = DaemonLab::new("lgramp", CONFIG, None).unwrap();
     lab.drop_peer().unwrap();
-    let mut bounce = Command::new(xdhcp_bin());
+    let mut bounce = Command::new(loadgen_bin());
     bounce.args(["lab-bounce", "srv0", "--clients", "100"]);
     let b = Logged::spawn(&lab.srv, &bounce, None).unwrap();
     b.wait_for("bounce program attached", Duration::from_secs(20))

@@ -8,7 +8,7 @@ use std::{
 };
 
 use serde_json::Value;
-use xdhcp_lab::{daemon::DaemonLab, proc::xdhcp_bin};
+use xdhcp_lab::{daemon::DaemonLab, proc::loadgen_bin};
 
 const CONFIG: &str = r#"
 [server]
@@ -34,9 +34,8 @@ end = "198.18.0.29"
 /// loadgen's DISCOVER storm from `clients` distinct MACs, in the
 /// background (the caller waits for it).
 fn storm(lab: &DaemonLab, clients: &str, rate: &str, secs: &str) -> std::process::Child {
-    let mut cmd = Command::new(xdhcp_bin());
+    let mut cmd = Command::new(loadgen_bin());
     cmd.args([
-        "loadgen",
         "--iface",
         "cli0",
         "--json",

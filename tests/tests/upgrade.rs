@@ -24,12 +24,11 @@ use aya::{
 };
 use dhcp_common::{
     prev, stat, IfaceInfo, Layout, LeaseKey, LeaseValue, ReplyTemplate, Stats, IFACE_SLOTS,
-    MAP_BARE_LEASES, MAP_IFACES, MAP_LAYOUT, MAP_LEASES, MAP_STATS, MAP_TEMPLATES, PROGRAM_NAME,
-    TEMPLATE_SLOTS,
+    MAP_IFACES, MAP_LAYOUT, MAP_LEASES, MAP_STATS, MAP_TEMPLATES, PROGRAM_NAME, TEMPLATE_SLOTS,
 };
 use serde_json::Value;
 use xdhcp::xdp::loader::PINNED_MAPS;
-use xdhcp_lab::{daemon::DaemonLab, proc::xdhcp_bin};
+use xdhcp_lab::{daemon::DaemonLab, proc::loadgen_bin};
 
 static PREV_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dhcp-ebpf-layout-prev.o"));
@@ -119,7 +118,6 @@ fn plant_previous_layout(dir: &Path) {
     let mut ebpf = loader
         .override_global("AYA_LOG_LEVEL", &info, false)
         .map_max_entries(MAP_LEASES, max_entries)
-        .map_max_entries(MAP_BARE_LEASES, 1)
         .load(PREV_OBJECT)
         .unwrap();
     {
@@ -178,19 +176,12 @@ fn open_stats(dir: &Path) -> PerCpuArray<MapData, Stats> {
 /// Renewals for every client at `rate`, for at most `secs`, from the
 /// client namespace (no control socket: no daemon may run at its start).
 fn renewals(lab: &DaemonLab, rate: u32, secs: u32) -> Command {
-    let mut cmd = Command::new(xdhcp_bin());
-    cmd.args([
-        "loadgen",
-        "--iface",
-        "cli0",
-        "--json",
-        "--timeout-ms",
-        "2000",
-    ])
-    .args(["--clients", &CLIENTS.to_string(), "--phase", "renew"])
-    .args(["--synthetic", "198.18.0.100", "--server", "198.18.0.1"])
-    .args(["--rate", &rate.to_string(), "--duration", &secs.to_string()])
-    .args(["--count", &(rate * secs).to_string()]);
+    let mut cmd = Command::new(loadgen_bin());
+    cmd.args(["--iface", "cli0", "--json", "--timeout-ms", "2000"])
+        .args(["--clients", &CLIENTS.to_string(), "--phase", "renew"])
+        .args(["--synthetic", "198.18.0.100", "--server", "198.18.0.1"])
+        .args(["--rate", &rate.to_string(), "--duration", &secs.to_string()])
+        .args(["--count", &(rate * secs).to_string()]);
     lab.cli.command_from(&cmd)
 }
 

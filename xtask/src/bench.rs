@@ -2,7 +2,7 @@
 //!
 //! Control plane: xdhcp with the fast path off (durable leases: SQLite WAL,
 //! fsync per group commit) and ISC Kea (Debian's kea-dhcp4-server, memfile,
-//! two threads), both driven by the same generators (`xdhcp loadgen`, and
+//! two threads), both driven by the same generators (`xdhcp-loadgen`, and
 //! perfdhcp acting as a relay); fast path and the bare XDP ceiling by
 //! loadgen's XDP engine. Every ramp is adaptive (`xdhcp_ramp`): the rate
 //! rises geometrically until a step loses more than 1% or the generator's
@@ -217,9 +217,18 @@ fn in_kernel_cost(quick: bool) -> Result<()> {
 // The programs the bench runs besides the servers and perfdhcp, one
 // function each, so that where they live is said in one place.
 
-/// Builds the release binaries; the daemon's path.
+/// Builds the release binaries (the daemon's and the load generator's,
+/// which sits beside it); the daemon's path.
 fn release_bin() -> Result<PathBuf> {
-    run(cargo().args(["build", "--release", "-p", "xdhcp", "--bins"]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "xdhcp",
+        "-p",
+        "xdhcp-loadgen",
+        "--bins",
+    ]))?;
     Ok(std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root_dir().join("target"))
@@ -228,14 +237,12 @@ fn release_bin() -> Result<PathBuf> {
 
 /// The load generator, to which the caller adds its arguments.
 fn loadgen_command(bin: &Path) -> Command {
-    let mut cmd = Command::new(bin);
-    cmd.arg("loadgen");
-    cmd
+    Command::new(bin.with_file_name("xdhcp-loadgen"))
 }
 
 /// The bare XDP bounce on the server's veth, for `clients` keys.
 fn bounce_command(bin: &Path, clients: u32) -> Command {
-    let mut cmd = Command::new(bin);
+    let mut cmd = Command::new(bin.with_file_name("xdhcp-loadgen"));
     cmd.args(["lab-bounce", "srv0", "--clients", &clients.to_string()]);
     cmd
 }

@@ -18,8 +18,8 @@ use xdhcp_lab::{
 use crate::{cargo, run};
 
 pub fn demo() -> Result<()> {
-    run(cargo().args(["build", "-p", "xdhcp", "--bins"]))?;
-    // xtask runs from target/debug too, so the lab finds the binary there.
+    run(cargo().args(["build", "-p", "xdhcp", "-p", "xdhcp-loadgen", "--bins"]))?;
+    // xtask runs from target/debug too, so the lab finds the binaries there.
     let bin = xdhcp_lab::proc::xdhcp_bin();
 
     let mut lab = Lab::new("demo")?;
@@ -61,7 +61,11 @@ pub fn demo() -> Result<()> {
 
         // A veth delivers XDP_TX frames only to a peer running XDP; a real
         // NIC needs nothing of the sort.
-        let _peer = Logged::spawn(&client, Command::new(&bin).args(["lab-peer", "cli0"]), None)?;
+        let _peer = Logged::spawn(
+            &client,
+            Command::new(xdhcp_lab::proc::loadgen_bin()).args(["lab-peer", "cli0"]),
+            None,
+        )?;
         _peer.wait_for("peer program attached", Duration::from_secs(20))?;
 
         println!("== client: ISC dhclient asks for a lease (DISCOVER, OFFER, REQUEST, ACK: the control plane)");

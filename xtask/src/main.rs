@@ -134,8 +134,8 @@ fn test(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    // The integration tests start the real daemon binary.
-    run(cargo().args(["build", "-p", "xdhcp", "--bins"]))?;
+    // The integration tests start the real daemon and load generator.
+    run(cargo().args(["build", "-p", "xdhcp", "-p", "xdhcp-loadgen", "--bins"]))?;
     run(cargo()
         .args(["test", "--workspace", "--no-fail-fast"])
         .arg("--")

@@ -20,22 +20,13 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use dhcp_common::{
-    stat, BARE_PROGRAM_NAME, MAP_BARE_LEASES, MAP_EVENTS, MAP_IFACES, MAP_LEASES, MAP_STATS,
-    MAP_TEMPLATES, PEER_PROGRAM_NAME, PROGRAM_NAME, STAT_NAMES,
+    stat, MAP_EVENTS, MAP_IFACES, MAP_LEASES, MAP_STATS, MAP_TEMPLATES, PROGRAM_NAME, STAT_NAMES,
 };
-
-/// What `load_bench` loads besides the fast path.
-pub const BENCH_PROGRAMS: &[&str] = &[
-    "xdhcp_bare",
-    "xdhcp_bench_fast",
-    "xdhcp_bench_bare",
-    "xdhcp_bench_restore",
-];
 
 /// `struct xdp_md`, the context `BPF_PROG_TEST_RUN` takes for XDP.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct XdpMd {
+pub struct XdpMd {
     pub data: u32,
     pub data_end: u32,
     pub data_meta: u32,
@@ -46,7 +37,8 @@ pub(crate) struct XdpMd {
 
 use crate::config::XdpSetting;
 
-/// The XDP object, built by build.rs from `dhcp-ebpf/`.
+/// The server's XDP object, built by build.rs from `dhcp-ebpf/` (its
+/// `server` binary: the daemon carries no other role's programs).
 pub static XDP_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dhcp-ebpf.o"));
 
@@ -286,16 +278,33 @@ impl Fastpath {
         Ok(fp)
     }
 
-    /// For `fastpath_cost`: also the yardstick (its map sized like the
-    /// lease map) and the benchmark harnesses, all sharing these maps.
-    pub fn load_bench(lease_entries: u32) -> Result<Fastpath> {
-        Self::load_with(false, lease_entries, BENCH_PROGRAMS, None)
+    /// Another object carrying the server's programs and maps beside its
+    /// own (the benchmark's, `xdhcp_loadgen::programs::load_bench`): the
+    /// `extra` programs are loaded too and `sized` maps get their sizes.
+    pub fn load_object(
+        object: &[u8],
+        lease_entries: u32,
+        extra: &[&str],
+        sized: &[(&str, u32)],
+    ) -> Result<Fastpath> {
+        Self::load_from(object, false, lease_entries, extra, sized, None)
     }
 
     fn load_with(
         debug_logs: bool,
         lease_entries: u32,
         extra: &[&str],
+        pins: Option<(&Path, MapPin)>,
+    ) -> Result<Fastpath> {
+        Self::load_from(XDP_OBJECT, debug_logs, lease_entries, extra, &[], pins)
+    }
+
+    fn load_from(
+        object: &[u8],
+        debug_logs: bool,
+        lease_entries: u32,
+        extra: &[&str],
+        sized: &[(&str, u32)],
         pins: Option<(&Path, MapPin)>,
     ) -> Result<Fastpath> {
         raise_memlock_limit();
@@ -310,18 +319,13 @@ impl Fastpath {
                 loader.map_pin_path(m, pin(dir, m));
             }
         }
+        for &(name, entries) in sized {
+            loader.map_max_entries(name, entries);
+        }
         let mut ebpf = loader
             .override_global(aya_log::LEVEL, &level, true)
             .map_max_entries(MAP_LEASES, lease_entries.max(1))
-            .map_max_entries(
-                MAP_BARE_LEASES,
-                if extra.is_empty() {
-                    1
-                } else {
-                    lease_entries.max(1)
-                },
-            )
-            .load(XDP_OBJECT)
+            .load(object)
             .context("loading the XDP object (is this root, with BPF support?)")?;
         let logger = match EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
@@ -579,7 +583,7 @@ impl Fastpath {
         })
     }
 
-    /// Runs another loaded program of the object (see `load_bench`).
+    /// Runs another loaded program of the object (see `load_object`).
     pub fn test_run_program(
         &self,
         name: &str,
@@ -660,62 +664,6 @@ impl Drop for Fastpath {
     }
 }
 
-/// The XDP_PASS program attached to an interface, detached on drop.
-pub struct PeerProgram {
-    _ebpf: Ebpf,
-}
-
-/// Attaches the object's XDP_PASS program to `ifname` (native mode):
-/// on the client end of a veth it lets XDP_TX replies through, as a real
-/// NIC would.
-pub fn attach_peer(ifname: &str) -> Result<PeerProgram> {
-    raise_memlock_limit();
-    let mut ebpf = Ebpf::load(XDP_OBJECT).context("loading the XDP object")?;
-    let prog: &mut Xdp = ebpf
-        .program_mut(PEER_PROGRAM_NAME)
-        .ok_or_else(|| anyhow!("program {PEER_PROGRAM_NAME} missing from the XDP object"))?
-        .try_into()?;
-    prog.load().map_err(verifier_error)?;
-    prog.attach_to_if_index(ifindex(ifname)?, XdpMode::Driver)
-        .with_context(|| format!("attaching the peer program to {ifname}"))?;
-    Ok(PeerProgram { _ebpf: ebpf })
-}
-
-/// Attaches the yardstick `xdhcp_bare` to `ifname` with its map holding
-/// loadgen clients `0..clients` (keyed by hardware address, like the
-/// lease map): the benchmark's ceiling.
-pub fn attach_bare(ifname: &str, clients: u32) -> Result<PeerProgram> {
-    use dhcp_common::{id_kind, LeaseKey, LeaseValue};
-    raise_memlock_limit();
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries(MAP_BARE_LEASES, clients.max(1))
-        .load(XDP_OBJECT)
-        .context("loading the XDP object")?;
-    {
-        let mut map: aya::maps::HashMap<_, LeaseKey, LeaseValue> = aya::maps::HashMap::try_from(
-            ebpf.map_mut(MAP_BARE_LEASES)
-                .ok_or_else(|| anyhow!("{MAP_BARE_LEASES} missing"))?,
-        )?;
-        let value: LeaseValue = bytemuck::Zeroable::zeroed();
-        for i in 0..clients {
-            let mut key = LeaseKey::zeroed();
-            key.kind = id_kind::HWADDR;
-            key.len = 7;
-            key.id[0] = 1;
-            key.id[1..7].copy_from_slice(&crate::loadgen::client_mac(i));
-            map.insert(key, value, 0)?;
-        }
-    }
-    let prog: &mut Xdp = ebpf
-        .program_mut(BARE_PROGRAM_NAME)
-        .ok_or_else(|| anyhow!("program {BARE_PROGRAM_NAME} missing from the XDP object"))?
-        .try_into()?;
-    prog.load().map_err(verifier_error)?;
-    prog.attach_to_if_index(ifindex(ifname)?, XdpMode::Driver)
-        .with_context(|| format!("attaching the bounce program to {ifname}"))?;
-    Ok(PeerProgram { _ebpf: ebpf })
-}
-
 /// The rate-limits program, in the slot the main one tail-calls
 /// (`dhcp_common::rate`). Without it frames the fast path passes go on
 /// unlimited, so a failure here is an error, not a warning.
@@ -737,7 +685,7 @@ fn load_limits(ebpf: &mut Ebpf) -> Result<()> {
     Ok(())
 }
 
-fn verifier_error(e: ProgramError) -> anyhow::Error {
+pub fn verifier_error(e: ProgramError) -> anyhow::Error {
     // The verifier log is the only useful part of a load failure.
     match e {
         ProgramError::LoadError {
@@ -765,7 +713,7 @@ pub fn ifindex(ifname: &str) -> Result<u32> {
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones use
 /// memcg. Raising it costs nothing and keeps old kernels working.
-fn raise_memlock_limit() {
+pub fn raise_memlock_limit() {
     let rlim = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,

@@ -1,4 +1,4 @@
-//! The load generator (`xdhcp loadgen --json`) as the bench drives it: a
+//! The load generator (`xdhcp-loadgen --json`) as the bench drives it: a
 //! run in the client namespace, its steps echoed as they come, and its
 //! JSON read back as steps and ramp ends.
 
@@ -52,7 +52,7 @@ pub(super) fn ramp_of(reports: &[Value], phase: &str) -> Result<(Vec<Pt>, Outcom
     Ok((points(reports, phase), loadgen_outcome(reports, phase)?))
 }
 
-/// Runs `xdhcp loadgen ARGS --json` in the client namespace.
+/// Runs `xdhcp-loadgen ARGS --json` in the client namespace.
 pub(super) fn loadgen(lab: &BenchLab, bin: &Path, args: &[String]) -> Result<Vec<Value>> {
     let mut cmd = loadgen_command(bin);
     cmd.args(["--iface", "cli0", "--json"]).args(args);

@@ -1,21 +1,21 @@
-//! xdhcp's XDP program: classifies every frame, answers DHCP renewals of
-//! known clients from the lease map (XDP_TX), and passes everything else
-//! to the kernel stack and so to the control plane.
+//! What xdhcp's XDP objects share: the server's fast path (`fast`,
+//! `parse`, `relay`, `limits`), its maps, and the bodies of its programs.
+//! Each object is its own binary (`src/bin/`) so that it carries only its
+//! role's programs and maps: the server's (`server`), the load generator's
+//! (`gen`, which does not link this library) and the benchmark's
+//! (`bench`, the fast path beside its yardstick and harnesses).
 #![no_std]
-#![no_main]
 // Empty `asm!` hides values from LLVM's rewrites the verifier cannot follow.
 #![feature(asm_experimental_arch)]
 
-mod bench;
 mod fast;
-mod gen;
 mod limits;
 mod parse;
 mod relay;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    macros::{map, xdp},
+    macros::map,
     maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::XdpContext,
 };
@@ -65,13 +65,28 @@ pub fn count(idx: u32) {
     }
 }
 
-#[xdp]
-pub fn xdhcp(ctx: XdpContext) -> u32 {
-    run(&ctx)
+/// The server's two programs, `xdhcp` and `xdhcp_limits` (the names the
+/// daemon loads and pins by), defined in the object that expands this:
+/// a program defined here would be one every linking object carries.
+#[macro_export]
+macro_rules! server_programs {
+    () => {
+        #[::aya_ebpf::macros::xdp]
+        pub fn xdhcp(ctx: ::aya_ebpf::programs::XdpContext) -> u32 {
+            $crate::run(&ctx)
+        }
+
+        /// The rate limits, for frames the fast path passes (`limits.rs`).
+        #[::aya_ebpf::macros::xdp]
+        pub fn xdhcp_limits(ctx: ::aya_ebpf::programs::XdpContext) -> u32 {
+            $crate::limits_program(&ctx)
+        }
+    };
 }
 
+/// The body of `xdhcp`: classify the frame, answer it or pass it on.
 #[inline(always)]
-fn run(ctx: &XdpContext) -> u32 {
+pub fn run(ctx: &XdpContext) -> u32 {
     let Some(stats) = XDHCP_STATS.get_ptr_mut(0) else {
         return xdp_action::XDP_PASS;
     };
@@ -120,9 +135,9 @@ fn run(ctx: &XdpContext) -> u32 {
 #[map(name = "XDHCP_PROGS")]
 static XDHCP_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
-/// The rate limits, for frames the fast path passes (`limits.rs`).
-#[xdp]
-pub fn xdhcp_limits(ctx: XdpContext) -> u32 {
+/// The body of `xdhcp_limits`.
+#[inline(always)]
+pub fn limits_program(ctx: &XdpContext) -> u32 {
     let Some(stats) = XDHCP_STATS.get_ptr_mut(0) else {
         return xdp_action::XDP_PASS;
     };
@@ -131,7 +146,7 @@ pub fn xdhcp_limits(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     let s = unsafe { &mut *s };
-    match limits::over(&ctx, s) {
+    match limits::over(ctx, s) {
         Some(limited) => {
             c.count(limited);
             xdp_action::XDP_DROP
@@ -143,20 +158,13 @@ pub fn xdhcp_limits(ctx: XdpContext) -> u32 {
     }
 }
 
-/// Sized by the benchmark only: the bare program's lease map.
-#[map(name = "XDHCP_BARE_LEASES")]
-static XDHCP_BARE_LEASES: HashMap<LeaseKey, LeaseValue> = HashMap::with_max_entries(1, 0);
-
-/// The benchmark's yardstick: parse the same frame, one lookup with the
-/// same key pattern in a map of the same size, swap addresses, XDP_TX.
-/// The fast path's cost is reported against this one's.
-#[xdp]
-pub fn xdhcp_bare(ctx: XdpContext) -> u32 {
-    bare(&ctx)
-}
-
+/// The benchmark's yardstick (`xdhcp_bare`): parse the same frame, one
+/// lookup with the same key pattern in `leases` (a map of the lease map's
+/// size, the benchmark's own), swap addresses, XDP_TX. The fast path's
+/// cost is reported against this one's. Here because it shares the fast
+/// path's parsing and loads.
 #[inline(always)]
-fn bare(ctx: &XdpContext) -> u32 {
+pub fn bare(ctx: &XdpContext, leases: &HashMap<LeaseKey, LeaseValue>) -> u32 {
     let parsed = parse::parse(ctx.data(), ctx.data_end());
     if parsed.class != stat::DHCP_REQUESTS {
         return xdp_action::XDP_PASS;
@@ -181,7 +189,7 @@ fn bare(ctx: &XdpContext) -> u32 {
         core::mem::size_of::<LeaseKey>() <= 8 * if cfg!(feature = "layout-prev") { 5 } else { 3 }
     );
     let key = unsafe { &*(key.as_ptr() as *const LeaseKey) };
-    if unsafe { XDHCP_BARE_LEASES.get(key) }.is_none() {
+    if unsafe { leases.get(key) }.is_none() {
         return xdp_action::XDP_PASS;
     }
     let ip = data + l3;
@@ -202,21 +210,3 @@ fn bare(ctx: &XdpContext) -> u32 {
     }
     xdp_action::XDP_TX
 }
-
-/// For the far end of a veth (the lab's client side): veth hands frames
-/// sent with XDP_TX to its peer only when the peer runs an XDP program.
-#[xdp]
-pub fn xdhcp_peer(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
-}
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-// GPL-compatible so the kernel lets us call every helper we may need.
-#[link_section = "license"]
-#[no_mangle]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -14,13 +14,14 @@ use super::{
     build_request, mac_of, progress_bar, xid, Args, Bindings, Counts, PhaseReport, RequestSpec,
     ServerInfo, BROADCAST_MAC,
 };
-use crate::{loadgen::Phase, xdp::loader};
+use crate::{programs, Phase};
+use xdhcp::xdp::loader;
 
 pub struct PacketEngine {
     fd: OwnedFd,
     /// XDP_PASS on the interface: a veth delivers frames the far end sent
     /// with XDP_TX (fast-path ACKs) only to a peer running XDP.
-    _peer: Option<loader::PeerProgram>,
+    _peer: Option<programs::PeerProgram>,
 }
 
 /// A reply's fields the checks need.
@@ -139,7 +140,7 @@ impl PacketEngine {
                 4,
             )
         };
-        let peer = match loader::attach_peer(iface) {
+        let peer = match programs::attach_peer(iface) {
             Ok(p) => Some(p),
             Err(e) => {
                 tracing::debug!("no XDP_PASS program on {iface} ({e:#}); one is already attached?");
@@ -589,15 +590,15 @@ mod tests {
         b[0] = 2;
         b[4..8].copy_from_slice(&0x0500_0007u32.to_be_bytes());
         b[16..20].copy_from_slice(&[198, 18, 1, 7]);
-        b[28..34].copy_from_slice(&crate::loadgen::client_mac(7));
+        b[28..34].copy_from_slice(&crate::client_mac(7));
         b.extend_from_slice(&[
             99, 130, 83, 99, 0, 1, 4, 255, 255, 0, 0, 51, 4, 0, 0, 14, 16,
         ]);
         b.extend_from_slice(&[54, 4, 198, 18, 0, 1, 53, 1, 5, 255]);
-        let f = crate::proto::build_frame(
-            &crate::proto::FrameHeader {
+        let f = xdhcp::proto::build_frame(
+            &xdhcp::proto::FrameHeader {
                 src_mac: [2, 0, 0, 0, 0, 1],
-                dst_mac: crate::loadgen::client_mac(7),
+                dst_mac: crate::client_mac(7),
                 tags: Vec::new(),
                 src_ip: Ipv4Addr::new(198, 18, 0, 1),
                 dst_ip: Ipv4Addr::new(198, 18, 1, 7),

@@ -1,5 +1,7 @@
-//! `xdhcp loadgen`: emulates many DHCP clients on one interface and
-//! measures how a server answers them.
+//! `xdhcp-loadgen`: emulates many DHCP clients on one interface and
+//! measures how a server answers them. Its own crate, with the lab's XDP
+//! programs and the benchmark's loader (`programs`): the daemon carries
+//! none of them.
 //!
 //! Client `i` has hardware address 02:44:i (24 bits) and puts `i` in the
 //! low 24 bits of its xid, the run's epoch above: replies are matched by
@@ -18,6 +20,7 @@
 
 pub mod flood;
 pub mod packet;
+pub mod programs;
 pub mod xdp;
 
 use std::{
@@ -32,7 +35,7 @@ use dhcp_common::gen::{bucket_floor_ns, bucket_of, LATENCY_BUCKETS, MAX_CLIENTS}
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{api::control, proto};
+use xdhcp::{api::control, proto};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]

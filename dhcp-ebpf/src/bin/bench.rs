@@ -1,18 +1,35 @@
-//! Benchmark harnesses, loaded only by `fastpath_cost`: each run first
+//! The benchmark's XDP object: the server's programs (the same code and
+//! maps as the server's object), the yardstick `xdhcp_bare` and the
+//! harnesses, loaded only by `xdhcp-loadgen lab-bounce` (the yardstick)
+//! and `fastpath_cost`. Each harness run first
 //! restores a renewal request (BPF_PROG_TEST_RUN repeats a program on the
 //! same buffer, which the previous run turned into a reply), for client
 //! `first + (run * 2654435761) % clients`, then runs the fast
 //! path, the yardstick, or nothing. Subtracting the restore-only time
 //! leaves each program's own cost, in steady state, over as many distinct
 //! clients as asked.
+#![no_std]
+#![no_main]
 
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::{bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_store_bytes},
     macros::{map, xdp},
-    maps::{Array, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
+use dhcp_common::{LeaseKey, LeaseValue};
+
+dhcp_ebpf::server_programs!();
+
+/// Sized by the benchmark only: the yardstick's lease map.
+#[map(name = "XDHCP_BARE_LEASES")]
+static XDHCP_BARE_LEASES: HashMap<LeaseKey, LeaseValue> = HashMap::with_max_entries(1, 0);
+
+#[xdp]
+pub fn xdhcp_bare(ctx: XdpContext) -> u32 {
+    dhcp_ebpf::bare(&ctx, &XDHCP_BARE_LEASES)
+}
 
 /// Untagged Ethernet + IPv4 + UDP + a 300-byte BOOTP payload.
 pub const BENCH_FRAME_LEN: usize = 342;
@@ -84,7 +101,7 @@ pub fn xdhcp_bench_fast(ctx: XdpContext) -> u32 {
     if !restore(&ctx) {
         return xdp_action::XDP_ABORTED;
     }
-    crate::run(&ctx)
+    dhcp_ebpf::run(&ctx)
 }
 
 #[xdp]
@@ -92,7 +109,7 @@ pub fn xdhcp_bench_bare(ctx: XdpContext) -> u32 {
     if !restore(&ctx) {
         return xdp_action::XDP_ABORTED;
     }
-    crate::bare(&ctx)
+    dhcp_ebpf::bare(&ctx, &XDHCP_BARE_LEASES)
 }
 
 #[xdp]
@@ -102,3 +119,14 @@ pub fn xdhcp_bench_restore(ctx: XdpContext) -> u32 {
     }
     xdp_action::XDP_TX
 }
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+// GPL-compatible so the kernel lets us call every helper we may need.
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use dhcp_common::gen::FRAME_LEN;
 
 use super::{ServerInfo, PRL};
-use crate::proto;
+use xdhcp::proto;
 
 /// The template and its offsets: (frame, option 50's value, option 53's
 /// value, option 54).

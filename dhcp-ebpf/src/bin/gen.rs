@@ -1,4 +1,4 @@
-//! The load generator's XDP side (`xdhcp loadgen --engine xdp`).
+//! The load generator's XDP object (`xdhcp-loadgen --engine xdp`).
 //!
 //! `xdhcp_gen` runs under `BPF_PROG_TEST_RUN` with live frames: every run
 //! turns the frame into the next client's request and returns XDP_TX, so the
@@ -11,6 +11,12 @@
 //! its request by xid (client index + run epoch), checks it, takes the
 //! latency from the send time the sender stored, and drops it; anything
 //! else goes on to the kernel stack.
+//!
+//! `xdhcp_peer` is for the far end of a veth (the lab's client side):
+//! veth hands frames sent with XDP_TX to its peer only when the peer runs
+//! an XDP program.
+#![no_std]
+#![no_main]
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -265,3 +271,19 @@ fn check_ack(ctx: &XdpContext, server_ip: u32) -> u8 {
         _ => 0,
     }
 }
+
+#[xdp]
+pub fn xdhcp_peer(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+// GPL-compatible so the kernel lets us call every helper we may need.
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -16,10 +16,8 @@ use aya::{
 use dhcp_common::gen::{self, expect, kind, stat, GenConfig, FRAME_LEN, LATENCY_BUCKETS};
 
 use super::{packet::request_spec, progress_bar, Args, Bindings, Counts, Expect, PhaseReport};
-use crate::{
-    loadgen::{build_request, Phase},
-    xdp::loader::{self, XdpMd, XDP_OBJECT},
-};
+use crate::{build_request, programs::GEN_OBJECT, Phase};
+use xdhcp::xdp::loader::{self, XdpMd};
 
 /// Frames per BPF_PROG_TEST_RUN call when sending flat out: each call
 /// costs a page-pool set-up, so calls are few and long.
@@ -56,7 +54,7 @@ pub fn run_phase(
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(gen::MAP_CLIENTS, n)
         .map_max_entries(gen::MAP_SENT, n)
-        .load(XDP_OBJECT)
+        .load(GEN_OBJECT)
         .context("loading the XDP object (loadgen's xdp engine needs root and BPF)")?;
     {
         let spec_kind = match phase {

@@ -1,0 +1,19 @@
+//! xdhcp's XDP program: classifies every frame, answers DHCP renewals of
+//! known clients from the lease map (XDP_TX), and passes everything else
+//! to the kernel stack and so to the control plane. The daemon embeds this
+//! object alone; its program and map names are what pins are kept under.
+#![no_std]
+#![no_main]
+
+dhcp_ebpf::server_programs!();
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+// GPL-compatible so the kernel lets us call every helper we may need.
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
