@@ -21,6 +21,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use dhcp_common::{
+    layout::{bootp, ipv4, udp},
     stat, IfaceInfo, LeaseKey, LeaseValue, ReplyTemplate, Stats, IFACE_SLOTS, TEMPLATE_SLOTS,
 };
 
@@ -172,7 +173,7 @@ pub fn bare(ctx: &XdpContext, leases: &HashMap<LeaseKey, LeaseValue>) -> u32 {
     let data = ctx.data();
     let end = ctx.data_end();
     let l3 = parsed.frame.l3_off & 0x3f;
-    let chaddr = data + l3 + 28 + 28;
+    let chaddr = data + l3 + ipv4::MIN_HEADER_LEN + udp::HEADER_LEN + bootp::CHADDR.start;
     if chaddr + 6 > end {
         return xdp_action::XDP_PASS;
     }

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::{bail, Result};
 use dhcp_common::gen::FRAME_LEN;
+use dhcp_common::layout::{bootp, msg, opt};
 
 use super::{ServerInfo, PRL};
 use xdhcp::proto;
@@ -22,26 +23,32 @@ pub fn template(
     if circuit.is_empty() || circuit.len() > 32 {
         bail!("--flood-circuit must be 1 to 32 bytes");
     }
-    let mut p = vec![0u8; 236];
-    p[0] = 1;
-    p[1] = 1;
-    p[2] = 6;
+    let mut p = vec![0u8; bootp::FIXED_LEN];
+    p[bootp::OP] = bootp::BOOTREQUEST;
+    p[bootp::HTYPE] = bootp::HTYPE_ETHERNET;
+    p[bootp::HLEN] = 6;
     // One hop: the relay's.
-    p[3] = 1;
-    p[24..28].copy_from_slice(&giaddr.octets());
-    p.extend_from_slice(&[99, 130, 83, 99, 53, 1]);
+    p[bootp::HOPS] = 1;
+    p[bootp::GIADDR].copy_from_slice(&giaddr.octets());
+    p.extend_from_slice(&bootp::MAGIC_COOKIE);
+    p.extend_from_slice(&[opt::MESSAGE_TYPE, 1]);
     let msg_type = p.len();
-    p.push(3);
-    p.extend_from_slice(&[50, 4]);
+    p.push(msg::REQUEST);
+    p.extend_from_slice(&[opt::REQUESTED_IP, 4]);
     let requested = p.len();
     p.extend_from_slice(&[0; 4]);
     let server_id = p.len();
-    p.extend_from_slice(&[54, 4]);
+    p.extend_from_slice(&[opt::SERVER_ID, 4]);
     p.extend_from_slice(&server.ip.octets());
-    p.extend_from_slice(&[55, PRL.len() as u8]);
+    p.extend_from_slice(&[opt::PARAMETER_REQUEST_LIST, PRL.len() as u8]);
     p.extend_from_slice(&PRL);
     // Option 82 last, as relays add it (RFC 3046 §2.1).
-    p.extend_from_slice(&[82, circuit.len() as u8 + 2, 1, circuit.len() as u8]);
+    p.extend_from_slice(&[
+        opt::RELAY_AGENT_INFO,
+        circuit.len() as u8 + 2,
+        opt::RAI_CIRCUIT_ID,
+        circuit.len() as u8,
+    ]);
     p.extend_from_slice(circuit);
     p.push(255);
     p.resize(300, 0);

@@ -32,6 +32,7 @@ use std::{
 
 use anyhow::{bail, Result};
 use dhcp_common::gen::{bucket_floor_ns, bucket_of, LATENCY_BUCKETS, MAX_CLIENTS};
+use dhcp_common::layout::{bootp, msg, opt};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -435,29 +436,30 @@ pub struct RequestSpec {
 
 /// Returns the frame and the offset of option 50's value (0 if absent).
 pub fn build_request(r: &RequestSpec) -> (Vec<u8>, usize) {
-    let mut p = vec![0u8; 236];
-    p[0] = 1;
-    p[1] = 1;
-    p[2] = 6;
-    p[4..8].copy_from_slice(&r.xid.to_be_bytes());
-    p[12..16].copy_from_slice(&r.ciaddr.octets());
-    p[28..34].copy_from_slice(&r.mac);
-    p.extend_from_slice(&[99, 130, 83, 99, 53, 1, r.msg_type]);
+    let mut p = vec![0u8; bootp::FIXED_LEN];
+    p[bootp::OP] = bootp::BOOTREQUEST;
+    p[bootp::HTYPE] = bootp::HTYPE_ETHERNET;
+    p[bootp::HLEN] = 6;
+    p[bootp::XID].copy_from_slice(&r.xid.to_be_bytes());
+    p[bootp::CIADDR].copy_from_slice(&r.ciaddr.octets());
+    p[bootp::CHADDR.start..bootp::CHADDR.start + 6].copy_from_slice(&r.mac);
+    p.extend_from_slice(&bootp::MAGIC_COOKIE);
+    p.extend_from_slice(&[opt::MESSAGE_TYPE, 1, r.msg_type]);
     let mut requested_off = 0;
     if let Some(ip) = r.requested {
-        p.extend_from_slice(&[50, 4]);
+        p.extend_from_slice(&[opt::REQUESTED_IP, 4]);
         requested_off = p.len();
         p.extend_from_slice(&ip.octets());
     }
     if let Some(ip) = r.server_id {
-        p.extend_from_slice(&[54, 4]);
+        p.extend_from_slice(&[opt::SERVER_ID, 4]);
         p.extend_from_slice(&ip.octets());
     }
-    if matches!(r.msg_type, 1 | 3) {
-        p.extend_from_slice(&[55, PRL.len() as u8]);
+    if matches!(r.msg_type, msg::DISCOVER | msg::REQUEST) {
+        p.extend_from_slice(&[opt::PARAMETER_REQUEST_LIST, PRL.len() as u8]);
         p.extend_from_slice(&PRL);
     }
-    p.push(255);
+    p.push(opt::END);
     p.resize(300, 0);
     let h = proto::FrameHeader {
         src_mac: r.mac,
@@ -479,13 +481,8 @@ pub struct ServerInfo {
 }
 
 pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| anyhow::anyhow!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))?;
-    v.try_into()
-        .map_err(|_| anyhow::anyhow!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))
+    dhcp_common::hex::parse_mac(s)
+        .ok_or_else(|| anyhow::anyhow!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))
 }
 
 /// A snapshot of the counters `ServerDelta` is made of.

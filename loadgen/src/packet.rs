@@ -15,6 +15,7 @@ use super::{
     ServerInfo, BROADCAST_MAC,
 };
 use crate::{programs, Phase};
+use dhcp_common::layout::{bootp, eth, ipv4, opt, udp, DHCP_CLIENT_PORT, ETH_P_IP};
 use xdhcp::xdp::loader;
 
 pub struct PacketEngine {
@@ -37,43 +38,53 @@ struct Reply {
 
 fn parse_reply(f: &[u8]) -> Option<Reply> {
     // Ethernet, IPv4, UDP to 68, BOOTREPLY with the magic cookie.
-    if f.len() < 42 + 240 || f[12..14] != [8, 0] || f[14] >> 4 != 4 || f[23] != 17 {
+    let ip = eth::HEADER_LEN;
+    if f.len() < ip + ipv4::MIN_HEADER_LEN + udp::HEADER_LEN + bootp::OPTIONS
+        || f[eth::ETHERTYPE] != ETH_P_IP.to_be_bytes()
+        || f[ip + ipv4::VERSION_IHL] >> 4 != 4
+        || f[ip + ipv4::PROTOCOL] != ipv4::PROTO_UDP
+    {
         return None;
     }
-    let ihl = ((f[14] & 0xf) as usize) * 4;
-    let udp = 14 + ihl;
-    if f.len() < udp + 8 + 240 || u16::from_be_bytes([f[udp + 2], f[udp + 3]]) != 68 {
+    let ihl = ((f[ip + ipv4::VERSION_IHL] & 0xf) as usize) * 4;
+    let u = ip + ihl;
+    if f.len() < u + udp::HEADER_LEN + bootp::OPTIONS
+        || f[u + udp::DST_PORT.start..u + udp::DST_PORT.end] != DHCP_CLIENT_PORT.to_be_bytes()
+    {
         return None;
     }
-    let b = &f[udp + 8..];
-    if b[0] != 2 || b[236..240] != [99, 130, 83, 99] {
+    let b = &f[u + udp::HEADER_LEN..];
+    if b[bootp::OP] != bootp::BOOTREPLY || b[bootp::COOKIE] != bootp::MAGIC_COOKIE {
         return None;
     }
+    let yiaddr: [u8; 4] = b[bootp::YIADDR].try_into().ok()?;
     let mut r = Reply {
-        xid: u32::from_be_bytes(b[4..8].try_into().ok()?),
+        xid: u32::from_be_bytes(b[bootp::XID].try_into().ok()?),
         msg_type: 0,
-        yiaddr: Ipv4Addr::new(b[16], b[17], b[18], b[19]),
-        chaddr: b[28..34].try_into().ok()?,
+        yiaddr: Ipv4Addr::from(yiaddr),
+        chaddr: b[bootp::CHADDR.start..bootp::CHADDR.start + 6]
+            .try_into()
+            .ok()?,
         server_id: None,
         lease_time: None,
-        src_mac: f[6..12].try_into().ok()?,
+        src_mac: f[eth::SRC].try_into().ok()?,
     };
-    let mut i = 240;
+    let mut i = bootp::OPTIONS;
     while i < b.len() {
         let code = b[i];
-        if code == 255 {
+        if code == opt::END {
             break;
         }
-        if code == 0 {
+        if code == opt::PAD {
             i += 1;
             continue;
         }
         let len = *b.get(i + 1)? as usize;
         let v = b.get(i + 2..i + 2 + len)?;
         match (code, len) {
-            (53, 1) => r.msg_type = v[0],
-            (54, 4) => r.server_id = Some(Ipv4Addr::new(v[0], v[1], v[2], v[3])),
-            (51, 4) => r.lease_time = Some(u32::from_be_bytes(v.try_into().ok()?)),
+            (opt::MESSAGE_TYPE, 1) => r.msg_type = v[0],
+            (opt::SERVER_ID, 4) => r.server_id = Some(Ipv4Addr::new(v[0], v[1], v[2], v[3])),
+            (opt::LEASE_TIME, 4) => r.lease_time = Some(u32::from_be_bytes(v.try_into().ok()?)),
             _ => {}
         }
         i += 2 + len;

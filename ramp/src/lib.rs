@@ -16,10 +16,12 @@
 //! drives itself: a fresh server per DORA step, perfdhcp) both use it, so
 //! every ramp of a report ends by the same rule.
 
+mod end;
 mod ramp;
 mod ratio;
 
-pub use ramp::{End, Limits, Outcome, Plan, Ramp, Stage, Step, PLATEAU_GAIN, PLATEAU_STEPS};
+pub use end::End;
+pub use ramp::{Limits, Outcome, Plan, Ramp, Stage, Step, PLATEAU_GAIN, PLATEAU_STEPS};
 pub use ratio::{ratio, Bound, Figure, Ratio, Role, Style, Verdict};
 
 /// 1234567.8 → "1,234,568".

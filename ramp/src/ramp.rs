@@ -1,8 +1,6 @@
 //! The ramp: which rate to offer next, and how the ramp ended.
 
-use std::fmt;
-
-use crate::{ratio::Figure, thousands};
+use crate::{end::End, ratio::Figure, thousands};
 
 /// A step stalls when the generator's achieved offered rate rises less than
 /// this fraction above the highest one before it although the target rose
@@ -11,43 +9,6 @@ use crate::{ratio::Figure, thousands};
 pub const PLATEAU_GAIN: f64 = 0.03;
 /// Stalls in a row that make a plateau.
 pub const PLATEAU_STEPS: u32 = 2;
-
-/// How a ramp ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum End {
-    /// A step lost more than the threshold: the knee lies between the
-    /// highest step within it and the lowest beyond it. The figure is a
-    /// measurement.
-    Loss,
-    /// No loss, but the generator stopped raising its offered rate: the
-    /// figure is the generator's limit, a lower bound on the server.
-    Plateau,
-    /// A step, time or rate limit came first, while the offered rate still
-    /// rose without loss: the figure is a lower bound, not a measurement.
-    Capped,
-}
-
-impl End {
-    pub fn name(self) -> &'static str {
-        match self {
-            End::Loss => "loss",
-            End::Plateau => "plateau",
-            End::Capped => "capped",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<End> {
-        [End::Loss, End::Plateau, End::Capped]
-            .into_iter()
-            .find(|e| e.name() == s)
-    }
-}
-
-impl fmt::Display for End {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Bounds every ramp obeys.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,6 +1,6 @@
 //! The reporting rule: what the ratio of two ramps' figures may claim.
 
-use crate::ramp::End;
+use crate::end::End;
 
 /// A ramp's figure and how its ramp ended.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -27,7 +27,7 @@ use dhcp_common::{
     MAP_IFACES, MAP_LAYOUT, MAP_LEASES, MAP_STATS, MAP_TEMPLATES, PROGRAM_NAME, TEMPLATE_SLOTS,
 };
 use serde_json::Value;
-use xdhcp::xdp::loader::PINNED_MAPS;
+use xdhcp::xdp::pins::PINNED_MAPS;
 use xdhcp_lab::{daemon::DaemonLab, proc::loadgen_bin};
 
 static PREV_OBJECT: &[u8] =

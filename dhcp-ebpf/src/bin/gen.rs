@@ -30,6 +30,13 @@ use aya_ebpf::{
 use dhcp_common::gen::{
     bucket_of, client_mac, expect, kind, stat, GenConfig, FRAME_LEN, LATENCY_BUCKETS, MAX_CLIENTS,
 };
+use dhcp_common::layout::{bootp, eth, ipv4, msg, opt, udp, DHCP_CLIENT_PORT, ETH_P_IP};
+
+/// Where the IPv4, UDP and BOOTP headers start in the generator's
+/// untagged frames (IPv4 without options).
+const IP: usize = eth::HEADER_LEN;
+const UDP: usize = IP + ipv4::MIN_HEADER_LEN;
+const BOOTP: usize = UDP + udp::HEADER_LEN;
 
 #[map(name = "XDHCP_GEN_CONFIG")]
 static XDHCP_GEN_CONFIG: Array<GenConfig> = Array::with_max_entries(1, 0);
@@ -127,9 +134,9 @@ fn send(ctx: &XdpContext) -> Option<()> {
         }
     }
     unsafe {
-        core::ptr::copy_nonoverlapping(mac.as_ptr(), p.add(6), 6);
-        core::ptr::copy_nonoverlapping(mac.as_ptr(), p.add(42 + 28), 6);
-        (p.add(42 + 4) as *mut u32).write_unaligned(xid);
+        core::ptr::copy_nonoverlapping(mac.as_ptr(), p.add(eth::SRC.start), 6);
+        core::ptr::copy_nonoverlapping(mac.as_ptr(), p.add(BOOTP + bootp::CHADDR.start), 6);
+        (p.add(BOOTP + bootp::XID.start) as *mut u32).write_unaligned(xid);
         if kind == kind::INIT_REBOOT || kind == kind::FLOOD {
             // A variable offset needs its own bound for the verifier.
             let q = data + (cfg.requested_ip_off as usize & 0x1ff);
@@ -139,13 +146,15 @@ fn send(ctx: &XdpContext) -> Option<()> {
             (q as *mut u32).write_unaligned(ip);
         } else {
             // ciaddr, and the IPv4 source for both RENEWING and REBINDING.
-            (p.add(42 + 12) as *mut u32).write_unaligned(ip);
-            (p.add(26) as *mut u32).write_unaligned(ip);
+            (p.add(BOOTP + bootp::CIADDR.start) as *mut u32).write_unaligned(ip);
+            (p.add(IP + ipv4::SRC.start) as *mut u32).write_unaligned(ip);
             // The template's header checksum was computed with source 0.
-            let base = !u16::from_be((p.add(24) as *const u16).read_unaligned()) as u32;
+            let base =
+                !u16::from_be((p.add(IP + ipv4::CHECKSUM.start) as *const u16).read_unaligned())
+                    as u32;
             let host = u32::from_be(ip);
             let sum = csum_fold(base + (host >> 16) + (host & 0xffff));
-            (p.add(24) as *mut u16).write_unaligned((!sum).to_be());
+            (p.add(IP + ipv4::CHECKSUM.start) as *mut u16).write_unaligned((!sum).to_be());
         }
     }
     if let Some(t) = XDHCP_GEN_SENT.get_ptr_mut(i) {
@@ -169,21 +178,24 @@ fn receive(ctx: &XdpContext) -> Option<()> {
     let end = ctx.data_end();
     // Ethernet, IPv4 without options, UDP to port 68, BOOTP up to the
     // magic cookie: everything the checks below read at fixed offsets.
-    if data + 42 + 240 > end {
+    if data + BOOTP + bootp::OPTIONS > end {
         return None;
     }
     let p = data as *const u8;
     let rd16 = |off: usize| unsafe { u16::from_be((p.add(off) as *const u16).read_unaligned()) };
     let rd32 = |off: usize| unsafe { (p.add(off) as *const u32).read_unaligned() };
-    if rd16(12) != 0x0800 || unsafe { *p.add(14) } != 0x45 || unsafe { *p.add(23) } != 17 {
+    if rd16(eth::ETHERTYPE.start) != ETH_P_IP
+        || unsafe { *p.add(IP + ipv4::VERSION_IHL) } != 0x45
+        || unsafe { *p.add(IP + ipv4::PROTOCOL) } != ipv4::PROTO_UDP
+    {
         return None;
     }
-    if rd16(36) != 68 {
+    if rd16(UDP + udp::DST_PORT.start) != DHCP_CLIENT_PORT {
         return None;
     }
     let now = unsafe { bpf_ktime_get_ns() };
     let cfg = XDHCP_GEN_CONFIG.get(0)?;
-    let xid = u32::from_be(rd32(42 + 4));
+    let xid = u32::from_be(rd32(BOOTP + bootp::XID.start));
     let i = xid & (MAX_CLIENTS - 1);
     if xid >> 24 != cfg.epoch & 0xff || i >= cfg.clients {
         bump(stat::STRAY);
@@ -205,7 +217,7 @@ fn receive(ctx: &XdpContext) -> Option<()> {
     }
     let mac = client_mac(i);
     let mac_ok = unsafe {
-        let c = p.add(42 + 28);
+        let c = p.add(BOOTP + bootp::CHADDR.start);
         *c == mac[0]
             && *c.add(1) == mac[1]
             && *c.add(2) == mac[2]
@@ -213,9 +225,9 @@ fn receive(ctx: &XdpContext) -> Option<()> {
             && *c.add(4) == mac[4]
             && *c.add(5) == mac[5]
     };
-    let op = unsafe { *p.add(42) };
+    let op = unsafe { *p.add(BOOTP + bootp::OP) };
     if cfg.expect == expect::BOUNCE {
-        bump(if op == 1 && mac_ok {
+        bump(if op == bootp::BOOTREQUEST && mac_ok {
             stat::OK
         } else {
             stat::WRONG
@@ -225,8 +237,10 @@ fn receive(ctx: &XdpContext) -> Option<()> {
     let ip = XDHCP_GEN_CLIENTS.get(i).copied().unwrap_or(0);
     let verdict = check_ack(ctx, cfg.server_ip);
     bump(match verdict {
-        6 => stat::NAK,
-        5 if op == 2 && mac_ok && rd32(42 + 16) == ip => stat::OK,
+        msg::NAK => stat::NAK,
+        msg::ACK if op == bootp::BOOTREPLY && mac_ok && rd32(BOOTP + bootp::YIADDR.start) == ip => {
+            stat::OK
+        }
         _ => stat::WRONG,
     });
     Some(())
@@ -238,7 +252,7 @@ fn receive(ctx: &XdpContext) -> Option<()> {
 fn check_ack(ctx: &XdpContext, server_ip: u32) -> u8 {
     let data = ctx.data();
     let end = ctx.data_end();
-    let mut off: usize = 42 + 240;
+    let mut off: usize = BOOTP + bootp::OPTIONS;
     let mut msg_type = 0u8;
     let mut server_ok = false;
     let mut lease_ok = false;
@@ -249,25 +263,27 @@ fn check_ack(ctx: &XdpContext, server_ip: u32) -> u8 {
         }
         let o = (data + off) as *const u8;
         let code = unsafe { *o };
-        if code == 255 {
+        if code == opt::END {
             break;
         }
-        if code == 0 {
+        if code == opt::PAD {
             off += 1;
             continue;
         }
         let len = unsafe { *o.add(1) } as usize;
         match code {
-            53 => msg_type = unsafe { *o.add(2) },
-            54 => server_ok = unsafe { (o.add(2) as *const u32).read_unaligned() } == server_ip,
-            51 => lease_ok = len == 4,
+            opt::MESSAGE_TYPE => msg_type = unsafe { *o.add(2) },
+            opt::SERVER_ID => {
+                server_ok = unsafe { (o.add(2) as *const u32).read_unaligned() } == server_ip
+            }
+            opt::LEASE_TIME => lease_ok = len == 4,
             _ => {}
         }
         off += 2 + len;
     }
     match msg_type {
-        5 if server_ok && lease_ok => 5,
-        6 => 6,
+        msg::ACK if server_ok && lease_ok => msg::ACK,
+        msg::NAK => msg::NAK,
         _ => 0,
     }
 }

@@ -19,9 +19,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use aya_log::EbpfLogger;
-use dhcp_common::{
-    stat, MAP_EVENTS, MAP_IFACES, MAP_LEASES, MAP_STATS, MAP_TEMPLATES, PROGRAM_NAME, STAT_NAMES,
-};
+use dhcp_common::{stat, MAP_LEASES, MAP_STATS, PROGRAM_NAME, STAT_NAMES};
+
+use crate::xdp::pins::PINNED_MAPS;
 
 /// `struct xdp_md`, the context `BPF_PROG_TEST_RUN` takes for XDP.
 #[repr(C)]
@@ -76,10 +76,6 @@ enum LinkHold {
     /// until the pin is removed.
     Pinned { fd: FdLink, path: PathBuf },
 }
-
-/// Maps kept in bpffs across daemon restarts (the scratch map is not:
-/// per-CPU working memory).
-pub const PINNED_MAPS: &[&str] = &[MAP_LEASES, MAP_TEMPLATES, MAP_IFACES, MAP_EVENTS, MAP_STATS];
 
 /// Where map `name` of a pin directory is pinned.
 type MapPin = fn(&Path, &str) -> PathBuf;
@@ -252,7 +248,7 @@ impl Fastpath {
 
     /// For a conversion from the previous layout (`crate::xdp::upgrade`): this
     /// build's program with new maps, pinned beside the old ones under
-    /// staging names (`upgrade::staging_pin`) until the old ones are
+    /// staging names (`pins::staging_pin`) until the old ones are
     /// drained; the links pinned in `pin_dir` are swapped by `attach`.
     pub fn load_converting(
         debug_logs: bool,
@@ -263,7 +259,7 @@ impl Fastpath {
         // Left by a conversion that died halfway: never reused, they may
         // hold entries the store no longer backs.
         for m in PINNED_MAPS {
-            let p = crate::xdp::upgrade::staging_pin(pin_dir, m);
+            let p = crate::xdp::pins::staging_pin(pin_dir, m);
             if p.exists() {
                 std::fs::remove_file(&p).with_context(|| format!("unpinning {}", p.display()))?;
             }
@@ -272,7 +268,7 @@ impl Fastpath {
             debug_logs,
             lease_entries,
             &[],
-            Some((pin_dir, crate::xdp::upgrade::staging_pin)),
+            Some((pin_dir, crate::xdp::pins::staging_pin)),
         )?;
         fp.mounted_bpffs = mounted;
         Ok(fp)

@@ -9,13 +9,27 @@
 //! pins, links and all, when the daemon exits. A bpffs that PID 1's mount
 //! namespace also holds stays.
 
-use std::{os::unix::fs::MetadataExt, path::Path};
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{Array, Map, MapData, MapInfo};
-use dhcp_common::{prev, Layout, LAYOUT_VERSION, MAP_LAYOUT, MAP_LEASES, MAP_STATS, MAP_TEMPLATES};
+use dhcp_common::{
+    prev, Layout, LAYOUT_VERSION, MAP_EVENTS, MAP_IFACES, MAP_LAYOUT, MAP_LEASES, MAP_STATS,
+    MAP_TEMPLATES,
+};
 
-use crate::xdp::loader::PINNED_MAPS;
+/// Maps kept in bpffs across daemon restarts (the scratch map is not:
+/// per-CPU working memory).
+pub const PINNED_MAPS: &[&str] = &[MAP_LEASES, MAP_TEMPLATES, MAP_IFACES, MAP_EVENTS, MAP_STATS];
+
+/// Where a converting daemon pins its new map `name` until the old one is
+/// gone (bpffs names take no dots).
+pub fn staging_pin(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("staging_{name}"))
+}
 
 /// How to get pins that outlive the daemon.
 pub const SURVIVAL_FIX: &str = "mount a bpffs in the host's mount namespace (e.g. `mkdir -p /run/xdhcp-bpf && mount -t bpf bpf /run/xdhcp-bpf`, outside any `ip netns exec`) and point pin_dir (or --pin-dir) under it, or run xdhcp under its systemd unit (dist/xdhcp.service), which pins in the host's /sys/fs/bpf";

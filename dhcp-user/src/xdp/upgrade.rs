@@ -25,11 +25,7 @@
 //! the next start converts again (a grant made by the new program in the
 //! meantime is covered by that start's recovery).
 
-use std::{
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, RingBuf};
@@ -38,19 +34,13 @@ use dhcp_common::{id_kind, prev, LeaseValue, MAP_EVENTS, MAP_LEASES};
 use crate::{
     dhcp::leases::{KIND_CLIENT_ID, KIND_HW},
     xdp::clock::{mono_ns_to_unix_ceil, mono_ns_to_unix_ns},
-    xdp::loader::PINNED_MAPS,
     xdp::map_sync::KernelGrant,
+    xdp::pins::{staging_pin, PINNED_MAPS},
 };
 
 /// How long after the swap an old program may still be running on another
 /// CPU (a packet it started on before the update): its event is read after.
 pub const SWAP_GRACE: Duration = Duration::from_millis(50);
-
-/// Where a converting daemon pins its new map `name` until the old one is
-/// gone (bpffs names take no dots).
-pub fn staging_pin(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("staging_{name}"))
-}
 
 /// The old lease map, by the key type it was pinned with.
 enum OldLeases {
