@@ -29,12 +29,11 @@ use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, RingBuf};
-use dhcp_common::{id_kind, prev, LeaseValue, MAP_EVENTS, MAP_LEASES};
+use dhcp_common::{prev, LeaseValue, MAP_EVENTS, MAP_LEASES};
 
 use crate::{
-    dhcp::leases::{KIND_CLIENT_ID, KIND_HW},
     xdp::clock::{mono_ns_to_unix_ceil, mono_ns_to_unix_ns},
-    xdp::map_sync::KernelGrant,
+    xdp::map_sync::{client_key, KernelGrant},
     xdp::pins::{staging_pin, PINNED_MAPS},
 };
 
@@ -109,11 +108,7 @@ impl OldFastPath {
                         continue;
                     }
                     let ev: dhcp_common::RenewEvent = bytemuck::pod_read_unaligned(&item[..size]);
-                    (
-                        crate::xdp::map_sync::client_key(&ev.key),
-                        ev.ip,
-                        ev.expires_mono_ns,
-                    )
+                    (client_key(&ev.key), ev.ip, ev.expires_mono_ns)
                 };
                 if let Some(client) = client {
                     out.push(grant(client, ip, expires, 0));
@@ -130,7 +125,7 @@ impl OldFastPath {
             OldLeases::Current(m) => m
                 .iter()
                 .filter_map(|r| r.ok())
-                .map(|(k, v)| (crate::xdp::map_sync::client_key(&k), v))
+                .map(|(k, v)| (client_key(&k), v))
                 .collect(),
         };
         for (client, v) in entries {
@@ -158,20 +153,6 @@ impl OldFastPath {
     }
 }
 
-/// The control-plane client key of an old lease-map key.
-pub fn client_key(k: &prev::LeaseKey) -> Option<Box<[u8]>> {
-    let kind = match k.kind {
-        id_kind::HWADDR => KIND_HW,
-        id_kind::CLIENT_ID => KIND_CLIENT_ID,
-        _ => return None,
-    };
-    let id = k.id.get(..usize::from(k.len))?;
-    let mut v = Vec::with_capacity(1 + id.len());
-    v.push(kind);
-    v.extend_from_slice(id);
-    Some(v.into_boxed_slice())
-}
-
 /// Unpins the old maps and gives their names to the new ones (staged by
 /// `Fastpath::load_converting`), then records this build's layout.
 pub fn finish(dir: &Path) -> Result<()> {
@@ -194,13 +175,13 @@ mod tests {
     #[test]
     fn old_keys_read_as_the_control_plane_keys_clients() {
         let mut k = prev::LeaseKey::zeroed();
-        k.kind = id_kind::CLIENT_ID;
+        k.kind = dhcp_common::id_kind::CLIENT_ID;
         k.len = 30;
         for (i, b) in k.id.iter_mut().enumerate() {
             *b = i as u8 + 1;
         }
         let c = client_key(&k).unwrap();
-        assert_eq!(c[0], KIND_CLIENT_ID);
+        assert_eq!(c[0], crate::dhcp::leases::KIND_CLIENT_ID);
         assert_eq!(
             &c[1..],
             &k.id[..30],

@@ -22,8 +22,9 @@ pub fn lease_key(client: &[u8]) -> Option<LeaseKey> {
     Some(k)
 }
 
-/// A control-plane client key from a lease-map key.
-pub fn client_key(k: &LeaseKey) -> Option<Box<[u8]>> {
+/// A control-plane client key from a lease-map key, of this layout or the
+/// previous one (`xdp::upgrade`): the kinds are the same on both planes.
+pub fn client_key<const N: usize>(k: &dhcp_common::IdKey<N>) -> Option<Box<[u8]>> {
     let kind = match k.kind {
         id_kind::HWADDR => KIND_HW,
         id_kind::CLIENT_ID => KIND_CLIENT_ID,
