@@ -334,12 +334,19 @@ impl PacketEngine {
                     c.stray += 1;
                     continue;
                 }
+                // Another generator on the segment may share this epoch
+                // (it is the clock's milliseconds mod 255): its client i's
+                // broadcast replies carry that client's chaddr, not ours.
+                let mac_ok = r.chaddr == mac_of(i);
+                if !mac_ok {
+                    c.stray += 1;
+                    continue;
+                }
                 let s = slot(i);
                 if waiting[s] == Wait::None || !expects_reply {
                     c.duplicate += 1;
                     continue;
                 }
-                let mac_ok = r.chaddr == mac_of(i);
                 if waiting[s] == Wait::Offer
                     && matches!(phase, Phase::Dora | Phase::Reconnect)
                     && r.msg_type == 2

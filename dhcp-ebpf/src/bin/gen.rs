@@ -201,6 +201,22 @@ fn receive(ctx: &XdpContext) -> Option<()> {
         bump(stat::STRAY);
         return Some(());
     }
+    let mac = client_mac(i);
+    let mac_ok = unsafe {
+        let c = p.add(BOOTP + bootp::CHADDR.start);
+        *c == mac[0]
+            && *c.add(1) == mac[1]
+            && *c.add(2) == mac[2]
+            && *c.add(3) == mac[3]
+            && *c.add(4) == mac[4]
+            && *c.add(5) == mac[5]
+    };
+    // Another generator on the segment may share this epoch: its client
+    // i's replies carry that client's chaddr, and are not ours to count.
+    if !mac_ok {
+        bump(stat::STRAY);
+        return Some(());
+    }
     let sent = XDHCP_GEN_SENT.get_ptr_mut(i)?;
     let t0 = unsafe { *sent };
     if t0 == 0 {
@@ -215,16 +231,6 @@ fn receive(ctx: &XdpContext) -> Option<()> {
     if lat > cfg.timeout_ns {
         bump(stat::LATE);
     }
-    let mac = client_mac(i);
-    let mac_ok = unsafe {
-        let c = p.add(BOOTP + bootp::CHADDR.start);
-        *c == mac[0]
-            && *c.add(1) == mac[1]
-            && *c.add(2) == mac[2]
-            && *c.add(3) == mac[3]
-            && *c.add(4) == mac[4]
-            && *c.add(5) == mac[5]
-    };
     let op = unsafe { *p.add(BOOTP + bootp::OP) };
     if cfg.expect == expect::BOUNCE {
         bump(if op == bootp::BOOTREQUEST && mac_ok {
