@@ -23,51 +23,20 @@ use dhcp_common::{stat, MAP_LEASES, MAP_STATS, PROGRAM_NAME, STAT_NAMES};
 
 use crate::xdp::pins::PINNED_MAPS;
 
-/// `struct xdp_md`, the context `BPF_PROG_TEST_RUN` takes for XDP.
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct XdpMd {
-    pub data: u32,
-    pub data_end: u32,
-    pub data_meta: u32,
-    pub ingress_ifindex: u32,
-    pub rx_queue_index: u32,
-    pub egress_ifindex: u32,
-}
-
 use crate::config::XdpSetting;
+
+mod attach;
+mod stats;
+mod test_run;
+
+pub use attach::{AttachedMode, Attachment};
+pub use stats::XdpStats;
+pub use test_run::{TestRunOutcome, XdpMd, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX};
 
 /// The server's XDP object, built by build.rs from `dhcp-ebpf/` (its
 /// `server` binary: the daemon carries no other role's programs).
 pub static XDP_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dhcp-ebpf.o"));
-
-/// How the program ended up attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttachedMode {
-    Native,
-    Generic,
-    /// A previous daemon's pinned attachment, its program replaced
-    /// atomically by this one's (the mode it was attached in is kept).
-    Adopted,
-}
-
-impl std::fmt::Display for AttachedMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            AttachedMode::Native => "native",
-            AttachedMode::Generic => "generic",
-            AttachedMode::Adopted => "adopted",
-        })
-    }
-}
-
-pub struct Attachment {
-    pub ifname: String,
-    pub ifindex: u32,
-    pub mode: AttachedMode,
-    link: LinkHold,
-}
 
 enum LinkHold {
     /// Detached when the program (or `detach_all`) lets go of it.
@@ -82,10 +51,6 @@ type MapPin = fn(&Path, &str) -> PathBuf;
 
 fn map_pin(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
-}
-
-fn link_pin(dir: &Path, ifname: &str) -> PathBuf {
-    dir.join(format!("link_{ifname}"))
 }
 
 /// Mounts bpffs on /sys/fs/bpf when `dir` lies under it and it is not;
@@ -134,63 +99,6 @@ pub fn ensure_bpffs(dir: &Path) -> Result<bool> {
     }
     tracing::info!("mounted bpffs on /sys/fs/bpf");
     Ok(true)
-}
-
-/// Verdict and output of one `BPF_PROG_TEST_RUN`.
-#[derive(Debug, Clone)]
-pub struct TestRunOutcome {
-    /// XDP action (`XDP_PASS` = 2, `XDP_TX` = 3, ...).
-    pub verdict: u32,
-    /// The frame as the program left it.
-    pub frame: Vec<u8>,
-    /// Mean time per run, as measured by the kernel.
-    pub duration: Duration,
-}
-
-pub const XDP_ABORTED: u32 = 0;
-pub const XDP_DROP: u32 = 1;
-pub const XDP_PASS: u32 = 2;
-pub const XDP_TX: u32 = 3;
-
-/// Counters summed over every CPU, indexed like `dhcp_common::stat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct XdpStats(pub [u64; stat::COUNT as usize]);
-
-impl Default for XdpStats {
-    fn default() -> Self {
-        XdpStats([0; stat::COUNT as usize])
-    }
-}
-
-impl XdpStats {
-    pub fn get(&self, index: u32) -> u64 {
-        self.0[index as usize]
-    }
-
-    /// Counter-wise difference, for "what did this traffic do".
-    pub fn since(&self, earlier: &XdpStats) -> XdpStats {
-        let mut d = *self;
-        for (a, b) in d.0.iter_mut().zip(earlier.0.iter()) {
-            *a = a.wrapping_sub(*b);
-        }
-        d
-    }
-
-    pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        STAT_NAMES.iter().copied().zip(self.0.iter().copied())
-    }
-}
-
-impl std::fmt::Display for XdpStats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, (name, v)) in self.named().enumerate() {
-            if i > 0 {
-                f.write_str(" ")?;
-            }
-            write!(f, "{name}={v}")?;
-        }
-        Ok(())
-    }
 }
 
 /// The loaded XDP program and its maps.
@@ -369,248 +277,11 @@ impl Fastpath {
             .expect("checked at load")
     }
 
-    /// Attaches to `ifname` (resolved in the calling thread's network
-    /// namespace). Native falls back to generic with a warning.
-    pub fn attach(&mut self, ifname: &str, setting: XdpSetting) -> Result<AttachedMode> {
-        let ifindex = ifindex(ifname)?;
-        if let Some(pin) = self.pin_dir.as_ref().map(|d| link_pin(d, ifname)) {
-            if pin.exists() {
-                // A previous daemon left its program answering here: swap
-                // ours in with one bpf_link_update, no gap.
-                let fd: FdLink = PinnedLink::from_pin(&pin)
-                    .with_context(|| format!("opening pinned link {}", pin.display()))?
-                    .into();
-                let link = XdpLink::try_from(fd).context("pinned link is not an XDP link")?;
-                let id = self
-                    .program_mut()
-                    .attach_to_link(link)
-                    .with_context(|| format!("replacing the program on {ifname}"))?;
-                let fd = FdLink::try_from(self.program_mut().take_link(id)?)?;
-                self.attachments.push(Attachment {
-                    ifname: ifname.to_string(),
-                    ifindex,
-                    mode: AttachedMode::Adopted,
-                    link: LinkHold::Pinned { fd, path: pin },
-                });
-                return Ok(AttachedMode::Adopted);
-            }
-        }
-        let (link, mode) = match setting {
-            XdpSetting::Off => bail!("XDP is off for {ifname}"),
-            XdpSetting::Generic => (
-                self.program_mut()
-                    .attach_to_if_index(ifindex, XdpMode::Skb)
-                    .with_context(|| format!("attaching XDP (generic) to {ifname}"))?,
-                AttachedMode::Generic,
-            ),
-            XdpSetting::Native => match self
-                .program_mut()
-                .attach_to_if_index(ifindex, XdpMode::Driver)
-            {
-                Ok(link) => (link, AttachedMode::Native),
-                Err(native_err) => {
-                    tracing::warn!(
-                        interface = ifname,
-                        "native XDP unavailable ({native_err:#}); falling back to generic mode, which runs after the kernel allocated an skb and is much slower"
-                    );
-                    let link = self
-                        .program_mut()
-                        .attach_to_if_index(ifindex, XdpMode::Skb)
-                        .with_context(|| format!("attaching XDP (generic) to {ifname}"))?;
-                    (link, AttachedMode::Generic)
-                }
-            },
-        };
-        let link = match self.pin_dir.as_ref().map(|d| link_pin(d, ifname)) {
-            Some(path) => {
-                let fd = FdLink::try_from(self.program_mut().take_link(link)?)
-                    .context("XDP link without a bpf_link (kernel too old to pin)")?;
-                let fd: FdLink = fd
-                    .pin(&path)
-                    .with_context(|| format!("pinning the link at {}", path.display()))?
-                    .into();
-                LinkHold::Pinned { fd, path }
-            }
-            None => LinkHold::Owned(link),
-        };
-        self.attachments.push(Attachment {
-            ifname: ifname.to_string(),
-            ifindex,
-            mode,
-            link,
-        });
-        Ok(mode)
-    }
-
-    /// Detaches pinned links of interfaces this daemon does not serve
-    /// (left by a previous daemon with another configuration): the old
-    /// program must not keep answering there. Returns their names.
-    pub fn detach_stale_pins(&mut self, serving: &[String]) -> Result<Vec<String>> {
-        let Some(dir) = &self.pin_dir else {
-            return Ok(Vec::new());
-        };
-        let mut stale = Vec::new();
-        for e in std::fs::read_dir(dir)?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(ifname) = name.strip_prefix("link_") {
-                if !serving.iter().any(|s| s == ifname) {
-                    std::fs::remove_file(e.path())
-                        .with_context(|| format!("unpinning {}", e.path().display()))?;
-                    stale.push(ifname.to_string());
-                }
-            }
-        }
-        Ok(stale)
-    }
-
-    /// Leaves the program attached and the maps pinned after this
-    /// process exits (hitless restart); the next daemon adopts them.
-    pub fn keep_attached(&mut self) -> Result<()> {
-        if let Err(why) = self.hitless_stop() {
-            bail!("{why}");
-        }
-        self.kept = true;
-        // Closing our link fds leaves the pinned links attached.
-        self.attachments.clear();
-        Ok(())
-    }
-
-    /// Whether `keep_attached` would leave anything for the next daemon:
-    /// `Ok` says why the pins outlive this process, `Err` why they would
-    /// not, and what to do about it.
-    pub fn hitless_stop(&self) -> std::result::Result<String, String> {
-        let Some(dir) = &self.pin_dir else {
-            return Err("no pin_dir configured: the fast path cannot outlive the daemon (set server.pin_dir or --pin-dir)".into());
-        };
-        crate::xdp::pins::survival(dir, self.mounted_bpffs)
-            .map_err(|why| format!("{why}; to fix it, {}", crate::xdp::pins::SURVIVAL_FIX))
-    }
-
-    pub fn attachments(&self) -> &[Attachment] {
-        &self.attachments
-    }
-
-    /// Detaches from every interface and removes every pin (also done on
-    /// drop, unless `keep_attached` was called).
-    pub fn detach_all(&mut self) -> Result<()> {
-        let attachments = std::mem::take(&mut self.attachments);
-        for a in attachments {
-            match a.link {
-                LinkHold::Owned(id) => self
-                    .program_mut()
-                    .detach(id)
-                    .with_context(|| format!("detaching XDP from {}", a.ifname))?,
-                LinkHold::Pinned { fd, path } => {
-                    std::fs::remove_file(&path)
-                        .with_context(|| format!("unpinning {}", path.display()))?;
-                    // The last reference: the kernel detaches.
-                    drop(fd);
-                }
-            }
-        }
-        if let Some(dir) = &self.pin_dir {
-            remove_pins(dir)?;
-        }
-        Ok(())
-    }
-
-    pub fn stats(&self) -> Result<XdpStats> {
-        let map = self
-            .ebpf
-            .map(MAP_STATS)
-            .ok_or_else(|| anyhow!("map {MAP_STATS} missing"))?;
-        let array = PerCpuArray::<_, dhcp_common::Stats>::try_from(map)?;
-        let mut out = XdpStats::default();
-        for cpu in array.get(&0, 0)?.iter() {
-            for (slot, v) in out.0.iter_mut().zip(cpu) {
-                *slot += v;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Runs the program once per `repeat` on `frame` without any interface.
-    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutcome> {
-        // Room for the program to grow the frame (bpf_xdp_adjust_tail).
-        let mut out = vec![0u8; frame.len() + 1024];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat: repeat.max(1),
-            ..Default::default()
-        };
-        let r = self.program().test_run(opts).context("BPF_PROG_TEST_RUN")?;
-        out.truncate(r.data_size_out as usize);
-        Ok(TestRunOutcome {
-            verdict: r.return_value,
-            frame: out,
-            duration: r.duration,
-        })
-    }
-
     /// Takes a map out of the program (it stays attached to the program).
     pub fn take_map(&mut self, name: &str) -> Result<aya::maps::Map> {
         self.ebpf
             .take_map(name)
             .ok_or_else(|| anyhow!("map {name} missing from the XDP object (or taken already)"))
-    }
-
-    /// Runs the program on `frame` as if it arrived on `ifindex`.
-    pub fn test_run_on(&self, frame: &[u8], ifindex: u32, repeat: u32) -> Result<TestRunOutcome> {
-        let mut out = vec![0u8; frame.len() + 1024];
-        let ctx = XdpMd {
-            data_end: frame.len() as u32,
-            ingress_ifindex: ifindex,
-            ..Default::default()
-        };
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(bytemuck::bytes_of(&ctx)),
-            repeat: repeat.max(1),
-            ..Default::default()
-        };
-        let r = self.program().test_run(opts).context("BPF_PROG_TEST_RUN")?;
-        out.truncate(r.data_size_out as usize);
-        Ok(TestRunOutcome {
-            verdict: r.return_value,
-            frame: out,
-            duration: r.duration,
-        })
-    }
-
-    /// Runs another loaded program of the object (see `load_object`).
-    pub fn test_run_program(
-        &self,
-        name: &str,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<TestRunOutcome> {
-        let prog: &Xdp = self
-            .ebpf
-            .program(name)
-            .ok_or_else(|| anyhow!("program {name} not loaded"))?
-            .try_into()?;
-        let mut out = vec![0u8; frame.len() + 1024];
-        let ctx = XdpMd {
-            data_end: frame.len() as u32,
-            ingress_ifindex: 1,
-            ..Default::default()
-        };
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(bytemuck::bytes_of(&ctx)),
-            repeat: repeat.max(1),
-            ..Default::default()
-        };
-        let r = prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
-        out.truncate(r.data_size_out as usize);
-        Ok(TestRunOutcome {
-            verdict: r.return_value,
-            frame: out,
-            duration: r.duration,
-        })
     }
 
     /// Map access for the benchmark harness.
