@@ -18,78 +18,17 @@ use crate::{programs, Phase};
 use dhcp_common::layout::{bootp, eth, ipv4, opt, udp, DHCP_CLIENT_PORT, ETH_P_IP};
 use xdhcp::xdp::loader;
 
+mod reply;
+mod requests;
+
+use reply::parse_reply;
+pub use requests::request_spec;
+
 pub struct PacketEngine {
     fd: OwnedFd,
     /// XDP_PASS on the interface: a veth delivers frames the far end sent
     /// with XDP_TX (fast-path ACKs) only to a peer running XDP.
     _peer: Option<programs::PeerProgram>,
-}
-
-/// A reply's fields the checks need.
-struct Reply {
-    xid: u32,
-    msg_type: u8,
-    yiaddr: Ipv4Addr,
-    chaddr: [u8; 6],
-    server_id: Option<Ipv4Addr>,
-    lease_time: Option<u32>,
-    src_mac: [u8; 6],
-}
-
-fn parse_reply(f: &[u8]) -> Option<Reply> {
-    // Ethernet, IPv4, UDP to 68, BOOTREPLY with the magic cookie.
-    let ip = eth::HEADER_LEN;
-    if f.len() < ip + ipv4::MIN_HEADER_LEN + udp::HEADER_LEN + bootp::OPTIONS
-        || f[eth::ETHERTYPE] != ETH_P_IP.to_be_bytes()
-        || f[ip + ipv4::VERSION_IHL] >> 4 != 4
-        || f[ip + ipv4::PROTOCOL] != ipv4::PROTO_UDP
-    {
-        return None;
-    }
-    let ihl = ((f[ip + ipv4::VERSION_IHL] & 0xf) as usize) * 4;
-    let u = ip + ihl;
-    if f.len() < u + udp::HEADER_LEN + bootp::OPTIONS
-        || f[u + udp::DST_PORT.start..u + udp::DST_PORT.end] != DHCP_CLIENT_PORT.to_be_bytes()
-    {
-        return None;
-    }
-    let b = &f[u + udp::HEADER_LEN..];
-    if b[bootp::OP] != bootp::BOOTREPLY || b[bootp::COOKIE] != bootp::MAGIC_COOKIE {
-        return None;
-    }
-    let yiaddr: [u8; 4] = b[bootp::YIADDR].try_into().ok()?;
-    let mut r = Reply {
-        xid: u32::from_be_bytes(b[bootp::XID].try_into().ok()?),
-        msg_type: 0,
-        yiaddr: Ipv4Addr::from(yiaddr),
-        chaddr: b[bootp::CHADDR.start..bootp::CHADDR.start + 6]
-            .try_into()
-            .ok()?,
-        server_id: None,
-        lease_time: None,
-        src_mac: f[eth::SRC].try_into().ok()?,
-    };
-    let mut i = bootp::OPTIONS;
-    while i < b.len() {
-        let code = b[i];
-        if code == opt::END {
-            break;
-        }
-        if code == opt::PAD {
-            i += 1;
-            continue;
-        }
-        let len = *b.get(i + 1)? as usize;
-        let v = b.get(i + 2..i + 2 + len)?;
-        match (code, len) {
-            (opt::MESSAGE_TYPE, 1) => r.msg_type = v[0],
-            (opt::SERVER_ID, 4) => r.server_id = Some(Ipv4Addr::new(v[0], v[1], v[2], v[3])),
-            (opt::LEASE_TIME, 4) => r.lease_time = Some(u32::from_be_bytes(v.try_into().ok()?)),
-            _ => {}
-        }
-        i += 2 + len;
-    }
-    Some(r)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -514,127 +453,7 @@ impl PacketEngine {
         }
         Ok(c.report(phase, "packet"))
     }
-
-    fn request_frame(
-        &self,
-        phase: Phase,
-        epoch: u32,
-        i: u32,
-        ip: Option<Ipv4Addr>,
-        server: Option<ServerInfo>,
-    ) -> Vec<u8> {
-        let zero = Ipv4Addr::UNSPECIFIED;
-        let ip = ip.unwrap_or(zero);
-        let (sip, smac) = server.map_or((zero, BROADCAST_MAC), |s| (s.ip, s.mac));
-        let spec = match phase {
-            Phase::Reconnect if i % 2 == 1 => {
-                request_spec(Phase::InitReboot, epoch, i, ip, sip, smac)
-            }
-            Phase::Dora | Phase::Discover | Phase::Reconnect => RequestSpec {
-                msg_type: 1,
-                xid: xid(epoch, i),
-                mac: mac_of(i),
-                ciaddr: zero,
-                requested: None,
-                server_id: None,
-                dst_mac: BROADCAST_MAC,
-                dst_ip: Ipv4Addr::BROADCAST,
-            },
-            _ => request_spec(phase, epoch, i, ip, sip, smac),
-        };
-        build_request(&spec).0
-    }
-}
-
-/// The request a bound client sends in `phase` (also the XDP engine's
-/// template, with `i` and `ip` zero).
-pub fn request_spec(
-    phase: Phase,
-    epoch: u32,
-    i: u32,
-    ip: Ipv4Addr,
-    server: Ipv4Addr,
-    server_mac: [u8; 6],
-) -> RequestSpec {
-    let zero = Ipv4Addr::UNSPECIFIED;
-    let base = RequestSpec {
-        msg_type: 3,
-        xid: xid(epoch, i),
-        mac: mac_of(i),
-        ciaddr: ip,
-        requested: None,
-        server_id: None,
-        dst_mac: server_mac,
-        dst_ip: server,
-    };
-    match phase {
-        Phase::Rebind => RequestSpec {
-            dst_mac: BROADCAST_MAC,
-            dst_ip: Ipv4Addr::BROADCAST,
-            ..base
-        },
-        Phase::InitReboot => RequestSpec {
-            ciaddr: zero,
-            requested: Some(ip),
-            dst_mac: BROADCAST_MAC,
-            dst_ip: Ipv4Addr::BROADCAST,
-            ..base
-        },
-        Phase::Release => RequestSpec {
-            msg_type: 7,
-            server_id: Some(server),
-            ..base
-        },
-        Phase::Decline => RequestSpec {
-            msg_type: 4,
-            ciaddr: zero,
-            requested: Some(ip),
-            server_id: Some(server),
-            dst_mac: BROADCAST_MAC,
-            dst_ip: Ipv4Addr::BROADCAST,
-            ..base
-        },
-        _ => base,
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replies_are_parsed_wherever_options_sit() {
-        let mut b = vec![0u8; 236];
-        b[0] = 2;
-        b[4..8].copy_from_slice(&0x0500_0007u32.to_be_bytes());
-        b[16..20].copy_from_slice(&[198, 18, 1, 7]);
-        b[28..34].copy_from_slice(&crate::client_mac(7));
-        b.extend_from_slice(&[
-            99, 130, 83, 99, 0, 1, 4, 255, 255, 0, 0, 51, 4, 0, 0, 14, 16,
-        ]);
-        b.extend_from_slice(&[54, 4, 198, 18, 0, 1, 53, 1, 5, 255]);
-        let f = xdhcp::proto::build_frame(
-            &xdhcp::proto::FrameHeader {
-                src_mac: [2, 0, 0, 0, 0, 1],
-                dst_mac: crate::client_mac(7),
-                tags: Vec::new(),
-                src_ip: Ipv4Addr::new(198, 18, 0, 1),
-                dst_ip: Ipv4Addr::new(198, 18, 1, 7),
-                src_port: 67,
-                dst_port: 68,
-            },
-            &b,
-        );
-        let r = parse_reply(&f).unwrap();
-        assert_eq!(r.msg_type, 5);
-        assert_eq!(r.xid, 0x0500_0007);
-        assert_eq!(r.server_id, Some(Ipv4Addr::new(198, 18, 0, 1)));
-        assert_eq!(r.lease_time, Some(3600));
-        assert_eq!(r.yiaddr, Ipv4Addr::new(198, 18, 1, 7));
-        // A request (op 1) and a truncated frame are not replies.
-        let mut req = f.clone();
-        req[42] = 1;
-        assert!(parse_reply(&req).is_none());
-        assert!(parse_reply(&f[..200]).is_none());
-    }
-}
+mod tests;

@@ -1,0 +1,83 @@
+//! The generator's clients (MAC, xid) and the requests they send.
+
+use super::*;
+
+/// Client `i`'s MAC in the packet engine: `client_mac(i + --mac-offset)`,
+/// so a second generator's clients are other clients (xids still carry `i`).
+pub fn mac_of(i: u32) -> [u8; 6] {
+    client_mac(i.wrapping_add(MAC_OFFSET.load(std::sync::atomic::Ordering::Relaxed)))
+}
+
+pub fn xid(epoch: u32, i: u32) -> u32 {
+    (epoch << 24) | (i & (MAX_CLIENTS - 1))
+}
+
+/// Parameter request list every emulated client sends (DORA and renewals
+/// alike: the fast path answers requests shaped like the one it bound).
+pub const PRL: [u8; 6] = [1, 3, 6, 15, 51, 54];
+
+pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
+
+/// A client message as a frame. `ciaddr`, `requested` and `server_id`
+/// go where RFC 2131 table 5 puts them for `msg_type` and `phase`.
+pub struct RequestSpec {
+    pub msg_type: u8,
+    pub xid: u32,
+    pub mac: [u8; 6],
+    pub ciaddr: Ipv4Addr,
+    pub requested: Option<Ipv4Addr>,
+    pub server_id: Option<Ipv4Addr>,
+    pub dst_mac: [u8; 6],
+    pub dst_ip: Ipv4Addr,
+}
+
+/// Returns the frame and the offset of option 50's value (0 if absent).
+pub fn build_request(r: &RequestSpec) -> (Vec<u8>, usize) {
+    let mut p = vec![0u8; bootp::FIXED_LEN];
+    p[bootp::OP] = bootp::BOOTREQUEST;
+    p[bootp::HTYPE] = bootp::HTYPE_ETHERNET;
+    p[bootp::HLEN] = 6;
+    p[bootp::XID].copy_from_slice(&r.xid.to_be_bytes());
+    p[bootp::CIADDR].copy_from_slice(&r.ciaddr.octets());
+    p[bootp::CHADDR.start..bootp::CHADDR.start + 6].copy_from_slice(&r.mac);
+    p.extend_from_slice(&bootp::MAGIC_COOKIE);
+    p.extend_from_slice(&[opt::MESSAGE_TYPE, 1, r.msg_type]);
+    let mut requested_off = 0;
+    if let Some(ip) = r.requested {
+        p.extend_from_slice(&[opt::REQUESTED_IP, 4]);
+        requested_off = p.len();
+        p.extend_from_slice(&ip.octets());
+    }
+    if let Some(ip) = r.server_id {
+        p.extend_from_slice(&[opt::SERVER_ID, 4]);
+        p.extend_from_slice(&ip.octets());
+    }
+    if matches!(r.msg_type, msg::DISCOVER | msg::REQUEST) {
+        p.extend_from_slice(&[opt::PARAMETER_REQUEST_LIST, PRL.len() as u8]);
+        p.extend_from_slice(&PRL);
+    }
+    p.push(opt::END);
+    p.resize(300, 0);
+    let h = proto::FrameHeader {
+        src_mac: r.mac,
+        dst_mac: r.dst_mac,
+        tags: Vec::new(),
+        src_ip: r.ciaddr,
+        dst_ip: r.dst_ip,
+        src_port: 68,
+        dst_port: 67,
+    };
+    (proto::build_frame(&h, &p), 42 + requested_off)
+}
+
+/// Who the clients talk to, learned in DORA or given.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerInfo {
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    dhcp_common::hex::parse_mac(s)
+        .ok_or_else(|| anyhow::anyhow!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))
+}
