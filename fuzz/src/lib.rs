@@ -5,6 +5,8 @@
 
 use std::{net::Ipv4Addr, sync::OnceLock};
 
+use dhcp_common::layout::bootp;
+
 use xdhcp::{
     config::Config,
     dhcp::server::{Dest, Outgoing},
@@ -96,11 +98,11 @@ pub fn check_reply(req: &DhcpRequest<'_>, r: &Outgoing, tags: &[Tag]) {
         "reply of {} bytes over {limit}",
         p.len()
     );
-    assert_eq!(p[0], 2, "not a BOOTREPLY");
-    assert_eq!(&p[4..8], &req.xid.to_be_bytes(), "xid");
-    assert_eq!(&p[28..44], &req.chaddr, "chaddr");
-    assert_eq!(&p[236..240], &proto::MAGIC_COOKIE, "cookie");
-    let mut i = 240;
+    assert_eq!(p[bootp::OP], bootp::BOOTREPLY, "not a BOOTREPLY");
+    assert_eq!(&p[bootp::XID], &req.xid.to_be_bytes(), "xid");
+    assert_eq!(&p[bootp::CHADDR], &req.chaddr, "chaddr");
+    assert_eq!(&p[bootp::COOKIE], &proto::MAGIC_COOKIE, "cookie");
+    let mut i = bootp::OPTIONS;
     let mut msg_type = None;
     loop {
         assert!(i < p.len(), "options without END");

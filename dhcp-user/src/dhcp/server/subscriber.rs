@@ -69,7 +69,8 @@ pub(super) fn overload(
 
 /// The XDP program writes siaddr, sname and file as zeros.
 pub(super) fn fixed_fields_clear(payload: &[u8]) -> bool {
-    payload[20..24] == [0; 4] && payload[44..proto::BOOTP_FIXED_LEN].iter().all(|b| *b == 0)
+    use dhcp_common::layout::bootp;
+    payload[bootp::SIADDR] == [0; 4] && payload[bootp::SNAME.start..bootp::FILE.end].iter().all(|b| *b == 0)
 }
 
 /// A class's options over `base`. A class that sets the lease time brings
