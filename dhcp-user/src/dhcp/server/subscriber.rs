@@ -70,7 +70,10 @@ pub(super) fn overload(
 /// The XDP program writes siaddr, sname and file as zeros.
 pub(super) fn fixed_fields_clear(payload: &[u8]) -> bool {
     use dhcp_common::layout::bootp;
-    payload[bootp::SIADDR] == [0; 4] && payload[bootp::SNAME.start..bootp::FILE.end].iter().all(|b| *b == 0)
+    payload[bootp::SIADDR] == [0; 4]
+        && payload[bootp::SNAME.start..bootp::FILE.end]
+            .iter()
+            .all(|b| *b == 0)
 }
 
 /// A class's options over `base`. A class that sets the lease time brings
