@@ -10,6 +10,15 @@ pub const FRAME_LEN: usize = MIN_FRAME_LEN;
 /// The harnesses' base map.
 pub const MAP_BASE: &str = "XDHCP_BENCH_BASE";
 
+/// The programs the harnesses tail-call after the restore, and their
+/// slots in that map.
+pub const MAP_NEXT: &str = "XDHCP_BENCH_NEXT";
+pub const NEXT_FAST: u32 = 0;
+pub const NEXT_BARE: u32 = 1;
+pub const NEXT_NOOP: u32 = 2;
+/// The restore-only baseline's program in slot [`NEXT_NOOP`].
+pub const NOOP_PROGRAM: &str = "xdhcp_bench_noop";
+
 /// Client `i`'s hardware address, which the harnesses write into the
 /// restored request.
 #[inline(always)]

@@ -8,7 +8,7 @@ use aya::{
     programs::{Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use dhcp_common::{BARE_PROGRAM_NAME, MAP_BARE_LEASES, PEER_PROGRAM_NAME};
+use dhcp_common::{bench, BARE_PROGRAM_NAME, MAP_BARE_LEASES, PEER_PROGRAM_NAME, PROGRAM_NAME};
 use xdhcp::xdp::loader::{ifindex, raise_memlock_limit, verifier_error, Fastpath};
 
 /// The generator's sender and reply matcher, and the peer program.
@@ -25,17 +25,26 @@ pub const BENCH_PROGRAMS: &[&str] = &[
     "xdhcp_bench_fast",
     "xdhcp_bench_bare",
     "xdhcp_bench_restore",
+    bench::NOOP_PROGRAM,
 ];
 
 /// For `fastpath_cost`: the fast path, the yardstick (its map sized like
 /// the lease map) and the benchmark harnesses, all sharing these maps.
 pub fn load_bench(lease_entries: u32) -> Result<Fastpath> {
-    Fastpath::load_object(
+    let mut fp = Fastpath::load_object(
         BENCH_OBJECT,
         lease_entries,
         BENCH_PROGRAMS,
         &[(MAP_BARE_LEASES, lease_entries.max(1))],
-    )
+    )?;
+    for (slot, program) in [
+        (bench::NEXT_FAST, PROGRAM_NAME),
+        (bench::NEXT_BARE, BARE_PROGRAM_NAME),
+        (bench::NEXT_NOOP, bench::NOOP_PROGRAM),
+    ] {
+        fp.set_tail_call(bench::MAP_NEXT, slot, program)?;
+    }
+    Ok(fp)
 }
 
 /// An XDP program attached to an interface, detached on drop.

@@ -284,6 +284,25 @@ impl Fastpath {
             .ok_or_else(|| anyhow!("map {name} missing from the XDP object (or taken already)"))
     }
 
+    /// Puts loaded program `program` in slot `slot` of the program array
+    /// `map` (what a harness of another object tail-calls).
+    pub fn set_tail_call(&mut self, map: &str, slot: u32, program: &str) -> Result<()> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(program)
+            .ok_or_else(|| anyhow!("program {program} not loaded"))?
+            .try_into()?;
+        let fd = prog.fd()?.try_clone()?;
+        let mut progs = aya::maps::ProgramArray::try_from(
+            self.ebpf
+                .map_mut(map)
+                .ok_or_else(|| anyhow!("map {map} missing"))?,
+        )?;
+        progs
+            .set(slot, &fd, 0)
+            .with_context(|| format!("{program} into {map}[{slot}]"))
+    }
+
     /// Map access for the benchmark harness.
     pub fn map_mut(&mut self, name: &str) -> Option<&mut aya::maps::Map> {
         self.ebpf.map_mut(name)
