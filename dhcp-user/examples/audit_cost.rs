@@ -1,5 +1,5 @@
 //! What `xdhcp leases audit` costs on N bindings (default 1,000,000): the
-//! daemon's own auditor (`xdhcp::audit::auditor`), its reader thread on a second
+//! daemon's own auditor (`xdhcp::daemon::auditor`), its reader thread on a second
 //! handle of a real XDP lease map holding N entries, and the main-task
 //! side run the way `serve` runs it (a chunk per wake-up of a
 //! current-thread runtime), against the control plane's leases in an
@@ -27,11 +27,11 @@ use dhcp_common::{LeaseKey, LeaseValue};
 use serde_json::Value;
 use xdhcp::{
     api::control::Response,
-    audit::auditor::{Auditor, Reading, Settings},
     config::Config,
+    daemon::auditor::{Auditor, Reading, Settings},
     daemon::engine::{reply_config_fingerprint, Engine, Overrides},
     daemon::serve::unix_now,
-    dhcp::leases::{hw_key, FastReply, Lease, LeaseState},
+    lease::{hw_key, FastReply, Lease, LeaseState},
     store::{LeaseStore, MemoryStore, StoreOp},
     xdp::loader::Fastpath,
     xdp::map_sync::{lease_key, unix_to_mono_ns, FastIface, FastMaps},

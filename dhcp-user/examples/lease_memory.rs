@@ -3,7 +3,10 @@
 
 use std::net::Ipv4Addr;
 
-use xdhcp::dhcp::leases::{hw_key, Lease, LeaseState, LeaseTable};
+use xdhcp::{
+    dhcp::leases::LeaseTable,
+    lease::{hw_key, Lease, LeaseState},
+};
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();

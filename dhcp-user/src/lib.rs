@@ -7,6 +7,7 @@ pub mod audit;
 pub mod config;
 pub mod daemon;
 pub mod dhcp;
+pub mod lease;
 pub mod proto;
 pub mod store;
 pub mod xdp;

@@ -34,7 +34,7 @@ use dhcp_common::{
     bench::BenchFrame, internet_checksum, stat, LeaseKey, LeaseValue, MAP_BARE_LEASES,
 };
 use xdhcp::{
-    dhcp::leases::{hw_key, Lease},
+    lease::{hw_key, Lease},
     xdp::loader::XDP_TX,
     xdp::map_sync::{lease_key, FastMaps},
 };

@@ -10,7 +10,7 @@ use std::{
 
 use xdhcp::{
     config::DbSync,
-    dhcp::leases::LeaseState,
+    lease::LeaseState,
     store::{LeaseStore, SqliteStore},
 };
 use xdhcp_lab::{
@@ -68,7 +68,7 @@ start = "198.18.64.10"
 end = "198.18.127.250"
 "#;
 
-fn stored(lab: &DaemonLab) -> Vec<xdhcp::dhcp::leases::Lease> {
+fn stored(lab: &DaemonLab) -> Vec<xdhcp::lease::Lease> {
     SqliteStore::open(&lab.db(), DbSync::Full)
         .unwrap()
         .load()
@@ -462,7 +462,7 @@ fn restart_and_kill_9_under_load_lose_no_acknowledged_lease() {
         "an address was ACKed to two clients"
     );
     lab.stop(SIGKILL).unwrap();
-    let by_ip: HashMap<Ipv4Addr, xdhcp::dhcp::leases::Lease> =
+    let by_ip: HashMap<Ipv4Addr, xdhcp::lease::Lease> =
         stored(&lab).into_iter().map(|l| (l.ip, l)).collect();
     for (mac, ip) in &acked {
         let l = by_ip

@@ -23,7 +23,7 @@ use std::{
 use serde_json::Value;
 use xdhcp::{
     config::DbSync,
-    dhcp::leases::LeaseState,
+    lease::LeaseState,
     store::{LeaseStore, SqliteStore},
 };
 use xdhcp_lab::{
@@ -169,14 +169,13 @@ impl Clients {
 
     /// Every ACK these clients got must be in the (closed) store at `db`.
     fn all_stored(&self, db: &Path) {
-        let stored: HashMap<Ipv4Addr, xdhcp::dhcp::leases::Lease> =
-            SqliteStore::open(db, DbSync::Full)
-                .unwrap()
-                .load()
-                .unwrap()
-                .into_iter()
-                .map(|l| (l.ip, l))
-                .collect();
+        let stored: HashMap<Ipv4Addr, xdhcp::lease::Lease> = SqliteStore::open(db, DbSync::Full)
+            .unwrap()
+            .load()
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.ip, l))
+            .collect();
         for (mac, ip) in &self.acked {
             let l = stored
                 .get(ip)

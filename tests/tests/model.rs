@@ -36,8 +36,8 @@ use xdhcp::{
     daemon::commit::{Commit, Committer},
     daemon::engine::{read_ring, Engine, Overrides},
     daemon::transmit::{Egress, Wire},
-    dhcp::leases::{Lease, LeaseState},
     dhcp::server::Arrival,
+    lease::{Lease, LeaseState},
     proto,
     store::{FlakyStore, LeaseStore, SqliteStore, StoreOp},
     xdp::clock::{self, unix_now},
@@ -747,7 +747,7 @@ impl<'k> World<'k> {
     /// The address the control plane holds bound to client `c`, which
     /// it offers that client again (no offer hold is made for it).
     fn bound_to(&self, c: u8) -> Option<Ipv4Addr> {
-        let key = xdhcp::dhcp::leases::hw_key(1, &mac(c));
+        let key = xdhcp::lease::hw_key(1, &mac(c));
         let now = unix_now();
         self.engine
             .server
@@ -758,7 +758,7 @@ impl<'k> World<'k> {
     }
 
     fn last_offer(&self, c: u8) -> Option<Ipv4Addr> {
-        let key = xdhcp::dhcp::leases::hw_key(1, &mac(c));
+        let key = xdhcp::lease::hw_key(1, &mac(c));
         self.engine
             .server
             .leases

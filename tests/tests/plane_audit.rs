@@ -14,7 +14,7 @@ use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use dhcp_common::{LeaseKey, LeaseValue};
 use serde_json::Value;
 use xdhcp::{
-    dhcp::leases::{client_id_key, hw_key},
+    lease::{client_id_key, hw_key},
     xdp::clock::{unix_now, unix_to_mono_ns},
     xdp::map_sync::lease_key,
 };

@@ -10,7 +10,7 @@ use std::{
 };
 
 use xdhcp::{
-    dhcp::leases::{client_id_key, Lease, LeaseState},
+    lease::{client_id_key, Lease, LeaseState},
     store::{
         pg_schema,
         postgres::{DatabaseConfig, PgStore},

@@ -184,7 +184,7 @@ pub fn render(stats: &Value) -> String {
         "Unix time of the last successful lease store write",
         &st["last-write"],
     );
-    // Both planes (the auditor's passes, `crate::audit::auditor`).
+    // Both planes (the auditor's passes, `crate::daemon::auditor`).
     let audit = &stats["plane-audit"];
     if audit.is_object() {
         counters(

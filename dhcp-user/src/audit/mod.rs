@@ -13,9 +13,7 @@
 //!   of its bindings.
 //!
 //! One definition, used by the model-based test, `xdhcp leases audit` and
-//! the daemon's background auditor.
-
-pub mod auditor;
+//! the daemon's background auditor (`crate::daemon::auditor`).
 
 use std::{collections::HashSet, net::Ipv4Addr};
 
@@ -23,7 +21,7 @@ use dhcp_common::{LeaseKey, LeaseValue};
 
 pub use crate::xdp::clock::Clocks;
 use crate::{
-    dhcp::leases::{Lease, LeaseState},
+    lease::{Lease, LeaseState},
     xdp::map_sync::{is_client_key, lease_key},
 };
 
@@ -205,7 +203,7 @@ pub fn recovered_end(l: &Lease, now: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::{
-        dhcp::leases::{hw_key, FastReply},
+        lease::{hw_key, FastReply},
         xdp::clock::{unix_now, unix_to_mono_ns},
     };
     use std::{collections::HashMap, sync::Arc};

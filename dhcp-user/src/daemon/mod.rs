@@ -2,6 +2,7 @@
 //! committer that orders store and map writes, request queues, sockets and
 //! the transmit path, and logging.
 
+pub mod auditor;
 pub mod backlog;
 pub mod commit;
 pub mod engine;

@@ -17,6 +17,7 @@ pub use crate::config::ReservationId;
 use crate::{
     config::{Config, OptionSet},
     dhcp::classes::{agent_sub, Expr, Facts},
+    proto::Boot,
 };
 
 /// The relay identities a request's option 82 carries, most specific
@@ -138,25 +139,12 @@ impl Subscribers {
     }
 }
 
-/// The fixed-header boot fields of a reply.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Boot {
-    pub siaddr: Option<Ipv4Addr>,
-    pub sname: Option<Vec<u8>>,
-    pub file: Option<Vec<u8>>,
-}
-
-impl Boot {
-    pub fn of(o: &OptionSet) -> Boot {
-        Boot {
-            siaddr: o.next_server,
-            sname: o.server_hostname.as_ref().map(|s| s.as_bytes().to_vec()),
-            file: o.boot_file_name.as_ref().map(|s| s.as_bytes().to_vec()),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.siaddr.is_none() && self.sname.is_none() && self.file.is_none()
+/// A reply's boot fields as the options ask for them.
+pub fn boot_of(o: &OptionSet) -> Boot {
+    Boot {
+        siaddr: o.next_server,
+        sname: o.server_hostname.as_ref().map(|s| s.as_bytes().to_vec()),
+        file: o.boot_file_name.as_ref().map(|s| s.as_bytes().to_vec()),
     }
 }
 

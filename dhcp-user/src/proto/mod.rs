@@ -11,7 +11,7 @@ mod reply;
 pub use frame::{build_frame, parse_frame, FrameHeader, RxFrame, Tag};
 pub use malformed::Malformed;
 pub use message::*;
-pub use reply::Reply;
+pub use reply::{Boot, Reply};
 
 #[cfg(test)]
 mod tests;

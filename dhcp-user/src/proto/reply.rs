@@ -6,6 +6,20 @@ use dhcp_common::layout::bootp;
 
 use super::{opt, DhcpRequest, BOOTP_FIXED_LEN, BOOTP_MIN_PAYLOAD, MAGIC_COOKIE};
 
+/// The fixed-header boot fields of a reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Boot {
+    pub siaddr: Option<Ipv4Addr>,
+    pub sname: Option<Vec<u8>>,
+    pub file: Option<Vec<u8>>,
+}
+
+impl Boot {
+    pub fn is_empty(&self) -> bool {
+        self.siaddr.is_none() && self.sname.is_none() && self.file.is_none()
+    }
+}
+
 /// A BOOTREPLY being assembled: fixed header from the request, then options
 /// in the order they are pushed.
 pub struct Reply {
@@ -49,7 +63,7 @@ impl Reply {
 
     /// siaddr, sname and file of a network boot (NUL-terminated, checked
     /// to fit at load).
-    pub fn set_boot(&mut self, b: &crate::dhcp::subscriber::Boot) {
+    pub fn set_boot(&mut self, b: &Boot) {
         if let Some(a) = b.siaddr {
             self.buf[bootp::SIADDR].copy_from_slice(&a.octets());
         }

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::Result;
 
-use crate::{config::Config, dhcp::leases::Lease};
+use crate::{config::Config, lease::Lease};
 
 pub mod pg_schema;
 pub mod postgres;
@@ -130,4 +130,28 @@ pub trait LeaseStore: Send {
     fn set_clean(&mut self, clean: bool) -> Result<()> {
         self.set_meta("clean", i64::from(clean))
     }
+}
+
+/// What the committer reports about the lease store.
+#[derive(Debug, Default, Clone)]
+pub struct StoreHealth {
+    pub batches: u64,
+    pub failed_batches: u64,
+    /// Write attempts that failed (a failed batch is retried).
+    pub failed_writes: u64,
+    /// Batches written only after one or more retries.
+    pub recovered_batches: u64,
+    pub last_error: Option<String>,
+    /// Unix seconds of the last successful write.
+    pub last_write: u64,
+    /// Unix seconds of the first failed attempt of the batch being
+    /// retried now (None while writes succeed).
+    pub failing_since: Option<u64>,
+    /// Replies (ACKs) held back by the batch being retried.
+    pub withheld_replies: u64,
+    /// Bindings a shared store refused: another node's client held the
+    /// address (their ACKs were not sent).
+    pub lost_claims: u64,
+    /// A shared store's own account (`LeaseStore::describe`).
+    pub database: Option<serde_json::Value>,
 }

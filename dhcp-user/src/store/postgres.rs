@@ -31,7 +31,7 @@ use postgres_openssl::MakeTlsConnector;
 
 use super::{pg_schema, ApiReservation, LeaseStore, StoreOp};
 pub use crate::config::DatabaseConfig;
-use crate::dhcp::leases::{FastReply, Lease, LeaseState};
+use crate::lease::{FastReply, Lease, LeaseState};
 
 /// The environment variable read when `database.url` is not set (keeps a
 /// password out of the configuration file).

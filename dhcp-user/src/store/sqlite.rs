@@ -8,7 +8,7 @@ use rusqlite::{params, Connection};
 use super::{ApiReservation, LeaseStore, StoreOp};
 use crate::{
     config::DbSync,
-    dhcp::leases::{FastReply, Lease, LeaseState},
+    lease::{FastReply, Lease, LeaseState},
 };
 
 mod file;

@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::Ipv4Addr};
 use anyhow::{anyhow, Result};
 
 use super::{ApiReservation, LeaseStore, StoreOp};
-use crate::dhcp::leases::Lease;
+use crate::lease::Lease;
 
 /// For tests: `inner` behind a switch that refuses the next `fail`
 /// writes, as a full or failing disk would.

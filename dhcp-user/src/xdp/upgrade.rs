@@ -181,7 +181,7 @@ mod tests {
             *b = i as u8 + 1;
         }
         let c = client_key(&k).unwrap();
-        assert_eq!(c[0], crate::dhcp::leases::KIND_CLIENT_ID);
+        assert_eq!(c[0], crate::lease::KIND_CLIENT_ID);
         assert_eq!(
             &c[1..],
             &k.id[..30],

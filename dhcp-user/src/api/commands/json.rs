@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use dhcp_common::{LeaseKey, LeaseValue};
 
 use crate::{
-    daemon::commit::StoreHealth,
-    dhcp::leases::{Lease, KIND_CLIENT_ID, KIND_HW},
+    lease::{Lease, KIND_CLIENT_ID, KIND_HW},
+    store::StoreHealth,
     xdp::clock::mono_ns_to_unix_ceil,
     xdp::map_sync::{key_text, lease_key, LeaseReader},
 };

@@ -13,8 +13,8 @@ use super::{
 use crate::{
     api::control::Response,
     config::Ipv4Net,
-    dhcp::leases::{Lease, LeaseState, KIND_CLIENT_ID},
     dhcp::server::Server,
+    lease::{Lease, LeaseState, KIND_CLIENT_ID},
     store::StoreOp,
     xdp::map_sync::LeaseReader,
 };
@@ -205,7 +205,7 @@ fn valid_lft(a: &Value) -> Result<u32, String> {
 }
 
 /// A client key and its hardware bytes (htype + chaddr, for operators).
-pub type ClientAndHw = (crate::dhcp::leases::ClientKey, Box<[u8]>);
+pub type ClientAndHw = (crate::lease::ClientKey, Box<[u8]>);
 
 /// The client key and hardware bytes named by `hw-address` or `client-id`.
 pub fn client_of(a: &Value) -> Result<ClientAndHw, String> {
@@ -216,7 +216,7 @@ pub fn client_of(a: &Value) -> Result<ClientAndHw, String> {
         }
         let mut h = vec![1u8];
         h.extend_from_slice(&mac);
-        return Ok((crate::dhcp::leases::hw_key(1, &mac), h.into_boxed_slice()));
+        return Ok((crate::lease::hw_key(1, &mac), h.into_boxed_slice()));
     }
     if let Some(cid) = a.get("client-id").and_then(Value::as_str) {
         let id = parse_hex_id(cid).ok_or_else(|| format!("client-id {cid:?}: not hex bytes"))?;
@@ -224,7 +224,7 @@ pub fn client_of(a: &Value) -> Result<ClientAndHw, String> {
             return Err(format!("client-id {cid:?}: at least 2 bytes"));
         }
         return Ok((
-            crate::dhcp::leases::client_id_key(&id),
+            crate::lease::client_id_key(&id),
             vec![1u8].into_boxed_slice(),
         ));
     }

@@ -15,14 +15,13 @@ use serde_json::Value;
 
 use crate::{
     api::control::{Request, Response},
-    audit::auditor::Auditor,
     dhcp::server::Server,
     store::StoreOp,
     xdp::loader::Fastpath,
     xdp::map_sync::{LeaseReader, SyncStats},
 };
 
-pub use crate::daemon::commit::StoreHealth;
+pub use crate::store::StoreHealth;
 pub use json::{kernel_json, lease_json, lease_json_both, map_key, store_json, with_kernel_view};
 pub use leases::{client_of, lease_list, lease_rows, ClientAndHw, LeaseRows};
 
@@ -46,7 +45,17 @@ pub struct Context<'a> {
     pub now: u64,
     /// A read handle on the lease map, for the kernel's view of a lease.
     pub kernel: Option<&'a LeaseReader>,
-    pub audit: Option<&'a Auditor>,
+    pub audit: Option<&'a dyn AuditView>,
+}
+
+/// What the commands show of the plane auditor. The auditor is a task of
+/// the daemon, which drives these commands: they see it through this, so
+/// the API does not depend on the daemon.
+pub trait AuditView {
+    /// Its settings, counts and last pass (`status-get`).
+    fn status_json(&self) -> Value;
+    /// Its counts (`statistic-get-all`, and so Prometheus).
+    fn stats_json(&self) -> Value;
 }
 
 /// Where a control command is carried out. Most need only the state

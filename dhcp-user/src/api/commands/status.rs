@@ -2,8 +2,9 @@
 
 use serde_json::{json, Value};
 
+use super::AuditView;
 use super::{json::store_json, Context};
-use crate::{api::control::Response, audit::auditor::Auditor, proto::msg};
+use crate::{api::control::Response, proto::msg};
 
 pub(super) fn status(cx: &Context<'_>) -> Response {
     let sync = *cx.sync.lock().unwrap();
@@ -49,7 +50,7 @@ pub(super) fn status(cx: &Context<'_>) -> Response {
                 "refused-map-full": sync.map_full,
                 "repairs": sync.repairs,
             },
-            "plane-audit": cx.audit.map(Auditor::status_json),
+            "plane-audit": cx.audit.map(AuditView::status_json),
             "lease-store": store_json(&health, Some(&cx.lease_db)),
         }),
     )

@@ -21,42 +21,18 @@ use anyhow::Result;
 use dhcp_common::{LeaseKey, LeaseValue};
 
 use crate::{
-    dhcp::leases::LeaseState,
     dhcp::server::GRANT_ORDER_SLACK_NS,
-    store::{LeaseStore, StoreOp},
+    lease::LeaseState,
+    store::{LeaseStore, StoreHealth, StoreOp},
     xdp::clock::unix_now,
     xdp::map_sync::{FastMaps, KernelGrant, MapReport, SyncStats},
 };
-
-/// What the committer reports about the lease store.
-#[derive(Debug, Default, Clone)]
-pub struct StoreHealth {
-    pub batches: u64,
-    pub failed_batches: u64,
-    /// Write attempts that failed (a failed batch is retried).
-    pub failed_writes: u64,
-    /// Batches written only after one or more retries.
-    pub recovered_batches: u64,
-    pub last_error: Option<String>,
-    /// Unix seconds of the last successful write.
-    pub last_write: u64,
-    /// Unix seconds of the first failed attempt of the batch being
-    /// retried now (None while writes succeed).
-    pub failing_since: Option<u64>,
-    /// Replies (ACKs) held back by the batch being retried.
-    pub withheld_replies: u64,
-    /// Bindings a shared store refused: another node's client held the
-    /// address (their ACKs were not sent).
-    pub lost_claims: u64,
-    /// A shared store's own account (`LeaseStore::describe`).
-    pub database: Option<serde_json::Value>,
-}
 
 /// The addresses a commit binds (its ACK's claim).
 fn claims(ops: &[StoreOp]) -> Vec<std::net::Ipv4Addr> {
     ops.iter()
         .filter_map(StoreOp::lease)
-        .filter(|l| l.state == crate::dhcp::leases::LeaseState::Bound)
+        .filter(|l| l.state == crate::lease::LeaseState::Bound)
         .map(|l| l.ip)
         .collect()
 }

@@ -1,6 +1,6 @@
 use super::*;
 use crate::{
-    dhcp::leases::{client_id_key, Lease, LeaseState},
+    lease::{client_id_key, Lease, LeaseState},
     store::{FlakyStore, MemoryStore},
 };
 use std::net::Ipv4Addr;
@@ -263,7 +263,7 @@ fn a_grant_read_from_a_removed_entry_is_written_with_the_end_it_outlives() {
     let ended = |n: u8, state: LeaseState| {
         let mut l = lease(n);
         l.state = state;
-        l.fast = Some(Arc::new(crate::dhcp::leases::FastReply {
+        l.fast = Some(Arc::new(crate::lease::FastReply {
             offerable: false,
             iface: "srv0".into(),
             outer_vlan: 0,

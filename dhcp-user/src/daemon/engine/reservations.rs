@@ -187,7 +187,7 @@ pub(super) fn reservation_command(
 /// `leases`, keeping the counters.
 pub(super) fn rebuild(
     candidate: Config,
-    leases: Vec<crate::dhcp::leases::Lease>,
+    leases: Vec<crate::lease::Lease>,
     running: &mut Config,
     server: &mut Server,
 ) {
@@ -199,6 +199,6 @@ pub(super) fn rebuild(
     *running = candidate;
 }
 
-pub(super) fn current_leases(server: &Server) -> Vec<crate::dhcp::leases::Lease> {
+pub(super) fn current_leases(server: &Server) -> Vec<crate::lease::Lease> {
     server.leases.iter().cloned().collect()
 }

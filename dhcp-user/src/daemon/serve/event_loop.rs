@@ -12,7 +12,7 @@ use super::{
 use crate::{
     api::commands::{self, Route},
     api::control::{self, Pending},
-    audit::auditor,
+    daemon::auditor,
     daemon::backlog::{self, Queued},
     daemon::commit::CommitQueue,
     daemon::engine::{read_ring, Engine},

@@ -30,13 +30,14 @@ use tokio::{
 
 use crate::{
     api::control::{self, Pending},
-    audit::auditor::{Auditor, Reading, Repair},
     config::Config,
+    daemon::auditor::{Auditor, Reading, Repair},
     daemon::backlog::Backlog,
-    daemon::commit::{CommitQueue, Committer, StoreHealth, Written},
+    daemon::commit::{CommitQueue, Committer, Written},
     daemon::engine::Engine,
     daemon::sockets::{self, PacketSocket},
     daemon::transmit::Egress,
+    store::StoreHealth,
     store::StoreOp,
     xdp::loader::Fastpath,
     xdp::map_sync::{LeaseReader, MapReport, SyncStats},

@@ -22,8 +22,8 @@ use tokio::{
 use super::{port_67_socket, unix_now, Daemon, Transmitter, Wake, Wire, EVENT_POLL};
 use crate::{
     api::control::{self, Pending},
-    audit::auditor::{self, Auditor},
     config::{Config, MetricsAddress, XdpSetting},
+    daemon::auditor::{self, Auditor},
     daemon::backlog::Backlog,
     daemon::commit::{Commit, CommitQueue, Committer},
     daemon::engine::{read_ring, Engine, Overrides},
@@ -286,7 +286,7 @@ type CommitterParts = (
     std::thread::JoinHandle<(bool, Committer)>,
     mpsc::UnboundedReceiver<MapReport>,
     Arc<std::sync::Mutex<crate::xdp::map_sync::SyncStats>>,
-    Arc<std::sync::Mutex<crate::daemon::commit::StoreHealth>>,
+    Arc<std::sync::Mutex<crate::store::StoreHealth>>,
 );
 
 /// The committer thread, the only writer of the store and the maps.

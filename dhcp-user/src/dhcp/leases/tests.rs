@@ -1,4 +1,5 @@
 use super::*;
+use crate::lease::client_id_key;
 
 fn lease(ip: [u8; 4], client: &[u8], state: LeaseState, expires: u64) -> Lease {
     Lease {

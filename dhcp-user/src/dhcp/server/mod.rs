@@ -11,11 +11,10 @@ use std::{
 
 use crate::{
     config::{Caps, Config, Ipv4Net, OptionSet},
-    dhcp::leases::{
-        client_id_key, hw_key, ClientKey, EndKind, FastReply, Lease, LeaseState, LeaseTable,
-    },
-    dhcp::subscriber::{Boot, ReservationId, Subscribers},
-    proto::{self, msg, opt, DhcpRequest, Malformed, Reply, Tag},
+    dhcp::leases::{EndKind, LeaseTable},
+    dhcp::subscriber::{ReservationId, Subscribers},
+    lease::{client_id_key, hw_key, ClientKey, FastReply, Lease, LeaseState},
+    proto::{self, msg, opt, Boot, DhcpRequest, Malformed, Reply, Tag},
     store::StoreOp,
     xdp::map_sync::KernelGrant,
 };

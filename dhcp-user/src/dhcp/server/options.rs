@@ -99,7 +99,7 @@ pub(super) fn resolve(o: &OptionSet, net: &Ipv4Net) -> Resolved {
         t1,
         t2,
         options: options.into_iter().collect(),
-        boot: Boot::of(o),
+        boot: crate::dhcp::subscriber::boot_of(o),
     }
 }
 

@@ -6,10 +6,10 @@ use std::{
 use rusqlite::Connection;
 
 use super::{sidecar, SqliteStore};
-use crate::dhcp::leases::client_id_key;
+use crate::lease::client_id_key;
 use crate::{
     config::DbSync,
-    dhcp::leases::{FastReply, Lease, LeaseState},
+    lease::{FastReply, Lease, LeaseState},
     store::{ApiRelayId, ApiReservation, LeaseStore, StoreOp},
 };
 

@@ -9,7 +9,7 @@ use std::{
 use dhcp_common::{LeaseKey, TEMPLATE_OPTIONS_MAX};
 
 use super::lease_key;
-use crate::dhcp::leases::{FastReply, Lease, LeaseState};
+use crate::lease::{FastReply, Lease, LeaseState};
 
 /// The sync's eligibility rule: the key, fast-path data and interface
 /// index of the entry it writes for `l`, if it writes one.

@@ -3,7 +3,7 @@
 
 use dhcp_common::{id_kind, LeaseKey, MAX_ID_LEN};
 
-use crate::dhcp::leases::{KIND_CLIENT_ID, KIND_HW};
+use crate::lease::{KIND_CLIENT_ID, KIND_HW};
 
 /// The lease-map key of a control-plane client key, if it fits.
 pub fn lease_key(client: &[u8]) -> Option<LeaseKey> {

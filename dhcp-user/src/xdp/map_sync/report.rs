@@ -10,7 +10,7 @@ use std::{
 use dhcp_common::{LeaseKey, LeaseValue};
 
 use super::{client_key, FastMaps};
-use crate::dhcp::leases::Lease;
+use crate::lease::Lease;
 
 /// A renewal the kernel answered that the control plane had not been
 /// told of, found in an entry as it was removed.

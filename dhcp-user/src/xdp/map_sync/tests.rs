@@ -1,7 +1,7 @@
 use dhcp_common::{id_kind, LeaseKey};
 
 use super::{client_key, is_client_key, lease_key};
-use crate::dhcp::leases::{client_id_key, hw_key};
+use crate::lease::{client_id_key, hw_key};
 
 #[test]
 fn keys_round_trip_and_match_what_the_program_builds() {

@@ -11,7 +11,7 @@ use aya::maps::MapData;
 use dhcp_common::{LeaseKey, LeaseValue, TEMPLATE_SLOTS};
 
 use super::{report::grant_of, Eligibility, FastMaps, KernelGrant, LeaseReader};
-use crate::dhcp::leases::Lease;
+use crate::lease::Lease;
 
 impl FastMaps {
     /// Whether the sync writes an entry for `l` (the auditor's rule for a

@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::Ipv4Addr};
 use dhcp_common::{lease_flags, LeaseKey, LeaseValue};
 
 use super::{eligibility::eligible, report::grant_of, unix_to_mono_ns, FastMaps, MapReport};
-use crate::{dhcp::leases::Lease, store::StoreOp};
+use crate::{lease::Lease, store::StoreOp};
 
 /// Index of the last `Put` or `Delete` of each address in `ops`.
 fn last_lease_op(ops: &[StoreOp]) -> HashMap<Ipv4Addr, usize> {

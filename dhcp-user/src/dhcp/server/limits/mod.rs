@@ -21,7 +21,8 @@ use std::{collections::HashMap, net::Ipv4Addr};
 
 use crate::{
     config::Caps,
-    dhcp::leases::{ClientKey, LeaseState, LeaseTable},
+    dhcp::leases::LeaseTable,
+    lease::{ClientKey, LeaseState},
 };
 
 use super::{hw_of, relay_ids, Arrival, LineId, Server};

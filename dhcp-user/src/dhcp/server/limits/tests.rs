@@ -1,5 +1,5 @@
 use super::*;
-use crate::dhcp::leases::{hw_key, Lease};
+use crate::lease::{hw_key, Lease};
 
 fn caps(per_line: u32, per_mac: u32) -> Caps {
     Caps {

@@ -12,7 +12,7 @@ use super::{
 use crate::{
     api::control::{self, Response},
     daemon::engine::Engine,
-    dhcp::leases::LeaseState,
+    lease::LeaseState,
     store::StoreOp,
     xdp::map_sync::{key_text, lease_key},
 };

@@ -10,7 +10,7 @@ use super::{pass::Pass, Auditor, STATUS_LIST};
 use crate::{
     api::commands::json::kernel_json,
     audit::{Disagreement, Kind},
-    dhcp::leases::Lease,
+    lease::Lease,
     xdp::map_sync::{key_text, lease_key},
 };
 
@@ -159,4 +159,14 @@ pub(super) fn summary_json(s: &Summary) -> Value {
     v["disagreements-listed"] = json!(s.findings.len());
     v["current"] = s.findings.iter().map(Finding::json).collect();
     v
+}
+
+impl crate::api::commands::AuditView for Auditor {
+    fn status_json(&self) -> Value {
+        Auditor::status_json(self)
+    }
+
+    fn stats_json(&self) -> Value {
+        Auditor::stats_json(self)
+    }
 }

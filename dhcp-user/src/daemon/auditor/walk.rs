@@ -4,7 +4,7 @@
 use std::{collections::HashSet, net::Ipv4Addr};
 
 use super::STEP;
-use crate::dhcp::leases::LeaseState;
+use crate::lease::LeaseState;
 
 /// Addresses whose lease's client has its entry there, one bit each over
 /// the configured subnets (a set for any other address).

@@ -3,10 +3,11 @@ use super::{
     pass::Pass,
     walk::Coverage,
 };
-use crate::dhcp::leases::{hw_key, FastReply};
+use crate::lease::{hw_key, FastReply};
 use crate::{
     audit::Kind,
-    dhcp::leases::{Lease, LeaseState, LeaseTable},
+    dhcp::leases::LeaseTable,
+    lease::{Lease, LeaseState},
     xdp::{clock::unix_now, map_sync::lease_key},
 };
 use dhcp_common::{LeaseKey, LeaseValue};

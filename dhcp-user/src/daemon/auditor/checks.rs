@@ -12,7 +12,8 @@ use super::{
 use crate::{
     audit::{self, Disagreement, Kind},
     daemon::engine::Engine,
-    dhcp::leases::{Lease, LeaseState, LeaseTable},
+    dhcp::leases::LeaseTable,
+    lease::{Lease, LeaseState},
     xdp::map_sync::{is_client_key, lease_key, Eligibility},
 };
 
