@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod fuzz;
 mod setup;
+mod structure;
 
 use std::{
     path::{Path, PathBuf},
@@ -36,6 +37,9 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Check the structure rules alone (part of `test`): no import circle
+    /// between modules, no non-test source file over 500 lines.
+    Structure,
     /// Set up, build, and run the demo lab: a client namespace talking to
     /// `xdhcp serve` on the embedded default config.
     Demo,
@@ -109,6 +113,7 @@ fn test(args: &[String]) -> Result<()> {
         eprintln!("xtask: removed stale lab namespaces: {stale:?}");
     }
     run(cargo().args(["fmt", "--all", "--check"]))?;
+    structure::check()?;
     // The XDP crate is its own workspace.
     run(cargo().args(["fmt", "--manifest-path", "dhcp-ebpf/Cargo.toml", "--check"]))?;
     // So is the fuzz crate (cargo-fuzz's flags).
@@ -165,6 +170,7 @@ fn main() -> ExitCode {
                 seconds,
             })
         }),
+        Task::Structure => structure::check(),
         Task::Demo => setup::setup().and_then(|()| demo::demo()),
         Task::Bench {
             replot: Some(json), ..
