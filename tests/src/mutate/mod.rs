@@ -12,6 +12,10 @@
 
 mod parts;
 
+use dhcp_common::layout::{
+    bootp, eth, ipv4, opt, udp, DHCP_SERVER_PORT, ETH_P_8021AD, ETH_P_8021Q, ETH_P_QINQ_9100,
+};
+
 pub use parts::{udp_checksum_ok, Fix, Parts, UdpSum};
 
 /// xorshift64: the same frames for the same seed.
@@ -61,288 +65,369 @@ const CODES: &[u8] = &[
 
 /// Applies one to three mutations to `frame` (which must split).
 pub fn mutate(rng: &mut Rng, frame: &[u8]) -> Mutated {
-    let mut p = Parts::split(frame).expect("generated frames split");
-    let mut fix = Fix {
-        ip_len: true,
-        udp_len: true,
-        ip_sum: !rng.chance(3),
-        udp_sum: match rng.below(100) {
-            0..=89 => UdpSum::Fix,
-            90..=94 => UdpSum::Zero,
-            _ => UdpSum::Keep,
+    let mut m = Mutation {
+        p: Parts::split(frame).expect("generated frames split"),
+        fix: Fix {
+            ip_len: true,
+            udp_len: true,
+            ip_sum: !rng.chance(3),
+            udp_sum: match rng.below(100) {
+                0..=89 => UdpSum::Fix,
+                90..=94 => UdpSum::Zero,
+                _ => UdpSum::Keep,
+            },
         },
+        cut: None,
+        payload_cut: None,
+        flips: Vec::new(),
     };
     let mut what = Vec::new();
-    let mut cut: Option<usize> = None;
-    let mut payload_cut: Option<usize> = None;
-    let mut flips = Vec::new();
     for _ in 0..1 + rng.below(3) {
         let w = match rng.below(20) {
-            0..=2 => {
-                // Bytes flipped after layout, mostly in the payload.
-                for _ in 0..1 + rng.below(4) {
-                    flips.push((rng.next_u64(), rng.byte() | 1));
-                }
-                "flipped bytes"
-            }
-            3 => {
-                let o = p.options();
-                if o.is_empty() {
-                    continue;
-                }
-                let (s, e) = rng.pick(&o);
-                let copy = p.payload[s..e].to_vec();
-                let at = p.boundary(rng);
-                p.payload.splice(at..at, copy);
-                "duplicated option"
-            }
-            4 | 5 => {
-                let code = rng.pick(CODES);
-                let len = match rng.below(6) {
-                    0 => 0,
-                    1 => 1,
-                    2 => 2,
-                    3 => 4,
-                    4 => rng.below(40) as usize,
-                    _ => rng.below(256) as usize,
-                };
-                let mut o = vec![code, len as u8];
-                // Sometimes the value is shorter than the length says.
-                let have = if rng.chance(15) {
-                    rng.below(len as u64 + 1) as usize
-                } else {
-                    len
-                };
-                o.extend(rng.bytes(have));
-                let at = p.boundary(rng);
-                p.payload.splice(at..at, o);
-                "injected option"
-            }
-            6 => {
-                let o = p.options();
-                if o.is_empty() {
-                    continue;
-                }
-                let (s, e) = rng.pick(&o);
-                p.payload.drain(s..e);
-                "removed option"
-            }
-            7 => {
-                let o = p.options();
-                if o.len() < 2 {
-                    continue;
-                }
-                let i = rng.below(o.len() as u64 - 1) as usize;
-                let (a, b) = (o[i], o[i + 1]);
-                let first = p.payload[a.0..a.1].to_vec();
-                let second = p.payload[b.0..b.1].to_vec();
-                p.payload.splice(a.0..b.1, [second, first].concat());
-                "swapped options"
-            }
-            8 => {
-                fix.ip_len = false;
-                let n = u16::from_be_bytes([p.ip[2], p.ip[3]]);
-                let actual = (p.ip.len() + 8 + p.payload.len()) as u16;
-                let lie = lie(rng, actual.max(n));
-                p.ip[2..4].copy_from_slice(&lie.to_be_bytes());
-                if rng.chance(50) {
-                    // Bytes past the datagram the lie can claim.
-                    let n = rng.below(24) as usize;
-                    p.trailer.extend(rng.bytes(n));
-                }
-                "lying IPv4 length"
-            }
-            9 => {
-                fix.udp_len = false;
-                let actual = (8 + p.payload.len()) as u16;
-                let lie = lie(rng, actual);
-                p.udp[4..6].copy_from_slice(&lie.to_be_bytes());
-                if rng.chance(50) {
-                    let n = rng.below(24) as usize;
-                    p.trailer.extend(rng.bytes(n));
-                }
-                "lying UDP length"
-            }
-            10 => {
-                if rng.chance(60) {
-                    let r = rng.byte();
-                    p.payload[1] = rng.pick(&[0, 1, 6, 8, 32, 255, r]);
-                }
-                if rng.chance(70) {
-                    let r = rng.byte();
-                    p.payload[2] = rng.pick(&[0, 1, 5, 6, 7, 15, 16, 17, 255, r]);
-                }
-                "odd htype/hlen"
-            }
-            11 => {
-                if rng.chance(50) {
-                    // Cut the payload (last, below), headers saying so.
-                    payload_cut = Some(rng.next_u64() as usize);
-                    "truncated payload"
-                } else {
-                    cut = Some(rng.next_u64() as usize);
-                    "truncated frame"
-                }
-            }
-            12 | 13 => {
-                match rng.below(4) {
-                    0 if !p.tags.is_empty() => {
-                        let i = rng.below(p.tags.len() as u64) as usize;
-                        p.tags.remove(i);
-                    }
-                    1 if !p.tags.is_empty() => {
-                        let i = rng.below(p.tags.len() as u64) as usize;
-                        let r = rng.next_u64() as u16;
-                        let vid: u16 = rng.pick(&[0, 1, 7, 100, 200, 4095, r]);
-                        p.tags[i][2..4].copy_from_slice(&vid.to_be_bytes());
-                    }
-                    _ => {
-                        let tpid: u16 = rng.pick(&[0x8100, 0x88a8, 0x9100]);
-                        let vid: u16 = rng.pick(&[100, 200, 7, 0, 4095]);
-                        let mut t = [0u8; 4];
-                        t[..2].copy_from_slice(&tpid.to_be_bytes());
-                        t[2..].copy_from_slice(&vid.to_be_bytes());
-                        let at = rng.below(p.tags.len() as u64 + 1) as usize;
-                        p.tags.insert(at, t);
-                    }
-                }
-                "tags"
-            }
-            14 | 15 => {
-                // As a relay would forward it: giaddr, hops, option 82.
-                if rng.chance(70) {
-                    let r = (rng.next_u64() as u32).to_be_bytes();
-                    let g: [u8; 4] = rng.pick(&[
-                        [198, 19, 10, 1],
-                        [198, 19, 99, 1],
-                        [198, 18, 0, 1],
-                        [0, 0, 0, 0],
-                        r,
-                    ]);
-                    p.payload[24..28].copy_from_slice(&g);
-                }
-                if rng.chance(40) {
-                    p.payload[3] = rng.pick(&[0, 1, 2, 16, 255]);
-                }
-                if rng.chance(30) {
-                    p.udp[0..2].copy_from_slice(&67u16.to_be_bytes());
-                }
-                if rng.chance(70) {
-                    let mut rai = Vec::new();
-                    for _ in 0..rng.below(4) {
-                        let code = rng.pick(&[1, 2, 5, 9, 151]);
-                        let len = if code == 5 && rng.chance(70) {
-                            4
-                        } else {
-                            rng.below(12) as usize
-                        };
-                        rai.push(code);
-                        rai.push(len as u8);
-                        rai.extend(rng.bytes(len));
-                    }
-                    if rng.chance(10) && !rai.is_empty() {
-                        // A sub-option running past the option.
-                        rai.truncate(rai.len() - 1);
-                    }
-                    let mut o = vec![82, rai.len() as u8];
-                    o.extend(rai);
-                    let at = if rng.chance(70) {
-                        p.end_at()
-                    } else {
-                        p.boundary(rng)
-                    };
-                    p.payload.splice(at..at, o);
-                }
-                "relay"
-            }
-            16 => {
-                let n = 1 + rng.below(32) as usize;
-                p.trailer.extend(rng.bytes(n));
-                "trailer"
-            }
-            17 => {
-                if rng.chance(50) {
-                    let n = p.payload.len() + 1 + rng.below(300) as usize;
-                    p.payload.resize(n, 0);
-                    "padded"
-                } else {
-                    let end = p.end_at() + 1;
-                    p.payload.truncate(end.min(p.payload.len()));
-                    "padding removed"
-                }
-            }
-            18 => {
-                let field = rng.pick(&[0usize, 4, 8, 10, 12, 16, 20, 44, 108]);
-                let len = rng.pick(&[1usize, 2, 4]);
-                for i in 0..len {
-                    p.payload[field + i] = rng.byte();
-                }
-                "header field"
-            }
-            _ => {
-                match rng.below(3) {
-                    0 => {
-                        // IPv4 options (the fast path passes them).
-                        let n = 4 * (1 + rng.below(10) as usize);
-                        let at = p.ip.len();
-                        let opts = rng.bytes(n);
-                        p.ip.splice(at..at, opts);
-                        p.ip[0] = 0x40 | (p.ip.len() / 4) as u8;
-                    }
-                    1 => {
-                        let r = rng.next_u64() as u16;
-                        let port: u16 = rng.pick(&[67, 68, 0, 547, r]);
-                        p.udp[2..4].copy_from_slice(&port.to_be_bytes());
-                    }
-                    _ => {
-                        let b = rng.pick(&[1u8, 2, 3, 4, 5, 7, 8, 9, 0, 255]);
-                        if let Some((s, _)) = p
-                            .options()
-                            .into_iter()
-                            .find(|o| p.payload[o.0] == 53 && o.1 > o.0 + 2)
-                        {
-                            p.payload[s + 2] = b;
-                        }
-                    }
-                }
-                "ip options, port or message type"
-            }
+            0..=2 => Some(m.flip_bytes(rng)),
+            3 => m.duplicate_option(rng),
+            4 | 5 => Some(m.inject_option(rng)),
+            6 => m.remove_option(rng),
+            7 => m.swap_options(rng),
+            8 => Some(m.lie_ip_length(rng)),
+            9 => Some(m.lie_udp_length(rng)),
+            10 => Some(m.odd_hardware(rng)),
+            11 => Some(m.truncate(rng)),
+            12 | 13 => Some(m.retag(rng)),
+            14 | 15 => Some(m.as_relayed(rng)),
+            16 => Some(m.trailer(rng)),
+            17 => Some(m.padding(rng)),
+            18 => Some(m.header_field(rng)),
+            _ => Some(m.ip_options_port_or_type(rng)),
         };
-        what.push(w);
+        // A mutation that found nothing to change is not counted.
+        what.extend(w);
     }
-    if let Some(c) = payload_cut {
-        let n = p.payload.len();
-        p.payload.truncate(c % n);
+    Mutated {
+        frame: m.lay_out(rng),
+        what,
     }
-    let mut f = p.assemble(fix);
-    let head = 14 + 4 * p.tags.len();
-    for &(at, x) in &flips {
-        // Three in four in the payload, the rest anywhere.
-        let i = if at % 4 != 0 && f.len() > head + 28 {
-            head + 28 + (at >> 2) as usize % (f.len() - head - 28)
+}
+
+/// A frame being mutated: its parts, which lengths and checksums to make
+/// right, and what is done after layout (cuts, flipped bytes).
+struct Mutation {
+    p: Parts,
+    fix: Fix,
+    cut: Option<usize>,
+    payload_cut: Option<usize>,
+    /// (where, xor mask), applied after layout.
+    flips: Vec<(u64, u8)>,
+}
+
+impl Mutation {
+    /// Bytes flipped after layout, mostly in the payload.
+    fn flip_bytes(&mut self, rng: &mut Rng) -> &'static str {
+        for _ in 0..1 + rng.below(4) {
+            self.flips.push((rng.next_u64(), rng.byte() | 1));
+        }
+        "flipped bytes"
+    }
+
+    fn duplicate_option(&mut self, rng: &mut Rng) -> Option<&'static str> {
+        let p = &mut self.p;
+        let o = p.options();
+        if o.is_empty() {
+            return None;
+        }
+        let (s, e) = rng.pick(&o);
+        let copy = p.payload[s..e].to_vec();
+        let at = p.boundary(rng);
+        p.payload.splice(at..at, copy);
+        Some("duplicated option")
+    }
+
+    fn inject_option(&mut self, rng: &mut Rng) -> &'static str {
+        let code = rng.pick(CODES);
+        let len = match rng.below(6) {
+            0 => 0,
+            1 => 1,
+            2 => 2,
+            3 => 4,
+            4 => rng.below(40) as usize,
+            _ => rng.below(256) as usize,
+        };
+        let mut o = vec![code, len as u8];
+        // Sometimes the value is shorter than the length says.
+        let have = if rng.chance(15) {
+            rng.below(len as u64 + 1) as usize
         } else {
-            (at >> 2) as usize % f.len()
+            len
         };
-        f[i] ^= x;
+        o.extend(rng.bytes(have));
+        let at = self.p.boundary(rng);
+        self.p.payload.splice(at..at, o);
+        "injected option"
     }
-    if !flips.is_empty() && rng.chance(60) {
-        // Checksums repaired over the flipped bytes (lengths as flipped);
-        // otherwise a broken one, which both planes must drop.
-        if let Some(mut q) = Parts::split(&f) {
-            f = q.assemble(Fix {
-                ip_len: false,
-                udp_len: false,
-                ip_sum: fix.ip_sum,
-                udp_sum: fix.udp_sum,
-            });
+
+    fn remove_option(&mut self, rng: &mut Rng) -> Option<&'static str> {
+        let o = self.p.options();
+        if o.is_empty() {
+            return None;
+        }
+        let (s, e) = rng.pick(&o);
+        self.p.payload.drain(s..e);
+        Some("removed option")
+    }
+
+    fn swap_options(&mut self, rng: &mut Rng) -> Option<&'static str> {
+        let p = &mut self.p;
+        let o = p.options();
+        if o.len() < 2 {
+            return None;
+        }
+        let i = rng.below(o.len() as u64 - 1) as usize;
+        let (a, b) = (o[i], o[i + 1]);
+        let first = p.payload[a.0..a.1].to_vec();
+        let second = p.payload[b.0..b.1].to_vec();
+        p.payload.splice(a.0..b.1, [second, first].concat());
+        Some("swapped options")
+    }
+
+    fn lie_ip_length(&mut self, rng: &mut Rng) -> &'static str {
+        self.fix.ip_len = false;
+        let p = &mut self.p;
+        let n = u16::from_be_bytes(p.ip[ipv4::TOTAL_LEN].try_into().unwrap());
+        let actual = (p.ip.len() + udp::HEADER_LEN + p.payload.len()) as u16;
+        let lie = lie(rng, actual.max(n));
+        p.ip[ipv4::TOTAL_LEN].copy_from_slice(&lie.to_be_bytes());
+        if rng.chance(50) {
+            // Bytes past the datagram the lie can claim.
+            let n = rng.below(24) as usize;
+            p.trailer.extend(rng.bytes(n));
+        }
+        "lying IPv4 length"
+    }
+
+    fn lie_udp_length(&mut self, rng: &mut Rng) -> &'static str {
+        self.fix.udp_len = false;
+        let p = &mut self.p;
+        let actual = (udp::HEADER_LEN + p.payload.len()) as u16;
+        let lie = lie(rng, actual);
+        p.udp[udp::LEN].copy_from_slice(&lie.to_be_bytes());
+        if rng.chance(50) {
+            let n = rng.below(24) as usize;
+            p.trailer.extend(rng.bytes(n));
+        }
+        "lying UDP length"
+    }
+
+    fn odd_hardware(&mut self, rng: &mut Rng) -> &'static str {
+        if rng.chance(60) {
+            let r = rng.byte();
+            self.p.payload[bootp::HTYPE] = rng.pick(&[0, 1, 6, 8, 32, 255, r]);
+        }
+        if rng.chance(70) {
+            let r = rng.byte();
+            self.p.payload[bootp::HLEN] = rng.pick(&[0, 1, 5, 6, 7, 15, 16, 17, 255, r]);
+        }
+        "odd htype/hlen"
+    }
+
+    fn truncate(&mut self, rng: &mut Rng) -> &'static str {
+        if rng.chance(50) {
+            // Cut the payload (last, in `lay_out`), headers saying so.
+            self.payload_cut = Some(rng.next_u64() as usize);
+            "truncated payload"
+        } else {
+            self.cut = Some(rng.next_u64() as usize);
+            "truncated frame"
         }
     }
-    if let Some(c) = cut {
-        // BPF_PROG_TEST_RUN refuses frames under an Ethernet header.
-        let n = 14 + c % (f.len() - 13);
-        f.truncate(n);
+
+    fn retag(&mut self, rng: &mut Rng) -> &'static str {
+        let tags = &mut self.p.tags;
+        match rng.below(4) {
+            0 if !tags.is_empty() => {
+                let i = rng.below(tags.len() as u64) as usize;
+                tags.remove(i);
+            }
+            1 if !tags.is_empty() => {
+                let i = rng.below(tags.len() as u64) as usize;
+                let r = rng.next_u64() as u16;
+                let vid: u16 = rng.pick(&[0, 1, 7, 100, 200, 4095, r]);
+                tags[i][2..4].copy_from_slice(&vid.to_be_bytes());
+            }
+            _ => {
+                let tpid: u16 = rng.pick(&[ETH_P_8021Q, ETH_P_8021AD, ETH_P_QINQ_9100]);
+                let vid: u16 = rng.pick(&[100, 200, 7, 0, 4095]);
+                let mut t = [0u8; eth::VLAN_TAG_LEN];
+                t[..2].copy_from_slice(&tpid.to_be_bytes());
+                t[2..].copy_from_slice(&vid.to_be_bytes());
+                let at = rng.below(tags.len() as u64 + 1) as usize;
+                tags.insert(at, t);
+            }
+        }
+        "tags"
     }
-    Mutated { frame: f, what }
+
+    /// As a relay would forward it: giaddr, hops, option 82.
+    fn as_relayed(&mut self, rng: &mut Rng) -> &'static str {
+        let p = &mut self.p;
+        if rng.chance(70) {
+            let r = (rng.next_u64() as u32).to_be_bytes();
+            let g: [u8; 4] = rng.pick(&[
+                [198, 19, 10, 1],
+                [198, 19, 99, 1],
+                [198, 18, 0, 1],
+                [0, 0, 0, 0],
+                r,
+            ]);
+            p.payload[bootp::GIADDR].copy_from_slice(&g);
+        }
+        if rng.chance(40) {
+            p.payload[bootp::HOPS] = rng.pick(&[0, 1, 2, 16, 255]);
+        }
+        if rng.chance(30) {
+            p.udp[udp::SRC_PORT].copy_from_slice(&DHCP_SERVER_PORT.to_be_bytes());
+        }
+        if rng.chance(70) {
+            let o = relay_agent_info(rng);
+            let at = if rng.chance(70) {
+                p.end_at()
+            } else {
+                p.boundary(rng)
+            };
+            p.payload.splice(at..at, o);
+        }
+        "relay"
+    }
+
+    fn trailer(&mut self, rng: &mut Rng) -> &'static str {
+        let n = 1 + rng.below(32) as usize;
+        self.p.trailer.extend(rng.bytes(n));
+        "trailer"
+    }
+
+    fn padding(&mut self, rng: &mut Rng) -> &'static str {
+        let p = &mut self.p;
+        if rng.chance(50) {
+            let n = p.payload.len() + 1 + rng.below(300) as usize;
+            p.payload.resize(n, 0);
+            "padded"
+        } else {
+            let end = p.end_at() + 1;
+            p.payload.truncate(end.min(p.payload.len()));
+            "padding removed"
+        }
+    }
+
+    fn header_field(&mut self, rng: &mut Rng) -> &'static str {
+        let field = rng.pick(&[
+            bootp::OP,
+            bootp::XID.start,
+            bootp::SECS.start,
+            bootp::FLAGS.start,
+            bootp::CIADDR.start,
+            bootp::YIADDR.start,
+            bootp::SIADDR.start,
+            bootp::SNAME.start,
+            bootp::FILE.start,
+        ]);
+        let len = rng.pick(&[1usize, 2, 4]);
+        for i in 0..len {
+            self.p.payload[field + i] = rng.byte();
+        }
+        "header field"
+    }
+
+    fn ip_options_port_or_type(&mut self, rng: &mut Rng) -> &'static str {
+        let p = &mut self.p;
+        match rng.below(3) {
+            0 => {
+                // IPv4 options (the fast path passes them).
+                let n = 4 * (1 + rng.below(10) as usize);
+                let at = p.ip.len();
+                let opts = rng.bytes(n);
+                p.ip.splice(at..at, opts);
+                p.ip[ipv4::VERSION_IHL] = 0x40 | (p.ip.len() / 4) as u8;
+            }
+            1 => {
+                let r = rng.next_u64() as u16;
+                let port: u16 = rng.pick(&[67, 68, 0, 547, r]);
+                p.udp[udp::DST_PORT].copy_from_slice(&port.to_be_bytes());
+            }
+            _ => {
+                let b = rng.pick(&[1u8, 2, 3, 4, 5, 7, 8, 9, 0, 255]);
+                if let Some((s, _)) = p
+                    .options()
+                    .into_iter()
+                    .find(|o| p.payload[o.0] == opt::MESSAGE_TYPE && o.1 > o.0 + 2)
+                {
+                    p.payload[s + 2] = b;
+                }
+            }
+        }
+        "ip options, port or message type"
+    }
+
+    /// The frame laid out, then what applies to the whole frame: the
+    /// payload cut, flipped bytes (checksums sometimes repaired over
+    /// them), the frame cut.
+    fn lay_out(mut self, rng: &mut Rng) -> Vec<u8> {
+        if let Some(c) = self.payload_cut {
+            let n = self.p.payload.len();
+            self.p.payload.truncate(c % n);
+        }
+        let mut f = self.p.assemble(self.fix);
+        let head = eth::HEADER_LEN + eth::VLAN_TAG_LEN * self.p.tags.len();
+        let datagram = head + ipv4::MIN_HEADER_LEN + udp::HEADER_LEN;
+        for &(at, x) in &self.flips {
+            // Three in four in the payload, the rest anywhere.
+            let i = if at % 4 != 0 && f.len() > datagram {
+                datagram + (at >> 2) as usize % (f.len() - datagram)
+            } else {
+                (at >> 2) as usize % f.len()
+            };
+            f[i] ^= x;
+        }
+        if !self.flips.is_empty() && rng.chance(60) {
+            // Checksums repaired over the flipped bytes (lengths as
+            // flipped); otherwise a broken one, which both planes must drop.
+            if let Some(mut q) = Parts::split(&f) {
+                f = q.assemble(Fix {
+                    ip_len: false,
+                    udp_len: false,
+                    ip_sum: self.fix.ip_sum,
+                    udp_sum: self.fix.udp_sum,
+                });
+            }
+        }
+        if let Some(c) = self.cut {
+            // BPF_PROG_TEST_RUN refuses frames under an Ethernet header.
+            let n = eth::HEADER_LEN + c % (f.len() - (eth::HEADER_LEN - 1));
+            f.truncate(n);
+        }
+        f
+    }
+}
+
+/// An option 82 of up to three sub-options, some odd.
+fn relay_agent_info(rng: &mut Rng) -> Vec<u8> {
+    let mut rai = Vec::new();
+    for _ in 0..rng.below(4) {
+        let code = rng.pick(&[1, 2, 5, 9, 151]);
+        let len = if code == 5 && rng.chance(70) {
+            4
+        } else {
+            rng.below(12) as usize
+        };
+        rai.push(code);
+        rai.push(len as u8);
+        rai.extend(rng.bytes(len));
+    }
+    if rng.chance(10) && !rai.is_empty() {
+        // A sub-option running past the option.
+        rai.truncate(rai.len() - 1);
+    }
+    let mut o = vec![opt::RELAY_AGENT_INFO, rai.len() as u8];
+    o.extend(rai);
+    o
 }
 
 fn lie(rng: &mut Rng, actual: u16) -> u16 {
