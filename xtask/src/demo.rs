@@ -3,16 +3,20 @@
 //! then what each path saw.
 
 use std::{
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
+use dhcp_common::layout::{msg, udp, DHCP_CLIENT_PORT, DHCP_SERVER_PORT};
 use xdhcp_lab::{
+    dhcp::ReplyView,
     frame::{FrameSpec, TPID_8021AD, TPID_8021Q},
+    mutate::Parts,
     proc::Logged,
     raw::RawSocket,
-    Lab,
+    Lab, Netns,
 };
 
 use crate::{cargo, run};
@@ -68,91 +72,8 @@ pub fn demo() -> Result<()> {
         )?;
         _peer.wait_for("peer program attached", Duration::from_secs(20))?;
 
-        println!("== client: ISC dhclient asks for a lease (DISCOVER, OFFER, REQUEST, ACK: the control plane)");
-        let script = dir.join("dhclient.sh");
-        std::fs::write(
-            &script,
-            "#!/bin/sh\ncase \"$reason\" in BOUND|RENEW|REBIND) ip addr flush dev $interface; ip addr add $new_ip_address/$new_subnet_mask dev $interface; echo \"   client | $reason: $new_ip_address lease $new_dhcp_lease_time s from $new_dhcp_server_identifier\" >&2;; esac\nexit 0\n",
-        )?;
-        run(Command::new("chmod").arg("+x").arg(&script))?;
-        let started = Instant::now();
-        let dhclient = Logged::spawn(
-            &client,
-            Command::new("dhclient")
-                .args(["-4", "-d", "-sf"])
-                .arg(&script)
-                .arg("-pf")
-                .arg(dir.join("dhclient.pid"))
-                .arg("-lf")
-                .arg(dir.join("dhclient.leases"))
-                .arg("cli0"),
-            None,
-        )?;
-        let bound = dhclient
-            .wait_for("client | BOUND:", Duration::from_secs(20))
-            .context("dhclient got no lease")?;
-        println!("{bound}");
-        println!(
-            "   lease obtained in {:.0} ms; cli0 now has {}",
-            started.elapsed().as_secs_f64() * 1000.0,
-            client
-                .run(["ip", "-4", "-o", "addr", "show", "cli0"])?
-                .split_whitespace()
-                .nth(3)
-                .unwrap_or("?")
-        );
-
-        println!(
-            "== client: dhclient renews at T1 (5 s in the demo config): a REQUEST in RENEWING"
-        );
-        let acks_before = daemon.count("REQUEST -> ACK");
-        let renew = dhclient
-            .wait_for("client | RENEW:", Duration::from_secs(15))
-            .context("dhclient's renewal got no answer")?;
-        println!("{renew}");
-        daemon
-            .wait_for("renewed by the XDP program", Duration::from_secs(5))
-            .context("the renewal was not the XDP program's")?;
-        println!(
-            "   answered by the XDP program with XDP_TX; control-plane ACKs before {} after {} (it only stored the new expiry)",
-            acks_before,
-            daemon.count("REQUEST -> ACK")
-        );
-        dhclient.signal(15);
-        drop(dhclient);
-
-        println!(
-            "== client: DISCOVERs tagged 802.1Q 100 and QinQ 100/200 (no VLAN interfaces anywhere)"
-        );
-        let sock = RawSocket::open(&client, "cli0")?;
-        let mac = client.mac("cli0")?;
-        for tags in [
-            vec![(TPID_8021Q, 100)],
-            vec![(TPID_8021AD, 100), (TPID_8021Q, 200)],
-        ] {
-            let mut d = FrameSpec::dhcp_request(mac, 1);
-            d.tags = tags.clone();
-            sock.send(&d.build())?;
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline {
-                let Some(f) = sock.recv(Duration::from_millis(200))? else {
-                    continue;
-                };
-                // An OFFER: UDP 67->68 behind the same tags.
-                let l3 = 14 + 4 * tags.len();
-                if f.len() > l3 + 28 + 20 && f[l3 + 20..l3 + 24] == [0, 67, 0, 68] {
-                    let yiaddr = &f[l3 + 28 + 16..l3 + 28 + 20];
-                    let vids: Vec<u16> = (0..tags.len())
-                        .map(|i| u16::from_be_bytes([f[14 + 4 * i], f[15 + 4 * i]]) & 0xfff)
-                        .collect();
-                    println!(
-                        "   OFFER {}.{}.{}.{} came back tagged {vids:?}",
-                        yiaddr[0], yiaddr[1], yiaddr[2], yiaddr[3]
-                    );
-                    break;
-                }
-            }
-        }
+        dhclient_dora_and_renewal(&client, &daemon, &dir)?;
+        tagged_discovers(&client)?;
         std::thread::sleep(Duration::from_millis(300));
         Ok(())
     })();
@@ -167,7 +88,122 @@ pub fn demo() -> Result<()> {
             .unwrap_or_else(|| "none (detached)".into())
     );
     let _ = std::fs::remove_dir_all(&dir);
-    let lines = daemon.lines();
+    summary(&daemon.lines());
+    if !status.success() {
+        bail!("xdhcp serve exited with {status}");
+    }
+    Ok(())
+}
+
+/// ISC dhclient's DORA (the control plane), then its renewal at T1, which
+/// the XDP program answers.
+fn dhclient_dora_and_renewal(client: &Netns, daemon: &Logged, dir: &Path) -> Result<()> {
+    println!("== client: ISC dhclient asks for a lease (DISCOVER, OFFER, REQUEST, ACK: the control plane)");
+    let script = dir.join("dhclient.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncase \"$reason\" in BOUND|RENEW|REBIND) ip addr flush dev $interface; ip addr add $new_ip_address/$new_subnet_mask dev $interface; echo \"   client | $reason: $new_ip_address lease $new_dhcp_lease_time s from $new_dhcp_server_identifier\" >&2;; esac\nexit 0\n",
+    )?;
+    run(Command::new("chmod").arg("+x").arg(&script))?;
+    let started = Instant::now();
+    let dhclient = Logged::spawn(
+        client,
+        Command::new("dhclient")
+            .args(["-4", "-d", "-sf"])
+            .arg(&script)
+            .arg("-pf")
+            .arg(dir.join("dhclient.pid"))
+            .arg("-lf")
+            .arg(dir.join("dhclient.leases"))
+            .arg("cli0"),
+        None,
+    )?;
+    let bound = dhclient
+        .wait_for("client | BOUND:", Duration::from_secs(20))
+        .context("dhclient got no lease")?;
+    println!("{bound}");
+    println!(
+        "   lease obtained in {:.0} ms; cli0 now has {}",
+        started.elapsed().as_secs_f64() * 1000.0,
+        client
+            .run(["ip", "-4", "-o", "addr", "show", "cli0"])?
+            .split_whitespace()
+            .nth(3)
+            .unwrap_or("?")
+    );
+
+    println!("== client: dhclient renews at T1 (5 s in the demo config): a REQUEST in RENEWING");
+    let acks_before = daemon.count("REQUEST -> ACK");
+    let renew = dhclient
+        .wait_for("client | RENEW:", Duration::from_secs(15))
+        .context("dhclient's renewal got no answer")?;
+    println!("{renew}");
+    daemon
+        .wait_for("renewed by the XDP program", Duration::from_secs(5))
+        .context("the renewal was not the XDP program's")?;
+    println!(
+        "   answered by the XDP program with XDP_TX; control-plane ACKs before {} after {} (it only stored the new expiry)",
+        acks_before,
+        daemon.count("REQUEST -> ACK")
+    );
+    dhclient.signal(15);
+    drop(dhclient);
+    Ok(())
+}
+
+/// DISCOVERs behind an 802.1Q tag and a QinQ pair, with no VLAN interface
+/// anywhere: the OFFERs come back behind the same tags.
+fn tagged_discovers(client: &Netns) -> Result<()> {
+    println!(
+        "== client: DISCOVERs tagged 802.1Q 100 and QinQ 100/200 (no VLAN interfaces anywhere)"
+    );
+    let sock = RawSocket::open(client, "cli0")?;
+    let mac = client.mac("cli0")?;
+    for tags in [
+        vec![(TPID_8021Q, 100)],
+        vec![(TPID_8021AD, 100), (TPID_8021Q, 200)],
+    ] {
+        let mut d = FrameSpec::dhcp_request(mac, msg::DISCOVER);
+        d.tags = tags.clone();
+        sock.send(&d.build())?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let Some(f) = sock.recv(Duration::from_millis(200))? else {
+                continue;
+            };
+            let Some((vids, offer)) = offer_behind_tags(&f) else {
+                continue;
+            };
+            if vids.len() == tags.len() {
+                println!("   OFFER {} came back tagged {vids:?}", offer.yiaddr());
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A frame's VLAN ids and its OFFER, if it is one (UDP 67 to 68).
+fn offer_behind_tags(frame: &[u8]) -> Option<(Vec<u16>, ReplyView)> {
+    let p = Parts::split(frame)?;
+    let port = |r: std::ops::Range<usize>| u16::from_be_bytes(p.udp[r].try_into().unwrap());
+    if port(udp::SRC_PORT) != DHCP_SERVER_PORT || port(udp::DST_PORT) != DHCP_CLIENT_PORT {
+        return None;
+    }
+    let offer = ReplyView::parse(&p.payload).ok()?;
+    if offer.msg_type() != Some(msg::OFFER) {
+        return None;
+    }
+    let vids = p
+        .tags
+        .iter()
+        .map(|t| u16::from_be_bytes([t[2], t[3]]) & 0xfff)
+        .collect();
+    Some((vids, offer))
+}
+
+/// What each path saw, from the daemon's last log lines.
+fn summary(lines: &[String]) {
     if let Some(cp) = lines.iter().find(|l| l.contains("control plane: received")) {
         if let Some((_, rest)) = cp.split_once("control plane: ") {
             println!("== summary: control plane {rest}");
@@ -181,8 +217,4 @@ pub fn demo() -> Result<()> {
             }
         }
     }
-    if !status.success() {
-        bail!("xdhcp serve exited with {status}");
-    }
-    Ok(())
 }
