@@ -1,7 +1,8 @@
 //! The structure rules of issue 13, checked on every test run so they stay
 //! true: no import circle between the modules of a crate at any folder
-//! depth (a module and its ancestors aside), and no non-test source file
-//! over `MAX_LINES`.
+//! depth (a module and its ancestors aside), no non-test source file over
+//! `MAX_LINES`, and every module path (`a::b::Item`) and source path
+//! ARCHITECTURE.md names exists.
 //!
 //! It reads the sources as text (`use crate::…`, paths written inline,
 //! `super::…`), which is what a reader follows too; a `#[cfg(test)] mod
@@ -45,11 +46,73 @@ pub fn check() -> Result<()> {
         let texts: BTreeMap<String, String> = files.into_iter().map(|(m, (_, t))| (m, t)).collect();
         problems.extend(circles(&texts).into_iter().map(|c| format!("{root}: {c}")));
     }
+    problems.extend(architecture_names(&fs::read_to_string("ARCHITECTURE.md")?)?);
     if !problems.is_empty() {
         bail!("structure:\n  {}", problems.join("\n  "));
     }
     println!("structure: no import circle, no source file over {MAX_LINES} lines");
     Ok(())
+}
+
+/// The names ARCHITECTURE.md gives in backquotes that do not exist: a
+/// daemon module path (`daemon::commit::keep_kernel_grants`: the longest
+/// module prefix, then at most one item defined or re-exported there) or
+/// a source path (`dhcp-ebpf/src/fast.rs`, `tests/tests/model.rs`).
+fn architecture_names(doc: &str) -> Result<Vec<String>> {
+    let daemon = sources(Path::new("dhcp-user/src"))?;
+    let modules: BTreeSet<String> = daemon.keys().cloned().collect();
+    let mut missing = Vec::new();
+    for name in doc.split('`').skip(1).step_by(2) {
+        let is_path = |c: char| c.is_alphanumeric() || "_:".contains(c);
+        if name.contains("::") && name.chars().all(is_path) {
+            let name = name.trim_end_matches("::");
+            let top = name.split("::").next().unwrap_or("");
+            if !modules.contains(top) {
+                continue;
+            }
+            let found = resolve(name, &modules).is_some_and(|m| {
+                let rest = name[m.len()..].trim_start_matches("::");
+                rest.is_empty() || (!rest.contains("::") && defines(&daemon[m].1, rest))
+            });
+            if !found {
+                missing.push(format!(
+                    "ARCHITECTURE.md names `{name}`, which is not in dhcp-user/src"
+                ));
+            }
+        } else if name.ends_with(".rs") && name.contains('/') && !name.contains('*') {
+            let roots = ["", "dhcp-ebpf/", "dhcp-user/"];
+            if !roots
+                .iter()
+                .any(|r| Path::new(&format!("{r}{name}")).exists())
+            {
+                missing.push(format!(
+                    "ARCHITECTURE.md names `{name}`, which does not exist"
+                ));
+            }
+        }
+    }
+    Ok(missing)
+}
+
+/// Whether a module's text defines or re-exports `item`.
+fn defines(text: &str, item: &str) -> bool {
+    let kinds = [
+        "fn", "struct", "enum", "trait", "const", "static", "type", "mod",
+    ];
+    let words: Vec<&str> = text
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    words
+        .windows(2)
+        .any(|w| w[1] == item && kinds.contains(&w[0]))
+        || text.split("pub use ").skip(1).any(|u| {
+            u.split(';')
+                .next()
+                .unwrap_or("")
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .any(|w| w == item)
+        })
 }
 
 /// The non-test modules under `root`, by path (`a::b`, "" for the crate
@@ -333,6 +396,18 @@ mod tests {
         list.iter()
             .map(|(m, t)| (m.to_string(), without_tests(t)))
             .collect()
+    }
+
+    #[test]
+    fn items_are_found_where_they_are_defined_or_re_exported() {
+        let text =
+            "pub struct Lease {}\npub use inner::{client_id_key, hw_key};\npub(crate) fn keep() {}";
+        assert!(defines(text, "Lease"));
+        assert!(defines(text, "hw_key"));
+        assert!(defines(text, "keep"));
+        assert!(!defines(text, "LeaseState"));
+        assert!(!defines(text, "Hidden"));
+        assert!(!defines(text, "hw"));
     }
 
     #[test]
