@@ -1,23 +1,26 @@
 //! The leaves of the configuration that are written as text but used as
 //! bytes or trees: a reservation's identity, a custom option's value, a
-//! class's match expression. Each is parsed once, as it is read
-//! (`From<its table>`), and keeps both what was written and what it parses
-//! to. A value that does not parse is kept with its reason: the checks
-//! refuse it with the file, line and reason of its table (a serde error
-//! would name the value's line with serde's words), and nothing built from
-//! an unchecked configuration can key or send it.
+//! class's match expression. Each has two types, dora-style: the table as
+//! written (`...Table`, plain serde) and the checked value it becomes
+//! through `TryFrom` as it is read (`#[serde(try_from)]`). A checked value
+//! holds what was written and what it parses to, never a parse failure: a
+//! table that does not parse fails the whole `Config::parse`, with the
+//! file, line and reason of that table (see [`tables`]), so nothing built
+//! from a configuration can key or send an unparsed value.
 //!
 //! `Debug` shows what was written, as the tables did before they were
 //! parsed: the reply fingerprint stored with the leases is computed over
 //! it, and must not change when nothing in the file does.
 
-use std::{fmt, net::Ipv4Addr};
+use std::{fmt, marker::PhantomData, net::Ipv4Addr};
 
-use serde::Deserialize;
+use serde::{
+    de::{value::MapAccessDeserializer, DeserializeSeed, MapAccess, SeqAccess, Visitor},
+    Deserialize, Deserializer,
+};
 
 use super::{
-    encode_option_value, reservation_identity, Expr, ExprError, OptionSet, OptionValue,
-    ReservationId,
+    encode_option_value, reservation_identity, Expr, OptionSet, OptionValue, ReservationId,
 };
 
 /// The keys that name a reservation's client, as written.
@@ -55,22 +58,25 @@ pub struct ReservationTable {
 
 /// A reservation, its identity parsed.
 #[derive(Clone, PartialEq, Deserialize)]
-#[serde(from = "ReservationTable")]
+#[serde(try_from = "ReservationTable")]
 pub struct Reservation {
     written: Identity,
-    id: Result<ReservationId, String>,
+    id: ReservationId,
     pub ip: Ipv4Addr,
     pub options: OptionSet,
 }
 
 impl Reservation {
-    pub fn new(written: Identity, ip: Ipv4Addr, options: OptionSet) -> Reservation {
-        Reservation {
-            id: reservation_identity(&written),
+    /// Refused, with the reason a file's table would be, when `written`
+    /// is not exactly one valid identity.
+    pub fn new(written: Identity, ip: Ipv4Addr, options: OptionSet) -> Result<Reservation, String> {
+        let id = reservation_identity(&written).map_err(|m| format!("reservation {ip}: {m}"))?;
+        Ok(Reservation {
             written,
+            id,
             ip,
             options,
-        }
+        })
     }
 
     /// The identity as written (what the control API lists).
@@ -78,14 +84,16 @@ impl Reservation {
         &self.written
     }
 
-    /// The identity it is keyed by, or why the written one is refused.
-    pub fn id(&self) -> Result<&ReservationId, &str> {
-        self.id.as_ref().map_err(String::as_str)
+    /// The identity it is keyed by.
+    pub fn id(&self) -> &ReservationId {
+        &self.id
     }
 }
 
-impl From<ReservationTable> for Reservation {
-    fn from(t: ReservationTable) -> Reservation {
+impl TryFrom<ReservationTable> for Reservation {
+    type Error = String;
+
+    fn try_from(t: ReservationTable) -> Result<Reservation, String> {
         let written = Identity {
             hw_address: t.hw_address,
             client_id: t.client_id,
@@ -125,38 +133,38 @@ pub struct CustomOptionTable {
 
 /// An option by code, its value encoded.
 #[derive(Clone, PartialEq, Deserialize)]
-#[serde(from = "CustomOptionTable")]
+#[serde(try_from = "CustomOptionTable")]
 pub struct CustomOption {
     pub code: u8,
     value: OptionValue,
-    encoded: Result<Vec<u8>, String>,
+    encoded: Vec<u8>,
 }
 
 impl CustomOption {
-    pub fn new(code: u8, value: OptionValue) -> CustomOption {
-        CustomOption {
+    /// Refused when the value does not encode (hex that is not hex).
+    pub fn new(code: u8, value: OptionValue) -> Result<CustomOption, String> {
+        let encoded = encode_option_value(&value).map_err(|e| format!("option {code}: {e}"))?;
+        Ok(CustomOption {
             code,
-            encoded: encode_option_value(&value),
             value,
-        }
+            encoded,
+        })
     }
 
     pub fn value(&self) -> &OptionValue {
         &self.value
     }
 
-    /// The option's payload (without code and length), or why the written
-    /// value does not encode.
-    pub fn encoded(&self) -> Result<&[u8], &str> {
-        self.encoded
-            .as_ref()
-            .map(Vec::as_slice)
-            .map_err(String::as_str)
+    /// The option's payload (without code and length).
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
     }
 }
 
-impl From<CustomOptionTable> for CustomOption {
-    fn from(t: CustomOptionTable) -> CustomOption {
+impl TryFrom<CustomOptionTable> for CustomOption {
+    type Error = String;
+
+    fn try_from(t: CustomOptionTable) -> Result<CustomOption, String> {
         CustomOption::new(t.code, t.value)
     }
 }
@@ -186,22 +194,24 @@ pub struct ClassTable {
 
 /// A client class, its match expression parsed.
 #[derive(Clone, PartialEq, Deserialize)]
-#[serde(from = "ClassTable")]
+#[serde(try_from = "ClassTable")]
 pub struct ClientClass {
     pub name: String,
     test: String,
-    expr: Result<Expr, ExprError>,
+    expr: Expr,
     pub options: OptionSet,
 }
 
 impl ClientClass {
-    pub fn new(name: String, test: String, options: OptionSet) -> ClientClass {
-        ClientClass {
+    /// Refused, naming the class, when the expression does not parse.
+    pub fn new(name: String, test: String, options: OptionSet) -> Result<ClientClass, String> {
+        let expr = Expr::parse(&test).map_err(|x| format!("class {name:?}: match: {x}"))?;
+        Ok(ClientClass {
             name,
-            expr: Expr::parse(&test),
             test,
+            expr,
             options,
-        }
+        })
     }
 
     /// The match expression as written.
@@ -209,14 +219,16 @@ impl ClientClass {
         &self.test
     }
 
-    /// The parsed expression, or why the written one is refused.
-    pub fn expr(&self) -> Result<&Expr, &ExprError> {
-        self.expr.as_ref()
+    /// The parsed expression.
+    pub fn expr(&self) -> &Expr {
+        &self.expr
     }
 }
 
-impl From<ClassTable> for ClientClass {
-    fn from(t: ClassTable) -> ClientClass {
+impl TryFrom<ClassTable> for ClientClass {
+    type Error = String;
+
+    fn try_from(t: ClassTable) -> Result<ClientClass, String> {
         ClientClass::new(t.name, t.test, t.options)
     }
 }
@@ -229,4 +241,59 @@ impl fmt::Debug for ClientClass {
             .field("options", &self.options)
             .finish()
     }
+}
+
+/// An array of tables whose elements are checked through `TryFrom`
+/// (`#[serde(deserialize_with = "tables")]`), each converted inside its
+/// own table's deserializer. serde's `try_from` converts once the table's
+/// deserializer has returned, so the toml crate would give a refusal the
+/// span of the enclosing array (the line of its first table, whichever
+/// one was refused); converted inside, it gets the refused table's own
+/// span: its `[[...]]` header, or its `{ ... }`.
+pub(super) fn tables<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Each<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Each<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of tables")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut all = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(t) = seq.next_element_seed(One(PhantomData))? {
+                all.push(t);
+            }
+            Ok(all)
+        }
+    }
+
+    struct One<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for One<T> {
+        type Value = T;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for One<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(MapAccessDeserializer::new(map))
+        }
+    }
+
+    d.deserialize_seq(Each(PhantomData))
 }

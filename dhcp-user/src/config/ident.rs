@@ -17,12 +17,6 @@ pub enum ReservationId {
     Subscriber(Vec<u8>),
 }
 
-impl ReservationId {
-    pub fn is_relay(&self) -> bool {
-        !matches!(self, ReservationId::Hw(_) | ReservationId::ClientId(_))
-    }
-}
-
 /// A relay identifier from the file: text, or hex after "0x".
 pub fn relay_bytes(s: &str) -> Result<Vec<u8>, String> {
     let b = match s.strip_prefix("0x") {

@@ -1,12 +1,17 @@
 //! Configuration: TOML, validated up front, rejected with file, line and
 //! reason.
 //!
-//! `raw` holds the tables as written; `checked` the leaves written as text
-//! that the server uses parsed (reservation identities, custom option
-//! values, class expressions), each parsed once as it is read; `check`
-//! what the whole must satisfy beyond its types; `values`, `ident` and
-//! `expr` the one parser of each value written as text. Nothing here imports the server, the
-//! stores or the wire code: they import what they need from here.
+//! Two layers, dora-style. `raw` holds the tables as written (serde types
+//! denying unknown keys); the leaves written as text that the server uses
+//! parsed (reservation identities, custom option values, class
+//! expressions, `domain_search`) become `checked` types through `TryFrom`
+//! as they are read, so a parsed `Config` holds only parsed values and a
+//! value that does not parse fails `Config::parse` at its table's (or
+//! value's) line. `check` then holds what the whole must satisfy beyond
+//! its types (addresses inside their subnets, nothing twice, timers
+//! ordered across levels...); `values`, `ident` and `expr` are the one
+//! parser of each value written as text. Nothing here imports the server,
+//! the stores or the wire code: they import what they need from here.
 
 use std::path::Path;
 
@@ -69,8 +74,9 @@ impl Config {
         Ok(config)
     }
 
-    /// The validation a file gets, for a configuration changed in memory
-    /// (reservations added through the control API).
+    /// The checks a file gets after it is read, for a configuration
+    /// changed in memory (reservations added through the control API,
+    /// whose identities `Reservation::new` has parsed).
     pub fn validate_reservations(&self) -> Result<(), String> {
         self.validate("", "control API").map_err(|e| e.reason)
     }

@@ -115,10 +115,7 @@ pub(super) fn check_options(o: &OptionSet) -> Result<(), String> {
                 c.code
             ));
         }
-        let len = c
-            .encoded()
-            .map_err(|e| format!("option {}: {e}", c.code))?
-            .len();
+        let len = c.encoded().len();
         if len > 255 {
             return Err(format!(
                 "option {} value is {len} bytes; 255 at most",
@@ -196,7 +193,7 @@ fn check_subscriber_options(o: &OptionSet) -> Result<(), String> {
     text("boot_file_name", &o.boot_file_name, 127)?;
     text("tftp_server", &o.tftp_server, 255)?;
     if let Some(d) = &o.domain_search {
-        let n = d.encoded()?.len();
+        let n = d.encoded().len();
         if d.names().is_empty() || n > 255 {
             return Err(format!(
                 "domain_search is {n} bytes encoded; 1-255 bytes in one option"

@@ -1,9 +1,9 @@
 //! The configuration as the TOML is written: serde types, each table
 //! denying unknown keys so a typo never silently falls back to a default.
 //! The leaves written as text the server needs parsed (reservation
-//! identities, custom option values, class expressions) are `checked`'s,
-//! each parsed once as it is read. What the values must satisfy beyond
-//! their types is `check`'s.
+//! identities, custom option values, class expressions, `domain_search`)
+//! are `checked` types, each parsed through `TryFrom` as it is read. What
+//! the values must satisfy beyond their types is `check`'s.
 
 use std::{net::Ipv4Addr, path::PathBuf};
 
@@ -38,7 +38,7 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// Client classes, in order of precedence (the first one a client
     /// matches wins an option several set).
-    #[serde(default, rename = "class")]
+    #[serde(default, rename = "class", deserialize_with = "super::checked::tables")]
     pub classes: Vec<ClientClass>,
     /// Leases in a shared PostgreSQL database instead of `server.lease_db`.
     #[serde(default)]
@@ -197,7 +197,11 @@ pub struct OptionSet {
     /// Option 66 alone, when it differs from server_hostname.
     pub tftp_server: Option<String>,
     /// Any other option by code.
-    #[serde(default, rename = "option")]
+    #[serde(
+        default,
+        rename = "option",
+        deserialize_with = "super::checked::tables"
+    )]
     pub custom: Vec<CustomOption>,
 }
 
@@ -250,7 +254,11 @@ pub struct Subnet {
     pub limits: Limits,
     #[serde(default, rename = "pool")]
     pub pools: Vec<Pool>,
-    #[serde(default, rename = "reservation")]
+    #[serde(
+        default,
+        rename = "reservation",
+        deserialize_with = "super::checked::tables"
+    )]
     pub reservations: Vec<Reservation>,
     #[serde(default)]
     pub options: OptionSet,

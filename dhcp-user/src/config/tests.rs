@@ -130,8 +130,9 @@ fn parse_hex_refuses_what_is_not_hex_without_panicking() {
     );
     assert_eq!(e.line, 8, "{e}");
     assert!(e.reason.contains("not hex"), "{e}");
+    // At the refused option's own table (it was [options]'s line).
     let e = refused("[options]\n[[options.option]]\ncode = 43\ntype = \"hex\"\nvalue = \"0€\"\n");
-    assert_eq!(e.line, 5, "{e}");
+    assert_eq!(e.line, 6, "{e}");
     assert!(e.reason.contains("not hex"), "{e}");
 }
 
@@ -153,11 +154,9 @@ fn reservation_of_the_server_id_is_refused() {
         hw_address: Some("02:00:00:00:00:01".into()),
         ..Identity::default()
     };
-    c.subnets[0].reservations.push(Reservation::new(
-        written,
-        Ipv4Addr::new(198, 18, 0, 1),
-        OptionSet::default(),
-    ));
+    c.subnets[0].reservations.push(
+        Reservation::new(written, Ipv4Addr::new(198, 18, 0, 1), OptionSet::default()).unwrap(),
+    );
     let e = c.validate_reservations().unwrap_err();
     assert!(e.contains("server_id"), "{e}");
 }
@@ -353,13 +352,10 @@ fn checked_leaves_show_what_was_written() {
     // And what they parse to.
     assert_eq!(
         c.subnets[0].reservations[0].id(),
-        Ok(&ReservationId::RelayCircuit(
-            Ipv4Addr::new(198, 18, 1, 1),
-            b"c/1".to_vec()
-        ))
+        &ReservationId::RelayCircuit(Ipv4Addr::new(198, 18, 1, 1), b"c/1".to_vec())
     );
-    assert_eq!(c.subnets[0].options.custom[0].encoded(), Ok(&[10, 11][..]));
-    assert!(c.classes[0].expr().is_ok());
+    assert_eq!(c.subnets[0].options.custom[0].encoded(), &[10, 11][..]);
+    assert_eq!(c.classes[0].expr(), &Expr::parse("vlan == 7").unwrap());
 }
 
 #[test]
@@ -398,14 +394,67 @@ fn domain_search_is_encoded_once_and_refused_with_its_reason() {
     .unwrap();
     let d = c.options.domain_search.as_ref().unwrap();
     assert_eq!(d.names(), ["lab.example", "example."]);
-    assert_eq!(
-        d.encoded(),
-        Ok(&b"\x03lab\x07example\x00\x07example\x00"[..])
-    );
+    assert_eq!(d.encoded(), &b"\x03lab\x07example\x00\x07example\x00"[..]);
     assert_eq!(format!("{d:?}"), "[\"lab.example\", \"example.\"]");
+    // At the value (it was [options]'s line).
     let e = refused("[options]\ndomain_search = [\"a..b\"]\n");
-    assert_eq!(e.line, 5, "{e}");
+    assert_eq!((e.line, e.column), (6, 17), "{e}");
     assert!(e.reason.contains("labels must be 1-63 bytes"), "{e}");
     let e = refused("[options]\ndomain_search = []\n");
     assert!(e.reason.contains("1-255 bytes in one option"), "{e}");
+}
+
+/// A leaf refused as it is read names its own table, not the first of its
+/// array (serde's `try_from` alone would give the toml crate the span of
+/// the whole array).
+#[test]
+fn a_refused_leaf_names_its_own_table() {
+    let sub = "[[subnet]]\nid = 1\nsubnet = \"198.18.1.0/24\"\n";
+    let res = |hw: &str, ip: u8| {
+        format!("[[subnet.reservation]]\nhw_address = \"{hw}\"\nip = \"198.18.1.{ip}\"\n")
+    };
+    // The second of two reservations (line 11), and one in the second
+    // subnet after a first with reservations of its own (line 17).
+    let e = refused(&format!(
+        "{sub}{}{}",
+        res("02:00:00:00:00:01", 5),
+        res("zz", 6)
+    ));
+    assert_eq!((e.line, e.column), (11, 1), "{e}");
+    assert!(e.reason.starts_with("reservation 198.18.1.6: "), "{e}");
+    let e = refused(&format!(
+        "{sub}{}[[subnet]]\nid = 2\nsubnet = \"198.18.2.0/24\"\n\
+         [[subnet.reservation]]\nclient_id = \"01\"\nip = \"198.18.2.5\"\n",
+        res("02:00:00:00:00:01", 5)
+    ));
+    assert_eq!(e.line, 14, "{e}");
+    assert!(
+        e.reason.contains("client_id must be at least 2 bytes"),
+        "{e}"
+    );
+    // Inline tables, one a line: the refused one's line.
+    let e = refused(&format!(
+        "{sub}reservation = [\n  {{ hw_address = \"02:00:00:00:00:01\", ip = \"198.18.1.5\" }},\n  \
+         {{ remote_id = \"r\", giaddr = \"198.18.1.1\", ip = \"198.18.1.6\" }},\n]\n"
+    ));
+    assert_eq!((e.line, e.column), (10, 3), "{e}");
+    assert!(e.reason.contains("giaddr goes with circuit_id"), "{e}");
+    let e = refused(&format!(
+        "{sub}[subnet.options]\noption = [\n  {{ code = 43, type = \"hex\", value = \"01\" }},\n  \
+         {{ code = 44, type = \"hex\", value = \"0\" }},\n]\n"
+    ));
+    assert_eq!((e.line, e.column), (11, 3), "{e}");
+    assert!(e.reason.contains("option 44: \"0\""), "{e}");
+    // The second [[class]] (line 8), and a second [[options.option]].
+    let e = refused(
+        "[[class]]\nname = \"a\"\nmatch = 'vlan == 1'\n[[class]]\nname = \"b\"\nmatch = 'vlan =='\n",
+    );
+    assert_eq!(e.line, 8, "{e}");
+    assert!(e.reason.starts_with("class \"b\": match: at column"), "{e}");
+    let e = refused(
+        "[options]\n[[options.option]]\ncode = 43\ntype = \"hex\"\nvalue = \"01\"\n\
+         [[options.option]]\ncode = 44\ntype = \"hex\"\nvalue = \"xy\"\n",
+    );
+    assert_eq!(e.line, 10, "{e}");
+    assert!(e.reason.contains("option 44"), "{e}");
 }

@@ -1,6 +1,7 @@
 //! Values the configuration writes as text and the server needs as bytes:
-//! prefixes, hex, option payloads. One parser each, used by the checks and
-//! by whoever reads the checked configuration.
+//! prefixes, hex, option payloads. One parser each, run as the
+//! configuration is read (`checked`, [`DomainList`]): what reads a parsed
+//! configuration finds the bytes, never the text to parse again.
 
 use std::{
     fmt,
@@ -140,12 +141,13 @@ impl<'de> Deserialize<'de> for MetricsAddress {
     }
 }
 
-/// `domain_search`: names as written, with their option 119 encoding.
+/// `domain_search`: names as written, with their option 119 encoding
+/// (refused as it is read when a name does not encode).
 #[derive(Clone, PartialEq, Deserialize)]
-#[serde(from = "Vec<String>")]
+#[serde(try_from = "Vec<String>")]
 pub struct DomainList {
     names: Vec<String>,
-    encoded: Result<Vec<u8>, String>,
+    encoded: Vec<u8>,
 }
 
 impl DomainList {
@@ -153,21 +155,20 @@ impl DomainList {
         &self.names
     }
 
-    /// The option's payload, or why a name does not encode.
-    pub fn encoded(&self) -> Result<&[u8], &str> {
-        self.encoded
-            .as_ref()
-            .map(Vec::as_slice)
-            .map_err(String::as_str)
+    /// The option's payload.
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
     }
 }
 
-impl From<Vec<String>> for DomainList {
-    fn from(names: Vec<String>) -> DomainList {
-        DomainList {
-            encoded: encode_domain_list(&names),
+impl TryFrom<Vec<String>> for DomainList {
+    type Error = String;
+
+    fn try_from(names: Vec<String>) -> Result<DomainList, String> {
+        Ok(DomainList {
+            encoded: encode_domain_list(&names)?,
             names,
-        }
+        })
     }
 }
 

@@ -86,13 +86,10 @@ impl Subscribers {
         let classes: Vec<ClassRt> = c
             .classes
             .iter()
-            .filter_map(|k| {
-                // Refused at load when it does not parse.
-                Some(ClassRt {
-                    name: k.name.clone(),
-                    expr: k.expr().ok()?.clone(),
-                    options: k.options.clone(),
-                })
+            .map(|k| ClassRt {
+                name: k.name.clone(),
+                expr: k.expr().clone(),
+                options: k.options.clone(),
             })
             .collect();
         let reads_chaddr = classes.iter().any(|k| k.expr.reads_chaddr());

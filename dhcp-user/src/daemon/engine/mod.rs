@@ -84,8 +84,8 @@ impl Engine {
         now: u64,
     ) -> Result<Engine> {
         let extras = store.reservations().context("loading reservations")?;
-        let config = with_reservations(&file_config, &extras);
-        if let Err(e) = config.validate_reservations() {
+        let (config, left_out) = with_reservations(&file_config, &extras);
+        if let Err(e) = left_out.and_then(|()| config.validate_reservations()) {
             tracing::warn!("the control API's reservations clash with the file's ({e}); delete one of them (xdhcp reservations delete)");
         }
         let stored = store.load().context("loading leases")?;

@@ -54,14 +54,16 @@ pub fn reload(
     let mut new_file = Config::from_file(path)
         .map_err(|e| format!("refused, the running configuration stays: {e}"))?;
     overrides.apply(&mut new_file);
-    let new = with_reservations(&new_file, extras);
+    let (new, left_out) = with_reservations(&new_file, extras);
     // The file's reservations against the API's: one address or client
     // reserved twice is refused, as within the file.
-    new.validate_reservations().map_err(|e| {
-        format!(
+    left_out
+        .and_then(|()| new.validate_reservations())
+        .map_err(|e| {
+            format!(
             "refused, the running configuration stays: with the control API's reservations: {e}"
         )
-    })?;
+        })?;
     let restart = |what: &str| Err(format!("refused: {what} changed; that needs a restart"));
     if new.interfaces != running.interfaces {
         return restart("[[interface]]");

@@ -14,9 +14,15 @@ use crate::{
 
 /// The file's configuration with the API's reservations added to their
 /// subnets (those of subnets no longer configured are kept in the store,
-/// unused).
-pub fn with_reservations(file: &Config, extras: &[ApiReservation]) -> Config {
+/// unused). One whose identity does not parse is left out, and the first
+/// such is the `Err` beside the configuration: callers that check the
+/// result refuse it as a file's would be.
+pub fn with_reservations(
+    file: &Config,
+    extras: &[ApiReservation],
+) -> (Config, std::result::Result<(), String>) {
     let mut c = file.clone();
+    let mut left_out = Ok(());
     for r in extras {
         if let Some(sn) = c.subnets.iter_mut().find(|s| s.id == r.subnet_id) {
             let written = crate::config::Identity {
@@ -27,14 +33,13 @@ pub fn with_reservations(file: &Config, extras: &[ApiReservation]) -> Config {
                 subscriber_id: r.relay.as_ref().and_then(|x| x.subscriber_id.clone()),
                 giaddr: r.relay.as_ref().and_then(|x| x.giaddr),
             };
-            sn.reservations.push(crate::config::Reservation::new(
-                written,
-                r.ip,
-                Default::default(),
-            ));
+            match crate::config::Reservation::new(written, r.ip, Default::default()) {
+                Ok(res) => sn.reservations.push(res),
+                Err(e) => left_out = left_out.and(Err(e)),
+            }
         }
     }
-    c
+    (c, left_out)
 }
 
 /// reservation-get-all / reservation-add / reservation-del. A change
@@ -131,10 +136,10 @@ pub(super) fn reservation_command(
             };
             let mut next = extras.clone();
             next.push(r.clone());
-            let candidate = with_reservations(file_config, &next);
+            let (candidate, left_out) = with_reservations(file_config, &next);
             // The same checks as a file's reservations (format, duplicates).
-            candidate
-                .validate_reservations()
+            left_out
+                .and_then(|()| candidate.validate_reservations())
                 .map_err(|e| format!("refused: {e}"))?;
             *extras = next;
             rebuild(candidate, current_leases(server), running, server);
@@ -165,7 +170,9 @@ pub(super) fn reservation_command(
                 ));
             };
             let r = extras.remove(pos);
-            let candidate = with_reservations(file_config, extras);
+            // A stored one that does not parse stays out, as it is
+            // from the running configuration.
+            let (candidate, _) = with_reservations(file_config, extras);
             rebuild(candidate, current_leases(server), running, server);
             tracing::info!(%ip, "reservation deleted by the control API");
             Ok((

@@ -204,20 +204,13 @@ impl Server {
                     resolved,
                     own: r.options.clone(),
                 };
-                // Refused at load; one that is not a valid identity is
-                // left out, never keyed as empty (a client with hlen 0
-                // would match that).
                 let key = match r.id() {
-                    Ok(id) if id.is_relay() => {
-                        let key: ClientKey = format!("{id:?}").into_bytes().into();
+                    ReservationId::Hw(b) => hw_key(1, b),
+                    ReservationId::ClientId(b) => client_id_key(b),
+                    relay => {
+                        let key: ClientKey = format!("{relay:?}").into_bytes().into();
                         reserved_ips.insert(r.ip, key);
-                        relay_reservations.insert(id.clone(), rt);
-                        continue;
-                    }
-                    Ok(ReservationId::Hw(b)) => hw_key(1, b),
-                    Ok(ReservationId::ClientId(b)) => client_id_key(b),
-                    Ok(_) | Err(_) => {
-                        tracing::warn!(ip = %r.ip, "reservation with an unparsable identifier ignored");
+                        relay_reservations.insert(relay.clone(), rt);
                         continue;
                     }
                 };

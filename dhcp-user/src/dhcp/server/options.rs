@@ -88,10 +88,7 @@ pub(super) fn resolve(o: &OptionSet, net: &Ipv4Net) -> Resolved {
     }
     crate::dhcp::server::subscriber::resolve_more(o, &mut options);
     for c in &o.custom {
-        // Refused at config load when it does not encode.
-        if let Ok(v) = c.encoded() {
-            options.insert(c.code, v.to_vec());
-        }
+        options.insert(c.code, c.encoded().to_vec());
     }
     options.retain(|_, v| !v.is_empty() && v.len() <= 255);
     Resolved {

@@ -11,8 +11,8 @@ pub(super) fn resolve_more(o: &OptionSet, options: &mut BTreeMap<u8, Vec<u8>>) {
     if let Some(h) = &o.hostname {
         options.insert(opt::HOSTNAME, h.as_bytes().to_vec());
     }
-    if let Some(v) = o.domain_search.as_ref().and_then(|d| d.encoded().ok()) {
-        options.insert(opt::DOMAIN_SEARCH, v.to_vec());
+    if let Some(d) = &o.domain_search {
+        options.insert(opt::DOMAIN_SEARCH, d.encoded().to_vec());
     }
     if let Some(t) = &o.tftp_server {
         options.insert(opt::TFTP_SERVER, t.as_bytes().to_vec());

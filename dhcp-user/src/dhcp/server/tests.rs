@@ -668,7 +668,7 @@ fn maximum_message_size_is_respected() {
     c.options.custom = (200..=230)
         .map(|code| {
             let value = crate::config::OptionValue::String("x".repeat(40));
-            crate::config::CustomOption::new(code, value)
+            crate::config::CustomOption::new(code, value).unwrap()
         })
         .collect();
     let mut s = Server::new(&c, Vec::new());
@@ -1100,18 +1100,24 @@ ip = "198.18.0.50"
     assert!(accepted > 5_000 && refused > 5_000, "{accepted} {refused}");
 }
 
-/// A reservation whose identifier does not parse (possible only in a
-/// configuration that skipped validation) is left out, not keyed by an
-/// empty identifier that a client sending hlen 0 would match.
+/// A reservation whose identifier does not parse cannot be built (the
+/// server used to leave such a one out), so none is keyed by an empty
+/// identifier that a client sending hlen 0 would match.
 #[test]
 fn unparsable_reservation_id_is_not_an_empty_one() {
-    let mut c = Config::parse(CONFIG, "t").unwrap();
-    let r = &mut c.subnets[0].reservations[0];
-    let written = crate::config::Identity {
-        hw_address: Some("zz".into()),
-        ..r.written().clone()
-    };
-    *r = crate::config::Reservation::new(written, r.ip, r.options.clone());
+    let c = Config::parse(CONFIG, "t").unwrap();
+    let r = &c.subnets[0].reservations[0];
+    for bad in ["zz", ""] {
+        let written = crate::config::Identity {
+            hw_address: Some(bad.into()),
+            ..r.written().clone()
+        };
+        let e = crate::config::Reservation::new(written, r.ip, r.options.clone()).unwrap_err();
+        assert!(
+            e.contains("not hex") || e.contains("even number"),
+            "{bad:?}: {e}"
+        );
+    }
     let mut s = Server::new(&c, Vec::new());
     let mut raw = req(msg::DISCOVER, 7).raw();
     raw[2] = 0;

@@ -305,8 +305,9 @@ fn boot_fields_follow_the_architecture_and_ipxe_wins_over_it() {
 fn class_and_relay_reservation_config_errors_name_their_line() {
     let head = "[server]\nserver_id = \"198.18.0.1\"\n[[interface]]\nname = \"srv0\"\n";
     let bad = |body: &str| Config::parse(&format!("{head}{body}"), "x.toml").unwrap_err();
+    // At the class's table (it was its `match` key's line, 7).
     let e = bad("[[class]]\nname = \"a\"\nmatch = 'vendor_class == '\n");
-    assert_eq!(e.line, 7, "{e}");
+    assert_eq!(e.line, 5, "{e}");
     assert!(
         e.reason.contains("class \"a\": match: at column") && e.reason.contains("value missing"),
         "{e}"
