@@ -4,17 +4,18 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
+use dhcp_common::packet_socket;
 
 use crate::Netns;
 
 pub struct RawSocket {
     fd: OwnedFd,
-    ifindex: i32,
+    ifindex: u32,
 }
 
 const ETH_P_ALL: u16 = 0x0003;
@@ -45,7 +46,7 @@ impl RawSocket {
     pub fn open_here(ifname: &str) -> Result<RawSocket> {
         let c = std::ffi::CString::new(ifname)?;
         // SAFETY: valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) } as i32;
+        let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
         if ifindex == 0 {
             bail!("no interface {ifname}: {}", io::Error::last_os_error());
         }
@@ -75,45 +76,14 @@ impl RawSocket {
                 4,
             )
         };
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_ALL.to_be();
-        sll.sll_ifindex = ifindex;
-        // SAFETY: sll is a properly initialised sockaddr_ll.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if r != 0 {
-            bail!("bind(AF_PACKET, {ifname}): {}", io::Error::last_os_error());
+        if let Err(e) = packet_socket::bind(fd.as_fd(), ifindex, ETH_P_ALL) {
+            bail!("bind(AF_PACKET, {ifname}): {e}");
         }
         Ok(RawSocket { fd, ifindex })
     }
 
     pub fn send(&self, frame: &[u8]) -> Result<()> {
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = self.ifindex;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&frame[..6]);
-        // SAFETY: frame and sll are valid for the lengths given.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error()).context("sendto(AF_PACKET)");
-        }
-        Ok(())
+        packet_socket::send_to(self.fd.as_fd(), self.ifindex, frame).context("sendto(AF_PACKET)")
     }
 
     /// Next frame received within `timeout`, outgoing copies excluded.

@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use dhcp_common::packet_socket;
 
 use crate::proto::Tag;
 
@@ -176,22 +177,8 @@ impl PacketSocket {
         setsockopt(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32)
             .context("PACKET_IGNORE_OUTGOING")?;
         let _ = setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &(8i32 << 20));
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_ALL.to_be();
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: valid sockaddr_ll.
-        let r = unsafe {
-            libc::bind(
-                raw,
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error())
-                .with_context(|| format!("bind(AF_PACKET, {ifname})"));
-        }
+        packet_socket::bind(fd.as_fd(), ifindex, ETH_P_ALL)
+            .with_context(|| format!("bind(AF_PACKET, {ifname})"))?;
         let mac = hw_address(raw, ifname)?;
         Ok(PacketSocket { fd, ifindex, mac })
     }
@@ -257,26 +244,7 @@ impl PacketSocket {
     }
 
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = self.ifindex as i32;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&frame[..6]);
-        // SAFETY: frame and sll valid for the lengths given.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        packet_socket::send_to(self.fd.as_fd(), self.ifindex, frame)
     }
 }
 

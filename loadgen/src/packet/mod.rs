@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     net::Ipv4Addr,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
     time::{Duration, Instant},
 };
 
@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{programs, Phase};
 use dhcp_common::layout::{bootp, eth, ipv4, opt, udp, DHCP_CLIENT_PORT, ETH_P_IP};
+use dhcp_common::packet_socket;
 use xdhcp::xdp::loader;
 
 mod reply;
@@ -41,7 +42,7 @@ enum Wait {
 impl PacketEngine {
     pub fn open(iface: &str) -> Result<PacketEngine> {
         let ifindex = loader::ifindex(iface)?;
-        let proto = (libc::ETH_P_IP as u16).to_be() as i32;
+        let proto = i32::from(ETH_P_IP.to_be());
         // SAFETY: plain socket calls on a fresh descriptor we own.
         let fd =
             unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK, proto) };
@@ -52,19 +53,8 @@ impl PacketEngine {
             );
         }
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto as u16;
-        sll.sll_ifindex = ifindex as i32;
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if r != 0 {
-            bail!("binding to {iface}: {}", std::io::Error::last_os_error());
+        if let Err(e) = packet_socket::bind(fd.as_fd(), ifindex, ETH_P_IP) {
+            bail!("binding to {iface}: {e}");
         }
         // Bursts of replies must not overflow the socket while we send.
         let big: libc::c_int = 64 << 20;
