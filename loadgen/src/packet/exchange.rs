@@ -5,7 +5,7 @@
 use indicatif::ProgressBar;
 
 use super::*;
-use crate::MAX_CLIENTS;
+use crate::{PhaseExtras, MAX_CLIENTS};
 use dhcp_common::layout::msg;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -112,7 +112,10 @@ impl<'a> Exchange<'a> {
         let timeout = Duration::from_millis(args.timeout_ms);
         let c = Counts {
             expects_reply,
-            retries: reconnect.then_some(0),
+            extras: PhaseExtras {
+                retries: reconnect.then_some(0),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let pb = progress_bar(total, phase.name(), args.json);
@@ -407,7 +410,7 @@ impl<'a> Exchange<'a> {
             } else {
                 Wait::Ack
             };
-            *self.c.retries.get_or_insert(0) += 1;
+            *self.c.extras.retries.get_or_insert(0) += 1;
         }
     }
 
@@ -451,7 +454,7 @@ impl<'a> Exchange<'a> {
     pub(super) fn finish(mut self) -> Outcome {
         self.pb.finish_and_clear();
         if self.reconnect && self.back >= self.total {
-            self.c.all_back_secs = Some(self.last_back_ns as f64 / 1e9);
+            self.c.extras.all_back_secs = Some(self.last_back_ns as f64 / 1e9);
         }
         if self.failed_sends > 0 {
             tracing::debug!("{} sends deferred (socket buffer full)", self.failed_sends);
@@ -464,7 +467,7 @@ impl<'a> Exchange<'a> {
                 .iter()
                 .filter(|(i, ip)| seen.insert(*ip, *i).is_some())
                 .count();
-            self.c.duplicate_addresses = Some(dups as u64);
+            self.c.extras.duplicate_addresses = Some(dups as u64);
         }
         Outcome {
             counts: self.c,
