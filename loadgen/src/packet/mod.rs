@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     net::Ipv4Addr,
-    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::{Duration, Instant},
 };
 
@@ -48,33 +48,21 @@ impl PacketEngine {
             );
         }
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        if let Err(e) = packet_socket::bind(fd.as_fd(), ifindex, ETH_P_IP) {
+        if let Err(e) = packet_socket::bind(fd.as_raw_fd(), ifindex, ETH_P_IP) {
             bail!("binding to {iface}: {e}");
         }
         // Bursts of replies must not overflow the socket while we send.
         let big: libc::c_int = 64 << 20;
         for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    &big as *const _ as *const libc::c_void,
-                    4,
-                )
-            };
+            let _ = packet_socket::set_option(fd.as_raw_fd(), libc::SOL_SOCKET, opt, &big);
         }
         // Our own requests would come back as outgoing copies: ignore them.
-        let one: libc::c_int = 1;
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                23, // PACKET_IGNORE_OUTGOING
-                &one as *const _ as *const libc::c_void,
-                4,
-            )
-        };
+        let _ = packet_socket::set_option(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            packet_socket::PACKET_IGNORE_OUTGOING,
+            &1i32,
+        );
         let peer = match programs::attach_peer(iface) {
             Ok(p) => Some(p),
             Err(e) => {
