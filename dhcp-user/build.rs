@@ -7,12 +7,6 @@
 //! is built by Debian's rustc/cargo in /usr/bin with `-Z build-std=core`
 //! and linked by bpf-linker; `cargo xtask setup` installs all three.
 
-use std::{
-    env,
-    path::{Path, PathBuf},
-    process::Command,
-};
-
 include!("build_ebpf.rs");
 
 fn main() {

@@ -1,7 +1,13 @@
 // Included by dhcp-user/build.rs (the server's object), loadgen/build.rs
 // (the generator's and the benchmark's) and tests/build.rs (the
 // previous-layout server object of the upgrade test): one way to build
-// an XDP object.
+// an XDP object. It brings its own imports, so an includer needs none.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 const SETUP_HINT: &str = "run `cargo xtask setup` (installs rustc-web, cargo-web, rust-web-src, llvm-22-dev and bpf-linker)";
 

@@ -2,12 +2,6 @@
 //! (`dhcp_common::prev`, dhcp-ebpf's `layout-prev` feature) for the
 //! upgrade test, in its own target directory: only the tests need it.
 
-use std::{
-    env,
-    path::{Path, PathBuf},
-    process::Command,
-};
-
 include!("../dhcp-user/build_ebpf.rs");
 
 fn main() {

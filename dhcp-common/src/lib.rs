@@ -10,6 +10,8 @@
 
 #[cfg(feature = "user")]
 extern crate alloc;
+#[cfg(feature = "packet-socket")]
+extern crate std;
 
 /// Sum of field sizes equals the struct size: no hidden padding, which
 /// is what makes the Pod impls sound and both sides agree.
@@ -29,6 +31,8 @@ mod hash;
 pub mod hex;
 pub mod layout;
 mod maps;
+#[cfg(feature = "packet-socket")]
+pub mod packet_socket;
 mod pinned;
 #[cfg(feature = "user")]
 mod pod;

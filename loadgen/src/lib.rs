@@ -109,10 +109,37 @@ impl Bindings {
 }
 
 pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
+    check_args(args)?;
+    MAC_OFFSET.store(args.mac_offset, std::sync::atomic::Ordering::Relaxed);
+    let bindings = initial_bindings(args)?;
+    if args.ramp_from.is_some() && !(1.1..=10.0).contains(&args.ramp_factor) {
+        bail!("--ramp-factor must be within 1.1..=10");
+    }
+    let mut steps = Steps {
+        args,
+        engine: Some(packet::PacketEngine::open(&args.iface)?),
+        bindings,
+        epoch: run_epoch(),
+        step: 0,
+    };
+    let mut reports = Vec::new();
+    for &phase in &args.phases {
+        let ramped = (!args.rates.is_empty() || args.ramp_from.is_some())
+            && (phase.is_renewal() || phase == Phase::Discover);
+        if ramped {
+            steps.ramp(phase, &mut reports)?;
+        } else {
+            reports.push(steps.step(phase, args.rate, args.duration)?);
+        }
+    }
+    Ok(reports)
+}
+
+/// The checks on the command line that need nothing opened.
+fn check_args(args: &Args) -> Result<()> {
     if args.mac_offset != 0 && args.engine == Engine::Xdp {
         bail!("--mac-offset is for the packet engine only");
     }
-    MAC_OFFSET.store(args.mac_offset, std::sync::atomic::Ordering::Relaxed);
     if args.clients == 0 || args.clients > MAX_CLIENTS {
         bail!("--clients must be 1..={MAX_CLIENTS}");
     }
@@ -122,6 +149,12 @@ pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
     if args.duration <= 0.0 {
         bail!("--duration must be positive");
     }
+    Ok(())
+}
+
+/// What the clients hold before the first phase: nothing, or with
+/// --synthetic consecutive addresses from a server given by --server.
+fn initial_bindings(args: &Args) -> Result<Bindings> {
     let given_server = match (args.server, &args.server_mac) {
         (Some(ip), mac) => Some(ServerInfo {
             ip,
@@ -146,38 +179,42 @@ pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
             *ip = Some(Ipv4Addr::from(u32::from(base).wrapping_add(i as u32)));
         }
     }
-    // A different epoch per run: replies to an earlier run are strays.
-    let epoch = (SystemTime::now()
+    Ok(bindings)
+}
+
+/// A different epoch per run: replies to an earlier run are strays.
+fn run_epoch() -> u32 {
+    (SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis()
         % 255) as u32
-        + 1;
-    if args.ramp_from.is_some() && !(1.1..=10.0).contains(&args.ramp_factor) {
-        bail!("--ramp-factor must be within 1.1..=10");
-    }
-    let mut engine = Some(packet::PacketEngine::open(&args.iface)?);
-    let mut reports = Vec::new();
-    let mut step = 0u32;
-    // One step of `phase` at `rate` for `duration` seconds.
-    let mut run_step = |phase: Phase, rate: u64, duration: f64| -> Result<PhaseReport> {
+        + 1
+}
+
+/// The run's steps, one phase at one rate each, and what they share: the
+/// packet engine (closed while the XDP engine has the interface) and the
+/// clients' leases.
+struct Steps<'a> {
+    args: &'a Args,
+    engine: Option<packet::PacketEngine>,
+    bindings: Bindings,
+    epoch: u32,
+    step: u32,
+}
+
+impl Steps<'_> {
+    /// One step of `phase` at `rate` for `duration` seconds.
+    fn step(&mut self, phase: Phase, rate: u64, duration: f64) -> Result<PhaseReport> {
+        let args = self.args;
         let mut a = args.clone();
         a.rate = rate;
         a.duration = duration;
         let before = args.server_socket.as_deref().and_then(server_counters);
         // Each step its own epoch: a previous step's late replies are strays.
-        let phase_epoch = (epoch + step) % 255 + 1;
-        step += 1;
-        let xdp = (phase.is_renewal() && args.engine == Engine::Xdp) || phase == Phase::Flood;
-        let mut report = if xdp {
-            drop(engine.take());
-            let r = xdp::run_phase(&a, phase, phase_epoch, &bindings);
-            engine = Some(packet::PacketEngine::open(&args.iface)?);
-            r?
-        } else {
-            let e = engine.as_mut().expect("packet engine open between steps");
-            e.run_phase(&a, phase, phase_epoch, &mut bindings)?
-        };
+        let phase_epoch = (self.epoch + self.step) % 255 + 1;
+        self.step += 1;
+        let mut report = self.run_engine(&a, phase, phase_epoch)?;
         report.target_per_s = rate;
         if let (Some(b), Some(sock)) = (before, args.server_socket.as_deref()) {
             // Renewal events and counters settle within the daemon's poll.
@@ -190,20 +227,36 @@ pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
             eprintln!("{}", render_one(&report));
         }
         Ok(report)
-    };
-    for &phase in &args.phases {
-        let ramped = (!args.rates.is_empty() || args.ramp_from.is_some())
-            && (phase.is_renewal() || phase == Phase::Discover);
-        if !ramped {
-            reports.push(run_step(phase, args.rate, args.duration)?);
-            continue;
+    }
+
+    /// The phase on the engine that sends it.
+    fn run_engine(&mut self, a: &Args, phase: Phase, epoch: u32) -> Result<PhaseReport> {
+        let xdp = (phase.is_renewal() && a.engine == Engine::Xdp) || phase == Phase::Flood;
+        if !xdp {
+            let e = self
+                .engine
+                .as_mut()
+                .expect("packet engine open between steps");
+            return e.run_phase(a, phase, epoch, &mut self.bindings);
         }
+        // The XDP engine attaches its reply matcher where the packet
+        // engine holds its peer program.
+        drop(self.engine.take());
+        let r = xdp::run_phase(a, phase, epoch, &self.bindings);
+        self.engine = Some(packet::PacketEngine::open(&self.args.iface)?);
+        r
+    }
+
+    /// `phase` stepped through the rates of --rates or --ramp-from, each
+    /// step's report appended to `reports`, the last with how it ended.
+    fn ramp(&mut self, phase: Phase, reports: &mut Vec<PhaseReport>) -> Result<()> {
+        let args = self.args;
         let mut ramp = xdhcp_ramp::Ramp::new(ramp_plan(args), ramp_limits(args));
         let started = Instant::now();
         let first = reports.len();
         while let Some(rate) = ramp.next_rate() {
             let stage = ramp.stage();
-            let mut report = run_step(phase, rate, args.step_duration.unwrap_or(args.duration))?;
+            let mut report = self.step(phase, rate, args.step_duration.unwrap_or(args.duration))?;
             ramp.record(
                 rate,
                 report.offered_per_s,
@@ -227,8 +280,8 @@ pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
         if let Some(r) = reports[first..].last_mut().and_then(|r| r.ramp.as_mut()) {
             r.end = Some(RampEnd::of(&ramp.outcome()));
         }
+        Ok(())
     }
-    Ok(reports)
 }
 
 /// Frames received by `iface` (this network namespace's /proc/net/dev).

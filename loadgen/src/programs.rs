@@ -57,15 +57,8 @@ pub struct PeerProgram {
 /// NIC would.
 pub fn attach_peer(ifname: &str) -> Result<PeerProgram> {
     raise_memlock_limit();
-    let mut ebpf = Ebpf::load(GEN_OBJECT).context("loading the generator's XDP object")?;
-    let prog: &mut Xdp = ebpf
-        .program_mut(PEER_PROGRAM_NAME)
-        .ok_or_else(|| anyhow!("program {PEER_PROGRAM_NAME} missing from the XDP object"))?
-        .try_into()?;
-    prog.load().map_err(verifier_error)?;
-    prog.attach_to_if_index(ifindex(ifname)?, XdpMode::Driver)
-        .with_context(|| format!("attaching the peer program to {ifname}"))?;
-    Ok(PeerProgram { _ebpf: ebpf })
+    let ebpf = Ebpf::load(GEN_OBJECT).context("loading the generator's XDP object")?;
+    attach_held(ebpf, PEER_PROGRAM_NAME, ifname, "peer")
 }
 
 /// Attaches the yardstick `xdhcp_bare` to `ifname` with its map holding
@@ -93,12 +86,19 @@ pub fn attach_bare(ifname: &str, clients: u32) -> Result<PeerProgram> {
             map.insert(key, value, 0)?;
         }
     }
+    attach_held(ebpf, BARE_PROGRAM_NAME, ifname, "bounce")
+}
+
+/// Loads `program` of `ebpf` and attaches it to `ifname` in native mode,
+/// held there for as long as the returned value lives; `role` names it
+/// in the error.
+fn attach_held(mut ebpf: Ebpf, program: &str, ifname: &str, role: &str) -> Result<PeerProgram> {
     let prog: &mut Xdp = ebpf
-        .program_mut(BARE_PROGRAM_NAME)
-        .ok_or_else(|| anyhow!("program {BARE_PROGRAM_NAME} missing from the XDP object"))?
+        .program_mut(program)
+        .ok_or_else(|| anyhow!("program {program} missing from the XDP object"))?
         .try_into()?;
     prog.load().map_err(verifier_error)?;
     prog.attach_to_if_index(ifindex(ifname)?, XdpMode::Driver)
-        .with_context(|| format!("attaching the bounce program to {ifname}"))?;
+        .with_context(|| format!("attaching the {role} program to {ifname}"))?;
     Ok(PeerProgram { _ebpf: ebpf })
 }

@@ -40,19 +40,29 @@ pub struct PhaseReport {
     pub latency_us_p50: Option<f64>,
     pub latency_us_p99: Option<f64>,
     pub latency_us_p999: Option<f64>,
-    /// DORA: addresses handed to more than one client.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub duplicate_addresses: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retries: Option<u64>,
-    /// Reconnect: when the last client had its address back.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub all_back_secs: Option<f64>,
+    #[serde(flatten)]
+    pub extras: PhaseExtras,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerDelta>,
     /// The step's place in a ramp (--rates, --ramp-from).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ramp: Option<RampStep>,
+}
+
+/// What only some phases measure (each absent from the JSON elsewhere).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PhaseExtras {
+    /// DORA: addresses handed to more than one client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_addresses: Option<u64>,
+    /// Reconnect: requests sent again to clients still unanswered after
+    /// `--timeout-ms` (real clients retransmit), not counted in `sent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u64>,
+    /// Reconnect: seconds from the phase's start until the last client
+    /// had its address back; none if some never did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub all_back_secs: Option<f64>,
 }
 
 /// A ramp step: its number (from 1), stage, and on the ramp's last step
@@ -150,13 +160,7 @@ pub struct Counts {
     pub send_secs: f64,
     pub latency: Latency,
     pub expects_reply: bool,
-    pub duplicate_addresses: Option<u64>,
-    /// Reconnect: requests sent again to clients still unanswered after
-    /// `--timeout-ms` (real clients retransmit), not counted in `sent`.
-    pub retries: Option<u64>,
-    /// Reconnect: seconds from the phase's start until the last client
-    /// had its address back; none if some never did.
-    pub all_back_secs: Option<f64>,
+    pub extras: PhaseExtras,
 }
 
 impl Counts {
@@ -191,9 +195,7 @@ impl Counts {
             latency_us_p50: self.latency.quantile_us(0.5),
             latency_us_p99: self.latency.quantile_us(0.99),
             latency_us_p999: self.latency.quantile_us(0.999),
-            duplicate_addresses: self.duplicate_addresses,
-            retries: self.retries,
-            all_back_secs: self.all_back_secs,
+            extras: self.extras.clone(),
             server: None,
             ramp: None,
         }
@@ -242,11 +244,11 @@ pub fn render(reports: &[PhaseReport]) -> String {
             )
         });
         let mut extra = String::new();
-        if let Some(d) = r.duplicate_addresses {
+        if let Some(d) = r.extras.duplicate_addresses {
             extra = format!("  (duplicate addresses: {d})");
         }
-        if let Some(n) = r.retries {
-            extra += &match r.all_back_secs {
+        if let Some(n) = r.extras.retries {
+            extra += &match r.extras.all_back_secs {
                 Some(t) => format!("  (all back in {t:.3} s, {n} retransmissions)"),
                 None => format!("  (NOT all back; {n} retransmissions)"),
             };

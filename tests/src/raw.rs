@@ -9,28 +9,13 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use dhcp_common::packet_socket::{self, ETH_P_ALL, PACKET_AUXDATA};
 
 use crate::Netns;
 
 pub struct RawSocket {
     fd: OwnedFd,
-    ifindex: i32,
-}
-
-const ETH_P_ALL: u16 = 0x0003;
-const PACKET_AUXDATA: i32 = 8;
-const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
-const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
-
-#[repr(C)]
-struct TpacketAuxdata {
-    tp_status: u32,
-    tp_len: u32,
-    tp_snaplen: u32,
-    tp_mac: u16,
-    tp_net: u16,
-    tp_vlan_tci: u16,
-    tp_vlan_tpid: u16,
+    ifindex: u32,
 }
 
 impl RawSocket {
@@ -45,7 +30,7 @@ impl RawSocket {
     pub fn open_here(ifname: &str) -> Result<RawSocket> {
         let c = std::ffi::CString::new(ifname)?;
         // SAFETY: valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) } as i32;
+        let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
         if ifindex == 0 {
             bail!("no interface {ifname}: {}", io::Error::last_os_error());
         }
@@ -64,56 +49,16 @@ impl RawSocket {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // The kernel moves a received outer VLAN tag into metadata before
         // packet sockets see the frame; auxdata lets `recv` put it back.
-        let one: i32 = 1;
-        // SAFETY: valid option value for its size.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                PACKET_AUXDATA,
-                &one as *const i32 as *const libc::c_void,
-                4,
-            )
-        };
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_ALL.to_be();
-        sll.sll_ifindex = ifindex;
-        // SAFETY: sll is a properly initialised sockaddr_ll.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if r != 0 {
-            bail!("bind(AF_PACKET, {ifname}): {}", io::Error::last_os_error());
+        let _ = packet_socket::set_option(fd.as_raw_fd(), libc::SOL_PACKET, PACKET_AUXDATA, &1i32);
+        if let Err(e) = packet_socket::bind(fd.as_raw_fd(), ifindex, ETH_P_ALL) {
+            bail!("bind(AF_PACKET, {ifname}): {e}");
         }
         Ok(RawSocket { fd, ifindex })
     }
 
     pub fn send(&self, frame: &[u8]) -> Result<()> {
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = self.ifindex;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&frame[..6]);
-        // SAFETY: frame and sll are valid for the lengths given.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error()).context("sendto(AF_PACKET)");
-        }
-        Ok(())
+        packet_socket::send_to(self.fd.as_raw_fd(), self.ifindex, frame)
+            .context("sendto(AF_PACKET)")
     }
 
     /// Next frame received within `timeout`, outgoing copies excluded.
@@ -142,47 +87,16 @@ impl RawSocket {
             if r == 0 {
                 continue;
             }
-            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut iov = libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf.len(),
-            };
-            let mut cbuf = [0u64; 16];
-            // SAFETY: zeroed msghdr, then pointed at live buffers.
-            let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-            mh.msg_name = (&mut from as *mut libc::sockaddr_ll).cast();
-            mh.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            mh.msg_iov = &mut iov;
-            mh.msg_iovlen = 1;
-            mh.msg_control = cbuf.as_mut_ptr().cast();
-            mh.msg_controllen = std::mem::size_of_val(&cbuf);
-            // SAFETY: mh valid for the call.
-            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut mh, 0) };
-            if n < 0 {
-                return Err(io::Error::last_os_error()).context("recvmsg(AF_PACKET)");
-            }
-            if from.sll_pkttype == libc::PACKET_OUTGOING {
+            let rx =
+                packet_socket::recv(self.fd.as_raw_fd(), &mut buf).context("recvmsg(AF_PACKET)")?;
+            if rx.pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
-            let mut frame = buf[..n as usize].to_vec();
-            // SAFETY: walking the control buffer the kernel filled.
-            unsafe {
-                let mut c = libc::CMSG_FIRSTHDR(&mh);
-                while !c.is_null() {
-                    if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == PACKET_AUXDATA {
-                        let aux =
-                            std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const TpacketAuxdata);
-                        if aux.tp_status & TP_STATUS_VLAN_VALID != 0 && frame.len() >= 12 {
-                            let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
-                                aux.tp_vlan_tpid
-                            } else {
-                                0x8100
-                            };
-                            let tag = [tpid.to_be_bytes(), aux.tp_vlan_tci.to_be_bytes()].concat();
-                            frame.splice(12..12, tag);
-                        }
-                    }
-                    c = libc::CMSG_NXTHDR(&mh, c);
+            let mut frame = buf[..rx.len].to_vec();
+            if let Some((tpid, tci)) = rx.aux.and_then(|aux| aux.stripped_tag()) {
+                if frame.len() >= 12 {
+                    let tag = [tpid.to_be_bytes(), tci.to_be_bytes()].concat();
+                    frame.splice(12..12, tag);
                 }
             }
             return Ok(Some(frame));

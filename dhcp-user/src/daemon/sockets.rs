@@ -9,28 +9,12 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use dhcp_common::packet_socket::{
+    self, set_option, ETH_P_ALL, PACKET_AUXDATA, PACKET_IGNORE_OUTGOING, TP_STATUS_CSUMNOTREADY,
+    TP_STATUS_CSUM_VALID,
+};
 
 use crate::proto::Tag;
-
-const ETH_P_ALL: u16 = 0x0003;
-const PACKET_AUXDATA: i32 = 8;
-const PACKET_IGNORE_OUTGOING: i32 = 23;
-const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
-const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
-const TP_STATUS_CSUM_VALID: u32 = 1 << 7;
-const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
-
-#[repr(C)]
-#[derive(Default)]
-struct TpacketAuxdata {
-    tp_status: u32,
-    tp_len: u32,
-    tp_snaplen: u32,
-    tp_mac: u16,
-    tp_net: u16,
-    tp_vlan_tci: u16,
-    tp_vlan_tpid: u16,
-}
 
 /// Classic BPF: accept IPv4/UDP to port 67 behind zero, one or two VLAN
 /// tags; everything else never leaves the kernel.
@@ -84,30 +68,13 @@ fn dhcp_filter() -> Vec<libc::sock_filter> {
         .collect()
 }
 
-fn setsockopt<T>(fd: i32, level: i32, name: i32, value: &T) -> io::Result<()> {
-    // SAFETY: value points to a valid T for its size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            value as *const T as *const libc::c_void,
-            std::mem::size_of::<T>() as u32,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Attaches a classic BPF program to a socket.
 pub fn attach_filter(fd: i32, prog: &mut [libc::sock_filter]) -> io::Result<()> {
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,
         filter: prog.as_mut_ptr(),
     };
-    setsockopt(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+    set_option(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
 }
 
 /// A filter that accepts nothing: for sockets that only send.
@@ -171,112 +138,45 @@ impl PacketSocket {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // Filter before bind so no unfiltered frame is queued in between.
         attach_filter(raw, &mut dhcp_filter()).context("SO_ATTACH_FILTER")?;
-        setsockopt(raw, libc::SOL_PACKET, PACKET_AUXDATA, &1i32).context("PACKET_AUXDATA")?;
+        set_option(raw, libc::SOL_PACKET, PACKET_AUXDATA, &1i32).context("PACKET_AUXDATA")?;
         // Our own replies (and relay-bound ones to port 67) must not loop back.
-        setsockopt(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32)
+        set_option(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32)
             .context("PACKET_IGNORE_OUTGOING")?;
-        let _ = setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &(8i32 << 20));
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_ALL.to_be();
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: valid sockaddr_ll.
-        let r = unsafe {
-            libc::bind(
-                raw,
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error())
-                .with_context(|| format!("bind(AF_PACKET, {ifname})"));
-        }
+        let _ = set_option(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &(8i32 << 20));
+        packet_socket::bind(raw, ifindex, ETH_P_ALL)
+            .with_context(|| format!("bind(AF_PACKET, {ifname})"))?;
         let mac = hw_address(raw, ifname)?;
         Ok(PacketSocket { fd, ifindex, mac })
     }
 
     /// One frame; `WouldBlock` when none is queued.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<RxMeta> {
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut cbuf = [0u64; 16];
-        // SAFETY: zeroed msghdr is valid; fields set below point to live buffers.
-        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-        mh.msg_iov = &mut iov;
-        mh.msg_iovlen = 1;
-        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        mh.msg_name = (&mut from as *mut libc::sockaddr_ll).cast();
-        mh.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-        mh.msg_control = cbuf.as_mut_ptr().cast();
-        mh.msg_controllen = std::mem::size_of_val(&cbuf);
-        // SAFETY: mh is valid for the duration of the call.
-        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut mh, 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut tag = None;
+        let rx = packet_socket::recv(self.fd.as_raw_fd(), buf)?;
         let mut check_udp = true;
-        // SAFETY: walking the control buffer the kernel filled, with libc's macros.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&mh);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == PACKET_AUXDATA {
-                    let aux = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const TpacketAuxdata);
-                    // A locally sent frame (veth peer, same host) may carry
-                    // only the pseudo-header sum: the checksum was offloaded
-                    // and never computed. CSUM_VALID: the kernel checked it.
-                    if aux.tp_status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID) != 0 {
-                        check_udp = false;
-                    }
-                    if aux.tp_status & TP_STATUS_VLAN_VALID != 0 {
-                        let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
-                            aux.tp_vlan_tpid
-                        } else {
-                            dhcp_common::ETH_P_8021Q
-                        };
-                        tag = Some(Tag {
-                            tpid,
-                            tci: aux.tp_vlan_tci,
-                        });
-                    }
-                }
-                c = libc::CMSG_NXTHDR(&mh, c);
+        if let Some(aux) = rx.aux {
+            // A locally sent frame (veth peer, same host) may carry only
+            // the pseudo-header sum: the checksum was offloaded and never
+            // computed. CSUM_VALID: the kernel checked it.
+            if aux.tp_status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID) != 0 {
+                check_udp = false;
             }
         }
+        let tag = rx
+            .aux
+            .and_then(|aux| aux.stripped_tag())
+            .map(|(tpid, tci)| Tag { tpid, tci });
         Ok(RxMeta {
-            len: n as usize,
+            len: rx.len,
             stripped_tag: tag,
             check_udp,
             // Unicast to another MAC reaches a packet socket too (veth and
             // promiscuous NICs deliver it); a server must not answer it.
-            for_us: from.sll_pkttype != libc::PACKET_OTHERHOST,
+            for_us: rx.pkttype != libc::PACKET_OTHERHOST,
         })
     }
 
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = self.ifindex as i32;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&frame[..6]);
-        // SAFETY: frame and sll valid for the lengths given.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        packet_socket::send_to(self.fd.as_raw_fd(), self.ifindex, frame)
     }
 }
 

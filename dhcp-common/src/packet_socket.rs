@@ -1,0 +1,198 @@
+//! The AF_PACKET calls that the daemon, the load generator and the test
+//! lab each make on their packet sockets, defined once. Not for the XDP
+//! program: this module needs std and libc (feature `packet-socket`).
+//!
+//! They take the caller's own descriptor, raw, as the daemon's socket
+//! set-up and its filters do: a wrong one fails with EBADF.
+
+use std::{io, os::fd::RawFd};
+
+use crate::ETH_P_8021Q;
+
+/// Every protocol (the kernel's `ETH_P_ALL`).
+pub const ETH_P_ALL: u16 = 0x0003;
+/// Socket option (level `SOL_PACKET`): each received frame comes with a
+/// [`TpacketAuxdata`].
+pub const PACKET_AUXDATA: i32 = 8;
+/// Socket option (level `SOL_PACKET`): this host's own outgoing frames
+/// are not looped back to the socket.
+pub const PACKET_IGNORE_OUTGOING: i32 = 23;
+/// `tp_status` bits of a [`TpacketAuxdata`].
+pub const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
+pub const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+pub const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+pub const TP_STATUS_CSUM_VALID: u32 = 1 << 7;
+
+/// The kernel's `struct tpacket_auxdata`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct TpacketAuxdata {
+    pub tp_status: u32,
+    pub tp_len: u32,
+    pub tp_snaplen: u32,
+    pub tp_mac: u16,
+    pub tp_net: u16,
+    pub tp_vlan_tci: u16,
+    pub tp_vlan_tpid: u16,
+}
+
+impl TpacketAuxdata {
+    /// The outer VLAN tag as (TPID, TCI): the kernel moves it into this
+    /// metadata before packet sockets see the frame.
+    pub fn stripped_tag(&self) -> Option<(u16, u16)> {
+        if self.tp_status & TP_STATUS_VLAN_VALID == 0 {
+            return None;
+        }
+        let tpid = if self.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
+            self.tp_vlan_tpid
+        } else {
+            ETH_P_8021Q
+        };
+        Some((tpid, self.tp_vlan_tci))
+    }
+}
+
+/// A frame `recv` read.
+pub struct Received {
+    pub len: usize,
+    /// `sll_pkttype`: `PACKET_HOST`, `PACKET_OUTGOING`, `PACKET_OTHERHOST`...
+    pub pkttype: u8,
+    /// With `PACKET_AUXDATA` on.
+    pub aux: Option<TpacketAuxdata>,
+}
+
+/// `setsockopt` with a value of `T`'s size.
+pub fn set_option<T>(fd: RawFd, level: i32, name: i32, value: &T) -> io::Result<()> {
+    // SAFETY: value points to a valid T for its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            value as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as u32,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Binds the packet socket `fd` to interface `ifindex`, receiving frames
+/// of `protocol` (an ethertype in host order, e.g. `ETH_P_ALL`).
+pub fn bind(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
+    // SAFETY: a zeroed sockaddr_ll is valid; the fields set are its own.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = protocol.to_be();
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: sll is a properly initialised sockaddr_ll of the size given.
+    let r = unsafe {
+        libc::bind(
+            fd,
+            &sll as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sends the whole frame `frame` out of interface `ifindex`, addressed to
+/// the frame's own destination MAC.
+pub fn send_to(fd: RawFd, ifindex: u32, frame: &[u8]) -> io::Result<()> {
+    // SAFETY: a zeroed sockaddr_ll is valid; the fields set are its own.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_ifindex = ifindex as i32;
+    sll.sll_halen = 6;
+    sll.sll_addr[..6].copy_from_slice(&frame[..6]);
+    // SAFETY: frame and sll are valid for the lengths given.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            &sll as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One frame into `buf` (`recvmsg(2)`, so `WouldBlock` on a non-blocking
+/// socket with none queued), with its packet type and auxdata.
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut cbuf = [0u64; 16];
+    // SAFETY: zeroed msghdr and sockaddr_ll are valid; the fields set
+    // below point to live buffers.
+    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+    let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    mh.msg_name = (&mut from as *mut libc::sockaddr_ll).cast();
+    mh.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+    mh.msg_iov = &mut iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cbuf.as_mut_ptr().cast();
+    mh.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: mh is valid for the duration of the call.
+    let n = unsafe { libc::recvmsg(fd, &mut mh, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut aux = None;
+    // SAFETY: walking the control buffer the kernel filled, with libc's
+    // macros.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&mh);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == PACKET_AUXDATA {
+                aux = Some(std::ptr::read_unaligned(
+                    libc::CMSG_DATA(c) as *const TpacketAuxdata
+                ));
+            }
+            c = libc::CMSG_NXTHDR(&mh, c);
+        }
+    }
+    Ok(Received {
+        len: n as usize,
+        pkttype: from.sll_pkttype,
+        aux,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auxdata_has_the_kernels_layout() {
+        assert_eq!(std::mem::size_of::<TpacketAuxdata>(), 20);
+        assert_eq!(core::mem::offset_of!(TpacketAuxdata, tp_vlan_tci), 16);
+        assert_eq!(core::mem::offset_of!(TpacketAuxdata, tp_vlan_tpid), 18);
+    }
+
+    #[test]
+    fn the_stripped_tag_is_802_1q_unless_the_kernel_names_its_tpid() {
+        let mut aux = TpacketAuxdata {
+            tp_vlan_tci: 0x0064,
+            tp_vlan_tpid: 0x88a8,
+            ..Default::default()
+        };
+        assert_eq!(aux.stripped_tag(), None);
+        aux.tp_status = TP_STATUS_VLAN_VALID;
+        assert_eq!(aux.stripped_tag(), Some((ETH_P_8021Q, 0x0064)));
+        aux.tp_status |= TP_STATUS_VLAN_TPID_VALID;
+        assert_eq!(aux.stripped_tag(), Some((0x88a8, 0x0064)));
+    }
+}
