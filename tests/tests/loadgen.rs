@@ -387,7 +387,17 @@ fn adaptive_ramps_report_how_they_ended() {
     }
     let end = &r[2]["ramp"]["end"];
     assert_eq!(end["end"], "capped", "{end}");
-    assert!(end["figure_per_s"].as_f64().unwrap() > 4_000.0, "{end}");
+    // The figure is the best answered rate of a step within the loss
+    // limit (how fast the generator got is the machine's, not asserted).
+    let within: Vec<f64> = r
+        .iter()
+        .filter(|s| s["loss_pct"].as_f64().unwrap() <= 1.0)
+        .map(|s| s["answered_per_s"].as_f64().unwrap())
+        .collect();
+    assert!(!within.is_empty(), "{r:?}");
+    let best = within.iter().copied().fold(0.0, f64::max);
+    assert!(best > 0.0, "{r:?}");
+    assert_eq!(end["figure_per_s"].as_f64().unwrap(), best, "{end}");
 
     let mut args = common.to_vec();
     args.extend(["--expect", "ack"]);
