@@ -202,15 +202,18 @@ pub fn recovered_end(l: &Lease, now: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{
         dhcp::leases::{hw_key, FastReply},
         xdp::clock::{unix_now, unix_to_mono_ns},
     };
+    use dhcp_common::layout::{msg, opt};
     use std::{collections::HashMap, sync::Arc};
 
-    fn lease(i: u8, state: LeaseState, fast: bool) -> Lease {
+    /// The `i`th client's lease in subnet 1, ending in 100 s; with `fast`,
+    /// renewable in the kernel. The auditor's tests use it too.
+    pub(crate) fn lease(i: u8, state: LeaseState, fast: bool) -> Lease {
         Lease {
             relay: None,
             ip: Ipv4Addr::new(198, 18, 0, i),
@@ -220,22 +223,24 @@ mod tests {
             state,
             expires: unix_now() + 100,
             lease_secs: 100,
-            fast: fast.then(|| {
-                Arc::new(FastReply {
-                    offerable: false,
-                    iface: "eth0".into(),
-                    outer_vlan: 0,
-                    inner_vlan: 0,
-                    giaddr: Ipv4Addr::UNSPECIFIED,
-                    prl_len: 0,
-                    shape_hash: 0,
-                    max_message_size: 0,
-                    client_id_len: 0,
-                    relay_info_len: 0,
-                    template: vec![53, 1, 5].into(),
-                })
-            }),
+            fast: fast.then(fast_reply),
         }
+    }
+
+    fn fast_reply() -> Arc<FastReply> {
+        Arc::new(FastReply {
+            offerable: false,
+            iface: "eth0".into(),
+            outer_vlan: 0,
+            inner_vlan: 0,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            prl_len: 0,
+            shape_hash: 0,
+            max_message_size: 0,
+            client_id_len: 0,
+            relay_info_len: 0,
+            template: vec![opt::MESSAGE_TYPE, 1, msg::ACK].into(),
+        })
     }
 
     fn entry(l: &Lease, ends: u64) -> (LeaseKey, LeaseValue) {

@@ -10,41 +10,24 @@ pub(super) fn overlay(base: &OptionSet, over: &OptionSet) -> OptionSet {
         custom.retain(|b| b.code != c.code);
         custom.push(c.clone());
     }
+    // The upper level's value where it sets one, else the lower's.
+    fn pick<T: Clone>(over: &Option<T>, base: &Option<T>) -> Option<T> {
+        over.as_ref().or(base.as_ref()).cloned()
+    }
     OptionSet {
-        lease_time: over.lease_time.or(base.lease_time),
-        renewal_time: over.renewal_time.or(base.renewal_time),
-        rebinding_time: over.rebinding_time.or(base.rebinding_time),
-        routers: over.routers.clone().or_else(|| base.routers.clone()),
-        dns_servers: over
-            .dns_servers
-            .clone()
-            .or_else(|| base.dns_servers.clone()),
-        domain_name: over
-            .domain_name
-            .clone()
-            .or_else(|| base.domain_name.clone()),
-        classless_routes: over
-            .classless_routes
-            .clone()
-            .or_else(|| base.classless_routes.clone()),
-        hostname: over.hostname.clone().or_else(|| base.hostname.clone()),
-        domain_search: over
-            .domain_search
-            .clone()
-            .or_else(|| base.domain_search.clone()),
-        next_server: over.next_server.or(base.next_server),
-        server_hostname: over
-            .server_hostname
-            .clone()
-            .or_else(|| base.server_hostname.clone()),
-        boot_file_name: over
-            .boot_file_name
-            .clone()
-            .or_else(|| base.boot_file_name.clone()),
-        tftp_server: over
-            .tftp_server
-            .clone()
-            .or_else(|| base.tftp_server.clone()),
+        lease_time: pick(&over.lease_time, &base.lease_time),
+        renewal_time: pick(&over.renewal_time, &base.renewal_time),
+        rebinding_time: pick(&over.rebinding_time, &base.rebinding_time),
+        routers: pick(&over.routers, &base.routers),
+        dns_servers: pick(&over.dns_servers, &base.dns_servers),
+        domain_name: pick(&over.domain_name, &base.domain_name),
+        classless_routes: pick(&over.classless_routes, &base.classless_routes),
+        hostname: pick(&over.hostname, &base.hostname),
+        domain_search: pick(&over.domain_search, &base.domain_search),
+        next_server: pick(&over.next_server, &base.next_server),
+        server_hostname: pick(&over.server_hostname, &base.server_hostname),
+        boot_file_name: pick(&over.boot_file_name, &base.boot_file_name),
+        tftp_server: pick(&over.tftp_server, &base.tftp_server),
         custom,
     }
 }
