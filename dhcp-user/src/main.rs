@@ -321,8 +321,7 @@ fn reservations(command: ReservationsCommand, client: &ClientArgs) -> ExitCode {
             client: id,
             giaddr,
         } => {
-            let mut a = cli::client_arg(&id);
-            a["ip-address"] = ip.into();
+            let mut a = client_at(&id, ip);
             if let Some(g) = giaddr {
                 a["giaddr"] = g.into();
             }
@@ -363,12 +362,19 @@ fn leases(command: LeasesCommand, client: &ClientArgs) -> ExitCode {
             client: id,
             lease_time,
         } => {
-            let mut a = cli::client_arg(&id);
-            a["ip-address"] = ip.into();
+            let mut a = client_at(&id, ip);
             a["valid-lft"] = lease_time.into();
             client.call("lease4-add", a, cli::print_lease)
         }
     }
+}
+
+/// The arguments naming a client (MAC or client identifier) and an
+/// address.
+fn client_at(id: &str, ip: String) -> Value {
+    let mut a = cli::client_arg(id);
+    a["ip-address"] = ip.into();
+    a
 }
 
 fn db(command: DbCommand, config: Option<&Path>) -> ExitCode {

@@ -208,7 +208,6 @@ pub(crate) mod tests {
         dhcp::leases::{hw_key, FastReply},
         xdp::clock::{unix_now, unix_to_mono_ns},
     };
-    use dhcp_common::layout::{msg, opt};
     use std::{collections::HashMap, sync::Arc};
 
     /// The `i`th client's lease in subnet 1, ending in 100 s; with `fast`,
@@ -223,24 +222,22 @@ pub(crate) mod tests {
             state,
             expires: unix_now() + 100,
             lease_secs: 100,
-            fast: fast.then(fast_reply),
+            fast: fast.then(|| {
+                Arc::new(FastReply {
+                    offerable: false,
+                    iface: "eth0".into(),
+                    outer_vlan: 0,
+                    inner_vlan: 0,
+                    giaddr: Ipv4Addr::UNSPECIFIED,
+                    prl_len: 0,
+                    shape_hash: 0,
+                    max_message_size: 0,
+                    client_id_len: 0,
+                    relay_info_len: 0,
+                    template: vec![53, 1, 5].into(),
+                })
+            }),
         }
-    }
-
-    fn fast_reply() -> Arc<FastReply> {
-        Arc::new(FastReply {
-            offerable: false,
-            iface: "eth0".into(),
-            outer_vlan: 0,
-            inner_vlan: 0,
-            giaddr: Ipv4Addr::UNSPECIFIED,
-            prl_len: 0,
-            shape_hash: 0,
-            max_message_size: 0,
-            client_id_len: 0,
-            relay_info_len: 0,
-            template: vec![opt::MESSAGE_TYPE, 1, msg::ACK].into(),
-        })
     }
 
     fn entry(l: &Lease, ends: u64) -> (LeaseKey, LeaseValue) {

@@ -56,12 +56,28 @@ pub(super) fn reservation_command(
     now: u64,
 ) -> Answer {
     let a = &req.arguments;
+    let mut set = ReservationSet {
+        file_config,
+        extras,
+        running,
+        server,
+    };
     match req.command.as_str() {
-        "reservation-get-all" => Ok((list(running, extras), Vec::new())),
-        "reservation-add" => add(a, file_config, extras, running, server, now),
-        "reservation-del" => delete(a, file_config, extras, running, server),
+        "reservation-get-all" => Ok((list(set.running, set.extras), Vec::new())),
+        "reservation-add" => set.add(a, now),
+        "reservation-del" => set.delete(a),
         other => Err(format!("unknown command {other:?}")),
     }
+}
+
+/// What a change of the API's reservations works on: the file's
+/// configuration, the API's reservations, and the running configuration
+/// and state machine rebuilt from both.
+struct ReservationSet<'a> {
+    file_config: &'a Config,
+    extras: &'a mut Vec<ApiReservation>,
+    running: &'a mut Config,
+    server: &'a mut Server,
 }
 
 fn ip_argument(a: &Value) -> std::result::Result<Ipv4Addr, String> {
@@ -100,48 +116,88 @@ fn list(running: &Config, extras: &[ApiReservation]) -> control::Response {
     }
 }
 
-fn add(
-    a: &Value,
-    file_config: &Config,
-    extras: &mut Vec<ApiReservation>,
-    running: &mut Config,
-    server: &mut Server,
-    now: u64,
-) -> Answer {
-    let ip = ip_argument(a)?;
-    let subnet_id = server
-        .subnet_of(ip)
-        .ok_or_else(|| format!("{ip} is in no configured subnet"))?;
-    let relay = crate::dhcp::subscriber::api_relay_id(a)?;
-    let key = match &relay {
-        Some(_) => None,
-        None => Some(commands::client_of(a)?.0),
-    };
-    check_free(ip, subnet_id, key.as_ref(), running, server, now)?;
-    let r = ApiReservation {
-        subnet_id,
-        ip,
-        hw_address: string_argument(a, "hw-address"),
-        client_id: string_argument(a, "client-id"),
-        relay,
-    };
-    let mut next = extras.clone();
-    next.push(r.clone());
-    let candidate = with_reservations(file_config, &next);
-    // The same checks as a file's reservations (format, duplicates).
-    candidate
-        .validate_reservations()
-        .map_err(|e| format!("refused: {e}"))?;
-    *extras = next;
-    rebuild(candidate, current_leases(server), running, server);
-    tracing::info!(%ip, subnet_id, "reservation added by the control API");
-    Ok((
-        control::Response::ok(format!("{ip} reserved in subnet {subnet_id}"), Value::Null),
-        vec![
-            StoreOp::PutReservation(r),
-            StoreOp::Meta("reply_config", reply_config_fingerprint(running)),
-        ],
-    ))
+impl ReservationSet<'_> {
+    fn add(&mut self, a: &Value, now: u64) -> Answer {
+        let ip = ip_argument(a)?;
+        let subnet_id = self
+            .server
+            .subnet_of(ip)
+            .ok_or_else(|| format!("{ip} is in no configured subnet"))?;
+        let relay = crate::dhcp::subscriber::api_relay_id(a)?;
+        let key = match &relay {
+            Some(_) => None,
+            None => Some(commands::client_of(a)?.0),
+        };
+        check_free(ip, subnet_id, key.as_ref(), self.running, self.server, now)?;
+        let r = ApiReservation {
+            subnet_id,
+            ip,
+            hw_address: string_argument(a, "hw-address"),
+            client_id: string_argument(a, "client-id"),
+            relay,
+        };
+        let mut next = self.extras.clone();
+        next.push(r.clone());
+        let candidate = with_reservations(self.file_config, &next);
+        // The same checks as a file's reservations (format, duplicates).
+        candidate
+            .validate_reservations()
+            .map_err(|e| format!("refused: {e}"))?;
+        *self.extras = next;
+        rebuild(
+            candidate,
+            current_leases(self.server),
+            self.running,
+            self.server,
+        );
+        tracing::info!(%ip, subnet_id, "reservation added by the control API");
+        Ok((
+            control::Response::ok(format!("{ip} reserved in subnet {subnet_id}"), Value::Null),
+            vec![
+                StoreOp::PutReservation(r),
+                StoreOp::Meta("reply_config", reply_config_fingerprint(self.running)),
+            ],
+        ))
+    }
+
+    fn delete(&mut self, a: &Value) -> Answer {
+        let ip = ip_argument(a)?;
+        let Some(pos) = self.extras.iter().position(|e| e.ip == ip) else {
+            if self
+                .running
+                .subnets
+                .iter()
+                .any(|s| s.reservations.iter().any(|r| r.ip == ip))
+            {
+                return Err(format!(
+                    "{ip} is reserved in the configuration file: edit it and reload"
+                ));
+            }
+            return Ok((
+                control::Response::empty(format!("{ip} is not reserved")),
+                Vec::new(),
+            ));
+        };
+        let r = self.extras.remove(pos);
+        let candidate = with_reservations(self.file_config, self.extras);
+        rebuild(
+            candidate,
+            current_leases(self.server),
+            self.running,
+            self.server,
+        );
+        tracing::info!(%ip, "reservation deleted by the control API");
+        Ok((
+            control::Response::ok(format!("reservation of {ip} deleted"), Value::Null),
+            vec![
+                StoreOp::DeleteReservation {
+                    subnet_id: r.subnet_id,
+                    ip,
+                },
+                StoreOp::Meta("reply_config", reply_config_fingerprint(self.running)),
+            ],
+        ))
+    }
 }
 
 fn string_argument(a: &Value, name: &str) -> Option<String> {
@@ -174,45 +230,6 @@ fn check_free(
         }
     }
     Ok(())
-}
-
-fn delete(
-    a: &Value,
-    file_config: &Config,
-    extras: &mut Vec<ApiReservation>,
-    running: &mut Config,
-    server: &mut Server,
-) -> Answer {
-    let ip = ip_argument(a)?;
-    let Some(pos) = extras.iter().position(|e| e.ip == ip) else {
-        if running
-            .subnets
-            .iter()
-            .any(|s| s.reservations.iter().any(|r| r.ip == ip))
-        {
-            return Err(format!(
-                "{ip} is reserved in the configuration file: edit it and reload"
-            ));
-        }
-        return Ok((
-            control::Response::empty(format!("{ip} is not reserved")),
-            Vec::new(),
-        ));
-    };
-    let r = extras.remove(pos);
-    let candidate = with_reservations(file_config, extras);
-    rebuild(candidate, current_leases(server), running, server);
-    tracing::info!(%ip, "reservation deleted by the control API");
-    Ok((
-        control::Response::ok(format!("reservation of {ip} deleted"), Value::Null),
-        vec![
-            StoreOp::DeleteReservation {
-                subnet_id: r.subnet_id,
-                ip,
-            },
-            StoreOp::Meta("reply_config", reply_config_fingerprint(running)),
-        ],
-    ))
 }
 
 /// Replaces the state machine with one built on `candidate` around

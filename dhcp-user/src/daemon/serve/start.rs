@@ -52,14 +52,8 @@ pub(super) async fn start(
     let mut store = crate::store::open(&config)?;
     let mut engine = Engine::start(&mut *store, config, config_path, overrides, unix_now())?;
     let config = engine.config.clone();
-    let FastPathUp {
-        fastpath,
-        events,
-        sockets,
-        rate_maps,
-        rate_ifaces,
-        maps,
-    } = bring_up_fast_path(&config, pinned, debug_xdp_logs, &mut engine, &mut *store)?;
+    let up = bring_up_fast_path(&config, pinned, debug_xdp_logs, &mut engine, &mut *store)?;
+    let (fastpath, maps, sockets) = (up.fastpath, up.maps, up.sockets);
     // The auditor's own handle on the lease map, taken before the maps go
     // to the committer, the only writer.
     let lease_reader = Arc::new(maps.reader()?);
@@ -99,7 +93,7 @@ pub(super) async fn start(
         config,
         engine,
         fastpath,
-        events,
+        events: up.events,
         sockets,
         tx,
         commit_tx,
@@ -107,8 +101,8 @@ pub(super) async fn start(
         stopping,
         sync_stats,
         store_health,
-        rate_maps,
-        rate_ifaces,
+        rate_maps: up.rate_maps,
+        rate_ifaces: up.rate_ifaces,
         lease_reader,
         auditor,
     };

@@ -40,7 +40,7 @@ impl Server {
             .get(ip)
             .is_some_and(|l| l.is_client(&key) && l.state == LeaseState::Bound && l.expires > now);
         if !bound_already {
-            let displaced = self.hold_offer(si, req, arrival, key, ip, now);
+            let displaced = self.hold_offer(si, req, arrival, ip, now);
             reclaimed.extend(displaced.map(StoreOp::Put));
         }
         self.offer(si, req, arrival, ip, reclaimed)
@@ -169,26 +169,23 @@ impl Server {
         si: usize,
         req: &DhcpRequest<'_>,
         arrival: &Arrival<'_>,
-        key: ClientKey,
         ip: Ipv4Addr,
         now: u64,
     ) -> Option<Lease> {
         let sid = self.subnets[si].id;
         let line = Self::line_of(req, arrival);
-        self.end_other_offer(sid, &key, ip);
-        let displaced = self.leases.put(Lease {
-            ip,
-            client: Some(key),
-            hw: hw_of(req),
-            subnet_id: sid,
-            state: LeaseState::Offered,
-            expires: now + self.offers.hold_secs(line),
-            lease_secs: 0,
-            fast: None,
-            relay: None,
-        });
-        let size = self.pool_size(sid);
         let client = Self::identity(req);
+        self.end_other_offer(sid, &client, ip);
+        let expires = now + self.offers.hold_secs(line);
+        let displaced = self.leases.put(client_lease(
+            req,
+            client.clone(),
+            ip,
+            sid,
+            LeaseState::Offered,
+            expires,
+        ));
+        let size = self.pool_size(sid);
         let keys = self.cap_keys(si, req, arrival);
         self.caps.leased(&keys, ip, &client);
         let place = offers::Place {
@@ -273,16 +270,12 @@ impl Server {
             )
         })
         .flatten();
+        let expires = now + u64::from(resolved.lease_secs);
         let lease = Lease {
-            ip,
-            client: Some(key),
-            hw: hw_of(req),
-            subnet_id,
-            state: LeaseState::Bound,
-            expires: now + u64::from(resolved.lease_secs),
             lease_secs: resolved.lease_secs,
             fast,
             relay: self.stash_of(req),
+            ..client_lease(req, key, ip, subnet_id, LeaseState::Bound, expires)
         };
         let keys = self.cap_keys(si, req, arrival);
         if let Some(k) = &lease.client {
@@ -301,5 +294,28 @@ impl Server {
             store,
             dropped: None,
         }
+    }
+}
+
+/// The client's lease of `ip`, without a lease time, a kernel reply or a
+/// relay's stash.
+fn client_lease(
+    req: &DhcpRequest<'_>,
+    key: ClientKey,
+    ip: Ipv4Addr,
+    subnet_id: u32,
+    state: LeaseState,
+    expires: u64,
+) -> Lease {
+    Lease {
+        ip,
+        client: Some(key),
+        hw: hw_of(req),
+        subnet_id,
+        state,
+        expires,
+        lease_secs: 0,
+        fast: None,
+        relay: None,
     }
 }

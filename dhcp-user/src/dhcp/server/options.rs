@@ -10,26 +10,30 @@ pub(super) fn overlay(base: &OptionSet, over: &OptionSet) -> OptionSet {
         custom.retain(|b| b.code != c.code);
         custom.push(c.clone());
     }
-    // The upper level's value where it sets one, else the lower's.
-    fn pick<T: Clone>(over: &Option<T>, base: &Option<T>) -> Option<T> {
-        over.as_ref().or(base.as_ref()).cloned()
+    // Each option the upper level sets, else the lower's.
+    macro_rules! overlaid {
+        ($($field:ident),*) => {
+            OptionSet {
+                $($field: over.$field.as_ref().or(base.$field.as_ref()).cloned(),)*
+                custom,
+            }
+        };
     }
-    OptionSet {
-        lease_time: pick(&over.lease_time, &base.lease_time),
-        renewal_time: pick(&over.renewal_time, &base.renewal_time),
-        rebinding_time: pick(&over.rebinding_time, &base.rebinding_time),
-        routers: pick(&over.routers, &base.routers),
-        dns_servers: pick(&over.dns_servers, &base.dns_servers),
-        domain_name: pick(&over.domain_name, &base.domain_name),
-        classless_routes: pick(&over.classless_routes, &base.classless_routes),
-        hostname: pick(&over.hostname, &base.hostname),
-        domain_search: pick(&over.domain_search, &base.domain_search),
-        next_server: pick(&over.next_server, &base.next_server),
-        server_hostname: pick(&over.server_hostname, &base.server_hostname),
-        boot_file_name: pick(&over.boot_file_name, &base.boot_file_name),
-        tftp_server: pick(&over.tftp_server, &base.tftp_server),
-        custom,
-    }
+    overlaid!(
+        lease_time,
+        renewal_time,
+        rebinding_time,
+        routers,
+        dns_servers,
+        domain_name,
+        classless_routes,
+        hostname,
+        domain_search,
+        next_server,
+        server_hostname,
+        boot_file_name,
+        tftp_server
+    )
 }
 
 pub(super) fn resolve(o: &OptionSet, net: &Ipv4Net) -> Resolved {
