@@ -1,8 +1,12 @@
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use clap::{Parser, Subcommand};
 
-use xdhcp::api::cli;
+use serde_json::{json, Value};
+use xdhcp::api::{cli, control::Response};
 use xdhcp::config::Config;
 
 /// xdhcp: DHCPv4 server with an XDP fast path for renewals.
@@ -198,233 +202,214 @@ fn main() -> ExitCode {
             lease_db,
             control_socket,
             pin_dir,
-        } => {
-            let config_path = config.clone();
-            let config = match config {
-                Some(path) => Config::from_file(&path),
-                None => Ok(Config::default_config()),
-            };
-            let mut config = match config {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("xdhcp: invalid configuration: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let overrides = xdhcp::daemon::serve::Overrides {
+        } => serve(
+            config,
+            xdhcp::daemon::serve::Overrides {
                 lease_db,
                 control_socket,
                 pin_dir,
-            };
-            overrides.apply(&mut config);
-            xdhcp::daemon::logging::init(config.logging.format, config.logging.level.as_deref());
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("xdhcp: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let debug = xdhcp::daemon::logging::debug_enabled();
-            match rt.block_on(xdhcp::daemon::serve::run(
-                config,
-                config_path,
-                overrides,
-                debug,
-            )) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("xdhcp: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Status { client } => cli::run(
-            &client.socket,
-            client.json,
-            "status",
-            serde_json::Value::Null,
-            cli::print_status,
+            },
         ),
-        Command::Stats { client, watch } => loop {
-            let code = cli::run(
-                &client.socket,
-                client.json,
-                "statistic-get-all",
-                serde_json::Value::Null,
-                cli::print_stats,
-            );
-            match watch {
-                Some(secs) if code == ExitCode::SUCCESS => {
-                    std::thread::sleep(std::time::Duration::from_secs(secs.max(1)));
-                    if !client.json {
-                        print!("\x1b[2J\x1b[H");
-                    }
-                }
-                _ => break code,
-            }
-        },
+        Command::Status { client } => client.call("status", Value::Null, cli::print_status),
+        Command::Stats { client, watch } => stats(&client, watch),
         Command::Stop {
             keep_fast_path,
             client,
-        } => cli::run(
-            &client.socket,
-            client.json,
+        } => client.call(
             "shutdown",
-            serde_json::json!({ "keep-fast-path": keep_fast_path }),
+            json!({ "keep-fast-path": keep_fast_path }),
             cli::print_text,
         ),
-        Command::Detach { pin_dir } => match xdhcp::xdp::loader::remove_pins(&pin_dir) {
-            Ok(()) => {
-                println!("{}: unpinned; the fast path is detached", pin_dir.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("xdhcp: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Reservations { command, client } => match command {
-            ReservationsCommand::List => cli::run(
-                &client.socket,
-                client.json,
-                "reservation-get-all",
-                serde_json::Value::Null,
-                cli::print_reservations,
-            ),
-            ReservationsCommand::Add {
-                ip,
-                client: id,
-                giaddr,
-            } => {
-                let mut a = cli::client_arg(&id);
-                a["ip-address"] = ip.into();
-                if let Some(g) = giaddr {
-                    a["giaddr"] = g.into();
-                }
-                cli::run(
-                    &client.socket,
-                    client.json,
-                    "reservation-add",
-                    a,
-                    cli::print_text,
-                )
-            }
-            ReservationsCommand::Delete { ip } => cli::run(
-                &client.socket,
-                client.json,
-                "reservation-del",
-                serde_json::json!({ "ip-address": ip }),
-                cli::print_text,
-            ),
-        },
-        Command::Reload { client } => cli::run(
-            &client.socket,
-            client.json,
-            "config-reload",
-            serde_json::Value::Null,
-            cli::print_text,
-        ),
-        Command::Leases { command, client } => match command {
-            LeasesCommand::List { subnet, state } => {
-                let mut a = serde_json::Map::new();
-                if let Some(s) = subnet {
-                    a.insert("subnet".into(), s.into());
-                }
-                if let Some(s) = state {
-                    a.insert("state".into(), s.into());
-                }
-                cli::run(
-                    &client.socket,
-                    client.json,
-                    "lease4-get-all",
-                    a.into(),
-                    cli::print_leases,
-                )
-            }
-            LeasesCommand::Show { who } => cli::run(
-                &client.socket,
-                client.json,
-                "lease4-get",
-                cli::who(&who),
-                cli::print_lease,
-            ),
-            LeasesCommand::Audit { repair } => cli::run(
-                &client.socket,
-                client.json,
-                "lease4-audit",
-                serde_json::json!({ "repair": repair }),
-                cli::print_audit,
-            ),
-            LeasesCommand::Delete { who } => cli::run(
-                &client.socket,
-                client.json,
-                "lease4-del",
-                cli::who(&who),
-                cli::print_text,
-            ),
-            LeasesCommand::Release { who } => cli::run(
-                &client.socket,
-                client.json,
-                "lease4-release",
-                cli::who(&who),
-                cli::print_text,
-            ),
-            LeasesCommand::Add {
-                ip,
-                client: id,
-                lease_time,
-            } => {
-                let mut a = cli::client_arg(&id);
-                a["ip-address"] = ip.into();
-                a["valid-lft"] = lease_time.into();
-                cli::run(
-                    &client.socket,
-                    client.json,
-                    "lease4-add",
-                    a,
-                    cli::print_lease,
-                )
-            }
-        },
+        Command::Detach { pin_dir } => detach(&pin_dir),
+        Command::Reservations { command, client } => reservations(command, &client),
+        Command::Reload { client } => client.call("config-reload", Value::Null, cli::print_text),
+        Command::Leases { command, client } => leases(command, &client),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "xdhcp", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
-        Command::Db { command, config } => {
-            let cmd = match command {
-                DbCommand::Init => "init",
-                DbCommand::Upgrade => "upgrade",
-                DbCommand::Status => "status",
-            };
-            match xdhcp::store::pg_schema::command(cmd, config.as_deref()) {
-                Ok(said) => {
-                    println!("{said}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("xdhcp db {cmd}: {e:#}");
-                    ExitCode::FAILURE
+        Command::Db { command, config } => db(command, config.as_deref()),
+        Command::Config { command } => config_command(command),
+    }
+}
+
+impl ClientArgs {
+    /// One control-API call, its answer rendered by `render` (or printed
+    /// as JSON with --json).
+    fn call(&self, command: &str, args: Value, render: fn(&Response)) -> ExitCode {
+        cli::run(&self.socket, self.json, command, args, render)
+    }
+}
+
+/// `xdhcp serve`: exit 2 on a configuration that does not load, 1 when
+/// the daemon fails.
+fn serve(config_path: Option<PathBuf>, overrides: xdhcp::daemon::serve::Overrides) -> ExitCode {
+    let config = match &config_path {
+        Some(path) => Config::from_file(path),
+        None => Ok(Config::default_config()),
+    };
+    let mut config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xdhcp: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    overrides.apply(&mut config);
+    xdhcp::daemon::logging::init(config.logging.format, config.logging.level.as_deref());
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xdhcp: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let debug = xdhcp::daemon::logging::debug_enabled();
+    match rt.block_on(xdhcp::daemon::serve::run(
+        config,
+        config_path,
+        overrides,
+        debug,
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("xdhcp: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `xdhcp stats`, once or, with --watch, again every SECS seconds until a
+/// call fails.
+fn stats(client: &ClientArgs, watch: Option<u64>) -> ExitCode {
+    loop {
+        let code = client.call("statistic-get-all", Value::Null, cli::print_stats);
+        match watch {
+            Some(secs) if code == ExitCode::SUCCESS => {
+                std::thread::sleep(std::time::Duration::from_secs(secs.max(1)));
+                if !client.json {
+                    print!("\x1b[2J\x1b[H");
                 }
             }
+            _ => break code,
         }
-        Command::Config { command } => match command {
-            ConfigCommand::Check { file } => match Config::from_file(&file) {
-                Ok(_) => {
-                    println!("{}: ok", file.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            },
-            ConfigCommand::Default => {
-                print!("{}", xdhcp::config::DEFAULT_CONFIG);
+    }
+}
+
+fn detach(pin_dir: &Path) -> ExitCode {
+    match xdhcp::xdp::loader::remove_pins(pin_dir) {
+        Ok(()) => {
+            println!("{}: unpinned; the fast path is detached", pin_dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xdhcp: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn reservations(command: ReservationsCommand, client: &ClientArgs) -> ExitCode {
+    match command {
+        ReservationsCommand::List => {
+            client.call("reservation-get-all", Value::Null, cli::print_reservations)
+        }
+        ReservationsCommand::Add {
+            ip,
+            client: id,
+            giaddr,
+        } => {
+            let mut a = client_at(&id, ip);
+            if let Some(g) = giaddr {
+                a["giaddr"] = g.into();
+            }
+            client.call("reservation-add", a, cli::print_text)
+        }
+        ReservationsCommand::Delete { ip } => client.call(
+            "reservation-del",
+            json!({ "ip-address": ip }),
+            cli::print_text,
+        ),
+    }
+}
+
+fn leases(command: LeasesCommand, client: &ClientArgs) -> ExitCode {
+    match command {
+        LeasesCommand::List { subnet, state } => {
+            let mut a = serde_json::Map::new();
+            if let Some(s) = subnet {
+                a.insert("subnet".into(), s.into());
+            }
+            if let Some(s) = state {
+                a.insert("state".into(), s.into());
+            }
+            client.call("lease4-get-all", a.into(), cli::print_leases)
+        }
+        LeasesCommand::Show { who } => client.call("lease4-get", cli::who(&who), cli::print_lease),
+        LeasesCommand::Audit { repair } => client.call(
+            "lease4-audit",
+            json!({ "repair": repair }),
+            cli::print_audit,
+        ),
+        LeasesCommand::Delete { who } => client.call("lease4-del", cli::who(&who), cli::print_text),
+        LeasesCommand::Release { who } => {
+            client.call("lease4-release", cli::who(&who), cli::print_text)
+        }
+        LeasesCommand::Add {
+            ip,
+            client: id,
+            lease_time,
+        } => {
+            let mut a = client_at(&id, ip);
+            a["valid-lft"] = lease_time.into();
+            client.call("lease4-add", a, cli::print_lease)
+        }
+    }
+}
+
+/// The arguments naming a client (MAC or client identifier) and an
+/// address.
+fn client_at(id: &str, ip: String) -> Value {
+    let mut a = cli::client_arg(id);
+    a["ip-address"] = ip.into();
+    a
+}
+
+fn db(command: DbCommand, config: Option<&Path>) -> ExitCode {
+    let cmd = match command {
+        DbCommand::Init => "init",
+        DbCommand::Upgrade => "upgrade",
+        DbCommand::Status => "status",
+    };
+    match xdhcp::store::postgres::schema::command(cmd, config) {
+        Ok(said) => {
+            println!("{said}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xdhcp db {cmd}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_command(command: ConfigCommand) -> ExitCode {
+    match command {
+        ConfigCommand::Check { file } => match Config::from_file(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
         },
+        ConfigCommand::Default => {
+            print!("{}", xdhcp::config::DEFAULT_CONFIG);
+            ExitCode::SUCCESS
+        }
     }
 }

@@ -12,8 +12,7 @@ use std::{
 use xdhcp::{
     lease::{client_id_key, Lease, LeaseState},
     store::{
-        pg_schema,
-        postgres::{DatabaseConfig, PgStore},
+        postgres::{schema as pg_schema, DatabaseConfig, PgStore},
         LeaseStore, StoreOp,
     },
 };

@@ -10,7 +10,10 @@
 
 use std::net::Ipv4Addr;
 
-use dhcp_common::stat;
+use dhcp_common::{
+    layout::{bootp, eth, ipv4, msg, opt, udp},
+    stat,
+};
 use xdhcp::{
     config::Config,
     daemon::serve::unix_now,
@@ -31,6 +34,28 @@ const SERVER_ID: [u8; 4] = [198, 18, 0, 1];
 const GIADDR: [u8; 4] = [198, 19, 10, 1];
 /// BPF_PROG_TEST_RUN needs a real device for the ingress ifindex: loopback.
 const IFINDEX: u32 = 1;
+
+/// Where option `code` starts (its code byte) in a BOOTP message, if it
+/// is there before END.
+fn option_at(p: &[u8], code: u8) -> Option<usize> {
+    let mut i = bootp::OPTIONS;
+    while i < p.len() && p[i] != opt::END {
+        if p[i] == code {
+            return Some(i);
+        }
+        if p[i] == opt::PAD {
+            i += 1;
+        } else {
+            i += 2 + usize::from(*p.get(i + 1)?);
+        }
+    }
+    None
+}
+
+/// The address a reply gives the client.
+fn yiaddr(payload: &[u8]) -> Ipv4Addr {
+    <[u8; 4]>::try_from(&payload[bootp::YIADDR]).unwrap().into()
+}
 
 const CONFIG: &str = r#"
 [server]
@@ -314,25 +339,29 @@ impl Client {
     }
 
     fn payload(&self, kind: Kind, xid: u32) -> Vec<u8> {
-        let mut p = vec![0u8; 236];
-        p[0] = 1;
-        p[1] = 1;
-        p[2] = 6;
-        p[4..8].copy_from_slice(&xid.to_be_bytes());
-        p[8..10].copy_from_slice(&(xid as u16 & 0xff).to_be_bytes()); // secs
+        let mut p = vec![0u8; bootp::FIXED_LEN];
+        p[bootp::OP] = bootp::BOOTREQUEST;
+        p[bootp::HTYPE] = bootp::HTYPE_ETHERNET;
+        p[bootp::HLEN] = 6;
+        p[bootp::XID].copy_from_slice(&xid.to_be_bytes());
+        p[bootp::SECS].copy_from_slice(&(xid as u16 & 0xff).to_be_bytes());
         if self.broadcast {
-            p[10] = 0x80;
+            p[bootp::FLAGS].copy_from_slice(&bootp::FLAG_BROADCAST.to_be_bytes());
         }
         if matches!(kind, Kind::Renewing | Kind::Rebinding) {
-            p[12..16].copy_from_slice(&self.ip.octets());
+            p[bootp::CIADDR].copy_from_slice(&self.ip.octets());
         }
         if self.relayed(kind) {
-            p[3] = 1; // hops
-            p[24..28].copy_from_slice(&GIADDR);
+            p[bootp::HOPS] = 1;
+            p[bootp::GIADDR].copy_from_slice(&GIADDR);
         }
-        p[28..34].copy_from_slice(&self.mac);
-        p.extend_from_slice(&[99, 130, 83, 99]);
-        let msg = if kind == Kind::Discover { 1 } else { 3 };
+        p[bootp::CHADDR][..6].copy_from_slice(&self.mac);
+        p.extend_from_slice(&bootp::MAGIC_COOKIE);
+        let msg_type = if kind == Kind::Discover {
+            msg::DISCOVER
+        } else {
+            msg::REQUEST
+        };
         let mut opts: Vec<Vec<u8>> = Vec::new();
         let mut push = |code: u8, v: &[u8]| {
             let mut o = vec![code, v.len() as u8];
@@ -340,40 +369,44 @@ impl Client {
             opts.push(o);
         };
         if let Some(id) = &self.client_id {
-            push(61, id);
+            push(opt::CLIENT_ID, id);
         }
         if matches!(kind, Kind::Selecting | Kind::InitReboot) {
-            push(50, &self.ip.octets());
+            push(opt::REQUESTED_IP, &self.ip.octets());
         }
         if kind == Kind::Selecting {
-            push(54, &SERVER_ID);
+            push(opt::SERVER_ID, &SERVER_ID);
         }
         if let Some(m) = self.max_message_size {
-            push(57, &m.to_be_bytes());
+            push(opt::MAX_MESSAGE_SIZE, &m.to_be_bytes());
         }
         if let Some(prl) = &self.prl {
-            push(55, prl);
+            push(opt::PARAMETER_REQUEST_LIST, prl);
         }
         if let Some(h) = &self.hostname {
-            push(12, h);
+            push(opt::HOSTNAME, h);
         }
-        // Clients order their options freely; 53 need not come first.
+        // Clients order their options freely; the message type need not come
+        // first.
         let mut seed = Rng(self.order_seed | 1);
         for i in (1..opts.len()).rev() {
             let j = seed.below(i as u64 + 1) as usize;
             opts.swap(i, j);
         }
-        opts.insert(seed.below(opts.len() as u64 + 1) as usize, vec![53, 1, msg]);
+        opts.insert(
+            seed.below(opts.len() as u64 + 1) as usize,
+            vec![opt::MESSAGE_TYPE, 1, msg_type],
+        );
         for o in opts {
             p.extend_from_slice(&o);
         }
         // Relays append option 82 last.
         if let (Some(rai), true) = (&self.relay_info, self.relayed(kind)) {
-            p.push(82);
+            p.push(opt::RELAY_AGENT_INFO);
             p.push(rai.len() as u8);
             p.extend_from_slice(rai);
         }
-        p.push(255);
+        p.push(opt::END);
         if p.len() < self.pad_to {
             p.resize(self.pad_to, 0);
         }
@@ -432,7 +465,7 @@ fn obtain(rig: &mut Rig, c: &mut Client, xid: u32) {
         .expect("an OFFER");
     let f = proto::parse_frame(wire_bytes(&offer), None, true).unwrap();
     let payload = f.payload.to_vec();
-    c.ip = Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]);
+    c.ip = yiaddr(&payload);
     assert!(!c.ip.is_unspecified());
     rig.control(&c.frame(Kind::Selecting, xid + 1))
         .expect("an ACK");
@@ -459,7 +492,7 @@ fn check_ip_header(name: &str, frame: &[u8]) -> Result<(), String> {
     let f = proto::parse_frame(frame, None, true).map_err(|e| format!("{name}: {e:?}"))?;
     let l3 = frame.len() - f.payload.len() - 28;
     let ip = &frame[l3..l3 + 20];
-    let xid = u32::from_be_bytes(f.payload[4..8].try_into().unwrap());
+    let xid = u32::from_be_bytes(f.payload[bootp::XID].try_into().unwrap());
     let id = ((xid >> 16) as u16 ^ xid as u16).to_be_bytes();
     if ip[0] != 0x45 || ip[1] != 0 || ip[4..6] != id || ip[6..8] != [0, 0] || ip[8] != 64 {
         return Err(format!("{name}: IP header {ip:02x?}"));
@@ -599,20 +632,13 @@ fn classes_relay_reservations_boot_fields_and_stashed_relay_information_on_both_
     let cases = 240;
     let option = |w: &Wire, code: u8| {
         let f = proto::parse_frame(wire_bytes(w), None, true).unwrap();
-        let p = f.payload;
-        let mut i = 240;
-        while i + 1 < p.len() && p[i] != 255 {
-            let n = usize::from(p[i + 1]);
-            if p[i] == code {
-                return Some(p[i + 2..i + 2 + n].to_vec());
-            }
-            i += 2 + n;
-        }
-        None
+        let i = option_at(f.payload, code)?;
+        let n = usize::from(f.payload[i + 1]);
+        Some(f.payload[i + 2..i + 2 + n].to_vec())
     };
     let siaddr = |w: &Wire| {
         let f = proto::parse_frame(wire_bytes(w), None, true).unwrap();
-        f.payload[20..24].to_vec()
+        f.payload[bootp::SIADDR].to_vec()
     };
     for n in 0..cases {
         let mut c = Client::random(&mut rng, n);
@@ -651,11 +677,11 @@ fn classes_relay_reservations_boot_fields_and_stashed_relay_information_on_both_
                 )
             });
         let f = proto::parse_frame(wire_bytes(&offer), None, true).unwrap();
-        c.ip = Ipv4Addr::new(f.payload[16], f.payload[17], f.payload[18], f.payload[19]);
+        c.ip = yiaddr(f.payload);
         let ack = rig
             .control(&c.frame(Kind::Selecting, n * 16 + 1))
             .expect("an ACK");
-        let domain = option(&ack, 15);
+        let domain = option(&ack, opt::DOMAIN_NAME);
         if reserved && !c.ip.octets().starts_with(&[198, 19, 10]) {
             failures.push(format!("client {n}: reserved line got {}", c.ip));
         }
@@ -685,11 +711,13 @@ fn classes_relay_reservations_boot_fields_and_stashed_relay_information_on_both_
             if c.relay_info.is_some() && !c.relayed(kind) {
                 // Unicast, no option 82: the stash classifies it.
                 stashed += 1;
-                if option(&cp, 53) != Some(vec![5]) || option(&cp, 15) != domain {
+                if option(&cp, opt::MESSAGE_TYPE) != Some(vec![msg::ACK])
+                    || option(&cp, opt::DOMAIN_NAME) != domain
+                {
                     failures.push(format!(
                         "{name}: stashed renewal got {:?} domain {:?}, want ACK with {domain:?}",
-                        option(&cp, 53),
-                        option(&cp, 15)
+                        option(&cp, opt::MESSAGE_TYPE),
+                        option(&cp, opt::DOMAIN_NAME)
                     ));
                 }
             }
@@ -744,14 +772,7 @@ fn requests_it_must_not_answer_once_the_map_changes_pass_with_their_reason() {
     // Sanity: this exact client is answered.
     assert_eq!(rig.xdp(&renew).0, XDP_TX);
 
-    let payload_at = 14 + 20 + 8;
-    let opt_at = |p: &Vec<u8>, code: u8| {
-        let mut i = 240;
-        while p[i] != code {
-            i += if p[i] == 0 { 1 } else { 2 + p[i + 1] as usize };
-        }
-        i
-    };
+    let payload_at = eth::HEADER_LEN + ipv4::MIN_HEADER_LEN + udp::HEADER_LEN;
     // Behind a relay that relays renewals: answered when the relay sends
     // to the server identifier, passed when it sends elsewhere (another
     // address of the server, or a broadcast), whose replies must leave
@@ -799,8 +820,8 @@ fn requests_it_must_not_answer_once_the_map_changes_pass_with_their_reason() {
     rig.maps.load(std::iter::once(&lease));
     assert_eq!(rig.xdp(&renew).0, XDP_TX);
     let mut release = c.payload(Kind::Renewing, 9);
-    let at = opt_at(&release, 53);
-    release[at + 2] = 7;
+    let at = option_at(&release, opt::MESSAGE_TYPE).expect("a message type");
+    release[at + 2] = msg::RELEASE;
     let release = FrameSpec {
         dst_mac: SERVER_MAC,
         src_mac: c.mac,
@@ -1104,22 +1125,14 @@ fn write_fuzz_seeds(dir: &std::path::Path, acked: &[Vec<u8>]) {
         };
         let offer = step(&c, Kind::Discover, n, 0, &|_| {});
         let Some(offer) = offer else { continue };
-        c.ip = Ipv4Addr::new(
-            offer.payload[16],
-            offer.payload[17],
-            offer.payload[18],
-            offer.payload[19],
-        );
+        c.ip = yiaddr(&offer.payload);
         step(&c, Kind::Selecting, n + 1, 0, &|_| {});
         step(&c, Kind::Renewing, n + 2, 10, &|_| {});
         step(&c, Kind::Rebinding, n + 3, 3, &|_| {});
         step(&c, Kind::InitReboot, n + 4, 0, &|_| {});
         let release = |p: &mut Vec<u8>| {
-            let mut i = 240;
-            while p[i] != 53 {
-                i += if p[i] == 0 { 1 } else { 2 + p[i + 1] as usize };
-            }
-            p[i + 2] = 7;
+            let i = option_at(p, opt::MESSAGE_TYPE).expect("a message type");
+            p[i + 2] = msg::RELEASE;
         };
         step(&c, Kind::Renewing, n + 5, 1, &release);
         step(&c, Kind::Discover, n + 6, 0, &|_| {});

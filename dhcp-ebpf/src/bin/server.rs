@@ -7,13 +7,4 @@
 
 dhcp_ebpf::server_programs!();
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-// GPL-compatible so the kernel lets us call every helper we may need.
-#[link_section = "license"]
-#[no_mangle]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+include!("../object_items.rs");

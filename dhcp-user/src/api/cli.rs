@@ -108,6 +108,28 @@ fn s(v: &Value) -> String {
 
 pub fn print_status(r: &Response) {
     let a = &r.arguments;
+    print_daemon(a);
+    let m = &a["lease-map"];
+    println!(
+        "lease map     {} of {} bindings, {} templates, {} refused (map full)",
+        s(&m["bindings"]),
+        s(&m["capacity"]),
+        s(&m["templates"]),
+        s(&m["refused-map-full"])
+    );
+    let au = &a["plane-audit"];
+    if au.is_object() {
+        print_plane_audit(au, m);
+    }
+    print_lease_store(&a["lease-store"]);
+    for w in a["warnings"].as_array().into_iter().flatten() {
+        println!("WARNING       {}", s(w));
+    }
+}
+
+/// The daemon itself: version, its interfaces, whether it can stop
+/// without a gap, its lease count.
+fn print_daemon(a: &Value) {
     println!(
         "xdhcp {} (pid {}), up {} s",
         s(&a["version"]),
@@ -134,63 +156,64 @@ pub fn print_status(r: &Response) {
         s(&h["why"])
     );
     println!("leases        {}", s(&a["leases"]));
-    let m = &a["lease-map"];
+}
+
+/// The auditor's schedule, its last pass and what it found; `m` is the
+/// lease map's part of the status.
+fn print_plane_audit(au: &Value, m: &Value) {
+    let every = au["interval-secs"].as_u64().unwrap_or(0);
+    let found: Vec<String> = au["disagreements"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64() != Some(0))
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let last = &au["last-pass"];
     println!(
-        "lease map     {} of {} bindings, {} templates, {} refused (map full)",
-        s(&m["bindings"]),
-        s(&m["capacity"]),
-        s(&m["templates"]),
-        s(&m["refused-map-full"])
-    );
-    let au = &a["plane-audit"];
-    if au.is_object() {
-        let every = au["interval-secs"].as_u64().unwrap_or(0);
-        let found: Vec<String> = au["disagreements"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(_, n)| n.as_u64() != Some(0))
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
-        let last = &au["last-pass"];
-        let last_text = if !last.is_object() {
-            "no pass yet".to_string()
-        } else if let Some(why) = last["inconclusive"].as_str() {
-            format!("last pass inconclusive: {why}")
+        "plane audit   {}; {}; found since start: {}; {} stray entries removed",
+        if every == 0 {
+            "background off".to_string()
         } else {
-            let n = last["disagreements"].as_u64().unwrap_or(0);
-            format!(
-                "last pass at {}: {} map entries, {} bound fast-path leases, {}",
-                s(&last["at"]),
-                s(&last["map-entries"]),
-                s(&last["store-fast-path-bindings"]),
-                if n == 0 {
-                    "clean".to_string()
-                } else {
-                    format!("{n} DISAGREEMENTS")
-                }
-            )
-        };
-        println!(
-            "plane audit   {}; {}; found since start: {}; {} stray entries removed",
-            if every == 0 {
-                "background off".to_string()
-            } else {
-                format!("every {every} s")
-            },
-            last_text,
-            if found.is_empty() {
-                "none".to_string()
-            } else {
-                found.join(", ")
-            },
-            s(&m["repairs"]),
-        );
-        for f in last["current"].as_array().into_iter().flatten() {
-            println!("  {}", finding_row(f));
-        }
+            format!("every {every} s")
+        },
+        last_pass_text(last),
+        if found.is_empty() {
+            "none".to_string()
+        } else {
+            found.join(", ")
+        },
+        s(&m["repairs"]),
+    );
+    for f in last["current"].as_array().into_iter().flatten() {
+        println!("  {}", finding_row(f));
     }
-    let st = &a["lease-store"];
+}
+
+fn last_pass_text(last: &Value) -> String {
+    if !last.is_object() {
+        return "no pass yet".to_string();
+    }
+    if let Some(why) = last["inconclusive"].as_str() {
+        return format!("last pass inconclusive: {why}");
+    }
+    let n = last["disagreements"].as_u64().unwrap_or(0);
+    format!(
+        "last pass at {}: {} map entries, {} bound fast-path leases, {}",
+        s(&last["at"]),
+        s(&last["map-entries"]),
+        s(&last["store-fast-path-bindings"]),
+        if n == 0 {
+            "clean".to_string()
+        } else {
+            format!("{n} DISAGREEMENTS")
+        }
+    )
+}
+
+/// The lease store's health, a shared database's share, and a failing
+/// store's withheld replies.
+fn print_lease_store(st: &Value) {
     println!(
         "lease store   {} ({}; {} batches written, {} failed{})",
         s(&st["path"]),
@@ -225,34 +248,42 @@ pub fn print_status(r: &Response) {
             s(&st["failed-writes"])
         );
     }
-    for w in a["warnings"].as_array().into_iter().flatten() {
-        println!("WARNING       {}", s(w));
-    }
 }
 
 pub fn print_stats(r: &Response) {
     let a = &r.arguments;
-    let line = |title: &str, v: &Value| {
-        let items: Vec<String> = v
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(_, n)| n.as_u64() != Some(0))
-            .map(|(k, n)| format!("{k}={n}"))
-            .collect();
-        println!(
-            "{title:<22}{}",
-            if items.is_empty() {
-                "-".into()
-            } else {
-                items.join(" ")
-            }
-        );
-    };
-    line("received", &a["received"]);
-    line("sent", &a["sent"]);
-    line("dropped", &a["dropped"]);
-    line("malformed", &a["malformed"]);
+    print_counters("received", &a["received"]);
+    print_counters("sent", &a["sent"]);
+    print_counters("dropped", &a["dropped"]);
+    print_counters("malformed", &a["malformed"]);
+    print_planes(a);
+    print_counters("xdp", &a["xdp"]);
+    print_counters("lease map", &a["lease-map"]);
+    print_subnets(&a["subnets"]);
+    print_offer_lines(&a["offer-lines"]);
+}
+
+/// One titled line of the counters that are not zero.
+fn print_counters(title: &str, v: &Value) {
+    let items: Vec<String> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64() != Some(0))
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    println!(
+        "{title:<22}{}",
+        if items.is_empty() {
+            "-".into()
+        } else {
+            items.join(" ")
+        }
+    );
+}
+
+/// ACKs by plane, and what the XDP program passed to the control plane.
+fn print_planes(a: &Value) {
     let x = &a["xdp"];
     let sum = |prefix: &str| -> u64 {
         x.as_object()
@@ -269,8 +300,10 @@ pub fn print_stats(r: &Response) {
         a["sent"]["ACK"].as_u64().unwrap_or(0)
     );
     println!("{:<22}{}", "passed to control", sum("pass_"));
-    line("xdp", x);
-    line("lease map", &a["lease-map"]);
+}
+
+/// Pool use and offers, a row per subnet.
+fn print_subnets(subnets: &Value) {
     println!(
         "{:<10} {:<20} {:>8} {:>8} {:>6} {:>7} {:>10} {:>9} {:>8}",
         "subnet-id",
@@ -283,7 +316,7 @@ pub fn print_stats(r: &Response) {
         "unrequested",
         "declines"
     );
-    for sn in a["subnets"].as_array().into_iter().flatten() {
+    for sn in subnets.as_array().into_iter().flatten() {
         let (t, h) = (
             sn["total-addresses"].as_u64().unwrap_or(0),
             sn["assigned-addresses"].as_u64().unwrap_or(0),
@@ -305,21 +338,26 @@ pub fn print_stats(r: &Response) {
             s(&sn["declines"]),
         );
     }
-    let lines = a["offer-lines"].as_array().cloned().unwrap_or_default();
-    if !lines.is_empty() {
-        println!("lines whose offers went unrequested, or that declined:");
-        for l in lines {
-            println!(
-                "  {:<40} offers {} requested {} taken-back {} unrequested {} declines {} hold {} s",
-                s(&l["line"]),
-                s(&l["offers"]),
-                s(&l["requested"]),
-                s(&l["taken-back"]),
-                s(&l["expired-unrequested"]),
-                s(&l["declines"]),
-                s(&l["hold-secs"])
-            );
-        }
+}
+
+/// The lines whose offers went unrequested or that declined, if any.
+fn print_offer_lines(lines: &Value) {
+    let lines = lines.as_array().cloned().unwrap_or_default();
+    if lines.is_empty() {
+        return;
+    }
+    println!("lines whose offers went unrequested, or that declined:");
+    for l in lines {
+        println!(
+            "  {:<40} offers {} requested {} taken-back {} unrequested {} declines {} hold {} s",
+            s(&l["line"]),
+            s(&l["offers"]),
+            s(&l["requested"]),
+            s(&l["taken-back"]),
+            s(&l["expired-unrequested"]),
+            s(&l["declines"]),
+            s(&l["hold-secs"])
+        );
     }
 }
 

@@ -39,75 +39,99 @@ fn gauge(reg: &mut Registry, name: &str, help: &str, v: &Value) {
     reg.register(name, help, g);
 }
 
+fn counter(reg: &mut Registry, name: &str, help: &str, n: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(n);
+    reg.register(name, help, c);
+}
+
 /// Renders `statistic-get-all`'s answer in the text exposition format.
 pub fn render(stats: &Value) -> String {
     let mut reg = Registry::with_prefix("xdhcp");
-    counters(
-        &mut reg,
-        "received_messages",
-        "DHCP messages received by the control plane",
-        "type",
-        &stats["received"],
-    );
-    counters(
-        &mut reg,
-        "sent_messages",
-        "DHCP messages sent by the control plane",
-        "type",
-        &stats["sent"],
-    );
-    counters(
-        &mut reg,
-        "dropped_messages",
-        "Messages the control plane dropped, by reason",
-        "reason",
-        &stats["dropped"],
-    );
-    counters(
-        &mut reg,
-        "limited_requests",
-        "Requests a lease or DECLINE cap refused, by reason",
-        "reason",
-        &stats["limited"],
-    );
-    counters(
-        &mut reg,
-        "malformed_messages",
-        "Malformed frames counted and dropped, by reason",
-        "reason",
-        &stats["malformed"],
-    );
+    message_counters(&mut reg, stats);
+    fast_path_metrics(&mut reg, stats);
+    lease_store_metrics(&mut reg, &stats["lease-store"]);
+    plane_audit_metrics(&mut reg, &stats["plane-audit"]);
+    subnet_metrics(&mut reg, &stats["subnets"]);
+    let mut out = String::new();
+    let _ = encode(&mut out, &reg);
+    out
+}
+
+/// The control plane's messages, by type or reason.
+fn message_counters(reg: &mut Registry, stats: &Value) {
+    for (name, help, label, key) in [
+        (
+            "received_messages",
+            "DHCP messages received by the control plane",
+            "type",
+            "received",
+        ),
+        (
+            "sent_messages",
+            "DHCP messages sent by the control plane",
+            "type",
+            "sent",
+        ),
+        (
+            "dropped_messages",
+            "Messages the control plane dropped, by reason",
+            "reason",
+            "dropped",
+        ),
+        (
+            "limited_requests",
+            "Requests a lease or DECLINE cap refused, by reason",
+            "reason",
+            "limited",
+        ),
+        (
+            "malformed_messages",
+            "Malformed frames counted and dropped, by reason",
+            "reason",
+            "malformed",
+        ),
+    ] {
+        counters(reg, name, help, label, &stats[key]);
+    }
+}
+
+/// The XDP program's counters and the lease map it answers from.
+fn fast_path_metrics(reg: &mut Registry, stats: &Value) {
     // XDP per-CPU counters, summed: fast-path ACKs by client state, passes
     // to the control plane by reason, frame classes.
     counters(
-        &mut reg,
+        reg,
         "xdp",
         "XDP program counters (summed over CPUs)",
         "counter",
         &stats["xdp"],
     );
-    let stored = Counter::<u64>::default();
-    stored.inc_by(stats["fast-path-renewals-stored"].as_u64().unwrap_or(0));
-    reg.register(
+    counter(
+        reg,
         "fast_path_renewals_stored",
         "Renewals answered in the kernel and stored",
-        stored,
+        stats["fast-path-renewals-stored"].as_u64().unwrap_or(0),
     );
     gauge(
-        &mut reg,
+        reg,
         "lease_map_bindings",
         "Bindings the XDP program can renew",
         &stats["lease-map"]["bindings"],
     );
     gauge(
-        &mut reg,
+        reg,
         "lease_map_templates",
         "Reply templates in the XDP map",
         &stats["lease-map"]["templates"],
     );
-    let st = &stats["lease-store"];
+}
+
+/// The lease store's health, its batches and, for a shared database, its
+/// share of the work.
+fn lease_store_metrics(reg: &mut Registry, st: &Value) {
     gauge(
-        &mut reg,
+        reg,
         "lease_store_healthy",
         "1 while the lease store takes writes, 0 while a batch is refused and retried (its replies withheld)",
         &Value::from(i64::from(st["healthy"].as_bool().unwrap_or(false))),
@@ -139,10 +163,31 @@ pub fn render(stats: &Value) -> String {
             "Bindings a shared store refused because another node's client held the address (no ACK sent)",
         ),
     ] {
-        let c = Counter::<u64>::default();
-        c.inc_by(st[key].as_u64().unwrap_or(0));
-        reg.register(name, help, c);
+        counter(reg, name, help, st[key].as_u64().unwrap_or(0));
     }
+    database_counters(reg, &st["database"]);
+    gauge(
+        reg,
+        "lease_store_withheld_replies",
+        "Replies held back until the batch being retried is written",
+        &st["withheld-replies"],
+    );
+    gauge(
+        reg,
+        "lease_store_failing_since_seconds",
+        "Unix time of the first failed attempt of the batch being retried (0 while healthy)",
+        &st["failing-since"],
+    );
+    gauge(
+        reg,
+        "lease_store_last_write_seconds",
+        "Unix time of the last successful lease store write",
+        &st["last-write"],
+    );
+}
+
+/// Only a shared database reports these; SQLite leaves them out.
+fn database_counters(reg: &mut Registry, db: &Value) {
     for (name, key, help) in [
         (
             "database_round_trips",
@@ -160,115 +205,91 @@ pub fn render(stats: &Value) -> String {
             "Connections made to the shared database",
         ),
     ] {
-        if let Some(v) = st["database"][key].as_u64() {
-            let c = Counter::<u64>::default();
-            c.inc_by(v);
-            reg.register(name, help, c);
+        if let Some(v) = db[key].as_u64() {
+            counter(reg, name, help, v);
         }
     }
-    gauge(
-        &mut reg,
-        "lease_store_withheld_replies",
-        "Replies held back until the batch being retried is written",
-        &st["withheld-replies"],
+}
+
+/// Both planes (the auditor's passes, `crate::daemon::auditor`); absent
+/// while no auditor runs.
+fn plane_audit_metrics(reg: &mut Registry, audit: &Value) {
+    if !audit.is_object() {
+        return;
+    }
+    counters(
+        reg,
+        "plane_disagreements",
+        "Disagreements between the XDP lease map and the lease store the auditor confirmed, by kind (each counted once while it lasts)",
+        "kind",
+        &audit["disagreements"],
     );
-    gauge(
-        &mut reg,
-        "lease_store_failing_since_seconds",
-        "Unix time of the first failed attempt of the batch being retried (0 while healthy)",
-        &st["failing-since"],
+    counter(
+        reg,
+        "plane_audit_passes",
+        "Audit passes finished",
+        audit["passes"].as_u64().unwrap_or(0),
     );
-    gauge(
-        &mut reg,
-        "lease_store_last_write_seconds",
-        "Unix time of the last successful lease store write",
-        &st["last-write"],
+    counter(
+        reg,
+        "plane_repairs",
+        "Stray entries the auditor removed from the XDP lease map",
+        audit["repairs"].as_u64().unwrap_or(0),
     );
-    // Both planes (the auditor's passes, `crate::daemon::auditor`).
-    let audit = &stats["plane-audit"];
-    if audit.is_object() {
-        counters(
-            &mut reg,
-            "plane_disagreements",
-            "Disagreements between the XDP lease map and the lease store the auditor confirmed, by kind (each counted once while it lasts)",
-            "kind",
-            &audit["disagreements"],
-        );
-        let passes = Counter::<u64>::default();
-        passes.inc_by(audit["passes"].as_u64().unwrap_or(0));
-        reg.register("plane_audit_passes", "Audit passes finished", passes);
-        let repairs = Counter::<u64>::default();
-        repairs.inc_by(audit["repairs"].as_u64().unwrap_or(0));
-        reg.register(
-            "plane_repairs",
-            "Stray entries the auditor removed from the XDP lease map",
-            repairs,
-        );
-        // From the last pass; absent before the first.
-        for (name, help, key) in [
-            (
-                "lease_map_entries",
-                "Entries in the XDP lease map, counted in the kernel by the last audit pass (tracks store_fast_path_bindings)",
-                "map-entries",
-            ),
-            (
-                "store_fast_path_bindings",
-                "Bound fast-path leases the lease map should hold, counted by the last audit pass (tracks lease_map_entries)",
-                "store-fast-path-bindings",
-            ),
-            (
-                "plane_disagreements_current",
-                "Disagreements the last audit pass confirmed",
-                "current",
-            ),
-            (
-                "plane_oldest_unreported_renewal_seconds",
-                "Age, at the last audit pass, of the oldest renewal the kernel answered and has not reported to the store (now - (kernel end - lease time))",
-                "oldest-unreported-renewal-secs",
-            ),
-            (
-                "plane_audit_last_pass_timestamp_seconds",
-                "Unix time the last audit pass began",
-                "last-pass",
-            ),
-        ] {
-            if !audit[key].is_null() {
-                gauge(&mut reg, name, help, &audit[key]);
-            }
+    // From the last pass; absent before the first.
+    for (name, help, key) in [
+        (
+            "lease_map_entries",
+            "Entries in the XDP lease map, counted in the kernel by the last audit pass (tracks store_fast_path_bindings)",
+            "map-entries",
+        ),
+        (
+            "store_fast_path_bindings",
+            "Bound fast-path leases the lease map should hold, counted by the last audit pass (tracks lease_map_entries)",
+            "store-fast-path-bindings",
+        ),
+        (
+            "plane_disagreements_current",
+            "Disagreements the last audit pass confirmed",
+            "current",
+        ),
+        (
+            "plane_oldest_unreported_renewal_seconds",
+            "Age, at the last audit pass, of the oldest renewal the kernel answered and has not reported to the store (now - (kernel end - lease time))",
+            "oldest-unreported-renewal-secs",
+        ),
+        (
+            "plane_audit_last_pass_timestamp_seconds",
+            "Unix time the last audit pass began",
+            "last-pass",
+        ),
+    ] {
+        if !audit[key].is_null() {
+            gauge(reg, name, help, &audit[key]);
         }
     }
+}
+
+/// Per subnet, labelled by its id and prefix: pool use and offers.
+fn subnet_metrics(reg: &mut Registry, subnets: &Value) {
     let total = Family::<Labels, Gauge>::default();
     let assigned = Family::<Labels, Gauge>::default();
     let offers_held = Family::<Labels, Gauge>::default();
     let taken_back = Family::<Labels, Counter>::default();
     let lapsed = Family::<Labels, Counter>::default();
     let declines = Family::<Labels, Counter>::default();
-    for s in stats["subnets"].as_array().into_iter().flatten() {
-        let l = vec![
-            ("subnet_id".to_string(), s["subnet-id"].to_string()),
-            (
-                "subnet".to_string(),
-                s["subnet"].as_str().unwrap_or("").to_string(),
-            ),
-        ];
-        total
-            .get_or_create(&l)
-            .set(s["total-addresses"].as_i64().unwrap_or(0));
-        assigned
-            .get_or_create(&l)
-            .set(s["assigned-addresses"].as_i64().unwrap_or(0));
-        offers_held
-            .get_or_create(&l)
-            .set(s["offers-held"].as_i64().unwrap_or(0));
-        taken_back
-            .get_or_create(&l)
-            .inc_by(s["offers-taken-back"].as_u64().unwrap_or(0));
+    for s in subnets.as_array().into_iter().flatten() {
+        let l = subnet_labels(s);
+        let n = |key: &str| s[key].as_i64().unwrap_or(0);
+        let c = |key: &str| s[key].as_u64().unwrap_or(0);
+        total.get_or_create(&l).set(n("total-addresses"));
+        assigned.get_or_create(&l).set(n("assigned-addresses"));
+        offers_held.get_or_create(&l).set(n("offers-held"));
+        taken_back.get_or_create(&l).inc_by(c("offers-taken-back"));
         lapsed
             .get_or_create(&l)
-            .inc_by(s["offers-expired-unrequested"].as_u64().unwrap_or(0));
-        declines
-            .get_or_create(&l)
-            .inc_by(s["declines"].as_u64().unwrap_or(0));
+            .inc_by(c("offers-expired-unrequested"));
+        declines.get_or_create(&l).inc_by(c("declines"));
     }
     reg.register(
         "offers_held",
@@ -292,9 +313,16 @@ pub fn render(stats: &Value) -> String {
         "Pool addresses held now",
         assigned,
     );
-    let mut out = String::new();
-    let _ = encode(&mut out, &reg);
-    out
+}
+
+fn subnet_labels(s: &Value) -> Labels {
+    vec![
+        ("subnet_id".to_string(), s["subnet-id"].to_string()),
+        (
+            "subnet".to_string(),
+            s["subnet"].as_str().unwrap_or("").to_string(),
+        ),
+    ]
 }
 
 /// A request's headers must arrive within this, and a whole exchange end

@@ -200,7 +200,7 @@ pub fn recovered_end(l: &Lease, now: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{
         lease::{hw_key, FastReply},
@@ -208,7 +208,9 @@ mod tests {
     };
     use std::{collections::HashMap, sync::Arc};
 
-    fn lease(i: u8, state: LeaseState, fast: bool) -> Lease {
+    /// The `i`th client's lease in subnet 1, ending in 100 s; with `fast`,
+    /// renewable in the kernel. The auditor's tests use it too.
+    pub(crate) fn lease(i: u8, state: LeaseState, fast: bool) -> Lease {
         Lease {
             relay: None,
             ip: Ipv4Addr::new(198, 18, 0, i),

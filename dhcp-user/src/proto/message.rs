@@ -76,6 +76,19 @@ pub(super) fn ip4(b: &[u8]) -> Ipv4Addr {
 /// Parses a BOOTREQUEST carrying DHCP options. Unknown options are skipped;
 /// known ones with an impossible length make the message malformed.
 pub fn parse_dhcp(raw: &[u8]) -> Result<DhcpRequest<'_>, Malformed> {
+    check_fixed(raw)?;
+    let mut r = fixed_fields(raw);
+    for_each_option(raw, |code, v| r.take_option(code, v))?;
+    match r.msg_type {
+        0 => Err(Malformed::NoMessageType),
+        msg::DISCOVER | msg::REQUEST | msg::DECLINE | msg::RELEASE | msg::INFORM => Ok(r),
+        _ => Err(Malformed::BadMessageType),
+    }
+}
+
+/// The fixed part: long enough, a request, a possible hardware address
+/// length, the cookie.
+fn check_fixed(raw: &[u8]) -> Result<(), Malformed> {
     if raw.len() < bootp::OPTIONS {
         return Err(Malformed::TooShort);
     }
@@ -88,9 +101,14 @@ pub fn parse_dhcp(raw: &[u8]) -> Result<DhcpRequest<'_>, Malformed> {
     if raw[bootp::COOKIE] != MAGIC_COOKIE {
         return Err(Malformed::NoMagicCookie);
     }
+    Ok(())
+}
+
+/// The fixed fields of a message `check_fixed` passed, no option yet.
+fn fixed_fields(raw: &[u8]) -> DhcpRequest<'_> {
     let mut chaddr = [0u8; 16];
     chaddr.copy_from_slice(&raw[bootp::CHADDR]);
-    let mut r = DhcpRequest {
+    DhcpRequest {
         raw,
         htype: raw[bootp::HTYPE],
         hlen: raw[bootp::HLEN],
@@ -116,7 +134,15 @@ pub fn parse_dhcp(raw: &[u8]) -> Result<DhcpRequest<'_>, Malformed> {
         vendor_class: None,
         user_class: None,
         client_arch: None,
-    };
+    }
+}
+
+/// Calls `each` with every option's code and value, in order, up to END
+/// or the message's end; an option running past the end is malformed.
+fn for_each_option<'a>(
+    raw: &'a [u8],
+    mut each: impl FnMut(u8, &'a [u8]) -> Result<(), Malformed>,
+) -> Result<(), Malformed> {
     let mut i = bootp::OPTIONS;
     // Each step advances by at least one byte: the walk always ends.
     while i < raw.len() {
@@ -136,69 +162,73 @@ pub fn parse_dhcp(raw: &[u8]) -> Result<DhcpRequest<'_>, Malformed> {
         if start + len > raw.len() {
             return Err(Malformed::OptionOverrun);
         }
-        let v = &raw[start..start + len];
-        let exact = |n: usize| {
-            if len == n {
-                Ok(())
-            } else {
-                Err(Malformed::BadOptionLength)
-            }
-        };
-        // First instance wins for every option (RFC 3396 concatenation of
-        // split options is not used by the clients we serve).
+        each(code, &raw[start..start + len])?;
+        i = start + len;
+    }
+    Ok(())
+}
+
+fn exact(v: &[u8], n: usize) -> Result<(), Malformed> {
+    if v.len() == n {
+        Ok(())
+    } else {
+        Err(Malformed::BadOptionLength)
+    }
+}
+
+impl<'a> DhcpRequest<'a> {
+    /// Records one option. First instance wins for every option (RFC 3396
+    /// concatenation of split options is not used by the clients we
+    /// serve).
+    fn take_option(&mut self, code: u8, v: &'a [u8]) -> Result<(), Malformed> {
         match code {
-            opt::MESSAGE_TYPE if r.msg_type == 0 => {
-                exact(1)?;
-                r.msg_type = v[0];
+            opt::MESSAGE_TYPE if self.msg_type == 0 => {
+                exact(v, 1)?;
+                self.msg_type = v[0];
             }
-            opt::REQUESTED_IP if r.requested_ip.is_none() => {
-                exact(4)?;
-                r.requested_ip = Some(ip4(v));
+            opt::REQUESTED_IP if self.requested_ip.is_none() => {
+                exact(v, 4)?;
+                self.requested_ip = Some(ip4(v));
             }
-            opt::SERVER_ID if r.server_id.is_none() => {
-                exact(4)?;
-                r.server_id = Some(ip4(v));
+            opt::SERVER_ID if self.server_id.is_none() => {
+                exact(v, 4)?;
+                self.server_id = Some(ip4(v));
             }
-            opt::LEASE_TIME if r.lease_time.is_none() => {
-                exact(4)?;
-                r.lease_time = Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+            opt::LEASE_TIME if self.lease_time.is_none() => {
+                exact(v, 4)?;
+                self.lease_time = Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
             }
-            opt::MAX_MESSAGE_SIZE if r.max_message_size.is_none() => {
-                exact(2)?;
-                r.max_message_size = Some(be16(v, 0));
+            opt::MAX_MESSAGE_SIZE if self.max_message_size.is_none() => {
+                exact(v, 2)?;
+                self.max_message_size = Some(be16(v, 0));
             }
-            opt::PARAMETER_REQUEST_LIST if r.prl.is_none() => r.prl = Some(v),
-            opt::CLIENT_ID if r.client_id.is_none() => {
-                if len < 2 {
+            opt::PARAMETER_REQUEST_LIST if self.prl.is_none() => self.prl = Some(v),
+            opt::CLIENT_ID if self.client_id.is_none() => {
+                if v.len() < 2 {
                     return Err(Malformed::BadOptionLength);
                 }
-                r.client_id = Some(v);
+                self.client_id = Some(v);
             }
             opt::RAPID_COMMIT => {
-                exact(0)?;
-                r.rapid_commit = true;
+                exact(v, 0)?;
+                self.rapid_commit = true;
             }
-            opt::RELAY_AGENT_INFO if r.relay_info.is_none() => {
-                r.relay_info = Some(v);
-                r.link_selection = rai_link_selection(v)?;
+            opt::RELAY_AGENT_INFO if self.relay_info.is_none() => {
+                self.relay_info = Some(v);
+                self.link_selection = rai_link_selection(v)?;
             }
-            opt::SUBNET_SELECTION if r.subnet_selection.is_none() => {
-                exact(4)?;
-                r.subnet_selection = Some(ip4(v));
+            opt::SUBNET_SELECTION if self.subnet_selection.is_none() => {
+                exact(v, 4)?;
+                self.subnet_selection = Some(ip4(v));
             }
-            opt::HOSTNAME if r.hostname.is_none() => r.hostname = Some(v),
-            opt::VENDOR_CLASS if r.vendor_class.is_none() => r.vendor_class = Some(v),
-            opt::USER_CLASS if r.user_class.is_none() => r.user_class = Some(v),
-            opt::CLIENT_ARCH if r.client_arch.is_none() => r.client_arch = Some(v),
+            opt::HOSTNAME if self.hostname.is_none() => self.hostname = Some(v),
+            opt::VENDOR_CLASS if self.vendor_class.is_none() => self.vendor_class = Some(v),
+            opt::USER_CLASS if self.user_class.is_none() => self.user_class = Some(v),
+            opt::CLIENT_ARCH if self.client_arch.is_none() => self.client_arch = Some(v),
             opt::OVERLOAD => return Err(Malformed::OptionOverload),
             _ => {}
         }
-        i = start + len;
-    }
-    match r.msg_type {
-        0 => Err(Malformed::NoMessageType),
-        msg::DISCOVER | msg::REQUEST | msg::DECLINE | msg::RELEASE | msg::INFORM => Ok(r),
-        _ => Err(Malformed::BadMessageType),
+        Ok(())
     }
 }
 

@@ -12,7 +12,6 @@ use anyhow::Result;
 
 use crate::{config::Config, lease::Lease};
 
-pub mod pg_schema;
 pub mod postgres;
 mod sqlite;
 mod test_stores;

@@ -3,7 +3,6 @@ use super::{
     pass::Pass,
     walk::Coverage,
 };
-use crate::lease::{hw_key, FastReply};
 use crate::{
     audit::Kind,
     dhcp::leases::LeaseTable,
@@ -11,37 +10,9 @@ use crate::{
     xdp::{clock::unix_now, map_sync::lease_key},
 };
 use dhcp_common::{LeaseKey, LeaseValue};
-use std::net::Ipv4Addr;
-use std::sync::Arc as StdArc;
-
-fn fast() -> StdArc<FastReply> {
-    StdArc::new(FastReply {
-        offerable: false,
-        iface: "eth0".into(),
-        outer_vlan: 0,
-        inner_vlan: 0,
-        giaddr: Ipv4Addr::UNSPECIFIED,
-        prl_len: 0,
-        shape_hash: 0,
-        max_message_size: 0,
-        client_id_len: 0,
-        relay_info_len: 0,
-        template: vec![53, 1, 5].into(),
-    })
-}
 
 fn lease(i: u8, state: LeaseState) -> Lease {
-    Lease {
-        ip: Ipv4Addr::new(198, 18, 0, i),
-        client: Some(hw_key(1, &[2, 0, 0, 0, 0, i])),
-        hw: vec![1, 2, 0, 0, 0, 0, i].into(),
-        subnet_id: 1,
-        state,
-        expires: unix_now() + 100,
-        lease_secs: 100,
-        fast: Some(fast()),
-        relay: None,
-    }
+    crate::audit::tests::lease(i, state, true)
 }
 
 fn entry(l: &Lease) -> (LeaseKey, LeaseValue) {

@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use aya::maps::RingBuf;
+use aya::maps::{MapData, RingBuf};
 use dhcp_common::MAP_EVENTS;
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -52,40 +52,8 @@ pub(super) async fn start(
     let mut store = crate::store::open(&config)?;
     let mut engine = Engine::start(&mut *store, config, config_path, overrides, unix_now())?;
     let config = engine.config.clone();
-
-    let (mut fastpath, old) = load_fast_path(&config, pinned, debug_xdp_logs)?;
-    // Converting, the new program goes in only once its map is written.
-    let adopted = if old.is_none() {
-        attach_all(&mut fastpath, &config)?
-    } else {
-        false
-    };
-    let mut events = RingBuf::try_from(fastpath.take_map(MAP_EVENTS)?)?;
-    let (sockets, fast_ifaces) = open_sockets(&config)?;
-    let names: Vec<String> = config.interfaces.iter().map(|i| i.name.clone()).collect();
-    let rate_ifaces: HashMap<String, u32> = fast_ifaces
-        .iter()
-        .map(|i| (i.name.clone(), i.ifindex))
-        .collect();
-    let mut rate_maps = RateMaps::take(&mut fastpath)?;
-    rate_maps
-        .apply(&config, &rate_ifaces)
-        .context("writing the rate limits")?;
-    let mut maps = FastMaps::new(&mut fastpath, &fast_ifaces, config.server.server_id)?;
-    let t0 = std::time::Instant::now();
-    if adopted {
-        store_adopted_renewals(&mut engine, &mut events, &mut maps, &mut *store)?;
-    }
-    let in_map = engine.load_map(&mut maps);
-    tracing::info!(
-        bindings = in_map,
-        capacity = config.server.lease_map_entries,
-        ms = t0.elapsed().as_millis() as u64,
-        "XDP lease map loaded"
-    );
-    if let (Some(old), Some(dir)) = (old, &config.server.pin_dir) {
-        finish_conversion(old, dir, &mut fastpath, &config, &mut engine, &mut *store)?;
-    }
+    let up = bring_up_fast_path(&config, pinned, debug_xdp_logs, &mut engine, &mut *store)?;
+    let (fastpath, maps, sockets) = (up.fastpath, up.maps, up.sockets);
     // The auditor's own handle on the lease map, taken before the maps go
     // to the committer, the only writer.
     let lease_reader = Arc::new(maps.reader()?);
@@ -101,36 +69,146 @@ pub(super) async fn start(
     let stopping = Arc::new(AtomicBool::new(false));
     let (commit_tx, committer_thread, report_rx, sync_stats, store_health) =
         spawn_committer(store, maps, &config, &tx, &stopping)?;
-    let (ready_rx, watchers) = watch_sockets(&sockets)?;
+    let ready = watch_sockets(&sockets)?;
     let log_fd = match fastpath.log_fd() {
         // SAFETY: the fd belongs to the logger inside `fastpath`, which
         // outlives this AsyncFd (`Wake` is dropped in `stop` first).
         Some(fd) => Some(unsafe { AsyncFd::register(fd)? }),
         None => None,
     };
-    let (control_tx, control_rx) = mpsc::channel::<Pending>(64);
-    let socket_path = control::socket_path(config.server.control_socket.clone());
-    let metrics_task = start_metrics(&config, &control_tx).await?;
-    let control_task = control::listen(&socket_path, control_tx)?;
-    tracing::info!(socket = %socket_path.display(), "control API listening");
-    // Before "serving": a signal that follows it must find the handlers
-    // in place, not the default action (death by SIGTERM, no clean stop).
-    let (sigint, sigterm, sighup) = (
-        signal(SignalKind::interrupt())?,
-        signal(SignalKind::terminate())?,
-        signal(SignalKind::hangup())?,
-    );
+    let control = open_control(&config).await?;
+    let wake = wake(&config, ready, control, report_rx, audit_rx, log_fd)?;
     tracing::info!(server_id = %config.server.server_id, "xdhcp serving");
     if engine.server.relays_open() {
         tracing::warn!("no relay listed (subnet relays or [[relay]]): relayed requests, options 118 and 82.5 are trusted from any source; list the relays to serve only theirs");
     }
-    let wake = Wake {
-        sigint,
-        sigterm,
-        sighup,
+    let daemon = Daemon {
+        unread: vec![false; sockets.len()],
+        buf: vec![0u8; 65536],
+        backlog: Backlog::new(config.server.request_queue as usize),
+        egress: Egress::new(config.server.server_id),
+        lease_db: config.server.lease_db.display().to_string(),
+        started: std::time::Instant::now(),
+        names: config.interfaces.iter().map(|i| i.name.clone()).collect(),
+        config,
+        engine,
+        fastpath,
+        events: up.events,
+        sockets,
+        tx,
+        commit_tx,
+        committer_thread,
+        stopping,
+        sync_stats,
+        store_health,
+        rate_maps: up.rate_maps,
+        rate_ifaces: up.rate_ifaces,
+        lease_reader,
+        auditor,
+    };
+    Ok((daemon, wake))
+}
+
+/// The fast path loaded, attached, its rate limits written and its lease
+/// map filled from the store, with the sockets of its interfaces.
+struct FastPathUp {
+    fastpath: Fastpath,
+    events: RingBuf<MapData>,
+    sockets: Vec<Arc<PacketSocket>>,
+    rate_maps: RateMaps,
+    rate_ifaces: HashMap<String, u32>,
+    maps: FastMaps,
+}
+
+fn bring_up_fast_path(
+    config: &Config,
+    pinned: Option<PinnedLayout>,
+    debug_xdp_logs: bool,
+    engine: &mut Engine,
+    store: &mut dyn LeaseStore,
+) -> Result<FastPathUp> {
+    let (mut fastpath, old) = load_fast_path(config, pinned, debug_xdp_logs)?;
+    // Converting, the new program goes in only once its map is written.
+    let adopted = if old.is_none() {
+        attach_all(&mut fastpath, config)?
+    } else {
+        false
+    };
+    let mut events = RingBuf::try_from(fastpath.take_map(MAP_EVENTS)?)?;
+    let (sockets, fast_ifaces) = open_sockets(config)?;
+    let rate_ifaces: HashMap<String, u32> = fast_ifaces
+        .iter()
+        .map(|i| (i.name.clone(), i.ifindex))
+        .collect();
+    let mut rate_maps = RateMaps::take(&mut fastpath)?;
+    rate_maps
+        .apply(config, &rate_ifaces)
+        .context("writing the rate limits")?;
+    let mut maps = FastMaps::new(&mut fastpath, &fast_ifaces, config.server.server_id)?;
+    let t0 = std::time::Instant::now();
+    if adopted {
+        store_adopted_renewals(engine, &mut events, &mut maps, store)?;
+    }
+    let in_map = engine.load_map(&mut maps);
+    tracing::info!(
+        bindings = in_map,
+        capacity = config.server.lease_map_entries,
+        ms = t0.elapsed().as_millis() as u64,
+        "XDP lease map loaded"
+    );
+    if let (Some(old), Some(dir)) = (old, &config.server.pin_dir) {
+        finish_conversion(old, dir, &mut fastpath, config, engine, store)?;
+    }
+    Ok(FastPathUp {
+        fastpath,
+        events,
+        sockets,
+        rate_maps,
+        rate_ifaces,
+        maps,
+    })
+}
+
+/// The control socket and the metrics endpoint, listening.
+struct ControlUp {
+    rx: mpsc::Receiver<Pending>,
+    task: JoinHandle<()>,
+    metrics_task: Option<JoinHandle<()>>,
+    socket_path: std::path::PathBuf,
+}
+
+async fn open_control(config: &Config) -> Result<ControlUp> {
+    let (control_tx, rx) = mpsc::channel::<Pending>(64);
+    let socket_path = control::socket_path(config.server.control_socket.clone());
+    let metrics_task = start_metrics(config, &control_tx).await?;
+    let task = control::listen(&socket_path, control_tx)?;
+    tracing::info!(socket = %socket_path.display(), "control API listening");
+    Ok(ControlUp {
+        rx,
+        task,
+        metrics_task,
+        socket_path,
+    })
+}
+
+/// What the loop waits on. Called before "serving" is logged: a signal
+/// that follows it must find the handlers in place, not the default
+/// action (death by SIGTERM, no clean stop).
+fn wake(
+    config: &Config,
+    (ready_rx, watchers): (mpsc::Receiver<usize>, Vec<JoinHandle<()>>),
+    control: ControlUp,
+    report_rx: mpsc::UnboundedReceiver<MapReport>,
+    audit_rx: mpsc::Receiver<auditor::Reading>,
+    log_fd: Option<AsyncFd<i32>>,
+) -> Result<Wake> {
+    Ok(Wake {
+        sigint: signal(SignalKind::interrupt())?,
+        sigterm: signal(SignalKind::terminate())?,
+        sighup: signal(SignalKind::hangup())?,
         ready_rx,
         watchers,
-        control_rx,
+        control_rx: control.rx,
         report_rx,
         audit_rx,
         // The XDP program submits renewal events without waking anyone
@@ -142,35 +220,10 @@ pub(super) async fn start(
             config.server.reclaim_interval_secs.max(1),
         ))),
         log_fd,
-        control_task,
-        metrics_task,
-        socket_path,
-    };
-    let daemon = Daemon {
-        unread: vec![false; sockets.len()],
-        buf: vec![0u8; 65536],
-        backlog: Backlog::new(config.server.request_queue as usize),
-        egress: Egress::new(config.server.server_id),
-        lease_db: config.server.lease_db.display().to_string(),
-        started: std::time::Instant::now(),
-        config,
-        engine,
-        fastpath,
-        events,
-        sockets,
-        names,
-        tx,
-        commit_tx,
-        committer_thread,
-        stopping,
-        sync_stats,
-        store_health,
-        rate_maps,
-        rate_ifaces,
-        lease_reader,
-        auditor,
-    };
-    Ok((daemon, wake))
+        control_task: control.task,
+        metrics_task: control.metrics_task,
+        socket_path: control.socket_path,
+    })
 }
 
 /// The program from the embedded object: over pinned maps when `pin_dir`

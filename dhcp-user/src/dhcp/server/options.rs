@@ -10,43 +10,30 @@ pub(super) fn overlay(base: &OptionSet, over: &OptionSet) -> OptionSet {
         custom.retain(|b| b.code != c.code);
         custom.push(c.clone());
     }
-    OptionSet {
-        lease_time: over.lease_time.or(base.lease_time),
-        renewal_time: over.renewal_time.or(base.renewal_time),
-        rebinding_time: over.rebinding_time.or(base.rebinding_time),
-        routers: over.routers.clone().or_else(|| base.routers.clone()),
-        dns_servers: over
-            .dns_servers
-            .clone()
-            .or_else(|| base.dns_servers.clone()),
-        domain_name: over
-            .domain_name
-            .clone()
-            .or_else(|| base.domain_name.clone()),
-        classless_routes: over
-            .classless_routes
-            .clone()
-            .or_else(|| base.classless_routes.clone()),
-        hostname: over.hostname.clone().or_else(|| base.hostname.clone()),
-        domain_search: over
-            .domain_search
-            .clone()
-            .or_else(|| base.domain_search.clone()),
-        next_server: over.next_server.or(base.next_server),
-        server_hostname: over
-            .server_hostname
-            .clone()
-            .or_else(|| base.server_hostname.clone()),
-        boot_file_name: over
-            .boot_file_name
-            .clone()
-            .or_else(|| base.boot_file_name.clone()),
-        tftp_server: over
-            .tftp_server
-            .clone()
-            .or_else(|| base.tftp_server.clone()),
-        custom,
+    // Each option the upper level sets, else the lower's.
+    macro_rules! overlaid {
+        ($($field:ident),*) => {
+            OptionSet {
+                $($field: over.$field.as_ref().or(base.$field.as_ref()).cloned(),)*
+                custom,
+            }
+        };
     }
+    overlaid!(
+        lease_time,
+        renewal_time,
+        rebinding_time,
+        routers,
+        dns_servers,
+        domain_name,
+        classless_routes,
+        hostname,
+        domain_search,
+        next_server,
+        server_hostname,
+        boot_file_name,
+        tftp_server
+    )
 }
 
 pub(super) fn resolve(o: &OptionSet, net: &Ipv4Net) -> Resolved {

@@ -1,3 +1,4 @@
+use dhcp_common::{layout::bootp, ETH_P_8021AD, ETH_P_8021Q};
 use dhcproto::{v4, Decodable};
 
 use super::*;
@@ -107,43 +108,43 @@ impl Req {
         self
     }
     fn broadcast(mut self) -> Req {
-        self.flags = 0x8000;
+        self.flags = bootp::FLAG_BROADCAST;
         self
     }
     fn raw(&self) -> Vec<u8> {
-        let mut p = vec![0u8; 236];
-        p[0] = 1;
-        p[1] = 1;
-        p[2] = 6;
-        p[4..8].copy_from_slice(&(0x1000 + u32::from(self.mac[5])).to_be_bytes());
-        p[10..12].copy_from_slice(&self.flags.to_be_bytes());
-        p[12..16].copy_from_slice(&self.ciaddr.octets());
-        p[24..28].copy_from_slice(&self.giaddr.octets());
-        p[28..34].copy_from_slice(&self.mac);
-        p.extend_from_slice(&proto::MAGIC_COOKIE);
-        p.extend_from_slice(&[53, 1, self.msg_type]);
+        let mut p = vec![0u8; bootp::FIXED_LEN];
+        p[bootp::OP] = bootp::BOOTREQUEST;
+        p[bootp::HTYPE] = bootp::HTYPE_ETHERNET;
+        p[bootp::HLEN] = 6;
+        p[bootp::XID].copy_from_slice(&(0x1000 + u32::from(self.mac[5])).to_be_bytes());
+        p[bootp::FLAGS].copy_from_slice(&self.flags.to_be_bytes());
+        p[bootp::CIADDR].copy_from_slice(&self.ciaddr.octets());
+        p[bootp::GIADDR].copy_from_slice(&self.giaddr.octets());
+        p[bootp::CHADDR][..6].copy_from_slice(&self.mac);
+        p.extend_from_slice(&bootp::MAGIC_COOKIE);
+        p.extend_from_slice(&[opt::MESSAGE_TYPE, 1, self.msg_type]);
         for (c, v) in &self.opts {
             p.push(*c);
             p.push(v.len() as u8);
             p.extend_from_slice(v);
         }
-        p.push(255);
+        p.push(opt::END);
         p
     }
 }
 
 const UNTAGGED: &[Tag] = &[];
 const VLAN100: &[Tag] = &[Tag {
-    tpid: 0x8100,
+    tpid: ETH_P_8021Q,
     tci: 100,
 }];
 const QINQ: &[Tag] = &[
     Tag {
-        tpid: 0x88a8,
+        tpid: ETH_P_8021AD,
         tci: 100,
     },
     Tag {
-        tpid: 0x8100,
+        tpid: ETH_P_8021Q,
         tci: 200,
     },
 ];
@@ -186,9 +187,9 @@ fn yiaddr(o: &Outcome) -> Ipv4Addr {
 
 fn option_codes(o: &Outcome) -> Vec<u8> {
     let payload = &o.reply.as_ref().unwrap().payload;
-    let mut i = 240;
+    let mut i = bootp::OPTIONS;
     let mut codes = Vec::new();
-    while payload[i] != 255 {
+    while payload[i] != opt::END {
         codes.push(payload[i]);
         i += 2 + usize::from(payload[i + 1]);
     }
@@ -197,8 +198,8 @@ fn option_codes(o: &Outcome) -> Vec<u8> {
 
 fn raw_option(o: &Outcome, code: u8) -> Option<Vec<u8>> {
     let payload = &o.reply.as_ref().unwrap().payload;
-    let mut i = 240;
-    while payload[i] != 255 {
+    let mut i = bootp::OPTIONS;
+    while payload[i] != opt::END {
         let len = usize::from(payload[i + 1]);
         if payload[i] == code {
             return Some(payload[i + 2..i + 2 + len].to_vec());
@@ -786,7 +787,7 @@ fn vlan_tags_select_the_subnet() {
         &mut s,
         &req(msg::DISCOVER, 1),
         &[Tag {
-            tpid: 0x8100,
+            tpid: ETH_P_8021Q,
             tci: 999,
         }],
         NOW,
@@ -905,7 +906,7 @@ fn fast_reply() -> Arc<FastReply> {
         max_message_size: 0,
         client_id_len: 0,
         relay_info_len: 0,
-        template: vec![53, 1, 5].into(),
+        template: vec![opt::MESSAGE_TYPE, 1, msg::ACK].into(),
     })
 }
 
@@ -951,9 +952,10 @@ fn an_ack_carries_what_the_kernel_needs_and_its_template() {
     // The template is the ACK's options up to the echoes: it starts with
     // 53 = ACK and ends where the reply's END sits (no 61/82 here).
     let payload = &out.reply.as_ref().unwrap().payload;
-    assert_eq!(&f.template[..3], &[53, 1, msg::ACK]);
-    assert_eq!(&payload[240..240 + f.template.len()], &f.template[..]);
-    assert_eq!(payload[240 + f.template.len()], 255);
+    assert_eq!(&f.template[..3], &[opt::MESSAGE_TYPE, 1, msg::ACK]);
+    let end = bootp::OPTIONS + f.template.len();
+    assert_eq!(&payload[bootp::OPTIONS..end], &f.template[..]);
+    assert_eq!(payload[end], opt::END);
 }
 
 #[test]

@@ -37,45 +37,12 @@ pub const XDP_TX: u32 = 3;
 impl Fastpath {
     /// Runs the program once per `repeat` on `frame` without any interface.
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutcome> {
-        // Room for the program to grow the frame (bpf_xdp_adjust_tail).
-        let mut out = vec![0u8; frame.len() + 1024];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat: repeat.max(1),
-            ..Default::default()
-        };
-        let r = self.program().test_run(opts).context("BPF_PROG_TEST_RUN")?;
-        out.truncate(r.data_size_out as usize);
-        Ok(TestRunOutcome {
-            verdict: r.return_value,
-            frame: out,
-            duration: r.duration,
-        })
+        run(self.program(), frame, None, repeat)
     }
 
     /// Runs the program on `frame` as if it arrived on `ifindex`.
     pub fn test_run_on(&self, frame: &[u8], ifindex: u32, repeat: u32) -> Result<TestRunOutcome> {
-        let mut out = vec![0u8; frame.len() + 1024];
-        let ctx = XdpMd {
-            data_end: frame.len() as u32,
-            ingress_ifindex: ifindex,
-            ..Default::default()
-        };
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(bytemuck::bytes_of(&ctx)),
-            repeat: repeat.max(1),
-            ..Default::default()
-        };
-        let r = self.program().test_run(opts).context("BPF_PROG_TEST_RUN")?;
-        out.truncate(r.data_size_out as usize);
-        Ok(TestRunOutcome {
-            verdict: r.return_value,
-            frame: out,
-            duration: r.duration,
-        })
+        run(self.program(), frame, Some(ifindex), repeat)
     }
 
     /// Runs another loaded program of the object (see `load_object`).
@@ -90,25 +57,32 @@ impl Fastpath {
             .program(name)
             .ok_or_else(|| anyhow!("program {name} not loaded"))?
             .try_into()?;
-        let mut out = vec![0u8; frame.len() + 1024];
-        let ctx = XdpMd {
-            data_end: frame.len() as u32,
-            ingress_ifindex: 1,
-            ..Default::default()
-        };
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(bytemuck::bytes_of(&ctx)),
-            repeat: repeat.max(1),
-            ..Default::default()
-        };
-        let r = prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
-        out.truncate(r.data_size_out as usize);
-        Ok(TestRunOutcome {
-            verdict: r.return_value,
-            frame: out,
-            duration: r.duration,
-        })
+        run(prog, frame, Some(1), repeat)
     }
+}
+
+/// One `BPF_PROG_TEST_RUN` of `prog`; with an `ifindex`, the frame
+/// arrives on that interface (a context is passed), else on none.
+fn run(prog: &Xdp, frame: &[u8], ifindex: Option<u32>, repeat: u32) -> Result<TestRunOutcome> {
+    // Room for the program to grow the frame (bpf_xdp_adjust_tail).
+    let mut out = vec![0u8; frame.len() + 1024];
+    let ctx = ifindex.map(|ingress_ifindex| XdpMd {
+        data_end: frame.len() as u32,
+        ingress_ifindex,
+        ..Default::default()
+    });
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: ctx.as_ref().map(bytemuck::bytes_of),
+        repeat: repeat.max(1),
+        ..Default::default()
+    };
+    let r = prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+    out.truncate(r.data_size_out as usize);
+    Ok(TestRunOutcome {
+        verdict: r.return_value,
+        frame: out,
+        duration: r.duration,
+    })
 }

@@ -185,7 +185,7 @@ pub fn command(cmd: &str, config: Option<&std::path::Path>) -> Result<String> {
             .map_err(|e| anyhow!("{e}"))?
             .database
             .ok_or_else(|| anyhow!("{}: no [database] table", path.display()))?,
-        None => super::postgres::DatabaseConfig::default(),
+        None => super::DatabaseConfig::default(),
     };
     let mut client = db.connect()?;
     let said = |m: Migrated| match m.from {
