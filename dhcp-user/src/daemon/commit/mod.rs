@@ -28,6 +28,9 @@ use crate::{
     xdp::map_sync::{FastMaps, KernelGrant, MapReport, SyncStats},
 };
 
+mod batch;
+use batch::{Batch, Shutdown};
+
 /// What the committer reports about the lease store.
 #[derive(Debug, Default, Clone)]
 pub struct StoreHealth {
@@ -50,15 +53,6 @@ pub struct StoreHealth {
     pub lost_claims: u64,
     /// A shared store's own account (`LeaseStore::describe`).
     pub database: Option<serde_json::Value>,
-}
-
-/// The addresses a commit binds (its ACK's claim).
-fn claims(ops: &[StoreOp]) -> Vec<std::net::Ipv4Addr> {
-    ops.iter()
-        .filter_map(StoreOp::lease)
-        .filter(|l| l.state == LeaseState::Bound)
-        .map(|l| l.ip)
-        .collect()
 }
 
 /// A binding the batch ends whose map entry, read as it left, shows the
@@ -425,83 +419,6 @@ impl Committer {
         self.finish(&won, report);
         report.kept.retain(|(g, _)| !gone.contains(&g.ip));
         report.lost = lost;
-    }
-}
-
-/// When the committer gives up on a store that keeps failing: once the
-/// daemon is stopping (the sender is gone), `give_up` after a retry
-/// first saw it, once for all the batches still queued.
-struct Shutdown<'a> {
-    stopping: &'a AtomicBool,
-    give_up: Duration,
-    seen: Option<Instant>,
-}
-
-impl Shutdown<'_> {
-    fn gives_up(&mut self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
-            && self.seen.get_or_insert_with(Instant::now).elapsed() >= self.give_up
-    }
-}
-
-/// Commits written as one.
-struct Batch<W> {
-    /// The last commit in it.
-    seq: u64,
-    ops: Vec<StoreOp>,
-    /// When each op was decided (its commit's `at_ns`).
-    op_ns: Vec<u64>,
-    /// Each commit's replies with the addresses it binds: a reply whose
-    /// claim the store refused does not leave.
-    replies: Vec<(Vec<std::net::Ipv4Addr>, Vec<W>)>,
-    done: Vec<tokio::sync::oneshot::Sender<Written>>,
-    unmap: Vec<(LeaseKey, LeaseValue)>,
-    /// Commits taken off the queue.
-    taken: usize,
-}
-
-impl<W> Batch<W> {
-    /// `first`, and everything queued behind it, up to about 4096 ops.
-    fn gather(first: Commit<W>, rx: &mpsc::Receiver<Commit<W>>) -> Batch<W> {
-        let mut b = Batch {
-            seq: first.seq,
-            ops: Vec::new(),
-            op_ns: Vec::new(),
-            replies: Vec::new(),
-            done: Vec::new(),
-            unmap: Vec::new(),
-            taken: 0,
-        };
-        b.add(first);
-        while b.ops.len() < 4096 {
-            let Ok(more) = rx.try_recv() else { break };
-            b.add(more);
-        }
-        b
-    }
-
-    fn add(&mut self, c: Commit<W>) {
-        self.taken += 1;
-        self.seq = self.seq.max(c.seq);
-        self.replies.push((claims(&c.ops), c.replies));
-        self.op_ns.extend(std::iter::repeat_n(c.at_ns, c.ops.len()));
-        self.ops.extend(c.ops);
-        self.done.extend(c.done);
-        self.unmap.extend(c.unmap);
-    }
-
-    /// Once durable: the waiters hear so, and the replies leave, unless
-    /// withheld for long. Such a reply is no answer any more: the client
-    /// has retransmitted, and its retransmission is answered.
-    fn answer(self, started: Instant, send: &impl Fn(&W)) {
-        for d in self.done {
-            let _ = d.send(Written::Durable);
-        }
-        if started.elapsed() < Duration::from_secs(4) {
-            for r in self.replies.iter().flat_map(|(_, r)| r) {
-                send(r);
-            }
-        }
     }
 }
 
