@@ -186,6 +186,10 @@ type Reply = (u64, u64, Wire);
 struct Belief {
     ip: Option<Ipv4Addr>,
     until: u64,
+    /// Given up: the client sent a DISCOVER after the request this ACK
+    /// answered (a real client in INIT holds nothing, and ignores such
+    /// an ACK). Still counted as held against other clients.
+    stale: bool,
 }
 
 /// The loaded XDP program and its maps: loaded once, reused (emptied) by
@@ -243,6 +247,8 @@ struct World<'k> {
     /// (converted when read, as the kernel's clock is moved by rewriting).
     unread: Vec<KernelGrant>,
     beliefs: [Belief; CLIENTS as usize],
+    /// Each client's last DISCOVER: the last commit made before it.
+    discovered: [u64; CLIENTS as usize],
     egress: Egress,
     xid: u32,
     log: Vec<String>,
@@ -317,6 +323,7 @@ impl<'k> World<'k> {
             decided: HashMap::new(),
             last_seq: 0,
             beliefs: Default::default(),
+            discovered: Default::default(),
             egress: Egress::with_locality(SERVER_ID, |_| false),
             xid: 1,
             log: Vec::new(),
@@ -349,7 +356,7 @@ impl<'k> World<'k> {
                 return;
             }
             self.committer.finish(&ops, &mut report);
-            self.engine.map_report(report);
+            self.map_report(report);
             self.send(&replies);
         }
         let queue = std::mem::take(&mut self.queue);
@@ -357,21 +364,36 @@ impl<'k> World<'k> {
             return;
         }
         let seq = queue.iter().map(|c| c.seq).max().unwrap();
-        let (mut ops, mut replies) = (Vec::new(), Vec::new());
+        let (mut ops, mut op_ns, mut replies) = (Vec::new(), Vec::new(), Vec::new());
         for c in queue {
+            op_ns.extend(std::iter::repeat_n(c.at_ns, c.ops.len()));
             ops.extend(c.ops);
             let at = self.decided.remove(&c.seq).unwrap_or(0);
             replies.extend(c.replies.into_iter().map(|r| (c.seq, at, r)));
         }
         let mut report = MapReport::new(seq);
-        self.committer.prepare(&ops, &mut report);
+        self.committer.prepare(&mut ops, &op_ns, &mut report);
         if self.committer.write(&ops).is_err() {
             self.failing = Some((ops, replies, report));
             return;
         }
         self.committer.finish(&ops, &mut report);
-        self.engine.map_report(report);
+        self.map_report(report);
         self.send(&replies);
+    }
+
+    /// A written batch's report to the engine, as serve hands it over
+    /// (committing what it calls for).
+    fn map_report(&mut self, report: MapReport) {
+        if !report.kept.is_empty() {
+            KEPT_GRANTS.fetch_add(report.kept.len() as u64, Ordering::Relaxed);
+            self.log.push(format!(
+                "  kernel grants written with the batch that ended them: {:?}",
+                report.kept.iter().map(|(g, _)| g.ip).collect::<Vec<_>>()
+            ));
+        }
+        let ops = self.engine.map_report(report);
+        self.submit(ops, Vec::new());
     }
 
     /// What the committer does with replies once their batch is written:
@@ -428,6 +450,7 @@ impl<'k> World<'k> {
                 self.beliefs[c] = Belief {
                     ip: Some(yiaddr),
                     until: now + u64::from(lease),
+                    stale: seq <= self.discovered[c],
                 };
                 self.log.push(format!(
                     "  client {c} ACKed {yiaddr} for {lease} s by the {from}"
@@ -602,6 +625,8 @@ impl<'k> World<'k> {
         self.log.push(format!("{op:?}"));
         match *op {
             Op::Dora(c) => {
+                self.discovered[c as usize] = self.last_seq;
+                self.beliefs[c as usize].stale = true;
                 // A known client's DISCOVER and SELECTING REQUEST go to
                 // the kernel first, as on the wire: it offers and ACKs
                 // bindings it holds.
@@ -789,6 +814,31 @@ impl<'k> World<'k> {
         if !found.is_empty() {
             return Err(format!("map and store disagree: {found:?}"));
         }
+        // A kill -9 now loses no ACK a client holds: the store on disk,
+        // as a start recovers it (a Bound binding with fast-path data is
+        // held until now + its lease time), keeps each address for its
+        // holder until that ACK runs out. A control-plane ACK counts from
+        // its delivery, up to 4 s after its end was decided (`send`).
+        // What a client gave up with a DISCOVER is not counted here.
+        for (c, b) in self.beliefs.iter().enumerate() {
+            let Some(ip) = b.ip.filter(|_| b.until > now && !b.stale) else {
+                continue;
+            };
+            let key = xdhcp::lease::hw_key(1, &mac(c as u8));
+            let recovered = stored.get(&ip).is_some_and(|l| {
+                l.state == LeaseState::Bound
+                    && l.is_client(&key)
+                    && (l.expires + 4 >= b.until
+                        || (l.fast.is_some() && now + u64::from(l.lease_secs) >= b.until))
+            });
+            if !recovered {
+                return Err(format!(
+                    "client {c} holds {ip} until {}, but a crash now would leave the store with {:?}",
+                    b.until,
+                    stored.get(&ip)
+                ));
+            }
+        }
         // With nothing waiting to be written, the store holds what the
         // control plane decided: the same holder for every address.
         if self.queue.is_empty() && self.failing.is_none() {
@@ -950,6 +1000,9 @@ fn cases() -> u32 {
 /// the sequences must exercise them.
 static KERNEL_OFFERS: AtomicU64 = AtomicU64::new(0);
 static KERNEL_SELECTING_ACKS: AtomicU64 = AtomicU64::new(0);
+/// Grants the committer wrote with the batch that ended their binding
+/// (`keep_kernel_grants`): the sequences must exercise the fold.
+static KEPT_GRANTS: AtomicU64 = AtomicU64::new(0);
 
 #[test]
 fn the_kernel_and_the_store_never_disagree() {
@@ -969,12 +1022,13 @@ fn the_kernel_and_the_store_never_disagree() {
             prop_assert!(false, "{}", e);
         }
     });
-    let (offers, acks) = (
+    let (offers, acks, kept) = (
         KERNEL_OFFERS.load(Ordering::Relaxed),
         KERNEL_SELECTING_ACKS.load(Ordering::Relaxed),
+        KEPT_GRANTS.load(Ordering::Relaxed),
     );
     println!(
-        "model: {} sequences checked in {:.1} s; the kernel offered {offers} times and ACKed {acks} SELECTING requests",
+        "model: {} sequences checked in {:.1} s; the kernel offered {offers} times and ACKed {acks} SELECTING requests; {kept} kernel grants written with the batch that ended them",
         counter.load(Ordering::SeqCst),
         t0.elapsed().as_secs_f64()
     );
@@ -982,6 +1036,7 @@ fn the_kernel_and_the_store_never_disagree() {
         offers > 0 && acks > 0,
         "no DISCOVER or SELECTING answered in the kernel"
     );
+    assert!(kept > 0, "no batch ended a binding the kernel had renewed");
 }
 
 /// The known holes of issue 12, each as the sequence that showed it. Each
@@ -1124,6 +1179,33 @@ mod holes {
             Op::Dora(1),
             Op::Flush,
             Op::Dora(2),
+            Op::Flush,
+        ]);
+    }
+
+    /// Found by the kill -9 loop: reclaim (before the ring was read)
+    /// ended a binding the kernel had just renewed, and the daemon was
+    /// killed right after that batch, before it read the renewal and
+    /// wrote the binding back. The restarted daemon found it expired and
+    /// gave the address to another client while the first held the
+    /// kernel's ACK. The grant read from the entry as it left must be in
+    /// that batch's own write (`keep_kernel_grants`).
+    #[test]
+    fn a_kernel_grant_survives_a_kill_right_after_the_batch_that_ended_its_binding() {
+        replay(&[
+            Op::Dora(0),
+            Op::Flush,
+            Op::Advance(520),
+            Op::Renew(0),
+            Op::Advance(100),
+            Op::ReclaimStalled,
+            Op::Flush,
+            Op::Crash(0),
+            Op::Dora(1),
+            Op::Flush,
+            Op::Dora(2),
+            Op::Flush,
+            Op::Dora(3),
             Op::Flush,
         ]);
     }

@@ -22,38 +22,33 @@ use dhcp_common::{LeaseKey, LeaseValue};
 
 use crate::{
     dhcp::server::GRANT_ORDER_SLACK_NS,
-    lease::LeaseState,
+    lease::{Lease, LeaseState},
     store::{LeaseStore, StoreHealth, StoreOp},
     xdp::clock::unix_now,
     xdp::map_sync::{FastMaps, KernelGrant, MapReport, SyncStats},
 };
 
-/// The addresses a commit binds (its ACK's claim).
-fn claims(ops: &[StoreOp]) -> Vec<std::net::Ipv4Addr> {
-    ops.iter()
-        .filter_map(StoreOp::lease)
-        .filter(|l| l.state == crate::lease::LeaseState::Bound)
-        .map(|l| l.ip)
-        .collect()
-}
+mod batch;
+use batch::{Batch, Shutdown};
 
 /// A binding the batch ends whose map entry, read as it left, shows the
 /// kernel granted it beyond that end (the client renewed in the kernel
 /// just before or as the control plane ended it) is written as the
-/// grant, bound until the kernel's end, in the same write. The engine
-/// learns the grant from the batch's report or the ring and restores the
-/// binding (`Server::kernel_granted`, the same rule), but only in a later
-/// batch: a crash between the two writes would leave the store ending a
-/// binding the client holds an ACK for. Written without fast-path data, so
-/// the map keeps no entry until the engine's own write. Returns how many
-/// were kept.
+/// grant, bound until the kernel's end, in the same write: written a
+/// batch later, a crash between the two writes would leave the store
+/// ending a binding the client holds an ACK for. Written without
+/// fast-path data, so the map keeps no entry for it. Returns each grant
+/// kept with the lease as written (`MapReport::kept`): the engine takes
+/// them into its table with the batch's report, by its own rule for
+/// grants (`Server::kernel_grant_kept`), so memory and store agree from
+/// this batch on.
 pub fn keep_kernel_grants(
     ops: &mut [StoreOp],
     op_ns: &[u64],
     removed: &[KernelGrant],
     now: u64,
-) -> usize {
-    let mut kept = 0;
+) -> Vec<(KernelGrant, Lease)> {
+    let mut kept = Vec::new();
     for g in removed.iter().filter(|g| g.expires > now) {
         let Some(i) = ops.iter().rposition(|op| match op {
             StoreOp::Delete(ip) => *ip == g.ip,
@@ -87,8 +82,8 @@ pub fn keep_kernel_grants(
             l.state = LeaseState::Bound;
         }
         l.expires = g.expires;
-        ops[i] = StoreOp::Put(l);
-        kept += 1;
+        ops[i] = StoreOp::Put(l.clone());
+        kept.push((g.clone(), l));
     }
     kept
 }
@@ -185,10 +180,20 @@ impl Committer {
         }
     }
 
-    /// Before the write: the map stops answering for what `ops` end.
-    pub fn prepare(&mut self, ops: &[StoreOp], report: &mut MapReport) {
+    /// Before the write: the map stops answering for what `ops` end, and
+    /// a grant read from an entry they remove is written with them when
+    /// it outlives the batch's end of the binding (`keep_kernel_grants`;
+    /// `op_ns[i]`: when `ops[i]` was decided). `report.kept` says which.
+    pub fn prepare(&mut self, ops: &mut [StoreOp], op_ns: &[u64], report: &mut MapReport) {
         if let Some(m) = self.maps.as_mut() {
             m.before_commit(ops, report);
+        }
+        report.kept = keep_kernel_grants(ops, op_ns, &report.removed, unix_now());
+        if !report.kept.is_empty() {
+            tracing::info!(
+                bindings = report.kept.len(),
+                "the kernel renewed bindings this batch ends: written bound until the kernel's grant"
+            );
         }
     }
 
@@ -252,106 +257,26 @@ impl Committer {
         give_up: Duration,
     ) -> bool {
         let mut all_written = true;
-        // When the retry loop first saw the daemon stopping: give_up runs
-        // from there, once for all the batches still queued.
-        let mut stop_seen: Option<Instant> = None;
+        let mut shutdown = Shutdown {
+            stopping,
+            give_up,
+            seen: None,
+        };
         while let Ok(first) = rx.recv() {
-            let mut seq = first.seq;
-            let mut op_ns = vec![first.at_ns; first.ops.len()];
-            let mut ops = first.ops;
-            // Each commit's replies with the addresses it binds: a reply
-            // whose claim the store refused does not leave.
-            let mut replies = vec![(claims(&ops), first.replies)];
-            let mut done: Vec<_> = first.done.into_iter().collect();
-            let mut unmap = first.unmap;
-            let mut taken = 1;
-            while ops.len() < 4096 {
-                let Ok(more) = rx.try_recv() else { break };
-                taken += 1;
-                seq = seq.max(more.seq);
-                replies.push((claims(&more.ops), more.replies));
-                op_ns.extend(std::iter::repeat_n(more.at_ns, more.ops.len()));
-                ops.extend(more.ops);
-                done.extend(more.done);
-                unmap.extend(more.unmap);
-            }
+            let mut batch = Batch::gather(first, &rx);
             let started = Instant::now();
-            let mut report = MapReport::new(seq);
+            let mut report = MapReport::new(batch.seq);
             // Repairs first: a stray the sync wrote leaves through its own
             // bookkeeping before the batch's ops (which may strip the same
             // binding) look at it.
-            self.unmap(&unmap, &mut report);
-            self.prepare(&ops, &mut report);
-            let kept = keep_kernel_grants(&mut ops, &op_ns, &report.removed, unix_now());
-            if kept > 0 {
-                tracing::info!(
-                    bindings = kept,
-                    "the kernel renewed bindings this batch ends: written bound until the kernel's grant"
-                );
-            }
-            let mut backoff = Duration::from_millis(50);
-            let mut failures = 0u32;
-            let mut logged: Option<(String, Instant)> = None;
-            let written = loop {
-                match self.write(&ops) {
-                    Ok(()) => break true,
-                    Err(e) => {
-                        failures += 1;
-                        let why = format!("{e:#}");
-                        if failures == 1 {
-                            {
-                                let mut h = self.health.lock().unwrap();
-                                h.failed_batches += 1;
-                                h.failing_since = Some(unix_now());
-                                h.withheld_replies =
-                                    replies.iter().map(|(_, r)| r.len() as u64).sum();
-                            }
-                            tracing::error!(
-                                ops = ops.len(),
-                                replies = replies.len(),
-                                "lease store write failed; replies withheld, retrying until it succeeds: {why}"
-                            );
-                            for d in done.drain(..) {
-                                let _ = d.send(Written::Retrying(why.clone()));
-                            }
-                            logged = Some((why, Instant::now()));
-                        } else if logged.as_ref().is_some_and(|(last, at)| {
-                            *last != why || at.elapsed() >= Duration::from_secs(30)
-                        }) {
-                            tracing::error!(
-                                attempts = failures,
-                                secs = started.elapsed().as_secs(),
-                                ops = ops.len(),
-                                "lease store still failing; replies withheld, retrying: {why}"
-                            );
-                            logged = Some((why, Instant::now()));
-                        }
-                        // Shutting down (the sender is gone) and still
-                        // failing: the caller leaves the store unclean.
-                        if stopping.load(Ordering::SeqCst)
-                            && stop_seen.get_or_insert_with(Instant::now).elapsed() >= give_up
-                        {
-                            tracing::error!(
-                                ops = ops.len(),
-                                "lease store still failing at shutdown: batch abandoned, the next start recovers as after a crash"
-                            );
-                            break false;
-                        }
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                    }
-                }
-            };
-            {
-                let mut h = self.health.lock().unwrap();
-                h.failing_since = None;
-                h.withheld_replies = 0;
-            }
+            self.unmap(&batch.unmap, &mut report);
+            self.prepare(&mut batch.ops, &batch.op_ns, &mut report);
+            let written = self.write_until_durable(&mut batch, &mut shutdown);
             // Done with, either way: its senders may queue more.
             let _ = self
                 .queued
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
-                    Some(v.saturating_sub(taken))
+                    Some(v.saturating_sub(batch.taken))
                 });
             if !written {
                 all_written = false;
@@ -361,45 +286,115 @@ impl Committer {
                 reports(report);
                 continue;
             }
-            if failures > 0 {
-                self.health.lock().unwrap().recovered_batches += 1;
-                tracing::warn!(
-                    failures,
-                    "lease store write succeeded after retrying: batch durable"
-                );
-            }
-            let lost = self.store.take_lost();
-            if lost.is_empty() {
-                self.finish(&ops, &mut report);
-            } else {
-                let gone: std::collections::HashSet<_> = lost.iter().map(|l| l.ip).collect();
-                self.health.lock().unwrap().lost_claims += lost.len() as u64;
-                tracing::info!(
-                    lost = lost.len(),
-                    "claims lost to other nodes in the shared store: no ACK, not mapped"
-                );
-                let kept: Vec<StoreOp> = ops
-                    .iter()
-                    .filter(|o| o.lease().is_none_or(|l| !gone.contains(&l.ip)))
-                    .cloned()
-                    .collect();
-                replies.retain(|(c, _)| !c.iter().any(|ip| gone.contains(ip)));
-                self.finish(&kept, &mut report);
-                report.lost = lost;
-            }
+            self.finish_durable(&mut batch, &mut report);
             reports(report);
-            for d in done {
-                let _ = d.send(Written::Durable);
-            }
-            // A reply withheld for long is no answer any more: the client
-            // has retransmitted, and its retransmission is answered.
-            if started.elapsed() < Duration::from_secs(4) {
-                for r in replies.iter().flat_map(|(_, r)| r) {
-                    send(r);
-                }
-            }
+            batch.answer(started, &send);
         }
         all_written
+    }
+
+    /// Writes `batch`, retrying with backoff while the store refuses it
+    /// (its replies withheld, its waiters told at the first failure).
+    /// False if abandoned at shutdown.
+    fn write_until_durable<W>(&mut self, batch: &mut Batch<W>, shutdown: &mut Shutdown) -> bool {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        let mut failures = 0u32;
+        let mut logged: Option<(String, Instant)> = None;
+        let written = loop {
+            let Err(e) = self.write(&batch.ops) else {
+                break true;
+            };
+            failures += 1;
+            let why = format!("{e:#}");
+            if failures == 1 {
+                self.first_failure(batch, &why);
+                logged = Some((why, Instant::now()));
+            } else if logged
+                .as_ref()
+                .is_some_and(|(last, at)| *last != why || at.elapsed() >= Duration::from_secs(30))
+            {
+                tracing::error!(
+                    attempts = failures,
+                    secs = started.elapsed().as_secs(),
+                    ops = batch.ops.len(),
+                    "lease store still failing; replies withheld, retrying: {why}"
+                );
+                logged = Some((why, Instant::now()));
+            }
+            if shutdown.gives_up() {
+                tracing::error!(
+                    ops = batch.ops.len(),
+                    "lease store still failing at shutdown: batch abandoned, the next start recovers as after a crash"
+                );
+                break false;
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        };
+        {
+            let mut h = self.health.lock().unwrap();
+            h.failing_since = None;
+            h.withheld_replies = 0;
+            if written && failures > 0 {
+                h.recovered_batches += 1;
+            }
+        }
+        if written && failures > 0 {
+            tracing::warn!(
+                failures,
+                "lease store write succeeded after retrying: batch durable"
+            );
+        }
+        written
+    }
+
+    /// A batch's first refused write: the health says so, its waiters
+    /// are told it is retried.
+    fn first_failure<W>(&mut self, batch: &mut Batch<W>, why: &str) {
+        {
+            let mut h = self.health.lock().unwrap();
+            h.failed_batches += 1;
+            h.failing_since = Some(unix_now());
+            h.withheld_replies = batch.replies.iter().map(|(_, r)| r.len() as u64).sum();
+        }
+        tracing::error!(
+            ops = batch.ops.len(),
+            replies = batch.replies.len(),
+            "lease store write failed; replies withheld, retrying until it succeeds: {why}"
+        );
+        for d in batch.done.drain(..) {
+            let _ = d.send(Written::Retrying(why.to_string()));
+        }
+    }
+
+    /// After a durable write: the map answers for what the batch made,
+    /// except claims a shared store refused (their replies are dropped,
+    /// the holders' leases go to the engine in `report.lost`).
+    fn finish_durable<W>(&mut self, batch: &mut Batch<W>, report: &mut MapReport) {
+        let lost = self.store.take_lost();
+        if lost.is_empty() {
+            self.finish(&batch.ops, report);
+            return;
+        }
+        let gone: std::collections::HashSet<_> = lost.iter().map(|l| l.ip).collect();
+        self.health.lock().unwrap().lost_claims += lost.len() as u64;
+        tracing::info!(
+            lost = lost.len(),
+            "claims lost to other nodes in the shared store: no ACK, not mapped"
+        );
+        let won: Vec<StoreOp> = batch
+            .ops
+            .iter()
+            .filter(|o| o.lease().is_none_or(|l| !gone.contains(&l.ip)))
+            .cloned()
+            .collect();
+        batch
+            .replies
+            .retain(|(c, _)| !c.iter().any(|ip| gone.contains(ip)));
+        self.finish(&won, report);
+        report.kept.retain(|(g, _)| !gone.contains(&g.ip));
+        report.lost = lost;
     }
 }
 

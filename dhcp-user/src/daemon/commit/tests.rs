@@ -307,7 +307,12 @@ fn a_grant_read_from_a_removed_entry_is_written_with_the_end_it_outlives() {
         grant(&lease(5), 900, end_ns),
     ];
     let kept = keep_kernel_grants(&mut ops, &[end_ns; 4], &removed, 1_000);
-    assert_eq!(kept, 2);
+    assert_eq!(kept.len(), 2);
+    // Each as written, for the engine's table.
+    for (i, (g, l)) in kept.iter().enumerate() {
+        assert_eq!(ops[i].lease(), Some(l));
+        assert_eq!(*g, removed[i]);
+    }
     for (i, want_bound) in [(0, true), (1, true), (2, false)] {
         let l = ops[i].lease().unwrap();
         assert_eq!(l.state == LeaseState::Bound, want_bound, "op {i}: {l:?}");

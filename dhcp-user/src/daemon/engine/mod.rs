@@ -45,7 +45,7 @@ use crate::{
     daemon::commit::{Commit, Written},
     dhcp::leases::EndKind,
     dhcp::server::Server,
-    lease::LeaseState,
+    lease::{Lease, LeaseState},
     store::{ApiReservation, LeaseStore, StoreOp},
     xdp::clock::mono_ns_to_unix_ceil,
     xdp::map_sync::{client_key, lease_key, FastMaps, KernelGrant, MapReport},
@@ -222,8 +222,11 @@ impl Engine {
         c
     }
 
-    /// A batch's map report, from the committer.
-    pub fn map_report(&mut self, mut report: MapReport) {
+    /// A batch's map report, from the committer. Returns the store
+    /// changes it calls for, to commit: none, unless the table moved on
+    /// from what the batch wrote (see `take_kept`).
+    #[must_use]
+    pub fn map_report(&mut self, mut report: MapReport) -> Vec<StoreOp> {
         self.reported = self.reported.max(report.seq);
         // Another node's client holds these: this node's binding ends
         // (never mapped, no ACK sent) and the holder's lease takes its
@@ -234,7 +237,29 @@ impl Engine {
             l.fast = None;
             self.server.leases.put(l);
         }
+        let kept = std::mem::take(&mut report.kept);
+        let ops = self.take_kept(kept, report.seq);
         self.fresh.push(report);
+        ops
+    }
+
+    /// The grants the committer wrote with batch `seq` (the lease as
+    /// written with each) go into the table now, by the rule for any
+    /// grant: read at the next ring read instead, the table would hold
+    /// a binding ended that the store holds bound. With no commit made
+    /// after the batch, the store holds exactly what it wrote, and a
+    /// change equal to that is not written again; otherwise a later
+    /// batch may have overwritten it, and the change is written after it
+    /// (rewriting an equal lease changes nothing).
+    fn take_kept(&mut self, kept: Vec<(KernelGrant, Lease)>, seq: u64) -> Vec<StoreOp> {
+        let now = crate::xdp::clock::unix_now();
+        let last = self.seq == seq;
+        kept.into_iter()
+            .filter_map(|(g, written)| {
+                let op = self.server.kernel_grant_kept(&g, now)?;
+                (!last || op.lease() != Some(&written)).then_some(op)
+            })
+            .collect()
     }
 
     /// The last commit handed out (`Commit::seq`).

@@ -53,7 +53,10 @@ impl Daemon {
                     }
                 }
                 Some(r) = w.report_rx.recv() => {
-                    self.engine.map_report(r);
+                    let ops = self.engine.map_report(r);
+                    if !ops.is_empty() {
+                        self.commit_tx.send(self.engine.commit(ops, Vec::new(), None));
+                    }
                     self.audit_poll();
                 }
                 Some(r) = w.audit_rx.recv() => {

@@ -58,6 +58,22 @@ impl Server {
     /// after its release. Either way the client holds an ACK for it, and
     /// the address is not given to anyone else before it runs out.
     pub fn kernel_granted(&mut self, g: &KernelGrant, now: u64) -> Option<StoreOp> {
+        self.take_kernel_grant(g, now, true)
+    }
+
+    /// A grant the committer already wrote with the batch that ended its
+    /// binding (`daemon::commit::keep_kernel_grants`), taken by the same
+    /// rule as `kernel_granted`; a binding it brings back comes without
+    /// fast-path data, as the committer wrote it: its entry left the map
+    /// with that batch, and the client's next renewal, answered by the
+    /// control plane, maps it again.
+    pub fn kernel_grant_kept(&mut self, g: &KernelGrant, now: u64) -> Option<StoreOp> {
+        self.take_kernel_grant(g, now, false)
+    }
+
+    /// `kernel_granted`; a binding brought back keeps the fast-path data
+    /// it was mapped with if `remap` (the store change maps it again).
+    fn take_kernel_grant(&mut self, g: &KernelGrant, now: u64, remap: bool) -> Option<StoreOp> {
         let (key, ip, expires) = (&g.client[..], g.ip, g.expires);
         if let Some(l) = self
             .leases
@@ -89,6 +105,9 @@ impl Server {
         let mut l = hold.lease.clone();
         l.expires = expires;
         l.state = LeaseState::Bound;
+        if !remap {
+            l.fast = None;
+        }
         *self
             .counters
             .dropped

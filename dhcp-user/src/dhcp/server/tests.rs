@@ -1503,3 +1503,40 @@ fn bound_clients_are_told_apart_from_new_ones() {
 }
 
 mod subscriber;
+
+/// A grant the committer already wrote with the batch that ended the
+/// binding (reclaim, while the kernel renewed it) comes back as written
+/// there: bound until the kernel's end, without fast-path data (its entry
+/// left the map). The same grant read off the ring brings the binding
+/// back mapped again.
+#[test]
+fn a_kept_grant_comes_back_as_the_committer_wrote_it() {
+    let c = Config::parse(CONFIG, "test").unwrap();
+    let bound = stored_lease(100, LeaseState::Bound, NOW + 10, true);
+    let key = bound.client.clone().unwrap();
+    let lapsed = || {
+        let mut s = Server::new(&c, vec![bound.clone()]);
+        s.leases.hold_for_kernel(&bound, 1);
+        let mut expired = bound.clone();
+        expired.state = LeaseState::Expired;
+        s.leases.put(expired);
+        s.leases
+            .hold_ended(bound.ip, NOW * 1_000_000_000, EndKind::Lapsed);
+        s
+    };
+    let g = grant(&key, bound.ip, NOW + 600);
+    for (kept, mapped) in [(true, false), (false, true)] {
+        let mut s = lapsed();
+        let op = if kept {
+            s.kernel_grant_kept(&g, NOW)
+        } else {
+            s.kernel_granted(&g, NOW)
+        };
+        let l = s.leases.get(bound.ip).unwrap().clone();
+        assert_eq!((l.state, l.expires), (LeaseState::Bound, NOW + 600));
+        assert_eq!(l.fast.is_some(), mapped, "kept: {kept}");
+        assert_eq!(op, Some(StoreOp::Put(l)));
+        // Read again (the ring's event, the report's grant): nothing new.
+        assert_eq!(s.kernel_granted(&g, NOW), None);
+    }
+}

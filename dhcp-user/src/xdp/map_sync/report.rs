@@ -41,6 +41,10 @@ pub struct MapReport {
     /// binding in the same write (`commit::keep_kernel_grants`), since a
     /// reported renewal may still wait unread in the ring.
     pub removed: Vec<KernelGrant>,
+    /// The grants of `removed` the committer wrote so, each with the lease
+    /// as written: the engine takes them into its table as it reads the
+    /// report (`Engine::map_report`), so the two agree from this batch on.
+    pub kept: Vec<(KernelGrant, Lease)>,
     /// Claims the shared store refused (another node's client holds the
     /// address): the holder's lease, as the store has it.
     pub lost: Vec<Lease>,
