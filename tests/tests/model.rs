@@ -181,6 +181,17 @@ fn op() -> impl Strategy<Value = Op> {
 /// A reply waiting for its batch: (commit, decided at, frame).
 type Reply = (u64, u64, Wire);
 
+/// A batch the store refused, as the committer holds it while retrying.
+struct Refused {
+    seq: u64,
+    ops: Vec<StoreOp>,
+    op_ns: Vec<u64>,
+    /// The daemon's own ops (no reply, no waiter): foldable.
+    internal: Vec<bool>,
+    replies: Vec<Reply>,
+    report: MapReport,
+}
+
 /// What a client believes it holds.
 #[derive(Debug, Clone, Copy, Default)]
 struct Belief {
@@ -235,8 +246,9 @@ struct World<'k> {
     fail: Arc<AtomicU32>,
     /// Commits handed over and not yet written (the committer's queue).
     queue: Vec<Commit<Wire>>,
-    /// A batch the store refused: retried first.
-    failing: Option<(Vec<StoreOp>, Vec<Reply>, MapReport)>,
+    /// A batch the store refused: retried first, with what queues behind
+    /// it taken in (`Committer::prepare_more`), as the committer does.
+    failing: Option<Refused>,
     /// When each queued commit was decided.
     decided: HashMap<u64, u64>,
     /// Operator revocations (address or client), with the last commit
@@ -347,17 +359,42 @@ impl<'k> World<'k> {
         self.queue.push(c);
     }
 
-    /// One group commit of everything queued (after a refused batch, that
-    /// one first: nothing behind it goes before it).
+    /// One group commit of everything queued. After a refused batch, the
+    /// queue joins it, as the committer takes commits into the batch it
+    /// retries (the daemon's own changes folded to one per address).
     fn flush(&mut self) {
-        if let Some((ops, replies, mut report)) = self.failing.take() {
-            if self.committer.write(&ops).is_err() {
-                self.failing = Some((ops, replies, report));
+        if let Some(mut b) = self.failing.take() {
+            let from = b.ops.len();
+            for c in std::mem::take(&mut self.queue) {
+                b.seq = b.seq.max(c.seq);
+                let own = c.replies.is_empty() && c.done.is_none();
+                b.internal.extend(std::iter::repeat_n(own, c.ops.len()));
+                b.op_ns.extend(std::iter::repeat_n(c.at_ns, c.ops.len()));
+                b.ops.extend(c.ops);
+                let at = self.decided.remove(&c.seq).unwrap_or(0);
+                b.replies
+                    .extend(c.replies.into_iter().map(|r| (c.seq, at, r)));
+            }
+            if b.ops.len() > from {
+                b.report.seq = b.seq;
+                let folded_before = b.ops.len();
+                self.committer.prepare_more(
+                    &mut b.ops,
+                    &mut b.op_ns,
+                    &mut b.internal,
+                    from,
+                    &mut b.report,
+                );
+                FOLDED.fetch_add((folded_before - b.ops.len()) as u64, Ordering::Relaxed);
+            }
+            if self.committer.write(&b.ops).is_err() {
+                self.failing = Some(b);
                 return;
             }
-            self.committer.finish(&ops, &mut report);
-            self.map_report(report);
-            self.send(&replies);
+            self.committer.finish(&b.ops, &mut b.report);
+            self.map_report(b.report);
+            self.send(&b.replies);
+            return;
         }
         let queue = std::mem::take(&mut self.queue);
         if queue.is_empty() {
@@ -365,7 +402,10 @@ impl<'k> World<'k> {
         }
         let seq = queue.iter().map(|c| c.seq).max().unwrap();
         let (mut ops, mut op_ns, mut replies) = (Vec::new(), Vec::new(), Vec::new());
+        let mut internal = Vec::new();
         for c in queue {
+            let own = c.replies.is_empty() && c.done.is_none();
+            internal.extend(std::iter::repeat_n(own, c.ops.len()));
             op_ns.extend(std::iter::repeat_n(c.at_ns, c.ops.len()));
             ops.extend(c.ops);
             let at = self.decided.remove(&c.seq).unwrap_or(0);
@@ -374,7 +414,14 @@ impl<'k> World<'k> {
         let mut report = MapReport::new(seq);
         self.committer.prepare(&mut ops, &op_ns, &mut report);
         if self.committer.write(&ops).is_err() {
-            self.failing = Some((ops, replies, report));
+            self.failing = Some(Refused {
+                seq,
+                ops,
+                op_ns,
+                internal,
+                replies,
+                report,
+            });
             return;
         }
         self.committer.finish(&ops, &mut report);
@@ -1003,6 +1050,9 @@ static KERNEL_SELECTING_ACKS: AtomicU64 = AtomicU64::new(0);
 /// Grants the committer wrote with the batch that ended their binding
 /// (`keep_kernel_grants`): the sequences must exercise the fold.
 static KEPT_GRANTS: AtomicU64 = AtomicU64::new(0);
+/// The daemon's own changes folded into a refused batch by a later change
+/// of their address (`fold_superseded`): the sequences must exercise it.
+static FOLDED: AtomicU64 = AtomicU64::new(0);
 
 #[test]
 fn the_kernel_and_the_store_never_disagree() {
@@ -1022,13 +1072,14 @@ fn the_kernel_and_the_store_never_disagree() {
             prop_assert!(false, "{}", e);
         }
     });
-    let (offers, acks, kept) = (
+    let (offers, acks, kept, folded) = (
         KERNEL_OFFERS.load(Ordering::Relaxed),
         KERNEL_SELECTING_ACKS.load(Ordering::Relaxed),
         KEPT_GRANTS.load(Ordering::Relaxed),
+        FOLDED.load(Ordering::Relaxed),
     );
     println!(
-        "model: {} sequences checked in {:.1} s; the kernel offered {offers} times and ACKed {acks} SELECTING requests; {kept} kernel grants written with the batch that ended them",
+        "model: {} sequences checked in {:.1} s; the kernel offered {offers} times and ACKed {acks} SELECTING requests; {kept} kernel grants written with the batch that ended them; {folded} changes folded into refused batches",
         counter.load(Ordering::SeqCst),
         t0.elapsed().as_secs_f64()
     );
@@ -1037,6 +1088,10 @@ fn the_kernel_and_the_store_never_disagree() {
         "no DISCOVER or SELECTING answered in the kernel"
     );
     assert!(kept > 0, "no batch ended a binding the kernel had renewed");
+    assert!(
+        folded > 0,
+        "no change of the daemon's own folded into a refused batch"
+    );
 }
 
 /// The known holes of issue 12, each as the sequence that showed it. Each

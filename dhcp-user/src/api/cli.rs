@@ -211,8 +211,7 @@ fn last_pass_text(last: &Value) -> String {
     )
 }
 
-/// The lease store's health, a shared database's share, and a failing
-/// store's withheld replies.
+/// The lease store's health, a shared database's share, a failing store's backlog.
 fn print_lease_store(st: &Value) {
     println!(
         "lease store   {} ({}; {} batches written, {} failed{})",
@@ -243,8 +242,9 @@ fn print_lease_store(st: &Value) {
     }
     if let Some(since) = st["failing-since"].as_u64() {
         println!(
-            "              failing since {since} (unix): {} replies withheld, {} write attempts failed in all",
+            "              failing since {since} (unix): {} replies withheld, {} changes pending, {} write attempts failed in all",
             s(&st["withheld-replies"]),
+            s(&st["pending-changes"]),
             s(&st["failed-writes"])
         );
     }

@@ -174,6 +174,12 @@ fn lease_store_metrics(reg: &mut Registry, st: &Value) {
     );
     gauge(
         reg,
+        "lease_store_pending_changes",
+        "Lease changes in the batch being retried (what queues behind it joins it, the daemon's own changes one per address at most)",
+        &st["pending-changes"],
+    );
+    gauge(
+        reg,
         "lease_store_failing_since_seconds",
         "Unix time of the first failed attempt of the batch being retried (0 while healthy)",
         &st["failing-since"],

@@ -148,6 +148,9 @@ pub struct StoreHealth {
     pub failing_since: Option<u64>,
     /// Replies (ACKs) held back by the batch being retried.
     pub withheld_replies: u64,
+    /// Lease changes in the batch being retried (what is queued behind it
+    /// joins it, the daemon's own changes one per address at most).
+    pub pending_ops: u64,
     /// Bindings a shared store refused: another node's client held the
     /// address (their ACKs were not sent).
     pub lost_claims: u64,

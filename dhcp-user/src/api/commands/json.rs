@@ -53,6 +53,7 @@ pub fn store_json(h: &StoreHealth, path: Option<&str>) -> Value {
         "last-write": h.last_write,
         "failing-since": h.failing_since,
         "withheld-replies": h.withheld_replies,
+        "pending-changes": h.pending_ops,
         "lost-claims": h.lost_claims,
     });
     if let Some(p) = path {

@@ -46,6 +46,9 @@ pub(super) struct Batch<W> {
     pub(super) ops: Vec<StoreOp>,
     /// When each op was decided (its commit's `at_ns`).
     pub(super) op_ns: Vec<u64>,
+    /// Whether each op is the daemon's own (its commit has no reply and
+    /// no waiter): one a later op may fold away (`absorb`).
+    pub(super) internal: Vec<bool>,
     /// Each commit's replies with the addresses it binds: a reply whose
     /// claim the store refused does not leave.
     pub(super) replies: Vec<(Vec<std::net::Ipv4Addr>, Vec<W>)>,
@@ -62,6 +65,7 @@ impl<W> Batch<W> {
             seq: first.seq,
             ops: Vec::new(),
             op_ns: Vec::new(),
+            internal: Vec::new(),
             replies: Vec::new(),
             done: Vec::new(),
             unmap: Vec::new(),
@@ -75,9 +79,12 @@ impl<W> Batch<W> {
         b
     }
 
-    fn add(&mut self, c: Commit<W>) {
+    pub(super) fn add(&mut self, c: Commit<W>) {
         self.taken += 1;
         self.seq = self.seq.max(c.seq);
+        let internal = c.replies.is_empty() && c.done.is_none();
+        self.internal
+            .extend(std::iter::repeat_n(internal, c.ops.len()));
         self.replies.push((claims(&c.ops), c.replies));
         self.op_ns.extend(std::iter::repeat_n(c.at_ns, c.ops.len()));
         self.ops.extend(c.ops);

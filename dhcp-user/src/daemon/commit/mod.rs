@@ -28,6 +28,7 @@ use crate::{
     xdp::map_sync::{FastMaps, KernelGrant, MapReport, SyncStats},
 };
 
+mod absorb;
 mod batch;
 use batch::{Batch, Shutdown};
 
@@ -271,7 +272,7 @@ impl Committer {
             // binding) look at it.
             self.unmap(&batch.unmap, &mut report);
             self.prepare(&mut batch.ops, &batch.op_ns, &mut report);
-            let written = self.write_until_durable(&mut batch, &mut shutdown);
+            let written = self.write_until_durable(&mut batch, &rx, &mut report, &mut shutdown);
             // Done with, either way: its senders may queue more.
             let _ = self
                 .queued
@@ -294,9 +295,16 @@ impl Committer {
     }
 
     /// Writes `batch`, retrying with backoff while the store refuses it
-    /// (its replies withheld, its waiters told at the first failure).
-    /// False if abandoned at shutdown.
-    fn write_until_durable<W>(&mut self, batch: &mut Batch<W>, shutdown: &mut Shutdown) -> bool {
+    /// (its replies withheld, its waiters told at the first failure), and
+    /// taking into it what queues meanwhile (`absorb`). False if abandoned
+    /// at shutdown.
+    fn write_until_durable<W>(
+        &mut self,
+        batch: &mut Batch<W>,
+        rx: &mpsc::Receiver<Commit<W>>,
+        report: &mut MapReport,
+        shutdown: &mut Shutdown,
+    ) -> bool {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
         let mut failures = 0u32;
@@ -307,6 +315,7 @@ impl Committer {
             };
             failures += 1;
             let why = format!("{e:#}");
+            let retrying = why.clone();
             if failures == 1 {
                 self.first_failure(batch, &why);
                 logged = Some((why, Instant::now()));
@@ -331,11 +340,13 @@ impl Committer {
             }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(2));
+            self.take_in_queued(batch, rx, report, &retrying);
         };
         {
             let mut h = self.health.lock().unwrap();
             h.failing_since = None;
             h.withheld_replies = 0;
+            h.pending_ops = 0;
             if written && failures > 0 {
                 h.recovered_batches += 1;
             }
@@ -349,6 +360,46 @@ impl Committer {
         written
     }
 
+    /// While `batch` is refused: the commits queued behind it join it, so
+    /// the queue does not grow with the outage (`absorb`). Their waiters
+    /// are told the write is retried, as the batch's were.
+    fn take_in_queued<W>(
+        &mut self,
+        batch: &mut Batch<W>,
+        rx: &mpsc::Receiver<Commit<W>>,
+        report: &mut MapReport,
+        why: &str,
+    ) {
+        let (from, unmap_from, done_from) = (batch.ops.len(), batch.unmap.len(), batch.done.len());
+        while let Ok(c) = rx.try_recv() {
+            batch.add(c);
+        }
+        for d in batch.done.drain(done_from..) {
+            let _ = d.send(Written::Retrying(why.to_string()));
+        }
+        if batch.ops.len() == from && batch.unmap.len() == unmap_from {
+            return;
+        }
+        report.seq = batch.seq;
+        self.unmap(&batch.unmap[unmap_from..], report);
+        let taken = batch.ops.len() - from;
+        self.prepare_more(
+            &mut batch.ops,
+            &mut batch.op_ns,
+            &mut batch.internal,
+            from,
+            report,
+        );
+        let mut h = self.health.lock().unwrap();
+        h.withheld_replies = batch.replies.iter().map(|(_, r)| r.len() as u64).sum();
+        h.pending_ops = batch.ops.len() as u64;
+        tracing::debug!(
+            taken,
+            pending = batch.ops.len(),
+            "commits queued behind a refused batch taken into it"
+        );
+    }
+
     /// A batch's first refused write: the health says so, its waiters
     /// are told it is retried.
     fn first_failure<W>(&mut self, batch: &mut Batch<W>, why: &str) {
@@ -357,6 +408,7 @@ impl Committer {
             h.failed_batches += 1;
             h.failing_since = Some(unix_now());
             h.withheld_replies = batch.replies.iter().map(|(_, r)| r.len() as u64).sum();
+            h.pending_ops = batch.ops.len() as u64;
         }
         tracing::error!(
             ops = batch.ops.len(),

@@ -324,3 +324,149 @@ fn a_grant_read_from_a_removed_entry_is_written_with_the_end_it_outlives() {
     }
     assert_eq!(ops[3], StoreOp::Put(other));
 }
+
+fn renewed(n: u8, expires: u64) -> StoreOp {
+    let mut l = lease(n);
+    l.expires = expires;
+    StoreOp::Renewed(l)
+}
+
+fn put(n: u8, expires: u64) -> StoreOp {
+    let mut l = lease(n);
+    l.expires = expires;
+    StoreOp::Put(l)
+}
+
+/// What `fold_superseded` may drop: only the daemon's own ops, and only
+/// where a later op of the address leaves store and map as they would
+/// be had it been written.
+#[test]
+fn only_the_daemons_own_superseded_changes_are_folded() {
+    let mut ops = vec![
+        renewed(1, 10),                   // own, a later Renewed: folded
+        put(2, 10),                       // own, a later Renewed only: stays (the map)
+        put(3, 10),                       // a request's: stays
+        renewed(1, 20),                   // own, last of .1
+        renewed(2, 20),                   // own, last Renewed of .2
+        StoreOp::Meta("reply_config", 7), // not a lease op: stays
+        put(3, 20),                       // own, last of .3
+        put(4, 10),                       // own, a later Delete: folded
+        StoreOp::Delete(lease(4).ip),     // own, last of .4
+    ];
+    let mut op_ns: Vec<u64> = (0..ops.len() as u64).collect();
+    let mut internal = vec![true, true, false, true, true, true, true, true, true];
+    let dropped = absorb::fold_superseded(&mut ops, &mut op_ns, &mut internal);
+    assert_eq!(dropped, 2);
+    assert_eq!(op_ns, [1, 2, 3, 4, 5, 6, 8], "op_ns follows its ops");
+    assert_eq!(internal.len(), ops.len());
+    assert_eq!(ops[0], put(2, 10));
+    assert_eq!(ops[1], put(3, 10));
+    assert_eq!(ops[2], renewed(1, 20));
+    assert_eq!(ops[3], renewed(2, 20));
+    assert_eq!(ops[5], put(3, 20));
+    assert_eq!(ops[6], StoreOp::Delete(lease(4).ip));
+}
+
+/// Issue 14: while the store refuses writes, the renewals the kernel
+/// answers and the daemon's other changes keep coming and are not gated
+/// by the commit queue. They join the refused batch, one change per
+/// address, so what waits stays bounded by the addresses, not by the
+/// outage; once the store takes the batch it holds each address's last.
+#[test]
+fn the_daemons_own_changes_during_an_outage_stay_one_per_address() {
+    let fail = Arc::new(AtomicU32::new(u32::MAX));
+    let store = FlakyStore {
+        inner: MemoryStore::default(),
+        fail: fail.clone(),
+    };
+    let mut c = Committer::new(Box::new(store), None);
+    let health = c.health.clone();
+    let (tx, rx) = mpsc::channel::<Commit<u8>>();
+    let q = CommitQueue::new(tx, c.queued.clone(), 4);
+    q.send(Commit {
+        seq: 1,
+        ops: vec![StoreOp::Put(lease(1))],
+        replies: vec![1],
+        done: None,
+        unmap: Vec::new(),
+        at_ns: 0,
+    });
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let sent_by = sent.clone();
+    let t = std::thread::spawn(move || {
+        let stopping = AtomicBool::new(false);
+        let ok = c.run(
+            rx,
+            |_| {},
+            |w| sent_by.lock().unwrap().push(*w),
+            &stopping,
+            Duration::from_secs(10),
+        );
+        (ok, c)
+    });
+    // 20,000 of the daemon's own renewals of 10 addresses, while the
+    // store refuses every write.
+    let t0 = Instant::now();
+    let mut seq = 1;
+    let mut most = 0;
+    for round in 0..2_000u64 {
+        for n in 1..=10 {
+            seq += 1;
+            q.send(Commit {
+                seq,
+                ops: vec![renewed(n, 1_000 + round)],
+                replies: Vec::new(),
+                done: None,
+                unmap: Vec::new(),
+                at_ns: 0,
+            });
+        }
+        most = most.max(health.lock().unwrap().pending_ops);
+        if round % 200 == 0 {
+            std::thread::sleep(Duration::from_millis(60));
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20));
+    }
+    assert!(most <= 11, "at most {most} pending");
+    // Taken in while refused: a last change of another address, queued
+    // behind all of them, joins the batch (so everything before it did).
+    q.send(Commit {
+        seq: seq + 1,
+        ops: vec![renewed(50, 5_000)],
+        replies: Vec::new(),
+        done: None,
+        unmap: Vec::new(),
+        at_ns: 0,
+    });
+    while health.lock().unwrap().pending_ops != 12 {
+        let p = health.lock().unwrap().pending_ops;
+        assert!(p <= 12, "pending {p}");
+        assert!(t0.elapsed() < Duration::from_secs(20), "never taken in");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!q.has_room(), "requests stay gated while the store fails");
+    assert!(sent.lock().unwrap().is_empty(), "no reply before the write");
+    fail.store(0, Ordering::SeqCst);
+    drop(q);
+    let (ok, mut c) = t.join().unwrap();
+    assert!(ok);
+    assert_eq!(
+        *sent.lock().unwrap(),
+        vec![1],
+        "the request's reply left once written"
+    );
+    let mut got: Vec<_> = c
+        .store
+        .load()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.ip, l.expires))
+        .collect();
+    got.sort();
+    let mut want: Vec<_> = (1..=10).map(|n| (lease(n).ip, 1_000 + 1_999)).collect();
+    want.push((lease(50).ip, 5_000));
+    assert_eq!(
+        got, want,
+        "each address's last change is what the store holds"
+    );
+}
