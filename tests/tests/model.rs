@@ -188,6 +188,8 @@ struct Refused {
     op_ns: Vec<u64>,
     /// The daemon's own ops (no reply, no waiter): foldable.
     internal: Vec<bool>,
+    /// The bindings its deletes end, as the kernel had them.
+    deleted: Vec<Lease>,
     replies: Vec<Reply>,
     report: MapReport,
 }
@@ -367,6 +369,7 @@ impl<'k> World<'k> {
             let from = b.ops.len();
             for c in std::mem::take(&mut self.queue) {
                 b.seq = b.seq.max(c.seq);
+                b.deleted.extend(c.deleted);
                 let own = c.replies.is_empty() && c.done.is_none();
                 b.internal.extend(std::iter::repeat_n(own, c.ops.len()));
                 b.op_ns.extend(std::iter::repeat_n(c.at_ns, c.ops.len()));
@@ -382,6 +385,7 @@ impl<'k> World<'k> {
                     &mut b.ops,
                     &mut b.op_ns,
                     &mut b.internal,
+                    &b.deleted,
                     from,
                     &mut b.report,
                 );
@@ -402,8 +406,9 @@ impl<'k> World<'k> {
         }
         let seq = queue.iter().map(|c| c.seq).max().unwrap();
         let (mut ops, mut op_ns, mut replies) = (Vec::new(), Vec::new(), Vec::new());
-        let mut internal = Vec::new();
+        let (mut internal, mut deleted) = (Vec::new(), Vec::new());
         for c in queue {
+            deleted.extend(c.deleted);
             let own = c.replies.is_empty() && c.done.is_none();
             internal.extend(std::iter::repeat_n(own, c.ops.len()));
             op_ns.extend(std::iter::repeat_n(c.at_ns, c.ops.len()));
@@ -412,13 +417,15 @@ impl<'k> World<'k> {
             replies.extend(c.replies.into_iter().map(|r| (c.seq, at, r)));
         }
         let mut report = MapReport::new(seq);
-        self.committer.prepare(&mut ops, &op_ns, &mut report);
+        self.committer
+            .prepare(&mut ops, &op_ns, &deleted, &mut report);
         if self.committer.write(&ops).is_err() {
             self.failing = Some(Refused {
                 seq,
                 ops,
                 op_ns,
                 internal,
+                deleted,
                 replies,
                 report,
             });
@@ -1261,6 +1268,32 @@ mod holes {
             Op::Dora(2),
             Op::Flush,
             Op::Dora(3),
+            Op::Flush,
+        ]);
+    }
+
+    /// A full test run found it: with the store refusing writes, the
+    /// operator deleted a lease whose client then renewed in the kernel,
+    /// from the entry the delete, queued behind the refused batch, had
+    /// not removed yet. The store then dropped the binding the client
+    /// held an ACK for, so a crash would have freed the address. Queued
+    /// commits now join the refused batch (the entry leaves at once), and
+    /// a grant the kernel made after a delete is written in its place
+    /// (`a_grant_made_after_a_delete_is_written_in_its_place`).
+    #[test]
+    fn a_delete_queued_behind_a_refused_batch_stops_the_kernel_at_once() {
+        replay(&[
+            Op::Dora(0),
+            Op::Dora(2),
+            Op::Dora(0),
+            Op::FailWrites(1),
+            Op::Dora(4),
+            Op::Dora(0),
+            Op::FailWrites(3),
+            Op::AdminDel(1),
+            Op::Flush,
+            Op::Flush,
+            Op::Dora(2),
             Op::Flush,
         ]);
     }

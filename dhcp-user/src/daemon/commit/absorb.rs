@@ -15,7 +15,7 @@
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use super::{keep_kernel_grants, Committer};
-use crate::{store::StoreOp, xdp::clock::unix_now, xdp::map_sync::MapReport};
+use crate::{lease::Lease, store::StoreOp, xdp::clock::unix_now, xdp::map_sync::MapReport};
 
 /// The address a lease op writes.
 fn address(op: &StoreOp) -> Option<Ipv4Addr> {
@@ -83,6 +83,7 @@ impl Committer {
         ops: &mut Vec<StoreOp>,
         op_ns: &mut Vec<u64>,
         internal: &mut Vec<bool>,
+        deleted: &[Lease],
         from: usize,
         report: &mut MapReport,
     ) {
@@ -90,7 +91,7 @@ impl Committer {
             m.before_commit(&ops[from..], report);
         }
         fold_superseded(ops, op_ns, internal);
-        let kept = keep_kernel_grants(ops, op_ns, &report.removed, unix_now());
+        let kept = keep_kernel_grants(ops, op_ns, deleted, &report.removed, unix_now());
         report.kept.extend(kept);
         let last: HashMap<Ipv4Addr, &StoreOp> = ops
             .iter()

@@ -12,7 +12,10 @@ use std::{
 use dhcp_common::{LeaseKey, LeaseValue};
 
 use super::{Commit, Written};
-use crate::{lease::LeaseState, store::StoreOp};
+use crate::{
+    lease::{Lease, LeaseState},
+    store::StoreOp,
+};
 
 /// The addresses a commit binds (its ACK's claim).
 fn claims(ops: &[StoreOp]) -> Vec<std::net::Ipv4Addr> {
@@ -54,6 +57,8 @@ pub(super) struct Batch<W> {
     pub(super) replies: Vec<(Vec<std::net::Ipv4Addr>, Vec<W>)>,
     pub(super) done: Vec<tokio::sync::oneshot::Sender<Written>>,
     pub(super) unmap: Vec<(LeaseKey, LeaseValue)>,
+    /// The bindings its deletes end, as the kernel had them.
+    pub(super) deleted: Vec<Lease>,
     /// Commits taken off the queue.
     pub(super) taken: usize,
 }
@@ -69,6 +74,7 @@ impl<W> Batch<W> {
             replies: Vec::new(),
             done: Vec::new(),
             unmap: Vec::new(),
+            deleted: Vec::new(),
             taken: 0,
         };
         b.add(first);
@@ -90,6 +96,7 @@ impl<W> Batch<W> {
         self.ops.extend(c.ops);
         self.done.extend(c.done);
         self.unmap.extend(c.unmap);
+        self.deleted.extend(c.deleted);
     }
 
     /// Once durable: the waiters hear so, and the replies leave, unless

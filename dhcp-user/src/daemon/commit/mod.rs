@@ -46,6 +46,7 @@ use batch::{Batch, Shutdown};
 pub fn keep_kernel_grants(
     ops: &mut [StoreOp],
     op_ns: &[u64],
+    deleted: &[Lease],
     removed: &[KernelGrant],
     now: u64,
 ) -> Vec<(KernelGrant, Lease)> {
@@ -57,18 +58,27 @@ pub fn keep_kernel_grants(
         }) else {
             continue;
         };
-        // A deleted lease keeps no record to write the grant into; the
-        // engine's hold still keeps the address from anyone else.
-        let Some(l) = ops[i].lease().filter(|l| l.is_client(&g.client)) else {
+        // A deleted lease: the binding as the kernel had it, if the
+        // engine handed one over (it keeps the address held anyway).
+        let written = match &ops[i] {
+            StoreOp::Delete(ip) => deleted.iter().rev().find(|l| l.ip == *ip).map(|l| {
+                let mut l = l.clone();
+                l.state = LeaseState::Released;
+                l
+            }),
+            op => op.lease().cloned(),
+        };
+        let Some(l) = written.filter(|l| l.is_client(&g.client)) else {
             continue;
         };
-        let mut l = l.clone();
+        let mut l = l;
         match l.state {
             LeaseState::Bound if g.expires <= l.expires => continue,
             LeaseState::Bound => {}
             // Ran out while the kernel renewed it: the later end wins.
             LeaseState::Expired => {}
-            // Released or declined: only a grant made after that end.
+            // Released, declined or deleted: only a grant made after that
+            // end.
             _ => {
                 let acked_at_ns = g
                     .expires_ns
@@ -114,6 +124,10 @@ pub struct Commit<W> {
     /// grant found in an entry the batch removes is weighed against it
     /// (`keep_kernel_grants`).
     pub at_ns: u64,
+    /// The bindings its `Delete`s end that the kernel may have been
+    /// answering for, as last handed to it: a grant the kernel made after
+    /// the delete is written in its place (`keep_kernel_grants`).
+    pub deleted: Vec<Lease>,
 }
 
 /// The store and the map, written in step.
@@ -185,11 +199,17 @@ impl Committer {
     /// a grant read from an entry they remove is written with them when
     /// it outlives the batch's end of the binding (`keep_kernel_grants`;
     /// `op_ns[i]`: when `ops[i]` was decided). `report.kept` says which.
-    pub fn prepare(&mut self, ops: &mut [StoreOp], op_ns: &[u64], report: &mut MapReport) {
+    pub fn prepare(
+        &mut self,
+        ops: &mut [StoreOp],
+        op_ns: &[u64],
+        deleted: &[Lease],
+        report: &mut MapReport,
+    ) {
         if let Some(m) = self.maps.as_mut() {
             m.before_commit(ops, report);
         }
-        report.kept = keep_kernel_grants(ops, op_ns, &report.removed, unix_now());
+        report.kept = keep_kernel_grants(ops, op_ns, deleted, &report.removed, unix_now());
         if !report.kept.is_empty() {
             tracing::info!(
                 bindings = report.kept.len(),
@@ -271,7 +291,7 @@ impl Committer {
             // bookkeeping before the batch's ops (which may strip the same
             // binding) look at it.
             self.unmap(&batch.unmap, &mut report);
-            self.prepare(&mut batch.ops, &batch.op_ns, &mut report);
+            self.prepare(&mut batch.ops, &batch.op_ns, &batch.deleted, &mut report);
             let written = self.write_until_durable(&mut batch, &rx, &mut report, &mut shutdown);
             // Done with, either way: its senders may queue more.
             let _ = self
@@ -387,6 +407,7 @@ impl Committer {
             &mut batch.ops,
             &mut batch.op_ns,
             &mut batch.internal,
+            &batch.deleted,
             from,
             report,
         );

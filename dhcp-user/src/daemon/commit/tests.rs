@@ -40,6 +40,7 @@ fn a_refused_batch_is_retried_in_order_and_its_replies_wait_for_it() {
         done: Some(done_tx),
         unmap: Vec::new(),
         at_ns: 0,
+        deleted: Vec::new(),
     })
     .unwrap();
     tx.send(Commit {
@@ -49,6 +50,7 @@ fn a_refused_batch_is_retried_in_order_and_its_replies_wait_for_it() {
         done: None,
         unmap: Vec::new(),
         at_ns: 0,
+        deleted: Vec::new(),
     })
     .unwrap();
     drop(tx);
@@ -107,6 +109,7 @@ fn the_commit_queue_stays_full_while_the_store_fails_and_drains_after() {
             done: None,
             unmap: Vec::new(),
             at_ns: 0,
+            deleted: Vec::new(),
         });
     }
     assert!(!q.has_room());
@@ -146,6 +149,7 @@ fn a_store_failing_at_shutdown_is_reported_not_written() {
         done: None,
         unmap: Vec::new(),
         at_ns: 0,
+        deleted: Vec::new(),
     })
     .unwrap();
     drop(tx);
@@ -222,6 +226,7 @@ fn a_lost_claim_withholds_only_its_own_reply_and_is_reported() {
             done: None,
             unmap: Vec::new(),
             at_ns: 0,
+            deleted: Vec::new(),
         })
         .unwrap();
     }
@@ -247,19 +252,24 @@ fn a_lost_claim_withholds_only_its_own_reply_and_is_reported() {
     assert_eq!(c.health.lock().unwrap().lost_claims, 1);
 }
 
+/// What the kernel granted `l`'s client: until `expires`, ACKed at
+/// `acked_at_ns`.
+fn grant(l: &Lease, expires: u64, acked_at_ns: u64) -> KernelGrant {
+    KernelGrant {
+        client: l.client.clone().unwrap(),
+        ip: l.ip,
+        expires,
+        expires_ns: acked_at_ns + u64::from(l.lease_secs) * 1_000_000_000,
+        lease_secs: l.lease_secs,
+    }
+}
+
 /// The kill -9 loop found it: reclaim ended a binding whose client had
 /// just been ACKed by the kernel, the end was written, and the engine's
 /// restore of the grant (a batch later) never was. The grant now goes
 /// into the write that ends the binding.
 #[test]
 fn a_grant_read_from_a_removed_entry_is_written_with_the_end_it_outlives() {
-    let grant = |l: &Lease, expires: u64, acked_at_ns: u64| KernelGrant {
-        client: l.client.clone().unwrap(),
-        ip: l.ip,
-        expires,
-        expires_ns: acked_at_ns + u64::from(l.lease_secs) * 1_000_000_000,
-        lease_secs: l.lease_secs,
-    };
     let ended = |n: u8, state: LeaseState| {
         let mut l = lease(n);
         l.state = state;
@@ -306,7 +316,7 @@ fn a_grant_read_from_a_removed_entry_is_written_with_the_end_it_outlives() {
         // Ended already when read: nothing to keep.
         grant(&lease(5), 900, end_ns),
     ];
-    let kept = keep_kernel_grants(&mut ops, &[end_ns; 4], &removed, 1_000);
+    let kept = keep_kernel_grants(&mut ops, &[end_ns; 4], &[], &removed, 1_000);
     assert_eq!(kept.len(), 2);
     // Each as written, for the engine's table.
     for (i, (g, l)) in kept.iter().enumerate() {
@@ -323,6 +333,37 @@ fn a_grant_read_from_a_removed_entry_is_written_with_the_end_it_outlives() {
         }
     }
     assert_eq!(ops[3], StoreOp::Put(other));
+}
+
+/// The model test found it: a lease deleted (lease4-del) while the kernel
+/// answered its client from the entry the delete had not yet removed left
+/// the store without the binding the client held an ACK for; a crash then
+/// freed the address. The deleted binding, as the kernel had it, is now
+/// written bound until the grant, when the grant came after the delete.
+#[test]
+fn a_grant_made_after_a_delete_is_written_in_its_place() {
+    let end_ns = 5_000_000_000_000;
+    let (late, early) = (lease(1), lease(2));
+    let mut ops = vec![StoreOp::Delete(late.ip), StoreOp::Delete(early.ip)];
+    let deleted = vec![late.clone(), early.clone()];
+    let removed = vec![
+        grant(&late, 2_000, end_ns + 1_000_000),
+        grant(&early, 2_000, end_ns - 1_000_000_000),
+    ];
+    let kept = keep_kernel_grants(&mut ops, &[end_ns; 2], &deleted, &removed, 1_000);
+    assert_eq!(kept.len(), 1);
+    let l = ops[0].lease().expect("the deleted binding written back");
+    assert_eq!(
+        (l.state, l.expires, l.client.clone()),
+        (LeaseState::Bound, 2_000, late.client)
+    );
+    assert!(l.fast.is_none());
+    assert_eq!(kept[0].1, *l);
+    // Renewed a second before the operator deleted it: the delete stands.
+    assert_eq!(ops[1], StoreOp::Delete(early.ip));
+    // Without the binding as the kernel had it, nothing to write.
+    let mut ops = vec![StoreOp::Delete(late.ip)];
+    assert!(keep_kernel_grants(&mut ops, &[end_ns], &[], &removed, 1_000).is_empty());
 }
 
 fn renewed(n: u8, expires: u64) -> StoreOp {
@@ -390,6 +431,7 @@ fn the_daemons_own_changes_during_an_outage_stay_one_per_address() {
         done: None,
         unmap: Vec::new(),
         at_ns: 0,
+        deleted: Vec::new(),
     });
     let sent = Arc::new(Mutex::new(Vec::new()));
     let sent_by = sent.clone();
@@ -419,6 +461,7 @@ fn the_daemons_own_changes_during_an_outage_stay_one_per_address() {
                 done: None,
                 unmap: Vec::new(),
                 at_ns: 0,
+                deleted: Vec::new(),
             });
         }
         most = most.max(health.lock().unwrap().pending_ops);
@@ -437,6 +480,7 @@ fn the_daemons_own_changes_during_an_outage_stay_one_per_address() {
         done: None,
         unmap: Vec::new(),
         at_ns: 0,
+        deleted: Vec::new(),
     });
     while health.lock().unwrap().pending_ops != 12 {
         let p = health.lock().unwrap().pending_ops;

@@ -170,6 +170,7 @@ impl Engine {
         // before or just after this end is told apart by it.
         let now = crate::xdp::clock::unix_ns_now();
         let leases = &mut self.server.leases;
+        let mut deleted = Vec::new();
         for op in &ops {
             match op {
                 StoreOp::Put(l) => {
@@ -195,7 +196,10 @@ impl Engine {
                         );
                     }
                 }
-                StoreOp::Delete(ip) => leases.hold_ended(*ip, now, EndKind::Ended),
+                StoreOp::Delete(ip) => {
+                    deleted.extend(leases.hold(*ip).map(|h| h.lease.clone()));
+                    leases.hold_ended(*ip, now, EndKind::Ended);
+                }
                 _ => {}
             }
         }
@@ -206,6 +210,7 @@ impl Engine {
             done,
             unmap: Vec::new(),
             at_ns: now,
+            deleted,
         }
     }
 
