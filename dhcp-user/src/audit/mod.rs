@@ -220,21 +220,7 @@ pub(crate) mod tests {
             state,
             expires: unix_now() + 100,
             lease_secs: 100,
-            fast: fast.then(|| {
-                Arc::new(FastReply {
-                    offerable: false,
-                    iface: "eth0".into(),
-                    outer_vlan: 0,
-                    inner_vlan: 0,
-                    giaddr: Ipv4Addr::UNSPECIFIED,
-                    prl_len: 0,
-                    shape_hash: 0,
-                    max_message_size: 0,
-                    client_id_len: 0,
-                    relay_info_len: 0,
-                    template: vec![53, 1, 5].into(),
-                })
-            }),
+            fast: fast.then(|| Arc::new(FastReply::minimal("eth0"))),
         }
     }
 

@@ -80,3 +80,25 @@ impl FastReply {
         })
     }
 }
+
+#[cfg(test)]
+impl FastReply {
+    /// For tests: a direct client's renewal on `iface` whose ACK is only
+    /// its message type.
+    pub(crate) fn minimal(iface: &str) -> FastReply {
+        use dhcp_common::layout::{msg, opt};
+        FastReply {
+            offerable: false,
+            iface: iface.into(),
+            outer_vlan: 0,
+            inner_vlan: 0,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            prl_len: 0,
+            shape_hash: 0,
+            max_message_size: 0,
+            client_id_len: 0,
+            relay_info_len: 0,
+            template: vec![opt::MESSAGE_TYPE, 1, msg::ACK].into(),
+        }
+    }
+}

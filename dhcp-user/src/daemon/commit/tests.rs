@@ -273,19 +273,7 @@ fn a_grant_read_from_a_removed_entry_is_written_with_the_end_it_outlives() {
     let ended = |n: u8, state: LeaseState| {
         let mut l = lease(n);
         l.state = state;
-        l.fast = Some(Arc::new(crate::lease::FastReply {
-            offerable: false,
-            iface: "srv0".into(),
-            outer_vlan: 0,
-            inner_vlan: 0,
-            giaddr: Ipv4Addr::UNSPECIFIED,
-            prl_len: 0,
-            shape_hash: 0,
-            max_message_size: 0,
-            client_id_len: 0,
-            relay_info_len: 0,
-            template: vec![53, 1, 5].into(),
-        }));
+        l.fast = Some(Arc::new(crate::lease::FastReply::minimal("srv0")));
         l
     };
     let (lapsed, released, early_release) = (

@@ -895,19 +895,7 @@ fn never_the_same_address_to_two_clients() {
 }
 
 fn fast_reply() -> Arc<FastReply> {
-    Arc::new(FastReply {
-        offerable: false,
-        iface: "srv0".into(),
-        outer_vlan: 0,
-        inner_vlan: 0,
-        giaddr: Ipv4Addr::UNSPECIFIED,
-        prl_len: 0,
-        shape_hash: 0,
-        max_message_size: 0,
-        client_id_len: 0,
-        relay_info_len: 0,
-        template: vec![opt::MESSAGE_TYPE, 1, msg::ACK].into(),
-    })
+    Arc::new(FastReply::minimal("srv0"))
 }
 
 fn stored_lease(last: u8, state: LeaseState, expires: u64, fast: bool) -> Lease {
