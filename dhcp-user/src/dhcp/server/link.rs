@@ -23,6 +23,29 @@ pub(super) fn relay_ids(rai: &[u8]) -> (&[u8], &[u8]) {
     (circuit, remote)
 }
 
+/// The line of a relayed client: its relay and the relay's names for it.
+fn relayed_line(giaddr: Ipv4Addr, circuit: &[u8], remote: &[u8]) -> LineId {
+    LineId::of(&[b"relay", &giaddr.octets(), circuit, remote])
+}
+
+/// The line of a directly connected client: interface and VLAN tags
+/// (0 for none). One rule for requests (`Server::line_of`) and stored
+/// leases (the caps count a lease's kernel reply).
+pub(super) fn direct_line(iface: &str, outer: u16, inner: u16) -> LineId {
+    LineId::of(&[
+        b"direct",
+        iface.as_bytes(),
+        &outer.to_be_bytes(),
+        &inner.to_be_bytes(),
+    ])
+}
+
+/// The relay a lease keeps (`Lease::relay`: giaddr, then option 82).
+pub(super) fn unstash(s: &[u8]) -> Option<(Ipv4Addr, &[u8])> {
+    let (g, rai) = s.split_at_checked(4)?;
+    Some((Ipv4Addr::new(g[0], g[1], g[2], g[3]), rai))
+}
+
 pub(super) fn hw_of(req: &DhcpRequest<'_>) -> Box<[u8]> {
     let mut v = Vec::with_capacity(1 + req.chaddr().len());
     v.push(req.htype);
@@ -62,11 +85,11 @@ impl Server {
     pub(super) fn line_of(req: &DhcpRequest<'_>, arrival: &Arrival<'_>) -> LineId {
         if !req.giaddr.is_unspecified() {
             let (circuit, remote) = relay_ids(req.relay_info.unwrap_or(&[]));
-            LineId::of(&[b"relay", &req.giaddr.octets(), circuit, remote])
+            relayed_line(req.giaddr, circuit, remote)
         } else {
-            let outer = arrival.tags.first().map_or(0, Tag::vid).to_be_bytes();
-            let inner = arrival.tags.get(1).map_or(0, Tag::vid).to_be_bytes();
-            LineId::of(&[b"direct", arrival.iface.as_bytes(), &outer, &inner])
+            let outer = arrival.tags.first().map_or(0, Tag::vid);
+            let inner = arrival.tags.get(1).map_or(0, Tag::vid);
+            direct_line(arrival.iface, outer, inner)
         }
     }
 

@@ -31,7 +31,7 @@ mod subscriber;
 mod trust;
 
 use limits::{CapIndex, Keys};
-use link::{dest, hw_of, relay_ids};
+use link::{dest, direct_line, hw_of, relay_ids, unstash};
 use offers::Offers;
 pub use offers::{LineId, SubnetOffers};
 use options::{overlay, resolve};
@@ -275,7 +275,7 @@ impl Server {
                 );
             }
         }
-        Server {
+        let mut server = Server {
             server_id: config.server.server_id,
             offers: Offers::new(
                 u64::from(config.server.offer_hold_secs),
@@ -292,7 +292,9 @@ impl Server {
             counters: Counters::default(),
             subs,
             cls: 0,
-        }
+        };
+        server.count_stored();
+        server
     }
 
     /// The configured subnet holding `ip`, by id.

@@ -102,9 +102,7 @@ impl Server {
         if !l.is_client(&Self::identity(req)) {
             return None;
         }
-        let s = l.relay.as_deref()?;
-        let (g, rai) = s.split_at_checked(4)?;
-        Some((Ipv4Addr::new(g[0], g[1], g[2], g[3]), rai))
+        unstash(l.relay.as_deref()?)
     }
 
     /// What a lease keeps of the request's relay (see `relay_of`).

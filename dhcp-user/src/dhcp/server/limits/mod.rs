@@ -12,20 +12,29 @@
 //! each address sits under one set of keys at a time, so the index never
 //! outgrows the pools.
 //!
-//! Not persisted: after a restart, leases count against their MAC again
-//! as their clients come back to the control plane; circuit-ids, remote-ids
-//! and lines are learnt afresh from requests (bindings the XDP program
-//! renews count from their next request that reaches the control plane).
+//! The index is not persisted but rebuilt whenever the state machine is
+//! built around stored leases (start, reload): every offered or bound
+//! lease counts from the start against the keys it carries, so bindings
+//! the XDP program renews, which may not reach the control plane for a
+//! long time, hold their place under the caps across a restart. A lease
+//! counts against its MAC (its hardware address), its relay's circuit-id
+//! and remote-id (the giaddr and option 82 it stashed) and its direct line
+//! (the interface and VLAN tags of its kernel reply). A lease without what
+//! a key needs does not count against that key until its client's next
+//! request reaches the control plane; for the line that is a direct
+//! binding without a kernel reply, whose renewals come to the control
+//! plane anyway. Quarantines count from the DECLINEs after the start.
 
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use crate::{
     config::Caps,
     dhcp::leases::LeaseTable,
-    lease::{ClientKey, LeaseState},
+    dhcp::subscriber::relay_identities,
+    lease::{hw_key, ClientKey, Lease, LeaseState},
 };
 
-use super::{hw_of, relay_ids, Arrival, LineId, Server};
+use super::{direct_line, hw_of, relay_ids, unstash, Arrival, LineId, Server, SubnetRt};
 use crate::proto::DhcpRequest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,8 +77,9 @@ pub struct Origin<'a> {
     pub hw: &'a [u8],
     /// For relayed requests: giaddr, circuit-id, remote-id.
     pub relay: Option<(Ipv4Addr, &'a [u8], &'a [u8])>,
-    /// The line (`Server::line_of`).
-    pub line: LineId,
+    /// The line (`Server::line_of`), for direct clients; None when not
+    /// known (a stored lease without a kernel reply).
+    pub line: Option<LineId>,
 }
 
 impl Keys {
@@ -97,7 +107,11 @@ impl Keys {
                     );
                 }
             }
-            None => add(Kind::Line, caps.per_line, o.line.0),
+            None => {
+                if let Some(line) = o.line {
+                    add(Kind::Line, caps.per_line, line.0);
+                }
+            }
         }
         Keys(k)
     }
@@ -298,7 +312,7 @@ impl Server {
             &Origin {
                 hw: &hw,
                 relay: (!req.giaddr.is_unspecified()).then_some((req.giaddr, circuit, remote)),
-                line: Self::line_of(req, arrival),
+                line: Some(Self::line_of(req, arrival)),
             },
         )
     }
@@ -320,6 +334,75 @@ impl Server {
         *self.counters.limited.entry(why).or_default() += 1;
         Some(why)
     }
+
+    /// Records every stored lease that holds an address against its caps
+    /// (`Server::new`), as the request that made it would have.
+    pub(super) fn count_stored(&mut self) {
+        let capped: HashMap<u32, &SubnetRt> = self
+            .subnets
+            .iter()
+            .filter(|s| s.caps.any_lease_cap())
+            .map(|s| (s.id, s))
+            .collect();
+        if capped.is_empty() {
+            return;
+        }
+        for l in self.leases.iter() {
+            if !matches!(l.state, LeaseState::Offered | LeaseState::Bound) {
+                continue;
+            }
+            let (Some(client), Some(sn)) = (&l.client, capped.get(&l.subnet_id)) else {
+                continue;
+            };
+            self.caps.leased(&stored_keys(sn, l), l.ip, client);
+        }
+    }
+}
+
+/// The caps a stored lease counts against (see the module doc); none for
+/// a reserved client, as for its requests (`Server::cap_keys`).
+fn stored_keys(sn: &SubnetRt, l: &Lease) -> Keys {
+    let stash = l.relay.as_deref().and_then(unstash);
+    if stored_reserved(sn, l, stash) {
+        return Keys::default();
+    }
+    let fast = l.fast.as_deref();
+    // Relayed as its request was: a giaddr, stashed with option 82 or kept
+    // in the kernel's reply (a relay that added no option 82).
+    let giaddr = stash
+        .map(|s| s.0)
+        .filter(|g| !g.is_unspecified())
+        .or_else(|| fast.map(|f| f.giaddr).filter(|g| !g.is_unspecified()));
+    let (circuit, remote) = stash.map_or((&[][..], &[][..]), |(_, rai)| relay_ids(rai));
+    Keys::leases(
+        sn.id,
+        &sn.caps,
+        &Origin {
+            hw: &l.hw,
+            relay: giaddr.map(|g| (g, circuit, remote)),
+            line: fast
+                .filter(|_| giaddr.is_none())
+                .map(|f| direct_line(&f.iface, f.outer_vlan, f.inner_vlan)),
+        },
+    )
+}
+
+/// `Server::reservation` for a stored lease: by its address, client key,
+/// hardware address or stashed relay identities.
+fn stored_reserved(sn: &SubnetRt, l: &Lease, stash: Option<(Ipv4Addr, &[u8])>) -> bool {
+    sn.reserved_ips.contains_key(&l.ip)
+        || l.client
+            .as_ref()
+            .is_some_and(|c| sn.reservations.contains_key(c))
+        || l.hw
+            .split_first()
+            .is_some_and(|(t, ch)| sn.reservations.contains_key(&hw_key(*t, ch)))
+        || stash.is_some_and(|(g, rai)| {
+            !sn.relay_reservations.is_empty()
+                && relay_identities(g, rai)
+                    .iter()
+                    .any(|id| sn.relay_reservations.contains_key(id))
+        })
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ fn direct<'a>(hw: &'a [u8], line: u64) -> Origin<'a> {
     Origin {
         hw,
         relay: None,
-        line: LineId(line),
+        line: Some(LineId(line)),
     }
 }
 
@@ -104,7 +104,7 @@ fn mac_circuit_and_remote_caps() {
             &Origin {
                 hw,
                 relay: Some((g, circuit, remote)),
-                line: LineId(0),
+                line: None,
             },
         )
     };
@@ -174,4 +174,204 @@ fn declines_are_capped_per_client_and_line() {
     // A quarantine that ended (here: the address re-leased) frees it.
     leases.put(lease(ip(30), &b, LeaseState::Bound, 9000));
     assert_eq!(idx.decline_refused(&k, &leases), None);
+}
+
+/// The caps hold across a restart: bindings read from the store count
+/// before any of their clients' requests reach the control plane (the
+/// kernel may renew them for a long time).
+mod from_the_store {
+    use std::sync::Arc;
+
+    use dhcp_common::{layout::bootp, ETH_P_8021Q};
+
+    use super::*;
+    use crate::{
+        config::Config,
+        dhcp::server::Outcome,
+        lease::{client_id_key, FastReply},
+        proto::{self, msg, opt, Tag},
+    };
+
+    const CONFIG: &str = r#"
+[server]
+server_id = "198.18.0.1"
+
+[limits]
+leases_per_mac = 1
+leases_per_circuit_id = 1
+leases_per_line = 1
+
+[[interface]]
+name = "srv0"
+
+[[subnet]]
+id = 1
+subnet = "198.18.0.0/24"
+interface = "srv0"
+[[subnet.pool]]
+start = "198.18.0.100"
+end = "198.18.0.110"
+
+[[subnet]]
+id = 2
+subnet = "198.18.1.0/24"
+interface = "srv0"
+vlan = 100
+[[subnet.pool]]
+start = "198.18.1.10"
+end = "198.18.1.20"
+[[subnet.reservation]]
+hw_address = "02:00:00:00:00:99"
+ip = "198.18.1.50"
+
+[[subnet]]
+id = 4
+subnet = "198.18.3.0/24"
+relays = ["198.18.9.1"]
+[[subnet.pool]]
+start = "198.18.3.10"
+end = "198.18.3.20"
+"#;
+
+    const NOW: u64 = 1_000_000;
+    const RELAY: [u8; 4] = [198, 18, 9, 1];
+    const VLAN100: &[Tag] = &[Tag {
+        tpid: ETH_P_8021Q,
+        tci: 100,
+    }];
+
+    fn hw(n: u8) -> [u8; 6] {
+        [2, 0, 0, 0, 0, n]
+    }
+
+    fn bound(ip: [u8; 4], subnet_id: u32, client: ClientKey, n: u8) -> Lease {
+        let mut h = vec![1];
+        h.extend_from_slice(&hw(n));
+        Lease {
+            ip: ip.into(),
+            client: Some(client),
+            hw: h.into(),
+            subnet_id,
+            state: LeaseState::Bound,
+            expires: NOW + 1000,
+            lease_secs: 1000,
+            fast: None,
+            relay: None,
+        }
+    }
+
+    fn kernel_reply(outer_vlan: u16) -> Option<Arc<FastReply>> {
+        Some(Arc::new(FastReply {
+            iface: "srv0".into(),
+            outer_vlan,
+            inner_vlan: 0,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            prl_len: 0,
+            shape_hash: 0,
+            max_message_size: 0,
+            client_id_len: 0,
+            relay_info_len: 0,
+            offerable: true,
+            template: Arc::from(&[0u8; 8][..]),
+        }))
+    }
+
+    fn stash(circuit: &[u8]) -> Option<Box<[u8]>> {
+        let mut v = RELAY.to_vec();
+        v.extend_from_slice(&[1, circuit.len() as u8]);
+        v.extend_from_slice(circuit);
+        Some(v.into())
+    }
+
+    /// A DISCOVER from `n`, relayed on `circuit` when given.
+    fn discover(
+        s: &mut Server,
+        n: u8,
+        client_id: Option<&[u8]>,
+        circuit: Option<&[u8]>,
+        tags: &[Tag],
+    ) -> Outcome {
+        let mut p = vec![0u8; bootp::FIXED_LEN];
+        p[bootp::OP] = bootp::BOOTREQUEST;
+        p[bootp::HTYPE] = bootp::HTYPE_ETHERNET;
+        p[bootp::HLEN] = 6;
+        p[bootp::XID].copy_from_slice(&(0x2000 + u32::from(n)).to_be_bytes());
+        p[bootp::CHADDR][..6].copy_from_slice(&hw(n));
+        if circuit.is_some() {
+            p[bootp::GIADDR].copy_from_slice(&RELAY);
+        }
+        p.extend_from_slice(&bootp::MAGIC_COOKIE);
+        p.extend_from_slice(&[opt::MESSAGE_TYPE, 1, msg::DISCOVER]);
+        if let Some(id) = client_id {
+            p.extend_from_slice(&[opt::CLIENT_ID, id.len() as u8]);
+            p.extend_from_slice(id);
+        }
+        if let Some(c) = circuit {
+            p.extend_from_slice(&[opt::RELAY_AGENT_INFO, c.len() as u8 + 2, 1, c.len() as u8]);
+            p.extend_from_slice(c);
+        }
+        p.push(opt::END);
+        let req = proto::parse_dhcp(&p).unwrap();
+        let arrival = Arrival {
+            iface: "srv0",
+            tags,
+            src_mac: hw(n),
+            src_ip: if circuit.is_some() {
+                RELAY.into()
+            } else {
+                Ipv4Addr::UNSPECIFIED
+            },
+        };
+        s.handle(&req, &arrival, NOW)
+    }
+
+    fn offered(o: &Outcome) -> bool {
+        o.reply.as_ref().is_some_and(|r| r.msg_type == msg::OFFER)
+    }
+
+    #[test]
+    fn stored_bindings_count_against_their_circuit_mac_and_line() {
+        let line = Lease {
+            fast: kernel_reply(0),
+            ..bound([198, 18, 0, 100], 1, hw_key(1, &hw(1)), 1)
+        };
+        let reserved = Lease {
+            fast: kernel_reply(100),
+            ..bound([198, 18, 1, 50], 2, hw_key(1, &hw(0x99)), 0x99)
+        };
+        let circuit = Lease {
+            relay: stash(b"1/1/1"),
+            ..bound([198, 18, 3, 10], 4, hw_key(1, &hw(0x11)), 0x11)
+        };
+        let mac = Lease {
+            relay: stash(b"1/2/1"),
+            ..bound([198, 18, 3, 11], 4, client_id_key(&[0xff, 1]), 0x21)
+        };
+        let c = Config::parse(CONFIG, "test").unwrap();
+        let mut s = Server::new(&c, vec![line, reserved, circuit, mac]);
+
+        let o = discover(&mut s, 2, None, None, &[]);
+        assert_eq!(o.dropped, Some("cap_line"));
+        let o = discover(&mut s, 0x12, None, Some(b"1/1/1"), &[]);
+        assert_eq!(o.dropped, Some("cap_circuit_id"));
+        let o = discover(&mut s, 0x21, Some(&[0xff, 2]), Some(b"1/2/2"), &[]);
+        assert_eq!(o.dropped, Some("cap_mac"));
+        for why in ["cap_line", "cap_circuit_id", "cap_mac"] {
+            assert_eq!(s.counters.limited.get(why), Some(&1), "{why}");
+        }
+        // Other circuits and lines are served, and a reserved binding does
+        // not count against its line.
+        assert!(offered(&discover(&mut s, 0x12, None, Some(b"1/1/2"), &[])));
+        assert!(offered(&discover(&mut s, 3, None, None, VLAN100)));
+        // The stored clients themselves come back.
+        assert!(offered(&discover(&mut s, 1, None, None, &[])));
+        assert!(offered(&discover(&mut s, 0x11, None, Some(b"1/1/1"), &[])));
+        assert!(offered(&discover(
+            &mut s,
+            0x21,
+            Some(&[0xff, 1]),
+            Some(b"1/2/1"),
+            &[]
+        )));
+    }
 }
