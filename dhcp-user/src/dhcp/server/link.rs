@@ -24,7 +24,7 @@ pub(super) fn relay_ids(rai: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// The line of a relayed client: its relay and the relay's names for it.
-fn relayed_line(giaddr: Ipv4Addr, circuit: &[u8], remote: &[u8]) -> LineId {
+pub(super) fn relayed_line(giaddr: Ipv4Addr, circuit: &[u8], remote: &[u8]) -> LineId {
     LineId::of(&[b"relay", &giaddr.octets(), circuit, remote])
 }
 

@@ -31,7 +31,7 @@ mod subscriber;
 mod trust;
 
 use limits::{CapIndex, Keys};
-use link::{dest, direct_line, hw_of, relay_ids, unstash};
+use link::{dest, direct_line, hw_of, relay_ids, relayed_line, unstash};
 use offers::Offers;
 pub use offers::{LineId, SubnetOffers};
 use options::{overlay, resolve};

@@ -34,7 +34,9 @@ use crate::{
     lease::{hw_key, ClientKey, Lease, LeaseState},
 };
 
-use super::{direct_line, hw_of, relay_ids, unstash, Arrival, LineId, Server, SubnetRt};
+use super::{
+    direct_line, hw_of, relay_ids, relayed_line, unstash, Arrival, LineId, Server, SubnetRt,
+};
 use crate::proto::DhcpRequest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -304,15 +306,27 @@ impl Server {
             return Keys::default();
         }
         let hw = hw_of(req);
-        let rai = req.relay_info.unwrap_or(&[]);
+        // A unicast renewal of a relayed binding (no giaddr, no option 82)
+        // counts on the circuit its stashed relay information names, as
+        // the binding did: recorded as a direct client's, it would leave
+        // the circuit's count.
+        let (giaddr, rai) = self
+            .relay_of(req)
+            .filter(|(g, _)| !g.is_unspecified())
+            .unwrap_or((req.giaddr, req.relay_info.unwrap_or(&[])));
         let (circuit, remote) = relay_ids(rai);
+        let relayed = !giaddr.is_unspecified();
         Keys::leases(
             sn.id,
             &sn.caps,
             &Origin {
                 hw: &hw,
-                relay: (!req.giaddr.is_unspecified()).then_some((req.giaddr, circuit, remote)),
-                line: Some(Self::line_of(req, arrival)),
+                relay: relayed.then_some((giaddr, circuit, remote)),
+                line: Some(if relayed {
+                    relayed_line(giaddr, circuit, remote)
+                } else {
+                    Self::line_of(req, arrival)
+                }),
             },
         )
     }

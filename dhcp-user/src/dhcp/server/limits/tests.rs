@@ -325,6 +325,48 @@ end = "198.18.3.20"
         s.handle(&req, &arrival, NOW)
     }
 
+    /// A RENEWING REQUEST from `n` for `ip`, unicast: no giaddr, no 82.
+    fn renew(s: &mut Server, n: u8, ip: [u8; 4]) -> Outcome {
+        let mut p = vec![0u8; bootp::FIXED_LEN];
+        p[bootp::OP] = bootp::BOOTREQUEST;
+        p[bootp::HTYPE] = bootp::HTYPE_ETHERNET;
+        p[bootp::HLEN] = 6;
+        p[bootp::XID].copy_from_slice(&(0x3000 + u32::from(n)).to_be_bytes());
+        p[bootp::CIADDR].copy_from_slice(&ip);
+        p[bootp::CHADDR][..6].copy_from_slice(&hw(n));
+        p.extend_from_slice(&bootp::MAGIC_COOKIE);
+        p.extend_from_slice(&[opt::MESSAGE_TYPE, 1, msg::REQUEST, opt::END]);
+        let req = proto::parse_dhcp(&p).unwrap();
+        let arrival = Arrival {
+            iface: "srv0",
+            tags: &[],
+            src_mac: hw(n),
+            src_ip: ip.into(),
+        };
+        s.handle(&req, &arrival, NOW)
+    }
+
+    /// A relayed binding renewed by unicast (no giaddr, no option 82) still
+    /// counts on its circuit: recorded as a direct client's, it left the
+    /// circuit's count and a second device there was offered an address.
+    #[test]
+    fn a_unicast_renewal_keeps_its_binding_on_the_circuit() {
+        let circuit = Lease {
+            relay: stash(b"1/1/1"),
+            ..bound([198, 18, 3, 10], 4, hw_key(1, &hw(0x11)), 0x11)
+        };
+        let c = Config::parse(CONFIG, "test").unwrap();
+        let mut s = Server::new(&c, vec![circuit]);
+        let o = renew(&mut s, 0x11, [198, 18, 3, 10]);
+        assert_eq!(
+            o.reply.as_ref().map(|r| r.msg_type),
+            Some(msg::ACK),
+            "{o:?}"
+        );
+        let o = discover(&mut s, 0x13, None, Some(b"1/1/1"), &[]);
+        assert_eq!(o.dropped, Some("cap_circuit_id"));
+    }
+
     fn offered(o: &Outcome) -> bool {
         o.reply.as_ref().is_some_and(|r| r.msg_type == msg::OFFER)
     }
