@@ -200,8 +200,9 @@ struct Belief {
     ip: Option<Ipv4Addr>,
     until: u64,
     /// Given up: the client sent a DISCOVER after the request this ACK
-    /// answered (a real client in INIT holds nothing, and ignores such
-    /// an ACK). Still counted as held against other clients.
+    /// answered. A real client in INIT holds nothing (RFC 2131 4.4.1) and
+    /// ignores such an ACK, so the address is no longer its: the server
+    /// may end the binding when it offers the client another address.
     stale: bool,
 }
 
@@ -918,7 +919,8 @@ impl<'k> World<'k> {
         for i in 0..CLIENTS as usize {
             for j in i + 1..CLIENTS as usize {
                 let (a, b) = (self.beliefs[i], self.beliefs[j]);
-                if a.ip.is_some() && a.ip == b.ip && a.until > now && b.until > now {
+                let holds = |x: Belief| x.until > now && !x.stale;
+                if a.ip.is_some() && a.ip == b.ip && holds(a) && holds(b) {
                     return Err(format!(
                         "{:?} held by clients {i} (until {}) and {j} (until {}) at {now}",
                         a.ip, a.until, b.until
