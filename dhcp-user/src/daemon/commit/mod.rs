@@ -68,10 +68,9 @@ pub fn keep_kernel_grants(
             }),
             op => op.lease().cloned(),
         };
-        let Some(l) = written.filter(|l| l.is_client(&g.client)) else {
+        let Some(mut l) = written.filter(|l| l.is_client(&g.client)) else {
             continue;
         };
-        let mut l = l;
         match l.state {
             LeaseState::Bound if g.expires <= l.expires => continue,
             LeaseState::Bound => {}

@@ -6,6 +6,19 @@ use crate::{
 use std::net::Ipv4Addr;
 use std::sync::atomic::AtomicU32;
 
+/// A commit with no waiter, no repairs and no deleted bindings.
+fn commit(seq: u64, ops: Vec<StoreOp>, replies: Vec<u8>) -> Commit<u8> {
+    Commit {
+        seq,
+        ops,
+        replies,
+        done: None,
+        unmap: Vec::new(),
+        at_ns: 0,
+        deleted: Vec::new(),
+    }
+}
+
 fn lease(n: u8) -> Lease {
     Lease {
         ip: Ipv4Addr::new(198, 18, 0, n),
@@ -43,16 +56,8 @@ fn a_refused_batch_is_retried_in_order_and_its_replies_wait_for_it() {
         deleted: Vec::new(),
     })
     .unwrap();
-    tx.send(Commit {
-        seq: 2,
-        ops: vec![StoreOp::Put(lease(2))],
-        replies: vec![2],
-        done: None,
-        unmap: Vec::new(),
-        at_ns: 0,
-        deleted: Vec::new(),
-    })
-    .unwrap();
+    tx.send(commit(2, vec![StoreOp::Put(lease(2))], vec![2]))
+        .unwrap();
     drop(tx);
     let sent = Mutex::new(Vec::new());
     let reports = Mutex::new(Vec::new());
@@ -102,15 +107,7 @@ fn the_commit_queue_stays_full_while_the_store_fails_and_drains_after() {
     let q = CommitQueue::new(tx, c.queued.clone(), 2);
     for n in 1..=2 {
         assert!(q.has_room());
-        q.send(Commit {
-            seq: u64::from(n),
-            ops: vec![StoreOp::Put(lease(n))],
-            replies: vec![n],
-            done: None,
-            unmap: Vec::new(),
-            at_ns: 0,
-            deleted: Vec::new(),
-        });
+        q.send(commit(u64::from(n), vec![StoreOp::Put(lease(n))], vec![n]));
     }
     assert!(!q.has_room());
     let t = std::thread::spawn(move || {
@@ -142,16 +139,8 @@ fn a_store_failing_at_shutdown_is_reported_not_written() {
     };
     let mut c = Committer::new(Box::new(store), None);
     let (tx, rx) = mpsc::channel::<Commit<u8>>();
-    tx.send(Commit {
-        seq: 1,
-        ops: vec![StoreOp::Put(lease(1))],
-        replies: vec![1],
-        done: None,
-        unmap: Vec::new(),
-        at_ns: 0,
-        deleted: Vec::new(),
-    })
-    .unwrap();
+    tx.send(commit(1, vec![StoreOp::Put(lease(1))], vec![1]))
+        .unwrap();
     drop(tx);
     let sent = Mutex::new(Vec::new());
     let stopping = AtomicBool::new(true);
@@ -412,15 +401,7 @@ fn the_daemons_own_changes_during_an_outage_stay_one_per_address() {
     let health = c.health.clone();
     let (tx, rx) = mpsc::channel::<Commit<u8>>();
     let q = CommitQueue::new(tx, c.queued.clone(), 4);
-    q.send(Commit {
-        seq: 1,
-        ops: vec![StoreOp::Put(lease(1))],
-        replies: vec![1],
-        done: None,
-        unmap: Vec::new(),
-        at_ns: 0,
-        deleted: Vec::new(),
-    });
+    q.send(commit(1, vec![StoreOp::Put(lease(1))], vec![1]));
     let sent = Arc::new(Mutex::new(Vec::new()));
     let sent_by = sent.clone();
     let t = std::thread::spawn(move || {
@@ -461,15 +442,7 @@ fn the_daemons_own_changes_during_an_outage_stay_one_per_address() {
     assert!(most <= 11, "at most {most} pending");
     // Taken in while refused: a last change of another address, queued
     // behind all of them, joins the batch (so everything before it did).
-    q.send(Commit {
-        seq: seq + 1,
-        ops: vec![renewed(50, 5_000)],
-        replies: Vec::new(),
-        done: None,
-        unmap: Vec::new(),
-        at_ns: 0,
-        deleted: Vec::new(),
-    });
+    q.send(commit(seq + 1, vec![renewed(50, 5_000)], Vec::new()));
     while health.lock().unwrap().pending_ops != 12 {
         let p = health.lock().unwrap().pending_ops;
         assert!(p <= 12, "pending {p}");

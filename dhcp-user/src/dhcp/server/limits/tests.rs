@@ -262,17 +262,9 @@ end = "198.18.3.20"
 
     fn kernel_reply(outer_vlan: u16) -> Option<Arc<FastReply>> {
         Some(Arc::new(FastReply {
-            iface: "srv0".into(),
             outer_vlan,
-            inner_vlan: 0,
-            giaddr: Ipv4Addr::UNSPECIFIED,
-            prl_len: 0,
-            shape_hash: 0,
-            max_message_size: 0,
-            client_id_len: 0,
-            relay_info_len: 0,
             offerable: true,
-            template: Arc::from(&[0u8; 8][..]),
+            ..FastReply::minimal("srv0")
         }))
     }
 
