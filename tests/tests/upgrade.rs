@@ -37,6 +37,17 @@ const CLIENTS: u32 = 40;
 
 /// Client i (loadgen's `client_mac(i)`) is reserved 198.18.0.(100 + i), so
 /// renewals need no DORA in the same run (`--synthetic`).
+/// The previous-layout object, or a failure naming the fix where the
+/// build found no eBPF toolchain (tests/build.rs leaves it empty then).
+fn prev_object() -> &'static [u8] {
+    assert!(
+        !PREV_OBJECT.is_empty(),
+        "the previous-layout XDP object is empty: the eBPF toolchain was missing when \
+         xdhcp-tests was built; run `cargo xtask setup`"
+    );
+    PREV_OBJECT
+}
+
 fn config() -> String {
     let mut c = String::from(
         r#"
@@ -118,7 +129,7 @@ fn plant_previous_layout(dir: &Path) {
     let mut ebpf = loader
         .override_global("AYA_LOG_LEVEL", &info, false)
         .map_max_entries(MAP_LEASES, max_entries)
-        .load(PREV_OBJECT)
+        .load(prev_object())
         .unwrap();
     {
         let mut leases: BpfHashMap<_, prev::LeaseKey, LeaseValue> =
