@@ -126,11 +126,11 @@ fn a_batch_is_one_round_trip_and_reads_back_as_applied_in_order() {
     let mut renewed = lease(1, 9_000);
     renewed.lease_secs = 900;
     b.apply(&[
-        StoreOp::Delete(lease(1, 0).ip),
+        StoreOp::delete_of(&lease(1, 0)),
         StoreOp::Renewed(renewed.clone()),
         StoreOp::Put(lease(2, 7_000)),
-        StoreOp::Delete(lease(2, 0).ip),
-        StoreOp::Delete(lease(3, 0).ip),
+        StoreOp::delete_of(&lease(2, 0)),
+        StoreOp::delete_of(&lease(3, 0)),
     ])
     .unwrap();
     let mut got = a.load().unwrap();
@@ -257,6 +257,88 @@ fn a_claim_on_an_address_another_nodes_client_holds_is_lost_until_its_end_plus_m
     );
 }
 
+/// Issue 15: a node deletes an address only as the client it believed
+/// held it. Node b still believes client 11 holds addresses 1 and 2 (it
+/// granted them once), but node a has granted them to 1 and 2 since; an
+/// operator's `lease4-del` on b must not free them for anyone.
+#[test]
+fn a_delete_from_stale_memory_frees_no_address_another_nodes_client_holds() {
+    let pg = PgCluster::start(None).unwrap();
+    assert!(xdhcp_db(&pg, "init").0);
+    let mut cfg_a = db(&pg, "a");
+    cfg_a.mclt_secs = 100;
+    let mut cfg_b = db(&pg, "b");
+    cfg_b.mclt_secs = 100;
+    let mut a = PgStore::open(&cfg_a).unwrap();
+    let mut b = PgStore::open(&cfg_b).unwrap();
+    let now = unix_now();
+    let of = |n: u32, ip_of: u32, expires: u64| {
+        let mut l = lease(n, expires);
+        l.ip = lease(ip_of, 0).ip;
+        l
+    };
+    // a: its clients 1 and 2 hold their addresses (2 ended 50 s ago,
+    // within the MCLT), 3 ended 200 s ago, 4 is a's and bound.
+    a.apply(&[
+        StoreOp::Put(lease(1, now + 600)),
+        StoreOp::Put(lease(2, now - 50)),
+        StoreOp::Put(lease(3, now - 200)),
+        StoreOp::Put(lease(4, now + 600)),
+    ])
+    .unwrap();
+    // b deletes 1, 2 and 3 believing client 11 held them, 4 as its
+    // own client 4's, and 5, which no row holds.
+    b.apply(&[
+        StoreOp::delete_of(&of(11, 1, 0)),
+        StoreOp::delete_of(&of(11, 2, 0)),
+        StoreOp::delete_of(&of(11, 3, 0)),
+        StoreOp::delete_of(&lease(4, 0)),
+        StoreOp::delete_of(&lease(5, 0)),
+    ])
+    .unwrap();
+    let mut lost = b.take_lost();
+    lost.sort_by_key(|l| l.ip);
+    assert_eq!(
+        lost,
+        vec![lease(1, now + 600), lease(2, now - 50)],
+        "b learns who holds what it could not delete"
+    );
+    let left = pg
+        .psql("SELECT string_agg((ip - 3323068416) || '=' || node, ',' ORDER BY ip) FROM xdhcp_leases")
+        .unwrap();
+    assert_eq!(
+        left, "1=a,2=a",
+        "past end + MCLT (3) and the same client's (4) are gone"
+    );
+    assert_eq!(
+        b.stats
+            .lost_claims
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "a missing row is no lost claim"
+    );
+    // A delete with no client named frees only what holds nothing.
+    let mut released = lease(6, now + 600);
+    released.state = LeaseState::Released;
+    a.apply(&[StoreOp::Put(released)]).unwrap();
+    b.apply(&[
+        StoreOp::Delete {
+            ip: lease(1, 0).ip,
+            client: None,
+        },
+        StoreOp::Delete {
+            ip: lease(6, 0).ip,
+            client: None,
+        },
+    ])
+    .unwrap();
+    assert_eq!(b.take_lost(), vec![lease(1, now + 600)]);
+    let left = pg
+        .psql("SELECT string_agg((ip - 3323068416)::text, ',' ORDER BY ip) FROM xdhcp_leases")
+        .unwrap();
+    assert_eq!(left, "1,2");
+}
+
 #[test]
 fn every_change_is_numbered_and_announced_at_commit() {
     let pg = PgCluster::start(None).unwrap();
@@ -271,7 +353,7 @@ fn every_change_is_numbered_and_announced_at_commit() {
             .collect::<Vec<_>>(),
     )
     .unwrap();
-    a.apply(&[StoreOp::Delete(lease(4, 0).ip), StoreOp::Put(lease(11, 1))])
+    a.apply(&[StoreOp::delete_of(&lease(4, 0)), StoreOp::Put(lease(11, 1))])
         .unwrap();
     let mut heard = Vec::new();
     let mut n = listener.notifications();

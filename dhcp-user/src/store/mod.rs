@@ -10,7 +10,10 @@ use std::net::Ipv4Addr;
 
 use anyhow::Result;
 
-use crate::{config::Config, lease::Lease};
+use crate::{
+    config::Config,
+    lease::{ClientKey, Lease},
+};
 
 pub mod postgres;
 mod sqlite;
@@ -38,7 +41,15 @@ pub enum StoreOp {
     /// Same as `Put`, for a renewal the XDP program already answered: the
     /// lease map is ahead of the store and must not be rewritten from it.
     Renewed(Lease),
-    Delete(Ipv4Addr),
+    /// Remove the lease at `ip`; `client` is whose the deleting node
+    /// believes it is. A store shared by several nodes removes it only if
+    /// it is still that client's, holds nothing, or ended longer than the
+    /// MCLT ago (the claim's rule): a node acting on stale memory must not
+    /// free an address another node has granted since.
+    Delete {
+        ip: Ipv4Addr,
+        client: Option<ClientKey>,
+    },
     /// A daemon fact kept beside the leases, written in the same batch.
     Meta(&'static str, i64),
     /// A reservation made through the control API (config-file ones live
@@ -84,6 +95,14 @@ pub struct ApiRelayId {
 }
 
 impl StoreOp {
+    /// The removal of `l`, as the client it names.
+    pub fn delete_of(l: &Lease) -> StoreOp {
+        StoreOp::Delete {
+            ip: l.ip,
+            client: l.client.clone(),
+        }
+    }
+
     pub fn lease(&self) -> Option<&Lease> {
         match self {
             StoreOp::Put(l) | StoreOp::Renewed(l) => Some(l),

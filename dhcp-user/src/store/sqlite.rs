@@ -131,7 +131,7 @@ impl SqliteStore {
                             l.relay.as_deref(),
                         ])?;
                     }
-                    StoreOp::Delete(ip) => {
+                    StoreOp::Delete { ip, .. } => {
                         del.execute(params![i64::from(u32::from(*ip))])?;
                     }
                     StoreOp::Meta(k, v) => {

@@ -61,7 +61,7 @@ impl LeaseStore for MemoryStore {
                 StoreOp::Put(l) | StoreOp::Renewed(l) => {
                     self.leases.insert(l.ip, l.clone());
                 }
-                StoreOp::Delete(ip) => {
+                StoreOp::Delete { ip, .. } => {
                     self.leases.remove(ip);
                 }
                 StoreOp::Meta(k, v) => {

@@ -28,16 +28,19 @@ pub(super) fn get(cx: &Context<'_>, a: &Value) -> Outcome {
 }
 
 pub(super) fn delete(cx: &mut Context<'_>, a: &Value) -> Outcome {
-    let ip = match find(cx.server, a) {
-        Ok(Some(l)) => l.ip,
+    let op = match find(cx.server, a) {
+        Ok(Some(l)) => StoreOp::delete_of(l),
         Ok(None) => return reply(Response::empty("no such lease")),
         Err(e) => return reply(Response::error(e)),
+    };
+    let StoreOp::Delete { ip, .. } = op else {
+        unreachable!()
     };
     cx.server.leases.remove(ip);
     tracing::info!(%ip, "lease deleted by the control API");
     (
         Response::ok(format!("lease {ip} deleted"), Value::Null),
-        vec![StoreOp::Delete(ip)],
+        vec![op],
     )
 }
 

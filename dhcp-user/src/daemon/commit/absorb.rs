@@ -20,7 +20,7 @@ use crate::{lease::Lease, store::StoreOp, xdp::clock::unix_now, xdp::map_sync::M
 /// The address a lease op writes.
 fn address(op: &StoreOp) -> Option<Ipv4Addr> {
     match op {
-        StoreOp::Delete(ip) => Some(*ip),
+        StoreOp::Delete { ip, .. } => Some(*ip),
         op => op.lease().map(|l| l.ip),
     }
 }

@@ -53,7 +53,7 @@ pub fn keep_kernel_grants(
     let mut kept = Vec::new();
     for g in removed.iter().filter(|g| g.expires > now) {
         let Some(i) = ops.iter().rposition(|op| match op {
-            StoreOp::Delete(ip) => *ip == g.ip,
+            StoreOp::Delete { ip, .. } => *ip == g.ip,
             op => op.lease().is_some_and(|l| l.ip == g.ip),
         }) else {
             continue;
@@ -61,7 +61,7 @@ pub fn keep_kernel_grants(
         // A deleted lease: the binding as the kernel had it, if the
         // engine handed one over (it keeps the address held anyway).
         let written = match &ops[i] {
-            StoreOp::Delete(ip) => deleted.iter().rev().find(|l| l.ip == *ip).map(|l| {
+            StoreOp::Delete { ip, .. } => deleted.iter().rev().find(|l| l.ip == *ip).map(|l| {
                 let mut l = l.clone();
                 l.state = LeaseState::Released;
                 l

@@ -321,7 +321,7 @@ fn a_grant_read_from_a_removed_entry_is_written_with_the_end_it_outlives() {
 fn a_grant_made_after_a_delete_is_written_in_its_place() {
     let end_ns = 5_000_000_000_000;
     let (late, early) = (lease(1), lease(2));
-    let mut ops = vec![StoreOp::Delete(late.ip), StoreOp::Delete(early.ip)];
+    let mut ops = vec![StoreOp::delete_of(&late), StoreOp::delete_of(&early)];
     let deleted = vec![late.clone(), early.clone()];
     let removed = vec![
         grant(&late, 2_000, end_ns + 1_000_000),
@@ -332,14 +332,14 @@ fn a_grant_made_after_a_delete_is_written_in_its_place() {
     let l = ops[0].lease().expect("the deleted binding written back");
     assert_eq!(
         (l.state, l.expires, l.client.clone()),
-        (LeaseState::Bound, 2_000, late.client)
+        (LeaseState::Bound, 2_000, late.client.clone())
     );
     assert!(l.fast.is_none());
     assert_eq!(kept[0].1, *l);
     // Renewed a second before the operator deleted it: the delete stands.
-    assert_eq!(ops[1], StoreOp::Delete(early.ip));
+    assert_eq!(ops[1], StoreOp::delete_of(&early));
     // Without the binding as the kernel had it, nothing to write.
-    let mut ops = vec![StoreOp::Delete(late.ip)];
+    let mut ops = vec![StoreOp::delete_of(&late)];
     assert!(keep_kernel_grants(&mut ops, &[end_ns], &[], &removed, 1_000).is_empty());
 }
 
@@ -369,7 +369,7 @@ fn only_the_daemons_own_superseded_changes_are_folded() {
         StoreOp::Meta("reply_config", 7), // not a lease op: stays
         put(3, 20),                       // own, last of .3
         put(4, 10),                       // own, a later Delete: folded
-        StoreOp::Delete(lease(4).ip),     // own, last of .4
+        StoreOp::delete_of(&lease(4)),    // own, last of .4
     ];
     let mut op_ns: Vec<u64> = (0..ops.len() as u64).collect();
     let mut internal = vec![true, true, false, true, true, true, true, true, true];
@@ -382,7 +382,7 @@ fn only_the_daemons_own_superseded_changes_are_folded() {
     assert_eq!(ops[2], renewed(1, 20));
     assert_eq!(ops[3], renewed(2, 20));
     assert_eq!(ops[5], put(3, 20));
-    assert_eq!(ops[6], StoreOp::Delete(lease(4).ip));
+    assert_eq!(ops[6], StoreOp::delete_of(&lease(4)));
 }
 
 /// Issue 14: while the store refuses writes, the renewals the kernel

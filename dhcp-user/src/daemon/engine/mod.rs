@@ -196,7 +196,7 @@ impl Engine {
                         );
                     }
                 }
-                StoreOp::Delete(ip) => {
+                StoreOp::Delete { ip, .. } => {
                     deleted.extend(leases.hold(*ip).map(|h| h.lease.clone()));
                     leases.hold_ended(*ip, now, EndKind::Ended);
                 }

@@ -14,15 +14,23 @@ use postgres::{types::ToSql, Client, Row, Statement, Transaction};
 use super::{connect::Ctx, read::row_lease, read::SELECT, PgStats};
 use crate::{lease::Lease, store::StoreOp};
 
-/// Every lease change of a batch as one statement: deletions first, then
-/// upserts (the batch is reduced to each address's last change, so no
-/// address is in both). The upsert is the claim, and the primary key on
-/// the address the arbiter between nodes: a row is overwritten only when
-/// it is the same client's, holds nothing (offered, released, expired),
-/// or ended longer than the MCLT ago by the database's clock. The
-/// addresses written come back; the others are claims lost.
-pub(super) const APPLY: &str = "WITH gone AS (DELETE FROM xdhcp_leases WHERE ip = ANY($9::bigint[]))
-    INSERT INTO xdhcp_leases (ip, client, hw, subnet_id, state, expires, lease_secs, fast, relay, node)
+/// Every lease change of a batch as one statement: deletions and upserts
+/// (the batch is reduced to each address's last change, so no address is
+/// in both). The upsert is the claim, and the primary key on the address
+/// the arbiter between nodes: a row is overwritten only when it is the
+/// same client's, holds nothing (offered, released, expired), or ended
+/// longer than the MCLT ago by the database's clock. A deletion takes the
+/// same rule with the client the deleting node believed held the
+/// address, so a node with stale memory cannot free an address another
+/// node has granted since. The addresses written or deleted come back;
+/// the others are claims lost.
+pub(super) const APPLY: &str = "WITH d AS (SELECT * FROM unnest($9::bigint[], $13::bytea[]) AS d(ip, client)),
+    gone AS (DELETE FROM xdhcp_leases USING d WHERE xdhcp_leases.ip = d.ip
+        AND (xdhcp_leases.client IS NOT DISTINCT FROM d.client
+            OR xdhcp_leases.state IN (0, 2, 3)
+            OR xdhcp_leases.expires + $11::bigint <= extract(epoch FROM now())::bigint)
+        RETURNING xdhcp_leases.ip),
+    put AS (INSERT INTO xdhcp_leases (ip, client, hw, subnet_id, state, expires, lease_secs, fast, relay, node)
     SELECT u.*, $10::text FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::bigint[],
         $5::smallint[], $6::bigint[], $7::bigint[], $8::bytea[], $12::bytea[]) AS u
     ON CONFLICT (ip) DO UPDATE SET client = EXCLUDED.client, hw = EXCLUDED.hw,
@@ -32,13 +40,14 @@ pub(super) const APPLY: &str = "WITH gone AS (DELETE FROM xdhcp_leases WHERE ip 
     WHERE xdhcp_leases.client IS NOT DISTINCT FROM EXCLUDED.client
         OR xdhcp_leases.state IN (0, 2, 3)
         OR xdhcp_leases.expires + $11::bigint <= extract(epoch FROM now())::bigint
-    RETURNING ip";
+    RETURNING ip)
+    SELECT ip FROM gone UNION ALL SELECT ip FROM put";
 
 pub(super) const PUT_META: &str = "INSERT INTO xdhcp_meta (node, k, v) VALUES ($1, $2, $3)
                          ON CONFLICT (node, k) DO UPDATE SET v = EXCLUDED.v";
 
-/// The twelve parameters of `APPLY`, in its numbering.
-type ApplyParams<'a> = [&'a (dyn ToSql + Sync); 12];
+/// The thirteen parameters of `APPLY`, in its numbering.
+type ApplyParams<'a> = [&'a (dyn ToSql + Sync); 13];
 
 /// A batch's lease changes as the arrays `APPLY` takes.
 #[derive(Default)]
@@ -53,6 +62,8 @@ struct Columns {
     fast: Vec<Option<Vec<u8>>>,
     relay: Vec<Option<Vec<u8>>>,
     deleted: Vec<i64>,
+    /// Whose each deleted address was, as the deleting node believed.
+    deleted_client: Vec<Option<Vec<u8>>>,
 }
 
 impl Columns {
@@ -75,6 +86,7 @@ impl Columns {
             &ctx.node,
             &ctx.mclt,
             &self.relay,
+            &self.deleted_client,
         ]
     }
 
@@ -93,23 +105,26 @@ impl Columns {
 
 fn columns(ops: &[StoreOp]) -> Columns {
     // Each address's last change is what the batch leaves, in order.
-    let mut last: HashMap<Ipv4Addr, Option<&Lease>> = HashMap::new();
+    let mut last: HashMap<Ipv4Addr, &StoreOp> = HashMap::new();
     let mut order = Vec::new();
     for op in ops {
-        let (ip, l) = match op {
-            StoreOp::Put(l) | StoreOp::Renewed(l) => (l.ip, Some(l)),
-            StoreOp::Delete(ip) => (*ip, None),
+        let ip = match op {
+            StoreOp::Put(l) | StoreOp::Renewed(l) => l.ip,
+            StoreOp::Delete { ip, .. } => *ip,
             _ => continue,
         };
-        if last.insert(ip, l).is_none() {
+        if last.insert(ip, op).is_none() {
             order.push(ip);
         }
     }
     let mut c = Columns::default();
     for ip in order {
         match last[&ip] {
-            None => c.deleted.push(i64::from(u32::from(ip))),
-            Some(l) => c.push(l),
+            StoreOp::Delete { client, .. } => {
+                c.deleted.push(i64::from(u32::from(ip)));
+                c.deleted_client.push(client.as_deref().map(<[u8]>::to_vec));
+            }
+            op => c.push(op.lease().expect("a lease change")),
         }
     }
     c
@@ -128,7 +143,7 @@ pub(super) fn apply(
     let params = c.params(ctx);
     let rest: Vec<&StoreOp> = ops
         .iter()
-        .filter(|o| o.lease().is_none() && !matches!(o, StoreOp::Delete(_)))
+        .filter(|o| o.lease().is_none() && !matches!(o, StoreOp::Delete { .. }))
         .collect();
     let written = if rest.is_empty() {
         write_leases(client, st, &params, rows, stats)?
@@ -137,7 +152,8 @@ pub(super) fn apply(
     };
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.rows.fetch_add(rows, Ordering::Relaxed);
-    lost_claims(client, &c.ip, &written, stats)
+    let changed: Vec<i64> = c.ip.iter().chain(&c.deleted).copied().collect();
+    lost_claims(client, &changed, &written, stats)
 }
 
 /// A batch of lease changes only: one statement, atomic on its own.
@@ -210,35 +226,38 @@ fn write_other(tx: &mut Transaction, node: &str, op: &StoreOp) -> Result<()> {
                 &[&i64::from(*subnet_id), &i64::from(u32::from(*ip))],
             )?;
         }
-        StoreOp::Put(_) | StoreOp::Renewed(_) | StoreOp::Delete(_) => {}
+        StoreOp::Put(_) | StoreOp::Renewed(_) | StoreOp::Delete { .. } => {}
     }
     Ok(())
 }
 
 /// The leases, as the database holds them, at the addresses the batch
-/// upserted but `APPLY` did not return: claims another node's client won.
+/// upserted or deleted but `APPLY` did not return: claims another node's
+/// client won. A deletion of a row that is not there any more loses
+/// nothing and teaches nothing.
 fn lost_claims(
     client: &mut Client,
-    upserted: &[i64],
+    changed: &[i64],
     written: &[Row],
     stats: &PgStats,
 ) -> Result<Vec<Lease>> {
-    if written.len() == upserted.len() {
+    if written.len() == changed.len() {
         return Ok(Vec::new());
     }
     let won: HashSet<i64> = written.iter().map(|r| r.get(0)).collect();
-    let lost: Vec<i64> = upserted
+    let lost: Vec<i64> = changed
         .iter()
         .copied()
         .filter(|ip| !won.contains(ip))
         .collect();
-    stats
-        .lost_claims
-        .fetch_add(lost.len() as u64, Ordering::Relaxed);
     stats.round_trips.fetch_add(1, Ordering::Relaxed);
-    client
+    let held: Vec<Lease> = client
         .query(&format!("{SELECT} WHERE ip = ANY($1)"), &[&lost])?
         .iter()
         .map(row_lease)
-        .collect()
+        .collect::<Result<_>>()?;
+    stats
+        .lost_claims
+        .fetch_add(held.len() as u64, Ordering::Relaxed);
+    Ok(held)
 }

@@ -168,7 +168,10 @@ fn sqlite_round_trip_and_reopen() {
         let mut declined = lease(3, LeaseState::Declined);
         declined.client = None;
         s.apply(&[
-            StoreOp::Delete(Ipv4Addr::new(198, 18, 0, 2)),
+            StoreOp::Delete {
+                ip: Ipv4Addr::new(198, 18, 0, 2),
+                client: None,
+            },
             StoreOp::Put(declined),
         ])
         .unwrap();

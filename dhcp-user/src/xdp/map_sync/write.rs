@@ -15,7 +15,7 @@ fn last_lease_op(ops: &[StoreOp]) -> HashMap<Ipv4Addr, usize> {
             StoreOp::Put(l) => {
                 last.insert(l.ip, i);
             }
-            StoreOp::Delete(ip) => {
+            StoreOp::Delete { ip, .. } => {
                 last.insert(*ip, i);
             }
             _ => {}
