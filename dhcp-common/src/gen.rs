@@ -10,9 +10,16 @@ pub const MAP_LATENCY: &str = "XDHCP_GEN_LATENCY";
 pub const TX_PROGRAM: &str = "xdhcp_gen";
 pub const RX_PROGRAM: &str = "xdhcp_gen_rx";
 
-/// Every request the sender builds is this long (Ethernet + IPv4 + UDP +
-/// a 300-byte BOOTP payload): live-frames mode wants a fixed size.
+/// An untagged request padded to a 300-byte BOOTP payload (Ethernet +
+/// IPv4 + UDP + BOOTP). Live-frames mode wants one size per run: each
+/// shape's template has its own ([`GenConfig::frame_len`]), at most
+/// [`MAX_FRAME_LEN`].
 pub const FRAME_LEN: usize = crate::layout::MIN_FRAME_LEN;
+/// The longest template: a padded request under two VLAN tags.
+pub const MAX_FRAME_LEN: usize = FRAME_LEN + 2 * crate::layout::eth::VLAN_TAG_LEN;
+/// The shortest template the sender accepts: Ethernet, IPv4, UDP and
+/// BOOTP up to its options (an unpadded request is longer).
+pub const MIN_TEMPLATE_LEN: usize = 14 + 20 + 8 + crate::layout::bootp::OPTIONS;
 /// Client index in the low 24 bits of the xid, the run's epoch above.
 pub const MAX_CLIENTS: u32 = 1 << 24;
 
@@ -108,14 +115,35 @@ pub struct GenConfig {
     pub requested_ip_off: u32,
     /// Network byte order.
     pub server_ip: u32,
-    /// The request with every per-client field zero.
-    pub frame: [u8; FRAME_LEN + 2],
+    /// The request with every per-client field zero (the 4 bytes past
+    /// [`MAX_FRAME_LEN`] keep the struct free of tail padding).
+    pub frame: [u8; MAX_FRAME_LEN + 4],
     /// [`kind::FLOOD`]: offsets in `frame` of option 53's value and of
     /// option 54, which every other frame turns into a DISCOVER (53 =
     /// 1, 54 padded out).
     pub msg_type_off: u16,
     pub server_id_off: u16,
+    /// How many bytes of `frame` are the request
+    /// ([`MIN_TEMPLATE_LEN`]..=[`MAX_FRAME_LEN`]).
+    pub frame_len: u16,
+    /// Where the IPv4 header starts: 14 untagged, 18 under one VLAN tag,
+    /// 22 under two (UDP and BOOTP follow at fixed distances).
+    pub ip_off: u16,
+    /// Offset of option 61's value, whose bytes 3..9 are the client's MAC
+    /// (`[0, 'l', 'g', mac]`), else 0.
+    pub client_id_off: u16,
 }
+
+/// The client identifier (option 61) client `mac` sends in the
+/// client-id shape: type 0 (not a hardware address, RFC 2132 9.14), so
+/// the server keys the binding on it rather than on chaddr.
+pub fn client_id(mac: [u8; 6]) -> [u8; 9] {
+    [
+        0, b'l', b'g', mac[0], mac[1], mac[2], mac[3], mac[4], mac[5],
+    ]
+}
+/// Where the MAC sits in [`client_id`].
+pub const CLIENT_ID_MAC_AT: usize = 3;
 
 pub mod kind {
     /// Unicast to the server, ciaddr set (RFC 2131 RENEWING).
@@ -136,10 +164,11 @@ mod tests {
 
     #[test]
     fn gen_config() {
-        assert_eq!(size_of::<GenConfig>(), 384);
+        assert_eq!(size_of::<GenConfig>(), 400);
         no_hidden_padding!(GenConfig, timeout_ns: u64, clients: u32, stride: u32, epoch: u32,
             kind: u32, expect: u32, requested_ip_off: u32, server_ip: u32,
-            frame: [u8; FRAME_LEN + 2], msg_type_off: u16, server_id_off: u16);
+            frame: [u8; MAX_FRAME_LEN + 4], msg_type_off: u16, server_id_off: u16,
+            frame_len: u16, ip_off: u16, client_id_off: u16);
     }
 
     #[test]

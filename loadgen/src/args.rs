@@ -60,6 +60,44 @@ pub enum Engine {
     Xdp,
 }
 
+/// How every request of a run is shaped (DORA and renewals alike: the
+/// fast path answers a client in the shape its binding was made in).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Shape {
+    /// Untagged, padded to a 300-byte BOOTP payload, no client id.
+    #[default]
+    Plain,
+    /// Under one 802.1Q tag (VLAN 100).
+    Dot1q,
+    /// Under two tags: 802.1ad outer VLAN 100, 802.1Q inner VLAN 200.
+    Qinq,
+    /// With a client identifier (option 61, type 0, carrying the MAC).
+    ClientId,
+    /// The BOOTP payload ends at its END option (no padding to 300).
+    Unpadded,
+}
+
+impl Shape {
+    pub const ALL: [Shape; 5] = [
+        Shape::Plain,
+        Shape::Dot1q,
+        Shape::Qinq,
+        Shape::ClientId,
+        Shape::Unpadded,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Plain => "plain",
+            Shape::Dot1q => "dot1q",
+            Shape::Qinq => "qinq",
+            Shape::ClientId => "client-id",
+            Shape::Unpadded => "unpadded",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Expect {
     /// A DHCPACK for the client's address.
@@ -83,6 +121,10 @@ pub struct Args {
     /// Engine for renewal phases (DORA and the others always use packet).
     #[arg(long, value_enum, default_value_t = Engine::Packet)]
     pub engine: Engine,
+    /// Shape of every request (tags, client id, padding); the server's
+    /// configuration must place the tagged shapes (VLAN 100, 100/200).
+    #[arg(long, value_enum, default_value_t = Shape::Plain)]
+    pub shape: Shape,
     /// Requests per second to offer; 0 = as fast as the engine goes.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,

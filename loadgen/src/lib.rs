@@ -39,7 +39,7 @@ use std::{
 
 use anyhow::{bail, Result};
 use dhcp_common::gen::{bucket_floor_ns, bucket_of, LATENCY_BUCKETS, MAX_CLIENTS};
-use dhcp_common::layout::{bootp, msg, opt};
+use dhcp_common::layout::{bootp, eth, ipv4, msg, opt, udp, ETH_P_8021AD, ETH_P_8021Q};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -111,13 +111,18 @@ impl Bindings {
 pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
     check_args(args)?;
     MAC_OFFSET.store(args.mac_offset, std::sync::atomic::Ordering::Relaxed);
+    let shape_at = Shape::ALL
+        .iter()
+        .position(|&s| s == args.shape)
+        .unwrap_or(0);
+    SHAPE.store(shape_at as u8, std::sync::atomic::Ordering::Relaxed);
     let bindings = initial_bindings(args)?;
     if args.ramp_from.is_some() && !(1.1..=10.0).contains(&args.ramp_factor) {
         bail!("--ramp-factor must be within 1.1..=10");
     }
     let mut steps = Steps {
         args,
-        engine: Some(packet::PacketEngine::open(&args.iface)?),
+        engine: Some(packet::PacketEngine::open(&args.iface, args.shape)?),
         bindings,
         epoch: run_epoch(),
         step: 0,
@@ -142,6 +147,9 @@ fn check_args(args: &Args) -> Result<()> {
     }
     if args.clients == 0 || args.clients > MAX_CLIENTS {
         bail!("--clients must be 1..={MAX_CLIENTS}");
+    }
+    if args.shape != Shape::Plain && args.phases.contains(&Phase::Flood) {
+        bail!("--phase flood builds its own relayed requests: no --shape");
     }
     if args.phases.is_empty() {
         bail!("no --phase given");
@@ -243,7 +251,7 @@ impl Steps<'_> {
         // engine holds its peer program.
         drop(self.engine.take());
         let r = xdp::run_phase(a, phase, epoch, &self.bindings);
-        self.engine = Some(packet::PacketEngine::open(&self.args.iface)?);
+        self.engine = Some(packet::PacketEngine::open(&self.args.iface, a.shape)?);
         r
     }
 

@@ -8,6 +8,25 @@ pub fn mac_of(i: u32) -> [u8; 6] {
     client_mac(i.wrapping_add(MAC_OFFSET.load(std::sync::atomic::Ordering::Relaxed)))
 }
 
+/// `--shape`, set once per run like `--mac-offset`.
+pub(crate) static SHAPE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+pub fn shape() -> Shape {
+    Shape::ALL[SHAPE.load(std::sync::atomic::Ordering::Relaxed) as usize]
+}
+
+impl Shape {
+    /// The VLAN tags (TPID, TCI) every frame of the shape carries.
+    pub fn tags(self) -> Vec<proto::Tag> {
+        let tag = |tpid, tci| proto::Tag { tpid, tci };
+        match self {
+            Shape::Dot1q => vec![tag(ETH_P_8021Q, 100)],
+            Shape::Qinq => vec![tag(ETH_P_8021AD, 100), tag(ETH_P_8021Q, 200)],
+            _ => Vec::new(),
+        }
+    }
+}
+
 pub fn xid(epoch: u32, i: u32) -> u32 {
     (epoch << 24) | (i & (MAX_CLIENTS - 1))
 }
@@ -31,8 +50,13 @@ pub struct RequestSpec {
     pub dst_ip: Ipv4Addr,
 }
 
-/// Returns the frame and the offset of option 50's value (0 if absent).
+/// Returns the frame and the offset of option 50's value (0 if absent),
+/// shaped as `--shape` says.
 pub fn build_request(r: &RequestSpec) -> (Vec<u8>, usize) {
+    build_shaped(r, shape())
+}
+
+pub fn build_shaped(r: &RequestSpec, shape: Shape) -> (Vec<u8>, usize) {
     let mut p = vec![0u8; bootp::FIXED_LEN];
     p[bootp::OP] = bootp::BOOTREQUEST;
     p[bootp::HTYPE] = bootp::HTYPE_ETHERNET;
@@ -42,6 +66,11 @@ pub fn build_request(r: &RequestSpec) -> (Vec<u8>, usize) {
     p[bootp::CHADDR.start..bootp::CHADDR.start + 6].copy_from_slice(&r.mac);
     p.extend_from_slice(&bootp::MAGIC_COOKIE);
     p.extend_from_slice(&[opt::MESSAGE_TYPE, 1, r.msg_type]);
+    if shape == Shape::ClientId {
+        let id = dhcp_common::gen::client_id(r.mac);
+        p.extend_from_slice(&[opt::CLIENT_ID, id.len() as u8]);
+        p.extend_from_slice(&id);
+    }
     let mut requested_off = 0;
     if let Some(ip) = r.requested {
         p.extend_from_slice(&[opt::REQUESTED_IP, 4]);
@@ -57,17 +86,27 @@ pub fn build_request(r: &RequestSpec) -> (Vec<u8>, usize) {
         p.extend_from_slice(&PRL);
     }
     p.push(opt::END);
-    p.resize(300, 0);
+    if shape != Shape::Unpadded {
+        p.resize(bootp::MIN_LEN, 0);
+    }
+    let tags = shape.tags();
+    let ip_at = eth::HEADER_LEN + tags.len() * eth::VLAN_TAG_LEN;
     let h = proto::FrameHeader {
         src_mac: r.mac,
         dst_mac: r.dst_mac,
-        tags: Vec::new(),
+        tags,
         src_ip: r.ciaddr,
         dst_ip: r.dst_ip,
         src_port: 68,
         dst_port: 67,
     };
-    (proto::build_frame(&h, &p), 42 + requested_off)
+    let udp_payload_at = ip_at + ipv4::MIN_HEADER_LEN + udp::HEADER_LEN;
+    let requested_off = if requested_off == 0 {
+        0
+    } else {
+        udp_payload_at + requested_off
+    };
+    (proto::build_frame(&h, &p), requested_off)
 }
 
 /// Who the clients talk to, learned in DORA or given.

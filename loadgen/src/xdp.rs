@@ -14,13 +14,15 @@ use aya::{
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use dhcp_common::gen::{self, expect, kind, stat, GenConfig, FRAME_LEN, LATENCY_BUCKETS};
-use dhcp_common::layout::{eth, ipv4, udp};
+use dhcp_common::gen::{
+    self, expect, kind, stat, GenConfig, LATENCY_BUCKETS, MAX_FRAME_LEN, MIN_TEMPLATE_LEN,
+};
+use dhcp_common::layout::{bootp, eth, ipv4, opt, udp};
 use indicatif::ProgressBar;
 
 use super::{
     packet::request_spec, progress_bar, Args, Bindings, Counts, Expect, PhaseReport, RequestSpec,
-    ServerInfo,
+    ServerInfo, Shape,
 };
 use crate::{build_request, programs::GEN_OBJECT, Phase};
 use xdhcp::xdp::loader::{self, XdpMd};
@@ -47,7 +49,7 @@ pub fn run_phase(
         .map_max_entries(gen::MAP_SENT, args.clients)
         .load(GEN_OBJECT)
         .context("loading the XDP object (loadgen's xdp engine needs root and BPF)")?;
-    write_maps(&mut ebpf, args, phase, epoch, bindings, fallback_ip, server)?;
+    let frame_len = write_maps(&mut ebpf, args, phase, epoch, bindings, fallback_ip, server)?;
     load_programs(&mut ebpf, ifindex, &args.iface)?;
 
     let tx: &Xdp = ebpf.program(gen::TX_PROGRAM).unwrap().try_into()?;
@@ -56,7 +58,7 @@ pub fn run_phase(
     let lat: PerCpuArray<_, u64> =
         PerCpuArray::try_from(ebpf.map(gen::MAP_LATENCY).context("latency map")?)?;
     let pb = progress_bar(total, phase.name(), args.json);
-    let send_secs = send_all(args, tx, &stats, total, ifindex, &pb)?;
+    let send_secs = send_all(args, tx, &stats, total, (ifindex, frame_len), &pb)?;
     wait_for_stragglers(args, phase, &stats);
     pb.finish_and_clear();
     Ok(counts(&stats, &lat, phase, send_secs).report(phase, "xdp"))
@@ -81,7 +83,8 @@ fn leases_and_server(phase: Phase, bindings: &Bindings) -> Result<(Ipv4Addr, Ser
 }
 
 /// Fills the generator's configuration (the phase's template and where
-/// its per-client fields go) and every client's address.
+/// its per-client fields go) and every client's address; returns the
+/// template's length (every frame of the run is that long).
 fn write_maps(
     ebpf: &mut Ebpf,
     args: &Args,
@@ -90,8 +93,9 @@ fn write_maps(
     bindings: &Bindings,
     fallback_ip: Ipv4Addr,
     server: ServerInfo,
-) -> Result<()> {
+) -> Result<usize> {
     let cfg = gen_config(args, phase, epoch, server)?;
+    let frame_len = cfg.frame_len as usize;
     let mut m: Array<_, GenConfig> =
         Array::try_from(ebpf.map_mut(gen::MAP_CONFIG).context("config map")?)?;
     m.set(0, cfg, 0)?;
@@ -103,7 +107,7 @@ fn write_maps(
         let ip = ip.unwrap_or(fallback_ip);
         clients.set(i as u32, u32::from_ne_bytes(ip.octets()), 0)?;
     }
-    Ok(())
+    Ok(frame_len)
 }
 
 fn gen_config(args: &Args, phase: Phase, epoch: u32, server: ServerInfo) -> Result<GenConfig> {
@@ -133,7 +137,11 @@ fn gen_config(args: &Args, phase: Phase, epoch: u32, server: ServerInfo) -> Resu
     cfg.msg_type_off = type_off as u16;
     cfg.server_id_off = sid_off as u16;
     cfg.server_ip = u32::from_ne_bytes(server.ip.octets());
-    cfg.frame[..FRAME_LEN].copy_from_slice(&frame);
+    cfg.frame_len = frame.len() as u16;
+    cfg.ip_off = ip_offset(args.shape) as u16;
+    cfg.client_id_off =
+        option_value_at(&frame, cfg.ip_off as usize, opt::CLIENT_ID).unwrap_or(0) as u16;
+    cfg.frame[..frame.len()].copy_from_slice(&frame);
     Ok(cfg)
 }
 
@@ -160,12 +168,34 @@ fn request_template(
         });
         (f, r, 0, 0)
     };
-    if frame.len() != FRAME_LEN {
-        bail!("template is {} bytes, not {FRAME_LEN}", frame.len());
+    if !(MIN_TEMPLATE_LEN..=MAX_FRAME_LEN).contains(&frame.len()) {
+        bail!(
+            "template is {} bytes, not {MIN_TEMPLATE_LEN}..={MAX_FRAME_LEN}",
+            frame.len()
+        );
     }
-    let udp_at = eth::HEADER_LEN + ipv4::MIN_HEADER_LEN;
+    let udp_at = ip_offset(args.shape) + ipv4::MIN_HEADER_LEN;
     frame[udp_at + udp::CHECKSUM.start..udp_at + udp::CHECKSUM.end].fill(0);
     Ok((frame, req_off, type_off, sid_off))
+}
+
+/// Where the shape's IPv4 header starts (after its tags).
+fn ip_offset(shape: Shape) -> usize {
+    eth::HEADER_LEN + shape.tags().len() * eth::VLAN_TAG_LEN
+}
+
+/// Offset in `frame` of option `code`'s value, if the request has it.
+fn option_value_at(frame: &[u8], ip_at: usize, code: u8) -> Option<usize> {
+    let mut at = ip_at + ipv4::MIN_HEADER_LEN + udp::HEADER_LEN + bootp::OPTIONS;
+    while let Some(&c) = frame.get(at) {
+        match c {
+            opt::END => return None,
+            opt::PAD => at += 1,
+            c if c == code => return Some(at + 2),
+            _ => at += 2 + *frame.get(at + 1)? as usize,
+        }
+    }
+    None
 }
 
 /// Loads the sender and the reply matcher, and attaches the matcher.
@@ -208,7 +238,7 @@ fn send_all(
     tx: &Xdp,
     stats: &PerCpuArray<&MapData, u64>,
     total: u64,
-    ifindex: u32,
+    (ifindex, frame_len): (u32, usize),
     pb: &ProgressBar,
 ) -> Result<f64> {
     let threads = args.threads.max(1);
@@ -229,7 +259,7 @@ fn send_all(
         claimed: AtomicU64::new(0),
         done: AtomicU64::new(0),
         failed: AtomicBool::new(false),
-        frame: vec![0u8; FRAME_LEN],
+        frame: vec![0u8; frame_len],
     };
     let errors = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -238,7 +268,7 @@ fn send_all(
                 s.spawn(move || {
                     pin_to_cpu(t as usize % ncpu);
                     let ctx = XdpMd {
-                        data_end: FRAME_LEN as u32,
+                        data_end: frame_len as u32,
                         ingress_ifindex: ifindex,
                         rx_queue_index: t % queues,
                         ..Default::default()

@@ -28,14 +28,16 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use dhcp_common::gen::{
-    bucket_of, client_mac, expect, kind, stat, GenConfig, FRAME_LEN, LATENCY_BUCKETS, MAX_CLIENTS,
+    bucket_of, client_mac, expect, kind, stat, GenConfig, CLIENT_ID_MAC_AT, LATENCY_BUCKETS,
+    MAX_CLIENTS, MAX_FRAME_LEN, MIN_TEMPLATE_LEN,
 };
-use dhcp_common::layout::{bootp, eth, ipv4, msg, opt, udp, DHCP_CLIENT_PORT, ETH_P_IP};
+use dhcp_common::layout::{
+    bootp, eth, ipv4, msg, opt, udp, DHCP_CLIENT_PORT, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP,
+};
 
-/// Where the IPv4, UDP and BOOTP headers start in the generator's
-/// untagged frames (IPv4 without options).
-const IP: usize = eth::HEADER_LEN;
-const UDP: usize = IP + ipv4::MIN_HEADER_LEN;
+/// Where the UDP and BOOTP headers start from the IPv4 header (the
+/// generator's requests and the replies it reads carry no IPv4 options).
+const UDP: usize = ipv4::MIN_HEADER_LEN;
 const BOOTP: usize = UDP + udp::HEADER_LEN;
 
 #[map(name = "XDHCP_GEN_CONFIG")]
@@ -102,12 +104,28 @@ fn send(ctx: &XdpContext) -> Option<()> {
     let i = (k.wrapping_mul(stride).wrapping_add(cpu % stride)) % n;
     let ip = *XDHCP_GEN_CLIENTS.get(i)?;
 
+    // The template's length is the run's (one per shape); the bounds
+    // give the helper a size the verifier can check against the buffer.
+    let len = cfg.frame_len as u32;
+    if len < MIN_TEMPLATE_LEN as u32 || len > MAX_FRAME_LEN as u32 {
+        return None;
+    }
     let src = cfg.frame.as_ptr() as *mut _;
-    if unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, src, FRAME_LEN as u32) } != 0 {
+    if unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, src, len) } != 0 {
         return None;
     }
     let data = ctx.data();
-    if data + FRAME_LEN > ctx.data_end() {
+    let end = ctx.data_end();
+    // IPv4 after 0, 1 or 2 tags. One bound on this base covers every
+    // fixed field written below (IPv4, UDP, BOOTP up to its options).
+    // The verifier learns no bound on `data` itself from it, hence the
+    // Ethernet header's own check first (after it, LLVM would drop it as
+    // implied).
+    if data + eth::HEADER_LEN > end {
+        return None;
+    }
+    let ip_at = data + (cfg.ip_off as usize & 0x1f);
+    if ip_at + BOOTP + bootp::OPTIONS > end {
         return None;
     }
     let kind = cfg.kind;
@@ -119,12 +137,13 @@ fn send(ctx: &XdpContext) -> Option<()> {
     };
     let xid = ((cfg.epoch << 24) | (i & (MAX_CLIENTS - 1))).to_be();
     let p = data as *mut u8;
+    let b = ip_at as *mut u8;
     if kind == kind::FLOOD && k & 1 == 1 {
         let t = data + (cfg.msg_type_off as usize & 0x1ff);
         let sid = data + (cfg.server_id_off as usize & 0x1ff);
         // `t + 1 > end` would become `t >= end`, whose bound the verifier
         // does not learn; option 53's value is never the frame's last word.
-        if t + 4 > ctx.data_end() || sid + 6 > ctx.data_end() {
+        if t + 4 > end || sid + 6 > end {
             return None;
         }
         unsafe {
@@ -133,28 +152,34 @@ fn send(ctx: &XdpContext) -> Option<()> {
             ((sid + 4) as *mut u16).write_unaligned(0);
         }
     }
+    if cfg.client_id_off != 0 {
+        let c = data + (cfg.client_id_off as usize & 0x1ff) + CLIENT_ID_MAC_AT;
+        if c + 6 > end {
+            return None;
+        }
+        unsafe { core::ptr::copy_nonoverlapping(mac.as_ptr(), c as *mut u8, 6) };
+    }
     unsafe {
         core::ptr::copy_nonoverlapping(mac.as_ptr(), p.add(eth::SRC.start), 6);
-        core::ptr::copy_nonoverlapping(mac.as_ptr(), p.add(BOOTP + bootp::CHADDR.start), 6);
-        (p.add(BOOTP + bootp::XID.start) as *mut u32).write_unaligned(xid);
+        core::ptr::copy_nonoverlapping(mac.as_ptr(), b.add(BOOTP + bootp::CHADDR.start), 6);
+        (b.add(BOOTP + bootp::XID.start) as *mut u32).write_unaligned(xid);
         if kind == kind::INIT_REBOOT || kind == kind::FLOOD {
             // A variable offset needs its own bound for the verifier.
             let q = data + (cfg.requested_ip_off as usize & 0x1ff);
-            if q + 4 > ctx.data_end() {
+            if q + 4 > end {
                 return None;
             }
             (q as *mut u32).write_unaligned(ip);
         } else {
             // ciaddr, and the IPv4 source for both RENEWING and REBINDING.
-            (p.add(BOOTP + bootp::CIADDR.start) as *mut u32).write_unaligned(ip);
-            (p.add(IP + ipv4::SRC.start) as *mut u32).write_unaligned(ip);
+            (b.add(BOOTP + bootp::CIADDR.start) as *mut u32).write_unaligned(ip);
+            (b.add(ipv4::SRC.start) as *mut u32).write_unaligned(ip);
             // The template's header checksum was computed with source 0.
             let base =
-                !u16::from_be((p.add(IP + ipv4::CHECKSUM.start) as *const u16).read_unaligned())
-                    as u32;
+                !u16::from_be((b.add(ipv4::CHECKSUM.start) as *const u16).read_unaligned()) as u32;
             let host = u32::from_be(ip);
             let sum = csum_fold(base + (host >> 16) + (host & 0xffff));
-            (p.add(IP + ipv4::CHECKSUM.start) as *mut u16).write_unaligned((!sum).to_be());
+            (b.add(ipv4::CHECKSUM.start) as *mut u16).write_unaligned((!sum).to_be());
         }
     }
     if let Some(t) = XDHCP_GEN_SENT.get_ptr_mut(i) {
@@ -171,22 +196,44 @@ pub fn xdhcp_gen_rx(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Where the IPv4 header starts after 0, 1 or 2 VLAN tags, if the frame
+/// is IPv4 at all.
+#[inline(always)]
+fn ip_offset(ctx: &XdpContext) -> Option<usize> {
+    let data = ctx.data();
+    if data + eth::HEADER_LEN + 2 * eth::VLAN_TAG_LEN > ctx.data_end() {
+        return None;
+    }
+    let p = data as *const u8;
+    let rd16 = |off: usize| unsafe { u16::from_be((p.add(off) as *const u16).read_unaligned()) };
+    let is_tag = |t: u16| t == ETH_P_8021Q || t == ETH_P_8021AD;
+    let mut at = eth::ETHERTYPE.start;
+    if is_tag(rd16(at)) {
+        at += eth::VLAN_TAG_LEN;
+        if is_tag(rd16(at)) {
+            at += eth::VLAN_TAG_LEN;
+        }
+    }
+    (rd16(at) == ETH_P_IP).then_some(at + 2)
+}
+
 /// None: not a reply to the generator (left to the stack).
 #[inline(always)]
 fn receive(ctx: &XdpContext) -> Option<()> {
     let data = ctx.data();
     let end = ctx.data_end();
-    // Ethernet, IPv4 without options, UDP to port 68, BOOTP up to the
-    // magic cookie: everything the checks below read at fixed offsets.
-    if data + BOOTP + bootp::OPTIONS > end {
+    let ip_off = ip_offset(ctx)?;
+    // IPv4 without options, UDP to port 68, BOOTP up to the magic
+    // cookie: everything the checks below read at fixed distances.
+    let ip_at = data + (ip_off & 0x1f);
+    if ip_at + BOOTP + bootp::OPTIONS > end {
         return None;
     }
-    let p = data as *const u8;
+    let p = ip_at as *const u8;
     let rd16 = |off: usize| unsafe { u16::from_be((p.add(off) as *const u16).read_unaligned()) };
     let rd32 = |off: usize| unsafe { (p.add(off) as *const u32).read_unaligned() };
-    if rd16(eth::ETHERTYPE.start) != ETH_P_IP
-        || unsafe { *p.add(IP + ipv4::VERSION_IHL) } != 0x45
-        || unsafe { *p.add(IP + ipv4::PROTOCOL) } != ipv4::PROTO_UDP
+    if unsafe { *p.add(ipv4::VERSION_IHL) } != 0x45
+        || unsafe { *p.add(ipv4::PROTOCOL) } != ipv4::PROTO_UDP
     {
         return None;
     }
@@ -241,7 +288,7 @@ fn receive(ctx: &XdpContext) -> Option<()> {
         return Some(());
     }
     let ip = XDHCP_GEN_CLIENTS.get(i).copied().unwrap_or(0);
-    let verdict = check_ack(ctx, cfg.server_ip);
+    let verdict = check_ack(ctx, ip_off + BOOTP + bootp::OPTIONS, cfg.server_ip);
     bump(match verdict {
         msg::NAK => stat::NAK,
         msg::ACK if op == bootp::BOOTREPLY && mac_ok && rd32(BOOTP + bootp::YIADDR.start) == ip => {
@@ -255,10 +302,10 @@ fn receive(ctx: &XdpContext) -> Option<()> {
 /// Walks the reply's first options: the message type if option 54 is this
 /// server and option 51 is present (ACK) or for a NAK, else 0.
 #[inline(always)]
-fn check_ack(ctx: &XdpContext, server_ip: u32) -> u8 {
+fn check_ack(ctx: &XdpContext, options_at: usize, server_ip: u32) -> u8 {
     let data = ctx.data();
     let end = ctx.data_end();
-    let mut off: usize = BOOTP + bootp::OPTIONS;
+    let mut off: usize = options_at;
     let mut msg_type = 0u8;
     let mut server_ok = false;
     let mut lease_ok = false;

@@ -12,10 +12,12 @@ use anyhow::{bail, Result};
 
 use super::{
     build_request, mac_of, progress_bar, xid, Args, Bindings, Counts, PhaseReport, RequestSpec,
-    ServerInfo, BROADCAST_MAC,
+    ServerInfo, Shape, BROADCAST_MAC,
 };
 use crate::{programs, Phase};
-use dhcp_common::layout::{bootp, eth, ipv4, opt, udp, DHCP_CLIENT_PORT, ETH_P_IP};
+use dhcp_common::layout::{
+    bootp, eth, ipv4, opt, udp, DHCP_CLIENT_PORT, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP,
+};
 use dhcp_common::packet_socket;
 use xdhcp::xdp::loader;
 
@@ -35,9 +37,16 @@ pub struct PacketEngine {
 }
 
 impl PacketEngine {
-    pub fn open(iface: &str) -> Result<PacketEngine> {
+    pub fn open(iface: &str, shape: Shape) -> Result<PacketEngine> {
         let ifindex = loader::ifindex(iface)?;
-        let proto = i32::from(ETH_P_IP.to_be());
+        // A socket bound to IPv4 misses a double-tagged reply: the stack
+        // takes only the outer tag off, leaving an 802.1Q frame.
+        let ethertype = if shape.tags().is_empty() {
+            ETH_P_IP
+        } else {
+            packet_socket::ETH_P_ALL
+        };
+        let proto = i32::from(ethertype.to_be());
         // SAFETY: plain socket calls on a fresh descriptor we own.
         let fd =
             unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK, proto) };
@@ -48,7 +57,7 @@ impl PacketEngine {
             );
         }
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        if let Err(e) = packet_socket::bind(fd.as_raw_fd(), ifindex, ETH_P_IP) {
+        if let Err(e) = packet_socket::bind(fd.as_raw_fd(), ifindex, ethertype) {
             bail!("binding to {iface}: {e}");
         }
         // Bursts of replies must not overflow the socket while we send.

@@ -15,10 +15,16 @@ pub(super) struct Reply {
 }
 
 pub(super) fn parse_reply(f: &[u8]) -> Option<Reply> {
-    // Ethernet, IPv4, UDP to 68, BOOTREPLY with the magic cookie.
-    let ip = eth::HEADER_LEN;
+    // Ethernet, any tags the stack left in the frame, IPv4, UDP to 68,
+    // BOOTREPLY with the magic cookie.
+    let ethertype = |at: usize| f.get(at..at + 2).map(|t| u16::from_be_bytes([t[0], t[1]]));
+    let mut at = eth::ETHERTYPE.start;
+    while matches!(ethertype(at), Some(ETH_P_8021Q | ETH_P_8021AD)) {
+        at += eth::VLAN_TAG_LEN;
+    }
+    let ip = at + 2;
     if f.len() < ip + ipv4::MIN_HEADER_LEN + udp::HEADER_LEN + bootp::OPTIONS
-        || f[eth::ETHERTYPE] != ETH_P_IP.to_be_bytes()
+        || ethertype(at) != Some(ETH_P_IP)
         || f[ip + ipv4::VERSION_IHL] >> 4 != 4
         || f[ip + ipv4::PROTOCOL] != ipv4::PROTO_UDP
     {
