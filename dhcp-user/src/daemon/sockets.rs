@@ -178,6 +178,26 @@ impl PacketSocket {
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
         packet_socket::send_to(self.fd.as_raw_fd(), self.ifindex, frame)
     }
+
+    /// Sends `frames` in order, a batch per system call; a frame the
+    /// kernel refuses is reported to `refused` and skipped, as a lost
+    /// reply (the client retransmits).
+    pub fn send_all(&self, frames: &[&[u8]], mut refused: impl FnMut(io::Error)) {
+        let mut rest = frames;
+        while !rest.is_empty() {
+            match packet_socket::send_many(self.fd.as_raw_fd(), self.ifindex, rest) {
+                Ok(n) if n > 0 => rest = &rest[n..],
+                Ok(_) => {
+                    refused(io::Error::from(io::ErrorKind::WriteZero));
+                    rest = &rest[1..];
+                }
+                Err(e) => {
+                    refused(e);
+                    rest = &rest[1..];
+                }
+            }
+        }
+    }
 }
 
 fn hw_address(fd: i32, ifname: &str) -> Result<[u8; 6]> {

@@ -148,6 +148,25 @@ impl Transmitter {
             tracing::warn!("sending a reply: {e}");
         }
     }
+
+    /// Sends `ws` in order, each run on one interface a batch per system
+    /// call (`sendmmsg`).
+    pub fn send_all(&self, ws: &[&Wire]) {
+        let mut frames: Vec<&[u8]> = Vec::with_capacity(ws.len());
+        let mut i = 0;
+        while i < ws.len() {
+            let Wire::Frame { iface, .. } = ws[i];
+            frames.clear();
+            while let Some(Wire::Frame { iface: j, bytes }) = ws.get(i) {
+                if j != iface {
+                    break;
+                }
+                frames.push(bytes);
+                i += 1;
+            }
+            self.packet[*iface].send_all(&frames, |e| tracing::warn!("sending a reply: {e}"));
+        }
+    }
 }
 
 /// Answers `reply` once the batch holding `ops` is written (the change is

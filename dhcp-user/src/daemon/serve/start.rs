@@ -370,7 +370,7 @@ fn spawn_committer(
                 |r| {
                     let _ = report_tx.send(r);
                 },
-                |w| tx.send(w),
+                |ws| tx.send_all(ws),
                 &stopping,
                 Duration::from_secs(10),
             );
