@@ -79,7 +79,7 @@ struct Daemon {
     names: Vec<String>,
     /// Sockets whose last read stopped at its budget, not at empty.
     unread: Vec<bool>,
-    buf: Vec<u8>,
+    buf: dhcp_common::packet_socket::RecvBatch,
     backlog: Backlog,
     egress: Egress,
     tx: Arc<Transmitter>,
