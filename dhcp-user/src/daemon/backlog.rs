@@ -9,8 +9,10 @@
 
 use std::collections::VecDeque;
 
+use dhcp_common::packet_socket::RecvBatch;
+
 use crate::{
-    daemon::sockets::PacketSocket,
+    daemon::sockets::{rx_meta, PacketSocket, RxMeta},
     dhcp::server::{Arrival, Server},
     proto::{self, Tag},
 };
@@ -97,74 +99,94 @@ pub fn read(
     sock: &PacketSocket,
     iface: usize,
     name: &str,
-    buf: &mut [u8],
+    batch: &mut RecvBatch,
     server: &mut Server,
     backlog: &mut Backlog,
     budget: usize,
 ) -> bool {
-    for _ in 0..budget {
-        let meta = match sock.recv(buf) {
-            Ok(m) => m,
+    let mut read = 0;
+    while read < budget {
+        let n = match sock.recv_many(batch) {
+            Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
             Err(e) => {
                 tracing::warn!(interface = %name, "recv: {e}");
                 return false;
             }
         };
-        if !meta.for_us {
-            server.count_not_for_us();
-            continue;
-        }
-        let frame = &buf[..meta.len];
-        let bound = match proto::parse_frame(frame, meta.stripped_tag, meta.check_udp) {
-            Err(m) => {
-                server.count_malformed(m);
-                continue;
-            }
-            Ok(f) => match proto::parse_dhcp(f.payload) {
-                Err(m) => {
-                    server.count_malformed(m);
-                    continue;
-                }
-                Ok(req) => server.from_bound_client(
-                    &req,
-                    &Arrival {
-                        iface: name,
-                        tags: &f.tags,
-                        src_mac: f.src_mac,
-                        src_ip: f.src_ip,
-                    },
-                ),
-            },
-        };
-        let before = backlog.stats;
-        backlog.push(
-            Queued {
-                iface,
-                frame: frame.to_vec(),
-                stripped_tag: meta.stripped_tag,
-                // Checked above.
-                check_udp: false,
-            },
-            bound,
-        );
-        let after = backlog.stats;
-        for (why, n) in [
-            (
-                "overload_new_client",
-                after.dropped_new_clients - before.dropped_new_clients,
-            ),
-            (
-                "overload_bound_client",
-                after.dropped_bound_clients - before.dropped_bound_clients,
-            ),
-        ] {
-            if n > 0 {
-                *server.counters.dropped.entry(why).or_default() += n;
-            }
+        read += n.max(1);
+        for (i, rx) in batch.received().iter().enumerate() {
+            take(iface, name, batch.frame(i), &rx_meta(rx), server, backlog);
         }
     }
     true
+}
+
+/// One received frame: counted if it is not for us or malformed, else
+/// queued in its class.
+fn take(
+    iface: usize,
+    name: &str,
+    frame: &[u8],
+    meta: &RxMeta,
+    server: &mut Server,
+    backlog: &mut Backlog,
+) {
+    if !meta.for_us {
+        server.count_not_for_us();
+        return;
+    }
+    if meta.truncated {
+        server.count_malformed(proto::Malformed::Truncated);
+        return;
+    }
+    let bound = match proto::parse_frame(frame, meta.stripped_tag, meta.check_udp) {
+        Err(m) => {
+            server.count_malformed(m);
+            return;
+        }
+        Ok(f) => match proto::parse_dhcp(f.payload) {
+            Err(m) => {
+                server.count_malformed(m);
+                return;
+            }
+            Ok(req) => server.from_bound_client(
+                &req,
+                &Arrival {
+                    iface: name,
+                    tags: &f.tags,
+                    src_mac: f.src_mac,
+                    src_ip: f.src_ip,
+                },
+            ),
+        },
+    };
+    let before = backlog.stats;
+    backlog.push(
+        Queued {
+            iface,
+            frame: frame.to_vec(),
+            stripped_tag: meta.stripped_tag,
+            // Checked above.
+            check_udp: false,
+        },
+        bound,
+    );
+    let after = backlog.stats;
+    for (why, n) in [
+        (
+            "overload_new_client",
+            after.dropped_new_clients - before.dropped_new_clients,
+        ),
+        (
+            "overload_bound_client",
+            after.dropped_bound_clients - before.dropped_bound_clients,
+        ),
+    ] {
+        if n > 0 {
+            *server.counters.dropped.entry(why).or_default() += n;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use dhcp_common::packet_socket::{
-    self, set_option, ETH_P_ALL, PACKET_AUXDATA, PACKET_IGNORE_OUTGOING, TP_STATUS_CSUMNOTREADY,
-    TP_STATUS_CSUM_VALID,
+    self, set_option, Received, RecvBatch, ETH_P_ALL, PACKET_AUXDATA, PACKET_IGNORE_OUTGOING,
+    TP_STATUS_CSUMNOTREADY, TP_STATUS_CSUM_VALID,
 };
 
 use crate::proto::Tag;
@@ -97,6 +97,8 @@ pub struct RxMeta {
     pub check_udp: bool,
     /// Broadcast, multicast or to this interface's MAC.
     pub for_us: bool,
+    /// Longer than the receive buffer, so cut.
+    pub truncated: bool,
 }
 
 pub struct PacketSocket {
@@ -151,32 +153,63 @@ impl PacketSocket {
 
     /// One frame; `WouldBlock` when none is queued.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<RxMeta> {
-        let rx = packet_socket::recv(self.fd.as_raw_fd(), buf)?;
-        let mut check_udp = true;
-        if let Some(aux) = rx.aux {
-            // A locally sent frame (veth peer, same host) may carry only
-            // the pseudo-header sum: the checksum was offloaded and never
-            // computed. CSUM_VALID: the kernel checked it.
-            if aux.tp_status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID) != 0 {
-                check_udp = false;
-            }
-        }
-        let tag = rx
-            .aux
-            .and_then(|aux| aux.stripped_tag())
-            .map(|(tpid, tci)| Tag { tpid, tci });
-        Ok(RxMeta {
-            len: rx.len,
-            stripped_tag: tag,
-            check_udp,
-            // Unicast to another MAC reaches a packet socket too (veth and
-            // promiscuous NICs deliver it); a server must not answer it.
-            for_us: rx.pkttype != libc::PACKET_OTHERHOST,
-        })
+        packet_socket::recv(self.fd.as_raw_fd(), buf).map(|rx| rx_meta(&rx))
+    }
+
+    /// Up to `RECV_BATCH` frames into `b` in one system call (read each
+    /// one's [`rx_meta`]); `WouldBlock` when none is queued.
+    pub fn recv_many(&self, b: &mut RecvBatch) -> io::Result<usize> {
+        packet_socket::recv_many(self.fd.as_raw_fd(), b)
     }
 
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
         packet_socket::send_to(self.fd.as_raw_fd(), self.ifindex, frame)
+    }
+
+    /// Sends `frames` in order, a batch per system call; a frame the
+    /// kernel refuses is reported to `refused` and skipped, as a lost
+    /// reply (the client retransmits).
+    pub fn send_all(&self, frames: &[&[u8]], mut refused: impl FnMut(io::Error)) {
+        let mut rest = frames;
+        while !rest.is_empty() {
+            match packet_socket::send_many(self.fd.as_raw_fd(), self.ifindex, rest) {
+                Ok(n) if n > 0 => rest = &rest[n..],
+                Ok(_) => {
+                    refused(io::Error::from(io::ErrorKind::WriteZero));
+                    rest = &rest[1..];
+                }
+                Err(e) => {
+                    refused(e);
+                    rest = &rest[1..];
+                }
+            }
+        }
+    }
+}
+
+/// What the kernel said of a received frame, as the daemon reads it.
+pub fn rx_meta(rx: &Received) -> RxMeta {
+    let mut check_udp = true;
+    if let Some(aux) = rx.aux {
+        // A locally sent frame (veth peer, same host) may carry only
+        // the pseudo-header sum: the checksum was offloaded and never
+        // computed. CSUM_VALID: the kernel checked it.
+        if aux.tp_status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID) != 0 {
+            check_udp = false;
+        }
+    }
+    let tag = rx
+        .aux
+        .and_then(|aux| aux.stripped_tag())
+        .map(|(tpid, tci)| Tag { tpid, tci });
+    RxMeta {
+        len: rx.len,
+        stripped_tag: tag,
+        check_udp,
+        // Unicast to another MAC reaches a packet socket too (veth and
+        // promiscuous NICs deliver it); a server must not answer it.
+        for_us: rx.pkttype != libc::PACKET_OTHERHOST,
+        truncated: rx.truncated,
     }
 }
 

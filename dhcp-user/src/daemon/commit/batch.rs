@@ -102,13 +102,16 @@ impl<W> Batch<W> {
     /// Once durable: the waiters hear so, and the replies leave, unless
     /// withheld for long. Such a reply is no answer any more: the client
     /// has retransmitted, and its retransmission is answered.
-    pub(super) fn answer(self, started: Instant, send: &impl Fn(&W)) {
+    /// The replies go to `send` together, so they can leave in one system
+    /// call.
+    pub(super) fn answer(self, started: Instant, send: &impl Fn(&[&W])) {
         for d in self.done {
             let _ = d.send(Written::Durable);
         }
         if started.elapsed() < Duration::from_secs(4) {
-            for r in self.replies.iter().flat_map(|(_, r)| r) {
-                send(r);
+            let all: Vec<&W> = self.replies.iter().flat_map(|(_, r)| r).collect();
+            if !all.is_empty() {
+                send(&all);
             }
         }
     }

@@ -272,7 +272,7 @@ impl Committer {
         &mut self,
         rx: mpsc::Receiver<Commit<W>>,
         reports: impl Fn(MapReport),
-        send: impl Fn(&W),
+        send: impl Fn(&[&W]),
         stopping: &AtomicBool,
         give_up: Duration,
     ) -> bool {

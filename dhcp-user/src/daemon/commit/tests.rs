@@ -59,13 +59,13 @@ fn a_refused_batch_is_retried_in_order_and_its_replies_wait_for_it() {
     tx.send(commit(2, vec![StoreOp::Put(lease(2))], vec![2]))
         .unwrap();
     drop(tx);
-    let sent = Mutex::new(Vec::new());
+    let sent = Mutex::new(Vec::<u8>::new());
     let reports = Mutex::new(Vec::new());
     let stopping = AtomicBool::new(false);
     let all = c.run(
         rx,
         |r| reports.lock().unwrap().push(r.seq),
-        |w| sent.lock().unwrap().push(*w),
+        |ws| sent.lock().unwrap().extend(ws.iter().copied()),
         &stopping,
         Duration::from_secs(10),
     );
@@ -142,12 +142,12 @@ fn a_store_failing_at_shutdown_is_reported_not_written() {
     tx.send(commit(1, vec![StoreOp::Put(lease(1))], vec![1]))
         .unwrap();
     drop(tx);
-    let sent = Mutex::new(Vec::new());
+    let sent = Mutex::new(Vec::<u8>::new());
     let stopping = AtomicBool::new(true);
     let all = c.run(
         rx,
         |_| {},
-        |w| sent.lock().unwrap().push(*w),
+        |ws| sent.lock().unwrap().extend(ws.iter().copied()),
         &stopping,
         Duration::from_millis(200),
     );
@@ -220,13 +220,13 @@ fn a_lost_claim_withholds_only_its_own_reply_and_is_reported() {
         .unwrap();
     }
     drop(tx);
-    let sent = Mutex::new(Vec::new());
+    let sent = Mutex::new(Vec::<u8>::new());
     let reports = Mutex::new(Vec::new());
     let stopping = AtomicBool::new(false);
     assert!(c.run(
         rx,
         |r| reports.lock().unwrap().push(r),
-        |w| sent.lock().unwrap().push(*w),
+        |ws| sent.lock().unwrap().extend(ws.iter().copied()),
         &stopping,
         Duration::from_secs(1),
     ));
@@ -402,14 +402,14 @@ fn the_daemons_own_changes_during_an_outage_stay_one_per_address() {
     let (tx, rx) = mpsc::channel::<Commit<u8>>();
     let q = CommitQueue::new(tx, c.queued.clone(), 4);
     q.send(commit(1, vec![StoreOp::Put(lease(1))], vec![1]));
-    let sent = Arc::new(Mutex::new(Vec::new()));
+    let sent = Arc::new(Mutex::new(Vec::<u8>::new()));
     let sent_by = sent.clone();
     let t = std::thread::spawn(move || {
         let stopping = AtomicBool::new(false);
         let ok = c.run(
             rx,
             |_| {},
-            |w| sent_by.lock().unwrap().push(*w),
+            |ws| sent_by.lock().unwrap().extend(ws.iter().copied()),
             &stopping,
             Duration::from_secs(10),
         );
@@ -474,4 +474,27 @@ fn the_daemons_own_changes_during_an_outage_stay_one_per_address() {
         got, want,
         "each address's last change is what the store holds"
     );
+}
+
+/// Issue 19: the ACKs of one group commit leave in one system call, so the
+/// sender is handed them together, in order, once the batch is durable.
+#[test]
+fn a_batchs_replies_are_handed_over_together_in_order() {
+    let mut c = Committer::new(Box::new(MemoryStore::default()), None);
+    let (tx, rx) = mpsc::channel::<Commit<u8>>();
+    for n in 1..=3 {
+        tx.send(commit(u64::from(n), vec![StoreOp::Put(lease(n))], vec![n]))
+            .unwrap();
+    }
+    drop(tx);
+    let calls = Mutex::new(Vec::<Vec<u8>>::new());
+    let stopping = AtomicBool::new(false);
+    assert!(c.run(
+        rx,
+        |_| {},
+        |ws| calls.lock().unwrap().push(ws.iter().map(|w| **w).collect()),
+        &stopping,
+        Duration::from_secs(1),
+    ));
+    assert_eq!(*calls.lock().unwrap(), vec![vec![1, 2, 3]]);
 }

@@ -110,12 +110,20 @@ impl Daemon {
             tx: &self.tx,
             commits: &self.commit_tx,
         };
+        // Replies that need no write (OFFERs, NAKs) leave together after
+        // the pass, one system call for up to HANDLE_BUDGET of them.
+        let mut now = Vec::new();
         for _ in 0..HANDLE_BUDGET {
             if !out.commits.has_room() {
                 break;
             }
             let Some(q) = self.backlog.pop() else { break };
-            handle_queued(q, &mut self.engine, &mut self.egress, &out);
+            if let Some(w) = handle_queued(q, &mut self.engine, &mut self.egress, &out) {
+                now.push(w);
+            }
+        }
+        if !now.is_empty() {
+            out.tx.send_all(&now.iter().collect::<Vec<_>>());
         }
     }
 
@@ -283,18 +291,29 @@ struct Out<'a> {
     commits: &'a CommitQueue<Wire>,
 }
 
-/// Runs one queued request through the state machine: its reply leaves
-/// now, or after its lease changes are durable.
-fn handle_queued(q: Queued, engine: &mut Engine, egress: &mut Egress, out: &Out<'_>) {
+/// Runs one queued request through the state machine: its reply is
+/// returned to leave now, or leaves after its lease changes are durable.
+fn handle_queued(
+    q: Queued,
+    engine: &mut Engine,
+    egress: &mut Egress,
+    out: &Out<'_>,
+) -> Option<Wire> {
     let i = q.iface;
     let server = &mut engine.server;
     let frame = match proto::parse_frame(&q.frame, q.stripped_tag, q.check_udp) {
         Ok(f) => f,
-        Err(m) => return server.count_malformed(m),
+        Err(m) => {
+            server.count_malformed(m);
+            return None;
+        }
     };
     let req = match proto::parse_dhcp(frame.payload) {
         Ok(r) => r,
-        Err(m) => return server.count_malformed(m),
+        Err(m) => {
+            server.count_malformed(m);
+            return None;
+        }
     };
     let arrival = Arrival {
         iface: &out.names[i],
@@ -313,11 +332,9 @@ fn handle_queued(q: Queued, engine: &mut Engine, egress: &mut Egress, out: &Out<
         .reply
         .map(|r| egress.frame_for(&r.dest, &frame, mac, r.payload, i));
     if o.store.is_empty() {
-        if let Some(w) = &wire {
-            out.tx.send(w);
-        }
-    } else {
-        out.commits
-            .send(engine.commit(o.store, wire.into_iter().collect(), None));
+        return wire;
     }
+    out.commits
+        .send(engine.commit(o.store, wire.into_iter().collect(), None));
+    None
 }

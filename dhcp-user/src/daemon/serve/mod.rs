@@ -79,7 +79,7 @@ struct Daemon {
     names: Vec<String>,
     /// Sockets whose last read stopped at its budget, not at empty.
     unread: Vec<bool>,
-    buf: Vec<u8>,
+    buf: dhcp_common::packet_socket::RecvBatch,
     backlog: Backlog,
     egress: Egress,
     tx: Arc<Transmitter>,
@@ -146,6 +146,25 @@ impl Transmitter {
         let Wire::Frame { iface, bytes } = w;
         if let Err(e) = self.packet[*iface].send(bytes) {
             tracing::warn!("sending a reply: {e}");
+        }
+    }
+
+    /// Sends `ws` in order, each run on one interface a batch per system
+    /// call (`sendmmsg`).
+    pub fn send_all(&self, ws: &[&Wire]) {
+        let mut frames: Vec<&[u8]> = Vec::with_capacity(ws.len());
+        let mut i = 0;
+        while i < ws.len() {
+            let Wire::Frame { iface, .. } = ws[i];
+            frames.clear();
+            while let Some(Wire::Frame { iface: j, bytes }) = ws.get(i) {
+                if j != iface {
+                    break;
+                }
+                frames.push(bytes);
+                i += 1;
+            }
+            self.packet[*iface].send_all(&frames, |e| tracing::warn!("sending a reply: {e}"));
         }
     }
 }

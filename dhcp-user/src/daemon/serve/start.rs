@@ -84,7 +84,7 @@ pub(super) async fn start(
     }
     let daemon = Daemon {
         unread: vec![false; sockets.len()],
-        buf: vec![0u8; 65536],
+        buf: Default::default(),
         backlog: Backlog::new(config.server.request_queue as usize),
         egress: Egress::new(config.server.server_id),
         lease_db: config.server.lease_db.display().to_string(),
@@ -370,7 +370,7 @@ fn spawn_committer(
                 |r| {
                     let _ = report_tx.send(r);
                 },
-                |w| tx.send(w),
+                |ws| tx.send_all(ws),
                 &stopping,
                 Duration::from_secs(10),
             );
