@@ -66,6 +66,7 @@ pub fn bench(quick: bool) -> Result<()> {
     };
     run.ceiling()?;
     let rss_fast = run.fast_path_renewals()?;
+    run.fast_path_shapes()?;
     run.control_plane_renewals()?;
     run.dora_and_kea_renewals()?;
     run.perfdhcp_ramps()?;
@@ -96,6 +97,34 @@ pub fn reconnect_only(quick: bool) -> Result<()> {
     let r = reconnect::mass_reconnect(&lab, &bin, quick);
     let _ = std::fs::remove_dir_all(&lab.dir);
     r
+}
+
+/// `cargo xtask bench --shapes-only`: section 2b on its own lab, its
+/// figures printed (the run's report is left as it was).
+pub fn shapes_only(quick: bool) -> Result<()> {
+    ensure_peer_packages()?;
+    let _rmem = RmemGuard::raise();
+    let bin = release_bin()?;
+    let lab = lab()?;
+    let plan = BenchPlan::new(quick);
+    let mut run = BenchRun {
+        lab: &lab,
+        bin: &bin,
+        plan: &plan,
+        curves: Vec::new(),
+    };
+    let r = run.fast_path_shapes();
+    let _ = std::fs::remove_dir_all(&lab.dir);
+    r?;
+    for c in &run.curves {
+        println!(
+            "{}: {} answered/s, {}",
+            c.key.label(),
+            c.outcome.figure.map_or("-".into(), xdhcp_ramp::thousands),
+            c.outcome.describe()
+        );
+    }
+    Ok(())
 }
 
 /// Redraws a run's plot, points and report from its JSON report (after a
@@ -133,6 +162,20 @@ impl BenchRun<'_> {
             self.plan.clients
         );
         self.renewals(RenewRamp::fast_path(self.plan), Key::FastPath)
+    }
+
+    /// Section 2b: the fast path's renewals in each other request shape
+    /// the kernel answers (tags, client id, unpadded), each after its own
+    /// DORA in that shape.
+    fn fast_path_shapes(&mut self) -> Result<()> {
+        for (key, shape) in Key::SHAPES {
+            eprintln!(
+                "== 2b. xdhcp renewals, fast path on, shape {shape} ({} clients leased by DORA in that shape first)",
+                self.plan.clients / 4
+            );
+            self.renewals(RenewRamp::fast_path_shape(self.plan, shape), key)?;
+        }
+        Ok(())
     }
 
     /// Section 3: renewals answered by the control plane.

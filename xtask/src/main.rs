@@ -56,6 +56,10 @@ enum Task {
         /// subscribers).
         #[arg(long, conflicts_with = "replot")]
         reconnect_only: bool,
+        /// Only the fast path's per-shape renewal ramps (section 2b), their
+        /// figures printed.
+        #[arg(long, conflicts_with_all = ["replot", "reconnect_only"])]
+        shapes_only: bool,
     },
     /// Set up, then run the libFuzzer targets (fuzz/): 25 s each, or an
     /// hour each with --long, which also grows fuzz/corpus/.
@@ -180,6 +184,11 @@ fn main() -> ExitCode {
             reconnect_only: true,
             ..
         } => setup::setup().and_then(|()| bench::reconnect_only(quick)),
+        Task::Bench {
+            quick,
+            shapes_only: true,
+            ..
+        } => setup::setup().and_then(|()| bench::shapes_only(quick)),
         Task::Bench { quick, .. } => setup::setup().and_then(|()| bench::bench(quick)),
         Task::LabClean => {
             for ns in xdhcp_lab::cleanup_stale() {

@@ -63,10 +63,14 @@ pub(super) enum Key {
     PerfDoraXdhcp,
     PerfRenewKea,
     PerfRenewXdhcp,
+    FastPathDot1q,
+    FastPathQinq,
+    FastPathClientId,
+    FastPathUnpadded,
 }
 
 impl Key {
-    pub(super) const ALL: [Key; 10] = [
+    pub(super) const ALL: [Key; 14] = [
         Key::Ceiling,
         Key::FastPath,
         Key::ControlPlane,
@@ -77,6 +81,19 @@ impl Key {
         Key::PerfDoraXdhcp,
         Key::PerfRenewKea,
         Key::PerfRenewXdhcp,
+        Key::FastPathDot1q,
+        Key::FastPathQinq,
+        Key::FastPathClientId,
+        Key::FastPathUnpadded,
+    ];
+
+    /// The fast path's renewals in each request shape but the plain one
+    /// (section 2), with loadgen's `--shape` for each.
+    pub(super) const SHAPES: [(Key, &'static str); 4] = [
+        (Key::FastPathDot1q, "dot1q"),
+        (Key::FastPathQinq, "qinq"),
+        (Key::FastPathClientId, "client-id"),
+        (Key::FastPathUnpadded, "unpadded"),
     ];
 
     /// The curve's label in the plot, txt and JSON.
@@ -92,6 +109,10 @@ impl Key {
             Key::PerfDoraXdhcp => "perfdhcp DORA: xdhcp",
             Key::PerfRenewKea => "perfdhcp renew: Kea",
             Key::PerfRenewXdhcp => "perfdhcp renew: xdhcp",
+            Key::FastPathDot1q => "xdhcp renewals, fast path, 802.1Q",
+            Key::FastPathQinq => "xdhcp renewals, fast path, QinQ",
+            Key::FastPathClientId => "xdhcp renewals, fast path, client id",
+            Key::FastPathUnpadded => "xdhcp renewals, fast path, unpadded",
         }
     }
 
@@ -106,6 +127,10 @@ impl Key {
             Key::KeaRenew => "Kea renewals",
             Key::PerfDoraKea | Key::PerfRenewKea => "Kea",
             Key::PerfDoraXdhcp | Key::PerfRenewXdhcp => "xdhcp",
+            Key::FastPathDot1q => "fast path 802.1Q",
+            Key::FastPathQinq => "fast path QinQ",
+            Key::FastPathClientId => "fast path client id",
+            Key::FastPathUnpadded => "fast path unpadded",
         }
     }
 
@@ -140,12 +165,32 @@ impl Curve {
 }
 
 /// Table rows: label, curve, and the peer it is compared with.
-pub(super) const ROWS: [(&str, Key, Option<Key>); 10] = [
+pub(super) const ROWS: [(&str, Key, Option<Key>); 14] = [
     ("1. ceiling: bare XDP bounce", Key::Ceiling, None),
     (
         "2. xdhcp renewals, fast path (XDP)",
         Key::FastPath,
         Some(Key::KeaRenew),
+    ),
+    (
+        "   fast path, 802.1Q-tagged requests",
+        Key::FastPathDot1q,
+        None,
+    ),
+    (
+        "   fast path, QinQ (802.1ad + 802.1Q)",
+        Key::FastPathQinq,
+        None,
+    ),
+    (
+        "   fast path, with a client identifier (61)",
+        Key::FastPathClientId,
+        None,
+    ),
+    (
+        "   fast path, unpadded requests (grown in the kernel)",
+        Key::FastPathUnpadded,
+        None,
     ),
     (
         "3. xdhcp renewals, fast path off (control plane, SQLite fsync)",

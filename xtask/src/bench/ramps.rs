@@ -124,6 +124,8 @@ pub(super) struct RenewRamp<'a> {
     ramp: &'a RampCfg,
     secs: f64,
     clients: u32,
+    /// loadgen's `--shape` for the DORA and the renewals.
+    shape: &'static str,
 }
 
 impl RenewRamp<'_> {
@@ -136,6 +138,18 @@ impl RenewRamp<'_> {
             ramp: &plan.xdp,
             secs: plan.xdp_secs,
             clients: plan.clients,
+            shape: "plain",
+        }
+    }
+
+    /// The fast path's renewals in request shape `shape` (loadgen's
+    /// `--shape`): the same ramp as the plain one's, over a quarter of
+    /// its clients (each shape's DORA comes first).
+    pub(super) fn fast_path_shape<'a>(plan: &'a BenchPlan, shape: &'static str) -> RenewRamp<'a> {
+        RenewRamp {
+            clients: plan.clients / 4,
+            shape,
+            ..RenewRamp::fast_path(plan)
         }
     }
 
@@ -149,6 +163,7 @@ impl RenewRamp<'_> {
             ramp: &plan.cp,
             secs: plan.cp_secs,
             clients: plan.clients / 4,
+            shape: "plain",
         }
     }
 
@@ -181,6 +196,9 @@ impl RenewRamp<'_> {
             s(cpus()),
         ];
         args.extend(self.ramp.loadgen_args());
+        if self.shape != "plain" {
+            args.extend([s("--shape"), s(self.shape)]);
+        }
         if self.system == System::Xdhcp {
             args.extend([
                 s("--server-socket"),

@@ -53,6 +53,27 @@ interface = "srv0"
 [[subnet.pool]]
 start = "198.18.1.0"
 end = "198.18.255.250"
+
+# The tags loadgen's `--shape dot1q` and `--shape qinq` send (the
+# fast path's per-shape rows).
+[[subnet]]
+id = 100
+subnet = "198.19.0.0/17"
+interface = "srv0"
+vlan = 100
+[[subnet.pool]]
+start = "198.19.0.10"
+end = "198.19.127.250"
+
+[[subnet]]
+id = 200
+subnet = "198.19.128.0/17"
+interface = "srv0"
+vlan = 100
+inner_vlan = 200
+[[subnet.pool]]
+start = "198.19.128.10"
+end = "198.19.255.250"
 "#;
 
 const KEA_CONFIG: &str = r#"{ "Dhcp4": {
