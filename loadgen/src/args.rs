@@ -76,15 +76,20 @@ pub enum Shape {
     ClientId,
     /// The BOOTP payload ends at its END option (no padding to 300).
     Unpadded,
+    /// Relayed: from `--giaddr` (IPv4 source and giaddr) to `--server`,
+    /// UDP 67 to 67, one hop, option 82 last with a circuit-id per client
+    /// (laid out as the client-id shape's option 61).
+    Relayed,
 }
 
 impl Shape {
-    pub const ALL: [Shape; 5] = [
+    pub const ALL: [Shape; 6] = [
         Shape::Plain,
         Shape::Dot1q,
         Shape::Qinq,
         Shape::ClientId,
         Shape::Unpadded,
+        Shape::Relayed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +99,7 @@ impl Shape {
             Shape::Qinq => "qinq",
             Shape::ClientId => "client-id",
             Shape::Unpadded => "unpadded",
+            Shape::Relayed => "relayed",
         }
     }
 }
@@ -201,6 +207,10 @@ pub struct Args {
     /// generator on the same link emulates other clients.
     #[arg(long, default_value_t = 0)]
     pub mac_offset: u32,
+    /// `--shape relayed`: the relay's address (giaddr and IPv4 source);
+    /// the server must trust it and route replies to it over --iface.
+    #[arg(long)]
+    pub giaddr: Option<Ipv4Addr>,
     /// The flood's relay address (giaddr and IPv4 source).
     #[arg(long)]
     pub flood_giaddr: Option<Ipv4Addr>,

@@ -141,6 +141,9 @@ fn gen_config(args: &Args, phase: Phase, epoch: u32, server: ServerInfo) -> Resu
     cfg.ip_off = ip_offset(args.shape) as u16;
     cfg.client_id_off =
         option_value_at(&frame, cfg.ip_off as usize, opt::CLIENT_ID).unwrap_or(0) as u16;
+    // Option 82's first sub-option is the circuit-id (the relayed shape).
+    cfg.circuit_id_off = option_value_at(&frame, cfg.ip_off as usize, opt::RELAY_AGENT_INFO)
+        .map_or(0, |v| v + 2) as u16;
     cfg.frame[..frame.len()].copy_from_slice(&frame);
     Ok(cfg)
 }

@@ -32,7 +32,8 @@ use dhcp_common::gen::{
     MAX_CLIENTS, MAX_FRAME_LEN, MIN_TEMPLATE_LEN,
 };
 use dhcp_common::layout::{
-    bootp, eth, ipv4, msg, opt, udp, DHCP_CLIENT_PORT, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP,
+    bootp, eth, ipv4, msg, opt, udp, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, ETH_P_8021AD, ETH_P_8021Q,
+    ETH_P_IP,
 };
 
 /// Where the UDP and BOOTP headers start from the IPv4 header (the
@@ -159,6 +160,14 @@ fn send(ctx: &XdpContext) -> Option<()> {
         }
         unsafe { core::ptr::copy_nonoverlapping(mac.as_ptr(), c as *mut u8, 6) };
     }
+    let relayed = cfg.circuit_id_off != 0;
+    if relayed {
+        let c = data + (cfg.circuit_id_off as usize & 0x1ff) + CLIENT_ID_MAC_AT;
+        if c + 6 > end {
+            return None;
+        }
+        unsafe { core::ptr::copy_nonoverlapping(mac.as_ptr(), c as *mut u8, 6) };
+    }
     unsafe {
         core::ptr::copy_nonoverlapping(mac.as_ptr(), p.add(eth::SRC.start), 6);
         core::ptr::copy_nonoverlapping(mac.as_ptr(), b.add(BOOTP + bootp::CHADDR.start), 6);
@@ -171,8 +180,12 @@ fn send(ctx: &XdpContext) -> Option<()> {
             }
             (q as *mut u32).write_unaligned(ip);
         } else {
-            // ciaddr, and the IPv4 source for both RENEWING and REBINDING.
+            // ciaddr, and the IPv4 source for both RENEWING and REBINDING
+            // unless a relay sends it (then the source is its giaddr,
+            // which the server checks against the binding's).
             (b.add(BOOTP + bootp::CIADDR.start) as *mut u32).write_unaligned(ip);
+        }
+        if !relayed && kind != kind::INIT_REBOOT && kind != kind::FLOOD {
             (b.add(ipv4::SRC.start) as *mut u32).write_unaligned(ip);
             // The template's header checksum was computed with source 0.
             let base =
@@ -237,7 +250,11 @@ fn receive(ctx: &XdpContext) -> Option<()> {
     {
         return None;
     }
-    if rd16(UDP + udp::DST_PORT.start) != DHCP_CLIENT_PORT {
+    // Replies to a relay go to its port 67 (requests to port 67 never
+    // reach this interface's ingress from the generator itself).
+    let port = rd16(UDP + udp::DST_PORT.start);
+    let op = unsafe { *p.add(BOOTP + bootp::OP) };
+    if port != DHCP_CLIENT_PORT && !(port == DHCP_SERVER_PORT && op == bootp::BOOTREPLY) {
         return None;
     }
     let now = unsafe { bpf_ktime_get_ns() };
@@ -278,7 +295,6 @@ fn receive(ctx: &XdpContext) -> Option<()> {
     if lat > cfg.timeout_ns {
         bump(stat::LATE);
     }
-    let op = unsafe { *p.add(BOOTP + bootp::OP) };
     if cfg.expect == expect::BOUNCE {
         bump(if op == bootp::BOOTREQUEST && mac_ok {
             stat::OK
