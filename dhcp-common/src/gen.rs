@@ -30,6 +30,8 @@ pub mod expect {
     pub const ACK: u32 = 0;
     /// The request itself, bounced (the ceiling's bare program).
     pub const BOUNCE: u32 = 1;
+    /// A DHCPOFFER of the client's address, checked as an ACK is.
+    pub const OFFER: u32 = 2;
 }
 
 /// Counters (per CPU).
@@ -111,7 +113,8 @@ pub struct GenConfig {
     pub kind: u32,
     /// `expect::*`.
     pub expect: u32,
-    /// Offset of option 50's value in `frame` (INIT-REBOOT), else 0.
+    /// Offset of option 50's value in `frame` (INIT-REBOOT, SELECTING,
+    /// FLOOD), else 0.
     pub requested_ip_off: u32,
     /// Network byte order.
     pub server_ip: u32,
@@ -162,6 +165,11 @@ pub mod kind {
     /// A flood from random MACs: SELECTING REQUESTs (50 = the client's
     /// address, 54 the server) and DISCOVERs, alternately.
     pub const FLOOD: u32 = 3;
+    /// A known client's DISCOVER (broadcast, ciaddr 0, no 50 or 54).
+    pub const DISCOVER: u32 = 4;
+    /// A known client's SELECTING REQUEST: broadcast, ciaddr 0, 50 = its
+    /// address, 54 = the server.
+    pub const SELECTING: u32 = 5;
 }
 
 #[cfg(test)]

@@ -32,6 +32,12 @@ pub enum Phase {
     /// one line (--flood-giaddr, --flood-circuit), by the xdp engine; no
     /// reply expected. Requested addresses are the clients' (--synthetic).
     Flood,
+    /// DISCOVERs from bound clients, by the xdp engine: each must be
+    /// offered its own address (the kernel answers them).
+    DiscoverKnown,
+    /// SELECTING REQUESTs from bound clients (54 = the server, 50 = the
+    /// bound address, ciaddr 0), by the xdp engine; ACKs expected.
+    Selecting,
 }
 
 impl Phase {
@@ -46,11 +52,18 @@ impl Phase {
             Phase::Decline => "decline",
             Phase::Reconnect => "reconnect",
             Phase::Flood => "flood",
+            Phase::DiscoverKnown => "discover-known",
+            Phase::Selecting => "selecting",
         }
     }
 
     pub(crate) fn is_renewal(self) -> bool {
         matches!(self, Phase::Renew | Phase::Rebind | Phase::InitReboot)
+    }
+
+    /// Phases only the xdp engine sends, whatever --engine says.
+    pub(crate) fn xdp_only(self) -> bool {
+        matches!(self, Phase::Flood | Phase::DiscoverKnown | Phase::Selecting)
     }
 }
 

@@ -134,7 +134,7 @@ pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
     let mut reports = Vec::new();
     for &phase in &args.phases {
         let ramped = (!args.rates.is_empty() || args.ramp_from.is_some())
-            && (phase.is_renewal() || phase == Phase::Discover);
+            && (phase.is_renewal() || phase == Phase::Discover || phase.xdp_only());
         if ramped {
             steps.ramp(phase, &mut reports)?;
         } else {
@@ -249,7 +249,7 @@ impl Steps<'_> {
 
     /// The phase on the engine that sends it.
     fn run_engine(&mut self, a: &Args, phase: Phase, epoch: u32) -> Result<PhaseReport> {
-        let xdp = (phase.is_renewal() && a.engine == Engine::Xdp) || phase == Phase::Flood;
+        let xdp = (phase.is_renewal() && a.engine == Engine::Xdp) || phase.xdp_only();
         if !xdp {
             let e = self
                 .engine

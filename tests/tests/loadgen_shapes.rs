@@ -212,3 +212,46 @@ fn relayed_renewals_from_the_xdp_engine_are_answered_in_the_kernel() {
         assert_eq!(l["subnet-id"], 2, "{l}");
     }
 }
+
+#[test]
+fn known_clients_discover_and_select_and_the_kernel_answers_both() {
+    let mut lab = DaemonLab::new("lgshknown", CONFIG, None).unwrap();
+    lab.start().unwrap();
+    lab.drop_peer().unwrap();
+    let r = lab.loadgen(&[
+        "--clients",
+        "100",
+        "--rate",
+        "2000",
+        "--count",
+        "2000",
+        "--phase",
+        "dora",
+        "--phase",
+        "discover-known",
+        "--phase",
+        "selecting",
+        "--engine",
+        "xdp",
+    ]);
+    assert_eq!((n(&r[0], "ok"), n(&r[0], "lost")), (100, 0), "{}", r[0]);
+    // Which counter each phase's replies must land in: OFFERs for the
+    // DISCOVERs, ACKs for the SELECTING REQUESTs, all from the kernel.
+    for (phase, fast) in r[1..].iter().zip(["fast_path_offers", "fast_path_acks"]) {
+        assert_eq!(phase["engine"], "xdp", "{phase}");
+        let sent = n(phase, "sent");
+        assert_eq!(sent, 2000, "{phase}");
+        assert_eq!(n(phase, "ok"), sent, "{phase}");
+        let sv = &phase["server"];
+        assert_eq!(n(sv, fast), sent, "{phase}");
+        assert_eq!(
+            n(sv, "control_plane_offers")
+                + n(sv, "control_plane_acks")
+                + n(sv, "control_plane_naks"),
+            0,
+            "{phase}"
+        );
+    }
+    assert_eq!(r[1]["phase"], "discover-known");
+    assert_eq!(r[2]["phase"], "selecting");
+}
