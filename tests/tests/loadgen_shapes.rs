@@ -154,7 +154,7 @@ end = "198.18.2.209"
 "#;
 
 #[test]
-fn relayed_renewals_from_the_xdp_engine_are_answered_in_the_kernel() {
+fn relayed_requests_from_the_xdp_engine_are_answered_in_the_kernel() {
     let mut lab = DaemonLab::new("lgshrel", RELAY_CONFIG, Some("198.18.1.2/24")).unwrap();
     lab.srv
         .run(["ip", "addr", "add", "198.18.1.1/24", "dev", "srv0"])
@@ -183,21 +183,35 @@ fn relayed_renewals_from_the_xdp_engine_are_answered_in_the_kernel() {
         "renew",
         "--phase",
         "rebind",
+        "--phase",
+        "init-reboot",
+        "--phase",
+        "discover-known",
+        "--phase",
+        "selecting",
         "--engine",
         "xdp",
     ]);
     let dora = &r[0];
     assert_eq!((n(dora, "ok"), n(dora, "lost")), (100, 0), "{dora}");
     assert_eq!(n(&dora["server"], "control_plane_acks"), 100, "{dora}");
+    assert_eq!(r.len(), 6);
     for phase in &r[1..] {
         assert_eq!(phase["engine"], "xdp", "{phase}");
         let sent = n(phase, "sent");
         assert_eq!(sent, 2000, "{phase}");
         assert_eq!(n(phase, "ok"), sent, "{phase}");
         let sv = &phase["server"];
-        assert_eq!(n(sv, "fast_path_acks"), sent, "{phase}");
+        let fast = if phase["phase"] == "discover-known" {
+            "fast_path_offers"
+        } else {
+            "fast_path_acks"
+        };
+        assert_eq!(n(sv, fast), sent, "{phase}");
         assert_eq!(
-            n(sv, "control_plane_acks") + n(sv, "control_plane_naks"),
+            n(sv, "control_plane_offers")
+                + n(sv, "control_plane_acks")
+                + n(sv, "control_plane_naks"),
             0,
             "{phase}"
         );
