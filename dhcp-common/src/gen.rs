@@ -30,6 +30,8 @@ pub mod expect {
     pub const ACK: u32 = 0;
     /// The request itself, bounced (the ceiling's bare program).
     pub const BOUNCE: u32 = 1;
+    /// A DHCPOFFER of the client's address, checked as an ACK is.
+    pub const OFFER: u32 = 2;
 }
 
 /// Counters (per CPU).
@@ -111,7 +113,8 @@ pub struct GenConfig {
     pub kind: u32,
     /// `expect::*`.
     pub expect: u32,
-    /// Offset of option 50's value in `frame` (INIT-REBOOT), else 0.
+    /// Offset of option 50's value in `frame` (INIT-REBOOT, SELECTING,
+    /// FLOOD), else 0.
     pub requested_ip_off: u32,
     /// Network byte order.
     pub server_ip: u32,
@@ -132,10 +135,17 @@ pub struct GenConfig {
     /// Offset of option 61's value, whose bytes 3..9 are the client's MAC
     /// (`[0, 'l', 'g', mac]`), else 0.
     pub client_id_off: u16,
+    /// The relayed shape: offset of option 82's circuit-id value, laid
+    /// out as [`client_id`] (one line per client), else 0. Nonzero also
+    /// means the IPv4 source is the relay's giaddr, which the sender
+    /// leaves as the template has it.
+    pub circuit_id_off: u16,
+    /// Keeps the struct free of tail padding.
+    pub _pad: [u8; 6],
 }
 
 /// The client identifier (option 61) client `mac` sends in the
-/// client-id shape: type 0 (not a hardware address, RFC 2132 9.14), so
+/// client-id shape (and the circuit-id its relay adds in the relayed one): type 0 (not a hardware address, RFC 2132 9.14), so
 /// the server keys the binding on it rather than on chaddr.
 pub fn client_id(mac: [u8; 6]) -> [u8; 9] {
     [
@@ -155,6 +165,11 @@ pub mod kind {
     /// A flood from random MACs: SELECTING REQUESTs (50 = the client's
     /// address, 54 the server) and DISCOVERs, alternately.
     pub const FLOOD: u32 = 3;
+    /// A known client's DISCOVER (broadcast, ciaddr 0, no 50 or 54).
+    pub const DISCOVER: u32 = 4;
+    /// A known client's SELECTING REQUEST: broadcast, ciaddr 0, 50 = its
+    /// address, 54 = the server.
+    pub const SELECTING: u32 = 5;
 }
 
 #[cfg(test)]
@@ -164,11 +179,12 @@ mod tests {
 
     #[test]
     fn gen_config() {
-        assert_eq!(size_of::<GenConfig>(), 400);
+        assert_eq!(size_of::<GenConfig>(), 408);
         no_hidden_padding!(GenConfig, timeout_ns: u64, clients: u32, stride: u32, epoch: u32,
             kind: u32, expect: u32, requested_ip_off: u32, server_ip: u32,
             frame: [u8; MAX_FRAME_LEN + 4], msg_type_off: u16, server_id_off: u16,
-            frame_len: u16, ip_off: u16, client_id_off: u16);
+            frame_len: u16, ip_off: u16, client_id_off: u16, circuit_id_off: u16,
+            _pad: [u8; 6]);
     }
 
     #[test]

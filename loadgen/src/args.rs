@@ -32,6 +32,12 @@ pub enum Phase {
     /// one line (--flood-giaddr, --flood-circuit), by the xdp engine; no
     /// reply expected. Requested addresses are the clients' (--synthetic).
     Flood,
+    /// DISCOVERs from bound clients, by the xdp engine: each must be
+    /// offered its own address (the kernel answers them).
+    DiscoverKnown,
+    /// SELECTING REQUESTs from bound clients (54 = the server, 50 = the
+    /// bound address, ciaddr 0), by the xdp engine; ACKs expected.
+    Selecting,
 }
 
 impl Phase {
@@ -46,11 +52,18 @@ impl Phase {
             Phase::Decline => "decline",
             Phase::Reconnect => "reconnect",
             Phase::Flood => "flood",
+            Phase::DiscoverKnown => "discover-known",
+            Phase::Selecting => "selecting",
         }
     }
 
     pub(crate) fn is_renewal(self) -> bool {
         matches!(self, Phase::Renew | Phase::Rebind | Phase::InitReboot)
+    }
+
+    /// Phases only the xdp engine sends, whatever --engine says.
+    pub(crate) fn xdp_only(self) -> bool {
+        matches!(self, Phase::Flood | Phase::DiscoverKnown | Phase::Selecting)
     }
 }
 
@@ -76,15 +89,20 @@ pub enum Shape {
     ClientId,
     /// The BOOTP payload ends at its END option (no padding to 300).
     Unpadded,
+    /// Relayed: from `--giaddr` (IPv4 source and giaddr) to `--server`,
+    /// UDP 67 to 67, one hop, option 82 last with a circuit-id per client
+    /// (laid out as the client-id shape's option 61).
+    Relayed,
 }
 
 impl Shape {
-    pub const ALL: [Shape; 5] = [
+    pub const ALL: [Shape; 6] = [
         Shape::Plain,
         Shape::Dot1q,
         Shape::Qinq,
         Shape::ClientId,
         Shape::Unpadded,
+        Shape::Relayed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +112,7 @@ impl Shape {
             Shape::Qinq => "qinq",
             Shape::ClientId => "client-id",
             Shape::Unpadded => "unpadded",
+            Shape::Relayed => "relayed",
         }
     }
 }
@@ -201,6 +220,10 @@ pub struct Args {
     /// generator on the same link emulates other clients.
     #[arg(long, default_value_t = 0)]
     pub mac_offset: u32,
+    /// `--shape relayed`: the relay's address (giaddr and IPv4 source);
+    /// the server must trust it and route replies to it over --iface.
+    #[arg(long)]
+    pub giaddr: Option<Ipv4Addr>,
     /// The flood's relay address (giaddr and IPv4 source).
     #[arg(long)]
     pub flood_giaddr: Option<Ipv4Addr>,

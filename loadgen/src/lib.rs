@@ -116,6 +116,10 @@ pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
         .position(|&s| s == args.shape)
         .unwrap_or(0);
     SHAPE.store(shape_at as u8, std::sync::atomic::Ordering::Relaxed);
+    if let (Some(giaddr), Some(server)) = (args.giaddr, args.server) {
+        let r = (u64::from(u32::from(giaddr)) << 32) | u64::from(u32::from(server));
+        RELAY.store(r, std::sync::atomic::Ordering::Relaxed);
+    }
     let bindings = initial_bindings(args)?;
     if args.ramp_from.is_some() && !(1.1..=10.0).contains(&args.ramp_factor) {
         bail!("--ramp-factor must be within 1.1..=10");
@@ -130,7 +134,7 @@ pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
     let mut reports = Vec::new();
     for &phase in &args.phases {
         let ramped = (!args.rates.is_empty() || args.ramp_from.is_some())
-            && (phase.is_renewal() || phase == Phase::Discover);
+            && (phase.is_renewal() || phase == Phase::Discover || phase.xdp_only());
         if ramped {
             steps.ramp(phase, &mut reports)?;
         } else {
@@ -150,6 +154,12 @@ fn check_args(args: &Args) -> Result<()> {
     }
     if args.shape != Shape::Plain && args.phases.contains(&Phase::Flood) {
         bail!("--phase flood builds its own relayed requests: no --shape");
+    }
+    if args.shape == Shape::Relayed && (args.giaddr.is_none() || args.server.is_none()) {
+        bail!("--shape relayed needs --giaddr (the relay) and --server (where it relays to)");
+    }
+    if args.giaddr.is_some() && args.shape != Shape::Relayed {
+        bail!("--giaddr is for --shape relayed");
     }
     if args.phases.is_empty() {
         bail!("no --phase given");
@@ -239,7 +249,7 @@ impl Steps<'_> {
 
     /// The phase on the engine that sends it.
     fn run_engine(&mut self, a: &Args, phase: Phase, epoch: u32) -> Result<PhaseReport> {
-        let xdp = (phase.is_renewal() && a.engine == Engine::Xdp) || phase == Phase::Flood;
+        let xdp = (phase.is_renewal() && a.engine == Engine::Xdp) || phase.xdp_only();
         if !xdp {
             let e = self
                 .engine

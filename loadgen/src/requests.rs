@@ -15,6 +15,15 @@ pub fn shape() -> Shape {
     Shape::ALL[SHAPE.load(std::sync::atomic::Ordering::Relaxed) as usize]
 }
 
+/// `--shape relayed`'s giaddr (high 32 bits) and server, set once per run.
+pub(crate) static RELAY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The relay every relayed request comes through: (giaddr, server).
+pub fn relay() -> (Ipv4Addr, Ipv4Addr) {
+    let r = RELAY.load(std::sync::atomic::Ordering::Relaxed);
+    (Ipv4Addr::from((r >> 32) as u32), Ipv4Addr::from(r as u32))
+}
+
 impl Shape {
     /// The VLAN tags (TPID, TCI) every frame of the shape carries.
     pub fn tags(self) -> Vec<proto::Tag> {
@@ -64,6 +73,13 @@ pub fn build_shaped(r: &RequestSpec, shape: Shape) -> (Vec<u8>, usize) {
     p[bootp::XID].copy_from_slice(&r.xid.to_be_bytes());
     p[bootp::CIADDR].copy_from_slice(&r.ciaddr.octets());
     p[bootp::CHADDR.start..bootp::CHADDR.start + 6].copy_from_slice(&r.mac);
+    let relayed = shape == Shape::Relayed;
+    let (giaddr, relay_server) = relay();
+    if relayed {
+        // One hop: the relay's, which sends every request to the server.
+        p[bootp::HOPS] = 1;
+        p[bootp::GIADDR].copy_from_slice(&giaddr.octets());
+    }
     p.extend_from_slice(&bootp::MAGIC_COOKIE);
     p.extend_from_slice(&[opt::MESSAGE_TYPE, 1, r.msg_type]);
     if shape == Shape::ClientId {
@@ -85,6 +101,18 @@ pub fn build_shaped(r: &RequestSpec, shape: Shape) -> (Vec<u8>, usize) {
         p.extend_from_slice(&[opt::PARAMETER_REQUEST_LIST, PRL.len() as u8]);
         p.extend_from_slice(&PRL);
     }
+    if relayed {
+        // Option 82 last, as relays add it (RFC 3046 §2.1); a circuit per
+        // client, so each is its own line.
+        let circuit = dhcp_common::gen::client_id(r.mac);
+        p.extend_from_slice(&[
+            opt::RELAY_AGENT_INFO,
+            circuit.len() as u8 + 2,
+            opt::RAI_CIRCUIT_ID,
+            circuit.len() as u8,
+        ]);
+        p.extend_from_slice(&circuit);
+    }
     p.push(opt::END);
     if shape != Shape::Unpadded {
         p.resize(bootp::MIN_LEN, 0);
@@ -95,9 +123,9 @@ pub fn build_shaped(r: &RequestSpec, shape: Shape) -> (Vec<u8>, usize) {
         src_mac: r.mac,
         dst_mac: r.dst_mac,
         tags,
-        src_ip: r.ciaddr,
-        dst_ip: r.dst_ip,
-        src_port: 68,
+        src_ip: if relayed { giaddr } else { r.ciaddr },
+        dst_ip: if relayed { relay_server } else { r.dst_ip },
+        src_port: if relayed { 67 } else { 68 },
         dst_port: 67,
     };
     let udp_payload_at = ip_at + ipv4::MIN_HEADER_LEN + udp::HEADER_LEN;

@@ -116,7 +116,12 @@ fn gen_config(args: &Args, phase: Phase, epoch: u32, server: ServerInfo) -> Resu
         Phase::Rebind => kind::REBINDING,
         Phase::InitReboot => kind::INIT_REBOOT,
         Phase::Flood => kind::FLOOD,
-        other => bail!("the xdp engine sends renewals only, not {}", other.name()),
+        Phase::DiscoverKnown => kind::DISCOVER,
+        Phase::Selecting => kind::SELECTING,
+        other => bail!(
+            "the xdp engine sends renewals, known clients' DISCOVERs and SELECTING REQUESTs, and floods, not {}",
+            other.name()
+        ),
     };
     let (frame, req_off, type_off, sid_off) = request_template(args, phase, server)?;
     let mut cfg: GenConfig = bytemuck::Zeroable::zeroed();
@@ -126,13 +131,14 @@ fn gen_config(args: &Args, phase: Phase, epoch: u32, server: ServerInfo) -> Resu
     cfg.epoch = epoch;
     cfg.kind = spec_kind;
     cfg.expect = match args.expect {
+        Expect::Ack if phase == Phase::DiscoverKnown => expect::OFFER,
         Expect::Ack => expect::ACK,
         Expect::Bounce => expect::BOUNCE,
     };
-    cfg.requested_ip_off = if spec_kind == kind::INIT_REBOOT || spec_kind == kind::FLOOD {
-        req_off as u32
-    } else {
+    cfg.requested_ip_off = if matches!(spec_kind, kind::RENEWING | kind::REBINDING) {
         0
+    } else {
+        req_off as u32
     };
     cfg.msg_type_off = type_off as u16;
     cfg.server_id_off = sid_off as u16;
@@ -141,6 +147,9 @@ fn gen_config(args: &Args, phase: Phase, epoch: u32, server: ServerInfo) -> Resu
     cfg.ip_off = ip_offset(args.shape) as u16;
     cfg.client_id_off =
         option_value_at(&frame, cfg.ip_off as usize, opt::CLIENT_ID).unwrap_or(0) as u16;
+    // Option 82's first sub-option is the circuit-id (the relayed shape).
+    cfg.circuit_id_off = option_value_at(&frame, cfg.ip_off as usize, opt::RELAY_AGENT_INFO)
+        .map_or(0, |v| v + 2) as u16;
     cfg.frame[..frame.len()].copy_from_slice(&frame);
     Ok(cfg)
 }

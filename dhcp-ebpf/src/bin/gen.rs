@@ -32,7 +32,8 @@ use dhcp_common::gen::{
     MAX_CLIENTS, MAX_FRAME_LEN, MIN_TEMPLATE_LEN,
 };
 use dhcp_common::layout::{
-    bootp, eth, ipv4, msg, opt, udp, DHCP_CLIENT_PORT, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP,
+    bootp, eth, ipv4, msg, opt, udp, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, ETH_P_8021AD, ETH_P_8021Q,
+    ETH_P_IP,
 };
 
 /// Where the UDP and BOOTP headers start from the IPv4 header (the
@@ -159,20 +160,36 @@ fn send(ctx: &XdpContext) -> Option<()> {
         }
         unsafe { core::ptr::copy_nonoverlapping(mac.as_ptr(), c as *mut u8, 6) };
     }
+    let relayed = cfg.circuit_id_off != 0;
+    // RENEWING and REBINDING carry the address in ciaddr; the others have
+    // ciaddr 0 and maybe option 50.
+    let renewing = kind == kind::RENEWING || kind == kind::REBINDING;
+    if relayed {
+        let c = data + (cfg.circuit_id_off as usize & 0x1ff) + CLIENT_ID_MAC_AT;
+        if c + 6 > end {
+            return None;
+        }
+        unsafe { core::ptr::copy_nonoverlapping(mac.as_ptr(), c as *mut u8, 6) };
+    }
     unsafe {
         core::ptr::copy_nonoverlapping(mac.as_ptr(), p.add(eth::SRC.start), 6);
         core::ptr::copy_nonoverlapping(mac.as_ptr(), b.add(BOOTP + bootp::CHADDR.start), 6);
         (b.add(BOOTP + bootp::XID.start) as *mut u32).write_unaligned(xid);
-        if kind == kind::INIT_REBOOT || kind == kind::FLOOD {
+        if !renewing && cfg.requested_ip_off != 0 {
             // A variable offset needs its own bound for the verifier.
             let q = data + (cfg.requested_ip_off as usize & 0x1ff);
             if q + 4 > end {
                 return None;
             }
             (q as *mut u32).write_unaligned(ip);
-        } else {
-            // ciaddr, and the IPv4 source for both RENEWING and REBINDING.
+        }
+        if renewing {
+            // ciaddr, and the IPv4 source for both RENEWING and REBINDING
+            // unless a relay sends it (then the source is its giaddr,
+            // which the server checks against the binding's).
             (b.add(BOOTP + bootp::CIADDR.start) as *mut u32).write_unaligned(ip);
+        }
+        if renewing && !relayed {
             (b.add(ipv4::SRC.start) as *mut u32).write_unaligned(ip);
             // The template's header checksum was computed with source 0.
             let base =
@@ -237,7 +254,11 @@ fn receive(ctx: &XdpContext) -> Option<()> {
     {
         return None;
     }
-    if rd16(UDP + udp::DST_PORT.start) != DHCP_CLIENT_PORT {
+    // Replies to a relay go to its port 67 (requests to port 67 never
+    // reach this interface's ingress from the generator itself).
+    let port = rd16(UDP + udp::DST_PORT.start);
+    let op = unsafe { *p.add(BOOTP + bootp::OP) };
+    if port != DHCP_CLIENT_PORT && !(port == DHCP_SERVER_PORT && op == bootp::BOOTREPLY) {
         return None;
     }
     let now = unsafe { bpf_ktime_get_ns() };
@@ -278,7 +299,6 @@ fn receive(ctx: &XdpContext) -> Option<()> {
     if lat > cfg.timeout_ns {
         bump(stat::LATE);
     }
-    let op = unsafe { *p.add(BOOTP + bootp::OP) };
     if cfg.expect == expect::BOUNCE {
         bump(if op == bootp::BOOTREQUEST && mac_ok {
             stat::OK
@@ -289,9 +309,18 @@ fn receive(ctx: &XdpContext) -> Option<()> {
     }
     let ip = XDHCP_GEN_CLIENTS.get(i).copied().unwrap_or(0);
     let verdict = check_ack(ctx, ip_off + BOOTP + bootp::OPTIONS, cfg.server_ip);
+    let want = if cfg.expect == expect::OFFER {
+        msg::OFFER
+    } else {
+        msg::ACK
+    };
     bump(match verdict {
         msg::NAK => stat::NAK,
-        msg::ACK if op == bootp::BOOTREPLY && mac_ok && rd32(BOOTP + bootp::YIADDR.start) == ip => {
+        v if v == want
+            && op == bootp::BOOTREPLY
+            && mac_ok
+            && rd32(BOOTP + bootp::YIADDR.start) == ip =>
+        {
             stat::OK
         }
         _ => stat::WRONG,
@@ -300,7 +329,7 @@ fn receive(ctx: &XdpContext) -> Option<()> {
 }
 
 /// Walks the reply's first options: the message type if option 54 is this
-/// server and option 51 is present (ACK) or for a NAK, else 0.
+/// server and option 51 is present (ACK or OFFER) or for a NAK, else 0.
 #[inline(always)]
 fn check_ack(ctx: &XdpContext, options_at: usize, server_ip: u32) -> u8 {
     let data = ctx.data();
@@ -335,7 +364,7 @@ fn check_ack(ctx: &XdpContext, options_at: usize, server_ip: u32) -> u8 {
         off += 2 + len;
     }
     match msg_type {
-        msg::ACK if server_ok && lease_ok => msg::ACK,
+        msg::ACK | msg::OFFER if server_ok && lease_ok => msg_type,
         msg::NAK => msg::NAK,
         _ => 0,
     }

@@ -16,7 +16,8 @@ use super::{
 };
 use crate::{programs, Phase};
 use dhcp_common::layout::{
-    bootp, eth, ipv4, opt, udp, DHCP_CLIENT_PORT, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP,
+    bootp, eth, ipv4, opt, udp, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, ETH_P_8021AD, ETH_P_8021Q,
+    ETH_P_IP,
 };
 use dhcp_common::packet_socket;
 use xdhcp::xdp::loader;

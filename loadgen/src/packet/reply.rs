@@ -15,7 +15,8 @@ pub(super) struct Reply {
 }
 
 pub(super) fn parse_reply(f: &[u8]) -> Option<Reply> {
-    // Ethernet, any tags the stack left in the frame, IPv4, UDP to 68,
+    // Ethernet, any tags the stack left in the frame, IPv4, UDP to 68
+    // (or 67: a reply to the relay of the relayed shape),
     // BOOTREPLY with the magic cookie.
     let ethertype = |at: usize| f.get(at..at + 2).map(|t| u16::from_be_bytes([t[0], t[1]]));
     let mut at = eth::ETHERTYPE.start;
@@ -33,7 +34,9 @@ pub(super) fn parse_reply(f: &[u8]) -> Option<Reply> {
     let ihl = ((f[ip + ipv4::VERSION_IHL] & 0xf) as usize) * 4;
     let u = ip + ihl;
     if f.len() < u + udp::HEADER_LEN + bootp::OPTIONS
-        || f[u + udp::DST_PORT.start..u + udp::DST_PORT.end] != DHCP_CLIENT_PORT.to_be_bytes()
+        || ![DHCP_CLIENT_PORT, DHCP_SERVER_PORT]
+            .map(u16::to_be_bytes)
+            .contains(&[f[u + udp::DST_PORT.start], f[u + udp::DST_PORT.start + 1]])
     {
         return None;
     }

@@ -36,6 +36,21 @@ pub fn request_spec(
             dst_ip: Ipv4Addr::BROADCAST,
             ..base
         },
+        Phase::DiscoverKnown => RequestSpec {
+            msg_type: 1,
+            ciaddr: zero,
+            dst_mac: BROADCAST_MAC,
+            dst_ip: Ipv4Addr::BROADCAST,
+            ..base
+        },
+        Phase::Selecting => RequestSpec {
+            ciaddr: zero,
+            requested: Some(ip),
+            server_id: Some(server),
+            dst_mac: BROADCAST_MAC,
+            dst_ip: Ipv4Addr::BROADCAST,
+            ..base
+        },
         Phase::Release => RequestSpec {
             msg_type: 7,
             server_id: Some(server),
