@@ -166,7 +166,8 @@ impl BenchRun<'_> {
 
     /// Section 2b: the fast path's renewals in each other request shape
     /// the kernel answers (tags, client id, unpadded), each after its own
-    /// DORA in that shape.
+    /// DORA in that shape; then a known client's DISCOVER and SELECTING
+    /// REQUEST.
     fn fast_path_shapes(&mut self) -> Result<()> {
         for (key, shape) in Key::SHAPES {
             eprintln!(
@@ -174,6 +175,13 @@ impl BenchRun<'_> {
                 self.plan.clients / 4
             );
             self.renewals(RenewRamp::fast_path_shape(self.plan, shape), key)?;
+        }
+        for (key, phase) in Key::RECONNECTS {
+            eprintln!(
+                "== 2b. xdhcp fast path, known clients' {phase} ({} clients leased by DORA first)",
+                self.plan.clients / 4
+            );
+            self.renewals(RenewRamp::fast_path_phase(self.plan, phase), key)?;
         }
         Ok(())
     }

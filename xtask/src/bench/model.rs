@@ -67,10 +67,12 @@ pub(super) enum Key {
     FastPathQinq,
     FastPathClientId,
     FastPathUnpadded,
+    FastPathDiscover,
+    FastPathSelecting,
 }
 
 impl Key {
-    pub(super) const ALL: [Key; 14] = [
+    pub(super) const ALL: [Key; 16] = [
         Key::Ceiling,
         Key::FastPath,
         Key::ControlPlane,
@@ -85,6 +87,8 @@ impl Key {
         Key::FastPathQinq,
         Key::FastPathClientId,
         Key::FastPathUnpadded,
+        Key::FastPathDiscover,
+        Key::FastPathSelecting,
     ];
 
     /// The fast path's renewals in each request shape but the plain one
@@ -94,6 +98,13 @@ impl Key {
         (Key::FastPathQinq, "qinq"),
         (Key::FastPathClientId, "client-id"),
         (Key::FastPathUnpadded, "unpadded"),
+    ];
+
+    /// A known client's reconnect answered by the fast path, with
+    /// loadgen's phase for each.
+    pub(super) const RECONNECTS: [(Key, &'static str); 2] = [
+        (Key::FastPathDiscover, "discover-known"),
+        (Key::FastPathSelecting, "selecting"),
     ];
 
     /// The curve's label in the plot, txt and JSON.
@@ -113,6 +124,8 @@ impl Key {
             Key::FastPathQinq => "xdhcp renewals, fast path, QinQ",
             Key::FastPathClientId => "xdhcp renewals, fast path, client id",
             Key::FastPathUnpadded => "xdhcp renewals, fast path, unpadded",
+            Key::FastPathDiscover => "xdhcp known clients' DISCOVER, fast path OFFER",
+            Key::FastPathSelecting => "xdhcp SELECTING REQUEST, fast path ACK",
         }
     }
 
@@ -131,6 +144,8 @@ impl Key {
             Key::FastPathQinq => "fast path QinQ",
             Key::FastPathClientId => "fast path client id",
             Key::FastPathUnpadded => "fast path unpadded",
+            Key::FastPathDiscover => "fast path OFFER",
+            Key::FastPathSelecting => "fast path SELECTING ACK",
         }
     }
 
@@ -165,7 +180,7 @@ impl Curve {
 }
 
 /// Table rows: label, curve, and the peer it is compared with.
-pub(super) const ROWS: [(&str, Key, Option<Key>); 14] = [
+pub(super) const ROWS: [(&str, Key, Option<Key>); 16] = [
     ("1. ceiling: bare XDP bounce", Key::Ceiling, None),
     (
         "2. xdhcp renewals, fast path (XDP)",
@@ -190,6 +205,16 @@ pub(super) const ROWS: [(&str, Key, Option<Key>); 14] = [
     (
         "   fast path, unpadded requests (grown in the kernel)",
         Key::FastPathUnpadded,
+        None,
+    ),
+    (
+        "   fast path, a known client's DISCOVER (kernel OFFER)",
+        Key::FastPathDiscover,
+        None,
+    ),
+    (
+        "   fast path, a known client's SELECTING REQUEST (kernel ACK)",
+        Key::FastPathSelecting,
         None,
     ),
     (

@@ -126,6 +126,9 @@ pub(super) struct RenewRamp<'a> {
     clients: u32,
     /// loadgen's `--shape` for the DORA and the renewals.
     shape: &'static str,
+    /// The ramped phase: `renew`, or a known client's `discover-known`
+    /// or `selecting` (the kernel's OFFER and SELECTING ACK).
+    phase: &'static str,
 }
 
 impl RenewRamp<'_> {
@@ -139,6 +142,17 @@ impl RenewRamp<'_> {
             secs: plan.xdp_secs,
             clients: plan.clients,
             shape: "plain",
+            phase: "renew",
+        }
+    }
+
+    /// A known client's `phase` (`discover-known`, `selecting`) answered
+    /// by the fast path, plain shape, over a quarter of the clients.
+    pub(super) fn fast_path_phase<'a>(plan: &'a BenchPlan, phase: &'static str) -> RenewRamp<'a> {
+        RenewRamp {
+            clients: plan.clients / 4,
+            phase,
+            ..RenewRamp::fast_path(plan)
         }
     }
 
@@ -164,6 +178,7 @@ impl RenewRamp<'_> {
             secs: plan.cp_secs,
             clients: plan.clients / 4,
             shape: "plain",
+            phase: "renew",
         }
     }
 
@@ -185,7 +200,7 @@ impl RenewRamp<'_> {
             s("--duration"),
             s(60),
             s("--phase"),
-            s("renew"),
+            s(self.phase),
             s("--engine"),
             s(self.engine),
             s("--count"),
@@ -228,6 +243,6 @@ pub(super) fn renew_ramp(
     if bound < clients as u64 * 9 / 10 {
         bail!("only {bound} of {clients} clients got a lease before the renewal ramp");
     }
-    let (points, outcome) = ramp_of(&r, "renew")?;
+    let (points, outcome) = ramp_of(&r, rr.phase)?;
     Ok((points, outcome, rss))
 }
