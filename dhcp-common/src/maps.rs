@@ -123,6 +123,9 @@ pub mod lease_flags {
     /// A DISCOVER from the client may be OFFERed this binding, and its
     /// SELECTING REQUEST ACKed, in the kernel.
     pub const OFFERABLE: u16 = 2;
+    /// The binding's subnet enables rapid commit (RFC 4039): with
+    /// `OFFERABLE`, a DISCOVER carrying option 80 is ACKed in the kernel.
+    pub const RAPID_COMMIT: u16 = 4;
 }
 
 /// Per-interface facts the XDP program needs to send a reply.
