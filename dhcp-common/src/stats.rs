@@ -70,10 +70,7 @@ pub mod stat {
     pub const RATE_LIMITED_MAC: u32 = 33;
     /// Dropped in the driver: the subscriber line's bucket was empty.
     pub const RATE_LIMITED_LINE: u32 = 34;
-    /// A known client's rapid-commit DISCOVER (option 80, on a subnet
-    /// that enables it), ACKed with its binding.
-    pub const FP_ACK_RAPID: u32 = 35;
-    pub const COUNT: u32 = 36;
+    pub const COUNT: u32 = 35;
 }
 
 /// The per-CPU value of `MAP_STATS` (its only entry): every counter,
@@ -117,7 +114,6 @@ pub const STAT_NAMES: [&str; stat::COUNT as usize] = [
     "pass_not_offerable",
     "rate_limited_mac",
     "rate_limited_line",
-    "fp_ack_rapid",
 ];
 
 #[cfg(test)]

@@ -262,9 +262,8 @@ impl Server {
         // a rapid ACK's own options may lack one that did not fit beside
         // the 80 echo, so the template is built as for a request without
         // it (the kernel passes a rapid DISCOVER whose ACK would differ).
-        let plain = rapid.then(|| {
-            self.build_marked(req, msg::ACK, req.ciaddr, ip, Some(&resolved), false)
-        });
+        let plain =
+            rapid.then(|| self.build_marked(req, msg::ACK, req.ciaddr, ip, Some(&resolved), false));
         let (tpayload, tmark) = plain.as_ref().map_or((&payload, mark), |(p, m)| (p, *m));
         let fast = (self.kernel_can_answer(req, &resolved)
             && subscriber::fixed_fields_clear(tpayload))
