@@ -123,6 +123,11 @@ pub mod lease_flags {
     /// A DISCOVER from the client may be OFFERed this binding, and its
     /// SELECTING REQUEST ACKed, in the kernel.
     pub const OFFERABLE: u16 = 2;
+    /// The binding's subnet enables rapid commit (RFC 4039). Set by the
+    /// control plane; the XDP program does not answer option 80 yet (its
+    /// rapid ACK did not pass the verifier's instruction limit), so a
+    /// DISCOVER carrying it always passes.
+    pub const RAPID_COMMIT: u16 = 4;
 }
 
 /// Per-interface facts the XDP program needs to send a reply.

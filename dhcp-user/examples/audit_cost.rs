@@ -130,6 +130,7 @@ fn main() -> Result<()> {
     )?;
     let fast = Arc::new(FastReply {
         offerable: false,
+        rapid: false,
         iface: "lo".into(),
         outer_vlan: 0,
         inner_vlan: 0,

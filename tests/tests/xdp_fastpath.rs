@@ -74,6 +74,7 @@ domain_name = "lab.xdhcp.test"
 id = 1
 subnet = "198.18.0.0/24"
 interface = "lo"
+rapid_commit = true
 options = { routers = ["198.18.0.1"] }
 [[subnet.pool]]
 start = "198.18.0.100"
@@ -93,6 +94,7 @@ end = "198.18.100.250"
 id = 200
 subnet = "198.18.101.0/24"
 interface = "lo"
+rapid_commit = true
 vlan = 100
 inner_vlan = 200
 [[subnet.pool]]
@@ -102,6 +104,7 @@ end = "198.18.101.250"
 [[subnet]]
 id = 300
 subnet = "198.19.10.0/24"
+rapid_commit = true
 options = { routers = ["198.19.10.1"], domain_name = "relayed.xdhcp.test" }
 [[subnet.pool]]
 start = "198.19.10.20"
@@ -259,6 +262,8 @@ enum Kind {
     Renewing,
     Rebinding,
     InitReboot,
+    /// A DISCOVER with rapid commit (80).
+    Rapid,
 }
 
 impl Client {
@@ -338,6 +343,12 @@ impl Client {
         self.relay_info.is_some() && (kind != Kind::Renewing || self.relays_renewals)
     }
 
+    /// `CONFIG` enables rapid commit on every subnet but the single-tagged
+    /// one (100).
+    fn on_rapid_subnet(&self) -> bool {
+        self.relay_info.is_some() || self.tags.len() != 1
+    }
+
     fn payload(&self, kind: Kind, xid: u32) -> Vec<u8> {
         let mut p = vec![0u8; bootp::FIXED_LEN];
         p[bootp::OP] = bootp::BOOTREQUEST;
@@ -357,7 +368,7 @@ impl Client {
         }
         p[bootp::CHADDR][..6].copy_from_slice(&self.mac);
         p.extend_from_slice(&bootp::MAGIC_COOKIE);
-        let msg_type = if kind == Kind::Discover {
+        let msg_type = if matches!(kind, Kind::Discover | Kind::Rapid) {
             msg::DISCOVER
         } else {
             msg::REQUEST
@@ -385,6 +396,9 @@ impl Client {
         }
         if let Some(h) = &self.hostname {
             push(opt::HOSTNAME, h);
+        }
+        if kind == Kind::Rapid {
+            push(opt::RAPID_COMMIT, &[]);
         }
         // Clients order their options freely; the message type need not come
         // first.
@@ -508,13 +522,16 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
     let mut answered = std::collections::BTreeMap::<u32, u64>::new();
     let mut path_passes = 0;
     let (mut answered_relayed, mut relayed_renewing) = (0, 0);
+    let mut rapid_seen = std::collections::BTreeMap::<bool, u32>::new();
     let cases = 300;
     for n in 0..cases {
         let mut c = Client::random(&mut rng, n);
         obtain(&mut rig, &mut c, n * 16);
         let mut last_relayed = c.relayed(Kind::Selecting);
         // A known client that DISCOVERs (it lost its lease, or rebooted
-        // without a memory) is offered its binding and ACKed in the kernel.
+        // without a memory) is offered its binding and ACKed in the kernel;
+        // with rapid commit on its subnet the control plane ACKs it at
+        // once, and the binding that ACK makes is renewed in the kernel.
         for (i, kind) in [
             Kind::Renewing,
             Kind::Rebinding,
@@ -522,6 +539,9 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
             Kind::Discover,
             Kind::Selecting,
             Kind::Renewing,
+            Kind::Rapid,
+            Kind::Renewing,
+            Kind::Rapid,
         ]
         .into_iter()
         .enumerate()
@@ -537,8 +557,12 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
             let relayed = c.relayed(kind);
             if relayed != last_relayed {
                 last_relayed = relayed;
-                let reason =
-                    delta.get(stat::PASS_WRONG_SCOPE) + delta.get(stat::PASS_SHAPE_CHANGED);
+                // (Option 80 passes before the binding is looked at.)
+                let reason = if kind == Kind::Rapid {
+                    delta.get(stat::PASS_UNUSUAL)
+                } else {
+                    delta.get(stat::PASS_WRONG_SCOPE) + delta.get(stat::PASS_SHAPE_CHANGED)
+                };
                 if verdict != XDP_PASS || reason != 1 || cp.is_none() {
                     failures.push(format!(
                         "{name}: path changed, want a pass and a control-plane ACK: {} {delta}",
@@ -546,6 +570,29 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
                     ));
                 }
                 path_passes += 1;
+                continue;
+            }
+            if kind == Kind::Rapid {
+                // The kernel passes option 80; the control plane ACKs with
+                // its echo where the subnet enables rapid commit, else
+                // OFFERs. The binding a rapid ACK makes is mapped: the
+                // RENEWING after it is the kernel's (checked below).
+                let rapid = c.on_rapid_subnet();
+                let answered_as = cp.as_ref().is_some_and(|w| {
+                    let f = proto::parse_frame(wire_bytes(w), None, true).unwrap();
+                    let p = f.payload;
+                    let want = if rapid { msg::ACK } else { msg::OFFER };
+                    option_at(p, opt::MESSAGE_TYPE).is_some_and(|i| p[i + 2] == want)
+                        && option_at(p, opt::RAPID_COMMIT).is_some() == rapid
+                });
+                if verdict != XDP_PASS || delta.get(stat::PASS_UNUSUAL) != 1 || !answered_as {
+                    failures.push(format!(
+                        "{name}: rapid DISCOVER, want a pass and the control plane's {}: {} {delta}",
+                        if rapid { "rapid ACK" } else { "OFFER" },
+                        verdict_name(verdict)
+                    ));
+                }
+                *rapid_seen.entry(rapid).or_default() += 1;
                 continue;
             }
             if verdict != XDP_TX {
@@ -565,6 +612,7 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
                 Kind::Discover => stat::FP_OFFER,
                 Kind::Selecting => stat::FP_ACK_SELECTING,
                 Kind::InitReboot => stat::FP_ACK_INIT_REBOOT,
+                Kind::Rapid => unreachable!("passed above"),
             };
             if delta.get(state) != 1 {
                 failures.push(format!("{name}: counters {delta}"));
@@ -603,8 +651,12 @@ fn renewals_answered_in_the_kernel_equal_the_control_planes_acks() {
         failures.is_empty(),
         "{} of {} renewals differ:\n{}",
         failures.len(),
-        cases * 6,
+        cases * 9,
         failures[..failures.len().min(5)].join("\n\n")
+    );
+    assert!(
+        rapid_seen.len() == 2 && rapid_seen.values().all(|n| *n > 50),
+        "rapid DISCOVERs (on a rapid-commit subnet: count): {rapid_seen:?}"
     );
     assert!(path_passes > 0, "the generator made no relayed client");
     assert!(

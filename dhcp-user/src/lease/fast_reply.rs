@@ -26,6 +26,10 @@ pub struct FastReply {
     /// same shape (no reservation of the client's elsewhere): the kernel
     /// may then answer the DISCOVER, and the SELECTING REQUEST after it.
     pub offerable: bool,
+    /// The binding's subnet enables rapid commit: with `offerable`, the
+    /// kernel may ACK a DISCOVER carrying option 80 (the template is the
+    /// ACK of a request without it; the kernel adds the echo).
+    pub rapid: bool,
     pub template: Arc<[u8]>,
 }
 
@@ -45,7 +49,9 @@ impl FastReply {
         v.extend_from_slice(&self.max_message_size.to_be_bytes());
         v.push(self.client_id_len);
         v.push(self.relay_info_len);
-        v.push(u8::from(self.offerable));
+        // One byte of flags: bit 0 offerable, bit 1 rapid. An older build
+        // reads anything but 1 as not offerable, which only passes more.
+        v.push(u8::from(self.offerable) | u8::from(self.rapid) << 1);
         v.push(self.iface.len() as u8);
         v.extend_from_slice(self.iface.as_bytes());
         v.extend_from_slice(&self.template);
@@ -54,11 +60,12 @@ impl FastReply {
 
     /// Version 1 (before `offerable`) decodes as not offerable.
     pub fn decode(v: &[u8]) -> Option<FastReply> {
-        let (offerable, at) = match v.first()? {
-            1 => (false, 19),
-            2 => (*v.get(19)? == 1, 20),
+        let (flags, at) = match v.first()? {
+            1 => (0, 19),
+            2 => (*v.get(19)?, 20),
             _ => return None,
         };
+        let (offerable, rapid) = (flags & 1 != 0, flags & 2 != 0);
         if v.len() < at + 1 {
             return None;
         }
@@ -67,6 +74,7 @@ impl FastReply {
         let iface = std::str::from_utf8(v.get(at + 1..at + 1 + n)?).ok()?;
         Some(FastReply {
             offerable,
+            rapid,
             outer_vlan: be16(1),
             inner_vlan: be16(3),
             giaddr: Ipv4Addr::new(v[5], v[6], v[7], v[8]),
@@ -89,6 +97,7 @@ impl FastReply {
         use dhcp_common::layout::{msg, opt};
         FastReply {
             offerable: false,
+            rapid: false,
             iface: iface.into(),
             outer_vlan: 0,
             inner_vlan: 0,

@@ -257,16 +257,24 @@ impl Server {
         // A DISCOVER gets this binding back unless a reservation of the
         // client's points elsewhere (`discover` tries reservations first).
         let offerable = self.reservation(sn, req).is_none_or(|r| r.ip == ip);
-        let fast = (!rapid
-            && self.kernel_can_answer(req, &resolved)
-            && subscriber::fixed_fields_clear(&payload))
+        let rapid_subnet = sn.rapid_commit;
+        // The template is what a renewal's ACK carries before its echoes:
+        // a rapid ACK's own options may lack one that did not fit beside
+        // the 80 echo, so the template is built as for a request without
+        // it (the kernel passes a rapid DISCOVER whose ACK would differ).
+        let plain =
+            rapid.then(|| self.build_marked(req, msg::ACK, req.ciaddr, ip, Some(&resolved), false));
+        let (tpayload, tmark) = plain.as_ref().map_or((&payload, mark), |(p, m)| (p, *m));
+        let fast = (self.kernel_can_answer(req, &resolved)
+            && subscriber::fixed_fields_clear(tpayload))
         .then(|| {
             self.fast_reply(
                 req,
                 arrival,
                 &key,
-                &payload[proto::BOOTP_FIXED_LEN + 4..mark],
+                &tpayload[proto::BOOTP_FIXED_LEN + 4..tmark],
                 offerable,
+                rapid_subnet,
             )
         })
         .flatten();

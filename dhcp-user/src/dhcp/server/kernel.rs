@@ -14,6 +14,7 @@ impl Server {
         key: &[u8],
         template: &[u8],
         offerable: bool,
+        rapid: bool,
     ) -> Option<Arc<FastReply>> {
         if key.len() > 1 + dhcp_common::MAX_ID_LEN
             || template.len() > dhcp_common::TEMPLATE_OPTIONS_MAX
@@ -45,6 +46,7 @@ impl Server {
             client_id_len: req.client_id.map_or(0, |c| c.len() as u8),
             relay_info_len: rai.len() as u8,
             offerable,
+            rapid,
             template,
         }))
     }

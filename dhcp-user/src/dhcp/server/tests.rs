@@ -651,6 +651,41 @@ fn rapid_commit_only_where_enabled() {
     assert!(!option_codes(&o).contains(&opt::RAPID_COMMIT));
 }
 
+/// A rapid ACK's binding is mapped, with the template a renewal's ACK
+/// carries (built without 80), and marked for rapid commit only where the
+/// subnet enables it.
+#[test]
+fn a_rapid_commit_binding_is_mapped_with_the_renewals_template() {
+    let mut s = server();
+    let fast_of = |o: &Outcome| match &o.store[..] {
+        [StoreOp::Put(l), ..] => l.fast.clone().expect("mapped"),
+        other => panic!("{other:?}"),
+    };
+    let o = handle_on(
+        &mut s,
+        &req(msg::DISCOVER, 1).opt(opt::RAPID_COMMIT, &[]),
+        VLAN100,
+        NOW,
+    );
+    assert_eq!(msg_type(&o), v4::MessageType::Ack);
+    let rapid = fast_of(&o);
+    assert!(rapid.rapid && rapid.offerable);
+    assert!(!rapid.template.contains(&opt::RAPID_COMMIT));
+    let ip = decode(&o).yiaddr().octets();
+    let o = handle_on(&mut s, &req(msg::REQUEST, 1).ciaddr(ip), VLAN100, NOW);
+    assert_eq!(msg_type(&o), v4::MessageType::Ack);
+    let renewal = fast_of(&o);
+    assert_eq!(renewal.template, rapid.template);
+    assert!(renewal.rapid);
+    // The flags survive the store's encoding.
+    let back = FastReply::decode(&rapid.encode()).unwrap();
+    assert!(back.rapid && back.offerable);
+    // Without rapid commit on the subnet, not marked.
+    let ip = dora(&mut s, 2).octets();
+    let o = handle(&mut s, &req(msg::REQUEST, 2).ciaddr(ip));
+    assert!(!fast_of(&o).rapid);
+}
+
 #[test]
 fn parameter_request_list_and_option_order() {
     let mut s = server();

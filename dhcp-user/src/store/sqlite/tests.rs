@@ -27,6 +27,7 @@ fn lease(n: u8, state: LeaseState) -> Lease {
         fast: (n == 1).then(|| {
             std::sync::Arc::new(FastReply {
                 offerable: false,
+                rapid: false,
                 iface: "eth0".into(),
                 outer_vlan: 100,
                 inner_vlan: 4094,

@@ -102,6 +102,11 @@ impl FastMaps {
                     lease_flags::OFFERABLE
                 } else {
                     0
+                }
+                | if f.rapid {
+                    lease_flags::RAPID_COMMIT
+                } else {
+                    0
                 },
         };
         Some((key, value))

@@ -264,6 +264,7 @@ end = "198.18.3.20"
         Some(Arc::new(FastReply {
             outer_vlan,
             offerable: true,
+            rapid: false,
             ..FastReply::minimal("srv0")
         }))
     }
