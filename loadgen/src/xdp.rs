@@ -147,9 +147,15 @@ fn gen_config(args: &Args, phase: Phase, epoch: u32, server: ServerInfo) -> Resu
     cfg.ip_off = ip_offset(args.shape) as u16;
     cfg.client_id_off =
         option_value_at(&frame, cfg.ip_off as usize, opt::CLIENT_ID).unwrap_or(0) as u16;
-    // Option 82's first sub-option is the circuit-id (the relayed shape).
-    cfg.circuit_id_off = option_value_at(&frame, cfg.ip_off as usize, opt::RELAY_AGENT_INFO)
-        .map_or(0, |v| v + 2) as u16;
+    // Option 82's first sub-option is the circuit-id, one per client in
+    // the relayed shape only: the flood's option 82 names its one line
+    // and must stay so (the line's rate limit is what it tests).
+    cfg.circuit_id_off = if args.shape == Shape::Relayed {
+        option_value_at(&frame, cfg.ip_off as usize, opt::RELAY_AGENT_INFO).map_or(0, |v| v + 2)
+            as u16
+    } else {
+        0
+    };
     cfg.frame[..frame.len()].copy_from_slice(&frame);
     Ok(cfg)
 }
