@@ -151,19 +151,10 @@ impl PacketSocket {
         Ok(PacketSocket { fd, ifindex, mac })
     }
 
-    /// One frame; `WouldBlock` when none is queued.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<RxMeta> {
-        packet_socket::recv(self.fd.as_raw_fd(), buf).map(|rx| rx_meta(&rx))
-    }
-
     /// Up to `RECV_BATCH` frames into `b` in one system call (read each
     /// one's [`rx_meta`]); `WouldBlock` when none is queued.
     pub fn recv_many(&self, b: &mut RecvBatch) -> io::Result<usize> {
         packet_socket::recv_many(self.fd.as_raw_fd(), b)
-    }
-
-    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        packet_socket::send_to(self.fd.as_raw_fd(), self.ifindex, frame)
     }
 
     /// Sends `frames` in order, a batch per system call; a frame the

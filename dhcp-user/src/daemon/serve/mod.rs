@@ -142,13 +142,6 @@ pub struct Transmitter {
 }
 
 impl Transmitter {
-    pub fn send(&self, w: &Wire) {
-        let Wire::Frame { iface, bytes } = w;
-        if let Err(e) = self.packet[*iface].send(bytes) {
-            tracing::warn!("sending a reply: {e}");
-        }
-    }
-
     /// Sends `ws` in order, each run on one interface a batch per system
     /// call (`sendmmsg`).
     pub fn send_all(&self, ws: &[&Wire]) {
