@@ -93,6 +93,7 @@ lease_time = 600
 id = 1
 subnet = "198.18.0.0/24"
 interface = "lo"
+rapid_commit = true
 [[subnet.pool]]
 start = "198.18.0.100"
 end = "198.18.0.101"
@@ -118,6 +119,10 @@ end = "198.18.1.101"
 #[derive(Debug, Clone)]
 enum Op {
     Dora(u8),
+    /// A DISCOVER with rapid commit (80): the kernel passes it, and the
+    /// control plane binds at once where the subnet allows it (subnet 1),
+    /// mapping the binding for the kernel's later renewals.
+    RapidDora(u8),
     /// RENEWING, to the kernel first (the control plane gets what it passes).
     Renew(u8),
     /// Two renewals, the second some seconds after the first: it moves
@@ -155,6 +160,7 @@ fn op() -> impl Strategy<Value = Op> {
     let a = 0..ADDRS.len() as u8;
     prop_oneof![
         6 => c.clone().prop_map(Op::Dora),
+        2 => c.clone().prop_map(Op::RapidDora),
         6 => c.clone().prop_map(Op::Renew),
         3 => (c.clone(), 1u8..70).prop_map(|(c, s)| Op::RenewTwice(c, s)),
         2 => c.clone().prop_map(Op::Rebind),
@@ -710,6 +716,16 @@ impl<'k> World<'k> {
                     KERNEL_SELECTING_ACKS.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            Op::RapidDora(c) => {
+                self.discovered[c as usize] = self.last_seq;
+                self.beliefs[c as usize].stale = true;
+                let d = self.msg(c, 1).opt(80, &[]);
+                let f = self.frame(c, d, false);
+                assert!(
+                    self.kernel_first(f).is_none(),
+                    "the kernel answered a rapid-commit DISCOVER"
+                );
+            }
             Op::Renew(c) | Op::RenewTwice(c, _) | Op::Rebind(c) => {
                 let Some(ip) = self.beliefs[c as usize].ip else {
                     return;
@@ -1003,6 +1019,7 @@ fn parse_ops(text: &str) -> Vec<Op> {
         let a = |i: usize| args[i] as u8;
         ops.push(match name {
             "Dora" => Op::Dora(a(0)),
+            "RapidDora" => Op::RapidDora(a(0)),
             "Renew" => Op::Renew(a(0)),
             "RenewTwice" => Op::RenewTwice(a(0), a(1)),
             "Rebind" => Op::Rebind(a(0)),
@@ -1131,6 +1148,24 @@ mod holes {
             Op::Dora(1),
             Op::Flush,
             Op::Dora(2),
+            Op::Flush,
+        ]);
+    }
+
+    /// Found once rapid commit was among the operations: a rapid ACK's
+    /// binding was written before what the DISCOVER reclaimed on the way,
+    /// so an expired lease of the same address overwrote it in the store
+    /// and a crash lost the ACKed binding.
+    #[test]
+    fn a_rapid_commit_ack_is_stored_after_what_its_discover_reclaimed() {
+        replay(&[
+            Op::Dora(0),
+            Op::Reload(1),
+            Op::ResAdd(0, 0),
+            Op::Advance(600),
+            Op::Restart,
+            Op::AdminAdd(2, 1),
+            Op::RapidDora(1),
             Op::Flush,
         ]);
     }

@@ -32,7 +32,11 @@ impl Server {
         };
         if self.subnets[si].rapid_commit && req.rapid_commit {
             let mut o = self.bind(si, req, arrival, key, ip, now, true);
-            o.store.extend(reclaimed);
+            // What was reclaimed on the way happened before the binding:
+            // written after it, a reclaimed lease of the same address
+            // would overwrite the binding the ACK announces.
+            reclaimed.append(&mut o.store);
+            o.store = reclaimed;
             return o;
         }
         let bound_already = self
