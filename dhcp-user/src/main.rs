@@ -6,7 +6,7 @@ use std::{
 use clap::{Parser, Subcommand};
 
 use serde_json::{json, Value};
-use xdhcp::api::{cli, control::Response};
+use xdhcp::api::{cli, control::Response, lease_table};
 use xdhcp::config::Config;
 
 /// xdhcp: DHCPv4 server with an XDP fast path for renewals.
@@ -345,9 +345,11 @@ fn leases(command: LeasesCommand, client: &ClientArgs) -> ExitCode {
             if let Some(s) = state {
                 a.insert("state".into(), s.into());
             }
-            client.call("lease4-get-all", a.into(), cli::print_leases)
+            client.call("lease4-get-all", a.into(), lease_table::print_leases)
         }
-        LeasesCommand::Show { who } => client.call("lease4-get", cli::who(&who), cli::print_lease),
+        LeasesCommand::Show { who } => {
+            client.call("lease4-get", cli::who(&who), lease_table::print_lease)
+        }
         LeasesCommand::Audit { repair } => client.call(
             "lease4-audit",
             json!({ "repair": repair }),
@@ -364,7 +366,7 @@ fn leases(command: LeasesCommand, client: &ClientArgs) -> ExitCode {
         } => {
             let mut a = client_at(&id, ip);
             a["valid-lft"] = lease_time.into();
-            client.call("lease4-add", a, cli::print_lease)
+            client.call("lease4-add", a, lease_table::print_lease)
         }
     }
 }

@@ -474,14 +474,18 @@ fn the_daemon_serves_from_postgres_and_a_restart_rebuilds_from_it() {
 
 /// Issue 15 in the lab: two daemons (fast path on) on one database, each
 /// with a client of its own, the same pool, neither knowing the other's
-/// leases (no follower yet). The second node offers the address the
+/// leases (`database.follow = false`; `pg_follow.rs` has them follow). The second node offers the address the
 /// first one bound; its claim is lost in the database, no ACK leaves, and
 /// its client ends up with another address.
 #[test]
 fn two_nodes_on_one_database_never_bind_one_address_twice() {
     let pg = PgCluster::start(None).unwrap();
     assert!(xdhcp_db(&pg, "init").0);
-    let config = |node: &str| CONFIG.replace("@URL@", &pg.url()).replace("lab-node", node);
+    // Without following, B does not know A's binding when its client
+    // comes: the database's refusal alone keeps the address A's.
+    let config = |node: &str| {
+        CONFIG.replace("@URL@", &pg.url()).replace("lab-node", node) + "follow = false\n"
+    };
     let mut a = DaemonLab::new("pgnodea", &config("node-a"), None).unwrap();
     let mut b = DaemonLab::new("pgnodeb", &config("node-b"), None).unwrap();
     a.start().unwrap();

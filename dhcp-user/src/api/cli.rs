@@ -5,6 +5,8 @@ use std::{path::Path, process::ExitCode};
 use crate::api::control::{self, Response, ERROR};
 use serde_json::{json, Value};
 
+use crate::api::text::{s, when};
+
 /// Calls `command`; prints the JSON answer or `render`s it. Exit 0 when
 /// done, 1 on an error, 3 when nothing was found, 4 when `leases audit`
 /// found the XDP map and the store disagreeing (Kea's result codes; 4 is
@@ -96,14 +98,6 @@ fn relay_or_client_id(x: &Value) -> String {
 
 pub fn print_text(r: &Response) {
     println!("{}", r.text);
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 pub fn print_status(r: &Response) {
@@ -240,6 +234,7 @@ fn print_lease_store(st: &Value) {
             s(&db["lost-claims"])
         );
     }
+    print_follower(&st["follow"]);
     if let Some(since) = st["failing-since"].as_u64() {
         println!(
             "              failing since {since} (unix): {} replies withheld, {} changes pending, {} write attempts failed in all",
@@ -361,102 +356,41 @@ fn print_offer_lines(lines: &Value) {
     }
 }
 
-/// Unix seconds, and how far from now.
-fn when(v: &Value) -> String {
-    let Some(t) = v.as_u64() else {
-        return "-".into();
-    };
-    let now = crate::xdp::clock::unix_now();
-    if t >= now {
-        format!("{t} (+{}s)", t - now)
-    } else {
-        format!("{t} (-{}s)", now - t)
-    }
-}
-
 /// Both planes' view of one lease: the store's (state, end, template)
 /// and the kernel's (entry under the lease's key: whether it answers for
 /// this address, its end, template slot), then the key.
-fn lease_row(l: &Value) -> String {
-    let k = &l["xdp-map"];
-    let in_map = match (&l["in-xdp-map"], k.is_object()) {
-        (Value::Bool(true), _) => "yes".to_string(),
-        // The key's entry answers for another address.
-        (_, true) => format!("->{}", s(&k["ip-address"])),
-        (Value::Bool(false), _) => "no".to_string(),
-        _ => "?".to_string(),
-    };
-    format!(
-        "{:<16} {:<18} {:<20} {:<9} {:>6} {:<22} {:<4} {:<16} {:<22} {:>5}  {}",
-        s(&l["ip-address"]),
-        s(&l["hw-address"]),
-        s(&l["client-id"]),
-        s(&l["state"]),
-        s(&l["subnet-id"]),
-        when(&l["expires"]),
-        if l["fast-path"] == json!(true) {
-            "yes"
-        } else {
-            "no"
-        },
-        in_map,
-        if k["unreported-renewal"] == json!(true) {
-            format!("{}*", when(&k["expires"]))
-        } else {
-            when(&k["expires"])
-        },
-        s(&k["template-id"]),
-        s(&l["map-key"]),
-    )
-}
-
-fn lease_header() {
-    println!(
-        "{:<16} {:<18} {:<20} {:<9} {:>6} {:<22} {:<4} {:<16} {:<22} {:>5}  map key",
-        "address",
-        "hw-address",
-        "client-id",
-        "state",
-        "subnet",
-        "store expires",
-        "tmpl",
-        "in XDP map",
-        "kernel expires",
-        "slot"
-    );
-}
-
-fn lease_footer(rows: &[&Value]) {
-    if rows
-        .iter()
-        .any(|l| l["xdp-map"]["unreported-renewal"] == json!(true))
-    {
-        println!("(* renewed in the kernel, not yet reported to the store)");
-    }
-}
-
-pub fn print_leases(r: &Response) {
-    lease_header();
-    let rows: Vec<&Value> = r.arguments["leases"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .collect();
-    for l in &rows {
-        println!("{}", lease_row(l));
-    }
-    lease_footer(&rows);
-    println!("({})", r.text);
-}
-
-pub fn print_lease(r: &Response) {
-    if r.arguments.is_null() {
-        println!("{}", r.text);
+/// The follower of the other nodes' changes, and each peer.
+fn print_follower(f: &Value) {
+    if !f.is_object() {
         return;
     }
-    lease_header();
-    println!("{}", lease_row(&r.arguments));
-    lease_footer(&[&r.arguments]);
+    println!(
+        "following     {}: every change to {} read, {} of other nodes' taken, lag {} ms (highest {} ms), {} full re-reads{}",
+        if f["connected"] == json!(true) {
+            "connected"
+        } else {
+            "NOT CONNECTED"
+        },
+        s(&f["last-change"]),
+        s(&f["changes"]),
+        s(&f["lag-ms"]),
+        s(&f["max-lag-ms"]),
+        s(&f["resyncs"]),
+        f["last-error"]
+            .as_str()
+            .map_or(String::new(), |e| format!("; last error: {e}"))
+    );
+    for (name, p) in f["peers"].as_object().into_iter().flatten() {
+        let silent = p["silent-secs"].as_i64().unwrap_or(0);
+        println!(
+            "  peer {:<12} {} (last heard {} s ago), last change {} of {} read here",
+            name,
+            if silent > 10 { "SILENT" } else { "alive" },
+            silent,
+            s(&p["last-change"]),
+            s(&p["changes"]),
+        );
+    }
 }
 
 fn finding_row(f: &Value) -> String {

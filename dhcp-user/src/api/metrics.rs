@@ -166,6 +166,7 @@ fn lease_store_metrics(reg: &mut Registry, st: &Value) {
         counter(reg, name, help, st[key].as_u64().unwrap_or(0));
     }
     database_counters(reg, &st["database"]);
+    follow_metrics(reg, &st["follow"]);
     gauge(
         reg,
         "lease_store_withheld_replies",
@@ -215,6 +216,48 @@ fn database_counters(reg: &mut Registry, db: &Value) {
             counter(reg, name, help, v);
         }
     }
+}
+
+/// A shared store's follower of the other nodes, and each peer's silence.
+fn follow_metrics(reg: &mut Registry, f: &Value) {
+    if !f.is_object() {
+        return;
+    }
+    counter(
+        reg,
+        "database_followed_changes",
+        "Other nodes' lease changes taken from the shared database's feed",
+        f["changes"].as_u64().unwrap_or(0),
+    );
+    counter(
+        reg,
+        "database_follow_resyncs",
+        "Full re-reads of the other nodes' leases after changes were pruned unread",
+        f["resyncs"].as_u64().unwrap_or(0),
+    );
+    gauge(
+        reg,
+        "database_follow_connected",
+        "1 while the follower of the other nodes' changes is connected",
+        &Value::from(i64::from(f["connected"] == Value::Bool(true))),
+    );
+    gauge(
+        reg,
+        "database_follow_lag_milliseconds",
+        "From another node's write to its read here, for the last change read (database clock)",
+        &f["lag-ms"],
+    );
+    let silent = Family::<Labels, Gauge>::default();
+    for (name, p) in f["peers"].as_object().into_iter().flatten() {
+        silent
+            .get_or_create(&vec![("node".to_string(), name.clone())])
+            .set(p["silent-secs"].as_i64().unwrap_or(0));
+    }
+    reg.register(
+        "database_peer_silent_seconds",
+        "Seconds since each other node's last heartbeat in the shared database",
+        silent,
+    );
 }
 
 /// Both planes (the auditor's passes, `crate::daemon::auditor`); absent

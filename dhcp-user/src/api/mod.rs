@@ -4,4 +4,6 @@
 pub mod cli;
 pub mod commands;
 pub mod control;
+pub mod lease_table;
 pub mod metrics;
+pub mod text;

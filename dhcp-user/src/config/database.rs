@@ -30,6 +30,16 @@ pub struct DatabaseConfig {
     /// died may have renewed it that far without storing it).
     #[serde(default = "default_mclt")]
     pub mclt_secs: u32,
+    /// Follow the other nodes' changes (`store::postgres::follow`). Off,
+    /// a node learns another's lease only when a claim of its own on that
+    /// address is refused, or at its next start: a diagnostic setting,
+    /// which leaves every conflict to the database to refuse.
+    #[serde(default = "default_follow")]
+    pub follow: bool,
+}
+
+fn default_follow() -> bool {
+    true
 }
 
 fn default_timeout() -> u32 {
@@ -48,6 +58,7 @@ impl Default for DatabaseConfig {
             node: None,
             timeout_secs: default_timeout(),
             mclt_secs: default_mclt(),
+            follow: default_follow(),
         }
     }
 }

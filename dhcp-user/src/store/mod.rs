@@ -127,6 +127,23 @@ pub trait LeaseStore: Send {
         Vec::new()
     }
 
+    /// A shared store: the other nodes' leases of the last `load`, or of
+    /// the claims the last `apply` lost, with the node that wrote each.
+    fn take_granted_by(&mut self) -> Vec<(Ipv4Addr, String)> {
+        Vec::new()
+    }
+
+    /// This node's name in a shared store.
+    fn node(&self) -> Option<String> {
+        None
+    }
+
+    /// A shared store's position in its change feed (read before `load`,
+    /// so a follower started from it misses nothing written after).
+    fn change_seq(&mut self) -> Result<Option<i64>> {
+        Ok(None)
+    }
+
     /// What `status` and the metrics show of a shared store (None: an
     /// embedded one, described by its path).
     fn describe(&self) -> Option<serde_json::Value> {
@@ -175,4 +192,6 @@ pub struct StoreHealth {
     pub lost_claims: u64,
     /// A shared store's own account (`LeaseStore::describe`).
     pub database: Option<serde_json::Value>,
+    /// A shared store's follower of the other nodes, read live.
+    pub follow: Option<std::sync::Arc<postgres::follow::FollowStats>>,
 }

@@ -67,6 +67,9 @@ pub fn store_json(h: &StoreHealth, path: Option<&str>) -> Value {
         ));
         v["database"] = d.clone();
     }
+    if let Some(f) = &h.follow {
+        v["follow"] = f.json();
+    }
     v
 }
 

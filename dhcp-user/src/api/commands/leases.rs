@@ -104,7 +104,13 @@ pub fn lease_rows(server: &Server, a: &Value) -> Result<LeaseRows, Response> {
     leases.sort_by_key(|l| l.ip);
     Ok(leases
         .into_iter()
-        .map(|l| (lease_json(l), l.ip, map_key(l)))
+        .map(|l| {
+            let mut v = lease_json(l);
+            if let Some(n) = server.leases.granted_by(l.ip) {
+                v["node"] = n.into();
+            }
+            (v, l.ip, map_key(l))
+        })
         .collect())
 }
 

@@ -185,11 +185,17 @@ impl Committer {
         let sync = Arc::new(Mutex::new(
             maps.as_ref().map(|m| m.stats).unwrap_or_default(),
         ));
+        // A shared store is described from the start, not only after its
+        // first write.
+        let health = StoreHealth {
+            database: store.describe(),
+            ..Default::default()
+        };
         Committer {
             store,
             maps,
             sync,
-            health: Arc::default(),
+            health: Arc::new(Mutex::new(health)),
             queued: Arc::default(),
         }
     }
@@ -467,6 +473,7 @@ impl Committer {
         self.finish(&won, report);
         report.kept.retain(|(g, _)| !gone.contains(&g.ip));
         report.lost = lost;
+        report.lost_nodes = self.store.take_granted_by();
     }
 }
 

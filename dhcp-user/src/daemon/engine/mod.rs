@@ -32,9 +32,11 @@ use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
 use dhcp_common::RenewEvent;
 
+mod follow;
 mod reload;
 mod reservations;
 
+pub use follow::FollowCounts;
 pub use reload::{reload, Overrides};
 use reservations::reservation_command;
 pub use reservations::with_reservations;
@@ -69,6 +71,7 @@ pub struct Engine {
     /// made before a removal is read first).
     fresh: Vec<MapReport>,
     settled: Vec<MapReport>,
+    followed: FollowCounts,
 }
 
 impl Engine {
@@ -88,9 +91,22 @@ impl Engine {
         if let Err(e) = left_out.and_then(|()| config.validate_reservations()) {
             tracing::warn!("the control API's reservations clash with the file's ({e}); delete one of them (xdhcp reservations delete)");
         }
-        let stored = store.load().context("loading leases")?;
+        let mut stored = store.load().context("loading leases")?;
         let loaded = stored.len();
+        // Other nodes' leases: known, never answered from this node's
+        // kernel with their node's reply (its server identifier and
+        // interface), and never recovered as this node's own.
+        let others: std::collections::HashMap<Ipv4Addr, String> =
+            store.take_granted_by().into_iter().collect();
+        for l in stored.iter_mut().filter(|l| others.contains_key(&l.ip)) {
+            l.fast = None;
+        }
         let mut server = Server::new(&config, stored);
+        if let (Some(node), Some(db)) = (store.node(), &config.database) {
+            server
+                .leases
+                .set_shared(&node, u64::from(db.mclt_secs), others);
+        }
         tracing::info!(leases = loaded, db = %config.server.lease_db.display(), "lease store open");
         let clean = store.take_clean().with_context(|| {
             format!(
@@ -135,6 +151,7 @@ impl Engine {
             ticks: 0,
             fresh: Vec::new(),
             settled: Vec::new(),
+            followed: FollowCounts::default(),
         })
     }
 
@@ -237,10 +254,23 @@ impl Engine {
         // (never mapped, no ACK sent) and the holder's lease takes its
         // place, so the address is not offered again here.
         let now = crate::xdp::clock::unix_ns_now();
+        let nodes: std::collections::HashMap<_, _> =
+            std::mem::take(&mut report.lost_nodes).into_iter().collect();
         for mut l in std::mem::take(&mut report.lost) {
             self.server.leases.hold_ended(l.ip, now, EndKind::Ended);
             l.fast = None;
-            self.server.leases.put(l);
+            match nodes.get(&l.ip) {
+                // Nothing of the client's other address is released for
+                // it: this node's binding there is not the one lost.
+                Some(node) => {
+                    let ip = l.ip;
+                    let _ = self.server.leases.put_foreign(l, node, now / 1_000_000_000);
+                    debug_assert!(self.server.leases.is_foreign(ip));
+                }
+                None => {
+                    self.server.leases.put(l);
+                }
+            }
         }
         let kept = std::mem::take(&mut report.kept);
         let ops = self.take_kept(kept, report.seq);

@@ -69,6 +69,12 @@ impl Daemon {
                     send_repair(&mut self.engine, &self.commit_tx, fix);
                 }
                 _ = tokio::time::sleep_until(audit_due.unwrap_or_else(std::time::Instant::now).into()), if audit_due.is_some() => self.audit_poll(),
+                Some(f) = async { w.follow_rx.as_mut().expect("checked").recv().await }, if w.follow_rx.is_some() => {
+                    let ops = self.engine.follow(f, unix_now());
+                    if !ops.is_empty() {
+                        self.commit_tx.send(self.engine.commit(ops, Vec::new(), None));
+                    }
+                }
                 _ = w.reclaim.tick() => self.reclaim(),
                 _ = w.event_poll.tick() => {
                     self.store_kernel_renewals();

@@ -37,6 +37,7 @@ use crate::{
     daemon::engine::Engine,
     daemon::sockets::{self, PacketSocket},
     daemon::transmit::Egress,
+    store::postgres::follow::Followed,
     store::StoreHealth,
     store::StoreOp,
     xdp::loader::Fastpath,
@@ -95,6 +96,8 @@ struct Daemon {
     auditor: Auditor,
     started: Instant,
     lease_db: String,
+    /// Stops the follower of the other nodes (a shared store only).
+    follow_stop: Option<Arc<AtomicBool>>,
 }
 
 /// Everything the loop waits on, and the tasks that feed it.
@@ -112,6 +115,8 @@ struct Wake {
     event_poll: tokio::time::Interval,
     reclaim: tokio::time::Interval,
     log_fd: Option<AsyncFd<i32>>,
+    /// The other nodes' changes (a shared store only).
+    follow_rx: Option<mpsc::UnboundedReceiver<Followed>>,
     control_task: JoinHandle<()>,
     metrics_task: Option<JoinHandle<()>>,
     socket_path: std::path::PathBuf,

@@ -29,6 +29,7 @@ use crate::{
     daemon::engine::{read_ring, Engine, Overrides},
     daemon::sockets::PacketSocket,
     daemon::transmit::Egress,
+    store::postgres::follow::{self, FollowStats, Followed},
     store::LeaseStore,
     xdp::loader::Fastpath,
     xdp::map_sync::{FastIface, FastMaps, MapReport},
@@ -50,6 +51,11 @@ pub(super) async fn start(
         None => None,
     };
     let mut store = crate::store::open(&config)?;
+    // The change feed's position before the leases are read: the follower
+    // starts there, so nothing another node writes in between is missed.
+    let since = store
+        .change_seq()
+        .context("reading the shared store's change feed")?;
     let mut engine = Engine::start(&mut *store, config, config_path, overrides, unix_now())?;
     let config = engine.config.clone();
     let up = bring_up_fast_path(&config, pinned, debug_xdp_logs, &mut engine, &mut *store)?;
@@ -69,6 +75,7 @@ pub(super) async fn start(
     let stopping = Arc::new(AtomicBool::new(false));
     let (commit_tx, committer_thread, report_rx, sync_stats, store_health) =
         spawn_committer(store, maps, &config, &tx, &stopping)?;
+    let (follow_rx, follow_stop) = follow_other_nodes(&config, since, &store_health)?;
     let ready = watch_sockets(&sockets)?;
     let log_fd = match fastpath.log_fd() {
         // SAFETY: the fd belongs to the logger inside `fastpath`, which
@@ -77,7 +84,8 @@ pub(super) async fn start(
         None => None,
     };
     let control = open_control(&config).await?;
-    let wake = wake(&config, ready, control, report_rx, audit_rx, log_fd)?;
+    let mut wake = wake(&config, ready, control, report_rx, audit_rx, log_fd)?;
+    wake.follow_rx = follow_rx;
     tracing::info!(server_id = %config.server.server_id, "xdhcp serving");
     if engine.server.relays_open() {
         tracing::warn!("no relay listed (subnet relays or [[relay]]): relayed requests, options 118 and 82.5 are trusted from any source; list the relays to serve only theirs");
@@ -105,6 +113,7 @@ pub(super) async fn start(
         rate_ifaces: up.rate_ifaces,
         lease_reader,
         auditor,
+        follow_stop,
     };
     Ok((daemon, wake))
 }
@@ -220,6 +229,7 @@ fn wake(
             config.server.reclaim_interval_secs.max(1),
         ))),
         log_fd,
+        follow_rx: None,
         control_task: control.task,
         metrics_task: control.metrics_task,
         socket_path: control.socket_path,
@@ -341,6 +351,38 @@ type CommitterParts = (
     Arc<std::sync::Mutex<crate::xdp::map_sync::SyncStats>>,
     Arc<std::sync::Mutex<crate::store::StoreHealth>>,
 );
+
+/// The follower's channel and its stop flag.
+type Following = (
+    Option<mpsc::UnboundedReceiver<Followed>>,
+    Option<Arc<AtomicBool>>,
+);
+
+/// With a shared store, the thread that follows the other nodes' changes
+/// from `since` (`crate::store::postgres::follow`), its stats in the
+/// store's health, and the flag that stops it.
+fn follow_other_nodes(
+    config: &Config,
+    since: Option<i64>,
+    health: &Arc<std::sync::Mutex<crate::store::StoreHealth>>,
+) -> Result<Following> {
+    let (Some(db), Some(since)) = (&config.database, since) else {
+        return Ok((None, None));
+    };
+    if !db.follow {
+        tracing::warn!("database.follow = false: the other nodes' leases are learnt only from refused claims and at start");
+        return Ok((None, None));
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stats = Arc::new(FollowStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    follow::spawn(db, since, stats.clone(), stop.clone(), move |f| {
+        tx.send(f).is_ok()
+    })?;
+    health.lock().unwrap().follow = Some(stats);
+    tracing::info!(from = since, "following the other nodes' lease changes");
+    Ok((Some(rx), Some(stop)))
+}
 
 /// The committer thread, the only writer of the store and the maps.
 fn spawn_committer(

@@ -11,6 +11,9 @@ use crate::{dhcp::server::Server, proto::msg};
 impl Daemon {
     pub(super) fn stop(mut self, wake: Wake, keep_fast_path: bool) -> Result<()> {
         stop_tasks(wake);
+        if let Some(f) = &self.follow_stop {
+            f.store(true, Ordering::Relaxed);
+        }
         if keep_fast_path {
             // The kernel keeps answering renewals; their events wait in the
             // pinned ring for the next daemon.

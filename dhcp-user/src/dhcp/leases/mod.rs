@@ -7,13 +7,14 @@
 //! slack: ~200 MB for 1,000,000 leases. A never-used pool address costs 4 B
 //! in its pool's free list.
 
+mod foreign;
 mod holds;
 mod pool;
 mod table;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{collections::HashMap, net::Ipv4Addr, sync::Arc};
 
 use crate::lease::{ClientKey, Lease, LeaseState};
 pub use holds::{EndKind, KernelHold};
@@ -28,4 +29,11 @@ pub struct LeaseTable {
     by_client: HashMap<(u32, ClientKey), Ipv4Addr>,
     pools: HashMap<u32, Vec<Pool>>,
     holds: HashMap<Ipv4Addr, KernelHold>,
+    /// Leases another node of a shared store wrote, by address, with
+    /// that node's name (`foreign`).
+    foreign: HashMap<Ipv4Addr, Arc<str>>,
+    /// This node's name in a shared store, and the store's MCLT: another
+    /// node's binding is held that long past its end.
+    own_node: Option<Arc<str>>,
+    mclt_secs: u64,
 }

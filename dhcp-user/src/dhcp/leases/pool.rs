@@ -2,7 +2,7 @@
 
 use std::{collections::VecDeque, net::Ipv4Addr};
 
-use super::LeaseTable;
+use super::{foreign::foreign_lead, LeaseTable};
 
 pub(super) struct Pool {
     start: u32,
@@ -105,6 +105,11 @@ impl LeaseTable {
                 }
                 match self.by_ip.get(&ip) {
                     Some(l) if l.holds_address(now) => continue,
+                    // Another node's binding, within its MCLT (see
+                    // `LeaseTable::held`; the field borrow keeps `pools`).
+                    Some(l) if l.expires + foreign_lead(&self.foreign, self.mclt_secs, l) > now => {
+                        continue
+                    }
                     _ => return Some(ip),
                 }
             }

@@ -40,7 +40,7 @@ impl LeaseTable {
         }
         match self.by_ip.get(&ip) {
             None => true,
-            Some(l) => l.is_client(key) && l.state != LeaseState::Declined || !l.holds_address(now),
+            Some(l) => l.is_client(key) && l.state != LeaseState::Declined || !self.held(l, now),
         }
     }
 
@@ -50,6 +50,7 @@ impl LeaseTable {
     /// offer) or released (a binding), and a released binding is returned
     /// so the caller can persist that change.
     pub fn put(&mut self, lease: Lease) -> Option<Lease> {
+        self.foreign.remove(&lease.ip);
         // A lease that holds nothing for its client (released, expired)
         // never takes the client's index from the one it has now.
         if !matches!(lease.state, LeaseState::Offered | LeaseState::Bound) {
@@ -123,6 +124,7 @@ impl LeaseTable {
     /// The same lease (address, client, subnet) with other fields: the
     /// indexes stay as they are.
     pub fn replace(&mut self, lease: Lease) {
+        self.foreign.remove(&lease.ip);
         debug_assert!(self
             .by_ip
             .get(&lease.ip)
@@ -147,6 +149,7 @@ impl LeaseTable {
 
     /// Removes the lease at `ip` entirely and frees the address.
     pub fn remove(&mut self, ip: Ipv4Addr) -> Option<Lease> {
+        self.foreign.remove(&ip);
         let old = self.by_ip.remove(&ip)?;
         if let Some(c) = old.client.clone() {
             let k = (old.subnet_id, c);
@@ -168,6 +171,7 @@ impl LeaseTable {
         now: u64,
     ) -> Option<&Lease> {
         let l = self.by_ip.get_mut(&ip)?;
+        self.foreign.remove(&ip);
         l.state = state;
         l.expires = expires;
         let freed = !l.holds_address(now);
@@ -188,7 +192,7 @@ impl LeaseTable {
                 matches!(
                     l.state,
                     LeaseState::Offered | LeaseState::Bound | LeaseState::Declined
-                ) && l.expires <= now
+                ) && l.expires + self.lead(l) <= now
             })
             .map(|l| l.ip)
             .collect();

@@ -137,3 +137,69 @@ mod free_list {
         assert_eq!(queued, 4);
     }
 }
+
+/// Another node's binding (a shared store) is held for the MCLT past its
+/// end: not allocated, not available to another client, not expired here
+/// before the database would let this node take the address.
+#[test]
+fn another_nodes_binding_is_held_for_the_mclt_past_its_end() {
+    let ip = Ipv4Addr::new(198, 18, 0, 10);
+    let mut t = LeaseTable::new();
+    t.add_pool(1, ip, ip, &|_| false);
+    t.set_shared("me", 50, []);
+    assert_eq!(
+        t.put_foreign(
+            lease([198, 18, 0, 10], b"aa", LeaseState::Bound, 100),
+            "other",
+            90
+        ),
+        None
+    );
+    assert_eq!(t.granted_by(ip), Some("other"));
+    for now in [90, 120, 149] {
+        assert!(t.allocate(1, now).is_none(), "allocated at {now}");
+        assert!(!t.available_to(ip, &client_id_key(b"bb"), now));
+        assert!(t.reclaim(now).0.is_empty(), "expired at {now}");
+    }
+    // Its own client may have it back at any time.
+    assert!(t.available_to(ip, &client_id_key(b"aa"), 120));
+    // End + MCLT: this node expires it (its write is then allowed) and
+    // the lease is its own from then on.
+    let (expired, _) = t.reclaim(150);
+    assert_eq!(expired.len(), 1);
+    assert_eq!(t.granted_by(ip), Some("me"));
+    assert_eq!(t.allocate(1, 150), Some(ip));
+}
+
+/// The same lease of this node's own is not held past its end.
+#[test]
+fn an_own_binding_ends_at_its_end() {
+    let ip = Ipv4Addr::new(198, 18, 0, 10);
+    let mut t = LeaseTable::new();
+    t.add_pool(1, ip, ip, &|_| false);
+    t.set_shared("me", 50, []);
+    t.put(lease([198, 18, 0, 10], b"aa", LeaseState::Bound, 100));
+    assert_eq!(t.reclaim(100).0.len(), 1);
+    assert!(t.available_to(ip, &client_id_key(b"bb"), 101));
+}
+
+/// A row another node released frees the address here at once.
+#[test]
+fn another_nodes_release_frees_the_address() {
+    let ip = Ipv4Addr::new(198, 18, 0, 10);
+    let mut t = LeaseTable::new();
+    t.add_pool(1, ip, ip, &|_| false);
+    t.set_shared("me", 50, []);
+    t.put_foreign(
+        lease([198, 18, 0, 10], b"aa", LeaseState::Bound, 1000),
+        "other",
+        90,
+    );
+    assert!(t.allocate(1, 90).is_none());
+    t.put_foreign(
+        lease([198, 18, 0, 10], b"aa", LeaseState::Released, 95),
+        "other",
+        95,
+    );
+    assert_eq!(t.allocate(1, 96), Some(ip));
+}

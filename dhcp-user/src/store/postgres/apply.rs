@@ -130,14 +130,15 @@ fn columns(ops: &[StoreOp]) -> Columns {
     c
 }
 
-/// Writes the batch; returns the leases of the claims it lost.
+/// Writes the batch; returns the leases of the claims it lost (and their
+/// rows, which name the node that holds each).
 pub(super) fn apply(
     client: &mut Client,
     st: &Statement,
     ctx: &Ctx,
     ops: &[StoreOp],
     stats: &PgStats,
-) -> Result<Vec<Lease>> {
+) -> Result<(Vec<Lease>, Vec<Row>)> {
     let c = columns(ops);
     let rows = c.rows();
     let params = c.params(ctx);
@@ -240,9 +241,9 @@ fn lost_claims(
     changed: &[i64],
     written: &[Row],
     stats: &PgStats,
-) -> Result<Vec<Lease>> {
+) -> Result<(Vec<Lease>, Vec<Row>)> {
     if written.len() == changed.len() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let won: HashSet<i64> = written.iter().map(|r| r.get(0)).collect();
     let lost: Vec<i64> = changed
@@ -251,13 +252,10 @@ fn lost_claims(
         .filter(|ip| !won.contains(ip))
         .collect();
     stats.round_trips.fetch_add(1, Ordering::Relaxed);
-    let held: Vec<Lease> = client
-        .query(&format!("{SELECT} WHERE ip = ANY($1)"), &[&lost])?
-        .iter()
-        .map(row_lease)
-        .collect::<Result<_>>()?;
+    let rows = client.query(&format!("{SELECT} WHERE ip = ANY($1)"), &[&lost])?;
+    let held: Vec<Lease> = rows.iter().map(row_lease).collect::<Result<_>>()?;
     stats
         .lost_claims
         .fetch_add(held.len() as u64, Ordering::Relaxed);
-    Ok(held)
+    Ok((held, rows))
 }

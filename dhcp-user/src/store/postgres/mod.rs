@@ -28,12 +28,13 @@ use crate::lease::Lease;
 
 mod apply;
 mod connect;
+pub mod follow;
 mod read;
 pub mod schema;
 
 pub use connect::explain;
 use connect::{describe, Conn, Ctx};
-use read::{row_lease, row_reservation, SELECT, SELECT_RESERVATIONS};
+use read::{row_lease, row_node, row_reservation, SELECT, SELECT_RESERVATIONS};
 
 /// The environment variable read when `database.url` is not set (keeps a
 /// password out of the configuration file).
@@ -61,6 +62,8 @@ pub struct PgStore {
     /// Where it connects, without the password.
     target: String,
     lost: Vec<Lease>,
+    /// Other nodes' leases of the last load or lost claims, by address.
+    granted_by: Vec<(std::net::Ipv4Addr, String)>,
 }
 
 impl PgStore {
@@ -92,6 +95,7 @@ impl PgStore {
             node,
             target,
             lost: Vec::new(),
+            granted_by: Vec::new(),
         })
     }
 
@@ -112,6 +116,22 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// The leases of `rows` (read with `SELECT`) another node wrote.
+    fn others(
+        &self,
+        leases: &[Lease],
+        rows: &[postgres::Row],
+    ) -> Vec<(std::net::Ipv4Addr, String)> {
+        leases
+            .iter()
+            .zip(rows)
+            .map(|(l, r)| (l.ip, row_node(r)))
+            .filter(|(_, n)| *n != self.node)
+            .collect()
+    }
+}
+
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.jobs = None;
@@ -124,20 +144,41 @@ impl Drop for PgStore {
 impl LeaseStore for PgStore {
     fn load(&mut self) -> Result<Vec<Lease>> {
         let rows = self.call(|c, _, _| Ok(c.query(SELECT, &[])?))?;
-        rows.iter().map(row_lease).collect()
+        let leases = rows.iter().map(row_lease).collect::<Result<Vec<_>>>()?;
+        self.granted_by = self.others(&leases, &rows);
+        Ok(leases)
     }
 
     fn apply(&mut self, ops: &[StoreOp]) -> Result<()> {
         let ops = ops.to_vec();
         let stats = self.stats.clone();
-        self.lost = self
+        let (lost, rows) = self
             .call(move |c, st, ctx| apply::apply(c, st, ctx, &ops, &stats))
             .context("PostgreSQL lease store")?;
+        self.granted_by = self.others(&lost, &rows);
+        self.lost = lost;
         Ok(())
     }
 
     fn take_lost(&mut self) -> Vec<Lease> {
         std::mem::take(&mut self.lost)
+    }
+
+    fn take_granted_by(&mut self) -> Vec<(std::net::Ipv4Addr, String)> {
+        std::mem::take(&mut self.granted_by)
+    }
+
+    fn node(&self) -> Option<String> {
+        Some(self.node.clone())
+    }
+
+    fn change_seq(&mut self) -> Result<Option<i64>> {
+        self.call(|c, _, _| {
+            Ok(Some(
+                c.query_one("SELECT coalesce(max(seq), 0) FROM xdhcp_changes", &[])?
+                    .get(0),
+            ))
+        })
     }
 
     fn describe(&self) -> Option<serde_json::Value> {

@@ -48,6 +48,8 @@ pub struct MapReport {
     /// Claims the shared store refused (another node's client holds the
     /// address): the holder's lease, as the store has it.
     pub lost: Vec<Lease>,
+    /// The node holding each address of `lost` (by address).
+    pub lost_nodes: Vec<(Ipv4Addr, String)>,
     pub(super) touched: HashSet<Ipv4Addr>,
 }
 

@@ -1,0 +1,117 @@
+//! Other nodes' changes, from the shared store's follower
+//! (`crate::store::postgres::follow`), into the table.
+//!
+//! The database is the arbiter (a claim it refused is never ACKed), so
+//! the table only has to learn, never to judge. It never lets a change
+//! read from the database undo one of its own the database may not have
+//! yet:
+//! - an address this node's kernel may answer for (a hold) is left as it
+//!   is: its next write to the store settles it, by the claim's rule;
+//! - nor one this node's own lease holds now (its commit may be in
+//!   flight; if the database gave the address to another client, that
+//!   write is refused and the holder's lease comes back as a lost claim);
+//! - nor a client's binding here that ends later than the other node's
+//!   binding of the same client (an ACK of this node's the other has not
+//!   seen yet).
+//!
+//! Everything else takes the database's row: another node's lease is
+//! marked as such (held for the MCLT past its end, never expired or
+//! offered here before), a row gone removes another node's lease.
+
+use std::collections::HashSet;
+
+use super::Engine;
+use crate::{
+    lease::LeaseState,
+    store::postgres::follow::{Followed, Remote},
+    store::StoreOp,
+};
+
+/// What following did, for `status`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FollowCounts {
+    /// Other nodes' changes taken into the table.
+    pub applied: u64,
+    /// Changes left for the claim's rule to settle (see the module).
+    pub kept_own: u64,
+}
+
+impl Engine {
+    /// Takes other nodes' changes into the table; returns the store
+    /// changes that follow from them (a client's binding here released
+    /// because another node bound it to another address since).
+    #[must_use]
+    pub fn follow(&mut self, f: Followed, now: u64) -> Vec<StoreOp> {
+        let remotes = match f {
+            Followed::Changes(r) => r,
+            Followed::Resync(mut all) => {
+                // Another node's lease the full read no longer has was
+                // deleted (or is now this node's: its row then says so).
+                let listed: HashSet<_> = all.iter().map(|r| r.ip).collect();
+                for ip in self.server.leases.foreign_ips() {
+                    if !listed.contains(&ip) {
+                        all.push(Remote {
+                            ip,
+                            node: String::new(),
+                            lease: None,
+                        });
+                    }
+                }
+                all
+            }
+        };
+        let mut ops = Vec::new();
+        for r in remotes {
+            match self.take_remote(r, now) {
+                Some(op) => {
+                    self.followed.applied += 1;
+                    ops.extend(op);
+                }
+                None => self.followed.kept_own += 1,
+            }
+        }
+        ops
+    }
+
+    pub fn follow_counts(&self) -> FollowCounts {
+        self.followed
+    }
+
+    /// None: left as the table has it; Some(op): taken, with the store
+    /// change it calls for, if any.
+    fn take_remote(&mut self, r: Remote, now: u64) -> Option<Option<StoreOp>> {
+        let leases = &mut self.server.leases;
+        if leases.hold(r.ip).is_some() {
+            return None;
+        }
+        let foreign = leases.is_foreign(r.ip);
+        if leases
+            .get(r.ip)
+            .is_some_and(|l| !foreign && l.holds_address(now))
+        {
+            return None;
+        }
+        let Some(mut l) = r.lease else {
+            if foreign {
+                leases.remove(r.ip);
+            }
+            return Some(None);
+        };
+        if let Some(key) = l.client.as_deref() {
+            let newer_here = leases.by_client(l.subnet_id, key).is_some_and(|o| {
+                o.ip != l.ip
+                    && !leases.is_foreign(o.ip)
+                    && o.state == LeaseState::Bound
+                    && o.expires > l.expires
+            });
+            if newer_here {
+                return None;
+            }
+        }
+        // Its template is the other node's reply (that node's server
+        // identifier and interface): this node's kernel answers the client
+        // only after this node's control plane has ACKed it.
+        l.fast = None;
+        Some(leases.put_foreign(l, &r.node, now).map(StoreOp::Put))
+    }
+}

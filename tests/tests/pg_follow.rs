@@ -1,0 +1,165 @@
+//! Issue 15: nodes on one PostgreSQL follow each other's changes
+//! (`xdhcp::store::postgres::follow`). Two daemons, each in a lab of its
+//! own on one database (its Unix socket), each with clients of its own.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use xdhcp_lab::{
+    daemon::{wait_until, DaemonLab},
+    postgres::PgCluster,
+    proc::xdhcp_bin,
+};
+
+const CONFIG: &str = r#"
+[server]
+server_id = "198.18.0.1"
+
+[[interface]]
+name = "srv0"
+
+[options]
+lease_time = 600
+
+[[subnet]]
+id = 1
+subnet = "198.18.0.0/24"
+interface = "srv0"
+[[subnet.pool]]
+start = "198.18.0.10"
+end = "198.18.0.209"
+
+[database]
+url = "@URL@"
+node = "@NODE@"
+"#;
+
+fn db_init(pg: &PgCluster) {
+    let dir = std::env::temp_dir().join(format!("xdhcp-follow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("db.toml");
+    std::fs::write(
+        &cfg,
+        CONFIG.replace("@URL@", &pg.url()).replace("@NODE@", "init"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(xdhcp_bin())
+        .args(["db", "init", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Bound leases by hardware address, as `leases list` on `lab` shows them
+/// (address, node).
+fn bound(lab: &DaemonLab) -> BTreeMap<String, (String, String)> {
+    let (code, out) = lab.cli(&["leases", "list", "--json"]).unwrap();
+    // 3: the answer is empty (Kea's result code).
+    assert!(code == 0 || code == 3, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    v["arguments"]["leases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["state"] == "bound")
+        .map(|l| {
+            (
+                l["hw-address"].as_str().unwrap_or("-").to_string(),
+                (
+                    l["ip-address"].as_str().unwrap().to_string(),
+                    l["node"].as_str().unwrap_or("-").to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Node B learns node A's bindings from the feed within a bounded lag,
+/// with no restart: its own new clients get other addresses (no claim
+/// lost to A), and once A is killed (-9) A's clients that come to B get
+/// their own addresses back from B. Without the follower, B offers A's
+/// addresses to its new clients (claims lost) and A's clients new ones.
+#[test]
+fn a_node_follows_the_others_leases_and_serves_their_clients_after_they_die() {
+    let pg = PgCluster::start(None).unwrap();
+    db_init(&pg);
+    let config = |node: &str| CONFIG.replace("@URL@", &pg.url()).replace("@NODE@", node);
+    let mut a = DaemonLab::new("pgfola", &config("node-a"), None).unwrap();
+    let mut b = DaemonLab::new("pgfolb", &config("node-b"), None).unwrap();
+    b.start().unwrap();
+    a.start().unwrap();
+
+    let r = a.loadgen(&["--clients", "50", "--rate", "2000", "--phase", "dora"]);
+    assert_eq!(r[0]["ok"], 50, "{}", r[0]);
+    let granted = bound(&a);
+    assert_eq!(granted.len(), 50);
+    assert!(granted.values().all(|(_, n)| n == "node-a"), "{granted:?}");
+
+    // B has every one of them, as A's, within the follower's bound.
+    let t = Instant::now();
+    let seen = wait_until(Duration::from_secs(5), || {
+        let on_b = bound(&b);
+        (on_b == granted).then_some(on_b)
+    });
+    assert!(
+        seen.is_some(),
+        "B's table after 5 s: {:?}\nA's: {granted:?}",
+        bound(&b)
+    );
+    let lag = t.elapsed();
+    eprintln!("B knew A's 50 bindings {lag:?} after A's last ACK");
+    let (_, status) = b.cli(&["status"]).unwrap();
+    assert!(status.contains("following     connected"), "{status}");
+    assert!(status.contains("peer node-a"), "{status}");
+    assert!(status.contains("alive"), "{status}");
+
+    // B's own new clients (other MACs) get other addresses: no claim lost.
+    let r = b.loadgen(&[
+        "--clients",
+        "20",
+        "--mac-offset",
+        "1000",
+        "--rate",
+        "2000",
+        "--phase",
+        "dora",
+    ]);
+    assert_eq!(r[0]["ok"], 20, "{}", r[0]);
+    let (_, st) = b.cli(&["status", "--json"]).unwrap();
+    let st: serde_json::Value = serde_json::from_str(&st).unwrap();
+    assert_eq!(
+        st["arguments"]["lease-store"]["lost-claims"], 0,
+        "B offered addresses A's clients hold: {st}"
+    );
+
+    // A dies without a word. Its clients come back through B (their
+    // DISCOVER reaches B): each is offered and ACKed its own address.
+    a.stop(9).unwrap();
+    let r = b.loadgen(&["--clients", "50", "--rate", "2000", "--phase", "dora"]);
+    assert_eq!(r[0]["ok"], 50, "{}", r[0]);
+    let after = bound(&b);
+    for (hw, (ip, _)) in &granted {
+        let (ip_b, node) = after
+            .get(hw)
+            .unwrap_or_else(|| panic!("{hw} not bound on B"));
+        assert_eq!(ip_b, ip, "{hw} changed address when its node died");
+        assert_eq!(node, "node-b", "{hw}: B granted it since");
+    }
+    let rows = pg
+        .psql("SELECT count(*) FROM xdhcp_leases WHERE state = 1 AND node = 'node-b'")
+        .unwrap();
+    assert_eq!(rows, "70");
+    // A's heartbeat stops: B says so.
+    let silent = wait_until(Duration::from_secs(20), || {
+        let (_, s) = b.cli(&["status"]).ok()?;
+        s.contains("SILENT").then_some(s)
+    });
+    assert!(silent.is_some(), "{:?}", b.cli(&["status"]));
+}
