@@ -83,9 +83,10 @@ fn bound(lab: &DaemonLab) -> BTreeMap<String, (String, String)> {
 
 /// Node B learns node A's bindings from the feed within a bounded lag,
 /// with no restart: its own new clients get other addresses (no claim
-/// lost to A), and once A is killed (-9) A's clients that come to B get
-/// their own addresses back from B. Without the follower, B offers A's
-/// addresses to its new clients (claims lost) and A's clients new ones.
+/// lost to A), and once A is killed (-9) A's clients that come to B
+/// (INIT-REBOOT or DISCOVER) get their own addresses back from B, whose
+/// kernel renews them from then on. Without the follower, B offers A's
+/// addresses to its new clients (claims lost) and NAKs A's clients.
 #[test]
 fn a_node_follows_the_others_leases_and_serves_their_clients_after_they_die() {
     let pg = PgCluster::start(None).unwrap();
@@ -139,11 +140,40 @@ fn a_node_follows_the_others_leases_and_serves_their_clients_after_they_die() {
         "B offered addresses A's clients hold: {st}"
     );
 
-    // A dies without a word. Its clients come back through B (their
-    // DISCOVER reaches B): each is offered and ACKed its own address.
+    // A dies without a word. Its clients come back through B: half of
+    // them reboot (INIT-REBOOT), half DISCOVER; each gets its own address
+    // from B's control plane, and B's kernel renews them all after that.
     a.stop(9).unwrap();
-    let r = b.loadgen(&["--clients", "50", "--rate", "2000", "--phase", "dora"]);
-    assert_eq!(r[0]["ok"], 50, "{}", r[0]);
+    for (i, (ip, _)) in granted.values().enumerate() {
+        // A handed out its pool in order (the INIT-REBOOTs below ask for
+        // client i's address as .10 + i).
+        assert_eq!(ip, &format!("198.18.0.{}", 10 + i), "{granted:?}");
+    }
+    let r = b.loadgen(&[
+        "--clients",
+        "25",
+        "--rate",
+        "2000",
+        "--phase",
+        "init-reboot",
+        "--synthetic",
+        "198.18.0.10",
+        "--server",
+        "198.18.0.1",
+    ]);
+    assert_eq!(r[0]["ok"], 25, "{}", r[0]);
+    assert_eq!(r[0]["server"]["control_plane_acks"], 25, "{}", r[0]);
+    let r = b.loadgen(&[
+        "--clients",
+        "25",
+        "--mac-offset",
+        "25",
+        "--rate",
+        "2000",
+        "--phase",
+        "dora",
+    ]);
+    assert_eq!(r[0]["ok"], 25, "{}", r[0]);
     let after = bound(&b);
     for (hw, (ip, _)) in &granted {
         let (ip_b, node) = after
@@ -152,6 +182,24 @@ fn a_node_follows_the_others_leases_and_serves_their_clients_after_they_die() {
         assert_eq!(ip_b, ip, "{hw} changed address when its node died");
         assert_eq!(node, "node-b", "{hw}: B granted it since");
     }
+    let r = b.loadgen(&[
+        "--clients",
+        "50",
+        "--rate",
+        "2000",
+        "--phase",
+        "rebind",
+        "--synthetic",
+        "198.18.0.10",
+        "--server",
+        "198.18.0.1",
+    ]);
+    assert_eq!(r[0]["ok"], 50, "{}", r[0]);
+    assert_eq!(
+        r[0]["server"]["fast_path_acks"], 50,
+        "B's kernel renews A's former clients: {}",
+        r[0]
+    );
     let rows = pg
         .psql("SELECT count(*) FROM xdhcp_leases WHERE state = 1 AND node = 'node-b'")
         .unwrap();
