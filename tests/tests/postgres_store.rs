@@ -539,6 +539,14 @@ fn a_database_outage_keeps_renewals_answered_and_loses_nothing() {
     assert!(renew.contains(&ip.to_string()), "{renew}");
     let r = lab.loadgen(&["--clients", "50", "--rate", "500", "--phase", "dora"]);
     assert_eq!(r[0]["ok"], 0, "no ACK while the database is down: {}", r[0]);
+    // Nor an OFFER (the batch with the renewal is failing by now):
+    // silence, counted.
+    assert_eq!(r[0]["server"]["control_plane_offers"], 0, "{}", r[0]);
+    let st = lab.stats();
+    let silent = st["arguments"]["dropped"]["store_unavailable"]
+        .as_u64()
+        .or(st["dropped"]["store_unavailable"].as_u64());
+    assert!(silent >= Some(50), "{st}");
     let (_, status) = lab.cli(&["status"]).unwrap();
     assert!(status.contains("FAILING"), "{status}");
 

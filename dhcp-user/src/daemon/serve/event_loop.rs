@@ -115,6 +115,7 @@ impl Daemon {
             names: &self.names,
             tx: &self.tx,
             commits: &self.commit_tx,
+            store_down: self.store_health.lock().unwrap().failing_since.is_some(),
         };
         // Replies that need no write (OFFERs, NAKs) leave together after
         // the pass, one system call for up to HANDLE_BUDGET of them.
@@ -295,6 +296,9 @@ struct Out<'a> {
     names: &'a [String],
     tx: &'a Transmitter,
     commits: &'a CommitQueue<Wire>,
+    /// The store refuses writes (a batch is being retried): no new
+    /// allocation can be ACKed, so none is offered.
+    store_down: bool,
 }
 
 /// Runs one queued request through the state machine: its reply is
@@ -321,6 +325,19 @@ fn handle_queued(
             return None;
         }
     };
+    if out.store_down && req.msg_type == msg::DISCOVER {
+        // Silence, as RFC 2131 allows a server that cannot commit: an
+        // OFFER now would only hold an address for a REQUEST whose ACK
+        // waits for the store. The client's retransmission is answered
+        // once the store takes writes again.
+        server.counters.received[usize::from(msg::DISCOVER)] += 1;
+        *server
+            .counters
+            .dropped
+            .entry("store_unavailable")
+            .or_default() += 1;
+        return None;
+    }
     let arrival = Arrival {
         iface: &out.names[i],
         tags: &frame.tags,
