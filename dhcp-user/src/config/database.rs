@@ -36,6 +36,16 @@ pub struct DatabaseConfig {
     /// which leaves every conflict to the database to refuse.
     #[serde(default = "default_follow")]
     pub follow: bool,
+    /// A peer silent this long (no heartbeat in the database) is taken
+    /// over: its bindings go into this node's XDP map, so its clients'
+    /// REBINDING and INIT-REBOOT broadcasts are answered in the kernel.
+    /// Before that they are ACKed by this node's control plane.
+    #[serde(default = "default_takeover")]
+    pub takeover_secs: u32,
+}
+
+fn default_takeover() -> u32 {
+    10
 }
 
 fn default_follow() -> bool {
@@ -59,6 +69,7 @@ impl Default for DatabaseConfig {
             timeout_secs: default_timeout(),
             mclt_secs: default_mclt(),
             follow: default_follow(),
+            takeover_secs: default_takeover(),
         }
     }
 }

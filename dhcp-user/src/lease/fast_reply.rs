@@ -58,6 +58,38 @@ impl FastReply {
         v
     }
 
+    /// Another node's template, answering as `server_id`: a node whose
+    /// configuration differs only in its server identifier builds the
+    /// same template but for option 54's four bytes. None for a template
+    /// without a well-formed option 54.
+    pub fn answering_as(&self, server_id: Ipv4Addr) -> Option<FastReply> {
+        use dhcp_common::layout::opt;
+        let t = &self.template;
+        let mut i = 0;
+        while i < t.len() {
+            match t[i] {
+                opt::PAD => i += 1,
+                opt::END => return None,
+                code => {
+                    let n = usize::from(*t.get(i + 1)?);
+                    if code == opt::SERVER_ID {
+                        if n != 4 || i + 6 > t.len() {
+                            return None;
+                        }
+                        let mut v = t.to_vec();
+                        v[i + 2..i + 6].copy_from_slice(&server_id.octets());
+                        return Some(FastReply {
+                            template: v.into(),
+                            ..self.clone()
+                        });
+                    }
+                    i += 2 + n;
+                }
+            }
+        }
+        None
+    }
+
     /// Version 1 (before `offerable`) decodes as not offerable.
     pub fn decode(v: &[u8]) -> Option<FastReply> {
         let (flags, at) = match v.first()? {
@@ -109,5 +141,54 @@ impl FastReply {
             relay_info_len: 0,
             template: vec![opt::MESSAGE_TYPE, 1, msg::ACK].into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dhcp_common::layout::{msg, opt};
+
+    #[test]
+    fn another_nodes_template_answers_with_this_nodes_identifier_and_nothing_else_changes() {
+        let mut f = FastReply::minimal("srv0");
+        f.template = vec![
+            opt::MESSAGE_TYPE,
+            1,
+            msg::ACK,
+            opt::PAD,
+            opt::SERVER_ID,
+            4,
+            198,
+            18,
+            0,
+            1,
+            opt::LEASE_TIME,
+            4,
+            0,
+            0,
+            2,
+            88,
+        ]
+        .into();
+        let g = f.answering_as(Ipv4Addr::new(198, 18, 0, 2)).unwrap();
+        let mut want = f.template.to_vec();
+        want[9] = 2;
+        assert_eq!(&*g.template, &want[..]);
+        assert_eq!(
+            FastReply {
+                template: f.template.clone(),
+                ..g
+            },
+            f
+        );
+        // No identifier, or a malformed one: not taken over.
+        assert!(FastReply::minimal("srv0")
+            .answering_as(Ipv4Addr::LOCALHOST)
+            .is_none());
+        f.template = vec![opt::SERVER_ID, 3, 1, 2, 3].into();
+        assert!(f.answering_as(Ipv4Addr::LOCALHOST).is_none());
+        f.template = vec![opt::SERVER_ID, 4, 1, 2].into();
+        assert!(f.answering_as(Ipv4Addr::LOCALHOST).is_none());
     }
 }

@@ -34,6 +34,8 @@ pub struct FollowCounts {
     pub applied: u64,
     /// Changes left for the claim's rule to settle (see the module).
     pub kept_own: u64,
+    /// Silent peers' bindings taken into this node's kernel.
+    pub taken_over: u64,
 }
 
 impl Engine {
@@ -43,6 +45,11 @@ impl Engine {
     #[must_use]
     pub fn follow(&mut self, f: Followed, now: u64) -> Vec<StoreOp> {
         let remotes = match f {
+            Followed::Takeover {
+                node,
+                leases,
+                same_replies,
+            } => return self.take_over(&node, leases, same_replies, now),
             Followed::Changes(r) => r,
             Followed::Resync(mut all) => {
                 // Another node's lease the full read no longer has was
@@ -70,6 +77,68 @@ impl Engine {
                 None => self.followed.kept_own += 1,
             }
         }
+        ops
+    }
+
+    /// A silent peer's bindings, into this node's XDP map with the
+    /// peer's templates answering as this node: its clients' broadcasts
+    /// (REBINDING, INIT-REBOOT, DISCOVER) are answered in the kernel. Each
+    /// is written as this node's (same client, same address, same end:
+    /// the database lets it) and stays held here for the MCLT past its end
+    /// like any other node's binding, since the silent node's kernel may
+    /// have granted more than it stored. Only where the peer's replies are
+    /// this node's but for the server identifier; elsewhere its clients
+    /// are ACKed by the control plane, which builds this node's own.
+    fn take_over(
+        &mut self,
+        node: &str,
+        leases: Vec<Remote>,
+        same_replies: bool,
+        now: u64,
+    ) -> Vec<StoreOp> {
+        if !same_replies {
+            tracing::warn!(node, "a silent peer's reply configuration differs from this node's (reply_portable): its clients are ACKed by this node's control plane, not taken into the kernel");
+            return Vec::new();
+        }
+        let server_id = self.server.server_id();
+        let ifaces: HashSet<&str> = self
+            .config
+            .interfaces
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect();
+        let leases_t = &mut self.server.leases;
+        // Shown as this node's (the database row says so from the write
+        // on), held as another node's until this node grants it itself.
+        let serving = leases_t.own_node().unwrap_or(node).to_string();
+        let mut ops = Vec::new();
+        for r in leases {
+            let Some(mut l) = r.lease else { continue };
+            let ours_to_take = leases_t.hold(l.ip).is_none()
+                && leases_t.is_foreign(l.ip)
+                && leases_t
+                    .get(l.ip)
+                    .is_some_and(|t| t.client == l.client && t.state == LeaseState::Bound)
+                && l.state == LeaseState::Bound
+                && l.expires > now + dhcp_common::EXPIRY_MARGIN_SECS;
+            let fast = l
+                .fast
+                .as_ref()
+                .filter(|f| ifaces.contains(&*f.iface))
+                .and_then(|f| f.answering_as(server_id));
+            let (true, Some(fast)) = (ours_to_take, fast) else {
+                continue;
+            };
+            l.fast = Some(std::sync::Arc::new(fast));
+            let _ = leases_t.put_foreign(l.clone(), &serving, now);
+            ops.push(StoreOp::Put(l));
+        }
+        self.followed.taken_over += ops.len() as u64;
+        tracing::warn!(
+            node,
+            bindings = ops.len(),
+            "took over a silent peer's bindings: this node's kernel answers its clients"
+        );
         ops
     }
 

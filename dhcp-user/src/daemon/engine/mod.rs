@@ -139,6 +139,12 @@ impl Engine {
                 .apply(&ops)
                 .context("storing bindings without their templates")?;
         }
+        let portable = portable_fingerprint(&config);
+        if store.meta("reply_portable")? != Some(portable) {
+            store
+                .set_meta("reply_portable", portable)
+                .context("storing the reply fingerprint")?;
+        }
         Ok(Engine {
             server,
             config,
@@ -409,6 +415,15 @@ pub fn read_ring(events: &mut RingBuf<MapData>) -> Vec<KernelGrant> {
 
 /// What the replies depend on: server identifier, options, subnets,
 /// classes.
+/// The reply fingerprint without the server identifier: nodes whose
+/// configurations differ only in it build the same templates but for
+/// option 54, so one may answer from the other's (`follow::adopt`).
+pub fn portable_fingerprint(config: &Config) -> i64 {
+    let mut c = config.clone();
+    c.server.server_id = Ipv4Addr::UNSPECIFIED;
+    reply_config_fingerprint(&c)
+}
+
 pub fn reply_config_fingerprint(config: &Config) -> i64 {
     // Caps change no reply: a reload that changes them leaves bindings in
     // the kernel's hands.

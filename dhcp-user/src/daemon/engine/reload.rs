@@ -2,7 +2,7 @@
 //! running server, or refused with the running one kept.
 
 use super::{
-    reply_config_fingerprint,
+    portable_fingerprint, reply_config_fingerprint,
     reservations::{current_leases, rebuild, with_reservations},
 };
 use crate::{
@@ -86,13 +86,15 @@ pub fn reload(
     }
     let mut ops = Vec::new();
     let fingerprint = reply_config_fingerprint(&new);
+    let portable = portable_fingerprint(&new);
     let changed = fingerprint != reply_config_fingerprint(running);
     rebuild(new, current_leases(server), running, server);
     if changed {
         ops = server.strip_fast();
         ops.push(StoreOp::Meta("reply_config", fingerprint));
+        ops.push(StoreOp::Meta("reply_portable", portable));
     }
-    let moved = ops.len().saturating_sub(1);
+    let moved = ops.len().saturating_sub(2);
     *file_config = new_file;
     Ok((
         format!(

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use serde_json::{json, Value};
 
-use super::reply_config_fingerprint;
+use super::{portable_fingerprint, reply_config_fingerprint};
 use crate::{
     api::{commands, control},
     config::Config,
@@ -162,6 +162,7 @@ impl ReservationSet<'_> {
             vec![
                 StoreOp::PutReservation(r),
                 StoreOp::Meta("reply_config", reply_config_fingerprint(self.running)),
+                StoreOp::Meta("reply_portable", portable_fingerprint(self.running)),
             ],
         ))
     }
@@ -203,6 +204,7 @@ impl ReservationSet<'_> {
                     ip,
                 },
                 StoreOp::Meta("reply_config", reply_config_fingerprint(self.running)),
+                StoreOp::Meta("reply_portable", portable_fingerprint(self.running)),
             ],
         ))
     }

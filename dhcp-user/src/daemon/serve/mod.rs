@@ -8,6 +8,7 @@
 //! the store.
 
 mod event_loop;
+mod following;
 mod start;
 mod stop;
 

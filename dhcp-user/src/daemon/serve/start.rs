@@ -19,7 +19,10 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::{port_67_socket, unix_now, Daemon, Transmitter, Wake, Wire, EVENT_POLL};
+use super::{
+    following::follow_other_nodes, port_67_socket, unix_now, Daemon, Transmitter, Wake, Wire,
+    EVENT_POLL,
+};
 use crate::{
     api::control::{self, Pending},
     config::{Config, MetricsAddress, XdpSetting},
@@ -29,7 +32,6 @@ use crate::{
     daemon::engine::{read_ring, Engine, Overrides},
     daemon::sockets::PacketSocket,
     daemon::transmit::Egress,
-    store::postgres::follow::{self, FollowStats, Followed},
     store::LeaseStore,
     xdp::loader::Fastpath,
     xdp::map_sync::{FastIface, FastMaps, MapReport},
@@ -351,38 +353,6 @@ type CommitterParts = (
     Arc<std::sync::Mutex<crate::xdp::map_sync::SyncStats>>,
     Arc<std::sync::Mutex<crate::store::StoreHealth>>,
 );
-
-/// The follower's channel and its stop flag.
-type Following = (
-    Option<mpsc::UnboundedReceiver<Followed>>,
-    Option<Arc<AtomicBool>>,
-);
-
-/// With a shared store, the thread that follows the other nodes' changes
-/// from `since` (`crate::store::postgres::follow`), its stats in the
-/// store's health, and the flag that stops it.
-fn follow_other_nodes(
-    config: &Config,
-    since: Option<i64>,
-    health: &Arc<std::sync::Mutex<crate::store::StoreHealth>>,
-) -> Result<Following> {
-    let (Some(db), Some(since)) = (&config.database, since) else {
-        return Ok((None, None));
-    };
-    if !db.follow {
-        tracing::warn!("database.follow = false: the other nodes' leases are learnt only from refused claims and at start");
-        return Ok((None, None));
-    }
-    let (tx, rx) = mpsc::unbounded_channel();
-    let stats = Arc::new(FollowStats::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    follow::spawn(db, since, stats.clone(), stop.clone(), move |f| {
-        tx.send(f).is_ok()
-    })?;
-    health.lock().unwrap().follow = Some(stats);
-    tracing::info!(from = since, "following the other nodes' lease changes");
-    Ok((Some(rx), Some(stop)))
-}
 
 /// The committer thread, the only writer of the store and the maps.
 fn spawn_committer(

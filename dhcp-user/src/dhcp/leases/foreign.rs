@@ -51,6 +51,11 @@ impl LeaseTable {
         displaced
     }
 
+    /// This node's name in a shared store.
+    pub fn own_node(&self) -> Option<&str> {
+        self.own_node.as_deref()
+    }
+
     /// Whether the lease at `ip` is another node's.
     pub fn is_foreign(&self, ip: Ipv4Addr) -> bool {
         self.foreign.contains_key(&ip)

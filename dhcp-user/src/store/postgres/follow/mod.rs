@@ -20,7 +20,7 @@
 //! longer than the history is kept) re-reads the whole table instead.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::Ipv4Addr,
     sync::{
         atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
@@ -34,6 +34,8 @@ use postgres::{fallible_iterator::FallibleIterator, Client, Row};
 use serde_json::{json, Value};
 
 use super::read::{row_lease_at, LEASE_COLUMNS};
+
+mod peers;
 use crate::{config::DatabaseConfig, lease::Lease};
 
 /// The longest a change can wait for its notification to be read.
@@ -58,6 +60,15 @@ pub enum Followed {
     Changes(Vec<Remote>),
     /// Every other node's lease, after the follower missed changes.
     Resync(Vec<Remote>),
+    /// A node silent for `database.takeover_secs`: its bound leases, with
+    /// their reply templates, for this node's kernel to answer; and
+    /// whether its replies are this node's but for the server identifier
+    /// (the same `reply_portable` fingerprint).
+    Takeover {
+        node: String,
+        leases: Vec<Remote>,
+        same_replies: bool,
+    },
 }
 
 /// One address as another node left it.
@@ -143,6 +154,7 @@ impl FollowStats {
 pub fn spawn(
     cfg: &DatabaseConfig,
     since: i64,
+    portable: i64,
     stats: Arc<FollowStats>,
     stop: Arc<AtomicBool>,
     send: impl FnMut(Followed) -> bool + Send + 'static,
@@ -152,6 +164,10 @@ pub fn spawn(
         tls: cfg.tls()?,
         node: cfg.node_name(),
         hole_timeout: Duration::from_secs(2 * u64::from(cfg.timeout_secs.max(1)) + 1),
+        takeover: i64::from(cfg.takeover_secs.max(1)),
+        portable,
+        taken: HashSet::new(),
+        share: (0, 1),
         watermark: since,
         read_above: BTreeSet::new(),
         holes: HashMap::new(),
@@ -169,6 +185,14 @@ struct Follower {
     tls: postgres_openssl::MakeTlsConnector,
     node: String,
     hole_timeout: Duration,
+    /// Seconds of silence after which a peer's bindings are taken over.
+    takeover: i64,
+    /// This node's `reply_portable` fingerprint.
+    portable: i64,
+    /// Peers taken over and silent since.
+    taken: HashSet<String>,
+    /// This node's rank among the live nodes, and their number.
+    share: (i64, i64),
     /// Every change up to this one has been read.
     watermark: i64,
     /// Changes above the watermark already handed over (re-read while a
@@ -218,6 +242,7 @@ impl Follower {
         if self.missed_history(&mut c)? && !self.resync(&mut c, send)? {
             return Ok(false);
         }
+        let connected = Instant::now();
         let (mut beat, mut pruned) = (Instant::now() - HEARTBEAT, Instant::now());
         while !self.stop.load(Ordering::Relaxed) {
             loop {
@@ -230,7 +255,17 @@ impl Follower {
                 }
             }
             if beat.elapsed() >= HEARTBEAT {
-                self.heartbeat(&mut c)?;
+                // Only after this node has been connected longer than a
+                // peer may stay silent: a database that stalled leaves
+                // every heartbeat old, and each node beats again within
+                // a second of its return.
+                let may_take = connected.elapsed().as_secs() as i64 >= self.takeover;
+                for silent in self.heartbeat(&mut c, may_take)? {
+                    let t = self.take_over(&mut c, silent)?;
+                    if !send(t) {
+                        return Ok(false);
+                    }
+                }
                 beat = Instant::now();
             }
             if pruned.elapsed() >= PRUNE_EVERY {
@@ -295,26 +330,6 @@ impl Follower {
         self.stats.last_seq.store(at, Ordering::Relaxed);
         self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
         Ok(send(Followed::Resync(all)))
-    }
-
-    fn heartbeat(&mut self, c: &mut Client) -> Result<()> {
-        c.execute(
-            "INSERT INTO xdhcp_meta (node, k, v) VALUES ($1, 'heartbeat', extract(epoch FROM now())::bigint)
-             ON CONFLICT (node, k) DO UPDATE SET v = EXCLUDED.v",
-            &[&self.node],
-        )?;
-        let rows = c.query(
-            "SELECT node, v, extract(epoch FROM now())::bigint - v FROM xdhcp_meta
-             WHERE k = 'heartbeat' AND node <> $1",
-            &[&self.node],
-        )?;
-        let mut peers = self.stats.peers.lock().unwrap();
-        for r in rows {
-            let p = peers.entry(r.get(0)).or_default();
-            p.heartbeat = r.get(1);
-            p.silent_secs = r.get(2);
-        }
-        Ok(())
     }
 
     /// The changes past the watermark not handed over yet (and whether the
@@ -455,6 +470,10 @@ mod tests {
             tls: cfg.tls().unwrap(),
             node: "me".into(),
             hole_timeout: Duration::from_millis(200),
+            takeover: 10,
+            portable: 0,
+            taken: HashSet::new(),
+            share: (0, 1),
             watermark: 10,
             read_above: BTreeSet::new(),
             holes: HashMap::new(),
