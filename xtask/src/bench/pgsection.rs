@@ -1,0 +1,261 @@
+//! Section 8, leases in PostgreSQL: xdhcp with one node and with two
+//! nodes on one database (both on one segment, so both see every
+//! DISCOVER), and Kea 2.2 with its PostgreSQL lease backend on the same
+//! database server, driven by the same generator and ramps as the rest of
+//! the bench; what the database did for each figure.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use xdhcp_lab::proc::Logged;
+
+use super::{
+    loadgen::{loadgen, points, s},
+    model::{Curve, Key, Pt, MAX_LOSS_PCT},
+    pglab::{node_database, PgLab, DB_ADDR},
+    plan::BenchPlan,
+    ramps::{drive, renew_ramp, renew_ramp_then, RenewRamp},
+    servers::{kea_pg_config, start_kea_with, start_pg_node, MAX_NEW_CLIENTS},
+};
+
+/// Where a node's follower will put its lag behind the other nodes'
+/// changes in the `database` object of `xdhcp status` (milliseconds).
+/// No node follows another yet; until one does, the lag is reported as
+/// not measured.
+pub(super) const FOLLOWER_LAG_MS: &str = "/follower/lag-ms";
+
+/// What the database did during one DORA step or one renewal run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct DbShare {
+    /// Leases the generator got (DORA; a renewal run does not count its
+    /// renewals one by one).
+    pub leases: Option<u64>,
+    /// xdhcp's own counts, summed over its nodes (Kea keeps none).
+    pub rows: Option<u64>,
+    pub round_trips: Option<u64>,
+    pub batches: Option<u64>,
+    /// Transactions PostgreSQL committed in the server's database.
+    pub commits: Option<u64>,
+    /// Each node's follower lag at the step's end (ms), where reported.
+    pub lag_ms: Vec<f64>,
+    /// Addresses the generator was given twice (DORA).
+    pub duplicate_addresses: u64,
+}
+
+impl DbShare {
+    /// xdhcp's counters from its nodes' `database` objects, read at the
+    /// end of a step.
+    pub(super) fn of_nodes(dbs: &[Option<Value>]) -> DbShare {
+        let sum = |k: &str| -> Option<u64> {
+            dbs.iter()
+                .map(|d| d.as_ref().and_then(|d| d[k].as_u64()))
+                .sum()
+        };
+        DbShare {
+            rows: sum("rows"),
+            round_trips: sum("round-trips"),
+            batches: sum("batches"),
+            lag_ms: dbs
+                .iter()
+                .flatten()
+                .filter_map(|d| d.pointer(FOLLOWER_LAG_MS)?.as_f64())
+                .collect(),
+            ..DbShare::default()
+        }
+    }
+}
+
+/// One measurement of the section: its curve, and the database's share
+/// at each step (DORA) or over the whole run (renewals: one entry).
+pub(super) struct PgMeasured {
+    pub curve: Curve,
+    pub shares: Vec<DbShare>,
+}
+
+/// The section's results; a measurement that failed is kept as its error
+/// so that the rest still reports.
+pub(super) struct PgSection {
+    pub measured: Vec<PgMeasured>,
+    pub failed: Vec<(Key, String)>,
+}
+
+/// Runs the section on its own lab.
+pub(super) fn postgres_section(bin: &Path, plan: &BenchPlan) -> Result<PgSection> {
+    let pl = PgLab::new().context("the PostgreSQL section's lab")?;
+    let mut sec = PgSection {
+        measured: Vec::new(),
+        failed: Vec::new(),
+    };
+    eprintln!(
+        "== 8. leases in PostgreSQL 15 at {DB_ADDR} (one segment: a bridge), fresh database per DORA step, rate × {} s new clients (at most {MAX_NEW_CLIENTS})",
+        plan.dora_secs
+    );
+    let steps: [(Key, &str); 5] = [
+        (Key::PgDora1, "xdhcp DORA, 1 node on PostgreSQL"),
+        (
+            Key::PgRenew1,
+            "xdhcp renewals, fast path on, 1 node on PostgreSQL",
+        ),
+        (
+            Key::PgLabEmbeddedRenew,
+            "xdhcp renewals, fast path on, embedded store (same lab)",
+        ),
+        (
+            Key::PgDora2,
+            "xdhcp DORA, 2 nodes on one PostgreSQL, every node sees every DISCOVER",
+        ),
+        (
+            Key::KeaPgDora,
+            "Kea 2.2 DORA, PostgreSQL lease backend (2 threads)",
+        ),
+    ];
+    for (key, what) in steps {
+        eprintln!("== 8. {what}");
+        let r = match key {
+            Key::PgDora1 => xdhcp_dora(&pl, bin, plan, 1),
+            Key::PgDora2 => xdhcp_dora(&pl, bin, plan, 2),
+            Key::KeaPgDora => kea_dora(&pl, bin, plan),
+            Key::PgRenew1 => pg_renewals(&pl, bin, plan),
+            _ => embedded_renewals(&pl, bin, plan),
+        };
+        match r {
+            Ok((points, outcome, shares)) => sec.measured.push(PgMeasured {
+                curve: Curve::new(key, (points, outcome)),
+                shares,
+            }),
+            Err(e) => {
+                eprintln!("   -> failed: {e:#}");
+                sec.failed.push((key, format!("{e:#}")));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&pl.bench.dir);
+    Ok(sec)
+}
+
+type Measured = (Vec<Pt>, xdhcp_ramp::Outcome, Vec<DbShare>);
+
+/// loadgen's DORA of `rate × secs` new clients (at most
+/// [`MAX_NEW_CLIENTS`]) at `rate`: the step, its leases and the
+/// addresses it was given twice.
+fn dora_step(pl: &PgLab, bin: &Path, plan: &BenchPlan, rate: u64) -> Result<(Pt, u64, u64)> {
+    let clients = (rate * plan.dora_secs).min(MAX_NEW_CLIENTS);
+    let r = loadgen(
+        &pl.bench,
+        bin,
+        &[
+            s("--clients"),
+            s(clients),
+            s("--phase"),
+            s("dora"),
+            s("--rate"),
+            s(rate),
+            s("--duration"),
+            s(plan.dora_secs + 5),
+        ],
+    )?;
+    let rep = r
+        .iter()
+        .find(|x| x["phase"] == "dora")
+        .context("loadgen reported no DORA phase")?;
+    let pt = points(&r, "dora")
+        .into_iter()
+        .next()
+        .context("no DORA step")?;
+    Ok((
+        pt,
+        rep["ok"].as_u64().unwrap_or(0),
+        rep["duplicate_addresses"].as_u64().unwrap_or(0),
+    ))
+}
+
+/// PostgreSQL's statistics reach `pg_stat_database` when a backend
+/// flushes them, at the latest as it exits after its client went.
+fn commits_after_exit(pl: &PgLab, db: &str) -> Option<u64> {
+    std::thread::sleep(Duration::from_millis(700));
+    pl.commits(db).ok()
+}
+
+/// xdhcp's DORA ramp with `nodes` nodes on the shared database (fast path
+/// on, as deployed), a fresh database and fresh nodes per step.
+fn xdhcp_dora(pl: &PgLab, bin: &Path, plan: &BenchPlan, nodes: usize) -> Result<Measured> {
+    let mut shares = Vec::new();
+    let (pts, o) = drive(&plan.dora, |rate, _| {
+        pl.reset_xdhcp_db(bin)?;
+        let before = pl.commits("xdhcp").unwrap_or(0);
+        let daemons: Vec<Logged> = (0..nodes)
+            .map(|i| {
+                let (ns, sock) = pl.node_at(i);
+                start_pg_node(&pl.bench, ns, bin, "native", pl.node(i), &sock)
+            })
+            .collect::<Result<_>>()?;
+        let (pt, leases, dups) = dora_step(pl, bin, plan, rate)?;
+        let dbs: Vec<Option<Value>> = (0..nodes)
+            .map(|i| node_database(bin, &pl.node_at(i).1))
+            .collect();
+        drop(daemons);
+        shares.push(DbShare {
+            leases: Some(leases),
+            duplicate_addresses: dups,
+            commits: commits_after_exit(pl, "xdhcp").map(|c| c.saturating_sub(before)),
+            ..DbShare::of_nodes(&dbs)
+        });
+        Ok(pt)
+    })?;
+    Ok((pts, o, shares))
+}
+
+/// Kea's DORA ramp on its PostgreSQL backend, a fresh database per step.
+fn kea_dora(pl: &PgLab, bin: &Path, plan: &BenchPlan) -> Result<Measured> {
+    let mut shares = Vec::new();
+    let cfg = kea_pg_config(DB_ADDR);
+    let (pts, o) = drive(&plan.dora, |rate, _| {
+        pl.reset_kea_db()?;
+        let before = pl.commits("kea").unwrap_or(0);
+        let d = start_kea_with(&pl.bench, &pl.bench.srv, &cfg)?;
+        let (pt, leases, dups) = dora_step(pl, bin, plan, rate)?;
+        drop(d);
+        shares.push(DbShare {
+            leases: Some(leases),
+            duplicate_addresses: dups,
+            commits: commits_after_exit(pl, "kea").map(|c| c.saturating_sub(before)),
+            ..DbShare::default()
+        });
+        Ok(pt)
+    })?;
+    Ok((pts, o, shares))
+}
+
+/// Renewals answered by node A's kernel, its leases in the database: the
+/// database's share over the whole run (the DORA that leased every client,
+/// then the ramp, whose renewals the control plane stores in batches).
+fn pg_renewals(pl: &PgLab, bin: &Path, plan: &BenchPlan) -> Result<Measured> {
+    pl.reset_xdhcp_db(bin)?;
+    let sock = pl.bench.control_socket();
+    let rr = RenewRamp::fast_path(plan).on_database(pl.node(0));
+    let (pts, o, _, db) = renew_ramp_then(&pl.bench, bin, rr, || node_database(bin, &sock))?;
+    let share = DbShare {
+        commits: commits_after_exit(pl, "xdhcp"),
+        ..DbShare::of_nodes(&[db])
+    };
+    Ok((pts, o, vec![share]))
+}
+
+/// The same renewal ramp with the embedded store, on the same lab: the
+/// figure the database's must match.
+fn embedded_renewals(pl: &PgLab, bin: &Path, plan: &BenchPlan) -> Result<Measured> {
+    let (pts, o, _) = renew_ramp(&pl.bench, bin, RenewRamp::fast_path(plan))?;
+    Ok((pts, o, Vec::new()))
+}
+
+/// The step a ramp's figure comes from: the highest answered rate within
+/// the loss threshold.
+pub(super) fn figure_step(points: &[Pt]) -> Option<usize> {
+    points
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.loss_pct <= MAX_LOSS_PCT)
+        .max_by(|a, b| a.1.answered.total_cmp(&b.1.answered))
+        .map(|(i, _)| i)
+}
