@@ -138,7 +138,9 @@ impl Key {
             Key::FastPathSelecting => "xdhcp SELECTING REQUEST, fast path ACK",
             Key::PgDora1 => "xdhcp DORA, 1 node on PostgreSQL",
             Key::PgRenew1 => "xdhcp renewals, fast path, 1 node on PostgreSQL",
-            Key::PgLabEmbeddedRenew => "xdhcp renewals, fast path, embedded store (PostgreSQL lab)",
+            Key::PgLabEmbeddedRenew => {
+                "xdhcp renewals, fast path, embedded store (beside PostgreSQL)"
+            }
             Key::PgDora2 => "xdhcp DORA, 2 nodes on one PostgreSQL",
             Key::KeaPgDora => "Kea 2.2 DORA (PostgreSQL, 2 threads)",
         }

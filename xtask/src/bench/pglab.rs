@@ -5,14 +5,15 @@
 //! segment; the databases reset between steps, and what the nodes and
 //! PostgreSQL say they did.
 
-use std::{path::Path, path::PathBuf, process::Command};
+use std::{path::Path, path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use xdhcp_lab::{postgres::PgCluster, Lab, Netns};
+use xdhcp_lab::{postgres::PgCluster, proc::Logged, Lab, Netns};
 
 use super::{
     lab::{cpus, BenchLab},
+    loadgen_command,
     servers::{write_node_config, PgNode},
 };
 
@@ -30,10 +31,11 @@ pub(super) struct PgLab {
     pub bench: BenchLab,
     pub node_b: Netns,
     url: String,
+    _peers: Vec<Logged>,
 }
 
 impl PgLab {
-    pub(super) fn new() -> Result<PgLab> {
+    pub(super) fn new(bin: &Path) -> Result<PgLab> {
         let mut lab = Lab::new("pgbench")?;
         let br = lab.netns("br")?;
         let srv = lab.netns("srva")?;
@@ -52,6 +54,15 @@ impl PgLab {
         ])?;
         br.run(["ip", "link", "set", "br0", "up"])?;
         let queues = cpus() as u32;
+        // A switch, not a firewall: bridged frames skip iptables where
+        // br_netfilter is loaded (the keys exist only then).
+        for key in ["iptables", "ip6tables", "arptables"] {
+            let _ = br.run([
+                "sysctl",
+                "-qw",
+                &format!("net.bridge.bridge-nf-call-{key}=0"),
+            ]);
+        }
         for (ns, ifname, addr, port) in [
             (&srv, "srv0", "198.18.0.1/16", "pa"),
             (&node_b, "srv0", "198.18.0.3/16", "pb"),
@@ -64,6 +75,18 @@ impl PgLab {
             // (XDP_TX) only with NAPI on, which GRO turns on.
             br.run(["ethtool", "-K", port, "gro", "on"])?;
         }
+        // ... but a veth wakes its peer for the frames its own XDP
+        // program sends back only when the peer runs XDP too: the server
+        // ports hold an XDP_PASS program, as the client's end of the
+        // bench's direct veth does.
+        let mut peers = Vec::new();
+        for port in ["pa", "pb"] {
+            let mut cmd = loadgen_command(bin);
+            cmd.args(["lab-peer", port]);
+            let p = Logged::spawn(&br, &cmd, None)?;
+            p.wait_for("peer program attached", Duration::from_secs(30))?;
+            peers.push(p);
+        }
         let pg = PgCluster::start(Some((&db, DB_ADDR)))?;
         let dir = std::env::temp_dir().join(lab.prefix());
         std::fs::create_dir_all(&dir)?;
@@ -73,6 +96,7 @@ impl PgLab {
             bench: BenchLab::from_parts(lab, srv, cli, dir),
             node_b,
             url,
+            _peers: peers,
         })
     }
 
@@ -83,6 +107,15 @@ impl PgLab {
             name: NODES[i].0,
             server_id: NODES[i].1,
         }
+    }
+
+    /// Node A's connection string over PostgreSQL's Unix socket, for a
+    /// node in another lab (a path reaches the server from any namespace).
+    pub(super) fn socket_url(&self) -> String {
+        format!(
+            "host={} user=postgres dbname=xdhcp",
+            self.pg.socket_dir().display()
+        )
     }
 
     /// Node `i`'s namespace and control socket.

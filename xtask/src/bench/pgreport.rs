@@ -16,8 +16,11 @@ use super::{
 };
 use crate::root_dir;
 
-/// Rows: label, curve, the curve it is compared with and how.
-const PG_ROWS: [(&str, Key, Option<(Key, Style)>); 5] = [
+/// The curve a row is compared with, and how the ratio is written.
+type Versus = Option<(Key, Style)>;
+
+/// Rows: label, curve, the curve it is compared with.
+const PG_ROWS: [(&str, Key, Versus); 5] = [
     (
         "8. xdhcp DORA, 1 node on PostgreSQL",
         Key::PgDora1,
@@ -34,12 +37,12 @@ const PG_ROWS: [(&str, Key, Option<(Key, Style)>); 5] = [
         None,
     ),
     (
-        "8. xdhcp renewals, fast path, 1 node on PostgreSQL",
+        "8. xdhcp renewals, fast path, 1 node on PostgreSQL (direct veth)",
         Key::PgRenew1,
         Some((Key::PgLabEmbeddedRenew, Style::Percent)),
     ),
     (
-        "   xdhcp renewals, fast path, embedded store (same lab)",
+        "   xdhcp renewals, fast path, embedded store (same direct veth)",
         Key::PgLabEmbeddedRenew,
         None,
     ),
@@ -121,6 +124,9 @@ pub(super) fn share_text(s: &DbShare) -> String {
         _ => None,
     };
     let mut parts = Vec::new();
+    if let Some(scope) = s.scope {
+        parts.push(format!("over {scope}"));
+    }
     if let Some(l) = s.leases {
         parts.push(format!("{l} leases"));
     }
@@ -241,7 +247,7 @@ pub(super) fn pg_json(sec: &PgSection, quick: bool, machine: &Machine) -> Value 
 fn share_json(s: &DbShare) -> Value {
     json!({
         "leases": s.leases, "rows": s.rows, "round_trips": s.round_trips, "batches": s.batches,
-        "commits": s.commits, "follower_lag_ms": s.lag_ms,
+        "commits": s.commits, "follower_lag_ms": s.lag_ms, "scope": s.scope,
         "duplicate_addresses": s.duplicate_addresses, "text": share_text(s),
     })
 }

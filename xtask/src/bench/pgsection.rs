@@ -4,19 +4,24 @@
 //! database server, driven by the same generator and ramps as the rest of
 //! the bench; what the database did for each figure.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 use xdhcp_lab::proc::Logged;
 
 use super::{
+    lab::{lab, BenchLab},
     loadgen::{loadgen, points, s},
     model::{Curve, Key, Pt, MAX_LOSS_PCT},
     pglab::{node_database, PgLab, DB_ADDR},
     plan::BenchPlan,
     ramps::{drive, renew_ramp, renew_ramp_then, RenewRamp},
-    servers::{kea_pg_config, start_kea_with, start_pg_node, MAX_NEW_CLIENTS},
+    servers::{kea_pg_config, start_kea_with, start_pg_node, PgNode, MAX_NEW_CLIENTS},
 };
 
 /// Where a node's follower will put its lag behind the other nodes'
@@ -41,9 +46,22 @@ pub(super) struct DbShare {
     pub lag_ms: Vec<f64>,
     /// Addresses the generator was given twice (DORA).
     pub duplicate_addresses: u64,
+    /// What the counts cover, when not one DORA step.
+    pub scope: Option<&'static str>,
 }
 
 impl DbShare {
+    /// xdhcp's counts since `before`.
+    fn minus(self, before: &DbShare) -> DbShare {
+        let d = |a: Option<u64>, b: Option<u64>| Some(a?.saturating_sub(b?));
+        DbShare {
+            rows: d(self.rows, before.rows),
+            round_trips: d(self.round_trips, before.round_trips),
+            batches: d(self.batches, before.batches),
+            ..self
+        }
+    }
+
     /// xdhcp's counters from its nodes' `database` objects, read at the
     /// end of a step.
     pub(super) fn of_nodes(dbs: &[Option<Value>]) -> DbShare {
@@ -82,7 +100,8 @@ pub(super) struct PgSection {
 
 /// Runs the section on its own lab.
 pub(super) fn postgres_section(bin: &Path, plan: &BenchPlan) -> Result<PgSection> {
-    let pl = PgLab::new().context("the PostgreSQL section's lab")?;
+    let pl = PgLab::new(bin).context("the PostgreSQL section's lab")?;
+    let direct = lab()?;
     let mut sec = PgSection {
         measured: Vec::new(),
         failed: Vec::new(),
@@ -116,8 +135,8 @@ pub(super) fn postgres_section(bin: &Path, plan: &BenchPlan) -> Result<PgSection
             Key::PgDora1 => xdhcp_dora(&pl, bin, plan, 1),
             Key::PgDora2 => xdhcp_dora(&pl, bin, plan, 2),
             Key::KeaPgDora => kea_dora(&pl, bin, plan),
-            Key::PgRenew1 => pg_renewals(&pl, bin, plan),
-            _ => embedded_renewals(&pl, bin, plan),
+            Key::PgRenew1 => pg_renewals(&pl, &direct, bin, plan),
+            _ => embedded_renewals(&direct, bin, plan),
         };
         match r {
             Ok((points, outcome, shares)) => sec.measured.push(PgMeasured {
@@ -131,6 +150,7 @@ pub(super) fn postgres_section(bin: &Path, plan: &BenchPlan) -> Result<PgSection
         }
     }
     let _ = std::fs::remove_dir_all(&pl.bench.dir);
+    let _ = std::fs::remove_dir_all(&direct.dir);
     Ok(sec)
 }
 
@@ -227,25 +247,61 @@ fn kea_dora(pl: &PgLab, bin: &Path, plan: &BenchPlan) -> Result<Measured> {
     Ok((pts, o, shares))
 }
 
-/// Renewals answered by node A's kernel, its leases in the database: the
-/// database's share over the whole run (the DORA that leased every client,
-/// then the ramp, whose renewals the control plane stores in batches).
-fn pg_renewals(pl: &PgLab, bin: &Path, plan: &BenchPlan) -> Result<Measured> {
+/// Renewals answered by node A's kernel, its leases in the database, on
+/// the bench's direct veth (the bridge's software forwarding would cap
+/// them far below the kernel's rate): the database's share over the
+/// whole run (the DORA that leased every client, then the ramp, whose
+/// renewals the control plane stores in batches).
+fn pg_renewals(pl: &PgLab, direct: &BenchLab, bin: &Path, plan: &BenchPlan) -> Result<Measured> {
     pl.reset_xdhcp_db(bin)?;
-    let sock = pl.bench.control_socket();
-    let rr = RenewRamp::fast_path(plan).on_database(pl.node(0));
-    let (pts, o, _, db) = renew_ramp_then(&pl.bench, bin, rr, || node_database(bin, &sock))?;
-    let share = DbShare {
-        commits: commits_after_exit(pl, "xdhcp"),
-        ..DbShare::of_nodes(&[db])
+    let url = pl.socket_url();
+    let node = PgNode {
+        url: &url,
+        ..pl.node(0)
+    };
+    let sock = direct.control_socket();
+    let rr = RenewRamp::fast_path(plan).on_database(node);
+    let stop = AtomicBool::new(false);
+    // The counters once the DORA's leases are all written: the ramp's
+    // share is what comes after (loadgen runs both in one go).
+    let (r, after_dora) = std::thread::scope(|sc| {
+        let watch = sc.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let db = node_database(bin, &sock);
+                if db
+                    .as_ref()
+                    .and_then(|d| d["rows"].as_u64())
+                    .is_some_and(|rows| rows >= u64::from(plan.clients))
+                {
+                    return db;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            None
+        });
+        let r = renew_ramp_then(direct, bin, rr, || node_database(bin, &sock));
+        stop.store(true, Ordering::Relaxed);
+        (r, watch.join().ok().flatten())
+    });
+    let (pts, o, _, db) = r?;
+    let share = match after_dora {
+        Some(before) => DbShare {
+            scope: Some("the ramp alone"),
+            ..DbShare::of_nodes(&[db]).minus(&DbShare::of_nodes(&[Some(before)]))
+        },
+        None => DbShare {
+            scope: Some("DORA and ramp"),
+            commits: commits_after_exit(pl, "xdhcp"),
+            ..DbShare::of_nodes(&[db])
+        },
     };
     Ok((pts, o, vec![share]))
 }
 
 /// The same renewal ramp with the embedded store, on the same lab: the
 /// figure the database's must match.
-fn embedded_renewals(pl: &PgLab, bin: &Path, plan: &BenchPlan) -> Result<Measured> {
-    let (pts, o, _) = renew_ramp(&pl.bench, bin, RenewRamp::fast_path(plan))?;
+fn embedded_renewals(direct: &BenchLab, bin: &Path, plan: &BenchPlan) -> Result<Measured> {
+    let (pts, o, _) = renew_ramp(direct, bin, RenewRamp::fast_path(plan))?;
     Ok((pts, o, Vec::new()))
 }
 
