@@ -319,6 +319,17 @@ mod tests {
         let l = pg_target_lines(&sec, false);
         assert!(l[0].contains("≤ 20.0x (Kea on PostgreSQL capped)"), "{l:?}");
         assert!(!l[0].ends_with("-> met"), "{l:?}");
+        // Kea's ramp plateaued: a peer's plateau is a lower bound too (it
+        // is not the lab's ceiling).
+        let sec = section(vec![
+            measured(Key::PgDora2, 8_000.0, End::Loss, vec![]),
+            measured(Key::KeaPgDora, 400.0, End::Plateau, vec![]),
+        ]);
+        let l = pg_target_lines(&sec, false);
+        assert!(
+            l[0].contains("≤ 20.0x (Kea on PostgreSQL plateau)"),
+            "{l:?}"
+        );
     }
 
     #[test]
@@ -331,12 +342,21 @@ mod tests {
             commits: Some(100),
             ..DbShare::default()
         };
-        let mut m = measured(Key::PgDora1, 9_000.0, End::Loss, vec![at(100), at(999)]);
-        m.curve.points.push(Pt {
-            loss_pct: 20.0,
-            answered: 9_500.0,
-            ..m.curve.points[0].clone()
-        });
+        // The figure is the first step's; the lossy one above it and the
+        // refinement below it are not.
+        let mut m = measured(
+            Key::PgDora1,
+            9_000.0,
+            End::Loss,
+            vec![at(100), at(999), at(555)],
+        );
+        for (loss_pct, answered) in [(20.0, 9_500.0), (0.0, 8_000.0)] {
+            m.curve.points.push(Pt {
+                loss_pct,
+                answered,
+                ..m.curve.points[0].clone()
+            });
+        }
         let t = pg_table(&section(vec![m]));
         assert!(
             t.contains("| 9,000 | loss | - | 1000 leases; 2000 rows in 100 batches, 100 round trips; 0.100 round trips per lease; 20.0 rows per batch; 100 commits; 0.100 commits per lease (reads included) |"),

@@ -315,3 +315,24 @@ pub(super) fn figure_step(points: &[Pt]) -> Option<usize> {
         .max_by(|a, b| a.1.answered.total_cmp(&b.1.answered))
         .map(|(i, _)| i)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_ramps_share_is_what_came_after_its_dora() {
+        let at = |rows, rt, b| {
+            DbShare::of_nodes(&[Some(json!({"rows": rows, "round-trips": rt, "batches": b}))])
+        };
+        let ramp = at(25_000, 900, 880).minus(&at(20_000, 800, 790));
+        assert_eq!(
+            (ramp.rows, ramp.round_trips, ramp.batches),
+            (Some(5_000), Some(100), Some(90))
+        );
+        // A count the node did not give stays unknown.
+        assert_eq!(at(1, 1, 1).minus(&DbShare::default()).rows, None);
+    }
+}
