@@ -35,6 +35,9 @@ mod loadgen;
 mod markdown;
 mod model;
 mod perfdhcp;
+mod pglab;
+mod pgreport;
+mod pgsection;
 mod plan;
 mod ramps;
 mod reconnect;
@@ -45,12 +48,15 @@ mod svg;
 use lab::{cpus, lab, load_average, BenchLab, RmemGuard};
 use model::{Curve, Key, Machine};
 use perfdhcp::{perf_ramp, Load};
+use pgreport::write_pg_report;
+use pgsection::postgres_section;
 use plan::BenchPlan;
 use ramps::{ceiling_ramp, dora_ramp, renew_ramp, RenewRamp};
 use servers::{ensure_peer_packages, System, MAX_NEW_CLIENTS};
 
-/// `cargo xtask bench [--quick]`: sections 1 to 7 on one lab, the report,
-/// then the fast path's in-kernel cost.
+/// `cargo xtask bench [--quick]`: sections 1 to 7 on one lab, section 8
+/// (leases in PostgreSQL) on its own, the reports, then the fast path's
+/// in-kernel cost.
 pub fn bench(quick: bool) -> Result<()> {
     let load_before = load_average();
     ensure_peer_packages()?;
@@ -78,6 +84,16 @@ pub fn bench(quick: bool) -> Result<()> {
         load_after: load_average(),
     };
     report::write_report(&run.curves, quick, &machine, false)?;
+    // After the report: a failing section 8 costs only its own.
+    let pg = postgres_section(&bin, &plan)?;
+    write_pg_report(
+        &pg,
+        quick,
+        &Machine {
+            load_after: load_average(),
+            ..machine
+        },
+    )?;
     if let Some(kib) = rss_fast {
         println!(
             "xdhcp RSS after the fast-path run ({} leases): {:.1} MiB",
@@ -125,6 +141,23 @@ pub fn shapes_only(quick: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `cargo xtask bench --pg-only`: section 8 (leases in PostgreSQL) on its
+/// own lab, its report printed and written (the run's report is left as
+/// it was).
+pub fn pg_only(quick: bool) -> Result<()> {
+    let load_before = load_average();
+    ensure_peer_packages()?;
+    let _rmem = RmemGuard::raise();
+    let bin = release_bin()?;
+    let pg = postgres_section(&bin, &BenchPlan::new(quick))?;
+    let machine = Machine {
+        cpus: cpus(),
+        load_before,
+        load_after: load_average(),
+    };
+    write_pg_report(&pg, quick, &machine)
 }
 
 /// Redraws a run's plot, points and report from its JSON report (after a

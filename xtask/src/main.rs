@@ -60,6 +60,11 @@ enum Task {
         /// figures printed.
         #[arg(long, conflicts_with_all = ["replot", "reconnect_only"])]
         shapes_only: bool,
+        /// Only section 8, leases in PostgreSQL (xdhcp with one and two
+        /// nodes, Kea's PostgreSQL backend), its report printed and
+        /// written to bench/postgres[-quick].{txt,json}.
+        #[arg(long, conflicts_with_all = ["replot", "reconnect_only", "shapes_only"])]
+        pg_only: bool,
     },
     /// Set up, then run the libFuzzer targets (fuzz/): 25 s each, or an
     /// hour each with --long, which also grows fuzz/corpus/.
@@ -189,6 +194,11 @@ fn main() -> ExitCode {
             shapes_only: true,
             ..
         } => setup::setup().and_then(|()| bench::shapes_only(quick)),
+        Task::Bench {
+            quick,
+            pg_only: true,
+            ..
+        } => setup::setup().and_then(|()| bench::pg_only(quick)),
         Task::Bench { quick, .. } => setup::setup().and_then(|()| bench::bench(quick)),
         Task::LabClean => {
             for ns in xdhcp_lab::cleanup_stale() {

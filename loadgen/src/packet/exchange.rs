@@ -262,6 +262,12 @@ impl<'a> Exchange<'a> {
             self.answer_offer(eng, i, r, t);
             return;
         }
+        // Several servers on the segment each offer: the client took the
+        // first, and another's OFFER neither answers nor fails it.
+        if self.phase == Phase::Dora && r.msg_type == msg::OFFER {
+            self.c.duplicate += 1;
+            return;
+        }
         self.complete(i, r, t);
         self.pb.set_position(self.c.ok + self.c.nak + self.c.wrong);
     }
@@ -359,6 +365,10 @@ impl<'a> Exchange<'a> {
         };
         let server_ok = match (self.phase, self.server) {
             (Phase::Discover, _) => r.server_id.is_some(),
+            // The server whose OFFER the client took, of however many.
+            (Phase::Dora, _) => {
+                r.server_id.is_some() && self.offered.get(&i).map(|o| o.1) == r.server_id
+            }
             (_, Some(sv)) => r.server_id == Some(sv.ip),
             (_, None) => false,
         };

@@ -80,7 +80,7 @@ fn targets_json(curves: &[Curve], busy: bool) -> Vec<Value> {
         .collect()
 }
 
-fn curve_json(c: &Curve) -> Value {
+pub(super) fn curve_json(c: &Curve) -> Value {
     json!({
         "label": c.key.label(),
         "end": c.outcome.end.name(),

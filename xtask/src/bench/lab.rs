@@ -15,6 +15,17 @@ pub(super) struct BenchLab {
 }
 
 impl BenchLab {
+    /// A lab made elsewhere, `srv` its server's namespace and `cli` the
+    /// client's (interfaces `srv0` and `cli0`), `dir` its folder.
+    pub(super) fn from_parts(lab: Lab, srv: Netns, cli: Netns, dir: PathBuf) -> BenchLab {
+        BenchLab {
+            _lab: lab,
+            srv,
+            cli,
+            dir,
+        }
+    }
+
     /// xdhcp's control socket, which loadgen asks for the server's counts.
     pub(super) fn control_socket(&self) -> PathBuf {
         self.dir.join("control.sock")

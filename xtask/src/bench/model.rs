@@ -69,10 +69,15 @@ pub(super) enum Key {
     FastPathUnpadded,
     FastPathDiscover,
     FastPathSelecting,
+    PgDora1,
+    PgRenew1,
+    PgLabEmbeddedRenew,
+    PgDora2,
+    KeaPgDora,
 }
 
 impl Key {
-    pub(super) const ALL: [Key; 16] = [
+    pub(super) const ALL: [Key; 21] = [
         Key::Ceiling,
         Key::FastPath,
         Key::ControlPlane,
@@ -89,6 +94,11 @@ impl Key {
         Key::FastPathUnpadded,
         Key::FastPathDiscover,
         Key::FastPathSelecting,
+        Key::PgDora1,
+        Key::PgRenew1,
+        Key::PgLabEmbeddedRenew,
+        Key::PgDora2,
+        Key::KeaPgDora,
     ];
 
     /// The fast path's renewals in each request shape but the plain one
@@ -126,6 +136,13 @@ impl Key {
             Key::FastPathUnpadded => "xdhcp renewals, fast path, unpadded",
             Key::FastPathDiscover => "xdhcp known clients' DISCOVER, fast path OFFER",
             Key::FastPathSelecting => "xdhcp SELECTING REQUEST, fast path ACK",
+            Key::PgDora1 => "xdhcp DORA, 1 node on PostgreSQL",
+            Key::PgRenew1 => "xdhcp renewals, fast path, 1 node on PostgreSQL",
+            Key::PgLabEmbeddedRenew => {
+                "xdhcp renewals, fast path, embedded store (beside PostgreSQL)"
+            }
+            Key::PgDora2 => "xdhcp DORA, 2 nodes on one PostgreSQL",
+            Key::KeaPgDora => "Kea 2.2 DORA (PostgreSQL, 2 threads)",
         }
     }
 
@@ -146,6 +163,11 @@ impl Key {
             Key::FastPathUnpadded => "fast path unpadded",
             Key::FastPathDiscover => "fast path OFFER",
             Key::FastPathSelecting => "fast path SELECTING ACK",
+            Key::PgDora1 => "1 node",
+            Key::PgRenew1 => "PostgreSQL",
+            Key::PgLabEmbeddedRenew => "embedded",
+            Key::PgDora2 => "2 nodes",
+            Key::KeaPgDora => "Kea on PostgreSQL",
         }
     }
 

@@ -13,7 +13,7 @@ use super::{
     loadgen::{loadgen, points, ramp_of, s},
     model::Pt,
     plan::{BenchPlan, RampCfg},
-    servers::{kea_raw_config, start_with, System, MAX_NEW_CLIENTS},
+    servers::{kea_raw_config, start_pg_node, start_with, PgNode, System, MAX_NEW_CLIENTS},
 };
 
 /// Runs `cfg`'s ramp to its end, `measure` taking each step at the rate
@@ -129,6 +129,8 @@ pub(super) struct RenewRamp<'a> {
     /// The ramped phase: `renew`, or a known client's `discover-known`
     /// or `selecting` (the kernel's OFFER and SELECTING ACK).
     phase: &'static str,
+    /// xdhcp on a shared database instead of the embedded store.
+    node: Option<PgNode<'a>>,
 }
 
 impl RenewRamp<'_> {
@@ -143,6 +145,7 @@ impl RenewRamp<'_> {
             clients: plan.clients,
             shape: "plain",
             phase: "renew",
+            node: None,
         }
     }
 
@@ -179,6 +182,7 @@ impl RenewRamp<'_> {
             clients: plan.clients / 4,
             shape: "plain",
             phase: "renew",
+            node: None,
         }
     }
 
@@ -191,8 +195,9 @@ impl RenewRamp<'_> {
             s("--phase"),
             s("dora"),
             s("--rate"),
-            // Below each system's DORA limit: every client must hold a lease.
-            s(if self.system == System::Kea {
+            // Below each system's DORA limit (a shared database's too): every
+            // client must hold a lease.
+            s(if self.system == System::Kea || self.node.is_some() {
                 2_000
             } else {
                 8_000
@@ -224,15 +229,40 @@ impl RenewRamp<'_> {
     }
 }
 
+impl<'a> RenewRamp<'a> {
+    /// The same ramp with xdhcp as `node` on its shared database.
+    pub(super) fn on_database(self, node: PgNode<'a>) -> RenewRamp<'a> {
+        RenewRamp {
+            node: Some(node),
+            ..self
+        }
+    }
+}
+
 /// Returns the steps, how the ramp ended and the server's RSS (KiB).
 pub(super) fn renew_ramp(
     lab: &BenchLab,
     bin: &Path,
     rr: RenewRamp,
 ) -> Result<(Vec<Pt>, Outcome, Option<u64>)> {
-    let d = start_with(lab, rr.system, bin, rr.xdp, &kea_raw_config())?;
+    let (points, outcome, rss, ()) = renew_ramp_then(lab, bin, rr, || ())?;
+    Ok((points, outcome, rss))
+}
+
+/// As [`renew_ramp`], with what `last` read while the server still ran.
+pub(super) fn renew_ramp_then<T>(
+    lab: &BenchLab,
+    bin: &Path,
+    rr: RenewRamp,
+    last: impl FnOnce() -> T,
+) -> Result<(Vec<Pt>, Outcome, Option<u64>, T)> {
+    let d = match rr.node {
+        Some(n) => start_pg_node(lab, &lab.srv, bin, rr.xdp, n, &lab.control_socket())?,
+        None => start_with(lab, rr.system, bin, rr.xdp, &kea_raw_config())?,
+    };
     let r = loadgen(lab, bin, &rr.loadgen_args(lab))?;
     let rss = rss_kib(d.pid());
+    let read = last();
     drop(d);
     let bound = r
         .iter()
@@ -244,5 +274,5 @@ pub(super) fn renew_ramp(
         bail!("only {bound} of {clients} clients got a lease before the renewal ramp");
     }
     let (points, outcome) = ramp_of(&r, rr.phase)?;
-    Ok((points, outcome, rss))
+    Ok((points, outcome, rss, read))
 }

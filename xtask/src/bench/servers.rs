@@ -2,10 +2,14 @@
 //! the bench lab, a fresh start with an empty lease store, Kea's Debian
 //! packages, and xdhcp's own request/reply counts from its log.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use anyhow::Result;
-use xdhcp_lab::proc::Logged;
+use xdhcp_lab::{proc::Logged, Netns};
 
 use super::lab::BenchLab;
 use crate::setup::install_missing;
@@ -133,20 +137,70 @@ fn remove_lease_stores(lab: &BenchLab) {
 }
 
 fn start_xdhcp(lab: &BenchLab, bin: &Path, xdp: &str) -> Result<Logged> {
-    let dir = lab.dir.display().to_string();
     let cfg = lab.dir.join("xdhcp.toml");
-    std::fs::write(
-        &cfg,
-        XDHCP_CONFIG.replace("@DIR@", &dir).replace("@XDP@", xdp),
-    )?;
+    std::fs::write(&cfg, xdhcp_config(&lab.dir, xdp, None))?;
+    spawn_xdhcp(&lab.srv, bin, &cfg, &lab.control_socket())
+}
+
+/// An xdhcp node keeping its leases in a shared PostgreSQL database.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PgNode<'a> {
+    /// The database's connection string.
+    pub url: &'a str,
+    /// Its name in the database, and the stem of its files in the lab's
+    /// folder.
+    pub name: &'a str,
+    /// Its address on the segment, which is its server id.
+    pub server_id: &'a str,
+}
+
+/// xdhcp's configuration: the embedded store, or `node`'s `[database]`.
+/// (`dir`: the lab's folder).
+pub(super) fn xdhcp_config(dir: &Path, xdp: &str, node: Option<PgNode>) -> String {
+    let dir = dir.display().to_string();
+    let text = XDHCP_CONFIG.replace("@DIR@", &dir).replace("@XDP@", xdp);
+    let Some(n) = node else {
+        return text;
+    };
+    let embedded = format!("lease_db = \"{dir}/xdhcp-leases.db\"\nlease_db_sync = \"full\"\n");
+    assert!(text.contains(&embedded));
+    text.replace(&embedded, "").replace(
+        "server_id = \"198.18.0.1\"",
+        &format!("server_id = \"{}\"", n.server_id),
+    ) + &format!("\n[database]\nurl = \"{}\"\nnode = \"{}\"\n", n.url, n.name)
+}
+
+/// `node`'s configuration file, written.
+pub(super) fn write_node_config(lab: &BenchLab, xdp: &str, node: PgNode) -> Result<PathBuf> {
+    let cfg = lab.dir.join(format!("xdhcp-{}.toml", node.name));
+    std::fs::write(&cfg, xdhcp_config(&lab.dir, xdp, Some(node)))?;
+    Ok(cfg)
+}
+
+/// xdhcp `node` in `ns` on the shared database (whose schema the caller
+/// has made), answering on `socket`.
+pub(super) fn start_pg_node(
+    lab: &BenchLab,
+    ns: &Netns,
+    bin: &Path,
+    xdp: &str,
+    node: PgNode,
+    socket: &Path,
+) -> Result<Logged> {
+    let cfg = write_node_config(lab, xdp, node)?;
+    spawn_xdhcp(ns, bin, &cfg, socket)
+}
+
+fn spawn_xdhcp(ns: &Netns, bin: &Path, cfg: &Path, socket: &Path) -> Result<Logged> {
+    let _ = std::fs::remove_file(socket);
     let d = Logged::spawn(
-        &lab.srv,
+        ns,
         Command::new(bin)
             .arg("serve")
             .arg("--config")
-            .arg(&cfg)
+            .arg(cfg)
             .arg("--control-socket")
-            .arg(lab.control_socket())
+            .arg(socket)
             .env("RUST_LOG", "warn,xdhcp::daemon::serve=info"),
         None,
     )?;
@@ -154,12 +208,30 @@ fn start_xdhcp(lab: &BenchLab, bin: &Path, xdp: &str) -> Result<Logged> {
     Ok(d)
 }
 
-fn start_kea(lab: &BenchLab, kea_config: &str) -> Result<Logged> {
-    let dir = lab.dir.display().to_string();
+/// Kea for loadgen (raw sockets) with its PostgreSQL lease backend on
+/// database `kea` at `host`, as `kea-admin db-init pgsql` made it.
+pub(super) fn kea_pg_config(host: &str) -> String {
+    let memfile = r#"{ "type": "memfile", "persist": true, "lfc-interval": 0,
+                      "name": "@DIR@/kea-leases4.csv" }"#;
+    let raw = kea_raw_config();
+    assert!(raw.contains(memfile));
+    raw.replace(
+        memfile,
+        &format!(
+            r#"{{ "type": "postgresql", "name": "kea", "host": "{host}", "port": 5432,
+                      "user": "postgres" }}"#
+        ),
+    )
+}
+
+pub(super) fn start_kea_with(lab: &BenchLab, ns: &Netns, kea_config: &str) -> Result<Logged> {
     let cfg = lab.dir.join("kea.json");
-    std::fs::write(&cfg, kea_config.replace("@DIR@", &dir))?;
+    std::fs::write(
+        &cfg,
+        kea_config.replace("@DIR@", &lab.dir.display().to_string()),
+    )?;
     let d = Logged::spawn(
-        &lab.srv,
+        ns,
         Command::new("kea-dhcp4")
             .arg("-c")
             .arg(&cfg)
@@ -170,6 +242,10 @@ fn start_kea(lab: &BenchLab, kea_config: &str) -> Result<Logged> {
     // Kea logs nothing at WARN when it starts well: give it time.
     std::thread::sleep(Duration::from_secs(2));
     Ok(d)
+}
+
+fn start_kea(lab: &BenchLab, kea_config: &str) -> Result<Logged> {
+    start_kea_with(lab, &lab.srv, kea_config)
 }
 
 /// Sums the numbers in "received [A=1 B=2] sent [C=3]" from xdhcp's log.
@@ -190,9 +266,10 @@ pub(super) fn server_counts(lines: &[String]) -> Option<(u64, u64)> {
     Some((sum("received ["), sum("sent [")))
 }
 
-/// Installs Kea (and with it perfdhcp) when missing.
+/// Installs Kea (and with it perfdhcp) when missing, and ethtool (the
+/// PostgreSQL section's bridge ports need GRO on).
 pub(super) fn ensure_peer_packages() -> Result<()> {
-    install_missing(&["kea-dhcp4-server", "kea-admin"])?;
+    install_missing(&["kea-dhcp4-server", "kea-admin", "ethtool"])?;
     // The Debian package starts a system-wide Kea; it must not compete.
     let _ = Command::new("systemctl")
         .args(["stop", "kea-dhcp4-server"])
@@ -213,6 +290,31 @@ mod tests {
         ];
         assert_eq!(server_counts(&lines), Some((17, 17)));
         assert_eq!(server_counts(&lines[..1]), None);
+    }
+
+    #[test]
+    fn a_node_on_the_database_has_no_embedded_store() {
+        let node = PgNode {
+            url: "host=198.18.0.9 dbname=xdhcp",
+            name: "node-b",
+            server_id: "198.18.0.3",
+        };
+        let c = xdhcp_config(Path::new("/tmp/lab"), "native", Some(node));
+        assert!(!c.contains("lease_db"), "{c}");
+        assert!(c.contains("server_id = \"198.18.0.3\""), "{c}");
+        assert!(c.ends_with(
+            "\n[database]\nurl = \"host=198.18.0.9 dbname=xdhcp\"\nnode = \"node-b\"\n"
+        ));
+        assert_eq!(c.matches("198.18.0.1\"").count(), 0, "{c}");
+        assert_eq!(
+            xdhcp_config(Path::new("/tmp/lab"), "off", None),
+            XDHCP_CONFIG
+                .replace("@DIR@", "/tmp/lab")
+                .replace("@XDP@", "off")
+        );
+        let k = kea_pg_config("198.18.0.9");
+        assert!(k.contains(r#""type": "postgresql", "name": "kea", "host": "198.18.0.9""#));
+        assert!(!k.contains("memfile") && k.contains(r#""dhcp-socket-type": "raw""#));
     }
 
     #[test]
