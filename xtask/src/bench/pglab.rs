@@ -188,6 +188,10 @@ pub(super) fn node_database(bin: &Path, socket: &Path) -> Option<Value> {
         .output()
         .ok()?;
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    let db = v["arguments"]["lease-store"]["database"].clone();
+    let st = &v["arguments"]["lease-store"];
+    let mut db = st["database"].clone();
+    if db.is_object() && st["follow"].is_object() {
+        db["follower"] = st["follow"].clone();
+    }
     db.is_object().then_some(db)
 }

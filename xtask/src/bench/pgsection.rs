@@ -24,10 +24,10 @@ use super::{
     servers::{kea_pg_config, start_kea_with, start_pg_node, PgNode, MAX_NEW_CLIENTS},
 };
 
-/// Where a node's follower will put its lag behind the other nodes'
-/// changes in the `database` object of `xdhcp status` (milliseconds).
-/// No node follows another yet; until one does, the lag is reported as
-/// not measured.
+/// A node's follower lag behind the other nodes' changes, in the
+/// `database` object `node_database` reads (the status's `follow`
+/// object joined to it as `follower`; milliseconds, the last change
+/// read). A node that does not follow reports none: not measured.
 pub(super) const FOLLOWER_LAG_MS: &str = "/follower/lag-ms";
 
 /// What the database did during one DORA step or one renewal run.
