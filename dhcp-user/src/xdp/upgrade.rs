@@ -110,7 +110,9 @@ impl OldFastPath {
             }
         }
         let events = out.len();
-        let entries: Vec<(Option<Box<[u8]>>, u32, u64, u32)> = match &self.leases {
+        // Client, address, end, lease time: what a grant needs of either value.
+        type Entry = (Option<Box<[u8]>>, u32, u64, u32);
+        let entries: Vec<Entry> = match &self.leases {
             OldLeases::Previous(m) => m
                 .iter()
                 .filter_map(|r| r.ok())
