@@ -121,7 +121,8 @@ pub struct Scratch {
 
 /// The reason to count for a pass: `PASS_EXPIRED` covers the MCLT cap
 /// too in the fast path (see `request::check_lease`), told apart here,
-/// in the limits program, whose instructions are verified on their own.
+/// in the limits program, whose instructions are verified on their own
+/// (without it, `run` counts such a pass as `PASS_EXPIRED`).
 #[inline(always)]
 pub fn pass_reason(s: &Scratch) -> u32 {
     let r = vol(&s.reason) as u32;

@@ -370,7 +370,7 @@ pub(crate) fn check_lease(
     // One compare, one exit, the expiry's, with its reason: a branch or
     // an exit of its own, or a reason the verifier cannot tell is that
     // constant, walks the rest of the program again for every state that
-    // gets here, which the instruction limit has no room for (tried: four
+    // gets here, which the instruction limit has no room for (tried: five
     // shapes of it, each past 1,000,000 instructions). Each limit is a
     // signed distance, negative once reached (caps stay below 2^63,
     // `dhcp_common::NO_CAP`); which one it was goes to scratch without a
