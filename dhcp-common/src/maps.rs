@@ -25,13 +25,8 @@ pub const MAP_BARE_LEASES: &str = "XDHCP_BARE_LEASES";
 /// only. 20 bytes hold htype + any chaddr, and the RFC 4361 identifiers of
 /// DUID-LLT, DUID-EN (systemd) and DUID-LL (19 bytes or less); only
 /// DUID-UUID ones (23) are left out. It makes the key 24 bytes, so a map
-/// element (48-byte kernel header, key, 56-byte value) is exactly two
-/// cache lines.
-#[cfg(not(feature = "layout-prev"))]
+/// element (48-byte kernel header, key, 64-byte value) is 136 bytes.
 pub const MAX_ID_LEN: usize = 20;
-/// The previous layout's (`prev`), for the test object built with it.
-#[cfg(feature = "layout-prev")]
-pub const MAX_ID_LEN: usize = crate::prev::MAX_ID_LEN;
 
 /// A client's identity of up to `N` bytes, zero-padded so that equal
 /// identities hash equally whatever was in the packet past `len`. One
@@ -60,8 +55,9 @@ impl<const N: usize> IdKey<N> {
 /// Key of the lease map.
 pub type LeaseKey = IdKey<MAX_ID_LEN>;
 
+/// The previous layout's value (`prev`), for the test object built with it.
 #[cfg(feature = "layout-prev")]
-pub use crate::prev::RenewEvent;
+pub use crate::prev::LeaseValue;
 
 /// Value of the lease map: one active binding, and the request it was
 /// last answered for. The XDP program answers only requests of the same
@@ -72,6 +68,7 @@ pub use crate::prev::RenewEvent;
 /// clock the program can read) because the kernel has no wall clock;
 /// userspace converts wall-clock expiries when it writes the entry:
 /// `mono_ns = now_mono_ns + (expiry_unix - now_unix) * 1e9`.
+#[cfg(not(feature = "layout-prev"))]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeaseValue {
@@ -107,6 +104,36 @@ pub struct LeaseValue {
     pub relay_info_len: u8,
     /// `lease_flags::*`.
     pub flags: u16,
+    /// The latest end the kernel may grant: the end the store has durably
+    /// acknowledged plus the maximum client lead time (MCLT,
+    /// [`mclt_cap_ns`]). A renewal whose new end would pass it goes to the
+    /// control plane (`stat::PASS_MCLT_CAP`), so a node that dies with
+    /// renewals its kernel answered but never stored has granted no client
+    /// past what another node waits out before reusing the address.
+    /// [`NO_CAP`] when no other node can take the address over (one node,
+    /// SQLite): its own crash recovery covers what its kernel granted.
+    pub cap_mono_ns: u64,
+}
+
+/// No cap: 2^63 - 1 ns (292 years of uptime), not `u64::MAX`, because the
+/// program compares by the sign of a difference (no branch of its own).
+pub const NO_CAP: u64 = i64::MAX as u64;
+
+/// [`LeaseValue::cap_mono_ns`] for a binding whose durably stored end is
+/// `stored_end_mono_ns`: that end plus `mclt_secs`, or [`NO_CAP`] without
+/// an MCLT (a store no other node shares). A cap past `NO_CAP` is none.
+pub const fn mclt_cap_ns(stored_end_mono_ns: u64, mclt_secs: Option<u32>) -> u64 {
+    match mclt_secs {
+        Some(m) => {
+            let cap = stored_end_mono_ns.saturating_add(m as u64 * 1_000_000_000);
+            if cap < NO_CAP {
+                cap
+            } else {
+                NO_CAP
+            }
+        }
+        None => NO_CAP,
+    }
 }
 
 /// The XDP program leaves bindings this close to their end to the control
@@ -161,7 +188,6 @@ pub struct ReplyTemplate {
 
 /// Record the fast path pushes to userspace (ring buffer) for every renewal
 /// it answered, so the lease store can persist the new expiry.
-#[cfg(not(feature = "layout-prev"))]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RenewEvent {
@@ -192,8 +218,9 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "layout-prev"))]
     fn lease_value() {
-        assert_eq!(size_of::<LeaseValue>(), 56);
+        assert_eq!(size_of::<LeaseValue>(), 64);
         assert_eq!(align_of::<LeaseValue>(), 8);
         assert_eq!(offset_of!(LeaseValue, expires_mono_ns), 0);
         assert_eq!(offset_of!(LeaseValue, reported_mono_ns), 8);
@@ -206,10 +233,21 @@ mod tests {
         assert_eq!(offset_of!(LeaseValue, prl_len), 48);
         assert_eq!(offset_of!(LeaseValue, client_id_len), 52);
         assert_eq!(offset_of!(LeaseValue, flags), 54);
+        assert_eq!(offset_of!(LeaseValue, cap_mono_ns), 56);
         no_hidden_padding!(LeaseValue, expires_mono_ns: u64, reported_mono_ns: u64, ip: u32, subnet_id: u32,
             template_id: u32, lease_secs: u32, ifindex: u32, outer_vlan: u16, inner_vlan: u16,
             giaddr: u32, shape_hash: u32, prl_len: u16, max_message_size: u16,
-            client_id_len: u8, relay_info_len: u8, flags: u16);
+            client_id_len: u8, relay_info_len: u8, flags: u16, cap_mono_ns: u64);
+    }
+
+    #[test]
+    fn the_cap_is_the_stored_end_plus_the_mclt_or_none() {
+        let end = 5_000_000_000_000;
+        assert_eq!(mclt_cap_ns(end, Some(40)), end + 40_000_000_000);
+        assert_eq!(mclt_cap_ns(end, Some(0)), end);
+        assert_eq!(mclt_cap_ns(end, None), NO_CAP);
+        assert_eq!(mclt_cap_ns(u64::MAX - 1, Some(1)), NO_CAP);
+        assert_eq!(mclt_cap_ns(NO_CAP - 1, Some(1)), NO_CAP);
     }
 
     #[test]

@@ -10,8 +10,9 @@ pub const MAP_LAYOUT: &str = "XDHCP_LAYOUT";
 /// Version of what the pinned maps hold beyond their sizes: bump it with
 /// any change of meaning (a field reused, units changed, a flag's sense)
 /// that a previous daemon's maps or program would get wrong. Size changes
-/// are caught by [`Layout`] itself.
-pub const LAYOUT_VERSION: u32 = 1;
+/// are caught by [`Layout`] itself. 2: the lease value's MCLT cap
+/// (`LeaseValue::cap_mono_ns`); 1: the first recorded layout.
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// The record pinned as [`MAP_LAYOUT`]. Its own shape never changes
 /// (eight `u32`s; new facts take `_reserved`), so any daemon can read any
@@ -53,34 +54,44 @@ impl core::fmt::Display for Layout {
     }
 }
 
-/// The layout this build converts pinned maps from: the one releases
-/// before layout records pinned (no `MAP_LAYOUT`; a 36-byte key, so a
-/// 56-byte renewal event). Values, templates and interface entries were
-/// as now. Only this one: older layouts are refused. dhcp-ebpf's
-/// `layout-prev` feature builds the program with these types (the
-/// upgrade test's old fast path).
+/// The layout this build converts pinned maps from: the release before
+/// the MCLT cap (layout version 1, recorded; a 56-byte lease value, the
+/// cap not there). Keys, renewal events, templates and interface entries
+/// were as now. Only this one: older layouts (no record, 36-byte keys)
+/// are refused. dhcp-ebpf's `layout-prev` feature builds the program with
+/// these types (the upgrade test's old fast path).
 pub mod prev {
-    use super::{IfaceInfo, Layout, LeaseValue, ReplyTemplate};
+    use super::{IfaceInfo, Layout, ReplyTemplate};
 
-    pub const MAX_ID_LEN: usize = 32;
+    pub use crate::{LeaseKey, RenewEvent, MAX_ID_LEN};
 
-    pub type LeaseKey = crate::IdKey<MAX_ID_LEN>;
-
+    /// [`crate::LeaseValue`] without `cap_mono_ns`: the kernel extended a
+    /// binding by a lease time at every renewal, uncapped.
     #[repr(C)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub struct RenewEvent {
-        pub key: LeaseKey,
-        pub ip: u32,
+    pub struct LeaseValue {
         pub expires_mono_ns: u64,
+        pub reported_mono_ns: u64,
+        pub ip: u32,
+        pub subnet_id: u32,
+        pub template_id: u32,
+        pub lease_secs: u32,
         pub ifindex: u32,
         pub outer_vlan: u16,
         pub inner_vlan: u16,
+        pub giaddr: u32,
+        pub shape_hash: u32,
+        pub prl_len: u16,
+        pub max_message_size: u16,
+        pub client_id_len: u8,
+        pub relay_info_len: u8,
+        pub flags: u16,
     }
 
-    /// What a record of it would say (none was ever written: version 0).
-    /// Its counters are not compared: they are not carried over.
+    /// Its record. Its counters are not compared (`stats` 0): they are
+    /// not carried over.
     pub const LAYOUT: Layout = Layout {
-        version: 0,
+        version: 1,
         lease_key: core::mem::size_of::<LeaseKey>() as u32,
         lease_value: core::mem::size_of::<LeaseValue>() as u32,
         template: core::mem::size_of::<ReplyTemplate>() as u32,
@@ -106,15 +117,18 @@ mod tests {
 
     #[test]
     fn previous_layout() {
-        use prev::{LeaseKey as K, RenewEvent as E};
-        assert_eq!(size_of::<K>(), 36);
-        assert_eq!(size_of::<E>(), 56);
-        assert_eq!(offset_of!(E, ip), 36);
-        assert_eq!(offset_of!(E, expires_mono_ns), 40);
-        assert_eq!(offset_of!(E, ifindex), 48);
-        no_hidden_padding!(K, kind: u8, len: u8, _pad: [u8; 2], id: [u8; prev::MAX_ID_LEN]);
-        no_hidden_padding!(E, key: K, ip: u32, expires_mono_ns: u64, ifindex: u32,
-            outer_vlan: u16, inner_vlan: u16);
-        assert_ne!(prev::LAYOUT.lease_key, Layout::CURRENT.lease_key);
+        use prev::LeaseValue as V;
+        assert_eq!(size_of::<V>(), 56);
+        assert_eq!(offset_of!(V, ip), 16);
+        assert_eq!(offset_of!(V, flags), 54);
+        no_hidden_padding!(V, expires_mono_ns: u64, reported_mono_ns: u64, ip: u32, subnet_id: u32,
+            template_id: u32, lease_secs: u32, ifindex: u32, outer_vlan: u16, inner_vlan: u16,
+            giaddr: u32, shape_hash: u32, prl_len: u16, max_message_size: u16,
+            client_id_len: u8, relay_info_len: u8, flags: u16);
+        assert_eq!(prev::LAYOUT.lease_key, 24);
+        assert_eq!(prev::LAYOUT.renew_event, 48);
+        assert_eq!(prev::LAYOUT.version + 1, LAYOUT_VERSION);
+        #[cfg(not(feature = "layout-prev"))]
+        assert_ne!(prev::LAYOUT.lease_value, Layout::CURRENT.lease_value);
     }
 }

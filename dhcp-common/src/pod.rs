@@ -22,9 +22,10 @@ unsafe impl aya::Pod for RenewEvent {}
 unsafe impl aya::Pod for Layout {}
 #[cfg(not(feature = "layout-prev"))]
 mod prev_pod {
-    use crate::prev::RenewEvent;
-    unsafe impl bytemuck::Zeroable for RenewEvent {}
-    unsafe impl bytemuck::Pod for RenewEvent {}
+    use crate::prev::LeaseValue;
+    unsafe impl bytemuck::Zeroable for LeaseValue {}
+    unsafe impl bytemuck::Pod for LeaseValue {}
+    unsafe impl aya::Pod for LeaseValue {}
 }
 unsafe impl aya::Pod for rate::RateConf {}
 unsafe impl aya::Pod for rate::ScopeKey {}

@@ -70,7 +70,12 @@ pub mod stat {
     pub const RATE_LIMITED_MAC: u32 = 33;
     /// Dropped in the driver: the subscriber line's bucket was empty.
     pub const RATE_LIMITED_LINE: u32 = 34;
-    pub const COUNT: u32 = 35;
+    /// A renewal (or SELECTING REQUEST) whose new end would pass the
+    /// binding's MCLT cap (`LeaseValue::cap_mono_ns`): the store has not
+    /// acknowledged enough of what the kernel granted (a database outage,
+    /// or a lag), so the control plane answers it, storing it first.
+    pub const PASS_MCLT_CAP: u32 = 35;
+    pub const COUNT: u32 = 36;
 }
 
 /// The per-CPU value of `MAP_STATS` (its only entry): every counter,
@@ -114,6 +119,7 @@ pub const STAT_NAMES: [&str; stat::COUNT as usize] = [
     "pass_not_offerable",
     "rate_limited_mac",
     "rate_limited_line",
+    "pass_mclt_cap",
 ];
 
 #[cfg(test)]

@@ -115,6 +115,22 @@ pub struct Scratch {
     pub rem_len: u32,
     /// The pass reason, counted by the limits program if it passes.
     pub reason: u32,
+    /// 1: the `PASS_EXPIRED` pass was the MCLT cap's (`pass_reason`).
+    pub capped: u32,
+}
+
+/// The reason to count for a pass: `PASS_EXPIRED` covers the MCLT cap
+/// too in the fast path (see `request::check_lease`), told apart here,
+/// in the limits program, whose instructions are verified on their own
+/// (without it, `run` counts such a pass as `PASS_EXPIRED`).
+#[inline(always)]
+pub fn pass_reason(s: &Scratch) -> u32 {
+    let r = vol(&s.reason) as u32;
+    if r == stat::PASS_EXPIRED && vol(&s.capped) != 0 {
+        stat::PASS_MCLT_CAP
+    } else {
+        r
+    }
 }
 
 /// Answers the request in place; Ok(the state's ACK counter) or Err(the

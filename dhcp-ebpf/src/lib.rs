@@ -153,7 +153,7 @@ pub fn limits_program(ctx: &XdpContext) -> u32 {
             xdp_action::XDP_DROP
         }
         None => {
-            c.count(fast::vol(&s.reason) as u32);
+            c.count(fast::pass_reason(s));
             xdp_action::XDP_PASS
         }
     }
@@ -181,14 +181,8 @@ pub fn bare(ctx: &XdpContext, leases: &HashMap<LeaseKey, LeaseValue>) -> u32 {
     // `LeaseKey` would become a bytewise `memset` call).
     let (lo, hi) = (fast::ld32(chaddr) as u64, fast::ld16(chaddr + 4) as u64);
     let w0 = dhcp_common::id_kind::HWADDR as u64 | 7 << 8 | 1 << 32 | lo << 40;
-    #[cfg(not(feature = "layout-prev"))]
     let key: [u64; 3] = [w0, lo >> 24 | hi << 8, 0];
-    // The upgrade test's old object: a 36-byte key.
-    #[cfg(feature = "layout-prev")]
-    let key: [u64; 5] = [w0, lo >> 24 | hi << 8, 0, 0, 0];
-    const _: () = assert!(
-        core::mem::size_of::<LeaseKey>() <= 8 * if cfg!(feature = "layout-prev") { 5 } else { 3 }
-    );
+    const _: () = assert!(core::mem::size_of::<LeaseKey>() <= 8 * 3);
     let key = unsafe { &*(key.as_ptr() as *const LeaseKey) };
     if unsafe { leases.get(key) }.is_none() {
         return xdp_action::XDP_PASS;

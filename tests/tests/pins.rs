@@ -105,7 +105,7 @@ fn a_hitless_stop_is_refused_when_the_pins_would_vanish_with_the_daemon() {
 /// the next start, before anything is detached or replaced and before the
 /// store is recovered: the old program keeps answering renewals, and the
 /// message names the old layout and `xdhcp detach`. Pins from before layout records (none
-/// pinned) with this build's sizes are adopted and recorded.
+/// pinned) are refused whatever their sizes.
 #[test]
 fn pins_of_another_layout_are_refused_before_anything_is_detached() {
     let mut lab = DaemonLab::new("pinlayout", CONFIG, None).unwrap();
@@ -118,11 +118,19 @@ fn pins_of_another_layout_are_refused_before_anything_is_detached() {
     let bound = lab.wait_event("bound ", 0, Duration::from_secs(20));
     let ip = bound.split_whitespace().nth(1).unwrap().to_string();
 
-    // A daemon from before layout records left no record: adopted.
+    // Pins without a record are from before layout records, two layouts
+    // back (or their record was lost): refused, whatever their sizes.
+    // With the record, adopted.
     let (code, out) = lab.cli(&["stop", "--keep-fast-path"]).unwrap();
     assert_eq!(code, 0, "{out}");
     lab.wait_stopped().unwrap();
     std::fs::remove_file(pin_dir.join(MAP_LAYOUT)).unwrap();
+    let refused = xdhcp::xdp::pins::check_layout(&pin_dir).unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("no layout record"),
+        "{refused:#}"
+    );
+    xdhcp::xdp::pins::record_layout(&pin_dir, &Layout::CURRENT).unwrap();
     lab.start().unwrap();
     lab.daemon()
         .wait_for("adopted the running XDP fast path", Duration::from_secs(5))

@@ -214,6 +214,7 @@ fn bound_clients_are_never_limited() {
             client_id_len: 0,
             relay_info_len: 0,
             flags: lease_flags::FASTPATH,
+            cap_mono_ns: dhcp_common::NO_CAP,
         };
         leases.insert(key, value, 0).unwrap();
     }

@@ -1,5 +1,6 @@
 //! A layout upgrade under renewal load: a fast path pinned with the
-//! previous layout (`dhcp_common::prev`, the XDP object built with
+//! previous layout (`dhcp_common::prev`: layout version 1, lease values
+//! without the MCLT cap; the XDP object built with
 //! dhcp-ebpf's `layout-prev` feature by tests/build.rs) is converted by
 //! the current daemon while clients renew. Every renewal is answered (by
 //! the old program, then the new one), every binding is carried over, and
@@ -89,8 +90,8 @@ fn n(v: &Value, k: &str) -> u64 {
 /// Turns the fast path a current daemon left pinned in `dir` into what a
 /// daemon of the previous layout leaves: the previous-layout program
 /// swapped onto the pinned link, its maps (every binding, template and
-/// interface carried over, keys rewritten) pinned in place of the
-/// current ones, and no layout record.
+/// interface carried over, values without their cap) pinned in place of
+/// the current ones, and its layout record.
 fn plant_previous_layout(dir: &Path) {
     let cur: BpfHashMap<MapData, LeaseKey, LeaseValue> = BpfHashMap::try_from(Map::HashMap(
         MapData::from_pin(dir.join(MAP_LEASES)).unwrap(),
@@ -132,14 +133,10 @@ fn plant_previous_layout(dir: &Path) {
         .load(prev_object())
         .unwrap();
     {
-        let mut leases: BpfHashMap<_, prev::LeaseKey, LeaseValue> =
+        let mut leases: BpfHashMap<_, prev::LeaseKey, prev::LeaseValue> =
             BpfHashMap::try_from(ebpf.map_mut(MAP_LEASES).unwrap()).unwrap();
         for (k, v) in &entries {
-            let mut old = prev::LeaseKey::zeroed();
-            old.kind = k.kind;
-            old.len = k.len;
-            old.id[..k.id.len()].copy_from_slice(&k.id);
-            leases.insert(old, v, 0).unwrap();
+            leases.insert(k, old_value(v), 0).unwrap();
         }
     }
     {
@@ -162,6 +159,37 @@ fn plant_previous_layout(dir: &Path) {
     let id = prog.attach_to_link(XdpLink::try_from(fd).unwrap()).unwrap();
     // The pin holds the link (and so the program) from here on.
     drop(FdLink::try_from(prog.take_link(id).unwrap()).unwrap());
+    let stats = MapInfo::from_pin(dir.join(MAP_STATS)).unwrap().value_size();
+    xdhcp::xdp::pins::record_layout(
+        dir,
+        &Layout {
+            stats,
+            ..prev::LAYOUT
+        },
+    )
+    .unwrap();
+}
+
+/// `v` as the previous layout held it: everything but the cap.
+fn old_value(v: &LeaseValue) -> prev::LeaseValue {
+    prev::LeaseValue {
+        expires_mono_ns: v.expires_mono_ns,
+        reported_mono_ns: v.reported_mono_ns,
+        ip: v.ip,
+        subnet_id: v.subnet_id,
+        template_id: v.template_id,
+        lease_secs: v.lease_secs,
+        ifindex: v.ifindex,
+        outer_vlan: v.outer_vlan,
+        inner_vlan: v.inner_vlan,
+        giaddr: v.giaddr,
+        shape_hash: v.shape_hash,
+        prl_len: v.prl_len,
+        max_message_size: v.max_message_size,
+        client_id_len: v.client_id_len,
+        relay_info_len: v.relay_info_len,
+        flags: v.flags,
+    }
 }
 
 fn fast_acks(stats: &PerCpuArray<MapData, Stats>) -> u64 {
@@ -245,10 +273,15 @@ fn a_fast_path_of_the_previous_layout_is_converted_under_renewal_load() {
     lab.wait_stopped().unwrap();
 
     plant_previous_layout(&dir);
-    assert!(!dir.join(MAP_LAYOUT).exists());
     assert_eq!(
-        MapInfo::from_pin(dir.join(MAP_LEASES)).unwrap().key_size(),
-        prev::LAYOUT.lease_key
+        xdhcp::xdp::pins::check_layout(&dir).unwrap(),
+        xdhcp::xdp::pins::PinnedLayout::Previous
+    );
+    assert_eq!(
+        MapInfo::from_pin(dir.join(MAP_LEASES))
+            .unwrap()
+            .value_size(),
+        prev::LAYOUT.lease_value
     );
     // The old program answers with no daemon at all.
     let old_stats = open_stats(&dir);
@@ -256,7 +289,7 @@ fn a_fast_path_of_the_previous_layout_is_converted_under_renewal_load() {
     let before = fast_acks(&old_stats);
     assert!(before > 0, "the previous layout's program answers");
     // Handles on the old lease map outlive its pin: what it granted last.
-    let old_leases: BpfHashMap<MapData, prev::LeaseKey, LeaseValue> = BpfHashMap::try_from(
+    let old_leases: BpfHashMap<MapData, prev::LeaseKey, prev::LeaseValue> = BpfHashMap::try_from(
         Map::HashMap(MapData::from_pin(dir.join(MAP_LEASES)).unwrap()),
     )
     .unwrap();
@@ -333,7 +366,7 @@ fn a_fast_path_of_the_previous_layout_is_converted_under_renewal_load() {
 
     // The store holds what either program granted: the old one's last
     // ends (read from its map, frozen since the swap) and the new one's.
-    let old_entries: Vec<(prev::LeaseKey, LeaseValue)> =
+    let old_entries: Vec<(prev::LeaseKey, prev::LeaseValue)> =
         old_leases.iter().map(|r| r.unwrap()).collect();
     assert_eq!(old_entries.len(), CLIENTS as usize);
     let (status, lines) = lab.stop(15).unwrap();
@@ -343,18 +376,34 @@ fn a_fast_path_of_the_previous_layout_is_converted_under_renewal_load() {
     for (side, ends) in [
         (
             "old",
-            old_entries.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+            old_entries
+                .iter()
+                .map(|(_, v)| (v.ip, v.expires_mono_ns))
+                .collect::<Vec<_>>(),
         ),
-        ("new", new_entries.iter().map(|(_, v)| *v).collect()),
+        (
+            "new",
+            new_entries
+                .iter()
+                .map(|(_, v)| (v.ip, v.expires_mono_ns))
+                .collect(),
+        ),
     ] {
-        for v in ends {
-            let granted = xdhcp::xdp::clock::mono_ns_to_unix_ceil(v.expires_mono_ns);
-            let held = stored.get(&ip_key(v.ip)).copied().unwrap_or(0);
+        for (ip, expires) in ends {
+            let granted = xdhcp::xdp::clock::mono_ns_to_unix_ceil(expires);
+            let held = stored.get(&ip_key(ip)).copied().unwrap_or(0);
             assert!(
                 held >= granted,
                 "{side} program granted {} until {granted}, the store holds {held}",
-                std::net::Ipv4Addr::from(v.ip.to_ne_bytes())
+                std::net::Ipv4Addr::from(ip.to_ne_bytes())
             );
         }
     }
+    // SQLite, one node: no cap, as before the cap was built.
+    assert!(
+        new_entries
+            .iter()
+            .all(|(_, v)| v.cap_mono_ns == dhcp_common::NO_CAP),
+        "one node's entries are not capped"
+    );
 }

@@ -15,7 +15,8 @@ use dhcp_common::{
 
 use super::{
     access::{
-        at, fits, fold, halves, ld16, ld32, ld64, ld8, low_bytes, payload, pk8, set, st64, st8, vol,
+        at, fits, fold, halves, ld16, ld32, ld64, ld8, low_bytes, opaque, payload, pk8, set, st64,
+        st8, vol,
     },
     Scratch, EXPIRY_MARGIN_NS, IP_UDP_LEN, M, MAX_OPTIONS, MAX_REQUEST,
 };
@@ -358,7 +359,34 @@ pub(crate) fn check_lease(
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     // Close to its end a binding is the control plane's: its reclaim must
     // never race a renewal whose event is still on the way.
-    if now + EXPIRY_MARGIN_NS >= lease.expires_mono_ns {
+    //
+    // Nor may it grant an end past the MCLT cap: the store has not
+    // acknowledged enough of what this kernel granted for another node to
+    // wait it out, so the control plane answers (storing first). Passed
+    // rather than shortened: the template's 51/58/59 are the control
+    // plane's to choose. A DISCOVER passes too (its OFFER binds nothing,
+    // but the REQUEST after it would pass).
+    //
+    // One compare, one exit, the expiry's, with its reason: a branch or
+    // an exit of its own, or a reason the verifier cannot tell is that
+    // constant, walks the rest of the program again for every state that
+    // gets here, which the instruction limit has no room for (tried: five
+    // shapes of it, each past 1,000,000 instructions). Each limit is a
+    // signed distance, negative once reached (caps stay below 2^63,
+    // `dhcp_common::NO_CAP`); which one it was goes to scratch without a
+    // branch, for the limits program (verified on its own) to count the
+    // pass as `PASS_MCLT_CAP` (`fast::pass_reason`).
+    let left = lease
+        .expires_mono_ns
+        .wrapping_sub(now + EXPIRY_MARGIN_NS + 1) as i64;
+    #[cfg(not(feature = "layout-prev"))]
+    let room = lease
+        .cap_mono_ns
+        .wrapping_sub(now + lease.lease_secs as u64 * 1_000_000_000) as i64;
+    #[cfg(feature = "layout-prev")]
+    let room = 0i64;
+    set(&mut s.capped, ((room & !left) as u64 >> 63) as usize);
+    if (opaque((left | room) as usize) as i64) < 0 {
         return Err(stat::PASS_EXPIRED);
     }
     let giaddr = ld32(payload(ctx, s)? + bootp::GIADDR.start);

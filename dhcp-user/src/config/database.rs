@@ -27,7 +27,8 @@ pub struct DatabaseConfig {
     pub timeout_secs: u32,
     /// Maximum client lead time: another node's binding is taken over only
     /// once its stored end plus this has passed (the kernel of a node that
-    /// died may have renewed it that far without storing it).
+    /// died may have renewed it that far without storing it: no kernel
+    /// grants past its stored end plus this, `xdp::map_sync::cap`).
     #[serde(default = "default_mclt")]
     pub mclt_secs: u32,
     /// Follow the other nodes' changes (`store::postgres::follow`). Off,

@@ -17,8 +17,7 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{Array, Map, MapData, MapInfo};
 use dhcp_common::{
-    prev, Layout, LAYOUT_VERSION, MAP_EVENTS, MAP_IFACES, MAP_LAYOUT, MAP_LEASES, MAP_STATS,
-    MAP_TEMPLATES,
+    prev, Layout, MAP_EVENTS, MAP_IFACES, MAP_LAYOUT, MAP_LEASES, MAP_STATS, MAP_TEMPLATES,
 };
 
 /// Maps kept in bpffs across daemon restarts (the scratch map is not:
@@ -115,12 +114,9 @@ pub enum PinnedLayout {
     Empty,
     /// A record equal to this build's.
     Recorded,
-    /// Maps pinned by a daemon from before layout records, with this
-    /// build's sizes while this build is still at version 1: the layout
-    /// those daemons had. Adopted; the record is written after loading.
-    Unrecorded,
-    /// The previous layout (`dhcp_common::prev`: no record, a 36-byte
-    /// key): converted (`crate::xdp::upgrade`).
+    /// The previous layout's record (`dhcp_common::prev`: version 1, a
+    /// lease value without the MCLT cap): converted
+    /// (`crate::xdp::upgrade`).
     Previous,
     /// A record that differs from this build's in the counters' size
     /// only (counters added or removed): converted like `Previous`, with
@@ -149,43 +145,47 @@ pub fn check_layout(dir: &Path) -> Result<PinnedLayout> {
         let found = array
             .get(&0, 0)
             .with_context(|| format!("reading the layout record {}", record.display()))?;
-        if found == Layout::CURRENT {
-            return Ok(PinnedLayout::Recorded);
-        }
-        let same_but_counters = Layout {
-            stats: Layout::CURRENT.stats,
-            ..found
-        } == Layout::CURRENT;
-        if same_but_counters {
-            return Ok(PinnedLayout::OtherCounters);
+        if let Some(layout) = recorded_layout(&found) {
+            return Ok(layout);
         }
         found.to_string()
     } else {
         if !PINNED_MAPS.iter().any(|m| dir.join(m).exists()) {
             return Ok(PinnedLayout::Empty);
         }
-        let sizes = unrecorded_sizes(dir)?;
-        if LAYOUT_VERSION == 1 && sizes_match(&sizes, &Layout::CURRENT) {
-            return Ok(PinnedLayout::Unrecorded);
-        }
-        // Its key size is the only one that tells; counters are not
-        // carried over, so theirs is not asked.
-        if sizes.lease_key == prev::LAYOUT.lease_key
-            && sizes_match(&Layout { stats: 0, ..sizes }, &prev::LAYOUT)
-        {
-            return Ok(PinnedLayout::Previous);
-        }
+        // Records began with layout version 1, the one before this: pins
+        // without one are older still, whatever their sizes say.
         format!(
             "no layout record (a daemon from before layout versions; its sizes: {})",
-            sizes
+            unrecorded_sizes(dir)?
         )
     };
     bail!(
-        "the fast path pinned in {dir} was left by a daemon with {found}; this xdhcp has {current}, and converts pinned maps only from the layout before it (no layout record, lease key {prev_key} B) and from this layout with other counters: nothing was changed (the old program keeps answering renewals). Run `xdhcp detach --pin-dir {dir}` (renewals go to the control plane from then on) and start again",
+        "the fast path pinned in {dir} was left by a daemon with {found}; this xdhcp has {current}, and converts pinned maps only from the layout before it (layout version {prev_version}, lease value {prev_value} B) and from this layout with other counters: nothing was changed (the old program keeps answering renewals). Run `xdhcp detach --pin-dir {dir}` (renewals go to the control plane from then on) and start again",
         dir = dir.display(),
         current = Layout::CURRENT,
-        prev_key = prev::LAYOUT.lease_key,
+        prev_version = prev::LAYOUT.version,
+        prev_value = prev::LAYOUT.lease_value,
     )
+}
+
+/// What a pinned record says this build can do with the pins, if
+/// anything. Counters are not carried over, so only this layout's are
+/// compared, to tell a conversion from an adoption.
+fn recorded_layout(found: &Layout) -> Option<PinnedLayout> {
+    if *found == Layout::CURRENT {
+        return Some(PinnedLayout::Recorded);
+    }
+    let but_counters = |want: &Layout| {
+        Layout {
+            stats: want.stats,
+            ..*found
+        } == *want
+    };
+    if but_counters(&Layout::CURRENT) {
+        return Some(PinnedLayout::OtherCounters);
+    }
+    but_counters(&prev::LAYOUT).then_some(PinnedLayout::Previous)
 }
 
 /// The sizes a record would hold, read from the pinned maps themselves
@@ -211,17 +211,6 @@ fn unrecorded_sizes(dir: &Path) -> Result<Layout> {
         stats: info(MAP_STATS)?.map_or(0, |i| i.value_size()),
         _reserved: 0,
     })
-}
-
-/// Sizes the maps show (0: not pinned, not compared); a ring buffer
-/// shows none, so renewal events are not compared.
-fn sizes_match(found: &Layout, want: &Layout) -> bool {
-    let eq = |a: u32, b: u32| a == 0 || a == b;
-    eq(found.lease_key, want.lease_key)
-        && eq(found.lease_value, want.lease_value)
-        && eq(found.template, want.template)
-        && eq(found.iface, want.iface)
-        && eq(found.stats, want.stats)
 }
 
 /// Pins `layout` as the record of `dir` (replacing any).
@@ -261,24 +250,39 @@ mod tests {
     }
 
     #[test]
-    fn unrecorded_pins_match_on_the_sizes_they_show() {
-        let mut found = Layout {
-            version: 0,
-            renew_event: 0,
-            ..Layout::CURRENT
-        };
-        assert!(sizes_match(&found, &Layout::CURRENT));
-        found.stats += 8;
-        assert!(!sizes_match(&found, &Layout::CURRENT));
-        found.stats = 0;
-        assert!(sizes_match(&found, &Layout::CURRENT), "not pinned");
-        // The previous layout is told by its key, never taken for this one.
-        assert!(!sizes_match(
-            &Layout {
-                stats: 0,
+    fn records_are_adopted_converted_or_refused() {
+        use PinnedLayout::*;
+        assert_eq!(recorded_layout(&Layout::CURRENT), Some(Recorded));
+        let counters = |l: Layout, stats| Layout { stats, ..l };
+        assert_eq!(
+            recorded_layout(&counters(Layout::CURRENT, 8)),
+            Some(OtherCounters)
+        );
+        // The release before the MCLT cap, whatever counters it had.
+        for stats in [0, 35 * 8, Layout::CURRENT.stats] {
+            assert_eq!(
+                recorded_layout(&counters(prev::LAYOUT, stats)),
+                Some(Previous)
+            );
+        }
+        // Its sizes with this version, or its version with other sizes:
+        // neither layout.
+        let odd = [
+            Layout {
+                version: Layout::CURRENT.version,
                 ..prev::LAYOUT
             },
-            &Layout::CURRENT
-        ));
+            Layout {
+                lease_value: Layout::CURRENT.lease_value,
+                ..prev::LAYOUT
+            },
+            Layout {
+                version: Layout::CURRENT.version + 1,
+                ..Layout::CURRENT
+            },
+        ];
+        for l in odd {
+            assert_eq!(recorded_layout(&l), None, "{l}");
+        }
     }
 }

@@ -41,10 +41,14 @@ use crate::{
 /// CPU (a packet it started on before the update): its event is read after.
 pub const SWAP_GRACE: Duration = Duration::from_millis(50);
 
-/// The old lease map, by the key type it was pinned with.
+/// The old lease map, by the value type it was pinned with.
 enum OldLeases {
-    Previous(BpfHashMap<MapData, prev::LeaseKey, LeaseValue>),
-    /// This build's keys (only the counters differ).
+    /// No MCLT cap in its values. Nothing is copied from them into the
+    /// new map (step 3), so no cap has to be made up for them: the new
+    /// entries get theirs from the recovered store's ends, which hold
+    /// every binding until now + its lease time.
+    Previous(BpfHashMap<MapData, prev::LeaseKey, prev::LeaseValue>),
+    /// This build's values (only the counters differ).
     Current(BpfHashMap<MapData, dhcp_common::LeaseKey, LeaseValue>),
 }
 
@@ -92,45 +96,37 @@ impl OldFastPath {
             expires_ns: mono_ns_to_unix_ns(expires_mono_ns),
             lease_secs,
         };
-        let previous = self.is_previous();
         if let Some(ring) = self.events.as_mut() {
+            // Both layouts have this build's renewal event.
+            let size = std::mem::size_of::<dhcp_common::RenewEvent>();
             while let Some(item) = ring.next() {
-                let (client, ip, expires) = if previous {
-                    let size = std::mem::size_of::<prev::RenewEvent>();
-                    if item.len() < size {
-                        continue;
-                    }
-                    let ev: prev::RenewEvent = bytemuck::pod_read_unaligned(&item[..size]);
-                    (client_key(&ev.key), ev.ip, ev.expires_mono_ns)
-                } else {
-                    let size = std::mem::size_of::<dhcp_common::RenewEvent>();
-                    if item.len() < size {
-                        continue;
-                    }
-                    let ev: dhcp_common::RenewEvent = bytemuck::pod_read_unaligned(&item[..size]);
-                    (client_key(&ev.key), ev.ip, ev.expires_mono_ns)
-                };
-                if let Some(client) = client {
-                    out.push(grant(client, ip, expires, 0));
+                if item.len() < size {
+                    continue;
+                }
+                let ev: dhcp_common::RenewEvent = bytemuck::pod_read_unaligned(&item[..size]);
+                if let Some(client) = client_key(&ev.key) {
+                    out.push(grant(client, ev.ip, ev.expires_mono_ns, 0));
                 }
             }
         }
         let events = out.len();
-        let entries: Vec<(Option<Box<[u8]>>, LeaseValue)> = match &self.leases {
+        // Client, address, end, lease time: what a grant needs of either value.
+        type Entry = (Option<Box<[u8]>>, u32, u64, u32);
+        let entries: Vec<Entry> = match &self.leases {
             OldLeases::Previous(m) => m
                 .iter()
                 .filter_map(|r| r.ok())
-                .map(|(k, v)| (client_key(&k), v))
+                .map(|(k, v)| (client_key(&k), v.ip, v.expires_mono_ns, v.lease_secs))
                 .collect(),
             OldLeases::Current(m) => m
                 .iter()
                 .filter_map(|r| r.ok())
-                .map(|(k, v)| (client_key(&k), v))
+                .map(|(k, v)| (client_key(&k), v.ip, v.expires_mono_ns, v.lease_secs))
                 .collect(),
         };
-        for (client, v) in entries {
+        for (client, ip, expires, lease_secs) in entries {
             if let Some(client) = client {
-                out.push(grant(client, v.ip, v.expires_mono_ns, v.lease_secs));
+                out.push(grant(client, ip, expires, lease_secs));
             }
         }
         (events, out)
@@ -176,17 +172,13 @@ mod tests {
     fn old_keys_read_as_the_control_plane_keys_clients() {
         let mut k = prev::LeaseKey::zeroed();
         k.kind = dhcp_common::id_kind::CLIENT_ID;
-        k.len = 30;
+        k.len = 19;
         for (i, b) in k.id.iter_mut().enumerate() {
             *b = i as u8 + 1;
         }
         let c = client_key(&k).unwrap();
         assert_eq!(c[0], crate::lease::KIND_CLIENT_ID);
-        assert_eq!(
-            &c[1..],
-            &k.id[..30],
-            "ids longer than this layout's key kept whole"
-        );
+        assert_eq!(&c[1..], &k.id[..19]);
         k.len = prev::MAX_ID_LEN as u8 + 1;
         assert_eq!(client_key(&k), None, "a length past the key");
         k.len = 3;

@@ -112,6 +112,7 @@ pub(super) fn statistics(cx: &Context<'_>) -> Response {
                 "removals": sync.removals,
                 "refused-map-full": sync.map_full,
                 "refused-no-template-slot": sync.no_template_slot,
+                "mclt-caps-raised": sync.caps_raised,
             },
             "plane-audit": cx.audit.map(|a| {
                 let mut v = a.stats_json();

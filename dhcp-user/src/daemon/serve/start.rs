@@ -156,6 +156,9 @@ fn bring_up_fast_path(
         .apply(config, &rate_ifaces)
         .context("writing the rate limits")?;
     let mut maps = FastMaps::new(&mut fastpath, &fast_ifaces, config.server.server_id)?;
+    // Only a shared store has other nodes waiting out stored end + MCLT;
+    // one node's crash recovery covers what its own kernel granted.
+    maps.set_mclt(config.database.as_ref().map(|d| d.mclt_secs));
     let t0 = std::time::Instant::now();
     if adopted {
         store_adopted_renewals(engine, &mut events, &mut maps, store)?;

@@ -13,6 +13,7 @@
 //! answers for, so the control plane can honour the one and release the
 //! other. Clocks: see `crate::xdp::clock`.
 
+mod cap;
 mod eligibility;
 mod keys;
 mod reader;
@@ -66,6 +67,9 @@ pub struct SyncStats {
     pub no_template_slot: u64,
     /// Stray entries removed by the auditor's repairs.
     pub repairs: u64,
+    /// Entries whose MCLT cap moved after a batch stored their kernel
+    /// renewals.
+    pub caps_raised: u64,
 }
 
 /// The lease, template and interface maps, and what we wrote into them.
@@ -86,6 +90,8 @@ pub struct FastMaps {
     refused: Arc<Mutex<HashSet<Ipv4Addr>>>,
     pub stats: SyncStats,
     warned_full: bool,
+    /// `database.mclt_secs` with a shared store; `None`: no cap.
+    mclt_secs: Option<u32>,
 }
 
 impl FastMaps {
@@ -129,6 +135,7 @@ impl FastMaps {
             refused: Arc::default(),
             stats: SyncStats::default(),
             warned_full: false,
+            mclt_secs: None,
         })
     }
 }

@@ -5,11 +5,13 @@ use dhcp_common::{LeaseKey, LeaseValue};
 use super::{mono_ns_now, report::unreported_grant, FastMaps, MapReport};
 
 /// Whether two values of one key are the same binding: everything but
-/// the times the kernel moves when it renews.
+/// the times the kernel moves when it renews and the cap the committer
+/// moves when it stores those renewals.
 fn same_binding(a: &LeaseValue, b: &LeaseValue) -> bool {
     let strip = |v: &LeaseValue| LeaseValue {
         expires_mono_ns: 0,
         reported_mono_ns: 0,
+        cap_mono_ns: 0,
         ..*v
     };
     strip(a) == strip(b)

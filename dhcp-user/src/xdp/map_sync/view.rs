@@ -80,6 +80,9 @@ impl FastMaps {
         for (k, mut v) in self.entries() {
             v.expires_mono_ns = v.expires_mono_ns.saturating_sub(d);
             v.reported_mono_ns = v.reported_mono_ns.saturating_sub(d);
+            if v.cap_mono_ns != dhcp_common::NO_CAP {
+                v.cap_mono_ns = v.cap_mono_ns.saturating_sub(d);
+            }
             let _ = self.leases.insert(k, v, 0);
         }
     }

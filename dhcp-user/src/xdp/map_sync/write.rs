@@ -4,7 +4,9 @@ use std::{collections::HashMap, net::Ipv4Addr};
 
 use dhcp_common::{lease_flags, LeaseKey, LeaseValue};
 
-use super::{eligibility::eligible, report::grant_of, unix_to_mono_ns, FastMaps, MapReport};
+use super::{
+    cap::cap_for, eligibility::eligible, report::grant_of, unix_to_mono_ns, FastMaps, MapReport,
+};
 use crate::{lease::Lease, store::StoreOp};
 
 /// Index of the last `Put` or `Delete` of each address in `ops`.
@@ -49,7 +51,8 @@ impl FastMaps {
         }
     }
 
-    /// After a batch is durable: write the bindings it made.
+    /// After a batch is durable: write the bindings it made, and move the
+    /// caps of those whose kernel renewals it stored.
     pub fn after_commit(&mut self, ops: &[StoreOp], report: &mut MapReport) {
         for (_, i) in last_lease_op(ops) {
             if let StoreOp::Put(l) = &ops[i] {
@@ -58,6 +61,7 @@ impl FastMaps {
                 }
             }
         }
+        self.raise_caps(ops);
         self.stats.entries = self.by_ip.len() as u64;
         self.stats.templates = self.slots.len() as u64;
         report.finish(&self.by_ip);
@@ -78,7 +82,9 @@ impl FastMaps {
         n
     }
 
-    /// What the map should hold for `l`, if the kernel may renew it.
+    /// What the map should hold for `l`, if the kernel may renew it. Its
+    /// cap is `l`'s end plus the MCLT: every caller writes what the store
+    /// holds durably (after a commit, or loaded from the store).
     pub(super) fn entry_for(&self, l: &Lease) -> Option<(LeaseKey, LeaseValue)> {
         let (key, f, ifindex) = eligible(l, &self.ifindex)?;
         let value = LeaseValue {
@@ -108,6 +114,7 @@ impl FastMaps {
                 } else {
                     0
                 },
+            cap_mono_ns: cap_for(l.expires, self.mclt_secs),
         };
         Some((key, value))
     }
