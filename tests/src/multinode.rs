@@ -301,21 +301,53 @@ impl MultiNodeLab {
     /// `xdhcp-loadgen` on `lg0` with node `stats_of`'s control socket for
     /// its counters; its JSON report, by phase.
     pub fn loadgen(&self, stats_of: usize, args: &[&str]) -> Result<Vec<Value>> {
+        let out = self.loadgen_command(stats_of, args).output()?;
+        report(out)
+    }
+
+    /// The same, in the background (the lab stays free for the test to
+    /// stop the database or cut a node off meanwhile).
+    pub fn loadgen_spawn(
+        &self,
+        stats_of: usize,
+        args: &[&str],
+    ) -> std::thread::JoinHandle<Result<Vec<Value>>> {
+        let mut cmd = self.loadgen_command(stats_of, args);
+        std::thread::spawn(move || report(cmd.output()?))
+    }
+
+    fn loadgen_command(&self, stats_of: usize, args: &[&str]) -> Command {
         let mut cmd = Command::new(loadgen_bin());
         cmd.args(["--iface", "lg0", "--json"])
             .arg("--server-socket")
             .arg(&self.nodes[stats_of].socket)
             .args(args);
-        let out = self.lg.command_from(&cmd).output()?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            bail!(
-                "loadgen {args:?} failed: {}{stdout}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let v: Value = serde_json::from_str(&stdout).with_context(|| stdout.to_string())?;
-        Ok(v.as_array().context("report")?.clone())
+        self.lg.command_from(&cmd)
+    }
+
+    /// Waits until `sql` (a count) reaches `want`.
+    pub fn wait_count(&self, sql: &str, want: u64, t: Duration) -> Result<()> {
+        wait_until(t, || {
+            let n: u64 = self.psql(sql).ok()?.parse().ok()?;
+            (n >= want).then_some(())
+        })
+        .with_context(|| format!("{sql} below {want} after {t:?}: {:?}", self.psql(sql)))
+    }
+
+    /// Waits until node `i`'s `status` says `needle` (or, with `absent`,
+    /// no longer says it).
+    pub fn wait_status(&self, i: usize, needle: &str, absent: bool, t: Duration) -> Result<()> {
+        wait_until(t, || {
+            let (_, s) = self.nodes[i].cli(&["status"]).ok()?;
+            (s.contains(needle) != absent).then_some(())
+        })
+        .with_context(|| {
+            format!(
+                "{} status after {t:?}: {:?}",
+                self.nodes[i].name,
+                self.nodes[i].cli(&["status"])
+            )
+        })
     }
 
     /// SQL over the Unix socket (the test's view, never partitioned).
@@ -438,10 +470,18 @@ impl MultiNodeLab {
         }
         s
     }
+}
 
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+fn report(out: std::process::Output) -> Result<Vec<Value>> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "loadgen failed: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
+    let v: Value = serde_json::from_str(&stdout).with_context(|| stdout.to_string())?;
+    Ok(v.as_array().context("report")?.clone())
 }
 
 impl Drop for MultiNodeLab {
