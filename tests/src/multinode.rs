@@ -131,6 +131,17 @@ impl MultiNodeLab {
     /// `n` nodes with `lease_secs` leases, every one started; `extra`
     /// goes into each node's `[server]` table.
     pub fn new(tag: &str, n: usize, lease_secs: u32, extra: &str) -> Result<MultiNodeLab> {
+        Self::with_pool(tag, n, lease_secs, extra, "198.18.63.255")
+    }
+
+    /// As `new`, the pool ending at `pool_end` (from 198.18.1.0).
+    pub fn with_pool(
+        tag: &str,
+        n: usize,
+        lease_secs: u32,
+        extra: &str,
+        pool_end: &str,
+    ) -> Result<MultiNodeLab> {
         crate::require_lab();
         crate::postgres::require_postgres();
         let mut lab = Lab::new(tag)?;
@@ -196,7 +207,8 @@ impl MultiNodeLab {
                     .replace("@URL@", &url)
                     .replace("@NODE@", &name)
                     .replace("@LEASE@", &lease_secs.to_string())
-                    .replace("@EXTRA@", extra),
+                    .replace("@EXTRA@", extra)
+                    .replace("198.18.63.255", pool_end),
             )?;
             let socket = dir.join(format!("{name}.sock"));
             nodes.push(Node {
