@@ -148,18 +148,7 @@ impl MultiNodeLab {
         let bridge = lab.netns("br")?;
         bridge.run(["ip", "link", "add", "br0", "type", "bridge"])?;
         // No STP and no learning delay: ports forward at once.
-        bridge.run([
-            "ip",
-            "link",
-            "set",
-            "br0",
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-            "forward_delay",
-            "0",
-        ])?;
+        bridge.run("ip link set br0 type bridge stp_state 0 forward_delay 0".split(' '))?;
         bridge.run(["ip", "link", "set", "br0", "up"])?;
         let port = |lab: &Lab, ns: &Netns, ifname: &str, addr: Option<&str>, p: &str| {
             lab.veth(ns, ifname, addr, &bridge, p, None)?;
@@ -281,19 +270,19 @@ impl MultiNodeLab {
     /// Cuts node `i` off from PostgreSQL and its peers (blackhole routes
     /// in its namespace) while its clients still reach it on the segment.
     pub fn partition(&self, i: usize) -> Result<()> {
-        for dst in self.peer_addrs(i) {
-            self.nodes[i]
-                .ns
-                .run(["ip", "route", "add", "blackhole", &format!("{dst}/32")])?;
-        }
-        Ok(())
+        self.blackholes(i, "add")
     }
 
     pub fn heal(&self, i: usize) -> Result<()> {
+        self.blackholes(i, "del")
+    }
+
+    fn blackholes(&self, i: usize, op: &str) -> Result<()> {
         for dst in self.peer_addrs(i) {
+            let dst = format!("{dst}/32");
             self.nodes[i]
                 .ns
-                .run(["ip", "route", "del", "blackhole", &format!("{dst}/32")])?;
+                .run(["ip", "route", op, "blackhole", &dst])?;
         }
         Ok(())
     }
