@@ -22,18 +22,18 @@ use crate::{
 
 pub const DB_ADDR: &str = "198.18.0.250";
 
-/// A node's configuration; `@ID@`, `@IF@`, `@URL@`, `@NODE@` and
-/// `@EXTRA@` (more `[server]` keys) are filled per node.
+/// A node's configuration; `@ID@`, `@IF@`, `@URL@`, `@NODE@`, `@LEASE@`
+/// and `@EXTRA@` (more `[options]` keys) are filled per node.
 const CONFIG: &str = r#"
 [server]
 server_id = "@ID@"
-@EXTRA@
 
 [[interface]]
 name = "@IF@"
 
 [options]
 lease_time = @LEASE@
+@EXTRA@
 
 [[subnet]]
 id = 1
@@ -129,7 +129,7 @@ pub struct MultiNodeLab {
 
 impl MultiNodeLab {
     /// `n` nodes with `lease_secs` leases, every one started; `extra`
-    /// goes into each node's `[server]` table.
+    /// goes into each node's `[options]` table.
     pub fn new(tag: &str, n: usize, lease_secs: u32, extra: &str) -> Result<MultiNodeLab> {
         Self::with_pool(tag, n, lease_secs, extra, "198.18.63.255")
     }
