@@ -55,6 +55,14 @@ pub struct PhaseExtras {
     /// DORA: addresses handed to more than one client.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate_addresses: Option<u64>,
+    /// DORA: ACKs from a server the client's REQUEST did not name, or of
+    /// a second address for a client already acknowledged (several
+    /// servers on one link must leave these at 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_acks: Option<u64>,
+    /// DORA: OFFERs after the one a client answered (other servers').
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_offers: Option<u64>,
     /// Reconnect: requests sent again to clients still unanswered after
     /// `--timeout-ms` (real clients retransmit), not counted in `sent`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -245,7 +253,11 @@ pub fn render(reports: &[PhaseReport]) -> String {
         });
         let mut extra = String::new();
         if let Some(d) = r.extras.duplicate_addresses {
-            extra = format!("  (duplicate addresses: {d})");
+            extra = format!(
+                "  (duplicate addresses: {d}, duplicate ACKs: {}, other servers' offers: {})",
+                r.extras.duplicate_acks.unwrap_or(0),
+                r.extras.other_offers.unwrap_or(0)
+            );
         }
         if let Some(n) = r.extras.retries {
             extra += &match r.extras.all_back_secs {

@@ -13,6 +13,7 @@ pub mod faultfs;
 pub mod fixture;
 pub mod frame;
 pub mod mounts;
+pub mod multinode;
 pub mod mutate;
 pub mod postgres;
 pub mod proc;

@@ -2,6 +2,8 @@
 //! the pieces the engine's loop runs in turn (sending what is due,
 //! matching replies, a reconnect's retransmissions, pacing, the drain).
 
+mod acks;
+
 use indicatif::ProgressBar;
 
 use super::*;
@@ -48,6 +50,7 @@ pub(super) struct Exchange<'a> {
     /// DORA: the address and server id each client was offered.
     offered: HashMap<u32, (Ipv4Addr, Ipv4Addr)>,
     acked: Vec<(u32, Ipv4Addr)>,
+    acks: acks::AckLedger,
     server: Option<ServerInfo>,
     c: Counts,
     outstanding: u64,
@@ -137,6 +140,7 @@ impl<'a> Exchange<'a> {
             tries,
             offered: HashMap::new(),
             acked: Vec::new(),
+            acks: Default::default(),
             server: bindings.server,
             c,
             outstanding: 0,
@@ -251,6 +255,9 @@ impl<'a> Exchange<'a> {
             return;
         }
         let s = self.slot(i);
+        if self.phase == Phase::Dora && !self.first_dora_reply(i, r, s) {
+            return;
+        }
         if self.waiting[s] == Wait::None || !self.expects_reply {
             self.c.duplicate += 1;
             return;
@@ -260,12 +267,6 @@ impl<'a> Exchange<'a> {
             && r.msg_type == msg::OFFER
         {
             self.answer_offer(eng, i, r, t);
-            return;
-        }
-        // Several servers on the segment each offer: the client took the
-        // first, and another's OFFER neither answers nor fails it.
-        if self.phase == Phase::Dora && r.msg_type == msg::OFFER {
-            self.c.duplicate += 1;
             return;
         }
         self.complete(i, r, t);
@@ -365,10 +366,8 @@ impl<'a> Exchange<'a> {
         };
         let server_ok = match (self.phase, self.server) {
             (Phase::Discover, _) => r.server_id.is_some(),
-            // The server whose OFFER the client took, of however many.
-            (Phase::Dora, _) => {
-                r.server_id.is_some() && self.offered.get(&i).map(|o| o.1) == r.server_id
-            }
+            // The server this client chose, one of several.
+            (Phase::Dora, _) => self.offered.get(&i).map(|o| o.1) == r.server_id,
             (_, Some(sv)) => r.server_id == Some(sv.ip),
             (_, None) => false,
         };
@@ -478,6 +477,8 @@ impl<'a> Exchange<'a> {
                 .filter(|(i, ip)| seen.insert(*ip, *i).is_some())
                 .count();
             self.c.extras.duplicate_addresses = Some(dups as u64);
+            self.c.extras.duplicate_acks.get_or_insert(0);
+            self.c.extras.other_offers.get_or_insert(0);
         }
         Outcome {
             counts: self.c,
