@@ -368,6 +368,10 @@ impl<'a> Exchange<'a> {
             (Phase::Discover, _) => r.server_id.is_some(),
             // The server this client chose, one of several.
             (Phase::Dora, _) => self.offered.get(&i).map(|o| o.1) == r.server_id,
+            // Broadcast, naming no server: any server that holds the
+            // binding may answer (RFC 2131 4.3.2), the one that granted
+            // it or another that took it over.
+            (Phase::Rebind | Phase::InitReboot, _) => r.server_id.is_some(),
             (_, Some(sv)) => r.server_id == Some(sv.ip),
             (_, None) => false,
         };
