@@ -142,16 +142,42 @@ fn a_node_follows_the_others_leases_and_serves_their_clients_after_they_die() {
         "B offered addresses A's clients hold: {st}"
     );
 
-    // A dies without a word. Once it has been silent for takeover_secs,
-    // B's kernel answers A's clients: their REBINDING broadcasts are
-    // ACKed in B's kernel with no visit to B's control plane. Then half
-    // of them reboot (INIT-REBOOT), half DISCOVER: each keeps its address.
-    a.stop(9).unwrap();
+    // While A is alive, A's clients are A's to answer: B stays silent
+    // for them (counted), neither NAKs nor ACKs.
     for (i, (ip, _)) in granted.values().enumerate() {
         // A handed out its pool in order (the requests below ask for
         // client i's address as .10 + i).
         assert_eq!(ip, &format!("198.18.0.{}", 10 + i), "{granted:?}");
     }
+    let r = b.loadgen(&[
+        "--clients",
+        "5",
+        "--rate",
+        "1000",
+        "--phase",
+        "init-reboot",
+        "--synthetic",
+        "198.18.0.10",
+        "--server",
+        "198.18.0.1",
+    ]);
+    assert_eq!(
+        (&r[0]["ok"], &r[0]["nak"]),
+        (&0.into(), &0.into()),
+        "{}",
+        r[0]
+    );
+    let st = b.stats();
+    let silent = st["arguments"]["dropped"]["peer_binding"]
+        .as_u64()
+        .or(st["dropped"]["peer_binding"].as_u64());
+    assert_eq!(silent, Some(5), "{st}");
+
+    // A dies without a word. Once it has been silent for takeover_secs,
+    // B's kernel answers A's clients: their REBINDING broadcasts are
+    // ACKed in B's kernel with no visit to B's control plane. Then half
+    // of them reboot (INIT-REBOOT), half DISCOVER: each keeps its address.
+    a.stop(9).unwrap();
     let took = b
         .daemon()
         .wait_for(

@@ -50,6 +50,11 @@ impl Engine {
                 leases,
                 same_replies,
             } => return self.take_over(&node, leases, same_replies, now),
+            Followed::Alive(alive) => {
+                tracing::info!(?alive, "live peers");
+                self.server.leases.set_alive_peers(alive);
+                return Vec::new();
+            }
             Followed::Changes(r) => r,
             Followed::Resync(mut all) => {
                 // Another node's lease the full read no longer has was

@@ -51,6 +51,25 @@ impl LeaseTable {
         displaced
     }
 
+    /// The other nodes alive now.
+    pub fn set_alive_peers(&mut self, alive: impl IntoIterator<Item = String>) {
+        self.alive_peers = alive.into_iter().map(Arc::from).collect();
+    }
+
+    /// Whether the client's binding in `subnet_id` is a live peer's: that
+    /// peer answers it (every node may see the request), this one stays
+    /// silent, as a failover partner does while its peer is up.
+    pub fn live_peers_binding(&self, subnet_id: u32, key: &[u8], now: u64) -> bool {
+        self.by_client(subnet_id, key).is_some_and(|l| {
+            l.state == LeaseState::Bound
+                && l.expires > now
+                && self
+                    .foreign
+                    .get(&l.ip)
+                    .is_some_and(|n| self.alive_peers.contains(n))
+        })
+    }
+
     /// This node's name in a shared store.
     pub fn own_node(&self) -> Option<&str> {
         self.own_node.as_deref()

@@ -36,4 +36,7 @@ pub struct LeaseTable {
     /// node's binding is held that long past its end.
     own_node: Option<Arc<str>>,
     mclt_secs: u64,
+    /// The other nodes alive now (fresh heartbeat): a binding of theirs
+    /// is theirs to answer.
+    alive_peers: std::collections::HashSet<Arc<str>>,
 }

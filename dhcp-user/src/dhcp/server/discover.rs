@@ -21,6 +21,12 @@ impl Server {
         if let Some(why) = self.cap_refusal(si, req, arrival, &key, now) {
             return Outcome::drop(why);
         }
+        if self
+            .leases
+            .live_peers_binding(self.subnets[si].id, &key, now)
+        {
+            return Outcome::drop("peer_binding");
+        }
         let mut reclaimed = self.hand_over(si, req, &key, now);
         let ip = match self.address_to_offer(&mut si, req, arrival, &key, now, &mut reclaimed) {
             Ok(ip) => ip,

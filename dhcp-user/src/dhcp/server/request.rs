@@ -98,6 +98,9 @@ impl Server {
             if !sn.net.contains(ip) {
                 return self.nak(req, arrival, "address not on the client's network");
             }
+            if self.leases.live_peers_binding(sn.id, &key, now) {
+                return Outcome::drop("peer_binding");
+            }
             let reserved_here = self.reservation(sn, req).is_some_and(|r| r.ip == ip);
             let known = self.leases.by_client(sn.id, &key).map(|l| (l.ip, l.state));
             return match known {
@@ -118,6 +121,9 @@ impl Server {
                 return Outcome::drop("not_our_network");
             };
             let sn = &self.subnets[si];
+            if self.leases.live_peers_binding(sn.id, &key, now) {
+                return Outcome::drop("peer_binding");
+            }
             let ours = self
                 .leases
                 .by_client(sn.id, &key)

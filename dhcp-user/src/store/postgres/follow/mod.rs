@@ -69,6 +69,9 @@ pub enum Followed {
         leases: Vec<Remote>,
         same_replies: bool,
     },
+    /// The other nodes whose heartbeat is fresh (sent when it changes):
+    /// their clients are theirs to answer.
+    Alive(Vec<String>),
 }
 
 /// One address as another node left it.
@@ -168,6 +171,8 @@ pub fn spawn(
         portable,
         taken: HashSet::new(),
         share: (0, 1),
+        alive: Vec::new(),
+        alive_sent: None,
         watermark: since,
         read_above: BTreeSet::new(),
         holes: HashMap::new(),
@@ -193,6 +198,9 @@ struct Follower {
     taken: HashSet<String>,
     /// This node's rank among the live nodes, and their number.
     share: (i64, i64),
+    /// The live nodes (this one too), and the set last sent.
+    alive: Vec<String>,
+    alive_sent: Option<Vec<String>>,
     /// Every change up to this one has been read.
     watermark: i64,
     /// Changes above the watermark already handed over (re-read while a
@@ -260,7 +268,13 @@ impl Follower {
                 // every heartbeat old, and each node beats again within
                 // a second of its return.
                 let may_take = connected.elapsed().as_secs() as i64 >= self.takeover;
-                for silent in self.heartbeat(&mut c, may_take)? {
+                let due = self.heartbeat(&mut c, may_take)?;
+                if let Some(alive) = self.alive_changed() {
+                    if !send(Followed::Alive(alive)) {
+                        return Ok(false);
+                    }
+                }
+                for silent in due {
                     let t = self.take_over(&mut c, silent)?;
                     if !send(t) {
                         return Ok(false);
@@ -284,6 +298,21 @@ impl Follower {
             }
         }
         Ok(false)
+    }
+
+    /// The other live nodes, when they differ from those last sent.
+    fn alive_changed(&mut self) -> Option<Vec<String>> {
+        let others: Vec<String> = self
+            .alive
+            .iter()
+            .filter(|n| **n != self.node)
+            .cloned()
+            .collect();
+        if self.alive_sent.as_ref() == Some(&others) {
+            return None;
+        }
+        self.alive_sent = Some(others.clone());
+        Some(others)
     }
 
     /// Whether changes past the watermark were pruned unread.
@@ -474,6 +503,8 @@ mod tests {
             portable: 0,
             taken: HashSet::new(),
             share: (0, 1),
+            alive: Vec::new(),
+            alive_sent: None,
             watermark: 10,
             read_above: BTreeSet::new(),
             holes: HashMap::new(),

@@ -51,6 +51,7 @@ impl Follower {
             alive.iter().position(|n| *n == self.node).unwrap_or(0) as i64,
             alive.len() as i64,
         );
+        self.alive = alive;
         Ok(due)
     }
 
