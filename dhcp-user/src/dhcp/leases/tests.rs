@@ -203,3 +203,29 @@ fn another_nodes_release_frees_the_address() {
     );
     assert_eq!(t.allocate(1, 96), Some(ip));
 }
+
+/// A live peer's binding is the peer's to answer; a silent peer's, or
+/// this node's own, is not.
+#[test]
+fn only_a_live_peers_binding_is_left_to_the_peer() {
+    let mut t = LeaseTable::new();
+    t.set_shared("me", 50, []);
+    let key = client_id_key(b"aa");
+    t.put_foreign(
+        lease([198, 18, 0, 10], b"aa", LeaseState::Bound, 1000),
+        "other",
+        90,
+    );
+    assert!(!t.live_peers_binding(1, &key, 100), "no heartbeat seen yet");
+    t.set_alive_peers(["other".to_string()]);
+    assert!(t.live_peers_binding(1, &key, 100));
+    assert!(!t.live_peers_binding(1, &key, 1000), "ended");
+    t.set_alive_peers([]);
+    assert!(
+        !t.live_peers_binding(1, &key, 100),
+        "silent: survivors answer"
+    );
+    t.set_alive_peers(["other".to_string()]);
+    t.put(lease([198, 18, 0, 10], b"aa", LeaseState::Bound, 1000));
+    assert!(!t.live_peers_binding(1, &key, 100), "this node's own now");
+}
