@@ -642,3 +642,69 @@ fn tls_connections_verify_the_server_against_the_configured_ca() {
     assert!(!ok && said.contains("certificate verify failed"), "{said}");
     drop(pg);
 }
+
+/// The follower of another node's changes (`store::postgres::follow`):
+/// changes arrive as each address's current row, this node's own are
+/// left out, and a follower that finds the history pruned past it reads
+/// the other nodes' leases in full.
+#[test]
+fn a_follower_reads_other_nodes_changes_and_rereads_all_after_a_pruned_history() {
+    use std::sync::{atomic::AtomicBool, mpsc, Arc};
+    use xdhcp::store::postgres::follow::{self, FollowStats, Followed};
+    let pg = PgCluster::start(None).unwrap();
+    assert!(xdhcp_db(&pg, "init").0);
+    let mut a = PgStore::open(&db(&pg, "a")).unwrap();
+    let mut b = PgStore::open(&db(&pg, "b")).unwrap();
+    a.apply(
+        &(1..=3)
+            .map(|n| StoreOp::Put(lease(n, 1)))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    // All of it pruned before b's follower ever read it.
+    pg.psql("DELETE FROM xdhcp_changes").unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(FollowStats::default());
+    let t = follow::spawn(&db(&pg, "b"), 0, 0, stats.clone(), stop.clone(), move |f| {
+        tx.send(f).is_ok()
+    })
+    .unwrap();
+    let next = |what: &str| loop {
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Followed::Alive(_)) => continue,
+            Ok(f) => break f,
+            Err(e) => panic!("no {what}: {e}"),
+        }
+    };
+    match next("re-read") {
+        Followed::Resync(all) => {
+            let mut ips: Vec<u32> = all.iter().map(|r| u32::from(r.ip) & 0xff).collect();
+            ips.sort();
+            assert_eq!(ips, [1, 2, 3]);
+            assert!(all.iter().all(|r| r.node == "a" && r.lease.is_some()));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Then the changes: a's new lease and deletion; b's own write is not
+    // handed back to b.
+    b.apply(&[StoreOp::Put(lease(9, 1))]).unwrap();
+    a.apply(&[StoreOp::Put(lease(4, 1)), StoreOp::delete_of(&lease(2, 1))])
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match next("changes") {
+            Followed::Changes(c) => got.extend(c),
+            other => panic!("{other:?}"),
+        }
+    }
+    got.sort_by_key(|r| r.ip);
+    let seen: Vec<(u32, bool)> = got
+        .iter()
+        .map(|r| (u32::from(r.ip) & 0xff, r.lease.is_some()))
+        .collect();
+    assert_eq!(seen, [(2, false), (4, true)], "{got:?}");
+    assert!(stats.lag_ms.load(std::sync::atomic::Ordering::Relaxed) < 5_000);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    t.join().unwrap();
+}

@@ -67,7 +67,7 @@ const PG_TARGETS: [(&str, Key, Key, f64, Style); 2] = [
 ];
 
 /// Why the two nodes' renewals have no row.
-pub(super) const TWO_NODE_RENEWALS: &str = "xdhcp renewals, 2 nodes: not measured: the generator renews every client with the one server whose OFFER it took first, so the other node's clients would renew at a node that does not hold their binding (no node follows the other's changes yet)";
+pub(super) const TWO_NODE_RENEWALS: &str = "xdhcp renewals, 2 nodes: not measured: the generator renews every client with one server, the first whose OFFER it took, and the other node stays silent for its live peer's clients (peer_binding), so half the renewals would go unanswered by design";
 
 fn curves(sec: &PgSection) -> Vec<Curve> {
     sec.measured.iter().map(|m| m.curve.clone()).collect()

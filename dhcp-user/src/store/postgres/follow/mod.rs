@@ -317,10 +317,17 @@ impl Follower {
 
     /// Whether changes past the watermark were pruned unread.
     fn missed_history(&mut self, c: &mut Client) -> Result<bool> {
-        let oldest: Option<i64> = c
-            .query_one("SELECT min(seq) FROM xdhcp_changes", &[])?
-            .get(0);
-        Ok(oldest.is_some_and(|o| o > self.watermark + 1))
+        let r = c.query_one(
+            "SELECT min(seq), (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM xdhcp_change_seq)
+             FROM xdhcp_changes",
+            &[],
+        )?;
+        let (oldest, drawn): (Option<i64>, i64) = (r.get(0), r.get(1));
+        Ok(match oldest {
+            Some(o) => o > self.watermark + 1,
+            // Every change pruned: missed if any was made since.
+            None => drawn > self.watermark,
+        })
     }
 
     /// The whole table, as one snapshot with the feed's position in it.
