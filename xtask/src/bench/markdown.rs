@@ -50,25 +50,35 @@ pub(super) fn table(curves: &[Curve]) -> String {
 pub(super) fn target_lines(curves: &[Curve], busy: bool) -> Vec<String> {
     TARGETS
         .iter()
-        .map(
-            |&(what, num, den, role, at_least, style)| match ratio_of(curves, num, den, role) {
-                Some(r) => {
-                    let v = r.against(at_least);
-                    format!(
-                        "{what}: {} -> {}{}",
-                        r.text(style, num.short(), den.short()),
-                        v.name(),
-                        if busy && v == Verdict::Met {
-                            " by the rule, but the machine was busy: not a claim"
-                        } else {
-                            ""
-                        }
-                    )
-                }
-                None => format!("{what}: no figure -> undecided"),
-            },
-        )
+        .map(|&(what, num, den, role, at_least, style)| {
+            target_line(curves, (what, num, den, role, at_least, style), busy)
+        })
         .collect()
+}
+
+/// One target's line, by the reporting rule; on a machine that was
+/// `busy`, a met target is no claim.
+pub(super) fn target_line(
+    curves: &[Curve],
+    (what, num, den, role, at_least, style): (&str, Key, Key, Role, f64, Style),
+    busy: bool,
+) -> String {
+    match ratio_of(curves, num, den, role) {
+        Some(r) => {
+            let v = r.against(at_least);
+            format!(
+                "{what}: {} -> {}{}",
+                r.text(style, num.short(), den.short()),
+                v.name(),
+                if busy && v == Verdict::Met {
+                    " by the rule, but the machine was busy: not a claim"
+                } else {
+                    ""
+                }
+            )
+        }
+        None => format!("{what}: no figure -> undecided"),
+    }
 }
 
 /// The run's caveat on machine load: figures from a machine that was busy

@@ -6,11 +6,11 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 use serde_json::{json, Value};
-use xdhcp_ramp::{Role, Style, Verdict};
+use xdhcp_ramp::{Role, Style};
 
 use super::{
     json::curve_json,
-    markdown::load_note,
+    markdown::{load_note, target_line},
     model::{ratio_of, Curve, Key, Machine},
     pgsection::{figure_step, DbShare, PgSection, FOLLOWER_LAG_MS},
 };
@@ -158,24 +158,9 @@ pub(super) fn pg_target_lines(sec: &PgSection, busy: bool) -> Vec<String> {
     let cs = curves(sec);
     PG_TARGETS
         .iter()
-        .map(
-            |&(what, num, den, at_least, style)| match ratio_of(&cs, num, den, Role::Peer) {
-                Some(r) => {
-                    let v = r.against(at_least);
-                    format!(
-                        "{what}: {} -> {}{}",
-                        r.text(style, num.short(), den.short()),
-                        v.name(),
-                        if busy && v == Verdict::Met {
-                            " by the rule, but the machine was busy: not a claim"
-                        } else {
-                            ""
-                        }
-                    )
-                }
-                None => format!("{what}: no figure -> undecided"),
-            },
-        )
+        .map(|&(what, num, den, at_least, style)| {
+            target_line(&cs, (what, num, den, Role::Peer, at_least, style), busy)
+        })
         .collect()
 }
 

@@ -135,7 +135,13 @@ impl Engine {
                 continue;
             };
             l.fast = Some(std::sync::Arc::new(fast));
-            let _ = leases_t.put_foreign(l.clone(), &serving, now);
+            // The client's other address here, if it was bound, is
+            // released and stored, as for any followed change.
+            ops.extend(
+                leases_t
+                    .put_foreign(l.clone(), &serving, now)
+                    .map(StoreOp::Put),
+            );
             ops.push(StoreOp::Put(l));
         }
         self.followed.taken_over += ops.len() as u64;
