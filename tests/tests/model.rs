@@ -1170,6 +1170,25 @@ mod holes {
         ]);
     }
 
+    /// The control plane's write of a binding the kernel renewed after
+    /// the decision (here a rapid-commit ACK, flushed after two kernel
+    /// renewals) lowered the map entry's end: the unreported grant was
+    /// lost, and after a reload stripped the template a crash left the
+    /// store 5 s short of what the client held. Found by the random
+    /// search in a full run; it fails without the fix in `upsert`.
+    #[test]
+    fn a_control_plane_rewrite_keeps_the_kernels_later_grant() {
+        replay(&[
+            Op::Dora(0),
+            Op::Dora(0),
+            Op::RapidDora(0),
+            Op::RenewTwice(0, 6),
+            Op::Flush,
+            Op::Reload(1),
+            Op::Flush,
+        ]);
+    }
+
     /// 2: an ACK and a RELEASE in one group commit left the map answering
     /// the released lease.
     #[test]

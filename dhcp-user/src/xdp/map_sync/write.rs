@@ -130,6 +130,22 @@ impl FastMaps {
             return None;
         };
         value.template_id = slot;
+        // Rewriting this client's entry for the same address: a renewal
+        // the kernel answered after the control plane decided this write,
+        // and did not report, is the client's. Lowering the entry's end
+        // would lose it from the grant read when the entry is removed.
+        // Only an unreported kernel grant is kept: an end the control
+        // plane wrote itself is the store's to move.
+        if self.by_ip.get(&l.ip).is_some_and(|(k, _)| *k == key) {
+            if let Ok(old) = self.leases.get(&key, 0) {
+                if old.ip == value.ip
+                    && old.expires_mono_ns > old.reported_mono_ns
+                    && old.expires_mono_ns > value.expires_mono_ns
+                {
+                    value.expires_mono_ns = old.expires_mono_ns;
+                }
+            }
+        }
         if let Err(e) = self.leases.insert(key, value, 0) {
             self.release(&template);
             self.stats.map_full += 1;
