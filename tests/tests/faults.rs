@@ -614,12 +614,40 @@ fn kill_9_loop_under_mixed_load_loses_no_acknowledged_lease() {
             &read_store(&db),
         );
         checked += n;
-        assert!(
-            lost.is_empty(),
-            "cycle {cycle}: {} ACKed leases lost:\n{}",
-            lost.len(),
-            lost.join("\n")
-        );
+        if !lost.is_empty() {
+            let text = lost.join("\n");
+            let ips: std::collections::BTreeSet<Ipv4Addr> = load
+                .acked
+                .iter()
+                .map(|a| a.ip)
+                .filter(|ip| text.contains(&format!("ACKed {ip} until")))
+                .collect();
+            let mut why = String::new();
+            for ip in ips {
+                let word = format!("{ip}");
+                why += &format!("\n{ip}, as the clients saw it:\n  ");
+                why += &churn::story(&load.acked, &load.released, ip).join("\n  ");
+                why += &format!("\n{ip}, in the daemon's log:\n  ");
+                let logged: Vec<&String> = lab
+                    .history
+                    .iter()
+                    .filter(|l| {
+                        l.match_indices(&word).any(|(i, _)| {
+                            !l[i + word.len()..].starts_with(|c: char| c.is_ascii_digit())
+                        })
+                    })
+                    .collect();
+                why += &logged
+                    .iter()
+                    .map(|l| l.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n  ");
+            }
+            panic!(
+                "cycle {cycle}: {} ACKed leases lost:\n{text}\n{why}",
+                lost.len()
+            );
+        }
     }
     let (status, lines) = lab.stop(SIGTERM).unwrap();
     assert!(status.success(), "{}", lines.join("\n"));

@@ -28,7 +28,7 @@ use crate::{
 
 mod check;
 
-pub use check::{overlaps, unacknowledged_losses, StoredLease};
+pub use check::{overlaps, story, unacknowledged_losses, StoredLease};
 
 /// What every client asks for (DORA and renewals alike, so the fast path
 /// sees the request shape it bound).
