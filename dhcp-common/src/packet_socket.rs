@@ -61,7 +61,14 @@ pub struct Received {
     pub aux: Option<TpacketAuxdata>,
     /// Longer than the buffer: `len` bytes of it were kept.
     pub truncated: bool,
+    /// When the kernel received it (Unix nanoseconds), with
+    /// [`SO_TIMESTAMPNS_OLD`] on.
+    pub at_ns: Option<u64>,
 }
+
+/// `SO_TIMESTAMPNS` with the architecture's own `struct timespec` (the
+/// cmsg type is the same number).
+pub const SO_TIMESTAMPNS_OLD: i32 = 35;
 
 /// `setsockopt` with a value of `T`'s size.
 pub fn set_option<T>(fd: RawFd, level: i32, name: i32, value: &T) -> io::Result<()> {
@@ -196,6 +203,8 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
         // SAFETY: the control buffer the kernel just filled.
         aux: unsafe { auxdata(&mh) },
         truncated: mh.msg_flags & libc::MSG_TRUNC != 0,
+        // SAFETY: as above.
+        at_ns: unsafe { timestamp(&mh) },
     })
 }
 
@@ -280,6 +289,8 @@ pub fn recv_many(fd: RawFd, b: &mut RecvBatch) -> io::Result<usize> {
             // SAFETY: the control buffer the kernel filled for this one.
             aux: unsafe { auxdata(&m.msg_hdr) },
             truncated: m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            // SAFETY: as above.
+            at_ns: unsafe { timestamp(&m.msg_hdr) },
         });
     }
     Ok(n as usize)
@@ -305,6 +316,27 @@ unsafe fn auxdata(mh: &libc::msghdr) -> Option<TpacketAuxdata> {
         }
     }
     aux
+}
+
+/// The receive time in a message's control buffer, if the socket asked
+/// for it.
+///
+/// # Safety
+/// As [`auxdata`].
+unsafe fn timestamp(mh: &libc::msghdr) -> Option<u64> {
+    let mut at = None;
+    // SAFETY: as in `auxdata`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(mh);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == SO_TIMESTAMPNS_OLD {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                at = (ts.tv_sec > 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(mh, c);
+        }
+    }
+    at
 }
 
 #[cfg(test)]
@@ -348,12 +380,20 @@ mod tests {
         assert!(fd >= 0, "socket(AF_PACKET) needs root");
         set_option(fd, libc::SOL_PACKET, PACKET_AUXDATA, &1i32).unwrap();
         set_option(fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32).unwrap();
+        set_option(fd, libc::SOL_SOCKET, SO_TIMESTAMPNS_OLD, &1i32).unwrap();
         bind(fd, ifindex, PROTO).unwrap();
         fd
     }
 
-    /// Frames sent in batches arrive whole, in order, each its own length,
-    /// and a read takes at most a batch.
+    fn unix_ns() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    }
+
+    /// Frames sent in batches arrive whole, in order, each its own length
+    /// and with its receive time, and a read takes at most a batch.
     #[test]
     fn batched_frames_go_and_come_whole_and_in_order() {
         // SAFETY: a NUL-terminated name.
@@ -369,6 +409,7 @@ mod tests {
             })
             .collect();
         let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+        let before = unix_ns();
         let mut sent = 0;
         while sent < refs.len() {
             sent += send_many(tx, lo, &refs[sent..]).unwrap();
@@ -384,6 +425,11 @@ mod tests {
                     assert_eq!(n, b.received().len());
                     got.extend((0..n).map(|i| b.frame(i).to_vec()));
                     assert!(b.received().iter().all(|r| !r.truncated));
+                    let now = unix_ns();
+                    for r in b.received() {
+                        let at = r.at_ns.expect("a receive time");
+                        assert!((before..=now).contains(&at), "{before} {at} {now}");
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(std::time::Duration::from_millis(5))

@@ -131,6 +131,12 @@ enum Op {
     Rebind(u8),
     InitReboot(u8),
     Release(u8),
+    /// A RELEASE the control plane reads late: the client sends it, then
+    /// DORAs again at once (the kernel, whose entry is still there, may
+    /// answer; anything it passes queues behind the RELEASE), the ring is
+    /// read, and only some seconds later is the RELEASE handled, as of
+    /// when it arrived.
+    LateRelease(u8, u8),
     Decline(u8),
     AdminAdd(u8, u8),
     AdminDel(u8),
@@ -166,6 +172,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => c.clone().prop_map(Op::Rebind),
         2 => c.clone().prop_map(Op::InitReboot),
         2 => c.clone().prop_map(Op::Release),
+        1 => (c.clone(), 1u8..4).prop_map(|(c, s)| Op::LateRelease(c, s)),
         1 => c.clone().prop_map(Op::Decline),
         1 => (c.clone(), a.clone()).prop_map(|(c, a)| Op::AdminAdd(c, a)),
         1 => a.clone().prop_map(Op::AdminDel),
@@ -267,6 +274,9 @@ struct World<'k> {
     /// Renewal events read off the ring but not yet given to the engine
     /// (converted when read, as the kernel's clock is moved by rewriting).
     unread: Vec<KernelGrant>,
+    /// A RELEASE on its way to the control plane (`LateRelease`), with
+    /// its arrival: handled before anything else the kernel passes.
+    held: Option<(Vec<u8>, u64)>,
     beliefs: [Belief; CLIENTS as usize],
     /// Each client's last DISCOVER: the last commit made before it.
     discovered: [u64; CLIENTS as usize],
@@ -340,6 +350,7 @@ impl<'k> World<'k> {
             queue: Vec::new(),
             failing: None,
             unread: Vec::new(),
+            held: None,
             revoked: Vec::new(),
             decided: HashMap::new(),
             last_seq: 0,
@@ -356,13 +367,17 @@ impl<'k> World<'k> {
     }
 
     fn submit(&mut self, ops: Vec<StoreOp>, replies: Vec<Wire>) {
+        self.submit_at(ops, replies, u64::MAX);
+    }
+
+    fn submit_at(&mut self, ops: Vec<StoreOp>, replies: Vec<Wire>, at_ns: u64) {
         if ops.is_empty() {
             for r in &replies {
                 self.deliver(r, u64::MAX);
             }
             return;
         }
-        let c = self.engine.commit(ops, replies, None);
+        let c = self.engine.commit_at(ops, replies, None, at_ns);
         self.last_seq = c.seq;
         self.decided.insert(c.seq, unix_now());
         self.queue.push(c);
@@ -550,6 +565,11 @@ impl<'k> World<'k> {
 
     /// The control plane's answer to `frame`, as serve gives it.
     fn control(&mut self, frame: &[u8]) {
+        self.control_at(frame, u64::MAX);
+    }
+
+    /// `control` of a frame that arrived at `at_ns` (Unix nanoseconds).
+    fn control_at(&mut self, frame: &[u8], at_ns: u64) {
         let f = proto::parse_frame(frame, None, true).unwrap();
         let req = proto::parse_dhcp(f.payload).unwrap();
         let arrival = Arrival {
@@ -562,7 +582,7 @@ impl<'k> World<'k> {
         let reply = out
             .reply
             .map(|r| self.egress.frame_for(&r.dest, &f, SERVER_MAC, r.payload, 0));
-        self.submit(out.store, reply.into_iter().collect());
+        self.submit_at(out.store, reply.into_iter().collect(), at_ns);
     }
 
     /// The frame goes to the XDP program; what it passes, to the control
@@ -578,6 +598,10 @@ impl<'k> World<'k> {
                 Some(p)
             }
             XDP_PASS => {
+                // The control plane reads its socket in order.
+                if let Some((f, at)) = self.held.take() {
+                    self.control_at(&f, at);
+                }
                 self.control(&frame);
                 None
             }
@@ -749,6 +773,23 @@ impl<'k> World<'k> {
                 let m = self.msg(c, 3).opt(50, &ip.octets());
                 let f = self.frame(c, m, false);
                 self.kernel_first(f);
+            }
+            Op::LateRelease(c, secs) => {
+                let Some(ip) = self.beliefs[c as usize].ip else {
+                    return;
+                };
+                self.revoke(None, Some(c as usize));
+                let mut m = self.msg(c, 7);
+                m.ciaddr = ip;
+                m = m.opt(54, &SERVER_ID.octets());
+                let f = self.frame(c, m, false);
+                self.held = Some((f, clock::unix_ns_now()));
+                self.step(&Op::Dora(c));
+                self.step(&Op::Tick);
+                self.step(&Op::Advance(u16::from(secs)));
+                if let Some((f, at)) = self.held.take() {
+                    self.control_at(&f, at);
+                }
             }
             Op::Release(c) | Op::Decline(c) => {
                 let Some(ip) = self.beliefs[c as usize].ip else {
@@ -1025,6 +1066,7 @@ fn parse_ops(text: &str) -> Vec<Op> {
             "Rebind" => Op::Rebind(a(0)),
             "InitReboot" => Op::InitReboot(a(0)),
             "Release" => Op::Release(a(0)),
+            "LateRelease" => Op::LateRelease(a(0), a(1)),
             "Decline" => Op::Decline(a(0)),
             "AdminAdd" => Op::AdminAdd(a(0), a(1)),
             "AdminDel" => Op::AdminDel(a(0)),
@@ -1167,6 +1209,44 @@ mod holes {
             Op::AdminAdd(2, 1),
             Op::RapidDora(1),
             Op::Flush,
+        ]);
+    }
+
+    /// A RELEASE the control plane read only after the client had DORAed
+    /// again through the kernel ended the new binding: the end was taken
+    /// as of the handling, after the kernel's grant, so the grant was not
+    /// kept and the address went free while the client held the kernel's
+    /// ACK. Found by the kill -9 loop on a loaded machine (two clients
+    /// ACKed one address 200 ms apart); fails with the arrival time
+    /// ignored in `Engine::commit_at`.
+    #[test]
+    fn a_release_read_late_keeps_what_the_kernel_granted_after_it() {
+        replay(&[
+            Op::Dora(0),
+            Op::Flush,
+            Op::Tick,
+            Op::LateRelease(0, 2),
+            Op::Flush,
+            Op::Tick,
+            Op::Tick,
+            Op::Dora(1),
+            Op::Flush,
+        ]);
+    }
+
+    /// The grant kept across a late RELEASE was weighed against the last
+    /// op of its address in the group commit (a reload's rewrite of the
+    /// released lease, a second later), not against the RELEASE that
+    /// ended the binding. Found by the random search with `LateRelease`;
+    /// fails with `commit::ended_at` taking the last op's time.
+    #[test]
+    fn a_rewrite_of_an_ended_lease_does_not_move_its_end() {
+        replay(&[
+            Op::Dora(4),
+            Op::Dora(0),
+            Op::LateRelease(4, 1),
+            Op::Reload(1),
+            Op::Dora(0),
         ]);
     }
 

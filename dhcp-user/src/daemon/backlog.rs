@@ -23,6 +23,8 @@ pub struct Queued {
     pub frame: Vec<u8>,
     pub stripped_tag: Option<Tag>,
     pub check_udp: bool,
+    /// When it arrived (Unix nanoseconds): what it ends, it ends then.
+    pub arrived_ns: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +171,7 @@ fn take(
             stripped_tag: meta.stripped_tag,
             // Checked above.
             check_udp: false,
+            arrived_ns: meta.at_ns.unwrap_or_else(crate::xdp::clock::unix_ns_now),
         },
         bound,
     );
@@ -198,6 +201,7 @@ mod tests {
             iface: 0,
             frame: vec![n],
             stripped_tag: None,
+            arrived_ns: 0,
             check_udp: false,
         }
     }

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use dhcp_common::packet_socket::{
     self, set_option, Received, RecvBatch, ETH_P_ALL, PACKET_AUXDATA, PACKET_IGNORE_OUTGOING,
-    TP_STATUS_CSUMNOTREADY, TP_STATUS_CSUM_VALID,
+    SO_TIMESTAMPNS_OLD, TP_STATUS_CSUMNOTREADY, TP_STATUS_CSUM_VALID,
 };
 
 use crate::proto::Tag;
@@ -99,6 +99,8 @@ pub struct RxMeta {
     pub for_us: bool,
     /// Longer than the receive buffer, so cut.
     pub truncated: bool,
+    /// When the kernel received it (Unix nanoseconds).
+    pub at_ns: Option<u64>,
 }
 
 pub struct PacketSocket {
@@ -141,6 +143,11 @@ impl PacketSocket {
         // Filter before bind so no unfiltered frame is queued in between.
         attach_filter(raw, &mut dhcp_filter()).context("SO_ATTACH_FILTER")?;
         set_option(raw, libc::SOL_PACKET, PACKET_AUXDATA, &1i32).context("PACKET_AUXDATA")?;
+        // A RELEASE or DECLINE ends a binding as of its arrival, not of
+        // when a busy control plane got to it: a renewal or SELECTING
+        // REQUEST the kernel answered in between, sent after it, is the
+        // client's (`daemon::commit::keep_kernel_grants`).
+        set_option(raw, libc::SOL_SOCKET, SO_TIMESTAMPNS_OLD, &1i32).context("SO_TIMESTAMPNS")?;
         // Our own replies (and relay-bound ones to port 67) must not loop back.
         set_option(raw, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32)
             .context("PACKET_IGNORE_OUTGOING")?;
@@ -201,6 +208,7 @@ pub fn rx_meta(rx: &Received) -> RxMeta {
         // promiscuous NICs deliver it); a server must not answer it.
         for_us: rx.pkttype != libc::PACKET_OTHERHOST,
         truncated: rx.truncated,
+        at_ns: rx.at_ns,
     }
 }
 

@@ -9,6 +9,7 @@
 //! before (fail closed), and nothing in it is lost.
 
 use std::{
+    net::Ipv4Addr,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         mpsc, Arc, Mutex,
@@ -82,7 +83,7 @@ pub fn keep_kernel_grants(
                 let acked_at_ns = g
                     .expires_ns
                     .saturating_sub(u64::from(l.lease_secs) * 1_000_000_000);
-                if acked_at_ns + GRANT_ORDER_SLACK_NS < op_ns[i] {
+                if acked_at_ns + GRANT_ORDER_SLACK_NS < ended_at(ops, op_ns, g.ip, i) {
                     continue;
                 }
             }
@@ -96,6 +97,30 @@ pub fn keep_kernel_grants(
         kept.push((g.clone(), l));
     }
     kept
+}
+
+/// When the binding at `ip` ended in this batch: the first op up to
+/// `last` that left it unbound after its last bound write. A later
+/// rewrite of the ended lease (a reload stripping its fast path, a
+/// second RELEASE) does not move the end, as the engine's hold keeps
+/// the first end too (`Leases::hold_ended`).
+fn ended_at(ops: &[StoreOp], op_ns: &[u64], ip: Ipv4Addr, last: usize) -> u64 {
+    let mut end = None;
+    for (op, at) in ops.iter().zip(op_ns).take(last + 1) {
+        match op {
+            StoreOp::Delete { ip: d, .. } if *d == ip => {
+                end.get_or_insert(*at);
+            }
+            op => match op.lease().filter(|l| l.ip == ip) {
+                Some(l) if l.state == LeaseState::Bound => end = None,
+                Some(_) => {
+                    end.get_or_insert(*at);
+                }
+                None => {}
+            },
+        }
+    }
+    end.unwrap_or(op_ns[last])
 }
 
 /// Told how the batch holding a change went.

@@ -188,10 +188,25 @@ impl Engine {
         replies: Vec<W>,
         done: Option<tokio::sync::oneshot::Sender<Written>>,
     ) -> Commit<W> {
+        self.commit_at(ops, replies, done, u64::MAX)
+    }
+
+    /// `commit` of what a client's message decided, as of `at_ns` (Unix
+    /// nanoseconds), when the message arrived: the bindings it ends end
+    /// then. A RELEASE read late (a busy control plane, a long socket
+    /// queue) must not end the binding the kernel gave the same client
+    /// after it, answering its next DISCOVER and REQUEST meanwhile.
+    pub fn commit_at<W>(
+        &mut self,
+        ops: Vec<StoreOp>,
+        replies: Vec<W>,
+        done: Option<tokio::sync::oneshot::Sender<Written>>,
+        at_ns: u64,
+    ) -> Commit<W> {
         self.seq += 1;
         // The instant, not the second: a grant the kernel makes just
         // before or just after this end is told apart by it.
-        let now = crate::xdp::clock::unix_ns_now();
+        let now = crate::xdp::clock::unix_ns_now().min(at_ns);
         let leases = &mut self.server.leases;
         let mut deleted = Vec::new();
         for op in &ops {

@@ -358,6 +358,6 @@ fn handle_queued(
         return wire;
     }
     out.commits
-        .send(engine.commit(o.store, wire.into_iter().collect(), None));
+        .send(engine.commit_at(o.store, wire.into_iter().collect(), None, q.arrived_ns));
     None
 }
