@@ -1250,6 +1250,26 @@ mod holes {
         ]);
     }
 
+    /// With the store refusing writes, a kept grant's write (and the
+    /// RELEASE it replaced) was folded away under a reload's rewrite of
+    /// the released lease, whose later time then decided against the
+    /// grant. Found by the random search with `LateRelease`; fails
+    /// without `commit::ends::carry_ends`.
+    #[test]
+    fn a_folded_end_keeps_its_time() {
+        replay(&[
+            Op::Dora(3),
+            Op::ResAdd(0, 3),
+            Op::Flush,
+            Op::FailWrites(2),
+            Op::ResAdd(1, 1),
+            Op::LateRelease(3, 1),
+            Op::Dora(0),
+            Op::Reload(1),
+            Op::Flush,
+        ]);
+    }
+
     /// The control plane's write of a binding the kernel renewed after
     /// the decision (here a rapid-commit ACK, flushed after two kernel
     /// renewals) lowered the map entry's end: the unreported grant was

@@ -60,6 +60,7 @@ pub fn fold_superseded(
             last == i
         })
         .collect();
+    super::ends::carry_ends(ops, op_ns, &keep, &last_put_or_delete);
     let before = ops.len();
     let mut it = keep.iter();
     ops.retain(|_| *it.next().unwrap());

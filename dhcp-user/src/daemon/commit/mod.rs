@@ -9,7 +9,6 @@
 //! before (fail closed), and nothing in it is lost.
 
 use std::{
-    net::Ipv4Addr,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         mpsc, Arc, Mutex,
@@ -21,6 +20,7 @@ use anyhow::Result;
 
 use dhcp_common::{LeaseKey, LeaseValue};
 
+use self::ends::end_times;
 use crate::{
     dhcp::server::GRANT_ORDER_SLACK_NS,
     lease::{Lease, LeaseState},
@@ -31,6 +31,7 @@ use crate::{
 
 mod absorb;
 mod batch;
+mod ends;
 use batch::{Batch, Shutdown};
 
 /// A binding the batch ends whose map entry, read as it left, shows the
@@ -52,6 +53,7 @@ pub fn keep_kernel_grants(
     now: u64,
 ) -> Vec<(KernelGrant, Lease)> {
     let mut kept = Vec::new();
+    let ends = end_times(ops, op_ns);
     for g in removed.iter().filter(|g| g.expires > now) {
         let Some(i) = ops.iter().rposition(|op| match op {
             StoreOp::Delete { ip, .. } => *ip == g.ip,
@@ -83,7 +85,8 @@ pub fn keep_kernel_grants(
                 let acked_at_ns = g
                     .expires_ns
                     .saturating_sub(u64::from(l.lease_secs) * 1_000_000_000);
-                if acked_at_ns + GRANT_ORDER_SLACK_NS < ended_at(ops, op_ns, g.ip, i) {
+                let ended = ends.get(&g.ip).copied().unwrap_or(op_ns[i]);
+                if acked_at_ns + GRANT_ORDER_SLACK_NS < ended {
                     continue;
                 }
             }
@@ -97,30 +100,6 @@ pub fn keep_kernel_grants(
         kept.push((g.clone(), l));
     }
     kept
-}
-
-/// When the binding at `ip` ended in this batch: the first op up to
-/// `last` that left it unbound after its last bound write. A later
-/// rewrite of the ended lease (a reload stripping its fast path, a
-/// second RELEASE) does not move the end, as the engine's hold keeps
-/// the first end too (`Leases::hold_ended`).
-fn ended_at(ops: &[StoreOp], op_ns: &[u64], ip: Ipv4Addr, last: usize) -> u64 {
-    let mut end = None;
-    for (op, at) in ops.iter().zip(op_ns).take(last + 1) {
-        match op {
-            StoreOp::Delete { ip: d, .. } if *d == ip => {
-                end.get_or_insert(*at);
-            }
-            op => match op.lease().filter(|l| l.ip == ip) {
-                Some(l) if l.state == LeaseState::Bound => end = None,
-                Some(_) => {
-                    end.get_or_insert(*at);
-                }
-                None => {}
-            },
-        }
-    }
-    end.unwrap_or(op_ns[last])
 }
 
 /// Told how the batch holding a change went.
