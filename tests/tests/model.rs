@@ -440,7 +440,7 @@ impl<'k> World<'k> {
         }
         let mut report = MapReport::new(seq);
         self.committer
-            .prepare(&mut ops, &op_ns, &deleted, &mut report);
+            .prepare(&mut ops, &mut op_ns, &deleted, &mut report);
         if self.committer.write(&ops).is_err() {
             self.failing = Some(Refused {
                 seq,

@@ -15,7 +15,12 @@
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use super::{keep_kernel_grants, Committer};
-use crate::{lease::Lease, store::StoreOp, xdp::clock::unix_now, xdp::map_sync::MapReport};
+use crate::{
+    lease::Lease,
+    store::StoreOp,
+    xdp::clock::unix_now,
+    xdp::map_sync::{KernelGrant, MapReport},
+};
 
 /// The address a lease op writes.
 fn address(op: &StoreOp) -> Option<Ipv4Addr> {
@@ -35,6 +40,7 @@ pub fn fold_superseded(
     ops: &mut Vec<StoreOp>,
     op_ns: &mut Vec<u64>,
     internal: &mut Vec<bool>,
+    kept: &[(KernelGrant, Lease)],
 ) -> usize {
     let mut last_any: HashMap<Ipv4Addr, usize> = HashMap::new();
     let mut last_put_or_delete: HashMap<Ipv4Addr, usize> = HashMap::new();
@@ -60,7 +66,7 @@ pub fn fold_superseded(
             last == i
         })
         .collect();
-    super::ends::carry_ends(ops, op_ns, &keep, &last_put_or_delete);
+    super::ends::carry_ends(ops, op_ns, kept, &last_put_or_delete);
     let before = ops.len();
     let mut it = keep.iter();
     ops.retain(|_| *it.next().unwrap());
@@ -91,8 +97,15 @@ impl Committer {
         if let Some(m) = self.maps.as_mut() {
             m.before_commit(&ops[from..], report);
         }
-        fold_superseded(ops, op_ns, internal);
-        let kept = keep_kernel_grants(ops, op_ns, deleted, &report.removed, unix_now());
+        fold_superseded(ops, op_ns, internal, &report.kept);
+        let kept = keep_kernel_grants(
+            ops,
+            op_ns,
+            deleted,
+            &report.removed,
+            &report.kept,
+            unix_now(),
+        );
         report.kept.extend(kept);
         let last: HashMap<Ipv4Addr, &StoreOp> = ops
             .iter()

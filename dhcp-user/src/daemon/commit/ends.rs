@@ -3,22 +3,34 @@
 //! A grant the kernel made after a binding's end is the client's
 //! (`keep_kernel_grants`); "after" is weighed against the op that ended
 //! the binding, not a later rewrite of the ended lease in the same group
-//! commit (a reload stripping its fast path, a second RELEASE), as the
+//! commit (a reload stripping its fast path, a second delete), as the
 //! engine's hold keeps the first end too (`Leases::hold_ended`).
 
 use std::{collections::HashMap, net::Ipv4Addr};
 
-use crate::{lease::LeaseState, store::StoreOp};
+use crate::{
+    lease::{Lease, LeaseState},
+    store::StoreOp,
+    xdp::map_sync::KernelGrant,
+};
 
 /// For every address whose last write in `ops` leaves it unbound: when
-/// (`op_ns`) the first op after its last bound write ended it. One pass:
+/// (`op_ns`) the first op after its last bound write ended it. A write
+/// of a grant kept across an end (`kept`, from an earlier take-in of
+/// the same batch) stands for that end: its time is the end's. One pass:
 /// a folded batch holds an op per address of an outage.
-pub fn end_times(ops: &[StoreOp], op_ns: &[u64]) -> HashMap<Ipv4Addr, u64> {
+pub fn end_times(
+    ops: &[StoreOp],
+    op_ns: &[u64],
+    kept: &[(KernelGrant, Lease)],
+) -> HashMap<Ipv4Addr, u64> {
+    let kept: HashMap<Ipv4Addr, &Lease> = kept.iter().map(|(_, l)| (l.ip, l)).collect();
     let mut ends: HashMap<Ipv4Addr, Option<u64>> = HashMap::new();
     for (op, at) in ops.iter().zip(op_ns) {
         // A `Renewed` comes from a bound binding and ends nothing.
         let (ip, bound) = match op {
             StoreOp::Delete { ip, .. } => (*ip, false),
+            StoreOp::Put(l) if kept.get(&l.ip) == Some(&l) => (l.ip, false),
             StoreOp::Renewed(_) => continue,
             op => match op.lease() {
                 Some(l) => (l.ip, l.state == LeaseState::Bound),
@@ -37,36 +49,63 @@ pub fn end_times(ops: &[StoreOp], op_ns: &[u64]) -> HashMap<Ipv4Addr, u64> {
         .collect()
 }
 
-/// `fold_superseded` is about to drop the ops not in `keep`: the op of
-/// each address that stays takes the earliest time among those folded
-/// into it. An end folded away (a RELEASE the batch took in before a
-/// reload rewrote the released lease, or an end whose grant an earlier
-/// take-in kept) still counts from when it was made; an earlier time
-/// only ever keeps more of what the kernel granted, the safe side.
+/// `fold_superseded` is about to drop ops: the op of each ended address
+/// that stays (`last`) takes the time of the end, which may be a dropped
+/// op's (a RELEASE taken in before a reload rewrote the released lease,
+/// or the write of a grant an earlier take-in kept across it).
 pub fn carry_ends(
     ops: &[StoreOp],
     op_ns: &mut [u64],
-    keep: &[bool],
+    kept: &[(KernelGrant, Lease)],
     last: &HashMap<Ipv4Addr, usize>,
 ) {
-    let mut earliest: HashMap<Ipv4Addr, u64> = HashMap::new();
-    for (i, op) in ops.iter().enumerate() {
-        if keep[i] || matches!(op, StoreOp::Renewed(_)) {
-            continue;
-        }
-        let ip = match op {
-            StoreOp::Delete { ip, .. } => *ip,
-            op => match op.lease() {
-                Some(l) => l.ip,
-                None => continue,
-            },
-        };
-        let e = earliest.entry(ip).or_insert(op_ns[i]);
-        *e = (*e).min(op_ns[i]);
-    }
-    for (ip, at) in earliest {
+    for (ip, end) in end_times(ops, op_ns, kept) {
         if let Some(&i) = last.get(&ip) {
-            op_ns[i] = op_ns[i].min(at);
+            op_ns[i] = op_ns[i].min(end);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(state: LeaseState) -> Lease {
+        Lease {
+            ip: Ipv4Addr::new(198, 18, 0, 10),
+            client: Some(vec![1, 1, 2, 0, 0, 0, 0, 1].into()),
+            hw: vec![1, 2, 0, 0, 0, 0, 1].into(),
+            subnet_id: 1,
+            state,
+            expires: 100,
+            lease_secs: 60,
+            fast: None,
+            relay: None,
+        }
+    }
+
+    #[test]
+    fn an_end_counts_from_the_first_op_after_the_last_bound_write() {
+        let ip = lease(LeaseState::Bound).ip;
+        let bound = StoreOp::Put(lease(LeaseState::Bound));
+        let released = StoreOp::Put(lease(LeaseState::Released));
+        let ops = [bound.clone(), released.clone(), released.clone()];
+        assert_eq!(end_times(&ops, &[1, 2, 3], &[]).get(&ip), Some(&2));
+        // Bound again: nothing ended.
+        let ops = [released.clone(), bound.clone()];
+        assert_eq!(end_times(&ops, &[1, 2], &[]).get(&ip), None);
+        // The write of a grant kept across the end stands for the end.
+        let grant = KernelGrant {
+            client: vec![1].into(),
+            ip,
+            expires: 100,
+            expires_ns: 100_000_000_000,
+            lease_secs: 60,
+        };
+        let kept = [(grant, lease(LeaseState::Bound))];
+        let ops = [bound.clone(), released.clone()];
+        assert_eq!(end_times(&ops, &[5, 9], &kept).get(&ip), Some(&5));
+        let ops = [StoreOp::delete_of(&lease(LeaseState::Bound)), released];
+        assert_eq!(end_times(&ops, &[4, 9], &[]).get(&ip), Some(&4));
     }
 }

@@ -47,13 +47,14 @@ use batch::{Batch, Shutdown};
 /// this batch on.
 pub fn keep_kernel_grants(
     ops: &mut [StoreOp],
-    op_ns: &[u64],
+    op_ns: &mut [u64],
     deleted: &[Lease],
     removed: &[KernelGrant],
+    kept_before: &[(KernelGrant, Lease)],
     now: u64,
 ) -> Vec<(KernelGrant, Lease)> {
     let mut kept = Vec::new();
-    let ends = end_times(ops, op_ns);
+    let ends = end_times(ops, op_ns, kept_before);
     for g in removed.iter().filter(|g| g.expires > now) {
         let Some(i) = ops.iter().rposition(|op| match op {
             StoreOp::Delete { ip, .. } => *ip == g.ip,
@@ -94,6 +95,11 @@ pub fn keep_kernel_grants(
         if l.state != LeaseState::Bound {
             l.fast = None;
             l.state = LeaseState::Bound;
+            // The kept write stands for the end: a later take-in weighs
+            // the grant against it again (`ends::end_times`).
+            if let Some(&ended) = ends.get(&g.ip) {
+                op_ns[i] = op_ns[i].min(ended);
+            }
         }
         l.expires = g.expires;
         ops[i] = StoreOp::Put(l.clone());
@@ -211,14 +217,14 @@ impl Committer {
     pub fn prepare(
         &mut self,
         ops: &mut [StoreOp],
-        op_ns: &[u64],
+        op_ns: &mut [u64],
         deleted: &[Lease],
         report: &mut MapReport,
     ) {
         if let Some(m) = self.maps.as_mut() {
             m.before_commit(ops, report);
         }
-        report.kept = keep_kernel_grants(ops, op_ns, deleted, &report.removed, unix_now());
+        report.kept = keep_kernel_grants(ops, op_ns, deleted, &report.removed, &[], unix_now());
         if !report.kept.is_empty() {
             tracing::info!(
                 bindings = report.kept.len(),
@@ -300,7 +306,12 @@ impl Committer {
             // bookkeeping before the batch's ops (which may strip the same
             // binding) look at it.
             self.unmap(&batch.unmap, &mut report);
-            self.prepare(&mut batch.ops, &batch.op_ns, &batch.deleted, &mut report);
+            self.prepare(
+                &mut batch.ops,
+                &mut batch.op_ns,
+                &batch.deleted,
+                &mut report,
+            );
             let written = self.write_until_durable(&mut batch, &rx, &mut report, &mut shutdown);
             // Done with, either way: its senders may queue more.
             let _ = self
