@@ -373,7 +373,7 @@ impl<'k> World<'k> {
     fn submit_at(&mut self, ops: Vec<StoreOp>, replies: Vec<Wire>, at_ns: u64) {
         if ops.is_empty() {
             for r in &replies {
-                self.deliver(r, u64::MAX);
+                self.deliver(r, u64::MAX, unix_now());
             }
             return;
         }
@@ -478,7 +478,7 @@ impl<'k> World<'k> {
         let now = unix_now();
         for (seq, at, r) in replies {
             if now.saturating_sub(*at) < 4 {
-                self.deliver(r, *seq);
+                self.deliver(r, *seq, *at);
             } else {
                 self.log
                     .push("  a reply withheld too long is dropped".into());
@@ -487,17 +487,20 @@ impl<'k> World<'k> {
     }
 
     /// A reply reaches its client.
-    fn deliver(&mut self, w: &Wire, seq: u64) {
+    /// `at`: when the reply was decided. A client counts its lease from
+    /// its request, before that; from the delivery it would count past
+    /// the server's end by however long the reply waited for its batch.
+    fn deliver(&mut self, w: &Wire, seq: u64, at: u64) {
         let payload = match w {
             Wire::Frame { bytes, .. } => proto::parse_frame(bytes, None, true)
                 .unwrap()
                 .payload
                 .to_vec(),
         };
-        self.deliver_payload(&payload, "control plane", seq);
+        self.deliver_payload(&payload, "control plane", seq, at);
     }
 
-    fn deliver_payload(&mut self, p: &[u8], from: &str, seq: u64) {
+    fn deliver_payload(&mut self, p: &[u8], from: &str, seq: u64, at: u64) {
         let Some(c) = client_of_mac(&p[28..34]) else {
             return;
         };
@@ -517,7 +520,7 @@ impl<'k> World<'k> {
             return;
         };
         let yiaddr = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
-        let now = unix_now();
+        let now = at;
         match t {
             5 if !yiaddr.is_unspecified() => {
                 let lease = opts
@@ -594,7 +597,7 @@ impl<'k> World<'k> {
             XDP_TX => {
                 let f = proto::parse_frame(&out.frame, None, true).unwrap();
                 let p = f.payload.to_vec();
-                self.deliver_payload(&p, "kernel", u64::MAX);
+                self.deliver_payload(&p, "kernel", u64::MAX, unix_now());
                 Some(p)
             }
             XDP_PASS => {
