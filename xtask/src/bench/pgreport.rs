@@ -20,7 +20,7 @@ use crate::root_dir;
 type Versus = Option<(Key, Style)>;
 
 /// Rows: label, curve, the curve it is compared with.
-const PG_ROWS: [(&str, Key, Versus); 5] = [
+const PG_ROWS: [(&str, Key, Versus); 6] = [
     (
         "8. xdhcp DORA, 1 node on PostgreSQL",
         Key::PgDora1,
@@ -46,6 +46,11 @@ const PG_ROWS: [(&str, Key, Versus); 5] = [
         Key::PgLabEmbeddedRenew,
         None,
     ),
+    (
+        "8. xdhcp renewals, fast path, 2 nodes on one PostgreSQL (sum of two generators, a direct veth each)",
+        Key::PgRenew2,
+        Some((Key::PgRenew1, Style::Percent)),
+    ),
 ];
 
 /// Issue 15's targets: (what, numerator, denominator, at least, style).
@@ -66,8 +71,53 @@ const PG_TARGETS: [(&str, Key, Key, f64, Style); 2] = [
     ),
 ];
 
-/// Why the two nodes' renewals have no row.
-pub(super) const TWO_NODE_RENEWALS: &str = "xdhcp renewals, 2 nodes: not measured: the generator renews every client with one server, the first whose OFFER it took, and the other node stays silent for its live peer's clients (peer_binding), so half the renewals would go unanswered by design";
+/// Each node's part of the two nodes' renewals at the figure's step, the
+/// followers at the ramp's end, and what the shared CPUs mean for the
+/// sum.
+pub(super) fn two_node_line(sec: &PgSection, cpus: usize) -> String {
+    let Some(m) = sec.measured.iter().find(|m| m.curve.key == Key::PgRenew2) else {
+        return "xdhcp renewals, 2 nodes: no figure (see the table)".into();
+    };
+    let Some(i) = figure_step(&m.curve.points) else {
+        return "xdhcp renewals, 2 nodes: no step within the loss threshold".into();
+    };
+    let parts = sec
+        .two_nodes
+        .iter()
+        .filter_map(|p| {
+            let s = p.steps.get(i)?;
+            Some(format!(
+                "{} {}/s ({:.2}% loss)",
+                p.name,
+                xdhcp_ramp::thousands(s.answered),
+                s.loss_pct
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0} ms"));
+    let lags = sec
+        .two_nodes
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} (highest {}), {} changes read during the ramp",
+                p.name,
+                ms(p.lag_ms),
+                ms(p.max_lag_ms),
+                p.changes_in_ramp.map_or("?".into(), |c| c.to_string())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    format!(
+        "xdhcp renewals, 2 nodes, at the figure's step (target {}/s in all): {parts}. \
+         Followers at the ramp's end, the lag of the last change each read: {lags}. \
+         The two generators ({cpus} sending threads each) and both nodes' XDP share these {cpus} CPUs: \
+         the sum is what {cpus} CPUs did for two generators and two nodes, not two nodes' capacity",
+        xdhcp_ramp::thousands(m.curve.points[i].target as f64)
+    )
+}
 
 fn curves(sec: &PgSection) -> Vec<Curve> {
     sec.measured.iter().map(|m| m.curve.clone()).collect()
@@ -196,7 +246,7 @@ pub(super) fn pg_text(sec: &PgSection, machine: &Machine) -> String {
         let _ = writeln!(p, "- {l}");
     }
     let _ = writeln!(p, "- {}", lag_line(sec));
-    let _ = writeln!(p, "- {TWO_NODE_RENEWALS}");
+    let _ = writeln!(p, "- {}", two_node_line(sec, machine.cpus));
     let _ = writeln!(p, "{}", load_note(machine));
     p
 }
@@ -223,7 +273,16 @@ pub(super) fn pg_json(sec: &PgSection, quick: bool, machine: &Machine) -> Value 
         }).collect::<Vec<_>>(),
         "targets": pg_target_lines(sec, machine.busy()),
         "lag": lag_line(sec),
-        "two_node_renewals": TWO_NODE_RENEWALS,
+        "two_node_renewals": {
+            "text": two_node_line(sec, machine.cpus),
+            "nodes": sec.two_nodes.iter().map(|p| json!({
+                "node": p.name, "lag_ms": p.lag_ms, "max_lag_ms": p.max_lag_ms,
+                "changes_in_ramp": p.changes_in_ramp,
+                "steps": p.steps.iter().map(|s| json!({"target_per_s": s.target,
+                    "offered_per_s": s.offered, "answered_per_s": s.answered,
+                    "loss_pct": s.loss_pct})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        },
         "machine": {"cpus": machine.cpus, "load_average_before": machine.load_before,
                     "load_average_after": machine.load_after, "note": load_note(machine)},
     })
@@ -264,6 +323,7 @@ mod tests {
     use super::*;
     use crate::bench::{
         model::{curve_of, Pt},
+        pg2renew::NodePart,
         pgsection::PgMeasured,
     };
 
@@ -278,6 +338,7 @@ mod tests {
         PgSection {
             measured: m,
             failed: vec![(Key::PgRenew1, "kernel | said no".into())],
+            two_nodes: Vec::new(),
         }
     }
 
@@ -378,5 +439,53 @@ mod tests {
         );
         // A node that did not answer leaves the sum unknown, not smaller.
         assert_eq!(DbShare::of_nodes(&[dbs[0].clone(), None]).rows, None);
+    }
+
+    #[test]
+    fn the_two_nodes_parts_are_the_figures_step() {
+        let pt = |answered, loss_pct| Pt {
+            target: 250_000,
+            offered: answered,
+            answered,
+            loss_pct,
+            refine: false,
+        };
+        // The sum's figure is its second step, the first within the loss
+        // threshold at the highest rate: each node's part is that step's.
+        let mut m = measured(Key::PgRenew2, 400_000.0, End::Loss, vec![]);
+        m.curve.points = vec![pt(200_000.0, 0.0), pt(400_000.0, 0.5), pt(450_000.0, 9.0)];
+        let part = |name, steps: Vec<Pt>, lag| NodePart {
+            name,
+            steps,
+            lag_ms: Some(lag),
+            max_lag_ms: Some(90.0),
+            changes_in_ramp: Some(0),
+        };
+        let mut sec = section(vec![m]);
+        sec.two_nodes = vec![
+            part(
+                "node-a",
+                vec![pt(1.0, 0.0), pt(190_000.0, 1.0), pt(2.0, 0.0)],
+                12.0,
+            ),
+            part(
+                "node-b",
+                vec![pt(3.0, 0.0), pt(210_000.0, 0.0), pt(4.0, 0.0)],
+                40.0,
+            ),
+        ];
+        let l = two_node_line(&sec, 2);
+        assert!(
+            l.starts_with("xdhcp renewals, 2 nodes, at the figure's step (target 250,000/s in all): node-a 190,000/s (1.00% loss), node-b 210,000/s (0.00% loss). "),
+            "{l}"
+        );
+        assert!(
+            l.contains(
+                "node-a 12 ms (highest 90 ms), 0 changes read during the ramp; node-b 40 ms"
+            ),
+            "{l}"
+        );
+        assert!(l.ends_with("share these 2 CPUs: the sum is what 2 CPUs did for two generators and two nodes, not two nodes' capacity"), "{l}");
+        assert!(two_node_line(&section(vec![]), 2).ends_with("no figure (see the table)"));
     }
 }
