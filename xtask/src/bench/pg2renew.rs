@@ -15,9 +15,9 @@ use xdhcp_lab::{proc::Logged, Lab, Netns};
 use super::{
     lab::{cpus, BenchLab},
     loadgen::{loadgen_in, s},
-    model::Pt,
+    model::{Key, Pt},
     pglab::{node_database, PgLab, NODES},
-    pgsection::{DbShare, Measured},
+    pgsection::{figure_step, DbShare, Measured, PgSection},
     plan::BenchPlan,
     ramps::drive,
     servers::{start_pg_node, PgNode},
@@ -243,11 +243,66 @@ pub(super) fn two_node_renewals(
     Ok(((pts, o, vec![share]), parts))
 }
 
+/// Each node's part of the two nodes' renewals at the figure's step, the
+/// followers at the ramp's end, and what the shared CPUs mean for the
+/// sum.
+pub(super) fn two_node_line(sec: &PgSection, cpus: usize) -> String {
+    let Some(m) = sec.measured.iter().find(|m| m.curve.key == Key::PgRenew2) else {
+        return "xdhcp renewals, 2 nodes: no figure (see the table)".into();
+    };
+    let Some(i) = figure_step(&m.curve.points) else {
+        return "xdhcp renewals, 2 nodes: no step within the loss threshold".into();
+    };
+    let parts = sec
+        .two_nodes
+        .iter()
+        .filter_map(|p| {
+            let s = p.steps.get(i)?;
+            Some(format!(
+                "{} {}/s ({:.2}% loss)",
+                p.name,
+                xdhcp_ramp::thousands(s.answered),
+                s.loss_pct
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0} ms"));
+    let lags = sec
+        .two_nodes
+        .iter()
+        .map(|p| {
+            let during = match p.changes_in_ramp {
+                // A kernel renewal within the stored lease writes nothing.
+                Some(0) => "none read during the ramp: the lag is the DORA's".into(),
+                Some(c) => format!("{c} changes read during the ramp"),
+                None => "changes during the ramp unknown".into(),
+            };
+            format!(
+                "{} {} (highest {}), {during}",
+                p.name,
+                ms(p.lag_ms),
+                ms(p.max_lag_ms)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    format!(
+        "xdhcp renewals, 2 nodes, at the figure's step (target {}/s in all): {parts}. \
+         Followers at the ramp's end, the lag of the last change each read: {lags}. \
+         The two generators ({cpus} sending threads each) and both nodes' XDP share these {cpus} CPUs: \
+         the sum is what {cpus} CPUs did for two generators and two nodes, not two nodes' capacity",
+        xdhcp_ramp::thousands(m.curve.points[i].target as f64)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+    use xdhcp_ramp::End;
 
     use super::*;
+    use crate::bench::{model::curve_of, pgsection::PgMeasured};
 
     #[test]
     fn two_generators_steps_sum_and_their_loss_weighs_by_what_each_sent() {
@@ -262,5 +317,64 @@ mod tests {
         // A generator that sent nothing did not answer anything either.
         assert_eq!(sum_steps(&[json!({})]).loss_pct, 100.0);
         assert_eq!(sum_steps(&[a]).loss_pct, 2.0);
+    }
+
+    fn section(m: Vec<PgMeasured>) -> PgSection {
+        PgSection {
+            measured: m,
+            failed: Vec::new(),
+            two_nodes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_two_nodes_parts_are_the_figures_step() {
+        let pt = |answered, loss_pct| Pt {
+            target: 250_000,
+            offered: answered,
+            answered,
+            loss_pct,
+            refine: false,
+        };
+        // The sum's figure is its second step, the first within the loss
+        // threshold at the highest rate: each node's part is that step's.
+        let mut m = PgMeasured {
+            curve: curve_of(Key::PgRenew2, 400_000.0, End::Loss),
+            shares: Vec::new(),
+        };
+        m.curve.points = vec![pt(200_000.0, 0.0), pt(400_000.0, 0.5), pt(450_000.0, 9.0)];
+        let part = |name, steps: Vec<Pt>, lag| NodePart {
+            name,
+            steps,
+            lag_ms: Some(lag),
+            max_lag_ms: Some(90.0),
+            changes_in_ramp: Some(0),
+        };
+        let mut sec = section(vec![m]);
+        sec.two_nodes = vec![
+            part(
+                "node-a",
+                vec![pt(1.0, 0.0), pt(190_000.0, 1.0), pt(2.0, 0.0)],
+                12.0,
+            ),
+            part(
+                "node-b",
+                vec![pt(3.0, 0.0), pt(210_000.0, 0.0), pt(4.0, 0.0)],
+                40.0,
+            ),
+        ];
+        let l = two_node_line(&sec, 2);
+        assert!(
+            l.starts_with("xdhcp renewals, 2 nodes, at the figure's step (target 250,000/s in all): node-a 190,000/s (1.00% loss), node-b 210,000/s (0.00% loss). "),
+            "{l}"
+        );
+        assert!(
+            l.contains(
+                "node-a 12 ms (highest 90 ms), none read during the ramp: the lag is the DORA's; node-b 40 ms"
+            ),
+            "{l}"
+        );
+        assert!(l.ends_with("share these 2 CPUs: the sum is what 2 CPUs did for two generators and two nodes, not two nodes' capacity"), "{l}");
+        assert!(two_node_line(&section(vec![]), 2).ends_with("no figure (see the table)"));
     }
 }
