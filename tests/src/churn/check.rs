@@ -94,6 +94,36 @@ pub fn overlaps(acked: &[Acked], released: &[Released]) -> Vec<String> {
     out
 }
 
+/// What the clients were told about `ip`, in order: every ACK and release
+/// of it, for a failure message.
+pub fn story(acked: &[Acked], released: &[Released], ip: Ipv4Addr) -> Vec<String> {
+    let mut out: Vec<(f64, String)> = acked
+        .iter()
+        .filter(|a| a.ip == ip)
+        .map(|a| {
+            (
+                a.received,
+                format!(
+                    "{:.3} client {} ACKed (sent {:.3}) until {:.3}{}",
+                    a.received,
+                    a.client,
+                    a.sent,
+                    a.end(),
+                    if a.renewal { ", a renewal" } else { "" }
+                ),
+            )
+        })
+        .chain(
+            released
+                .iter()
+                .filter(|r| r.ip == ip)
+                .map(|r| (r.at, format!("{:.3} client {} released", r.at, r.client))),
+        )
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out.into_iter().map(|(_, s)| s).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,34 +201,4 @@ mod tests {
             (0, vec![])
         );
     }
-}
-
-/// What the clients were told about `ip`, in order: every ACK and release
-/// of it, for a failure message.
-pub fn story(acked: &[Acked], released: &[Released], ip: Ipv4Addr) -> Vec<String> {
-    let mut out: Vec<(f64, String)> = acked
-        .iter()
-        .filter(|a| a.ip == ip)
-        .map(|a| {
-            (
-                a.received,
-                format!(
-                    "{:.3} client {} ACKed (sent {:.3}) until {:.3}{}",
-                    a.received,
-                    a.client,
-                    a.sent,
-                    a.end(),
-                    if a.renewal { ", a renewal" } else { "" }
-                ),
-            )
-        })
-        .chain(
-            released
-                .iter()
-                .filter(|r| r.ip == ip)
-                .map(|r| (r.at, format!("{:.3} client {} released", r.at, r.client))),
-        )
-        .collect();
-    out.sort_by(|a, b| a.0.total_cmp(&b.0));
-    out.into_iter().map(|(_, s)| s).collect()
 }

@@ -153,7 +153,7 @@ pub(super) fn two_node_renewals(
             sock.display().to_string(),
         ]
     };
-    for i in 0..2 {
+    for (i, (name, _)) in NODES.iter().enumerate() {
         let (_, cli, sock) = lab.node(i);
         let mut args = common(i, &sock);
         // Below a shared database's DORA limit: every client must hold a
@@ -171,10 +171,7 @@ pub(super) fn two_node_renewals(
             .and_then(|x| x["ok"].as_u64())
             .unwrap_or(0);
         if ok < u64::from(half) * 9 / 10 {
-            bail!(
-                "only {ok} of {half} clients got a lease from {}",
-                NODES[i].0
-            );
+            bail!("only {ok} of {half} clients got a lease from {name}");
         }
     }
     let dbs =
