@@ -118,6 +118,9 @@ pub struct GenConfig {
     pub requested_ip_off: u32,
     /// Network byte order.
     pub server_ip: u32,
+    /// Client `i`'s MAC is `client_mac(i + mac_offset)` (its xid still
+    /// carries `i`): generators sharing one store emulate other clients.
+    pub mac_offset: u32,
     /// The request with every per-client field zero (the 4 bytes past
     /// [`MAX_FRAME_LEN`] keep the struct free of tail padding).
     pub frame: [u8; MAX_FRAME_LEN + 4],
@@ -141,7 +144,7 @@ pub struct GenConfig {
     /// leaves as the template has it.
     pub circuit_id_off: u16,
     /// Keeps the struct free of tail padding.
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// The client identifier (option 61) client `mac` sends in the
@@ -181,10 +184,10 @@ mod tests {
     fn gen_config() {
         assert_eq!(size_of::<GenConfig>(), 408);
         no_hidden_padding!(GenConfig, timeout_ns: u64, clients: u32, stride: u32, epoch: u32,
-            kind: u32, expect: u32, requested_ip_off: u32, server_ip: u32,
+            kind: u32, expect: u32, requested_ip_off: u32, server_ip: u32, mac_offset: u32,
             frame: [u8; MAX_FRAME_LEN + 4], msg_type_off: u16, server_id_off: u16,
             frame_len: u16, ip_off: u16, client_id_off: u16, circuit_id_off: u16,
-            _pad: [u8; 6]);
+            _pad: [u8; 2]);
     }
 
     #[test]

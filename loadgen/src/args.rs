@@ -216,10 +216,19 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Client i's MAC is that of client i + this (packet engine): a second
-    /// generator on the same link emulates other clients.
+    /// Client i's MAC is that of client i + this (both engines; xids
+    /// still carry i): a second generator on the same link, or on the
+    /// same shared store, emulates other clients.
     #[arg(long, default_value_t = 0)]
     pub mac_offset: u32,
+    /// After the last phase, write the clients' leases and their server
+    /// here (for --bindings-in).
+    #[arg(long)]
+    pub bindings_out: Option<PathBuf>,
+    /// Skip DORA: the clients hold the leases an earlier run with the
+    /// same --clients and --mac-offset wrote (--bindings-out).
+    #[arg(long, conflicts_with_all = ["synthetic", "server"])]
+    pub bindings_in: Option<PathBuf>,
     /// `--shape relayed`: the relay's address (giaddr and IPv4 source);
     /// the server must trust it and route replies to it over --iface.
     #[arg(long)]

@@ -19,6 +19,7 @@
 //!   `--synthetic`).
 
 mod args;
+pub mod bindings;
 pub mod flood;
 pub mod packet;
 pub mod programs;
@@ -120,7 +121,10 @@ pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
         let r = (u64::from(u32::from(giaddr)) << 32) | u64::from(u32::from(server));
         RELAY.store(r, std::sync::atomic::Ordering::Relaxed);
     }
-    let bindings = initial_bindings(args)?;
+    let bindings = match &args.bindings_in {
+        Some(path) => bindings::load(path, args.clients)?,
+        None => initial_bindings(args)?,
+    };
     if args.ramp_from.is_some() && !(1.1..=10.0).contains(&args.ramp_factor) {
         bail!("--ramp-factor must be within 1.1..=10");
     }
@@ -141,14 +145,14 @@ pub fn run(args: &Args) -> Result<Vec<PhaseReport>> {
             reports.push(steps.step(phase, args.rate, args.duration)?);
         }
     }
+    if let Some(path) = &args.bindings_out {
+        bindings::save(path, &steps.bindings)?;
+    }
     Ok(reports)
 }
 
 /// The checks on the command line that need nothing opened.
 fn check_args(args: &Args) -> Result<()> {
-    if args.mac_offset != 0 && args.engine == Engine::Xdp {
-        bail!("--mac-offset is for the packet engine only");
-    }
     if args.clients == 0 || args.clients > MAX_CLIENTS {
         bail!("--clients must be 1..={MAX_CLIENTS}");
     }

@@ -143,6 +143,7 @@ fn gen_config(args: &Args, phase: Phase, epoch: u32, server: ServerInfo) -> Resu
     cfg.msg_type_off = type_off as u16;
     cfg.server_id_off = sid_off as u16;
     cfg.server_ip = u32::from_ne_bytes(server.ip.octets());
+    cfg.mac_offset = args.mac_offset;
     cfg.frame_len = frame.len() as u16;
     cfg.ip_off = ip_offset(args.shape) as u16;
     cfg.client_id_off =

@@ -22,7 +22,13 @@
 //! the kernel's time for it), verdict checked: what each path through the
 //! program costs.
 //!
-//! `cargo run --release -p xdhcp-tests --example fastpath_cost -- [N] [runs per call] [rounds]`
+//! The harness runs twice on fresh maps: entries without a cap (one node,
+//! the embedded store: `NO_CAP`), then entries carrying a shared store's
+//! MCLT cap (`cap_mono_ns` = stored end + MCLT, default the daemon's
+//! 3600 s): the only difference a PostgreSQL node makes to the kernel's
+//! renewal.
+//!
+//! `cargo run --release -p xdhcp-tests --example fastpath_cost -- [N] [runs per call] [rounds] [mclt secs]`
 
 use std::{
     net::Ipv4Addr,
@@ -164,6 +170,7 @@ fn main() -> Result<()> {
     let n: u32 = args.get(1).map_or(Ok(1_000_000), |s| s.parse())?;
     let repeat: u32 = args.get(2).map_or(Ok(50_000), |s| s.parse())?;
     let rounds: u32 = args.get(3).map_or(Ok(21), |s| s.parse())?;
+    let mclt: u32 = args.get(4).map_or(Ok(3600), |s| s.parse())?;
     ensure!(
         repeat <= 60_000,
         "at most 60,000 runs per call (the ring buffer holds 65,536 events)"
@@ -173,7 +180,14 @@ fn main() -> Result<()> {
     // Before the harnesses load: a failure there leaves these standing.
     let calls = 101;
     let costs = fixture_costs(&groups, calls)?;
-    let bench = harness_costs(&renewal, n, repeat, rounds);
+    let mut bench = Ok(());
+    for cap in [None, Some(mclt)] {
+        match cap {
+            None => println!("entries without a cap (one node, embedded store: NO_CAP)"),
+            Some(m) => println!("entries with a shared store's MCLT cap (stored end + {m} s)"),
+        }
+        bench = bench.and_then(|()| harness_costs(&renewal, n, repeat, rounds, cap));
+    }
     println!("| fixture (tests/fixtures) | verdict | median of {calls} runs |");
     println!("|---|---|---|");
     for (name, verdict, t) in costs {
@@ -188,9 +202,16 @@ fn main() -> Result<()> {
 
 /// The fast path next to the yardstick through the harnesses, on `n`
 /// bindings: prints the bulk load and the table.
-fn harness_costs(renewal: &Renewal, n: u32, repeat: u32, rounds: u32) -> Result<()> {
+fn harness_costs(
+    renewal: &Renewal,
+    n: u32,
+    repeat: u32,
+    rounds: u32,
+    mclt: Option<u32>,
+) -> Result<()> {
     let mut fp = xdhcp_loadgen::programs::load_bench(n)?;
     let mut maps = FastMaps::new(&mut fp, &renewal.state.ifaces, renewal.state.server_id)?;
+    maps.set_mclt(mclt);
     // Half the lease left, as at T1 (the fixture's): each client's first
     // renewal moves the stored end by half a lease, so it is reported (a
     // ring record), as every real T1 renewal is. A client renewed again
@@ -202,6 +223,17 @@ fn harness_costs(renewal: &Renewal, n: u32, repeat: u32, rounds: u32) -> Result<
     let loaded = maps.load(leases.iter());
     let load_time = t0.elapsed();
     ensure!(loaded == n as usize, "only {loaded} of {n} bindings loaded");
+    {
+        // The entries carry the cap asked for (or none), which the kernel
+        // compares on every renewal.
+        let k = lease_key(leases[0].client.as_deref().expect("client")).expect("key fits");
+        let cap = maps.get(&k).map(|v| v.cap_mono_ns);
+        let cap = cap.ok_or_else(|| anyhow!("client 0 has no entry"))?;
+        ensure!(
+            (cap == dhcp_common::NO_CAP) == mclt.is_none(),
+            "client 0's entry has cap {cap} with mclt {mclt:?}"
+        );
+    }
 
     let t0 = Instant::now();
     {

@@ -417,3 +417,60 @@ fn adaptive_ramps_report_how_they_ended() {
     assert!(end["figure_per_s"].is_null(), "{end}");
     drop(b);
 }
+
+#[test]
+fn a_later_run_renews_an_earlier_runs_leases_under_its_mac_offset_in_the_kernel() {
+    let mut lab = DaemonLab::new("lgbind", CONFIG, None).unwrap();
+    lab.start().unwrap();
+    let file = lab.dir.join("bindings.txt");
+    let file = file.to_str().unwrap();
+    let r = loadgen(
+        &lab,
+        &[
+            "--clients",
+            "100",
+            "--rate",
+            "3000",
+            "--phase",
+            "dora",
+            "--mac-offset",
+            "5000",
+            "--bindings-out",
+            file,
+        ],
+    );
+    assert_eq!(n(&r[0], "ok"), 100, "{}", r[0]);
+    lab.drop_peer().unwrap();
+    let renew = |offset: &str| {
+        loadgen(
+            &lab,
+            &[
+                "--clients",
+                "100",
+                "--phase",
+                "renew",
+                "--engine",
+                "xdp",
+                "--count",
+                "5000",
+                "--rate",
+                "20000",
+                "--mac-offset",
+                offset,
+                "--bindings-in",
+                file,
+            ],
+        )
+        .remove(0)
+    };
+    // The xdp engine sends, and its receiver checks, client i + offset's
+    // MAC: the clients the DORA leased, answered by the kernel.
+    let ok = renew("5000");
+    assert_eq!(n(&ok, "sent"), 5_000, "{ok}");
+    assert!(n(&ok, "ok") > 4_900, "{ok}");
+    assert_eq!(n(&ok, "wrong") + n(&ok, "stray"), 0, "{ok}");
+    assert!(n(&ok["server"], "fast_path_acks") >= n(&ok, "ok"), "{ok}");
+    // Without the offset they are clients the server never leased to.
+    let other = renew("0");
+    assert_eq!(n(&other, "ok"), 0, "{other}");
+}

@@ -35,6 +35,7 @@ mod loadgen;
 mod markdown;
 mod model;
 mod perfdhcp;
+mod pg2renew;
 mod pglab;
 mod pgreport;
 mod pgsection;

@@ -134,7 +134,7 @@ fn send(ctx: &XdpContext) -> Option<()> {
         let r = unsafe { bpf_get_prandom_u32() }.to_ne_bytes();
         [0x02, 0x46, r[0], r[1], r[2], r[3]]
     } else {
-        client_mac(i)
+        client_mac(i.wrapping_add(cfg.mac_offset))
     };
     let xid = ((cfg.epoch << 24) | (i & (MAX_CLIENTS - 1))).to_be();
     let p = data as *mut u8;
@@ -269,7 +269,7 @@ fn receive(ctx: &XdpContext) -> Option<()> {
         bump(stat::STRAY);
         return Some(());
     }
-    let mac = client_mac(i);
+    let mac = client_mac(i.wrapping_add(cfg.mac_offset));
     let mac_ok = unsafe {
         let c = p.add(BOOTP + bootp::CHADDR.start);
         *c == mac[0]

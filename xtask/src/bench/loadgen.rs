@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
+use xdhcp_lab::Netns;
 use xdhcp_ramp::{End, Outcome};
 
 use super::{
@@ -54,9 +55,14 @@ pub(super) fn ramp_of(reports: &[Value], phase: &str) -> Result<(Vec<Pt>, Outcom
 
 /// Runs `xdhcp-loadgen ARGS --json` in the client namespace.
 pub(super) fn loadgen(lab: &BenchLab, bin: &Path, args: &[String]) -> Result<Vec<Value>> {
+    loadgen_in(&lab.cli, bin, args)
+}
+
+/// Runs `xdhcp-loadgen ARGS --json` on `cli0` in namespace `ns`.
+pub(super) fn loadgen_in(ns: &Netns, bin: &Path, args: &[String]) -> Result<Vec<Value>> {
     let mut cmd = loadgen_command(bin);
     cmd.args(["--iface", "cli0", "--json"]).args(args);
-    let out = lab.cli.command_from(&cmd).output().context("loadgen")?;
+    let out = ns.command_from(&cmd).output().context("loadgen")?;
     if !out.status.success() {
         bail!(
             "loadgen {args:?} failed: {}",

@@ -74,10 +74,11 @@ pub(super) enum Key {
     PgLabEmbeddedRenew,
     PgDora2,
     KeaPgDora,
+    PgRenew2,
 }
 
 impl Key {
-    pub(super) const ALL: [Key; 21] = [
+    pub(super) const ALL: [Key; 22] = [
         Key::Ceiling,
         Key::FastPath,
         Key::ControlPlane,
@@ -99,6 +100,7 @@ impl Key {
         Key::PgLabEmbeddedRenew,
         Key::PgDora2,
         Key::KeaPgDora,
+        Key::PgRenew2,
     ];
 
     /// The fast path's renewals in each request shape but the plain one
@@ -143,6 +145,7 @@ impl Key {
             }
             Key::PgDora2 => "xdhcp DORA, 2 nodes on one PostgreSQL",
             Key::KeaPgDora => "Kea 2.2 DORA (PostgreSQL, 2 threads)",
+            Key::PgRenew2 => "xdhcp renewals, fast path, 2 nodes on one PostgreSQL (sum)",
         }
     }
 
@@ -168,6 +171,7 @@ impl Key {
             Key::PgLabEmbeddedRenew => "embedded",
             Key::PgDora2 => "2 nodes",
             Key::KeaPgDora => "Kea on PostgreSQL",
+            Key::PgRenew2 => "2 nodes",
         }
     }
 

@@ -12,6 +12,7 @@ use super::{
     json::curve_json,
     markdown::{load_note, target_line},
     model::{ratio_of, Curve, Key, Machine},
+    pg2renew::two_node_line,
     pgsection::{figure_step, DbShare, PgSection, FOLLOWER_LAG_MS},
 };
 use crate::root_dir;
@@ -20,7 +21,7 @@ use crate::root_dir;
 type Versus = Option<(Key, Style)>;
 
 /// Rows: label, curve, the curve it is compared with.
-const PG_ROWS: [(&str, Key, Versus); 5] = [
+const PG_ROWS: [(&str, Key, Versus); 6] = [
     (
         "8. xdhcp DORA, 1 node on PostgreSQL",
         Key::PgDora1,
@@ -46,6 +47,11 @@ const PG_ROWS: [(&str, Key, Versus); 5] = [
         Key::PgLabEmbeddedRenew,
         None,
     ),
+    (
+        "8. xdhcp renewals, fast path, 2 nodes on one PostgreSQL (sum of two generators, a direct veth each)",
+        Key::PgRenew2,
+        Some((Key::PgRenew1, Style::Percent)),
+    ),
 ];
 
 /// Issue 15's targets: (what, numerator, denominator, at least, style).
@@ -65,9 +71,6 @@ const PG_TARGETS: [(&str, Key, Key, f64, Style); 2] = [
         Style::Percent,
     ),
 ];
-
-/// Why the two nodes' renewals have no row.
-pub(super) const TWO_NODE_RENEWALS: &str = "xdhcp renewals, 2 nodes: not measured: the generator renews every client with one server, the first whose OFFER it took, and the other node stays silent for its live peer's clients (peer_binding), so half the renewals would go unanswered by design";
 
 fn curves(sec: &PgSection) -> Vec<Curve> {
     sec.measured.iter().map(|m| m.curve.clone()).collect()
@@ -196,7 +199,7 @@ pub(super) fn pg_text(sec: &PgSection, machine: &Machine) -> String {
         let _ = writeln!(p, "- {l}");
     }
     let _ = writeln!(p, "- {}", lag_line(sec));
-    let _ = writeln!(p, "- {TWO_NODE_RENEWALS}");
+    let _ = writeln!(p, "- {}", two_node_line(sec, machine.cpus));
     let _ = writeln!(p, "{}", load_note(machine));
     p
 }
@@ -223,7 +226,16 @@ pub(super) fn pg_json(sec: &PgSection, quick: bool, machine: &Machine) -> Value 
         }).collect::<Vec<_>>(),
         "targets": pg_target_lines(sec, machine.busy()),
         "lag": lag_line(sec),
-        "two_node_renewals": TWO_NODE_RENEWALS,
+        "two_node_renewals": {
+            "text": two_node_line(sec, machine.cpus),
+            "nodes": sec.two_nodes.iter().map(|p| json!({
+                "node": p.name, "lag_ms": p.lag_ms, "max_lag_ms": p.max_lag_ms,
+                "changes_in_ramp": p.changes_in_ramp,
+                "steps": p.steps.iter().map(|s| json!({"target_per_s": s.target,
+                    "offered_per_s": s.offered, "answered_per_s": s.answered,
+                    "loss_pct": s.loss_pct})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        },
         "machine": {"cpus": machine.cpus, "load_average_before": machine.load_before,
                     "load_average_after": machine.load_after, "note": load_note(machine)},
     })
@@ -278,6 +290,7 @@ mod tests {
         PgSection {
             measured: m,
             failed: vec![(Key::PgRenew1, "kernel | said no".into())],
+            two_nodes: Vec::new(),
         }
     }
 

@@ -18,6 +18,7 @@ use super::{
     lab::{lab, BenchLab},
     loadgen::{loadgen, points, s},
     model::{Curve, Key, Pt, MAX_LOSS_PCT},
+    pg2renew::{two_node_renewals, NodePart},
     pglab::{node_database, PgLab, DB_ADDR},
     plan::BenchPlan,
     ramps::{drive, renew_ramp, renew_ramp_then, RenewRamp},
@@ -52,7 +53,7 @@ pub(super) struct DbShare {
 
 impl DbShare {
     /// xdhcp's counts since `before`.
-    fn minus(self, before: &DbShare) -> DbShare {
+    pub(super) fn minus(self, before: &DbShare) -> DbShare {
         let d = |a: Option<u64>, b: Option<u64>| Some(a?.saturating_sub(b?));
         DbShare {
             rows: d(self.rows, before.rows),
@@ -96,6 +97,8 @@ pub(super) struct PgMeasured {
 pub(super) struct PgSection {
     pub measured: Vec<PgMeasured>,
     pub failed: Vec<(Key, String)>,
+    /// Each node's part of the two nodes' renewals (empty if not run).
+    pub two_nodes: Vec<NodePart>,
 }
 
 /// Runs the section on its own lab.
@@ -105,12 +108,13 @@ pub(super) fn postgres_section(bin: &Path, plan: &BenchPlan) -> Result<PgSection
     let mut sec = PgSection {
         measured: Vec::new(),
         failed: Vec::new(),
+        two_nodes: Vec::new(),
     };
     eprintln!(
         "== 8. leases in PostgreSQL 15 at {DB_ADDR} (one segment: a bridge), fresh database per DORA step, rate × {} s new clients (at most {MAX_NEW_CLIENTS})",
         plan.dora_secs
     );
-    let steps: [(Key, &str); 5] = [
+    let steps: [(Key, &str); 6] = [
         (Key::PgDora1, "xdhcp DORA, 1 node on PostgreSQL"),
         (
             Key::PgRenew1,
@@ -119,6 +123,10 @@ pub(super) fn postgres_section(bin: &Path, plan: &BenchPlan) -> Result<PgSection
         (
             Key::PgLabEmbeddedRenew,
             "xdhcp renewals, fast path on, embedded store (same lab)",
+        ),
+        (
+            Key::PgRenew2,
+            "xdhcp renewals, fast path on, 2 nodes on one PostgreSQL, a direct veth and a generator each",
         ),
         (
             Key::PgDora2,
@@ -136,6 +144,10 @@ pub(super) fn postgres_section(bin: &Path, plan: &BenchPlan) -> Result<PgSection
             Key::PgDora2 => xdhcp_dora(&pl, bin, plan, 2),
             Key::KeaPgDora => kea_dora(&pl, bin, plan),
             Key::PgRenew1 => pg_renewals(&pl, &direct, bin, plan),
+            Key::PgRenew2 => two_node_renewals(&pl, bin, plan).map(|(m, parts)| {
+                sec.two_nodes = parts;
+                m
+            }),
             _ => embedded_renewals(&direct, bin, plan),
         };
         match r {
@@ -154,7 +166,7 @@ pub(super) fn postgres_section(bin: &Path, plan: &BenchPlan) -> Result<PgSection
     Ok(sec)
 }
 
-type Measured = (Vec<Pt>, xdhcp_ramp::Outcome, Vec<DbShare>);
+pub(super) type Measured = (Vec<Pt>, xdhcp_ramp::Outcome, Vec<DbShare>);
 
 /// loadgen's DORA of `rate × secs` new clients (at most
 /// [`MAX_NEW_CLIENTS`]) at `rate`: the step, its leases and the
