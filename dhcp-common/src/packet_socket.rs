@@ -197,14 +197,14 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: the control buffer the kernel just filled.
+    let (aux, at_ns) = unsafe { control(&mh) };
     Ok(Received {
         len: n as usize,
         pkttype: from.sll_pkttype,
-        // SAFETY: the control buffer the kernel just filled.
-        aux: unsafe { auxdata(&mh) },
+        aux,
         truncated: mh.msg_flags & libc::MSG_TRUNC != 0,
-        // SAFETY: as above.
-        at_ns: unsafe { timestamp(&mh) },
+        at_ns,
     })
 }
 
@@ -283,60 +283,49 @@ pub fn recv_many(fd: RawFd, b: &mut RecvBatch) -> io::Result<usize> {
         return Err(io::Error::last_os_error());
     }
     for (m, a) in msgs.iter().zip(from.iter()).take(n as usize) {
+        // SAFETY: the control buffer the kernel filled for this one.
+        let (aux, at_ns) = unsafe { control(&m.msg_hdr) };
         b.got.push(Received {
             len: m.msg_len as usize,
             pkttype: a.sll_pkttype,
-            // SAFETY: the control buffer the kernel filled for this one.
-            aux: unsafe { auxdata(&m.msg_hdr) },
+            aux,
             truncated: m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-            // SAFETY: as above.
-            at_ns: unsafe { timestamp(&m.msg_hdr) },
+            at_ns,
         });
     }
     Ok(n as usize)
 }
 
-/// The `PACKET_AUXDATA` in a received message's control buffer.
+/// The `PACKET_AUXDATA` and the receive time (with
+/// [`SO_TIMESTAMPNS_OLD`] on) in a received message's control buffer, in
+/// one walk.
 ///
 /// # Safety
 /// `mh` is a header `recvmsg`/`recvmmsg` filled, its control buffer live.
-unsafe fn auxdata(mh: &libc::msghdr) -> Option<TpacketAuxdata> {
-    let mut aux = None;
+unsafe fn control(mh: &libc::msghdr) -> (Option<TpacketAuxdata>, Option<u64>) {
+    let (mut aux, mut at) = (None, None);
     // SAFETY: walking the control buffer the kernel filled, with libc's
     // macros.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(mh);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == PACKET_AUXDATA {
-                aux = Some(std::ptr::read_unaligned(
-                    libc::CMSG_DATA(c) as *const TpacketAuxdata
-                ));
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::SOL_PACKET, PACKET_AUXDATA) => {
+                    aux = Some(std::ptr::read_unaligned(
+                        libc::CMSG_DATA(c) as *const TpacketAuxdata
+                    ));
+                }
+                (libc::SOL_SOCKET, SO_TIMESTAMPNS_OLD) => {
+                    let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                    at = (ts.tv_sec > 0)
+                        .then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+                }
+                _ => {}
             }
             c = libc::CMSG_NXTHDR(mh, c);
         }
     }
-    aux
-}
-
-/// The receive time in a message's control buffer, if the socket asked
-/// for it.
-///
-/// # Safety
-/// As [`auxdata`].
-unsafe fn timestamp(mh: &libc::msghdr) -> Option<u64> {
-    let mut at = None;
-    // SAFETY: as in `auxdata`.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(mh);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == SO_TIMESTAMPNS_OLD {
-                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
-                at = (ts.tv_sec > 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
-            }
-            c = libc::CMSG_NXTHDR(mh, c);
-        }
-    }
-    at
+    (aux, at)
 }
 
 #[cfg(test)]
