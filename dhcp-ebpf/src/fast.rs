@@ -117,6 +117,11 @@ pub struct Scratch {
     pub reason: u32,
     /// 1: the `PASS_EXPIRED` pass was the MCLT cap's (`pass_reason`).
     pub capped: u32,
+    // Carried across the helper calls of `reply::rewrite_frame`.
+    /// Bytes the frame grows (negative: shrinks) to the reply's size.
+    pub delta: u32,
+    /// The payload's folded ones'-complement sum (memory order).
+    pub sum: u32,
 }
 
 /// The reason to count for a pass: `PASS_EXPIRED` covers the MCLT cap
@@ -208,18 +213,14 @@ pub fn try_answer(ctx: &XdpContext, frame: &Frame) -> Result<u32, u32> {
         return Err(stat::PASS_OTHER_ADDRESS);
     }
     layout(s, tmpl)?;
-    if vol(&s.offer) != 0 {
-        // An OFFER binds nothing: no event, the end stays.
-        rewrite_frame(ctx, s, tmpl, iface)?;
-        return Ok(stat::FP_OFFER);
-    }
     let expires = now + lease.lease_secs as u64 * 1_000_000_000;
     // The event is queued before the frame is touched: a renewal the store
     // may never hear of is not answered here (the control plane answers it
     // and stores it itself). Renewals that move the end less than
-    // lease/REPORT_FRACTION past the stored one need no event at all.
+    // lease/REPORT_FRACTION past the stored one need no event at all, and
+    // an OFFER binds nothing: no event, the end stays.
     let step = lease.lease_secs as u64 * (1_000_000_000 / REPORT_FRACTION);
-    let slot = if expires >= lease.reported_mono_ns + step {
+    let slot = if vol(&s.offer) == 0 && expires >= lease.reported_mono_ns + step {
         let Some(mut slot) = XDHCP_EVENTS.reserve::<RenewEvent>(0) else {
             return Err(stat::EVENT_LOST);
         };
@@ -242,11 +243,20 @@ pub fn try_answer(ctx: &XdpContext, frame: &Frame) -> Result<u32, u32> {
     } else {
         None
     };
+    // One call site for every answer: each would be verified on its own.
     if let Err(e) = rewrite_frame(ctx, s, tmpl, iface) {
         if let Some(slot) = slot {
             slot.discard(BPF_RB_NO_WAKEUP);
         }
         return Err(e);
+    }
+    if vol(&s.offer) != 0 {
+        // Never a slot here (none is reserved for an OFFER), but the
+        // verifier must see every reservation released on every path.
+        if let Some(slot) = slot {
+            slot.discard(BPF_RB_NO_WAKEUP);
+        }
+        return Ok(stat::FP_OFFER);
     }
     // The binding runs on; userspace persists it from the event. No
     // wakeup: serve polls the ring on a short timer, which spares every

@@ -35,6 +35,7 @@ static PREV_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dhcp-ebpf-layout-prev.o"));
 
 const CLIENTS: u32 = 40;
+const LEASE_SECS: u64 = 40;
 
 /// Client i (loadgen's `client_mac(i)`) is reserved 198.18.0.(100 + i), so
 /// renewals need no DORA in the same run (`--synthetic`).
@@ -60,7 +61,7 @@ lease_db = "@DB@"
 name = "srv0"
 
 [options]
-lease_time = 40
+lease_time = @LEASE@
 
 [[subnet]]
 id = 1
@@ -79,7 +80,7 @@ end = "198.18.0.150"
             100 + i
         ));
     }
-    c
+    c.replace("@LEASE@", &LEASE_SECS.to_string())
 }
 
 fn n(v: &Value, k: &str) -> u64 {
@@ -268,6 +269,9 @@ fn a_fast_path_of_the_previous_layout_is_converted_under_renewal_load() {
     lab.start().unwrap();
     let r = lab.loadgen(&["--clients", &CLIENTS.to_string(), "--phase", "dora"]);
     assert_eq!(n(&r[0], "ok"), u64::from(CLIENTS), "{}", r[0]);
+    // A kernel renewal is reported once it moves the end a report step
+    // past the stored one: from here on, that long after the DORA.
+    let bound = std::time::Instant::now();
     let (code, out) = lab.cli(&["stop", "--keep-fast-path"]).unwrap();
     assert_eq!(code, 0, "{out}");
     lab.wait_stopped().unwrap();
@@ -295,12 +299,19 @@ fn a_fast_path_of_the_previous_layout_is_converted_under_renewal_load() {
     .unwrap();
 
     // Renewals all along; the current daemon starts in their midst.
-    let load = renewals(&lab, 400, 8)
+    let load = renewals(&lab, 400, 10)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // The old program must renew, and report, while the daemon starts:
+    // its renewals are reported only past the report step (the test once
+    // got there only because loading a program took seconds).
+    let step = Duration::from_secs(LEASE_SECS / dhcp_common::REPORT_FRACTION);
+    std::thread::sleep(
+        Duration::from_millis(1500)
+            .max((step + Duration::from_secs(1)).saturating_sub(bound.elapsed())),
+    );
     lab.start().unwrap();
     let converted = lab
         .daemon()

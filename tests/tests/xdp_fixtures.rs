@@ -4,7 +4,7 @@
 //! A failure lists every failing case, each with a pcap of its frames.
 
 use dhcp_common::stat;
-use xdhcp::xdp::loader::{Fastpath, XDP_PASS, XDP_TX};
+use xdhcp::xdp::loader::{Fastpath, VERIFIER_LIMIT, XDP_PASS, XDP_TX};
 use xdhcp_lab::{
     fixture::{self, Group},
     frame::FrameSpec,
@@ -139,4 +139,20 @@ fn repeat_runs_count_every_run() {
     let d = fp.stats().unwrap().since(&before);
     assert_eq!(d.get(stat::RX_FRAMES), 1000);
     assert_eq!(d.get(stat::DHCP_REQUESTS), 1000);
+}
+
+/// The verifier walks the fast path well inside its limit: a program near
+/// it is refused by a kernel whose pruning differs a little (an older or
+/// newer one), and every feature added to it would be a gamble.
+#[test]
+fn the_fast_path_leaves_the_verifier_a_fifth_of_its_limit() {
+    xdhcp_lab::require_lab();
+    let fp = Fastpath::load(false).expect("loading the XDP program (needs root and BPF)");
+    let n = fp.verified_instructions().unwrap();
+    eprintln!("verifier: {n} instructions processed of {VERIFIER_LIMIT}");
+    assert!(n > 0, "the kernel reported no verified instructions");
+    assert!(
+        u64::from(n) * 5 <= u64::from(VERIFIER_LIMIT) * 4,
+        "the verifier walked {n} instructions of its {VERIFIER_LIMIT}: less than a fifth left"
+    );
 }

@@ -101,6 +101,10 @@ pub fn ensure_bpffs(dir: &Path) -> Result<bool> {
     Ok(true)
 }
 
+/// Instructions the verifier walks at most before it refuses a program
+/// (`BPF_COMPLEXITY_LIMIT_INSNS`).
+pub const VERIFIER_LIMIT: u32 = 1_000_000;
+
 /// The loaded XDP program and its maps.
 pub struct Fastpath {
     // Drop order matters: attachments go first (links hold the program).
@@ -259,6 +263,22 @@ impl Fastpath {
             logger,
             ebpf,
         })
+    }
+
+    /// Instructions the verifier walked to accept the fast path, as the
+    /// kernel reports them. The program is shaped to stay far below
+    /// [`VERIFIER_LIMIT`]: a kernel that prunes states a little
+    /// differently would refuse a program near it, so headroom is tested
+    /// (`xdp_fixtures`), not assumed.
+    pub fn verified_instructions(&self) -> Result<u32> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .context("the XDP program is missing")?
+            .try_into()?;
+        let info = prog.info()?;
+        info.verified_instruction_count()
+            .context("the kernel does not report the verifier's instruction count")
     }
 
     fn program_mut(&mut self) -> &mut Xdp {
