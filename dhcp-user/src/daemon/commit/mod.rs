@@ -70,6 +70,18 @@ pub fn keep_kernel_grants(
                 l.state = LeaseState::Released;
                 l
             }),
+            // A declined lease names no client: the kernel's grant is
+            // weighed against the binding it was answering for (a client
+            // that DISCOVERs right after its DECLINE may be rapid-ACKed
+            // by the kernel before this batch removes the entry).
+            StoreOp::Put(w) if w.client.is_none() => {
+                deleted.iter().rev().find(|l| l.ip == w.ip).map(|held| {
+                    let mut l = w.clone();
+                    l.client = held.client.clone();
+                    l.hw = held.hw.clone();
+                    l
+                })
+            }
             op => op.lease().cloned(),
         };
         let Some(mut l) = written.filter(|l| l.is_client(&g.client)) else {
@@ -133,9 +145,10 @@ pub struct Commit<W> {
     /// grant found in an entry the batch removes is weighed against it
     /// (`keep_kernel_grants`).
     pub at_ns: u64,
-    /// The bindings its `Delete`s end that the kernel may have been
+    /// The bindings that its `Delete`s end, and its `Put`s of a lease no
+    /// longer naming a client (a DECLINE's), that the kernel may have been
     /// answering for, as last handed to it: a grant the kernel made after
-    /// the delete is written in its place (`keep_kernel_grants`).
+    /// the change is written in its place (`keep_kernel_grants`).
     pub deleted: Vec<Lease>,
 }
 

@@ -223,6 +223,11 @@ impl Engine {
                         } else {
                             EndKind::Ended
                         };
+                        if l.client.is_none() {
+                            // A DECLINE's: the binding the kernel had is
+                            // what its grants are weighed against.
+                            deleted.extend(leases.hold(l.ip).map(|h| h.lease.clone()));
+                        }
                         let still_bound = l.state == LeaseState::Bound
                             && leases
                                 .hold(l.ip)
