@@ -150,10 +150,9 @@ pub mod lease_flags {
     /// A DISCOVER from the client may be OFFERed this binding, and its
     /// SELECTING REQUEST ACKed, in the kernel.
     pub const OFFERABLE: u16 = 2;
-    /// The binding's subnet enables rapid commit (RFC 4039). Set by the
-    /// control plane; the XDP program does not answer option 80 yet (its
-    /// rapid ACK did not pass the verifier's instruction limit), so a
-    /// DISCOVER carrying it always passes.
+    /// The binding's subnet enables rapid commit (RFC 4039): the client's
+    /// DISCOVER with option 80 is ACKed in the kernel (80 echoed), where
+    /// without the flag it is OFFERed, as the control plane does.
     pub const RAPID_COMMIT: u16 = 4;
 }
 

@@ -75,7 +75,11 @@ pub mod stat {
     /// acknowledged enough of what the kernel granted (a database outage,
     /// or a lag), so the control plane answers it, storing it first.
     pub const PASS_MCLT_CAP: u32 = 35;
-    pub const COUNT: u32 = 36;
+    /// A known client's DISCOVER with rapid commit (RFC 4039, option 80)
+    /// where its subnet enables it: ACKed with its binding, reported like
+    /// a renewal.
+    pub const FP_ACK_RAPID: u32 = 36;
+    pub const COUNT: u32 = 37;
 }
 
 /// The per-CPU value of `MAP_STATS` (its only entry): every counter,
@@ -120,6 +124,7 @@ pub const STAT_NAMES: [&str; stat::COUNT as usize] = [
     "rate_limited_mac",
     "rate_limited_line",
     "pass_mclt_cap",
+    "fp_ack_rapid",
 ];
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ const TAIL: usize = MAX_REPLY - bootp::OPTIONS;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 pub const EXPIRY_MARGIN_NS: u64 = dhcp_common::EXPIRY_MARGIN_SECS * 1_000_000_000;
 
+const RAPID_BIT: u32 = lease_flags::RAPID_COMMIT.trailing_zeros();
+
 /// Per-CPU working memory of one request. Offsets are from the start of
 /// the frame.
 #[repr(C)]
@@ -104,6 +106,10 @@ pub struct Scratch {
     pub server_id: u32,
     /// 1: a DISCOVER, answered with an OFFER (no event, no new end).
     pub offer: u32,
+    /// 1: the request carries rapid commit (80, empty); once the binding
+    /// is found, 1 only where its subnet enables it: the DISCOVER is then
+    /// ACKed (80 echoed) instead of OFFERed.
+    pub rapid: u32,
     // For the rate limits (`limits.rs`), read after `try_answer`.
     /// The lease map holds a binding for the client's key.
     pub known: u32,
@@ -181,6 +187,15 @@ pub fn try_answer(ctx: &XdpContext, frame: &Frame) -> Result<u32, u32> {
     if offer {
         s.ip = lease.ip;
     }
+    // Rapid commit where the binding's subnet enables it: the DISCOVER is
+    // ACKed, reported like a renewal. Branch-free (one more path through
+    // the rest of the program would cost the verifier as much again).
+    let rapid = vol(&s.rapid) & vol(&s.offer) & (lease.flags >> RAPID_BIT) as usize & 1;
+    set(&mut s.rapid, rapid);
+    let offer = vol(&s.offer) & !rapid & 1;
+    set(&mut s.offer, offer);
+    let state = vol(&s.state) + rapid * (stat::FP_ACK_RAPID - stat::FP_OFFER) as usize;
+    set(&mut s.state, state);
     let now = check_lease(ctx, s, lease, ifindex)?;
     crate::relay::from_its_relay(ctx, frame, lease.giaddr)?;
     check_shape(ctx, s, lease)?;

@@ -20,8 +20,8 @@ use super::{
 };
 
 /// Where the reply's options go: the template, then (staged in
-/// `s.tail`) 61 and 82 echoed, END, and zero padding to the BOOTP
-/// minimum. Sets `s.tlen`, `s.t` (the tail's bytes up to END),
+/// `s.tail`) 61, 80 (a rapid ACK) and 82 echoed, in the control plane's
+/// order, END, and zero padding to the BOOTP minimum. Sets `s.tlen`, `s.t` (the tail's bytes up to END),
 /// `s.tail_len` (to the end of the reply) and `s.plen`.
 #[inline(always)]
 pub(crate) fn layout(s: &mut Scratch, tmpl: &ReplyTemplate) -> Result<(), u32> {
@@ -31,7 +31,7 @@ pub(crate) fn layout(s: &mut Scratch, tmpl: &ReplyTemplate) -> Result<(), u32> {
     }
     let cid_len = vol(&s.cid_len);
     let rai_len = vol(&s.rai_len);
-    let mut t = 1;
+    let mut t = 1 + 2 * (vol(&s.rapid) & 1);
     if cid_len > 0 {
         t += 2 + cid_len;
     }
@@ -60,13 +60,14 @@ pub(crate) fn layout(s: &mut Scratch, tmpl: &ReplyTemplate) -> Result<(), u32> {
     Ok(())
 }
 
-/// Fills `s.tail`: 61 (from the key, which holds the identifier) and 82
-/// (from the request, before the template covers it), END, zeros. Returns
-/// its ones'-complement sum as if it started at an even offset.
+/// Fills `s.tail`: 61 (from the key, which holds the identifier), 80 for
+/// a rapid ACK and 82 (from the request, before the template covers it),
+/// END, zeros. Returns its ones'-complement sum as if it started at an
+/// even offset.
 #[inline(always)]
 pub(crate) fn stage_tail(ctx: &XdpContext, s: &mut Scratch) -> Result<u64, u32> {
     let tail = s.tail.as_mut_ptr() as usize;
-    if vol(&s.cid_len) == 0 && vol(&s.rai_len) == 0 {
+    if vol(&s.cid_len) | vol(&s.rai_len) | vol(&s.rapid) == 0 {
         // Nothing echoed: END and zeros.
         st64(tail, opt::END as u64);
         let mut i = 1;
@@ -91,7 +92,10 @@ pub(crate) fn stage_tail(ctx: &XdpContext, s: &mut Scratch) -> Result<u64, u32> 
         st64(tail + 18, ld64(id + 16));
         t = 2 + cid_len;
     }
-    s.k = t as u32;
+    // 80 always written, kept only by a rapid ACK (the next option, or
+    // END, lands on it otherwise): no branch for the verifier to fork on.
+    st16(tail + (t & 0x3f), opt::RAPID_COMMIT as u16);
+    s.k = (t + 2 * (vol(&s.rapid) & 1)) as u32;
     let rai_len = vol(&s.rai_len);
     if rai_len > 0 {
         let t = vol(&s.k) & 0x3f;

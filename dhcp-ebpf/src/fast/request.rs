@@ -39,6 +39,7 @@ pub(crate) fn walk_options(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32>
         &mut s.rai_off,
         &mut s.server_id,
         &mut s.offer,
+        &mut s.rapid,
     ] {
         set(f, 0);
     }
@@ -76,7 +77,7 @@ pub(crate) fn walk_options(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32>
         }
         // The control plane keeps the first instance of each option; a
         // repeated one it reads is the control plane's to judge, as are
-        // bad lengths, option overload, rapid commit and subnet selection.
+        // bad lengths, option overload and subnet selection.
         // (Values lie before `n`, inside the frame; `fits` shows the
         // verifier.)
         match code {
@@ -126,6 +127,8 @@ pub(crate) fn walk_options(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32>
                 s.rai_len = len as u32;
             }
             opt::LEASE_TIME if len == 4 => {}
+            // RFC 4039: no value (the control plane drops one with a value).
+            opt::RAPID_COMMIT if len == 0 => s.rapid = 1,
             opt::MESSAGE_TYPE
             | opt::REQUESTED_IP
             | opt::PARAMETER_REQUEST_LIST
@@ -261,6 +264,11 @@ pub(crate) fn classify(ctx: &XdpContext, s: &mut Scratch) -> Result<(), u32> {
     }
     if vol(&s.msg_type) != msg::REQUEST as usize {
         return Err(stat::PASS_NOT_REQUEST);
+    }
+    if vol(&s.rapid) != 0 {
+        // Rapid commit belongs in a DISCOVER (RFC 4039 §4); in a REQUEST
+        // it is the control plane's to judge.
+        return Err(stat::PASS_UNUSUAL);
     }
     if vol(&s.has_server_id) != 0 {
         // SELECTING, for the binding's address (checked with the lease)
