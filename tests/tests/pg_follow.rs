@@ -143,7 +143,13 @@ fn a_node_follows_the_others_leases_and_serves_their_clients_after_they_die() {
     );
 
     // While A is alive, A's clients are A's to answer: B stays silent
-    // for them (counted), neither NAKs nor ACKs.
+    // for them (counted), neither NAKs nor ACKs. B's engine learns that A
+    // lives from its follower's next read of the heartbeats after A's
+    // first one (status reads them itself): until then A counts as
+    // silent, as it was before it started.
+    b.daemon()
+        .wait_for("live peers alive=[\"node-a\"]", Duration::from_secs(10))
+        .unwrap();
     for (i, (ip, _)) in granted.values().enumerate() {
         // A handed out its pool in order (the requests below ask for
         // client i's address as .10 + i).
