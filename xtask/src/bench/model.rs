@@ -276,11 +276,11 @@ pub(super) const ROWS: [(&str, Key, Option<Key>); 16] = [
 /// The targets: (what, numerator, denominator, role, at least).
 pub(super) const TARGETS: [(&str, Key, Key, Role, f64, Style); 3] = [
     (
-        "fast-path renewals >= 70% of the bare ceiling",
+        "fast-path renewals >= 80% of the bare ceiling",
         Key::FastPath,
         Key::Ceiling,
         Role::Ceiling,
-        0.70,
+        0.80,
         Style::Percent,
     ),
     (
@@ -292,11 +292,11 @@ pub(super) const TARGETS: [(&str, Key, Key, Role, f64, Style); 3] = [
         Style::Times,
     ),
     (
-        "control-plane DORA >= 3x Kea's, durable leases (same generator)",
+        "control-plane DORA >= 10x Kea's, durable leases (same generator)",
         Key::XdhcpDora,
         Key::KeaDora,
         Role::Peer,
-        3.0,
+        10.0,
         Style::Times,
     ),
 ];
