@@ -9,10 +9,97 @@
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use crate::{
+    dhcp::server::GRANT_ORDER_SLACK_NS,
     lease::{Lease, LeaseState},
     store::StoreOp,
     xdp::map_sync::KernelGrant,
 };
+
+/// A binding the batch ends whose map entry, read as it left, shows the
+/// kernel granted it beyond that end (the client renewed in the kernel
+/// just before or as the control plane ended it) is written as the
+/// grant, bound until the kernel's end, in the same write: written a
+/// batch later, a crash between the two writes would leave the store
+/// ending a binding the client holds an ACK for. Written without
+/// fast-path data, so the map keeps no entry for it. Returns each grant
+/// kept with the lease as written (`MapReport::kept`): the engine takes
+/// them into its table with the batch's report, by its own rule for
+/// grants (`Server::kernel_grant_kept`), so memory and store agree from
+/// this batch on.
+pub fn keep_kernel_grants(
+    ops: &mut [StoreOp],
+    op_ns: &mut [u64],
+    deleted: &[Lease],
+    removed: &[KernelGrant],
+    kept_before: &[(KernelGrant, Lease)],
+    now: u64,
+) -> Vec<(KernelGrant, Lease)> {
+    let mut kept = Vec::new();
+    let ends = end_times(ops, op_ns, kept_before);
+    for g in removed.iter().filter(|g| g.expires > now) {
+        let Some(i) = ops.iter().rposition(|op| match op {
+            StoreOp::Delete { ip, .. } => *ip == g.ip,
+            op => op.lease().is_some_and(|l| l.ip == g.ip),
+        }) else {
+            continue;
+        };
+        // A deleted lease: the binding as the kernel had it, if the
+        // engine handed one over (it keeps the address held anyway).
+        let written = match &ops[i] {
+            StoreOp::Delete { ip, .. } => deleted.iter().rev().find(|l| l.ip == *ip).map(|l| {
+                let mut l = l.clone();
+                l.state = LeaseState::Released;
+                l
+            }),
+            // A declined lease names no client: the kernel's grant is
+            // weighed against the binding it was answering for (a client
+            // that DISCOVERs right after its DECLINE may be rapid-ACKed
+            // by the kernel before this batch removes the entry).
+            StoreOp::Put(w) if w.client.is_none() => {
+                deleted.iter().rev().find(|l| l.ip == w.ip).map(|held| {
+                    let mut l = w.clone();
+                    l.client = held.client.clone();
+                    l.hw = held.hw.clone();
+                    l
+                })
+            }
+            op => op.lease().cloned(),
+        };
+        let Some(mut l) = written.filter(|l| l.is_client(&g.client)) else {
+            continue;
+        };
+        match l.state {
+            LeaseState::Bound if g.expires <= l.expires => continue,
+            LeaseState::Bound => {}
+            // Ran out while the kernel renewed it: the later end wins.
+            LeaseState::Expired => {}
+            // Released, declined or deleted: only a grant made after that
+            // end.
+            _ => {
+                let acked_at_ns = g
+                    .expires_ns
+                    .saturating_sub(u64::from(l.lease_secs) * 1_000_000_000);
+                let ended = ends.get(&g.ip).copied().unwrap_or(op_ns[i]);
+                if acked_at_ns + GRANT_ORDER_SLACK_NS < ended {
+                    continue;
+                }
+            }
+        }
+        if l.state != LeaseState::Bound {
+            l.fast = None;
+            l.state = LeaseState::Bound;
+            // The kept write stands for the end: a later take-in weighs
+            // the grant against it again (`ends::end_times`).
+            if let Some(&ended) = ends.get(&g.ip) {
+                op_ns[i] = op_ns[i].min(ended);
+            }
+        }
+        l.expires = g.expires;
+        ops[i] = StoreOp::Put(l.clone());
+        kept.push((g.clone(), l));
+    }
+    kept
+}
 
 /// For every address whose last write in `ops` leaves it unbound: when
 /// (`op_ns`) the first op after its last bound write ended it. A write

@@ -2,6 +2,7 @@ use super::*;
 use crate::{
     lease::{client_id_key, Lease, LeaseState},
     store::{FlakyStore, MemoryStore},
+    xdp::map_sync::KernelGrant,
 };
 use std::net::Ipv4Addr;
 use std::sync::atomic::AtomicU32;
