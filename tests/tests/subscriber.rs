@@ -119,6 +119,17 @@ fn a_pxe_client_gets_its_architecture_boot_file_and_fetches_it_over_tftp() {
         None,
     )
     .unwrap();
+    // Listening before anything asks it (the fetch below gets an empty
+    // file, and tftp exits 0, from a server not yet bound).
+    let listening = wait_until(Duration::from_secs(5), || {
+        let out = lab
+            .srv
+            .command_from(Command::new("ss").args(["-Hlun", "sport = :69"]))
+            .output()
+            .ok()?;
+        (!out.stdout.is_empty()).then_some(())
+    });
+    assert!(listening.is_some(), "in.tftpd is not listening on :69");
     lab.start().unwrap();
     // UEFI x86-64 (option 93 = 7), asking for options 66 and 67.
     let client = udhcpc(
